@@ -1,0 +1,10 @@
+//! oscar-rs: Oscar (Object-Semantics Aligned Pre-training, Li et al. ECCV 2020) and Oscar+
+//! (VinVL) on candle. See `DESIGN.md` in the repository for the architecture.
+
+pub mod config;
+pub mod error;
+pub mod model;
+pub mod nn;
+
+pub use config::OscarConfig;
+pub use error::{Error, Result};

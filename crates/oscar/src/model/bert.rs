@@ -1,0 +1,106 @@
+//! `BertImgModel` (Oscar, modeling_bert.py; paper §3): text embeddings and region embeddings
+//! concatenated text-then-regions, one post-LN encoder over both, and the [CLS] pooler.
+
+use super::embeddings::{BertEmbeddings, ImageEmbedding};
+use super::encoder::BertEncoder;
+use super::inputs::Inputs;
+use crate::config::OscarConfig;
+use crate::nn::{ops, Ctx, Linear, ParamBuilder};
+use candle_core::{bail, DType, Result, Tensor};
+
+/// HF `BertPooler`: `tanh(dense(h[:, 0]))`.
+pub struct BertPooler {
+    pub dense: Linear,
+}
+
+impl BertPooler {
+    pub fn forward(&self, seq: &Tensor) -> Result<Tensor> {
+        self.dense.forward(&seq.narrow(1, 0, 1)?.squeeze(1)?)?.tanh()
+    }
+}
+
+/// What the backbone returns.
+pub struct EncoderOutput {
+    /// `[B, T+R, H]` last hidden states.
+    pub sequence: Tensor,
+    /// `[B, H]` pooled [CLS].
+    pub pooled: Tensor,
+}
+
+/// The backbone, keys `bert.*`.
+pub struct BertImgModel {
+    pub embeddings: BertEmbeddings,
+    pub encoder: BertEncoder,
+    pub pooler: BertPooler,
+    pub image: ImageEmbedding,
+    pub cfg: OscarConfig,
+}
+
+impl BertImgModel {
+    pub fn new(pb: &ParamBuilder, cfg: &OscarConfig) -> Result<Self> {
+        Ok(BertImgModel {
+            embeddings: BertEmbeddings::new(&pb.pp("embeddings"), cfg)?,
+            encoder: BertEncoder::new(&pb.pp("encoder"), cfg)?,
+            pooler: BertPooler { dense: Linear::new(&pb.pp("pooler").pp("dense"), cfg.hidden_size, cfg.hidden_size, cfg.initializer_range)? },
+            image: ImageEmbedding::new(pb, cfg)?,
+            cfg: cfg.clone(),
+        })
+    }
+
+    /// Checks shapes and id ranges so that bad input is an error, not a panic or garbage.
+    fn validate(&self, x: &Inputs) -> Result<()> {
+        let (b, t) = x.input_ids.dims2()?;
+        let check_ids = |name: &str, ids: &Tensor, limit: usize| -> Result<()> {
+            if ids.dims() != [b, t] {
+                bail!("{name} has shape {:?}, expected [{b}, {t}] like input_ids", ids.dims());
+            }
+            let max = ids.to_dtype(DType::U32)?.flatten_all()?.max(0)?.to_scalar::<u32>()?;
+            if max as usize >= limit {
+                bail!("{name} holds id {max}, expected < {limit}");
+            }
+            Ok(())
+        };
+        if t == 0 {
+            bail!("input_ids is empty: expected at least [CLS]");
+        }
+        check_ids("input_ids", &x.input_ids, self.cfg.vocab_size)?;
+        if let Some(tt) = &x.token_type_ids {
+            check_ids("token_type_ids", tt, self.cfg.type_vocab_size)?;
+        }
+        if let Some(p) = &x.position_ids {
+            check_ids("position_ids", p, self.cfg.max_position_embeddings)?;
+        } else if t > self.cfg.max_position_embeddings {
+            bail!("text length {t} exceeds max_position_embeddings {}", self.cfg.max_position_embeddings);
+        }
+        let r = x.img_len()?;
+        if let Some(f) = &x.img_feats {
+            let (fb, _, fd) = f.dims3()?;
+            if fb != b || fd != self.cfg.img_feature_dim {
+                bail!("img_feats has shape {:?}, expected [{b}, R, {}]", f.dims(), self.cfg.img_feature_dim);
+            }
+        }
+        if let Some(m) = &x.attention_mask {
+            let l = t + r;
+            if m.dims() != [b, l] && m.dims() != [b, l, l] {
+                bail!("attention_mask has shape {:?}, expected [{b}, {l}] or [{b}, {l}, {l}] (text {t} + regions {r})", m.dims());
+            }
+        }
+        Ok(())
+    }
+
+    pub fn forward(&self, x: &Inputs, ctx: &Ctx) -> Result<EncoderOutput> {
+        self.validate(x)?;
+        let text = self.embeddings.forward(&x.input_ids, x.token_type_ids.as_ref(), x.position_ids.as_ref(), ctx)?;
+        let emb = match &x.img_feats {
+            Some(f) => {
+                let img = self.image.forward(&f.to_dtype(DType::F32)?, ctx)?;
+                Tensor::cat(&[&text, &img], 1)?
+            }
+            None => text,
+        };
+        let ext = ops::extended_attention_mask(&x.mask_or_ones()?)?;
+        let sequence = self.encoder.forward(&emb, &ext, ctx)?;
+        let pooled = self.pooler.forward(&sequence)?;
+        Ok(EncoderOutput { sequence, pooled })
+    }
+}

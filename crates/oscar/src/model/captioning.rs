@@ -1,0 +1,94 @@
+//! `BertForImageCaptioning` (VinVL code; oscar-spec §1.2, §3.5): the backbone under the seq2seq
+//! mask, an MLM head (`cls.predictions`, decoder tied only when `tie_weights`) applied to the
+//! masked caption positions, and `BertCaptioningLoss` (label smoothing, drop-worst).
+
+use super::bert::BertImgModel;
+use super::heads::BertLMPredictionHead;
+use super::inputs::Inputs;
+use crate::config::OscarConfig;
+use crate::nn::{ops, Ctx, ParamBuilder};
+use candle_core::{bail, DType, Result, Tensor};
+
+pub struct BertForImageCaptioning {
+    pub bert: BertImgModel,
+    /// `cls.predictions`.
+    pub predictions: BertLMPredictionHead,
+    label_smoothing: f64,
+    drop_worst_ratio: f64,
+    drop_worst_after: usize,
+}
+
+impl BertForImageCaptioning {
+    pub fn new(pb: &ParamBuilder, cfg: &OscarConfig) -> Result<Self> {
+        let bert = BertImgModel::new(&pb.pp("bert"), cfg)?;
+        let tied = cfg.tie_weights.then(|| bert.embeddings.word_embeddings.weight.clone());
+        Ok(BertForImageCaptioning {
+            predictions: BertLMPredictionHead::new(&pb.pp("cls").pp("predictions"), cfg, tied.as_ref())?,
+            bert,
+            label_smoothing: cfg.label_smoothing,
+            drop_worst_ratio: cfg.drop_worst_ratio,
+            drop_worst_after: cfg.drop_worst_after,
+        })
+    }
+
+    /// Logits `[M, V]` at the positions where `masked_pos` (`[B, S]`, S ≤ T, 0/1) is 1, in
+    /// row-major order, as the reference's `sequence_output[masked_pos == 1]`.
+    pub fn forward(&self, x: &Inputs, masked_pos: &Tensor, ctx: &Ctx) -> Result<Tensor> {
+        let out = self.bert.forward(x, ctx)?;
+        let (b, s) = masked_pos.dims2()?;
+        let (_, l, h) = out.sequence.dims3()?;
+        if b != out.sequence.dim(0)? || s > l {
+            bail!("masked_pos has shape {:?}, expected [{}, ≤{l}]", masked_pos.dims(), out.sequence.dim(0)?);
+        }
+        let flags = masked_pos.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        let rows: Vec<u32> = flags
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| **f != 0.0)
+            .map(|(i, _)| ((i / s) * l + i % s) as u32)
+            .collect();
+        if rows.is_empty() {
+            bail!("masked_pos selects no position");
+        }
+        let picked = out.sequence.reshape((b * l, h))?.index_select(&Tensor::new(rows.as_slice(), out.sequence.device())?, 0)?;
+        self.predictions.forward(&picked)
+    }
+
+    /// `BertCaptioningLoss` on logits `[M, V]` and the M target ids; `iteration` is the
+    /// reference's internal counter (1 on the first call): drop-worst applies when it exceeds
+    /// `drop_worst_after`, keeping the `int(M·(1−ratio))` smallest token losses.
+    pub fn loss(&self, logits: &Tensor, targets: &[u32], iteration: usize) -> Result<Tensor> {
+        captioning_loss(logits, targets, self.label_smoothing, self.drop_worst_ratio, self.drop_worst_after, iteration)
+    }
+}
+
+/// Smoothed-KL captioning loss (see [`BertForImageCaptioning::loss`]).
+pub fn captioning_loss(logits: &Tensor, targets: &[u32], eps: f64, drop_worst_ratio: f64, drop_worst_after: usize, iteration: usize) -> Result<Tensor> {
+    let (m, v) = logits.dims2()?;
+    if targets.len() != m {
+        bail!("{} target ids for {m} masked positions", targets.len());
+    }
+    if let Some(bad) = targets.iter().find(|t| **t as usize >= v) {
+        bail!("target id {bad} is outside the vocabulary of {v}");
+    }
+    let mut smooth = vec![(eps / (v as f64 - 1.0)) as f32; m * v];
+    for (i, &t) in targets.iter().enumerate() {
+        smooth[i * v + t as usize] = (1.0 - eps) as f32;
+    }
+    let smooth = Tensor::from_vec(smooth, (m, v), logits.device())?;
+    let per_token = ops::kl_div_pointwise(&ops::log_softmax(logits)?, &smooth)?.sum(1)?;
+    let kept = if drop_worst_ratio > 0.0 && iteration > drop_worst_after {
+        let k = (m as f64 * (1.0 - drop_worst_ratio)) as usize;
+        let vals = per_token.to_vec1::<f32>()?;
+        let mut order: Vec<u32> = (0..m as u32).collect();
+        order.sort_by(|a, b| vals[*a as usize].total_cmp(&vals[*b as usize]));
+        order.truncate(k);
+        if order.is_empty() {
+            bail!("drop_worst_ratio {drop_worst_ratio} leaves no token of {m}");
+        }
+        per_token.index_select(&Tensor::new(order.as_slice(), logits.device())?, 0)?
+    } else {
+        per_token
+    };
+    kept.mean_all()
+}

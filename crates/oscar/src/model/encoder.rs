@@ -1,0 +1,136 @@
+//! The post-LN transformer encoder: HF `BertSelfAttention`, `BertSelfOutput`, `BertAttention`,
+//! `BertIntermediate`, `BertOutput`, `BertLayer`, `BertEncoder` (Oscar's `CaptionBertEncoder`
+//! without its history state).
+
+use crate::config::OscarConfig;
+use crate::nn::{ops, Ctx, LayerNorm, Linear, ParamBuilder};
+use candle_core::{Result, Tensor};
+
+/// `attention.self`: scaled dot-product attention over all T+R positions.
+pub struct BertSelfAttention {
+    pub query: Linear,
+    pub key: Linear,
+    pub value: Linear,
+    num_heads: usize,
+    head_dim: usize,
+    dropout: f64,
+}
+
+impl BertSelfAttention {
+    pub fn new(pb: &ParamBuilder, cfg: &OscarConfig) -> Result<Self> {
+        let (h, std) = (cfg.hidden_size, cfg.initializer_range);
+        Ok(BertSelfAttention {
+            query: Linear::new(&pb.pp("query"), h, h, std)?,
+            key: Linear::new(&pb.pp("key"), h, h, std)?,
+            value: Linear::new(&pb.pp("value"), h, h, std)?,
+            num_heads: cfg.num_attention_heads,
+            head_dim: cfg.head_dim(),
+            dropout: cfg.attention_probs_dropout_prob,
+        })
+    }
+
+    /// `[B, L, H]` → `[B, nh, L, d]`.
+    fn split_heads(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, l, _) = x.dims3()?;
+        x.reshape((b, l, self.num_heads, self.head_dim))?.transpose(1, 2)?.contiguous()
+    }
+
+    /// `ext_mask` is the additive mask `[B, 1, 1|L, L]` from `ops::extended_attention_mask`.
+    pub fn forward(&self, x: &Tensor, ext_mask: &Tensor, ctx: &Ctx) -> Result<Tensor> {
+        let (b, l, h) = x.dims3()?;
+        let q = self.split_heads(&self.query.forward(x)?)?;
+        let k = self.split_heads(&self.key.forward(x)?)?;
+        let v = self.split_heads(&self.value.forward(x)?)?;
+        let scores = (q.matmul(&k.t()?.contiguous()?)? / (self.head_dim as f64).sqrt())?;
+        let probs = ops::softmax(&scores.broadcast_add(ext_mask)?)?;
+        let probs = ops::dropout(&probs, self.dropout, ctx)?;
+        probs.matmul(&v)?.transpose(1, 2)?.reshape((b, l, h))
+    }
+}
+
+/// `dense → dropout → LayerNorm(x + input)`: `attention.output` and `output` share this shape.
+pub struct BertResidualOutput {
+    pub dense: Linear,
+    pub layer_norm: LayerNorm,
+    dropout: f64,
+}
+
+impl BertResidualOutput {
+    pub fn new(pb: &ParamBuilder, cfg: &OscarConfig, in_dim: usize) -> Result<Self> {
+        Ok(BertResidualOutput {
+            dense: Linear::new(&pb.pp("dense"), in_dim, cfg.hidden_size, cfg.initializer_range)?,
+            layer_norm: LayerNorm::new(&pb.pp("LayerNorm"), cfg.hidden_size, cfg.layer_norm_eps)?,
+            dropout: cfg.hidden_dropout_prob,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor, residual: &Tensor, ctx: &Ctx) -> Result<Tensor> {
+        let y = ops::dropout(&self.dense.forward(x)?, self.dropout, ctx)?;
+        self.layer_norm.forward(&y.add(residual)?)
+    }
+}
+
+/// `attention`: self-attention then `attention.output` (HF `BertSelfOutput`).
+pub struct BertAttention {
+    pub self_attention: BertSelfAttention,
+    pub output: BertResidualOutput,
+}
+
+/// `intermediate`: `dense` to the FFN width, then the activation.
+pub struct BertIntermediate {
+    pub dense: Linear,
+    act: String,
+}
+
+/// `encoder.layer.{i}`.
+pub struct BertLayer {
+    pub attention: BertAttention,
+    pub intermediate: BertIntermediate,
+    pub output: BertResidualOutput,
+}
+
+impl BertLayer {
+    pub fn new(pb: &ParamBuilder, cfg: &OscarConfig) -> Result<Self> {
+        let att = pb.pp("attention");
+        Ok(BertLayer {
+            attention: BertAttention {
+                self_attention: BertSelfAttention::new(&att.pp("self"), cfg)?,
+                output: BertResidualOutput::new(&att.pp("output"), cfg, cfg.hidden_size)?,
+            },
+            intermediate: BertIntermediate {
+                dense: Linear::new(&pb.pp("intermediate").pp("dense"), cfg.hidden_size, cfg.intermediate_size, cfg.initializer_range)?,
+                act: cfg.hidden_act.clone(),
+            },
+            output: BertResidualOutput::new(&pb.pp("output"), cfg, cfg.intermediate_size)?,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor, ext_mask: &Tensor, ctx: &Ctx) -> Result<Tensor> {
+        let a = self.attention.self_attention.forward(x, ext_mask, ctx)?;
+        let a = self.attention.output.forward(&a, x, ctx)?;
+        let i = ops::activation(&self.intermediate.dense.forward(&a)?, &self.intermediate.act)?;
+        self.output.forward(&i, &a, ctx)
+    }
+}
+
+/// `encoder`: the stack of layers.
+pub struct BertEncoder {
+    pub layers: Vec<BertLayer>,
+}
+
+impl BertEncoder {
+    pub fn new(pb: &ParamBuilder, cfg: &OscarConfig) -> Result<Self> {
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|i| BertLayer::new(&pb.pp(format!("layer.{i}")), cfg))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(BertEncoder { layers })
+    }
+
+    pub fn forward(&self, x: &Tensor, ext_mask: &Tensor, ctx: &Ctx) -> Result<Tensor> {
+        let mut h = x.clone();
+        for layer in &self.layers {
+            h = layer.forward(&h, ext_mask, ctx)?;
+        }
+        Ok(h)
+    }
+}
