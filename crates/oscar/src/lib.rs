@@ -1,6 +1,7 @@
 //! oscar-rs: Oscar (Object-Semantics Aligned Pre-training, Li et al. ECCV 2020) and Oscar+
 //! (VinVL) on candle. See `DESIGN.md` in the repository for the architecture.
 
+pub mod checkpoint;
 pub mod config;
 pub mod error;
 pub mod model;

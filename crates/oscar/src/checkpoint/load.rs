@@ -1,0 +1,238 @@
+//! Building a model from a checkpoint: read the tensors (any supported format), apply the key
+//! rules, infer what the config leaves open, build structurally, and report missing and
+//! unexpected keys. A missing key is an error unless the caller asked for a fresh head.
+
+use super::keys::{normalize_keys, HeadKind};
+use super::torch_pickle::{read_torch_file, sniff};
+use crate::config::OscarConfig;
+use crate::error::{Error, Result};
+use crate::model::{BertForImageCaptioning, BertImgForPreTraining, BertImgModel, ImageBertForMultipleChoice, ImageBertForSequenceClassification};
+use crate::nn::params::FreshPolicy;
+use crate::nn::{LoadReport, ParamBuilder, Params};
+use candle_core::{Device, Tensor};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// A checkpoint's tensors (CPU, original dtypes and keys) with what sits next to them.
+pub struct Checkpoint {
+    /// The weights file that was read.
+    pub path: PathBuf,
+    pub tensors: HashMap<String, Tensor>,
+    /// `config.json` from the directory (or next to the file), when there is one.
+    pub config: Option<OscarConfig>,
+    /// `vocab.txt` from the directory (or next to the file), when there is one.
+    pub vocab: Option<PathBuf>,
+    /// `safetensors`, `torch-zip` or `torch-legacy`.
+    pub format: &'static str,
+}
+
+/// Reads a checkpoint: a `save_pretrained` directory (`model.safetensors` preferred, else
+/// `pytorch_model.bin`) or a single weights file of any supported format.
+pub fn read_checkpoint(path: &Path) -> Result<Checkpoint> {
+    let (file, dir) = if path.is_dir() {
+        let st = path.join("model.safetensors");
+        let bin = path.join("pytorch_model.bin");
+        let f = if st.exists() {
+            st
+        } else if bin.exists() {
+            bin
+        } else {
+            return Err(Error::bad_file(path, "directory has neither model.safetensors nor pytorch_model.bin"));
+        };
+        (f, path.to_path_buf())
+    } else if path.exists() {
+        (path.to_path_buf(), path.parent().map(Path::to_path_buf).unwrap_or_default())
+    } else {
+        return Err(Error::io(path, std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or directory")));
+    };
+    let (tensors, format) = read_weights(&file)?;
+    let cfg_path = dir.join("config.json");
+    let config = if cfg_path.exists() { Some(OscarConfig::from_file(&cfg_path)?) } else { None };
+    let vocab = Some(dir.join("vocab.txt")).filter(|v| v.exists());
+    Ok(Checkpoint { path: file, tensors, config, vocab, format })
+}
+
+fn read_weights(file: &Path) -> Result<(HashMap<String, Tensor>, &'static str)> {
+    if let Some(fmt) = sniff(file)? {
+        let list = read_torch_file(file)?;
+        let mut map = HashMap::with_capacity(list.len());
+        for (k, v) in list {
+            if map.insert(k.clone(), v).is_some() {
+                return Err(Error::bad_file(file, format!("key `{k}` appears twice")));
+            }
+        }
+        let name = match fmt {
+            super::torch_pickle::TorchFormat::Zip => "torch-zip",
+            super::torch_pickle::TorchFormat::Legacy => "torch-legacy",
+        };
+        return Ok((map, name));
+    }
+    let bytes = std::fs::read(file).map_err(|e| Error::io(file, e))?;
+    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| {
+        Error::bad_file(file, format!("not a checkpoint: neither a PyTorch file (zip or legacy) nor valid safetensors ({e})"))
+    })?;
+    let mut map = HashMap::new();
+    for (name, view) in st.tensors() {
+        let t = candle_core::safetensors::Load::load(&view, &Device::Cpu).map_err(|e| Error::bad_file(file, format!("tensor `{name}`: {e}")))?;
+        map.insert(name, t);
+    }
+    if map.is_empty() {
+        return Err(Error::bad_file(file, "the safetensors file holds no tensors"));
+    }
+    Ok((map, "safetensors"))
+}
+
+/// A model that can be built from parameters.
+pub trait Buildable: Sized {
+    const HEAD: HeadKind;
+    fn build(pb: &ParamBuilder, cfg: &OscarConfig) -> candle_core::Result<Self>;
+    /// Whether `cls.predictions.decoder.weight` is the word-embedding matrix.
+    fn tied(_cfg: &OscarConfig) -> bool {
+        false
+    }
+    /// Key prefixes of the task head, created fresh when the caller asks for a new head.
+    fn head_prefixes() -> &'static [&'static str];
+}
+
+/// `BertImgModel` on its own (keys `bert.*`).
+pub struct Backbone(pub BertImgModel);
+
+impl Buildable for Backbone {
+    const HEAD: HeadKind = HeadKind::Backbone;
+    fn build(pb: &ParamBuilder, cfg: &OscarConfig) -> candle_core::Result<Self> {
+        Ok(Backbone(BertImgModel::new(&pb.pp("bert"), cfg)?))
+    }
+    fn head_prefixes() -> &'static [&'static str] {
+        &[]
+    }
+}
+
+impl Buildable for BertImgForPreTraining {
+    const HEAD: HeadKind = HeadKind::PreTraining;
+    fn build(pb: &ParamBuilder, cfg: &OscarConfig) -> candle_core::Result<Self> {
+        Self::new(pb, cfg)
+    }
+    fn tied(_cfg: &OscarConfig) -> bool {
+        true
+    }
+    fn head_prefixes() -> &'static [&'static str] {
+        &["cls."]
+    }
+}
+
+impl Buildable for ImageBertForSequenceClassification {
+    const HEAD: HeadKind = HeadKind::SequenceClassification;
+    fn build(pb: &ParamBuilder, cfg: &OscarConfig) -> candle_core::Result<Self> {
+        Self::new(pb, cfg)
+    }
+    fn head_prefixes() -> &'static [&'static str] {
+        &["classifier."]
+    }
+}
+
+impl Buildable for ImageBertForMultipleChoice {
+    const HEAD: HeadKind = HeadKind::MultipleChoice;
+    fn build(pb: &ParamBuilder, cfg: &OscarConfig) -> candle_core::Result<Self> {
+        Self::new(pb, cfg)
+    }
+    fn head_prefixes() -> &'static [&'static str] {
+        &["classifier."]
+    }
+}
+
+impl Buildable for BertForImageCaptioning {
+    const HEAD: HeadKind = HeadKind::Captioning;
+    fn build(pb: &ParamBuilder, cfg: &OscarConfig) -> candle_core::Result<Self> {
+        Self::new(pb, cfg)
+    }
+    fn tied(cfg: &OscarConfig) -> bool {
+        cfg.tie_weights
+    }
+    fn head_prefixes() -> &'static [&'static str] {
+        &["cls."]
+    }
+}
+
+/// Which missing parameters may be created fresh.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fresh {
+    /// None: every parameter must be in the checkpoint.
+    Nothing,
+    /// The task head (initialising a fine-tuning model from a pre-trained one).
+    Head,
+    /// Anything missing (initialising from plain BERT: image embedding and heads are new).
+    Missing,
+}
+
+/// A built model with its parameters, the config it was built with and the load report.
+pub struct Loaded<M> {
+    pub model: M,
+    pub params: Params,
+    pub config: OscarConfig,
+    pub report: LoadReport,
+}
+
+/// Builds a fresh model (HF initialisation, seeded).
+pub fn build_fresh<M: Buildable>(cfg: &OscarConfig, seed: u64) -> Result<Loaded<M>> {
+    cfg.validate().map_err(Error::Invalid)?;
+    let pb = ParamBuilder::fresh(seed, &Device::Cpu);
+    let model = M::build(&pb, cfg)?;
+    let (params, report) = pb.finish();
+    Ok(Loaded { model, params, config: cfg.clone(), report })
+}
+
+/// Builds `M` from a checkpoint. `config` overrides the checkpoint's `config.json`.
+pub fn load_model<M: Buildable>(ckpt: Checkpoint, config: Option<OscarConfig>, fresh: Fresh, seed: u64) -> Result<Loaded<M>> {
+    let path = ckpt.path.clone();
+    let mut cfg = config.or(ckpt.config).ok_or_else(|| {
+        Error::bad_file(&path, "no config.json next to the weights: pass a config (Oscar checkpoints ship one)")
+    })?;
+    cfg.validate().map_err(|e| Error::bad_file(&path, format!("config: {e}")))?;
+    let mut tensors = ckpt.tensors;
+    let mut notes = normalize_keys(&mut tensors, M::HEAD, M::tied(&cfg), cfg.vocab_size)?;
+
+    // The image LayerNorm exists exactly when the checkpoint has it (oscar-spec §5).
+    let has_img_ln = tensors.contains_key("bert.LayerNorm.weight");
+    match cfg.use_img_layernorm {
+        None => {
+            cfg.use_img_layernorm = Some(has_img_ln);
+            notes.push(format!("use_img_layernorm inferred as {has_img_ln} from bert.LayerNorm.weight"));
+        }
+        Some(false) if has_img_ln => {
+            cfg.use_img_layernorm = Some(true);
+            notes.push("config says use_img_layernorm = 0 but the checkpoint has bert.LayerNorm.*: using it".into());
+        }
+        _ => {}
+    }
+
+    let mut prefixes: Vec<String> = match fresh {
+        Fresh::Nothing => vec![],
+        Fresh::Head | Fresh::Missing => M::head_prefixes().iter().map(|s| s.to_string()).collect(),
+    };
+    // A 2-class contrastive head loads into a 3-class model (and back) as the reference
+    // tolerates: the head starts fresh.
+    if M::HEAD == HeadKind::PreTraining {
+        if let Some(w) = tensors.get("cls.seq_relationship.weight") {
+            if w.dim(0)? != cfg.num_contrast_classes {
+                notes.push(format!("cls.seq_relationship has {} classes, the model {}: head initialised fresh", w.dim(0)?, cfg.num_contrast_classes));
+                tensors.remove("cls.seq_relationship.weight");
+                tensors.remove("cls.seq_relationship.bias");
+                prefixes.push("cls.seq_relationship.".into());
+            }
+        }
+    }
+    let policy = if fresh == Fresh::Missing { FreshPolicy::All } else { FreshPolicy::Prefixes(prefixes) };
+    let pb = ParamBuilder::from_tensors(tensors, policy, seed, &Device::Cpu);
+    let model = M::build(&pb, &cfg)?;
+    let (params, mut report) = pb.finish();
+    report.notes.extend(notes);
+    if !report.is_ok() {
+        let mut details = report.problems();
+        if !report.unexpected.is_empty() {
+            details += &format!("unexpected keys ({}): {}\n", report.unexpected.len(), report.unexpected.join(", "));
+        }
+        details += "(use a fresh head to start the task head from scratch)";
+        return Err(Error::CheckpointMismatch { path, details });
+    }
+    Ok(Loaded { model, params, config: cfg, report })
+}
