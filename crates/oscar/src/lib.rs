@@ -3,9 +3,11 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod data;
 pub mod error;
 pub mod model;
 pub mod nn;
+pub mod tokenizer;
 
 pub use config::OscarConfig;
 pub use error::{Error, Result};
