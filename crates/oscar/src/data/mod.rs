@@ -1,0 +1,3 @@
+//! Turning examples into model inputs.
+
+pub mod tensorize;
