@@ -10,12 +10,8 @@ pub enum Error {
     Candle(#[from] candle_core::Error),
 
     /// A file could not be opened, read or written.
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("{path}: {err}")]
+    Io { path: PathBuf, err: std::io::Error },
 
     /// A file was read but its content is not what was expected.
     #[error("{path}: {what}")]
@@ -32,7 +28,7 @@ pub enum Error {
 
 impl Error {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { path: path.into(), source }
+        Error::Io { path: path.into(), err: source }
     }
     pub fn bad_file(path: impl Into<PathBuf>, what: impl Into<String>) -> Self {
         Error::BadFile { path: path.into(), what: what.into() }

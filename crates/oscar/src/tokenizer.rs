@@ -50,11 +50,12 @@ impl BertTokenizer {
             .build()
             .map_err(|e| Error::bad_file(path, format!("cannot build WordPiece: {e}")))?;
         let mut inner = Tokenizer::new(model);
-        inner.with_normalizer(Some(BertNormalizer::new(true, true, None, true)));
+        let tk_err = |e: tokenizers::Error| Error::bad_file(path, format!("cannot build the tokenizer: {e}"));
+        inner.with_normalizer(Some(BertNormalizer::new(true, true, None, true))).map_err(tk_err)?;
         inner.with_pre_tokenizer(Some(BertPreTokenizer));
         // As HF's `never_split`: special tokens typed in the text stay whole.
         let specials: Vec<AddedToken> = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"].iter().map(|t| AddedToken::from(*t, true)).collect();
-        inner.add_special_tokens(specials);
+        inner.add_special_tokens(specials).map_err(tk_err)?;
         Ok(BertTokenizer { inner, vocab, special })
     }
 

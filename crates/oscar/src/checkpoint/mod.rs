@@ -3,11 +3,13 @@
 //! "Loading rules", §5), building a model from it with a missing/unexpected key report, and
 //! saving as `model.safetensors` + `config.json` + `vocab.txt`, atomically.
 
+pub mod any;
 pub mod keys;
 pub mod load;
 pub mod save;
 pub mod torch_pickle;
 
+pub use any::{detect_head, AnyModel};
 pub use keys::{normalize_keys, HeadKind};
 pub use load::{build_fresh, load_model, read_checkpoint, Backbone, Buildable, Checkpoint, Fresh, Loaded};
 pub use save::{save_pretrained, write_atomic};

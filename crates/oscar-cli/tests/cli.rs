@@ -1,0 +1,161 @@
+//! The `oscar` binary end to end on the golden fixtures: inspect, convert (and load back),
+//! encode (and compare with the library), and clear errors on bad input.
+
+use candle_core::{DType, Device, Tensor};
+use oscar::checkpoint::{load_model, read_checkpoint, Fresh};
+use oscar::model::{BertImgForPreTraining, Inputs};
+use oscar::nn::Ctx;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../oscar/tests/fixtures/model")
+}
+
+fn oscar(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_oscar")).args(args).output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn inspect_reports_format_head_and_keys_as_json() {
+    let (ok, out, err) = oscar(&["inspect", "--json", s(&fixtures().join("pretrain/pytorch_model_legacy.bin"))]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["format"], "torch-legacy");
+    assert_eq!(v["head"], "PreTraining");
+    assert_eq!(v["image_layernorm"], true);
+    assert_eq!(v["config"]["hidden_size"], 32);
+    let keys = v["keys"].as_array().unwrap();
+    let q = keys.iter().find(|k| k["key"] == "bert.encoder.layer.0.attention.self.query.weight").unwrap();
+    assert_eq!(q["shape"], serde_json::json!([32, 32]));
+    let (ok, _, err) = oscar(&["inspect", "/definitely/not/here"]);
+    assert!(!ok && err.contains("/definitely/not/here"), "{err}");
+}
+
+#[test]
+fn convert_writes_a_directory_that_loads_back_to_the_same_outputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("converted");
+    let (ok, stdout, err) = oscar(&["convert", s(&fixtures().join("pretrain/pytorch_model_legacy.bin")), s(&out)]);
+    assert!(ok, "{err}");
+    assert!(stdout.contains("PreTraining"), "{stdout}");
+    for f in ["model.safetensors", "config.json"] {
+        assert!(out.join(f).exists(), "{f}");
+    }
+    let leftovers: Vec<_> = std::fs::read_dir(&out).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().contains(".tmp-")).collect();
+    assert!(leftovers.is_empty(), "temporary files left behind");
+    let cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["model_type"], "bert");
+    assert_eq!(cfg["use_img_layernorm"], true);
+
+    let gold = candle_core::safetensors::load(fixtures().join("pretrain/goldens.safetensors"), &Device::Cpu).unwrap();
+    let inp = candle_core::safetensors::load(fixtures().join("pretrain/inputs.safetensors"), &Device::Cpu).unwrap();
+    let m = load_model::<BertImgForPreTraining>(read_checkpoint(&out).unwrap(), None, Fresh::Nothing, 0).unwrap();
+    assert!(m.report.unexpected.is_empty());
+    let x = Inputs {
+        input_ids: inp["input_ids"].to_dtype(DType::U32).unwrap(),
+        token_type_ids: Some(inp["token_type_ids"].to_dtype(DType::U32).unwrap()),
+        position_ids: None,
+        img_feats: Some(inp["img_feats"].clone()),
+        attention_mask: Some(inp["attention_mask"].clone()),
+    };
+    let o = m.model.forward(&x, &Ctx::eval()).unwrap();
+    let d: f32 = o.mlm_logits.sub(&gold["mlm_logits"]).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap();
+    assert!(d < 1e-4, "{d}");
+}
+
+/// A 99-token vocabulary for the fixtures' tiny models.
+fn tiny_vocab(dir: &Path) -> PathBuf {
+    let mut words: Vec<String> = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "man", "dog", "riding", "wave", "person", ".", "snow"].iter().map(|s| s.to_string()).collect();
+    while words.len() < 99 {
+        words.push(format!("w{}", words.len()));
+    }
+    let p = dir.join("vocab.txt");
+    std::fs::write(&p, words.join("\n")).unwrap();
+    p
+}
+
+#[test]
+fn encode_writes_inputs_and_every_head_output_consistent_with_the_library() {
+    let dir = tempfile::tempdir().unwrap();
+    let vocab = tiny_vocab(dir.path());
+    let feats = Tensor::from_vec((0..3 * 14).map(|i| (i % 5) as f32 * 0.3).collect::<Vec<f32>>(), (3, 14), &Device::Cpu).unwrap();
+    candle_core::safetensors::save(&[("img7".to_string(), feats)].into_iter().collect(), dir.path().join("feats.safetensors")).unwrap();
+    let items = dir.path().join("items.jsonl");
+    let row: Vec<String> = (0..14).map(|i| format!("{}", i as f32 / 10.0)).collect();
+    std::fs::write(
+        &items,
+        format!(
+            "{{\"id\": \"q1\", \"text\": \"a man riding a wave .\", \"tags\": [\"man\", \"wave\"], \"features\": [[{}]]}}\n\n{{\"id\": 2, \"text\": \"a dog\", \"tags\": \"dog snow\", \"features\": {{\"file\": \"feats.safetensors\", \"key\": \"img7\"}}}}\n",
+            row.join(",")
+        ),
+    )
+    .unwrap();
+    let out = dir.path().join("enc.safetensors");
+    let (ok, stdout, err) = oscar(&[
+        "encode", "--checkpoint", s(&fixtures().join("pretrain")), "--vocab", s(&vocab), "--input", s(&items), "--out", s(&out),
+        "--task", "vqa", "--max-seq-length", "12", "--max-img-seq-length", "4",
+    ]);
+    assert!(ok, "{err}");
+    assert!(stdout.contains("2 items"), "{stdout}");
+    let t = candle_core::safetensors::load(&out, &Device::Cpu).unwrap();
+    assert_eq!(t["input_ids"].dims(), [2, 12]);
+    assert_eq!(t["sequence"].dims(), [2, 16, 32]);
+    assert_eq!(t["mlm_logits"].dims(), [2, 16, 99]);
+    assert_eq!(t["contrastive_logits"].dims(), [2, 3]);
+    let ids: Vec<i64> = t["input_ids"].get(0).unwrap().to_vec1().unwrap();
+    // [CLS] a man riding a wave . [SEP] man wave [SEP] [PAD]
+    assert_eq!(ids, vec![2, 5, 6, 8, 5, 9, 11, 3, 6, 9, 3, 0]);
+    let types: Vec<i64> = t["token_type_ids"].get(0).unwrap().to_vec1().unwrap();
+    assert_eq!(types, vec![0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 0]);
+    let mask: Vec<f32> = t["attention_mask"].get(1).unwrap().to_vec1().unwrap();
+    // [CLS] a dog [SEP] dog snow [SEP]: 7 tokens, then 3 regions of 4.
+    assert_eq!(mask, vec![1., 1., 1., 1., 1., 1., 1., 0., 0., 0., 0., 0., 1., 1., 1., 0.]);
+
+    // The library on the same tensors gives the same sequence output.
+    let m = load_model::<BertImgForPreTraining>(read_checkpoint(&fixtures().join("pretrain")).unwrap(), None, Fresh::Nothing, 0).unwrap();
+    let mut feats = vec![0f32; 2 * 4 * 14];
+    for (i, v) in row.iter().enumerate() {
+        feats[i] = v.parse().unwrap();
+    }
+    for i in 0..3 * 14 {
+        feats[4 * 14 + i] = (i % 5) as f32 * 0.3;
+    }
+    let x = Inputs {
+        input_ids: t["input_ids"].to_dtype(DType::U32).unwrap(),
+        token_type_ids: Some(t["token_type_ids"].to_dtype(DType::U32).unwrap()),
+        position_ids: None,
+        img_feats: Some(Tensor::from_vec(feats, (2, 4, 14), &Device::Cpu).unwrap()),
+        attention_mask: Some(t["attention_mask"].clone()),
+    };
+    let seq = m.model.bert.forward(&x, &Ctx::eval()).unwrap().sequence;
+    let d: f32 = seq.sub(&t["sequence"]).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap();
+    assert!(d < 1e-6, "{d}");
+}
+
+#[test]
+fn encode_names_the_line_of_bad_items() {
+    let dir = tempfile::tempdir().unwrap();
+    let vocab = tiny_vocab(dir.path());
+    let cases = [
+        ("{\"text\": \"a man\"}\n{\"text\": oops}\n", ":2: not valid JSON"),
+        ("{\"text\": \"a\", \"features\": [[1, 2, 3]]}\n", ":1: features row 0 has 3 values, expected img_feature_dim = 14"),
+        ("{\"tags\": \"man\"}\n", ":1: `text` (a string) is required"),
+        ("{\"text\": \"a\", \"features\": {\"file\": \"none.safetensors\", \"key\": \"x\"}}\n", ":1: cannot read"),
+        ("\n\n", "no items"),
+    ];
+    for (i, (body, want)) in cases.iter().enumerate() {
+        let items = dir.path().join(format!("bad{i}.jsonl"));
+        std::fs::write(&items, body).unwrap();
+        let out = dir.path().join("out.safetensors");
+        let (ok, _, err) = oscar(&["encode", "--checkpoint", s(&fixtures().join("pretrain")), "--vocab", s(&vocab), "--input", s(&items), "--out", s(&out), "--task", "vqa"]);
+        assert!(!ok, "case {i} was accepted");
+        assert!(err.contains(&format!("bad{i}.jsonl")) && err.contains(want), "case {i}: {err}");
+        assert!(!out.exists(), "nothing written on error");
+    }
+}
