@@ -1,0 +1,229 @@
+//! Caption files (COCO format and Oscar's) and the whole captioning evaluation, as
+//! pycocoevalcap's `COCOEvalCap.evaluate()` computes it.
+
+use crate::bleu::{corpus_bleu, stats};
+use crate::cider::{cider_d, DocFreq, DocFreqFile};
+use crate::error::{EvalError, Result};
+use crate::meteor::meteor;
+use crate::ngrams::Vocab;
+use crate::ptb::tokenize_caption;
+use crate::rouge::rouge_l;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Captions by image id (ids kept as strings: COCO uses integers, Oscar uses keys).
+pub type CaptionSet = BTreeMap<String, Vec<String>>;
+
+fn id_string(v: &serde_json::Value) -> Option<String> {
+    match v {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// Reads captions from a COCO annotation file (`{"annotations": [{"image_id", "caption"}]}`),
+/// a COCO results / Oscar caption list (`[{"image_id", "caption"}]`), or Oscar's prediction TSV
+/// (`key \t [{"caption", "conf"}]`, first caption taken). `one_per_image` makes a second caption
+/// for an id an error (predictions).
+pub fn read_captions(path: &Path, one_per_image: bool) -> Result<CaptionSet> {
+    let text = std::fs::read_to_string(path).map_err(|e| EvalError::Io { path: path.into(), err: e })?;
+    if text.trim().is_empty() {
+        return Err(EvalError::bad_file(path, "file is empty: expected captions"));
+    }
+    let mut set = CaptionSet::new();
+    let mut add = |id: String, cap: String, where_: String| -> Result<()> {
+        let e = set.entry(id.clone()).or_default();
+        if one_per_image && !e.is_empty() {
+            return Err(EvalError::bad_file(path, format!("{where_}: image {id} has a second caption; predictions need exactly one per image")));
+        }
+        e.push(cap);
+        Ok(())
+    };
+    let trimmed = text.trim_start();
+    if trimmed.starts_with('[') || trimmed.starts_with('{') {
+        let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| EvalError::bad_file(path, format!("not valid JSON: {e}")))?;
+        let list = match &v {
+            serde_json::Value::Array(a) => a,
+            serde_json::Value::Object(o) => o
+                .get("annotations")
+                .and_then(|a| a.as_array())
+                .ok_or_else(|| EvalError::bad_file(path, "expected a list of {image_id, caption} or a COCO file with `annotations`"))?,
+            _ => return Err(EvalError::bad_file(path, "expected a JSON list or object")),
+        };
+        for (i, item) in list.iter().enumerate() {
+            let where_ = format!("entry {i}");
+            let id = item.get("image_id").and_then(id_string).ok_or_else(|| EvalError::bad_file(path, format!("{where_}: `image_id` (string or number) is missing")))?;
+            let cap = item.get("caption").and_then(|c| c.as_str()).ok_or_else(|| EvalError::bad_file(path, format!("{where_}: `caption` (a string) is missing")))?;
+            add(id, cap.to_string(), where_)?;
+        }
+    } else {
+        for (i, line) in text.lines().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let where_ = format!("line {}", i + 1);
+            let (key, rest) = line.split_once('\t').ok_or_else(|| EvalError::bad_file(path, format!("{where_}: expected `key<TAB>[{{\"caption\": …}}]`")))?;
+            let v: serde_json::Value = serde_json::from_str(rest).map_err(|e| EvalError::bad_file(path, format!("{where_}: not valid JSON: {e}")))?;
+            let cap = v.get(0).and_then(|c| c.get("caption")).and_then(|c| c.as_str()).ok_or_else(|| EvalError::bad_file(path, format!("{where_}: expected a list whose first entry has `caption`")))?;
+            add(key.to_string(), cap.to_string(), where_)?;
+        }
+    }
+    if set.is_empty() {
+        return Err(EvalError::bad_file(path, "holds no captions"));
+    }
+    Ok(set)
+}
+
+/// Options of a captioning evaluation.
+#[derive(Default)]
+pub struct CaptionOptions {
+    /// Captions are already tokenized (skip the PTB step).
+    pub pretokenized: bool,
+    /// The METEOR jar, when METEOR should be computed.
+    pub meteor_jar: Option<PathBuf>,
+    /// Document frequencies from a training corpus: adds CIDEr-D (what SCST optimizes).
+    pub cider_df: Option<DocFreqFile>,
+    /// Evaluate only the predicted images instead of requiring a prediction for every image.
+    pub allow_subset: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ImageScores {
+    pub image_id: String,
+    pub bleu: [f64; 4],
+    pub rouge_l: f64,
+    pub cider: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub meteor: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cider_d: Option<f64>,
+}
+
+/// Corpus scores (on pycocoevalcap's scale: CIDEr ≈ 1.2, not 120) and per-image scores.
+#[derive(Debug, Serialize)]
+pub struct CaptionScores {
+    pub images: usize,
+    pub bleu: [f64; 4],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub meteor: Option<f64>,
+    pub rouge_l: f64,
+    /// pycocoevalcap's CIDEr (CIDEr-D formula, document frequencies from these references).
+    pub cider: f64,
+    /// CIDEr-D with the document frequencies of a training corpus, when given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cider_d: Option<f64>,
+    pub per_image: Vec<ImageScores>,
+}
+
+fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len() as f64
+}
+
+/// Scores predictions against references.
+pub fn evaluate_captions(refs: &CaptionSet, preds: &CaptionSet, opt: &CaptionOptions) -> Result<CaptionScores> {
+    if preds.is_empty() {
+        return Err(EvalError::Invalid("no predictions to evaluate".into()));
+    }
+    let unknown: Vec<&String> = preds.keys().filter(|k| !refs.contains_key(*k)).collect();
+    if !unknown.is_empty() {
+        return Err(EvalError::Invalid(format!("{} predicted image ids have no references, e.g. {}", unknown.len(), unknown.iter().take(5).map(|s| s.as_str()).collect::<Vec<_>>().join(", "))));
+    }
+    let missing: Vec<&String> = refs.keys().filter(|k| !preds.contains_key(*k)).collect();
+    if !missing.is_empty() && !opt.allow_subset {
+        return Err(EvalError::Invalid(format!(
+            "{} images with references have no prediction, e.g. {} (evaluate the predicted subset only with --subset)",
+            missing.len(),
+            missing.iter().take(5).map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+        )));
+    }
+    let tok = |s: &str| if opt.pretokenized { s.to_string() } else { tokenize_caption(s) };
+    let ids: Vec<&String> = preds.keys().collect();
+    let hyp_text: Vec<String> = ids.iter().map(|id| tok(&preds[*id][0])).collect();
+    let ref_text: Vec<Vec<String>> = ids.iter().map(|id| refs[*id].iter().map(|r| tok(r)).collect()).collect();
+    if let Some((id, _)) = ids.iter().zip(&ref_text).find(|(_, r)| r.is_empty()) {
+        return Err(EvalError::Invalid(format!("image {id} has no reference caption")));
+    }
+
+    let mut vocab = Vocab::default();
+    let hyp: Vec<Vec<u32>> = hyp_text.iter().map(|s| vocab.words(s)).collect();
+    let refw: Vec<Vec<Vec<u32>>> = ref_text.iter().map(|rs| rs.iter().map(|s| vocab.words(s)).collect()).collect();
+
+    let bleu_stats: Vec<_> = hyp.iter().zip(&refw).map(|(h, r)| stats(h, r)).collect();
+    let (bleu, bleu_per) = corpus_bleu(&bleu_stats);
+
+    // ROUGE-L splits on single spaces: tokens of `s.split(' ')`, the empty one included.
+    let mut rvocab = Vocab::default();
+    let split = |v: &mut Vocab, s: &str| -> Vec<u32> { s.split(' ').map(|w| v.id(w)).collect() };
+    let rouge_per: Vec<f64> = hyp_text
+        .iter()
+        .zip(&ref_text)
+        .map(|(h, rs)| {
+            let hw = split(&mut rvocab, h);
+            let rw: Vec<Vec<u32>> = rs.iter().map(|r| split(&mut rvocab, r)).collect();
+            rouge_l(&hw, &rw)
+        })
+        .collect();
+
+    let cider_per = cider_d(&hyp, &refw, &DocFreq::from_refs(&refw));
+    let cider_d_per = opt.cider_df.as_ref().map(|f| cider_d(&hyp, &refw, &DocFreq::from_file(f, &mut vocab)));
+
+    let meteor_res = match &opt.meteor_jar {
+        Some(jar) => {
+            let items: Vec<(&str, &[String])> = hyp_text.iter().zip(&ref_text).map(|(h, r)| (h.as_str(), r.as_slice())).collect();
+            Some(meteor(jar, &items)?)
+        }
+        None => None,
+    };
+
+    let per_image = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| ImageScores {
+            image_id: (*id).clone(),
+            bleu: bleu_per[i],
+            rouge_l: rouge_per[i],
+            cider: cider_per[i],
+            meteor: meteor_res.as_ref().map(|m| m.1[i]),
+            cider_d: cider_d_per.as_ref().map(|c| c[i]),
+        })
+        .collect();
+    Ok(CaptionScores {
+        images: ids.len(),
+        bleu,
+        meteor: meteor_res.map(|m| m.0),
+        rouge_l: mean(&rouge_per),
+        cider: mean(&cider_per),
+        cider_d: cider_d_per.as_deref().map(mean),
+        per_image,
+    })
+}
+
+/// Document frequencies of a caption file's references (per image, the set of its captions'
+/// n-grams), for CIDEr-D during SCST: `oscar eval cider-df`.
+pub fn build_doc_freq(refs: &CaptionSet, pretokenized: bool) -> DocFreqFile {
+    let mut vocab = Vocab::default();
+    let mut words: Vec<String> = Vec::new();
+    let sets: Vec<Vec<Vec<u32>>> = refs
+        .values()
+        .map(|caps| {
+            caps.iter()
+                .map(|c| {
+                    let t = if pretokenized { c.clone() } else { tokenize_caption(c) };
+                    t.split_whitespace()
+                        .map(|w| {
+                            let before = words.len() as u32;
+                            let id = vocab.id(w);
+                            if id == before {
+                                words.push(w.to_string());
+                            }
+                            id
+                        })
+                        .collect()
+                })
+                .collect()
+        })
+        .collect();
+    DocFreq::from_refs(&sets).to_file(&words, if pretokenized { "pretokenized" } else { "ptb" })
+}
