@@ -1,6 +1,7 @@
 //! `oscar`: the command line of oscar-rs. Subcommands mirror the reference's scripts.
 
 mod encode;
+mod eval;
 mod inspect;
 
 use anyhow::Result;
@@ -45,6 +46,9 @@ enum Cmd {
     /// Tensorize items (text, tags, region features) and run the model: writes the inputs and
     /// every output (sequence, pooled, each head's logits) to a safetensors file.
     Encode(encode::EncodeArgs),
+    /// Evaluate captions, VQA answers or retrieval scores with the official metrics.
+    #[command(subcommand)]
+    Eval(eval::EvalCmd),
     /// The end-to-end demo on the synthetic world (see README for what exists so far).
     Demo,
 }
@@ -55,6 +59,7 @@ fn main() {
         Cmd::Inspect { path, json } => inspect::inspect(&path, json),
         Cmd::Convert { input, output, config, vocab, init_missing } => inspect::convert(&input, &output, config.as_deref(), vocab.as_deref(), init_missing),
         Cmd::Encode(args) => encode::encode(&args),
+        Cmd::Eval(cmd) => eval::run(&cmd),
         Cmd::Demo => demo(),
     };
     if let Err(e) = res {
@@ -74,14 +79,19 @@ pub(crate) fn emit(text: &str) -> Result<()> {
 
 /// Until the synthetic world and the training loop land, the demo states what this build does.
 fn demo() -> Result<()> {
-    println!(
-        "oscar-rs: the end-to-end demo (synthetic world → pre-training with and without tags → \
-retrieval, captioning, VQA) is not built yet.\n\nWhat works in this build:\n\
-  oscar inspect PATH        read an Oscar/VinVL/BERT checkpoint (zip or legacy .bin, safetensors)\n\
-  oscar convert IN OUT      convert it to model.safetensors + config.json + vocab.txt\n\
-  oscar encode --checkpoint DIR --input items.jsonl --out out.safetensors\n\
-                            tensorize text + tags + region features and run every head\n\n\
-The model reproduces PyTorch + transformers to 1e-5 on every head (run the tests: bash tools/test.sh)."
-    );
-    Ok(())
+    let lines = [
+        "oscar-rs: the end-to-end demo (synthetic world -> pre-training with and without tags ->",
+        "retrieval, captioning, VQA) is not built yet.",
+        "",
+        "What works in this build:",
+        "  oscar inspect PATH        read an Oscar/VinVL/BERT checkpoint (zip or legacy .bin, safetensors)",
+        "  oscar convert IN OUT      convert it to model.safetensors + config.json + vocab.txt",
+        "  oscar encode --checkpoint DIR --input items.jsonl --out out.safetensors",
+        "                            tensorize text + tags + region features and run every head",
+        "  oscar eval caption|vqa|cider-df|retrieval",
+        "                            BLEU/METEOR/ROUGE-L/CIDEr(-D), VQA accuracy, recall@K as the official tools",
+        "",
+        "Every head matches PyTorch + transformers to 1e-5; run the tests with: bash tools/test.sh",
+    ];
+    emit(&(lines.join("\n") + "\n"))
 }

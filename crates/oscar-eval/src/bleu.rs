@@ -2,7 +2,7 @@
 //! clipped n-gram precisions with the closest reference length (ties to the shorter), the
 //! brevity penalty, and its per-image scores (cumulative products, `tiny`/`small` guards).
 
-use crate::ngrams::{count, order};
+use crate::ngrams::{count, order, Counts};
 
 const TINY: f64 = 1e-15;
 const SMALL: f64 = 1e-9;
@@ -18,24 +18,23 @@ pub struct BleuStats {
 
 /// `cook_refs` + `cook_test`: clipped matches and the closest reference length.
 pub fn stats(cand: &[u32], refs: &[Vec<u32>]) -> BleuStats {
-    let n = 4;
-    let mut maxcounts = rustc_hash::FxHashMap::default();
-    for r in refs {
-        for (g, c) in count(r, n) {
-            let e = maxcounts.entry(g).or_insert(0u32);
-            *e = (*e).max(c);
-        }
-    }
-    let testlen = cand.len();
+    let ref_counts: Vec<Counts> = refs.iter().map(|r| count(r, 4)).collect();
+    let ref_lens: Vec<usize> = refs.iter().map(Vec::len).collect();
+    stats_from_counts(cand.len(), &count(cand, 4), &ref_lens, &ref_counts)
+}
+
+/// [`stats`] from n-gram counts computed once and shared with the other metrics.
+pub fn stats_from_counts(testlen: usize, cand: &Counts, ref_lens: &[usize], refs: &[Counts]) -> BleuStats {
+    let maxcounts = Counts::max_of(refs);
     // min over (|l − testlen|, l): the closest length, the shorter on ties.
-    let reflen = refs.iter().map(|r| r.len()).min_by_key(|&l| ((l as i64 - testlen as i64).abs(), l)).unwrap_or(0);
+    let reflen = ref_lens.iter().copied().min_by_key(|&l| ((l as i64 - testlen as i64).abs(), l)).unwrap_or(0);
     let mut guess = [0; 4];
     for (k, g) in guess.iter_mut().enumerate() {
         *g = (testlen + 1).saturating_sub(k + 1);
     }
     let mut correct = [0; 4];
-    for (g, c) in count(cand, n) {
-        correct[order(&g) - 1] += c.min(*maxcounts.get(&g).unwrap_or(&0)) as usize;
+    for (g, c) in cand.iter() {
+        correct[order(g) - 1] += c.min(maxcounts.get(g).unwrap_or(0)) as usize;
     }
     BleuStats { testlen, reflen, guess, correct }
 }

@@ -1,11 +1,12 @@
 //! Caption files (COCO format and Oscar's) and the whole captioning evaluation, as
 //! pycocoevalcap's `COCOEvalCap.evaluate()` computes it.
 
-use crate::bleu::{corpus_bleu, stats};
-use crate::cider::{cider_d, DocFreq, DocFreqFile};
+use crate::bleu::{corpus_bleu, stats_from_counts};
+use crate::cider::{cider_d_from_counts, DocFreq, DocFreqFile};
 use crate::error::{EvalError, Result};
 use crate::meteor::meteor;
-use crate::ngrams::Vocab;
+use crate::ngrams::{count, Counts, Vocab};
+use rayon::prelude::*;
 use crate::ptb::tokenize_caption;
 use crate::rouge::rouge_l;
 use serde::Serialize;
@@ -15,12 +16,24 @@ use std::path::{Path, PathBuf};
 /// Captions by image id (ids kept as strings: COCO uses integers, Oscar uses keys).
 pub type CaptionSet = BTreeMap<String, Vec<String>>;
 
-fn id_string(v: &serde_json::Value) -> Option<String> {
-    match v {
-        serde_json::Value::String(s) => Some(s.clone()),
-        serde_json::Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
+/// An image id: COCO uses integers, Oscar uses string keys.
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum Id {
+    Str(String),
+    Num(serde_json::Number),
+}
+
+/// One `{image_id, caption}` entry; other fields (`id`, …) are ignored.
+#[derive(serde::Deserialize)]
+struct Entry {
+    image_id: Option<Id>,
+    caption: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
+struct CocoFile {
+    annotations: Vec<Entry>,
 }
 
 /// Reads captions from a COCO annotation file (`{"annotations": [{"image_id", "caption"}]}`),
@@ -43,20 +56,21 @@ pub fn read_captions(path: &Path, one_per_image: bool) -> Result<CaptionSet> {
     };
     let trimmed = text.trim_start();
     if trimmed.starts_with('[') || trimmed.starts_with('{') {
-        let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| EvalError::bad_file(path, format!("not valid JSON: {e}")))?;
-        let list = match &v {
-            serde_json::Value::Array(a) => a,
-            serde_json::Value::Object(o) => o
-                .get("annotations")
-                .and_then(|a| a.as_array())
-                .ok_or_else(|| EvalError::bad_file(path, "expected a list of {image_id, caption} or a COCO file with `annotations`"))?,
-            _ => return Err(EvalError::bad_file(path, "expected a JSON list or object")),
+        let list: Vec<Entry> = if trimmed.starts_with('[') {
+            serde_json::from_str(&text).map_err(|e| EvalError::bad_file(path, format!("expected a list of {{image_id, caption}}: {e}")))?
+        } else {
+            let coco: CocoFile = serde_json::from_str(&text).map_err(|e| EvalError::bad_file(path, format!("expected a COCO file with `annotations` of {{image_id, caption}}: {e}")))?;
+            coco.annotations
         };
-        for (i, item) in list.iter().enumerate() {
+        for (i, item) in list.into_iter().enumerate() {
             let where_ = format!("entry {i}");
-            let id = item.get("image_id").and_then(id_string).ok_or_else(|| EvalError::bad_file(path, format!("{where_}: `image_id` (string or number) is missing")))?;
-            let cap = item.get("caption").and_then(|c| c.as_str()).ok_or_else(|| EvalError::bad_file(path, format!("{where_}: `caption` (a string) is missing")))?;
-            add(id, cap.to_string(), where_)?;
+            let id = match item.image_id {
+                Some(Id::Str(s)) => s,
+                Some(Id::Num(n)) => n.to_string(),
+                None => return Err(EvalError::bad_file(path, format!("{where_}: `image_id` (string or number) is missing"))),
+            };
+            let cap = item.caption.ok_or_else(|| EvalError::bad_file(path, format!("{where_}: `caption` (a string) is missing")))?;
+            add(id, cap, where_)?;
         }
     } else {
         for (i, line) in text.lines().enumerate() {
@@ -140,8 +154,8 @@ pub fn evaluate_captions(refs: &CaptionSet, preds: &CaptionSet, opt: &CaptionOpt
     }
     let tok = |s: &str| if opt.pretokenized { s.to_string() } else { tokenize_caption(s) };
     let ids: Vec<&String> = preds.keys().collect();
-    let hyp_text: Vec<String> = ids.iter().map(|id| tok(&preds[*id][0])).collect();
-    let ref_text: Vec<Vec<String>> = ids.iter().map(|id| refs[*id].iter().map(|r| tok(r)).collect()).collect();
+    let hyp_text: Vec<String> = ids.par_iter().map(|id| tok(&preds[*id][0])).collect();
+    let ref_text: Vec<Vec<String>> = ids.par_iter().map(|id| refs[*id].iter().map(|r| tok(r)).collect()).collect();
     if let Some((id, _)) = ids.iter().zip(&ref_text).find(|(_, r)| r.is_empty()) {
         return Err(EvalError::Invalid(format!("image {id} has no reference caption")));
     }
@@ -150,7 +164,13 @@ pub fn evaluate_captions(refs: &CaptionSet, preds: &CaptionSet, opt: &CaptionOpt
     let hyp: Vec<Vec<u32>> = hyp_text.iter().map(|s| vocab.words(s)).collect();
     let refw: Vec<Vec<Vec<u32>>> = ref_text.iter().map(|rs| rs.iter().map(|s| vocab.words(s)).collect()).collect();
 
-    let bleu_stats: Vec<_> = hyp.iter().zip(&refw).map(|(h, r)| stats(h, r)).collect();
+    // N-gram counts once per sentence, shared by BLEU, the document frequencies and CIDEr.
+    let hyp_counts: Vec<Counts> = hyp.par_iter().map(|h| count(h, 4)).collect();
+    let ref_counts: Vec<Vec<Counts>> = refw.par_iter().map(|rs| rs.iter().map(|r| count(r, 4)).collect()).collect();
+    let bleu_stats: Vec<_> = (0..hyp.len())
+        .into_par_iter()
+        .map(|i| stats_from_counts(hyp[i].len(), &hyp_counts[i], &refw[i].iter().map(Vec::len).collect::<Vec<_>>(), &ref_counts[i]))
+        .collect();
     let (bleu, bleu_per) = corpus_bleu(&bleu_stats);
 
     // ROUGE-L splits on single spaces: tokens of `s.split(' ')`, the empty one included.
@@ -166,8 +186,8 @@ pub fn evaluate_captions(refs: &CaptionSet, preds: &CaptionSet, opt: &CaptionOpt
         })
         .collect();
 
-    let cider_per = cider_d(&hyp, &refw, &DocFreq::from_refs(&refw));
-    let cider_d_per = opt.cider_df.as_ref().map(|f| cider_d(&hyp, &refw, &DocFreq::from_file(f, &mut vocab)));
+    let cider_per = cider_d_from_counts(&hyp_counts, &ref_counts, &DocFreq::from_counts(&ref_counts));
+    let cider_d_per = opt.cider_df.as_ref().map(|f| cider_d_from_counts(&hyp_counts, &ref_counts, &DocFreq::from_file(f, &mut vocab)));
 
     let meteor_res = match &opt.meteor_jar {
         Some(jar) => {

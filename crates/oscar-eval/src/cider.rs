@@ -2,7 +2,7 @@
 //! which is what pycocoevalcap 1.2 reports as "CIDEr" when the document frequencies come from the
 //! evaluated references, and what SCST uses with document frequencies from the training captions.
 
-use crate::ngrams::{count, order, NGram, Vocab};
+use crate::ngrams::{count, order, Counts, NGram, Vocab};
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
@@ -29,11 +29,17 @@ pub struct DocFreqFile {
 impl DocFreq {
     /// Frequencies over the reference sets (one set of n-grams per image).
     pub fn from_refs(refs: &[Vec<Vec<u32>>]) -> Self {
+        let counts: Vec<Vec<Counts>> = refs.iter().map(|set| set.iter().map(|r| count(r, 4)).collect()).collect();
+        Self::from_counts(&counts)
+    }
+
+    /// [`DocFreq::from_refs`] from n-gram counts computed once.
+    pub fn from_counts(refs: &[Vec<Counts>]) -> Self {
         let mut df: FxHashMap<NGram, f64> = FxHashMap::default();
         for set in refs {
             let mut seen: rustc_hash::FxHashSet<NGram> = Default::default();
             for r in set {
-                seen.extend(count(r, 4).into_keys());
+                seen.extend(r.keys().copied());
             }
             for g in seen {
                 *df.entry(g).or_insert(0.0) += 1.0;
@@ -65,41 +71,46 @@ impl DocFreq {
     }
 }
 
-/// tf-idf vectors per order, their norms, and the reference's "length" (the bigram count,
-/// which is what pycocoevalcap's `counts2vec` sums).
-struct TfIdf {
-    vec: [FxHashMap<NGram, f64>; 4],
+/// A sentence's tf-idf norms per order and the reference's "length" (the bigram count, which is
+/// what pycocoevalcap's `counts2vec` sums). The vectors themselves are never materialised: an
+/// entry is `count · idf`, looked up when needed.
+struct Norms {
     norm: [f64; 4],
     length: f64,
 }
 
-fn tfidf(words: &[u32], df: &DocFreq, log_ref_len: f64) -> TfIdf {
-    let mut vec: [FxHashMap<NGram, f64>; 4] = Default::default();
+fn idf(g: &NGram, df: &DocFreq, log_ref_len: f64) -> f64 {
+    log_ref_len - df.df.get(g).copied().unwrap_or(0.0).max(1.0).ln()
+}
+
+fn norms(counts: &Counts, df: &DocFreq, log_ref_len: f64) -> Norms {
     let mut norm = [0.0; 4];
     let mut length = 0.0;
-    for (g, tf) in count(words, 4) {
-        let d = df.df.get(&g).copied().unwrap_or(0.0).max(1.0).ln();
-        let n = order(&g) - 1;
-        let v = tf as f64 * (log_ref_len - d);
+    for (g, tf) in counts.iter() {
+        let n = order(g) - 1;
+        let v = tf as f64 * idf(g, df, log_ref_len);
         norm[n] += v * v;
-        vec[n].insert(g, v);
         if n == 1 {
             length += tf as f64;
         }
     }
-    TfIdf { vec, norm: norm.map(f64::sqrt), length }
+    Norms { norm: norm.map(f64::sqrt), length }
 }
 
-fn sim(h: &TfIdf, r: &TfIdf, sigma: f64) -> [f64; 4] {
-    let delta = h.length - r.length;
+/// pycocoevalcap's `sim`: per order, the clipped dot product Σ min(h, r)·r over the hypothesis'
+/// n-grams, divided by both norms, times the Gaussian length penalty.
+fn sim(hyp: &[(NGram, usize, f64)], hn: &Norms, r: &Counts, rn: &Norms, df: &DocFreq, log_ref_len: f64, sigma: f64) -> [f64; 4] {
+    let delta = hn.length - rn.length;
     let mut val = [0.0; 4];
-    for n in 0..4 {
-        for (g, &hv) in &h.vec[n] {
-            let rv = r.vec[n].get(g).copied().unwrap_or(0.0);
-            val[n] += hv.min(rv) * rv;
+    for (g, n, hv) in hyp {
+        if let Some(rc) = r.get(g) {
+            let rv = rc as f64 * idf(g, df, log_ref_len);
+            val[*n] += hv.min(rv) * rv;
         }
-        if h.norm[n] != 0.0 && r.norm[n] != 0.0 {
-            val[n] /= h.norm[n] * r.norm[n];
+    }
+    for n in 0..4 {
+        if hn.norm[n] != 0.0 && rn.norm[n] != 0.0 {
+            val[n] /= hn.norm[n] * rn.norm[n];
         }
         val[n] *= std::f64::consts::E.powf(-(delta * delta) / (2.0 * sigma * sigma));
     }
@@ -108,15 +119,24 @@ fn sim(h: &TfIdf, r: &TfIdf, sigma: f64) -> [f64; 4] {
 
 /// Per-image CIDEr-D of each candidate against its references.
 pub fn cider_d(cands: &[Vec<u32>], refs: &[Vec<Vec<u32>>], df: &DocFreq) -> Vec<f64> {
+    let c: Vec<Counts> = cands.iter().map(|w| count(w, 4)).collect();
+    let r: Vec<Vec<Counts>> = refs.iter().map(|set| set.iter().map(|w| count(w, 4)).collect()).collect();
+    cider_d_from_counts(&c, &r, df)
+}
+
+/// [`cider_d`] from n-gram counts computed once (images scored in parallel).
+pub fn cider_d_from_counts(cands: &[Counts], refs: &[Vec<Counts>], df: &DocFreq) -> Vec<f64> {
+    use rayon::prelude::*;
     let log_ref_len = df.num_images.ln();
     cands
-        .iter()
+        .par_iter()
         .zip(refs)
         .map(|(c, rs)| {
-            let h = tfidf(c, df, log_ref_len);
+            let hn = norms(c, df, log_ref_len);
+            let hyp: Vec<(NGram, usize, f64)> = c.iter().map(|(g, tf)| (*g, order(g) - 1, tf as f64 * idf(g, df, log_ref_len))).collect();
             let mut score = [0.0; 4];
             for r in rs {
-                let s = sim(&h, &tfidf(r, df, log_ref_len), SIGMA);
+                let s = sim(&hyp, &hn, r, &norms(r, df, log_ref_len), df, log_ref_len, SIGMA);
                 for n in 0..4 {
                     score[n] += s[n];
                 }

@@ -35,13 +35,22 @@ fn is_open_quote_context(prev: Option<char>) -> bool {
 /// The PTB tokens of a line, lower-cased.
 pub fn ptb_tokens(line: &str) -> Vec<String> {
     let chunks: Vec<&str> = line.split_whitespace().collect();
-    let mut out: Vec<String> = Vec::new();
+    let mut out: Vec<String> = Vec::with_capacity(chunks.len() + 2);
+    let mut slow: Vec<String> = Vec::new();
     for (ci, chunk) in chunks.iter().enumerate() {
-        let next_chunk = chunks.get(ci + 1).copied();
-        split_chunk(chunk, next_chunk, &mut out);
+        // Most caption words are plain letters: nothing to split (but the few fused forms).
+        if chunk.bytes().all(|b| b.is_ascii_alphabetic()) && !FUSED.iter().any(|f| chunk.eq_ignore_ascii_case(f)) {
+            out.push(chunk.to_ascii_lowercase());
+            continue;
+        }
+        split_chunk(chunk, chunks.get(ci + 1).copied(), &mut slow);
+        out.extend(slow.drain(..).map(|t| t.to_lowercase()));
     }
-    out.into_iter().map(|t| t.to_lowercase()).collect()
+    out
 }
+
+/// Letter-only words PTB splits: `cannot` → `can not`, `gonna` → `gon na`, …
+const FUSED: [&str; 6] = ["cannot", "gonna", "gotta", "wanna", "lemme", "gimme"];
 
 /// Splits one whitespace-free chunk into PTB tokens.
 fn split_chunk(chunk: &str, next_chunk: Option<&str>, out: &mut Vec<String>) {
@@ -256,7 +265,7 @@ fn split_clitics(w: &str, out: &mut Vec<String>) {
     let norm: String = w.replace('’', "'");
     let lower = norm.to_lowercase();
     // (word, where it splits)
-    for (whole, b) in [("cannot", 3), ("gonna", 3), ("gotta", 3), ("wanna", 3), ("lemme", 3), ("gimme", 3), ("'tis", 2), ("'twas", 2)] {
+    for (whole, b) in FUSED.iter().map(|w| (*w, 3)).chain([("'tis", 2), ("'twas", 2)]) {
         if lower == whole {
             out.push(norm[..b].to_string());
             out.push(norm[b..].to_string());
