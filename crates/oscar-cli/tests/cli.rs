@@ -159,3 +159,66 @@ fn encode_names_the_line_of_bad_items() {
         assert!(!out.exists(), "nothing written on error");
     }
 }
+
+fn eval_fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../oscar-eval/tests/fixtures")
+}
+
+#[test]
+fn eval_caption_writes_the_pycocoevalcap_scores_as_json() {
+    let g: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(eval_fixtures().join("caption_goldens.json")).unwrap()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let refs: Vec<serde_json::Value> = g["refs"].as_object().unwrap().iter().flat_map(|(k, v)| v.as_array().unwrap().iter().map(move |c| serde_json::json!({"image_id": k, "caption": c}))).collect();
+    let preds: Vec<serde_json::Value> = g["preds"].as_object().unwrap().iter().map(|(k, v)| serde_json::json!({"image_id": k, "caption": v})).collect();
+    let rp = dir.path().join("refs.json");
+    let pp = dir.path().join("preds.json");
+    std::fs::write(&rp, serde_json::json!({"annotations": refs}).to_string()).unwrap();
+    std::fs::write(&pp, serde_json::Value::Array(preds).to_string()).unwrap();
+    let out = dir.path().join("scores.json");
+    let (ok, stdout, err) = oscar(&["eval", "caption", "--refs", s(&rp), "--preds", s(&pp), "--no-meteor", "--json", s(&out)]);
+    assert!(ok, "{err}");
+    assert!(stdout.contains("CIDEr") && stdout.contains("SPICE"), "{stdout}");
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    for k in 0..4 {
+        assert!((v["bleu"][k].as_f64().unwrap() - g["scores"]["bleu"][k].as_f64().unwrap()).abs() < 1e-9);
+    }
+    assert!((v["cider"].as_f64().unwrap() - g["scores"]["cider"].as_f64().unwrap()).abs() < 1e-9);
+    assert_eq!(v["per_image"].as_array().unwrap().len(), 300);
+
+    // A prediction file missing images is refused unless --subset.
+    std::fs::write(&pp, r#"[{"image_id": "0", "caption": "a dog"}]"#).unwrap();
+    let (ok, _, err) = oscar(&["eval", "caption", "--refs", s(&rp), "--preds", s(&pp), "--no-meteor"]);
+    assert!(!ok && err.contains("299 images with references have no prediction"), "{err}");
+    let (ok, _, err) = oscar(&["eval", "caption", "--refs", s(&rp), "--preds", s(&pp), "--no-meteor", "--subset"]);
+    assert!(ok, "{err}");
+}
+
+#[test]
+fn eval_vqa_retrieval_and_cider_df_from_the_command_line() {
+    let f = eval_fixtures().join("vqa");
+    let (ok, stdout, err) = oscar(&["eval", "vqa", "--annotations", s(&f.join("annotations.json")), "--results", s(&f.join("results.json"))]);
+    assert!(ok, "{err}");
+    let g: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(f.join("goldens.json")).unwrap()).unwrap();
+    assert!(stdout.contains(&format!("VQA accuracy  {:.2}", g["overall"].as_f64().unwrap())), "{stdout}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let sc = dir.path().join("scores.json");
+    std::fs::write(&sc, r#"{"scores": [[0.9, 0.1, 0.2], [0.3, 0.8, 0.7]], "caption_image": [0, 1, 1]}"#).unwrap();
+    let (ok, stdout, err) = oscar(&["eval", "retrieval", "--scores", s(&sc)]);
+    assert!(ok, "{err}");
+    assert!(stdout.contains("image→text R@1 100.00"), "{stdout}");
+    std::fs::write(&sc, r#"{"scores": [[0.9, 0.1]], "caption_image": [0, 1, 1]}"#).unwrap();
+    let (ok, _, err) = oscar(&["eval", "retrieval", "--scores", s(&sc)]);
+    assert!(!ok && err.contains("2 columns, expected 3"), "{err}");
+
+    let caps = dir.path().join("train.json");
+    std::fs::write(&caps, r#"[{"image_id": 1, "caption": "A dog runs."}, {"image_id": 1, "caption": "a dog"}, {"image_id": 2, "caption": "A cat."}]"#).unwrap();
+    let df = dir.path().join("df.json");
+    let (ok, _, err) = oscar(&["eval", "cider-df", "--captions", s(&caps), "--out", s(&df)]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&df).unwrap()).unwrap();
+    assert_eq!(v["ref_len"], 2.0);
+    assert_eq!(v["document_frequency"]["a"], 2.0);
+    assert_eq!(v["document_frequency"]["a dog"], 1.0);
+    assert_eq!(v["document_frequency"]["dog runs"], 1.0);
+}
