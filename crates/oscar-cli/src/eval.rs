@@ -7,7 +7,7 @@ use oscar_eval::captions::{build_doc_freq, evaluate_captions, read_captions, Cap
 use oscar_eval::cider::DocFreqFile;
 use oscar_eval::meteor::find_jar;
 use oscar_eval::retrieval::recall_at_k;
-use oscar_eval::vqa::{evaluate_vqa, read_annotations, read_results};
+use oscar_eval::vqa::{evaluate_vqa, read_annotations, read_questions, read_results};
 use std::path::{Path, PathBuf};
 
 #[derive(Subcommand)]
@@ -58,6 +58,9 @@ pub struct VqaArgs {
     /// Results (`[{"question_id", "answer"}]`).
     #[arg(long)]
     results: PathBuf,
+    /// The official questions file, checked against the annotations (optional).
+    #[arg(long)]
+    questions: Option<PathBuf>,
     /// Score only the answered questions.
     #[arg(long)]
     subset: bool,
@@ -98,6 +101,9 @@ pub fn run(cmd: &EvalCmd) -> Result<()> {
         EvalCmd::Caption(a) => caption(a),
         EvalCmd::Vqa(a) => {
             let anns = read_annotations(&a.annotations)?;
+            if let Some(q) = &a.questions {
+                read_questions(q, &anns)?;
+            }
             let res = read_results(&a.results)?;
             let s = evaluate_vqa(&anns, &res, a.subset)?;
             println!("VQA accuracy  {:.2}  ({} questions)", s.overall, s.questions);

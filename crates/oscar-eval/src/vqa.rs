@@ -171,6 +171,28 @@ pub fn read_annotations(path: &Path) -> Result<Vec<Annotation>> {
     Ok(out)
 }
 
+/// Reads the official questions file (`{"questions": [{question_id, image_id, question}]}`) and
+/// checks that it describes exactly the annotated questions; returns question id → text.
+pub fn read_questions(path: &Path, anns: &[Annotation]) -> Result<HashMap<String, String>> {
+    let v = read_json(path)?;
+    let list = v.get("questions").and_then(|a| a.as_array()).ok_or_else(|| EvalError::bad_file(path, "expected an object with a `questions` list"))?;
+    let mut out = HashMap::with_capacity(list.len());
+    for (i, q) in list.iter().enumerate() {
+        let qid = q.get("question_id").and_then(id_string).ok_or_else(|| EvalError::bad_file(path, format!("question {i}: `question_id` is missing")))?;
+        let text = q.get("question").and_then(|s| s.as_str()).ok_or_else(|| EvalError::bad_file(path, format!("question {i} ({qid}): `question` (a string) is missing")))?;
+        out.insert(qid, text.to_string());
+    }
+    let unannotated = out.keys().filter(|k| !anns.iter().any(|a| &a.question_id == *k)).count();
+    let unasked: Vec<&str> = anns.iter().filter(|a| !out.contains_key(&a.question_id)).map(|a| a.question_id.as_str()).collect();
+    if unannotated > 0 || !unasked.is_empty() {
+        return Err(EvalError::bad_file(
+            path,
+            format!("questions and annotations disagree: {unannotated} questions have no annotation, {} annotations have no question{}", unasked.len(), unasked.first().map(|q| format!(" (e.g. {q})")).unwrap_or_default()),
+        ));
+    }
+    Ok(out)
+}
+
 /// Reads a results file (`[{question_id, answer}]`); a question answered twice is an error.
 pub fn read_results(path: &Path) -> Result<HashMap<String, String>> {
     let v = read_json(path)?;

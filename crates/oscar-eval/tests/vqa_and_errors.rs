@@ -56,6 +56,9 @@ fn vqa_results_that_do_not_fit_the_annotations_are_named() {
     let unknown = read_results(&write(&d, "unknown.json", r#"[{"question_id": 7, "answer": "yes"}]"#)).unwrap();
     let e = evaluate_vqa(&anns, &unknown, true).unwrap_err().to_string();
     assert!(e.contains("not in the annotations") && e.contains('7'), "{e}");
+    let qs = write(&d, "q.json", r#"{"questions": [{"question_id": 1000, "image_id": 0, "question": "What?"}]}"#);
+    let e = oscar_eval::vqa::read_questions(&qs, &anns).unwrap_err().to_string();
+    assert!(e.contains("q.json") && e.contains("599 annotations have no question"), "{e}");
     let e = read_annotations(&write(&d, "bad_ann.json", r#"{"annotations": [{"question_id": 1, "question_type": "x", "answer_type": "y"}]}"#)).unwrap_err().to_string();
     assert!(e.contains("bad_ann.json") && e.contains("answers"), "{e}");
 }
