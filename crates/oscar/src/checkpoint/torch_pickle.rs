@@ -185,7 +185,13 @@ fn collect_refs(obj: Object, path: &Path, legacy: bool) -> Result<Vec<TensorRef>
     }
     let mut refs = Vec::new();
     for (k, v) in entries {
-        let Object::Unicode(name) = k else { continue };
+        // State dicts have string keys; feature dicts (`{image_id: tensor}`) may have int keys.
+        let name = match k {
+            Object::Unicode(s) => s,
+            Object::Int(i) => i.to_string(),
+            Object::Long(i) => i.to_string(),
+            _ => continue,
+        };
         if let Some(r) = tensor_ref(&name, v, path, legacy)? {
             refs.push(r);
         }

@@ -1,3 +1,7 @@
-//! Turning examples into model inputs.
+//! Data: random-access readers for the files users have (TSV + `.lineidx`, region features,
+//! detector labels, caption / QA / NLVR2 JSON) and the tensorization into model inputs.
 
+pub mod features;
 pub mod tensorize;
+pub mod text;
+pub mod tsv;
