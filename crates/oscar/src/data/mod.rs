@@ -1,7 +1,9 @@
 //! Data: random-access readers for the files users have (TSV + `.lineidx`, region features,
 //! detector labels, caption / QA / NLVR2 JSON) and the tensorization into model inputs.
 
+pub mod caption;
 pub mod features;
+pub mod masking;
 pub mod tensorize;
 pub mod text;
 pub mod tsv;

@@ -30,6 +30,9 @@ pub struct Layout {
 pub struct Encoded {
     pub input_ids: Vec<u32>,
     pub token_type_ids: Vec<u32>,
+    /// Word pieces of text_a (after `[CLS]`) and of the tags (after text_a's `[SEP]`).
+    pub text_a_len: usize,
+    pub tags_len: usize,
     /// Region features kept (at most `max_img_seq_length` rows of `dim` floats).
     pub regions: Vec<f32>,
     pub num_regions: usize,
@@ -73,13 +76,15 @@ impl Layout {
         ids.extend(&a);
         ids.push(s.sep);
         let mut types = vec![0u32; ids.len()];
+        let mut tags_len = 0;
         if let Some(b) = b.filter(|b| !b.is_empty()) {
+            tags_len = b.len();
             ids.extend(&b);
             ids.push(s.sep);
             types.resize(ids.len(), 1);
         }
         let n = (regions.len() / dim).min(self.max_img_seq_length);
-        Ok(Encoded { input_ids: ids, token_type_ids: types, regions: regions[..n * dim].to_vec(), num_regions: n })
+        Ok(Encoded { input_ids: ids, token_type_ids: types, text_a_len: a.len(), tags_len, regions: regions[..n * dim].to_vec(), num_regions: n })
     }
 }
 
@@ -113,6 +118,14 @@ pub fn collate(items: &[Encoded], text_len: usize, img_len: usize, dim: usize, d
         img_feats: (img_len > 0).then(|| Tensor::from_vec(feats, (b, img_len, dim), device)).transpose()?,
         attention_mask: Some(Tensor::from_vec(mask, (b, text_len + img_len), device)?),
     })
+}
+
+/// Pads a batch only to its own longest text and region count (dynamic padding): the outputs
+/// at real positions equal those of [`collate`] to the layout's maxima, with less work.
+pub fn collate_dynamic(items: &[Encoded], dim: usize, device: &Device) -> Result<Inputs> {
+    let t = items.iter().map(|e| e.input_ids.len()).max().unwrap_or(0);
+    let r = items.iter().map(|e| e.num_regions).max().unwrap_or(0);
+    collate(items, t, r, dim, device)
 }
 
 #[cfg(test)]

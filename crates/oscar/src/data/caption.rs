@@ -1,0 +1,130 @@
+//! Captioning inputs (`CaptionTensorizer` of run_captioning.py; oscar-spec §3.5):
+//! `[CLS] caption [SEP]` padded to `max_seq_a_len`, then `tags [SEP]`, padded to `max_seq_len`
+//! (so tags sit at positions `max_seq_a_len..`), regions after; the seq2seq mask (caption causal,
+//! caption sees tags and regions, tags and regions never see the caption); in training, the
+//! masked caption positions and their ids.
+
+use super::masking::{mask_caption, Draws, MaskIds};
+use crate::error::{Error, Result};
+use crate::tokenizer::BertTokenizer;
+
+/// Lengths of the captioning layout.
+#[derive(Debug, Clone, Copy)]
+pub struct CaptionLayout {
+    /// Caption slots including `[CLS]` and `[SEP]` (reference: 40).
+    pub max_seq_a_len: usize,
+    /// Caption slots + tag slots (reference: 70).
+    pub max_seq_len: usize,
+    pub max_img_seq_len: usize,
+    /// At most this many caption positions are masked (reference: 3).
+    pub max_masked_tokens: usize,
+    pub mask_prob: f64,
+}
+
+/// One tensorized captioning example.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CaptionExample {
+    /// `max_seq_len` ids.
+    pub input_ids: Vec<u32>,
+    pub token_type_ids: Vec<u32>,
+    /// Row-major `(T+R)²` 0/1 mask.
+    pub attention_mask: Vec<f32>,
+    /// `max_seq_len` flags (training: the masked positions; inference: all ones).
+    pub masked_pos: Vec<u32>,
+    /// `max_masked_tokens` ids, `[PAD]`-padded (empty at inference).
+    pub masked_ids: Vec<u32>,
+    /// `max_img_seq_len · dim` features, zero-padded.
+    pub regions: Vec<f32>,
+    pub num_regions: usize,
+    /// Length of `[CLS] caption [SEP]`.
+    pub seq_a_len: usize,
+}
+
+impl CaptionLayout {
+    /// Tensorizes one example. `caption: None` is the inference layout (`[MASK]`s in the caption
+    /// slots); `rng` is needed in training only.
+    pub fn tensorize(
+        &self,
+        tok: &BertTokenizer,
+        caption: Option<&str>,
+        tags: Option<&str>,
+        regions: &[f32],
+        dim: usize,
+        rng: Option<&mut dyn Draws>,
+    ) -> Result<CaptionExample> {
+        if self.max_seq_a_len < 3 || self.max_seq_len <= self.max_seq_a_len {
+            return Err(Error::Invalid(format!("captioning lengths {} / {} leave no room", self.max_seq_a_len, self.max_seq_len)));
+        }
+        if dim == 0 || regions.len() % dim != 0 {
+            return Err(Error::Invalid(format!("{} region values are not a whole number of {dim}-d rows", regions.len())));
+        }
+        let s = tok.special;
+        let mut a = match caption {
+            Some(c) => tok.tokenize(c)?,
+            None => vec![s.mask; self.max_seq_a_len - 2],
+        };
+        a.truncate(self.max_seq_a_len - 2);
+        let mut ids = vec![s.cls];
+        ids.extend(&a);
+        ids.push(s.sep);
+        let seq_a_len = ids.len();
+        let mut types = vec![0u32; seq_a_len];
+        let mut seq_len = seq_a_len;
+        let has_tags = tags.is_some_and(|t| !t.trim().is_empty());
+        if has_tags {
+            // Caption padded to its fixed length, so tags always start at max_seq_a_len.
+            ids.resize(self.max_seq_a_len, s.pad);
+            types.resize(self.max_seq_a_len, 0);
+            let mut b = tok.tokenize(tags.unwrap_or(""))?;
+            b.truncate(self.max_seq_len - self.max_seq_a_len - 1);
+            ids.extend(&b);
+            ids.push(s.sep);
+            types.resize(ids.len(), 1);
+            seq_len = ids.len();
+        }
+        let (masked_pos, masked_ids) = match (caption.is_some(), rng) {
+            (true, Some(rng)) => {
+                let ids_m = MaskIds { mask: s.mask, unk: s.unk, vocab_size: tok.vocab_size() };
+                let (pos, orig) = mask_caption(&mut ids, seq_a_len, self.mask_prob, self.max_masked_tokens, ids_m, rng);
+                let mut flags = vec![0u32; self.max_seq_len];
+                for p in pos {
+                    flags[p] = 1;
+                }
+                let mut m = orig;
+                m.resize(self.max_masked_tokens, s.pad);
+                (flags, m)
+            }
+            (true, None) => return Err(Error::Invalid("a training example needs a random source for its masks".into())),
+            (false, _) => (vec![1u32; self.max_seq_len], vec![]),
+        };
+        ids.resize(self.max_seq_len, s.pad);
+        types.resize(self.max_seq_len, 0);
+
+        let n = (regions.len() / dim).min(self.max_img_seq_len);
+        let mut feats = regions[..n * dim].to_vec();
+        feats.resize(self.max_img_seq_len * dim, 0.0);
+
+        let l = self.max_seq_len + self.max_img_seq_len;
+        let mut mask = vec![0f32; l * l];
+        let mut set = |rows: std::ops::Range<usize>, cols: std::ops::Range<usize>| {
+            for r in rows {
+                for c in cols.clone() {
+                    mask[r * l + c] = 1.0;
+                }
+            }
+        };
+        let c = 0..seq_a_len;
+        let tags_r = if has_tags { self.max_seq_a_len..seq_len } else { 0..0 };
+        let reg = self.max_seq_len..self.max_seq_len + n;
+        for r in c.clone() {
+            set(r..r + 1, 0..r + 1); // causal caption
+        }
+        set(tags_r.clone(), tags_r.clone());
+        set(reg.clone(), reg.clone());
+        set(c.clone(), tags_r.clone());
+        set(c, reg.clone());
+        set(tags_r.clone(), reg.clone());
+        set(reg, tags_r);
+        Ok(CaptionExample { input_ids: ids, token_type_ids: types, attention_mask: mask, masked_pos, masked_ids, regions: feats, num_regions: n, seq_a_len })
+    }
+}
