@@ -3,6 +3,7 @@
 mod encode;
 mod eval;
 mod inspect;
+mod world;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -46,6 +47,20 @@ enum Cmd {
     /// Tensorize items (text, tags, region features) and run the model: writes the inputs and
     /// every output (sequence, pooled, each head's logits) to a safetensors file.
     Encode(encode::EncodeArgs),
+    /// Read every file of a dataset directory and report all problems at once.
+    Check {
+        /// Dataset directory (searched recursively).
+        dir: PathBuf,
+        /// Region feature width (default: the world's, from world.json, else 2054).
+        #[arg(long)]
+        img_feature_dim: Option<usize>,
+        /// Write the report as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+    /// The synthetic world: generate it in the reference's file formats.
+    #[command(subcommand)]
+    World(world::WorldCmd),
     /// Evaluate captions, VQA answers or retrieval scores with the official metrics.
     #[command(subcommand)]
     Eval(eval::EvalCmd),
@@ -60,12 +75,56 @@ fn main() {
         Cmd::Convert { input, output, config, vocab, init_missing } => inspect::convert(&input, &output, config.as_deref(), vocab.as_deref(), init_missing),
         Cmd::Encode(args) => encode::encode(&args),
         Cmd::Eval(cmd) => eval::run(&cmd),
+        Cmd::World(cmd) => world::run(&cmd),
+        Cmd::Check { dir, img_feature_dim, json } => check(&dir, img_feature_dim, json.as_deref()),
         Cmd::Demo => demo(),
     };
     if let Err(e) = res {
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }
+}
+
+/// `oscar check`: every known file, every problem.
+fn check(dir: &std::path::Path, dim: Option<usize>, json: Option<&std::path::Path>) -> Result<()> {
+    if !dir.is_dir() {
+        anyhow::bail!("{}: not a directory", dir.display());
+    }
+    let dim = dim.unwrap_or_else(|| {
+        std::fs::read_to_string(dir.join("world.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .and_then(|v| v["summary"]["region_dim"].as_u64())
+            .map(|d| d as usize)
+            .unwrap_or(2054)
+    });
+    let reports = oscar::data::check::check_dataset(dir, dim);
+    let mut out = String::new();
+    let mut problems = 0;
+    for r in &reports {
+        let rel = r.path.strip_prefix(dir).unwrap_or(&r.path).display();
+        if r.problems.is_empty() {
+            out += &format!("ok       {rel} ({}, {} items)\n", r.kind, r.items);
+        } else {
+            out += &format!("PROBLEM  {rel} ({})\n", r.kind);
+            for p in &r.problems {
+                out += &format!("           {p}\n");
+            }
+            problems += r.problems.len();
+        }
+    }
+    out += &format!("{} files checked (img_feature_dim {dim}), {problems} problems\n", reports.len());
+    emit(&out)?;
+    if let Some(p) = json {
+        oscar::checkpoint::write_atomic(p, serde_json::to_string_pretty(&reports)?.as_bytes())?;
+    }
+    if reports.is_empty() {
+        anyhow::bail!("{}: no file oscar-rs knows was found", dir.display());
+    }
+    if problems > 0 {
+        anyhow::bail!("{problems} problems found");
+    }
+    Ok(())
 }
 
 /// Prints to stdout; a closed pipe (`oscar inspect … | head`) is not an error.
@@ -88,6 +147,9 @@ fn demo() -> Result<()> {
         "  oscar convert IN OUT      convert it to model.safetensors + config.json + vocab.txt",
         "  oscar encode --checkpoint DIR --input items.jsonl --out out.safetensors",
         "                            tensorize text + tags + region features and run every head",
+        "  oscar world generate --out DIR [--images N --seed S --feature-dim D --render K]",
+        "                            the synthetic world in Oscar/VinVL's file formats, with a contact sheet",
+        "  oscar check DIR           read every file of a dataset and report all problems at once",
         "  oscar eval caption|vqa|cider-df|retrieval",
         "                            BLEU/METEOR/ROUGE-L/CIDEr(-D), VQA accuracy, recall@K as the official tools",
         "",

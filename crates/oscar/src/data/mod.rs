@@ -2,6 +2,7 @@
 //! detector labels, caption / QA / NLVR2 JSON) and the tensorization into model inputs.
 
 pub mod caption;
+pub mod check;
 pub mod features;
 pub mod masking;
 pub mod tensorize;

@@ -1,0 +1,115 @@
+//! The synthetic world written in the reference formats reads back through the same readers
+//! that serve real data, exactly; generation is deterministic; `check` finds every problem.
+
+use oscar::data::check::check_dataset;
+use oscar::data::features::{parse_detections, FeatureStore};
+use oscar::data::text::{read_nlvr2, read_qa, AnswerVocab};
+use oscar::data::tsv::TsvFile;
+use oscar::tokenizer::BertTokenizer;
+use oscar_world::write::write_world;
+use oscar_world::{generate, WorldConfig};
+
+fn config(seed: u64) -> WorldConfig {
+    WorldConfig { images: 120, seed, feature_dim: 16, ..WorldConfig::default() }
+}
+
+#[test]
+fn world_files_read_back_exactly_through_the_real_format_readers() {
+    let d = tempfile::tempdir().unwrap();
+    let world = generate(&config(3)).unwrap();
+    write_world(&world, d.path(), 4).unwrap();
+    let dim = 16 + 6;
+
+    let feats = FeatureStore::open(&d.path().join("features/features.tsv"), dim).unwrap();
+    assert_eq!(feats.len(), 120);
+    let dets = TsvFile::open(&d.path().join("labels/predictions.tsv")).unwrap();
+    let det_idx = dets.key_index().unwrap();
+    for s in &world.scenes {
+        let r = feats.get(&s.id).unwrap();
+        assert_eq!(r.num_boxes, s.num_regions);
+        assert_eq!(r.data, s.regions, "{}", s.id);
+        assert!(r.data.iter().all(|x| x.is_finite()));
+        let row = dets.row(det_idx[&s.id]).unwrap();
+        let det = parse_detections(&row[1], "row").unwrap();
+        let classes: Vec<&str> = det.objects.iter().map(|o| o.class.as_str()).collect();
+        let want: Vec<&str> = s.tags.iter().map(|t| t.class.as_str()).collect();
+        assert_eq!(classes, want);
+        assert_eq!(det.tags(0.0, false), want.join(" "));
+    }
+
+    // Captions: 5 per image, readable by the metrics' reader, every word in the vocabulary.
+    let tok = BertTokenizer::from_vocab(&d.path().join("vocab.txt")).unwrap();
+    let caps = oscar_eval::captions::read_captions(&d.path().join("captions/train_caption.json"), false).unwrap();
+    assert!(caps.values().all(|c| c.len() == 5));
+    for c in caps.values().flatten() {
+        assert!(!tok.tokenize(c).unwrap().contains(&tok.special.unk), "{c}");
+    }
+    let n_train = world.scenes.iter().filter(|s| s.split == "train").count();
+    assert_eq!(caps.len(), n_train);
+    // Novel categories never appear in training scenes.
+    let novel_in_train = world.scenes.iter().filter(|s| s.split == "train").flat_map(|s| &s.objects).any(|o| ["zebra", "laptop"].contains(&oscar_world::language::name(o.category)));
+    assert!(!novel_in_train);
+
+    // VQA: Oscar's JSON with labels inside the vocabulary; the official format scores the
+    // annotators' majority answer highly.
+    let vocab = AnswerVocab::read(&d.path().join("vqa/ans2label.json")).unwrap();
+    let qa = read_qa(&d.path().join("vqa/train.json"), Some(vocab.len())).unwrap();
+    assert!(qa.len() >= 2 * n_train);
+    assert!(qa.iter().all(|q| !q.answers.is_empty() && q.answers.iter().all(|(_, s)| *s > 0.0 && *s <= 1.0)));
+    let anns = oscar_eval::vqa::read_annotations(&d.path().join("vqa/val_annotations.json")).unwrap();
+    let truth_text = std::fs::read_to_string(d.path().join("vqa/val_annotations.json")).unwrap();
+    let truth: serde_json::Value = serde_json::from_str(&truth_text).unwrap();
+    let results: std::collections::HashMap<String, String> = truth["annotations"].as_array().unwrap().iter().map(|a| (a["question_id"].to_string(), a["multiple_choice_answer"].as_str().unwrap().to_string())).collect();
+    let acc = oscar_eval::vqa::evaluate_vqa(&anns, &results, false).unwrap();
+    assert!(acc.overall > 85.0, "{}", acc.overall);
+
+    // NLVR2: pairs with both labels.
+    let n = read_nlvr2(&d.path().join("nlvr2/train.json")).unwrap();
+    let pos = n.iter().filter(|e| e.label == Some(1)).count();
+    assert!(pos > n.len() / 5 && pos < n.len() * 4 / 5, "{pos} of {}", n.len());
+
+    assert!(d.path().join("images/contact_sheet.png").exists());
+    let reports = check_dataset(d.path(), dim);
+    assert!(reports.len() >= 25);
+    assert!(reports.iter().all(|r| r.problems.is_empty()), "{reports:?}");
+}
+
+#[test]
+fn generation_is_deterministic_in_the_seed() {
+    let (a, b, c) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    write_world(&generate(&config(7)).unwrap(), a.path(), 0).unwrap();
+    write_world(&generate(&config(7)).unwrap(), b.path(), 0).unwrap();
+    write_world(&generate(&config(8)).unwrap(), c.path(), 0).unwrap();
+    for f in ["features/features.tsv", "labels/predictions.tsv", "captions/train_caption.json", "vqa/train.json", "nlvr2/train.json", "vocab.txt"] {
+        let x = std::fs::read(a.path().join(f)).unwrap();
+        assert!(x == std::fs::read(b.path().join(f)).unwrap(), "{f} differs between two runs with the same seed");
+        if f != "vocab.txt" {
+            assert!(x != std::fs::read(c.path().join(f)).unwrap(), "{f} ignores the seed");
+        }
+    }
+}
+
+#[test]
+fn check_reports_every_problem_of_a_damaged_dataset() {
+    let d = tempfile::tempdir().unwrap();
+    write_world(&generate(&config(1)).unwrap(), d.path(), 0).unwrap();
+    // Break two feature rows (bad base64, wrong box count) and one detection row.
+    let fp = d.path().join("features/features.tsv");
+    let text = std::fs::read_to_string(&fp).unwrap();
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    lines[3] = lines[3].replacen('\t', "\t7\t@@@", 1).split('\t').take(3).collect::<Vec<_>>().join("\t");
+    let mut f = lines[5].split('\t').map(str::to_string).collect::<Vec<_>>();
+    f[1] = "99".into();
+    lines[5] = f.join("\t");
+    std::fs::write(&fp, lines.join("\n") + "\n").unwrap();
+    std::fs::remove_file(d.path().join("features/features.lineidx")).unwrap();
+    let lp = d.path().join("labels/predictions_gt.tsv");
+    let t = std::fs::read_to_string(&lp).unwrap().replacen("\"objects\"", "\"objects\":3,\"x\"", 1);
+    std::fs::write(&lp, t).unwrap();
+    let reports = check_dataset(d.path(), 22);
+    let problems: Vec<&String> = reports.iter().flat_map(|r| &r.problems).collect();
+    assert_eq!(problems.len(), 3, "{problems:#?}");
+    assert!(problems.iter().any(|p| p.contains("features.tsv") && p.contains("row 4")), "{problems:#?}");
+    assert!(problems.iter().any(|p| p.contains("features.tsv") && p.contains("row 6") && p.contains("num_boxes says 99")), "{problems:#?}");
+    assert!(problems.iter().any(|p| p.contains("predictions_gt.tsv") && p.contains("row 1")), "{problems:#?}");
+}
