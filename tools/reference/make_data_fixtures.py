@@ -81,6 +81,13 @@ def main():
     pickle.dump(ans2label, open(os.path.join(out, "trainval_ans2label.pkl"), "wb"), protocol=2)
     pickle.dump(["yes", "frisbee", "ball"], open(os.path.join(out, "trainval_label2ans.pkl"), "wb"), protocol=3)
     pickle.dump(ans2label, open(os.path.join(out, "ans2label_protocol5.pkl"), "wb"), protocol=5)
+    # Retrieval captions as torch.save'd dicts (int ids; one value JSON-encoded, as some releases have).
+    caps = {391895: ["A man with a red helmet on a small moped.", "Man riding a motor bike on a dirt road."], 522418: json.dumps(["A woman cutting a cake."])}
+    torch.save(caps, os.path.join(out, "test_captions.pt"))
+    torch.save(caps, os.path.join(out, "test_captions_legacy.pt"), _use_new_zipfile_serialization=False)
+    with open(os.path.join(out, "test_img_keys.tsv"), "w") as f:
+        f.write("391895\n522418\n")
+    expected["retrieval_captions"] = {"391895": caps[391895], "522418": ["A woman cutting a cake."]}
     json.dump(expected, open(os.path.join(out, "expected.json"), "w"), indent=1)
     print("wrote", out)
 

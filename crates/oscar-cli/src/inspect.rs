@@ -51,6 +51,9 @@ pub fn inspect(path: &Path, json: bool) -> Result<()> {
 /// `init_missing`: parameters the checkpoint lacks (a plain BERT's image embedding) start fresh.
 pub fn convert(input: &Path, output: &Path, config: Option<&Path>, vocab: Option<&Path>, init_missing: bool) -> Result<()> {
     let ckpt = read_checkpoint(input)?;
+    if let Some(dim) = feature_dict_width(&ckpt) {
+        return convert_features(input, output, dim);
+    }
     let cfg = config.map(OscarConfig::from_file).transpose()?;
     let vocab = vocab.map(Path::to_path_buf).or_else(|| ckpt.vocab.clone());
     let (head, _model, params, cfg, report) = AnyModel::load(ckpt, cfg, if init_missing { Fresh::Missing } else { Fresh::Nothing })?;
@@ -70,5 +73,24 @@ pub fn convert(input: &Path, output: &Path, config: Option<&Path>, vocab: Option
         params.count(),
         if vocab.is_some() { ", with vocab.txt" } else { ", no vocab.txt found: pass --vocab" }
     );
+    Ok(())
+}
+
+/// A torch dict of `[num_boxes, D]` tensors keyed by image id (`*_img_frcnn_feats.pt`), not a
+/// model: every tensor 2-D with one width and no model key.
+fn feature_dict_width(ckpt: &oscar::checkpoint::Checkpoint) -> Option<usize> {
+    let model_like = ckpt.tensors.keys().any(|k| k.contains("embeddings") || k.contains("encoder.") || k.contains("weight") || k.contains("bias"));
+    let mut widths = ckpt.tensors.values().map(|t| if t.rank() == 2 { Some(t.dims()[1]) } else { None });
+    let first = widths.next()??;
+    (!model_like && widths.all(|w| w == Some(first))).then_some(first)
+}
+
+/// `oscar convert feats.pt OUT_DIR`: region features to `features.tsv` + `.lineidx` + `imageid2idx.json`.
+fn convert_features(input: &Path, output: &Path, dim: usize) -> Result<()> {
+    use oscar::data::features::{write_feature_tsv, FeatureStore};
+    let store = FeatureStore::open_torch_dict(input, dim)?;
+    let items: Vec<(String, oscar::data::features::Regions)> = store.keys().into_iter().map(|k| store.get(&k).map(|r| (k, r))).collect::<oscar::Result<_>>()?;
+    let tsv = write_feature_tsv(output, &items)?;
+    println!("wrote {} ({} images, {dim}-d regions) with features.lineidx and imageid2idx.json", tsv.display(), items.len());
     Ok(())
 }

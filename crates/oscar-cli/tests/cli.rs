@@ -222,3 +222,28 @@ fn eval_vqa_retrieval_and_cider_df_from_the_command_line() {
     assert_eq!(v["document_frequency"]["a dog"], 1.0);
     assert_eq!(v["document_frequency"]["dog runs"], 1.0);
 }
+
+#[test]
+fn world_generate_then_check_and_feature_dict_conversion() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = dir.path().join("world");
+    let (ok, stdout, err) = oscar(&["world", "generate", "--out", s(&w), "--images", "60", "--feature-dim", "8", "--render", "4"]);
+    assert!(ok, "{err}");
+    assert!(stdout.contains("regions of 14 values") && stdout.contains("contact_sheet.png"), "{stdout}");
+    let (ok, stdout, err) = oscar(&["check", s(&w)]);
+    assert!(ok, "{err}");
+    assert!(stdout.contains("0 problems") && stdout.contains("img_feature_dim 14"), "{stdout}");
+    // A wrong width is reported for the file, with a non-zero exit.
+    let (ok, stdout, err) = oscar(&["check", s(&w), "--img-feature-dim", "2054"]);
+    assert!(!ok && stdout.contains("PROBLEM  features/features.tsv") && err.contains("problems found"), "{stdout}{err}");
+
+    let out = dir.path().join("feats");
+    let (ok, stdout, err) = oscar(&["convert", s(&fixtures().join("../data/val_img_frcnn_feats.pt")), s(&out)]);
+    assert!(ok, "{err}");
+    assert!(stdout.contains("3 images, 10-d regions"), "{stdout}");
+    let store = oscar::data::features::FeatureStore::open(&out.join("features.tsv"), 10).unwrap();
+    let orig = oscar::data::features::FeatureStore::open(&fixtures().join("../data/val_img_frcnn_feats.pt"), 10).unwrap();
+    for k in orig.keys() {
+        assert_eq!(store.get(&k).unwrap(), orig.get(&k).unwrap());
+    }
+}

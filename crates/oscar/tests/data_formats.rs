@@ -87,3 +87,19 @@ fn qa_nlvr2_and_answer_vocabularies() {
     let err = AnswerVocab::read(&fx("ans2label_protocol5.pkl")).unwrap_err().to_string();
     assert!(err.contains("ans2label_protocol5.pkl") && err.contains("json.dump"), "{err}");
 }
+
+#[test]
+fn retrieval_captions_from_torch_pickles_and_key_files() {
+    let e = expected();
+    for f in ["test_captions.pt", "test_captions_legacy.pt"] {
+        let caps = oscar::data::text::read_retrieval_captions(&fx(f)).unwrap();
+        for (k, v) in e["retrieval_captions"].as_object().unwrap() {
+            let want: Vec<String> = v.as_array().unwrap().iter().map(|x| x.as_str().unwrap().to_string()).collect();
+            assert_eq!(caps[k], want, "{f} {k}");
+        }
+    }
+    assert_eq!(oscar::data::text::read_keys(&fx("test_img_keys.tsv")).unwrap(), vec!["391895", "522418"]);
+    // A tensor file is not a caption file, and says so.
+    let err = oscar::data::text::read_retrieval_captions(&fx("val_img_frcnn_feats.pt")).unwrap_err().to_string();
+    assert!(err.contains("val_img_frcnn_feats.pt") && err.contains("tensor"), "{err}");
+}

@@ -113,3 +113,24 @@ fn check_reports_every_problem_of_a_damaged_dataset() {
     assert!(problems.iter().any(|p| p.contains("features.tsv") && p.contains("row 6") && p.contains("num_boxes says 99")), "{problems:#?}");
     assert!(problems.iter().any(|p| p.contains("predictions_gt.tsv") && p.contains("row 1")), "{problems:#?}");
 }
+
+#[test]
+fn the_pretraining_corpus_resolves_every_row_to_features_and_tags() {
+    let d = tempfile::tempdir().unwrap();
+    let world = generate(&config(2)).unwrap();
+    write_world(&world, d.path(), 0).unwrap();
+    let c = oscar::data::corpus::PretrainCorpus::open(&d.path().join("pretrain/dataset.yaml"), 22).unwrap();
+    let n_train = world.scenes.iter().filter(|s| s.split == "train").count();
+    assert_eq!(c.rows.len(), 5 * n_train);
+    for i in (0..c.rows.len()).step_by(7) {
+        let row = &c.rows[i];
+        let scene = world.scenes.iter().find(|s| s.id == row.image).unwrap();
+        assert_eq!(row.dataset, "world");
+        assert_eq!(c.regions(i).unwrap().data, scene.regions);
+        let want: Vec<&str> = scene.objects.iter().map(|o| oscar_world::language::name(o.category)).collect();
+        assert_eq!(c.tags(i).unwrap(), want.join(" "));
+    }
+    assert_eq!(oscar::data::corpus::parse_img_info("googlecc_12_345").unwrap(), ("googlecc".into(), Some("12".into()), "345".into()));
+    assert_eq!(oscar::data::corpus::parse_img_info("cc_3_9").unwrap().0, "googlecc");
+    assert!(oscar::data::corpus::parse_img_info("sbu_9").is_err());
+}

@@ -70,6 +70,62 @@ pub fn read_torch_file(path: &Path) -> Result<Vec<(String, Tensor)>> {
     }
 }
 
+/// Reads a `torch.save`d object that holds no tensors (a dict of captions, a list of keys) as
+/// JSON: dict keys become strings, tuples become lists.
+pub fn read_torch_object(path: &Path) -> Result<serde_json::Value> {
+    let obj = match sniff(path)? {
+        Some(TorchFormat::Zip) => {
+            let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+            let mut zip = zip::ZipArchive::new(BufReader::new(file)).map_err(|e| Error::bad_file(path, format!("not a readable zip (truncated?): {e}")))?;
+            let pkl = zip.file_names().filter_map(|n| n.ok()).find(|n| n.ends_with("data.pkl")).map(|s| s.to_string()).ok_or_else(|| Error::bad_file(path, "zip archive has no data.pkl"))?;
+            let entry = zip.by_name(&pkl).map_err(|e| Error::bad_file(path, format!("{pkl}: {e}")))?;
+            let obj = unpickle(&mut BufReader::new(entry), path, "object")?;
+            obj
+        }
+        Some(TorchFormat::Legacy) => {
+            let mut r = BufReader::new(std::fs::File::open(path).map_err(|e| Error::io(path, e))?);
+            let mut magic = [0u8; 15];
+            r.read_exact(&mut magic).map_err(|e| Error::io(path, e))?;
+            unpickle(&mut r, path, "protocol version")?;
+            unpickle(&mut r, path, "sys_info")?;
+            unpickle(&mut r, path, "object")?
+        }
+        None => return Err(Error::bad_file(path, "not a torch.save file (neither zip nor legacy format)")),
+    };
+    object_to_json(obj).map_err(|what| Error::bad_file(path, what))
+}
+
+/// Plain pickled values as JSON; tensors and other objects are refused.
+pub fn object_to_json(o: Object) -> std::result::Result<serde_json::Value, String> {
+    use serde_json::Value;
+    Ok(match o {
+        Object::Unicode(s) => Value::String(s),
+        Object::Int(i) => Value::from(i),
+        Object::Long(i) => Value::from(i),
+        Object::Float(f) => Value::from(f),
+        Object::Bool(b) => Value::Bool(b),
+        Object::None => Value::Null,
+        Object::List(v) | Object::Tuple(v) => Value::Array(v.into_iter().map(object_to_json).collect::<std::result::Result<_, _>>()?),
+        Object::Dict(kv) => {
+            let mut m = serde_json::Map::new();
+            for (k, v) in kv {
+                let key = match k {
+                    Object::Unicode(s) => s,
+                    Object::Int(i) => i.to_string(),
+                    Object::Long(i) => i.to_string(),
+                    other => return Err(format!("a dict key is {other:?}, expected a string or an integer")),
+                };
+                m.insert(key, object_to_json(v)?);
+            }
+            Value::Object(m)
+        }
+        other => return Err(format!("holds {}, expected plain values (strings, numbers, lists, dicts)", match other {
+            Object::Reduce { .. } => "a tensor or another object",
+            _ => "an unsupported value",
+        })),
+    })
+}
+
 /// Runs candle's unpickler, turning any internal panic on hostile bytes into an error.
 fn unpickle<R: BufRead>(r: &mut R, path: &Path, what: &str) -> Result<Object> {
     let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {

@@ -71,6 +71,12 @@ pub fn check_dataset(dir: &Path, img_feature_dim: usize) -> Vec<FileReport> {
             rep("VQA/GQA questions", read_qa(p, num_answers).map(|v| v.len()).map_err(one));
         } else if name == "corpus.tsv" || name.ends_with("corpus.tsv") {
             rep("pre-training corpus", check_corpus(p));
+        } else if name.ends_with(".yaml") || name.ends_with(".yml") {
+            rep("pre-training dataset", check_pretrain_yaml(p, img_feature_dim));
+        } else if name.ends_with(".pt") && name.contains("captions") {
+            rep("retrieval captions (torch)", super::text::read_retrieval_captions(p).map(|c| c.len()).map_err(one));
+        } else if name.contains("img_keys") {
+            rep("image keys", super::text::read_keys(p).map(|k| k.len()).map_err(one));
         }
     }
     reports
@@ -153,4 +159,23 @@ fn check_corpus(p: &Path) -> std::result::Result<usize, Vec<String>> {
         problems.push(format!("{}: the corpus is empty", p.display()));
     }
     if problems.is_empty() { Ok(n) } else { Err(problems) }
+}
+
+/// Every corpus row must resolve to its image's features and tags.
+fn check_pretrain_yaml(p: &Path, dim: usize) -> std::result::Result<usize, Vec<String>> {
+    let c = super::corpus::PretrainCorpus::open(p, dim).map_err(|e| vec![e.to_string()])?;
+    let mut problems = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for i in 0..c.rows.len() {
+        if !seen.insert((c.rows[i].dataset.clone(), c.rows[i].chunk.clone(), c.rows[i].image.clone())) {
+            continue;
+        }
+        for r in [c.regions(i).err(), c.tags(i).err()].into_iter().flatten() {
+            problems.push(format!("corpus row {}: {r}", i + 1));
+        }
+        if problems.len() >= MAX_PROBLEMS_PER_FILE {
+            break;
+        }
+    }
+    if problems.is_empty() { Ok(c.rows.len()) } else { Err(problems) }
 }

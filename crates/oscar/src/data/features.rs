@@ -163,6 +163,29 @@ pub fn parse_feature_row(fields: &[String], dim: usize, at: &str, key: &str) -> 
     }
 }
 
+/// Writes regions as a VinVL `features.tsv` (`id \t num_boxes \t base64`) with its `.lineidx`
+/// and `imageid2idx.json`, each file atomically: the format every reader here serves.
+pub fn write_feature_tsv(dir: &Path, items: &[(String, Regions)]) -> Result<PathBuf> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let mut text = String::new();
+    let mut idx = String::new();
+    let mut map = std::collections::BTreeMap::new();
+    for (i, (k, r)) in items.iter().enumerate() {
+        if k.contains(['\t', '\n']) {
+            return Err(Error::Invalid(format!("image id {k:?} contains a tab or newline")));
+        }
+        idx.push_str(&format!("{}\n", text.len()));
+        let bytes: Vec<u8> = r.data.iter().flat_map(|x| x.to_le_bytes()).collect();
+        text.push_str(&format!("{k}\t{}\t{}\n", r.num_boxes, base64::engine::general_purpose::STANDARD.encode(bytes)));
+        map.insert(k.clone(), i);
+    }
+    let tsv = dir.join("features.tsv");
+    crate::checkpoint::write_atomic(&tsv, text.as_bytes())?;
+    crate::checkpoint::write_atomic(&dir.join("features.lineidx"), idx.as_bytes())?;
+    crate::checkpoint::write_atomic(&dir.join("imageid2idx.json"), serde_json::to_string(&map).map_err(|e| Error::Invalid(e.to_string()))?.as_bytes())?;
+    Ok(tsv)
+}
+
 /// One detection of a scene_graph_benchmark / VinVL `predictions.tsv` row.
 #[derive(Debug, Clone, serde::Deserialize)]
 pub struct Detection {

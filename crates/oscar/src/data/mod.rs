@@ -3,6 +3,7 @@
 
 pub mod caption;
 pub mod check;
+pub mod corpus;
 pub mod features;
 pub mod masking;
 pub mod tensorize;

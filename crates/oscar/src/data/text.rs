@@ -120,6 +120,51 @@ pub fn read_nlvr2(path: &Path) -> Result<Vec<Nlvr2Example>> {
     Ok(out)
 }
 
+/// Retrieval captions (`{split}_captions.pt` or JSON): image id → its captions. Values may be a
+/// list of strings or, as in some released files, a JSON-encoded list.
+pub fn read_retrieval_captions(path: &Path) -> Result<std::collections::BTreeMap<String, Vec<String>>> {
+    let v = match crate::checkpoint::torch_pickle::sniff(path)? {
+        Some(_) => crate::checkpoint::torch_pickle::read_torch_object(path)?,
+        None => {
+            let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+            serde_json::from_str(&text).map_err(|e| Error::bad_file(path, format!("not valid JSON: {e}")))?
+        }
+    };
+    let serde_json::Value::Object(m) = v else {
+        return Err(Error::bad_file(path, "expected {image id: [captions]}"));
+    };
+    let mut out = std::collections::BTreeMap::new();
+    for (k, v) in m {
+        let v = match v {
+            serde_json::Value::String(s) => serde_json::from_str(&s).map_err(|_| Error::bad_file(path, format!("image {k}: the captions string is not a JSON list")))?,
+            other => other,
+        };
+        let caps: Vec<String> = serde_json::from_value(v).map_err(|_| Error::bad_file(path, format!("image {k}: expected a list of caption strings")))?;
+        if caps.is_empty() {
+            return Err(Error::bad_file(path, format!("image {k}: no captions")));
+        }
+        out.insert(k, caps);
+    }
+    if out.is_empty() {
+        return Err(Error::bad_file(path, "no images"));
+    }
+    Ok(out)
+}
+
+/// Image keys, one per line (`test_img_keys.tsv`, `test_img_keys_1k.tsv`).
+pub fn read_keys(path: &Path) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let keys: Vec<String> = text.lines().map(|l| l.split('\t').next().unwrap_or("").trim().to_string()).filter(|k| !k.is_empty()).collect();
+    if keys.is_empty() {
+        return Err(Error::bad_file(path, "no image keys (expected one per line)"));
+    }
+    let mut seen = std::collections::HashSet::new();
+    if let Some((i, k)) = keys.iter().enumerate().find(|(_, k)| !seen.insert(*k)) {
+        return Err(Error::bad_file(path, format!("line {}: key {k} appears twice", i + 1)));
+    }
+    Ok(keys)
+}
+
 /// An answer vocabulary (`ans2label` / `label2ans`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct AnswerVocab {
