@@ -50,6 +50,9 @@ pub fn inspect(path: &Path, json: bool) -> Result<()> {
 
 /// `init_missing`: parameters the checkpoint lacks (a plain BERT's image embedding) start fresh.
 pub fn convert(input: &Path, output: &Path, config: Option<&Path>, vocab: Option<&Path>, init_missing: bool) -> Result<()> {
+    if input.extension().is_some_and(|e| e == "tsv") {
+        return convert_detector_predictions(input, output);
+    }
     let ckpt = read_checkpoint(input)?;
     if let Some(dim) = feature_dict_width(&ckpt) {
         return convert_features(input, output, dim);
@@ -92,5 +95,35 @@ fn convert_features(input: &Path, output: &Path, dim: usize) -> Result<()> {
     let items: Vec<(String, oscar::data::features::Regions)> = store.keys().into_iter().map(|k| store.get(&k).map(|r| (k, r))).collect::<oscar::Result<_>>()?;
     let tsv = write_feature_tsv(output, &items)?;
     println!("wrote {} ({} images, {dim}-d regions) with features.lineidx and imageid2idx.json", tsv.display(), items.len());
+    Ok(())
+}
+
+/// `oscar convert predictions.tsv OUT_DIR`: scene_graph_benchmark / VinVL detector output with a
+/// base64 `feature` per object becomes Oscar's region features, the 6 box dims appended
+/// (`[x1/W, y1/H, x2/W, y2/H, w/W, h/H]`, what users otherwise do by hand).
+fn convert_detector_predictions(input: &Path, output: &Path) -> Result<()> {
+    use base64::Engine;
+    use oscar::data::features::{parse_detections, write_feature_tsv};
+    let tsv = oscar::data::tsv::TsvFile::open(input)?;
+    let mut items = Vec::with_capacity(tsv.num_rows());
+    let mut det_dim = None;
+    for i in 0..tsv.num_rows() {
+        let at = format!("{}: row {}", input.display(), i + 1);
+        let f = tsv.row(i)?;
+        anyhow::ensure!(f.len() == 2, "{at}: {} columns, expected `image_id<TAB>json`", f.len());
+        let d = parse_detections(&f[1], &at).map_err(anyhow::Error::msg)?;
+        let dim = match det_dim {
+            Some(d) => d,
+            None => {
+                let first = d.objects.iter().find_map(|o| o.feature.as_ref()).ok_or_else(|| anyhow::anyhow!("{at}: objects carry no `feature`: run the detector with feature output"))?;
+                let n = base64::engine::general_purpose::STANDARD.decode(first.trim()).map_err(|e| anyhow::anyhow!("{at}: bad base64 feature: {e}"))?.len() / 4;
+                *det_dim.insert(n)
+            }
+        };
+        items.push((f[0].clone(), d.regions_with_boxes(dim, &at).map_err(anyhow::Error::msg)?));
+    }
+    let dim = det_dim.unwrap_or(0);
+    let out = write_feature_tsv(output, &items)?;
+    println!("wrote {} ({} images, {}-d detector features + 6 box dims = {})", out.display(), items.len(), dim, dim + 6);
     Ok(())
 }

@@ -237,6 +237,15 @@ fn world_generate_then_check_and_feature_dict_conversion() {
     let (ok, stdout, err) = oscar(&["check", s(&w), "--img-feature-dim", "2054"]);
     assert!(!ok && stdout.contains("PROBLEM  features/features.tsv") && err.contains("problems found"), "{stdout}{err}");
 
+    let sgb = dir.path().join("sgb");
+    let (ok, stdout, err) = oscar(&["convert", s(&fixtures().join("../data/predictions.tsv")), s(&sgb)]);
+    assert!(ok, "{err}");
+    assert!(stdout.contains("4-d detector features + 6 box dims = 10"), "{stdout}");
+    let e: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fixtures().join("../data/expected.json")).unwrap()).unwrap();
+    let r = oscar::data::features::FeatureStore::open(&sgb.join("features.tsv"), 10).unwrap().get("img_sgb").unwrap();
+    for (a, b) in r.data.iter().zip(e["sgb_regions"].as_array().unwrap()) {
+        assert!((a - b.as_f64().unwrap() as f32).abs() <= f32::EPSILON);
+    }
     let out = dir.path().join("feats");
     let (ok, stdout, err) = oscar(&["convert", s(&fixtures().join("../data/val_img_frcnn_feats.pt")), s(&out)]);
     assert!(ok, "{err}");
