@@ -8,6 +8,7 @@ pub mod error;
 pub mod model;
 pub mod nn;
 pub mod tokenizer;
+pub mod train;
 
 pub use config::OscarConfig;
 pub use error::{Error, Result};
