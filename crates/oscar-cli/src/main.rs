@@ -3,6 +3,7 @@
 mod encode;
 mod eval;
 mod inspect;
+mod pretrain;
 mod world;
 
 use anyhow::Result;
@@ -47,6 +48,8 @@ enum Cmd {
     /// Tensorize items (text, tags, region features) and run the model: writes the inputs and
     /// every output (sequence, pooled, each head's logits) to a safetensors file.
     Encode(encode::EncodeArgs),
+    /// Pre-train with Oscar's objectives (masked tokens over words and tags + contrastive).
+    Pretrain(pretrain::PretrainArgs),
     /// Read every file of a dataset directory and report all problems at once.
     Check {
         /// Dataset directory (searched recursively).
@@ -76,6 +79,7 @@ fn main() {
         Cmd::Encode(args) => encode::encode(&args),
         Cmd::Eval(cmd) => eval::run(&cmd),
         Cmd::World(cmd) => world::run(&cmd),
+        Cmd::Pretrain(a) => pretrain::run(&a),
         Cmd::Check { dir, img_feature_dim, json } => check(&dir, img_feature_dim, json.as_deref()),
         Cmd::Demo => demo(),
     };
@@ -150,6 +154,8 @@ fn demo() -> Result<()> {
         "  oscar world generate --out DIR [--images N --seed S --feature-dim D --render K]",
         "                            the synthetic world in Oscar/VinVL's file formats, with a contact sheet",
         "  oscar check DIR           read every file of a dataset and report all problems at once",
+        "  oscar pretrain --dataset world/pretrain/dataset.yaml --img-feature-dim D [--no-tags]",
+        "                            Oscar's pre-training (MTL over words+tags, contrastive), checkpoints, resume",
         "  oscar eval caption|vqa|cider-df|retrieval",
         "                            BLEU/METEOR/ROUGE-L/CIDEr(-D), VQA accuracy, recall@K as the official tools",
         "",

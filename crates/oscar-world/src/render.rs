@@ -90,3 +90,50 @@ pub fn contact_sheet(scenes: &[(&Scene, &str)], cols: u32) -> RgbImage {
     }
     img
 }
+
+/// A line chart (x, y series, each in its own colour, with a legend and axis extents) for
+/// training curves; `title` on top.
+pub fn line_chart(title: &str, series: &[(String, Vec<(f64, f64)>)]) -> RgbImage {
+    let (w, h) = (720u32, 420u32);
+    let (left, right, top, bottom) = (60u32, 20u32, 40u32, 40u32);
+    let mut img = RgbImage::from_pixel(w, h, Rgb([255, 255, 255]));
+    text(&mut img, left, 12, title, Rgb([0, 0, 0]));
+    let pts: Vec<(f64, f64)> = series.iter().flat_map(|(_, s)| s.iter().copied()).filter(|(x, y)| x.is_finite() && y.is_finite()).collect();
+    if pts.is_empty() {
+        return img;
+    }
+    let (x0, x1) = pts.iter().fold((f64::MAX, f64::MIN), |a, p| (a.0.min(p.0), a.1.max(p.0)));
+    let (y0, y1) = pts.iter().fold((f64::MAX, f64::MIN), |a, p| (a.0.min(p.1), a.1.max(p.1)));
+    let (x1, y1) = (if x1 > x0 { x1 } else { x0 + 1.0 }, if y1 > y0 { y1 } else { y0 + 1.0 });
+    let pw = (w - left - right) as f64;
+    let ph = (h - top - bottom) as f64;
+    let to_px = |x: f64, y: f64| -> (i64, i64) { (left as i64 + ((x - x0) / (x1 - x0) * pw) as i64, (h - bottom) as i64 - ((y - y0) / (y1 - y0) * ph) as i64) };
+    rect(&mut img, left, top, w - right, h - bottom, Rgb([120, 120, 120]));
+    text(&mut img, 4, top, &format!("{y1:.3}"), Rgb([60, 60, 60]));
+    text(&mut img, 4, h - bottom - 8, &format!("{y0:.3}"), Rgb([60, 60, 60]));
+    text(&mut img, left, h - bottom + 8, &format!("{x0:.0}"), Rgb([60, 60, 60]));
+    let xl = format!("{x1:.0}");
+    text(&mut img, w - right - 8 * xl.len() as u32, h - bottom + 8, &xl, Rgb([60, 60, 60]));
+    for (k, (name, s)) in series.iter().enumerate() {
+        let c = rgb([0usize, 1, 2, 7, 6, 3][k % 6]);
+        let mut prev: Option<(i64, i64)> = None;
+        for &(x, y) in s.iter().filter(|(x, y)| x.is_finite() && y.is_finite()) {
+            let p = to_px(x, y);
+            if let Some(q) = prev {
+                let n = (p.0 - q.0).abs().max((p.1 - q.1).abs()).max(1);
+                for t in 0..=n {
+                    let (px, py) = (q.0 + (p.0 - q.0) * t / n, q.1 + (p.1 - q.1) * t / n);
+                    for (dx, dy) in [(0, 0), (0, 1), (1, 0)] {
+                        let (ax, ay) = (px + dx, py + dy);
+                        if ax >= 0 && ay >= 0 && (ax as u32) < w && (ay as u32) < h {
+                            img.put_pixel(ax as u32, ay as u32, c);
+                        }
+                    }
+                }
+            }
+            prev = Some(p);
+        }
+        text(&mut img, w - right - 200, top + 8 + 12 * k as u32, &format!("- {name}"), c);
+    }
+    img
+}

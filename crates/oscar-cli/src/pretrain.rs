@@ -1,0 +1,74 @@
+//! `oscar pretrain`: Oscar's pre-training objectives on a corpus (TOML config; flags override).
+
+use anyhow::Result;
+use clap::Args;
+use oscar::train::pretrain::{pretrain, PretrainConfig};
+use std::path::PathBuf;
+
+#[derive(Args)]
+pub struct PretrainArgs {
+    /// TOML configuration (every field of PretrainConfig; missing ones take the defaults).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// The dataset yaml.
+    #[arg(long)]
+    dataset: Option<PathBuf>,
+    #[arg(long)]
+    output_dir: Option<PathBuf>,
+    /// Initialise from a BERT / MiniLM / Oscar checkpoint (missing parts start fresh).
+    #[arg(long)]
+    init: Option<PathBuf>,
+    #[arg(long)]
+    steps: Option<u64>,
+    #[arg(long)]
+    batch_size: Option<usize>,
+    #[arg(long)]
+    lr: Option<f64>,
+    #[arg(long)]
+    seed: Option<u64>,
+    #[arg(long)]
+    img_feature_dim: Option<usize>,
+    /// Train without object tags (the ablation arm).
+    #[arg(long)]
+    no_tags: bool,
+    /// Continue from a checkpoint directory of an earlier run.
+    #[arg(long)]
+    resume: Option<PathBuf>,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+pub fn run(a: &PretrainArgs) -> Result<()> {
+    let mut cfg = match &a.config {
+        Some(p) => PretrainConfig::from_toml(p)?,
+        None => PretrainConfig::default(),
+    };
+    macro_rules! over {
+        ($($f:ident),*) => { $( if let Some(v) = &a.$f { cfg.$f = v.clone().into(); } )* };
+    }
+    over!(dataset, output_dir, steps, batch_size, lr, seed, img_feature_dim);
+    if a.init.is_some() {
+        cfg.init = a.init.clone();
+    }
+    if a.no_tags {
+        cfg.use_tags = false;
+    }
+    if a.quiet {
+        cfg.progress = false;
+    }
+    let r = pretrain(&cfg, a.resume.as_deref())?;
+    let last = r.logs.last();
+    println!(
+        "pre-trained {} steps in {:.1} s: final loss {:.4}{}; curves in {}",
+        r.steps,
+        r.seconds,
+        last.map(|l| l.loss).unwrap_or(f64::NAN),
+        r.evals.last().map(|e| format!(", held-out MLM accuracy {:.3} (chance {:.4}), contrastive accuracy {:.3} (majority {:.3})", e.mlm_accuracy, e.mlm_chance, e.contrastive_accuracy, e.contrastive_chance)).unwrap_or_default(),
+        cfg.output_dir.join("loss.png").display()
+    );
+    if let Some(c) = r.last_checkpoint {
+        println!("checkpoint: {}", c.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,468 @@
+//! `oscar pretrain`: Oscar's pre-training (paper §3.2; oscar-spec §2) on any corpus the dataset
+//! yaml describes — masked token loss over caption *and* tag word pieces plus the contrastive loss
+//! on polluted (image, caption, tags) triples — with AdamW, a schedule, clipping, accumulation,
+//! periodic held-out evaluation, JSONL metrics, a PNG of the curves, atomic checkpoints and an
+//! exact resume. Every random choice of step k comes from a generator seeded by (seed, k), so a
+//! resumed run repeats the uninterrupted one.
+
+use super::checkpoint::{read_trainer_state, save_checkpoint_with, TrainerState};
+use super::optim::{AdamW, AdamWConfig};
+use super::schedule::Schedule;
+use crate::checkpoint::{build_fresh, load_model, read_checkpoint, Fresh, Loaded};
+use crate::config::OscarConfig;
+use crate::data::corpus::PretrainCorpus;
+use crate::data::masking::{mask_words_and_tags, MaskIds};
+use crate::data::tensorize::{collate_dynamic, Encoded, Layout, Truncation};
+use crate::error::{Error, Result};
+use crate::model::BertImgForPreTraining;
+use crate::nn::Ctx;
+use crate::tokenizer::BertTokenizer;
+use candle_core::{Device, Tensor, D};
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// The model size to pre-train (when not initialising from a checkpoint).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ModelSpec {
+    pub hidden_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub intermediate_size: usize,
+    pub use_img_layernorm: bool,
+    pub dropout: f64,
+}
+
+impl Default for ModelSpec {
+    fn default() -> Self {
+        // The demo-sized model of world-prototype.md: cheap enough for thousands of CPU steps.
+        ModelSpec { hidden_size: 64, num_hidden_layers: 2, num_attention_heads: 2, intermediate_size: 256, use_img_layernorm: true, dropout: 0.1 }
+    }
+}
+
+/// Everything `oscar pretrain` takes (TOML; command-line flags override).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PretrainConfig {
+    /// The dataset yaml (corpus, label and feature directories).
+    pub dataset: PathBuf,
+    /// vocab.txt (default: the initial checkpoint's, else `vocab.txt` beside or above the yaml).
+    pub vocab: Option<PathBuf>,
+    pub output_dir: PathBuf,
+    /// Initialise from a checkpoint (BERT, MiniLM or Oscar); missing parts (image embedding,
+    /// heads) start fresh. Without it, `model` gives the size.
+    pub init: Option<PathBuf>,
+    pub model: ModelSpec,
+    pub img_feature_dim: usize,
+    pub max_seq_length: usize,
+    pub max_img_seq_length: usize,
+    /// Use the object tags as text_b (false: the no-tag ablation; pollution then replaces captions).
+    pub use_tags: bool,
+    /// 2 for Oscar, 3 for Oscar+.
+    pub num_contrast_classes: usize,
+    pub texta_false_prob: f64,
+    /// 0: a polluting text_b is a random line (caption or tags) of a random image; 1: its tags.
+    pub textb_sample_mode: u8,
+    pub mask_loss_for_unmatched: bool,
+    pub batch_size: usize,
+    pub gradient_accumulation_steps: usize,
+    pub steps: u64,
+    pub lr: f64,
+    pub weight_decay: f64,
+    pub warmup_steps: u64,
+    pub schedule: Schedule,
+    /// ≤ 0 disables clipping (the reference's pre-training default is off).
+    pub max_grad_norm: f64,
+    pub seed: u64,
+    pub save_every: u64,
+    pub keep_last: usize,
+    pub eval_every: u64,
+    /// Fraction of images held out for evaluation.
+    pub eval_fraction: f64,
+    pub eval_examples: usize,
+    pub log_every: u64,
+    /// Show a progress bar (off in tests).
+    pub progress: bool,
+}
+
+impl Default for PretrainConfig {
+    fn default() -> Self {
+        PretrainConfig {
+            dataset: PathBuf::from("world/pretrain/dataset.yaml"),
+            vocab: None,
+            output_dir: PathBuf::from("runs/pretrain"),
+            init: None,
+            model: ModelSpec::default(),
+            img_feature_dim: 2054,
+            max_seq_length: 35,
+            max_img_seq_length: 50,
+            use_tags: true,
+            num_contrast_classes: 2,
+            texta_false_prob: 0.0,
+            textb_sample_mode: 0,
+            mask_loss_for_unmatched: true,
+            batch_size: 32,
+            gradient_accumulation_steps: 1,
+            steps: 1000,
+            lr: 1e-3,
+            weight_decay: 0.01,
+            warmup_steps: 50,
+            schedule: Schedule::WarmupLinear,
+            max_grad_norm: 1.0,
+            seed: 42,
+            save_every: 500,
+            keep_last: 2,
+            eval_every: 250,
+            eval_fraction: 0.05,
+            eval_examples: 256,
+            log_every: 10,
+            progress: true,
+        }
+    }
+}
+
+impl PretrainConfig {
+    pub fn from_toml(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        toml::from_str(&text).map_err(|e| Error::bad_file(path, format!("not a pre-training config: {e}")))
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_default()
+    }
+
+    fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::Invalid(m));
+        if self.batch_size == 0 || self.gradient_accumulation_steps == 0 || self.steps == 0 {
+            return bad("batch_size, gradient_accumulation_steps and steps must be positive".into());
+        }
+        if !(2..=3).contains(&self.num_contrast_classes) {
+            return bad(format!("num_contrast_classes {} must be 2 or 3", self.num_contrast_classes));
+        }
+        if !(0.0..0.5).contains(&self.texta_false_prob) {
+            return bad(format!("texta_false_prob {} must be in [0, 0.5)", self.texta_false_prob));
+        }
+        if !(0.0..0.5).contains(&self.eval_fraction) {
+            return bad(format!("eval_fraction {} must be in [0, 0.5)", self.eval_fraction));
+        }
+        if !(self.lr > 0.0 && self.lr.is_finite()) {
+            return bad(format!("lr {} must be positive", self.lr));
+        }
+        Ok(())
+    }
+}
+
+/// One step's metrics (a line of `metrics.jsonl`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StepLog {
+    pub step: u64,
+    pub loss: f64,
+    pub mlm_loss: f64,
+    pub contrastive_loss: f64,
+    pub lr: f64,
+    pub grad_norm: f64,
+    pub examples_per_s: f64,
+}
+
+/// A held-out evaluation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EvalLog {
+    pub step: u64,
+    pub mlm_accuracy: f64,
+    pub contrastive_accuracy: f64,
+    pub mlm_loss: f64,
+    /// Chance levels, for the reader: 1/vocab and the majority contrastive class rate.
+    pub mlm_chance: f64,
+    pub contrastive_chance: f64,
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Serialize)]
+pub struct PretrainReport {
+    pub steps: u64,
+    pub logs: Vec<StepLog>,
+    pub evals: Vec<EvalLog>,
+    pub last_checkpoint: Option<PathBuf>,
+    pub seconds: f64,
+}
+
+fn step_rng(seed: u64, step: u64, salt: u64) -> StdRng {
+    StdRng::seed_from_u64(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ step.wrapping_mul(0xBF58_476D_1CE4_E5B9) ^ salt)
+}
+
+/// Training and evaluation rows: images are split by a hash of their key.
+fn split_rows(c: &PretrainCorpus, eval_fraction: f64) -> (Vec<usize>, Vec<usize>) {
+    let (mut tr, mut ev) = (Vec::new(), Vec::new());
+    for (i, r) in c.rows.iter().enumerate() {
+        let h = r.image.bytes().fold(1469598103934665603u64, |h, b| (h ^ b as u64).wrapping_mul(1099511628211));
+        if ((h % 10_000) as f64) < eval_fraction * 10_000.0 {
+            ev.push(i);
+        } else {
+            tr.push(i);
+        }
+    }
+    (tr, ev)
+}
+
+struct Batch {
+    items: Vec<Encoded>,
+    mlm_labels: Vec<i64>,
+    contrastive: Vec<i64>,
+    text_len: usize,
+    img_len: usize,
+}
+
+/// Builds one batch: contrastive pollution (paper §3.2, `random_sent`) then MTL masking.
+fn make_batch(cfg: &PretrainConfig, c: &PretrainCorpus, tok: &BertTokenizer, rows: &[usize], pool: &[usize], rng: &mut StdRng) -> Result<Batch> {
+    let layout = Layout { max_seq_length: cfg.max_seq_length, max_img_seq_length: cfg.max_img_seq_length, truncation: Truncation::Pair };
+    let ids = MaskIds { mask: tok.special.mask, unk: tok.special.unk, vocab_size: tok.vocab_size() };
+    let mut items = Vec::with_capacity(rows.len());
+    let mut labels_per = Vec::with_capacity(rows.len());
+    let mut contrastive = Vec::with_capacity(rows.len());
+    for &i in rows {
+        let regions = c.regions(i)?;
+        let mut text_a = c.rows[i].text.clone();
+        let mut tags = if cfg.use_tags { c.tags(i)? } else { String::new() };
+        let p: f64 = rng.random();
+        let label = if p > 0.5 {
+            0
+        } else {
+            let other = pool[rng.random_range(0..pool.len())];
+            if p > cfg.texta_false_prob && !tags.is_empty() {
+                tags = if cfg.textb_sample_mode == 0 && rng.random_bool(0.5) { c.rows[other].text.clone() } else { c.tags(other)? };
+                1
+            } else {
+                text_a = c.rows[other].text.clone();
+                cfg.num_contrast_classes as i64 - 1
+            }
+        };
+        let mut e = layout.encode(tok, &text_a, (!tags.is_empty()).then_some(tags.as_str()), &regions.data, regions.dim)?;
+        let (t, r) = (e.input_ids.len(), e.num_regions);
+        let mut lab = mask_words_and_tags(&mut e, ids, t, r, rng);
+        if label != 0 && !cfg.mask_loss_for_unmatched {
+            lab.iter_mut().for_each(|l| *l = -1);
+        }
+        items.push(e);
+        labels_per.push(lab);
+        contrastive.push(label);
+    }
+    let text_len = items.iter().map(|e| e.input_ids.len()).max().unwrap_or(0);
+    let img_len = items.iter().map(|e| e.num_regions).max().unwrap_or(0);
+    // Labels laid out as the dynamically padded batch: [text_len | img_len] per item.
+    let mut mlm_labels = vec![-1i64; rows.len() * (text_len + img_len)];
+    for (b, (e, lab)) in items.iter().zip(&labels_per).enumerate() {
+        let t = e.input_ids.len();
+        mlm_labels[b * (text_len + img_len)..b * (text_len + img_len) + t].copy_from_slice(&lab[..t]);
+    }
+    Ok(Batch { items, mlm_labels, contrastive, text_len, img_len })
+}
+
+/// Trains; `resume` continues from a checkpoint directory written by a previous run.
+pub fn pretrain(cfg: &PretrainConfig, resume: Option<&Path>) -> Result<PretrainReport> {
+    cfg.validate()?;
+    let started = std::time::Instant::now();
+    let corpus = PretrainCorpus::open(&cfg.dataset, cfg.img_feature_dim)?;
+    let (train_rows, eval_rows) = split_rows(&corpus, cfg.eval_fraction);
+    if train_rows.is_empty() {
+        return Err(Error::Invalid(format!("{}: no training rows left after holding out {} for evaluation", cfg.dataset.display(), cfg.eval_fraction)));
+    }
+    let vocab_path = match (&cfg.vocab, &cfg.init) {
+        (Some(v), _) => v.clone(),
+        (None, Some(init)) => read_checkpoint(init)?.vocab.ok_or_else(|| Error::Invalid(format!("{}: no vocab.txt beside the initial checkpoint: set `vocab`", init.display())))?,
+        (None, None) => {
+            let base = cfg.dataset.parent().unwrap_or(Path::new("."));
+            [base.join("vocab.txt"), base.join("../vocab.txt")].into_iter().find(|p| p.exists()).ok_or_else(|| Error::Invalid(format!("no vocab.txt beside {}: set `vocab`", cfg.dataset.display())))?
+        }
+    };
+    let tok = BertTokenizer::from_vocab(&vocab_path)?;
+
+    // The model: resumed, initialised from a checkpoint, or fresh.
+    let mut oc = match &cfg.init {
+        Some(init) => read_checkpoint(init)?.config.unwrap_or_else(|| OscarConfig::tiny(tok.vocab_size(), cfg.img_feature_dim)),
+        None => OscarConfig {
+            vocab_size: tok.vocab_size(),
+            hidden_size: cfg.model.hidden_size,
+            num_hidden_layers: cfg.model.num_hidden_layers,
+            num_attention_heads: cfg.model.num_attention_heads,
+            intermediate_size: cfg.model.intermediate_size,
+            max_position_embeddings: 512,
+            ..OscarConfig::oscar_base()
+        },
+    };
+    oc.img_feature_dim = cfg.img_feature_dim;
+    oc.num_contrast_classes = cfg.num_contrast_classes;
+    oc.use_img_layernorm = Some(cfg.model.use_img_layernorm);
+    oc.hidden_dropout_prob = cfg.model.dropout;
+    oc.attention_probs_dropout_prob = cfg.model.dropout;
+    if tok.vocab_size() > oc.vocab_size {
+        return Err(Error::Invalid(format!("{} has {} word pieces, the model's vocab_size is {}", vocab_path.display(), tok.vocab_size(), oc.vocab_size)));
+    }
+    let Loaded { model, params, config: oc, .. } = match (resume, &cfg.init) {
+        (Some(dir), _) => load_model::<BertImgForPreTraining>(read_checkpoint(dir)?, None, Fresh::Nothing, cfg.seed)?,
+        (None, Some(init)) => load_model::<BertImgForPreTraining>(read_checkpoint(init)?, Some(oc), Fresh::Missing, cfg.seed)?,
+        (None, None) => build_fresh::<BertImgForPreTraining>(&oc, cfg.seed)?,
+    };
+    let frozen: Vec<&str> = if oc.freeze_embedding { vec!["bert.embeddings.word_embeddings"] } else { vec![] };
+    let mut opt = AdamW::new(&params, AdamWConfig { lr: cfg.lr, weight_decay: cfg.weight_decay, ..AdamWConfig::default() }, &frozen);
+    let mut state = TrainerState { step: 0, examples_seen: 0, seed: cfg.seed };
+    if let Some(dir) = resume {
+        let (s, moments) = read_trainer_state(dir)?;
+        opt.load_state(&moments, s.step)?;
+        state = s;
+    }
+    std::fs::create_dir_all(&cfg.output_dir).map_err(|e| Error::io(&cfg.output_dir, e))?;
+    let run_toml = cfg.to_toml();
+    crate::checkpoint::write_atomic(&cfg.output_dir.join("pretrain.toml"), run_toml.as_bytes())?;
+    let metrics_path = cfg.output_dir.join("metrics.jsonl");
+    let mut metrics = std::fs::OpenOptions::new().create(true).append(true).open(&metrics_path).map_err(|e| Error::io(&metrics_path, e))?;
+
+    let bar = if cfg.progress {
+        let b = indicatif::ProgressBar::new(cfg.steps);
+        b.set_style(indicatif::ProgressStyle::with_template("pretrain {bar:30} {pos}/{len} · {msg} · ETA {eta}").unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()));
+        b.set_position(state.step);
+        Some(b)
+    } else {
+        None
+    };
+    let per_step = (cfg.batch_size * cfg.gradient_accumulation_steps) as u64;
+    let mut logs = Vec::new();
+    let mut evals = Vec::new();
+    let mut last_ckpt = None;
+    let mut window = std::time::Instant::now();
+    let eval_fn = |step: u64| evaluate(cfg, &corpus, &tok, &model, &eval_rows, &train_rows, step);
+    while state.step < cfg.steps {
+        let k = state.step + 1;
+        let mut rng = step_rng(cfg.seed, k, 1);
+        let mut total: Option<Tensor> = None;
+        let (mut mlm_sum, mut con_sum) = (0.0, 0.0);
+        for micro in 0..cfg.gradient_accumulation_steps {
+            // Data order: one permutation of the training rows per epoch, seeded by the epoch.
+            let rows: Vec<usize> = (0..cfg.batch_size as u64)
+                .map(|j| {
+                    let pos = state.examples_seen + micro as u64 * cfg.batch_size as u64 + j;
+                    let epoch = pos / train_rows.len() as u64;
+                    let mut perm: Vec<usize> = train_rows.clone();
+                    perm.shuffle(&mut step_rng(cfg.seed, epoch, 2));
+                    perm[(pos % train_rows.len() as u64) as usize]
+                })
+                .collect();
+            let b = make_batch(cfg, &corpus, &tok, &rows, &train_rows, &mut rng)?;
+            let x = collate_dynamic(&b.items, cfg.img_feature_dim, &Device::Cpu)?;
+            debug_assert_eq!(x.input_ids.dims2()?.1, b.text_len);
+            let _ = b.img_len;
+            let out = model.forward(&x, &Ctx::train(rng.random()))?;
+            let (loss, mlm, con) = model.loss(&out, &b.mlm_labels, &b.contrastive)?;
+            mlm_sum += mlm.map(|m| m.to_scalar::<f32>()).transpose()?.unwrap_or(0.0) as f64;
+            con_sum += con.to_scalar::<f32>()? as f64;
+            let scaled = (loss / cfg.gradient_accumulation_steps as f64)?;
+            total = Some(match total {
+                Some(t) => t.add(&scaled)?,
+                None => scaled,
+            });
+        }
+        let loss = total.expect("at least one micro-batch");
+        let loss_v = loss.to_scalar::<f32>()? as f64;
+        if !loss_v.is_finite() {
+            return Err(Error::Invalid(format!(
+                "step {k}: the loss is {loss_v}; training stopped (the last good checkpoint is kept{})",
+                last_ckpt.as_ref().map(|p: &PathBuf| format!(": {}", p.display())).unwrap_or_default()
+            )));
+        }
+        let grads = loss.backward()?;
+        let lr = cfg.schedule.lr_for_update(cfg.lr, k, cfg.warmup_steps, cfg.steps);
+        let grad_norm = opt.step(&params, &grads, lr, cfg.max_grad_norm)?;
+        state.step = k;
+        state.examples_seen += per_step;
+        let n = cfg.gradient_accumulation_steps as f64;
+        let log = StepLog { step: k, loss: loss_v, mlm_loss: mlm_sum / n, contrastive_loss: con_sum / n, lr, grad_norm, examples_per_s: per_step as f64 / window.elapsed().as_secs_f64().max(1e-9) };
+        window = std::time::Instant::now();
+        if k % cfg.log_every == 0 || k == cfg.steps {
+            writeln!(metrics, "{}", serde_json::to_string(&log).unwrap_or_default()).map_err(|e| Error::io(&metrics_path, e))?;
+        }
+        if let Some(b) = &bar {
+            b.set_position(k);
+            b.set_message(format!("loss {:.3} (mlm {:.3}, con {:.3}) · lr {:.2e} · {:.0} ex/s", log.loss, log.mlm_loss, log.contrastive_loss, lr, log.examples_per_s));
+        }
+        logs.push(log);
+        if (cfg.eval_every > 0 && k % cfg.eval_every == 0) || k == cfg.steps {
+            if let Some(e) = eval_fn(k)? {
+                writeln!(metrics, "{}", serde_json::to_string(&serde_json::json!({"eval": e})).unwrap_or_default()).map_err(|e| Error::io(&metrics_path, e))?;
+                evals.push(e);
+            }
+        }
+        if (cfg.save_every > 0 && k % cfg.save_every == 0) || k == cfg.steps {
+            last_ckpt = Some(save_checkpoint_with(&cfg.output_dir, &params, &oc, Some(&vocab_path), &opt, &state, &run_toml, cfg.keep_last, &mut |_| Ok(()))?);
+        }
+    }
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
+    plot_curves(&cfg.output_dir, &logs, &evals)?;
+    Ok(PretrainReport { steps: state.step, logs, evals, last_checkpoint: last_ckpt, seconds: started.elapsed().as_secs_f64() })
+}
+
+/// Held-out MLM accuracy (argmax at masked positions) and contrastive accuracy, on a fixed
+/// sample with fixed pollution and masks.
+fn evaluate(cfg: &PretrainConfig, c: &PretrainCorpus, tok: &BertTokenizer, model: &BertImgForPreTraining, eval_rows: &[usize], pool: &[usize], step: u64) -> Result<Option<EvalLog>> {
+    if eval_rows.is_empty() {
+        return Ok(None);
+    }
+    let mut rng = step_rng(cfg.seed, 0, 3);
+    let rows: Vec<usize> = (0..cfg.eval_examples.min(eval_rows.len() * 4)).map(|i| eval_rows[i % eval_rows.len()]).collect();
+    let (mut hit, mut tot, mut chit, mut ctot, mut loss_sum, mut zeros) = (0usize, 0usize, 0usize, 0usize, 0.0, 0usize);
+    for chunk in rows.chunks(cfg.batch_size) {
+        let b = make_batch(cfg, c, tok, chunk, pool, &mut rng)?;
+        let x = collate_dynamic(&b.items, cfg.img_feature_dim, &Device::Cpu)?;
+        let out = model.forward(&x, &Ctx::eval())?;
+        let v = out.mlm_logits.dim(2)?;
+        let pred: Vec<u32> = out.mlm_logits.reshape(((), v))?.argmax(D::Minus1)?.to_vec1()?;
+        for (p, l) in pred.iter().zip(&b.mlm_labels) {
+            if *l >= 0 {
+                tot += 1;
+                hit += usize::from(*p as i64 == *l);
+            }
+        }
+        if let Some(l) = crate::nn::ops::cross_entropy(&out.mlm_logits.reshape(((), v))?, &b.mlm_labels, -1)? {
+            loss_sum += l.to_scalar::<f32>()? as f64 * chunk.len() as f64;
+        }
+        let cp: Vec<u32> = out.contrastive_logits.argmax(D::Minus1)?.to_vec1()?;
+        for (p, l) in cp.iter().zip(&b.contrastive) {
+            ctot += 1;
+            chit += usize::from(*p as i64 == *l);
+            zeros += usize::from(*l == 0);
+        }
+    }
+    let majority = zeros.max(ctot - zeros) as f64 / ctot.max(1) as f64;
+    Ok(Some(EvalLog {
+        step,
+        mlm_accuracy: hit as f64 / tot.max(1) as f64,
+        contrastive_accuracy: chit as f64 / ctot.max(1) as f64,
+        mlm_loss: loss_sum / rows.len().max(1) as f64,
+        mlm_chance: 1.0 / tok.vocab_size() as f64,
+        contrastive_chance: majority,
+    }))
+}
+
+fn plot_curves(out: &Path, logs: &[StepLog], evals: &[EvalLog]) -> Result<()> {
+    let series = vec![
+        ("loss".to_string(), logs.iter().map(|l| (l.step as f64, l.loss)).collect()),
+        ("mlm loss".to_string(), logs.iter().map(|l| (l.step as f64, l.mlm_loss)).collect()),
+        ("contrastive loss".to_string(), logs.iter().map(|l| (l.step as f64, l.contrastive_loss)).collect()),
+    ];
+    let img = oscar_world::render::line_chart("pre-training loss", &series);
+    let p = out.join("loss.png");
+    img.save(&p).map_err(|e| Error::Invalid(format!("{}: {e}", p.display())))?;
+    if !evals.is_empty() {
+        let series = vec![
+            ("held-out MLM accuracy".to_string(), evals.iter().map(|e| (e.step as f64, e.mlm_accuracy)).collect()),
+            ("held-out contrastive accuracy".to_string(), evals.iter().map(|e| (e.step as f64, e.contrastive_accuracy)).collect()),
+        ];
+        let p = out.join("eval.png");
+        oscar_world::render::line_chart("held-out accuracy", &series).save(&p).map_err(|e| Error::Invalid(format!("{}: {e}", p.display())))?;
+    }
+    Ok(())
+}
