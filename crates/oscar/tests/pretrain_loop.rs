@@ -1,0 +1,107 @@
+//! The pre-training loop: a resumed run repeats the uninterrupted one; an interrupted save
+//! leaves the previous checkpoint intact; a diverging loss stops the run with a clear message.
+
+use oscar::train::checkpoint::{list_checkpoints, read_trainer_state, save_checkpoint_with};
+use oscar::train::optim::{AdamW, AdamWConfig};
+use oscar::train::pretrain::{pretrain, ModelSpec, PretrainConfig};
+use std::path::Path;
+
+fn world(dir: &Path) {
+    let cfg = oscar_world::WorldConfig { images: 60, seed: 4, feature_dim: 8, ..Default::default() };
+    oscar_world::write::write_world(&oscar_world::generate(&cfg).unwrap(), dir, 0).unwrap();
+}
+
+fn config(world: &Path, out: &Path) -> PretrainConfig {
+    PretrainConfig {
+        dataset: world.join("pretrain/dataset.yaml"),
+        output_dir: out.to_path_buf(),
+        model: ModelSpec { hidden_size: 32, num_hidden_layers: 2, num_attention_heads: 2, intermediate_size: 64, use_img_layernorm: true, dropout: 0.1 },
+        img_feature_dim: 14,
+        batch_size: 4,
+        gradient_accumulation_steps: 2,
+        steps: 6,
+        warmup_steps: 2,
+        save_every: 3,
+        keep_last: 0,
+        eval_every: 0,
+        eval_examples: 16,
+        log_every: 1,
+        progress: false,
+        ..PretrainConfig::default()
+    }
+}
+
+#[test]
+fn a_resumed_run_gives_the_same_losses_as_an_uninterrupted_one() {
+    let d = tempfile::tempdir().unwrap();
+    world(&d.path().join("w"));
+    let full = pretrain(&config(&d.path().join("w"), &d.path().join("a")), None).unwrap();
+    assert_eq!(full.steps, 6);
+    assert!(full.logs.iter().all(|l| l.loss.is_finite()));
+    let ckpt3 = d.path().join("a/checkpoint-3");
+    let (state, _) = read_trainer_state(&ckpt3).unwrap();
+    assert_eq!((state.step, state.examples_seen), (3, 24));
+    let resumed = pretrain(&config(&d.path().join("w"), &d.path().join("b")), Some(&ckpt3)).unwrap();
+    assert_eq!(resumed.logs.first().map(|l| l.step), Some(4));
+    for (a, b) in full.logs[3..].iter().zip(&resumed.logs) {
+        assert_eq!(a.step, b.step);
+        assert!((a.loss - b.loss).abs() < 1e-6, "step {}: {} vs {}", a.step, a.loss, b.loss);
+        assert!((a.lr - b.lr).abs() < 1e-15);
+    }
+    assert!(d.path().join("a/loss.png").exists() && d.path().join("a/metrics.jsonl").exists());
+    assert!(d.path().join("a/checkpoint-6/pretrain.toml").exists());
+}
+
+#[test]
+fn an_interrupted_save_leaves_the_previous_checkpoint_intact() {
+    let d = tempfile::tempdir().unwrap();
+    world(&d.path().join("w"));
+    let mut cfg = config(&d.path().join("w"), &d.path().join("a"));
+    cfg.steps = 3;
+    pretrain(&cfg, None).unwrap();
+    let before = std::fs::read(d.path().join("a/checkpoint-3/model.safetensors")).unwrap();
+    // Save step 4 and fail half-way (after the model, before the optimizer state).
+    let m = oscar::checkpoint::load_model::<oscar::model::BertImgForPreTraining>(oscar::checkpoint::read_checkpoint(&d.path().join("a/checkpoint-3")).unwrap(), None, oscar::checkpoint::Fresh::Nothing, 0).unwrap();
+    let opt = AdamW::new(&m.params, AdamWConfig::default(), &[]);
+    let state = oscar::train::checkpoint::TrainerState { step: 4, examples_seen: 32, seed: 42 };
+    let err = save_checkpoint_with(&d.path().join("a"), &m.params, &m.config, None, &opt, &state, "", 0, &mut |f| {
+        if f == "optimizer.safetensors" { Err(oscar::Error::Invalid("killed".into())) } else { Ok(()) }
+    })
+    .unwrap_err();
+    assert!(err.to_string().contains("killed"));
+    assert_eq!(list_checkpoints(&d.path().join("a")).iter().map(|c| c.0).collect::<Vec<_>>(), vec![3]);
+    assert_eq!(std::fs::read(d.path().join("a/checkpoint-3/model.safetensors")).unwrap(), before);
+    let leftovers: Vec<_> = std::fs::read_dir(d.path().join("a")).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().contains(".tmp")).collect();
+    assert!(leftovers.is_empty());
+    // And the surviving checkpoint still resumes.
+    cfg.steps = 4;
+    let r = pretrain(&cfg, Some(&d.path().join("a/checkpoint-3"))).unwrap();
+    assert_eq!(r.steps, 4);
+}
+
+#[test]
+fn a_diverging_run_stops_with_a_clear_message() {
+    let d = tempfile::tempdir().unwrap();
+    world(&d.path().join("w"));
+    let mut cfg = config(&d.path().join("w"), &d.path().join("a"));
+    cfg.lr = 1e9;
+    cfg.max_grad_norm = -1.0;
+    cfg.warmup_steps = 0;
+    cfg.steps = 40;
+    cfg.save_every = 1;
+    cfg.keep_last = 1;
+    let err = pretrain(&cfg, None).unwrap_err().to_string();
+    assert!(err.contains("training stopped") || err.contains("diverged"), "{err}");
+}
+
+#[test]
+fn bad_configurations_are_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let mut cfg = config(d.path(), &d.path().join("a"));
+    cfg.num_contrast_classes = 4;
+    assert!(pretrain(&cfg, None).unwrap_err().to_string().contains("num_contrast_classes"));
+    let p = d.path().join("x.toml");
+    std::fs::write(&p, "steps = 5\nbogus = 1\n").unwrap();
+    let e = PretrainConfig::from_toml(&p).unwrap_err().to_string();
+    assert!(e.contains("x.toml") && e.contains("bogus"), "{e}");
+}
