@@ -1,5 +1,6 @@
 //! `oscar`: the command line of oscar-rs. Subcommands mirror the reference's scripts.
 
+mod bench;
 mod encode;
 mod eval;
 mod inspect;
@@ -50,6 +51,8 @@ enum Cmd {
     Encode(encode::EncodeArgs),
     /// Pre-train with Oscar's objectives (masked tokens over words and tags + contrastive).
     Pretrain(pretrain::PretrainArgs),
+    /// Time a workload (one pre-training step) and print JSON; see tools/reference/bench_pytorch.py.
+    Bench(bench::BenchArgs),
     /// Read every file of a dataset directory and report all problems at once.
     Check {
         /// Dataset directory (searched recursively).
@@ -80,6 +83,7 @@ fn main() {
         Cmd::Eval(cmd) => eval::run(&cmd),
         Cmd::World(cmd) => world::run(&cmd),
         Cmd::Pretrain(a) => pretrain::run(&a),
+        Cmd::Bench(a) => bench::run(&a),
         Cmd::Check { dir, img_feature_dim, json } => check(&dir, img_feature_dim, json.as_deref()),
         Cmd::Demo => demo(),
     };

@@ -105,3 +105,27 @@ fn bad_configurations_are_refused() {
     let e = PretrainConfig::from_toml(&p).unwrap_err().to_string();
     assert!(e.contains("x.toml") && e.contains("bogus"), "{e}");
 }
+
+#[test]
+fn pretraining_can_start_from_real_bert_weights() {
+    let Some(minilm) = std::env::var_os("OSCAR_MINILM_DIR").map(std::path::PathBuf::from) else {
+        eprintln!("skipped: OSCAR_MINILM_DIR is not set (tools/test.sh fetches the weights and sets it)");
+        return;
+    };
+    let d = tempfile::tempdir().unwrap();
+    world(&d.path().join("w"));
+    let mut cfg = config(&d.path().join("w"), &d.path().join("a"));
+    cfg.init = Some(minilm.clone());
+    cfg.steps = 1;
+    cfg.gradient_accumulation_steps = 1;
+    cfg.lr = 1e-9;
+    pretrain(&cfg, None).unwrap();
+    let ck = oscar::checkpoint::read_checkpoint(&d.path().join("a/checkpoint-1")).unwrap();
+    assert_eq!(ck.config.as_ref().unwrap().hidden_size, 384);
+    let ours = &ck.tensors["bert.encoder.layer.0.attention.self.query.weight"];
+    let real = oscar::checkpoint::read_checkpoint(&minilm).unwrap();
+    let theirs = &real.tensors["encoder.layer.0.attention.self.query.weight"];
+    let diff: f32 = ours.sub(theirs).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap();
+    assert!(diff < 1e-6, "the encoder was not taken from MiniLM ({diff})");
+    assert!(ck.tensors.contains_key("bert.img_embedding.weight") && ck.tensors.contains_key("cls.seq_relationship.weight"));
+}
