@@ -15,6 +15,8 @@ pub struct TsvFile {
     path: PathBuf,
     offsets: Vec<u64>,
     len: u64,
+    /// Kept open: rows are read by seeking, many times per training step.
+    file: std::sync::Mutex<File>,
 }
 
 /// The `.lineidx` path of a TSV (`features.tsv` → `features.lineidx`), as the reference names it.
@@ -32,7 +34,8 @@ impl TsvFile {
         }
         let idx = lineidx_path(path);
         let offsets = if idx.exists() { read_lineidx(&idx, len)? } else { scan_offsets(path)? };
-        Ok(TsvFile { path: path.to_path_buf(), offsets, len })
+        let file = std::sync::Mutex::new(File::open(path).map_err(|e| Error::io(path, e))?);
+        Ok(TsvFile { path: path.to_path_buf(), offsets, len, file })
     }
 
     /// Writes the `.lineidx` next to the file (atomically), so later opens skip the scan.
@@ -59,7 +62,7 @@ impl TsvFile {
     pub fn line(&self, i: usize) -> Result<String> {
         let &start = self.offsets.get(i).ok_or_else(|| Error::Invalid(format!("{}: row {i} requested, the file has {} rows", self.path.display(), self.offsets.len())))?;
         let end = self.offsets.get(i + 1).copied().unwrap_or(self.len);
-        let mut f = File::open(&self.path).map_err(|e| Error::io(&self.path, e))?;
+        let mut f = self.file.lock().map_err(|_| Error::Invalid(format!("{}: reader poisoned by an earlier panic", self.path.display())))?;
         f.seek(SeekFrom::Start(start)).map_err(|e| Error::io(&self.path, e))?;
         let mut buf = vec![0u8; (end - start) as usize];
         f.read_exact(&mut buf).map_err(|_| Error::bad_file(&self.path, format!("row {}: cut short (file changed or index stale?)", i + 1)))?;
