@@ -129,3 +129,21 @@ fn pretraining_can_start_from_real_bert_weights() {
     assert!(diff < 1e-6, "the encoder was not taken from MiniLM ({diff})");
     assert!(ck.tensors.contains_key("bert.img_embedding.weight") && ck.tensors.contains_key("cls.seq_relationship.weight"));
 }
+
+#[test]
+fn a_second_corpus_adds_its_weighted_loss() {
+    let d = tempfile::tempdir().unwrap();
+    world(&d.path().join("w"));
+    let mut cfg = config(&d.path().join("w"), &d.path().join("a"));
+    cfg.steps = 2;
+    let base = pretrain(&cfg, None).unwrap();
+    let mut cfg2 = config(&d.path().join("w"), &d.path().join("b"));
+    cfg2.steps = 2;
+    cfg2.extra_dataset = Some(d.path().join("w/pretrain/dataset.yaml"));
+    cfg2.extra_loss_weight = 0.3;
+    let mixed = pretrain(&cfg2, None).unwrap();
+    assert!(mixed.logs.iter().all(|l| l.loss.is_finite()));
+    assert_ne!(base.logs[0].loss, mixed.logs[0].loss, "the extra corpus changes the loss");
+    cfg2.extra_loss_weight = 1.5;
+    assert!(pretrain(&cfg2, None).unwrap_err().to_string().contains("extra_loss_weight"));
+}

@@ -50,6 +50,11 @@ impl Default for ModelSpec {
 pub struct PretrainConfig {
     /// The dataset yaml (corpus, label and feature directories).
     pub dataset: PathBuf,
+    /// An optional second corpus (the reference's `--extra_dataset_file`): each step also draws a
+    /// batch from it and the loss is `(1 − w)·L_main + w·L_extra`.
+    pub extra_dataset: Option<PathBuf>,
+    /// `w` above (`--extra_loss_weight`).
+    pub extra_loss_weight: f64,
     /// vocab.txt (default: the initial checkpoint's, else `vocab.txt` beside or above the yaml).
     pub vocab: Option<PathBuf>,
     pub output_dir: PathBuf,
@@ -93,6 +98,8 @@ impl Default for PretrainConfig {
     fn default() -> Self {
         PretrainConfig {
             dataset: PathBuf::from("world/pretrain/dataset.yaml"),
+            extra_dataset: None,
+            extra_loss_weight: 0.5,
             vocab: None,
             output_dir: PathBuf::from("runs/pretrain"),
             init: None,
@@ -148,6 +155,9 @@ impl PretrainConfig {
         }
         if !(0.0..0.5).contains(&self.eval_fraction) {
             return bad(format!("eval_fraction {} must be in [0, 0.5)", self.eval_fraction));
+        }
+        if self.extra_dataset.is_some() && !(0.0..=1.0).contains(&self.extra_loss_weight) {
+            return bad(format!("extra_loss_weight {} must be in [0, 1]", self.extra_loss_weight));
         }
         if !(self.lr > 0.0 && self.lr.is_finite()) {
             return bad(format!("lr {} must be positive", self.lr));
@@ -267,6 +277,14 @@ pub fn pretrain(cfg: &PretrainConfig, resume: Option<&Path>) -> Result<PretrainR
     let started = std::time::Instant::now();
     let corpus = PretrainCorpus::open(&cfg.dataset, cfg.img_feature_dim)?;
     let (train_rows, eval_rows) = split_rows(&corpus, cfg.eval_fraction);
+    let extra = match &cfg.extra_dataset {
+        Some(p) => {
+            let c = PretrainCorpus::open(p, cfg.img_feature_dim)?;
+            let rows: Vec<usize> = (0..c.rows.len()).collect();
+            Some((c, rows))
+        }
+        None => None,
+    };
     if train_rows.is_empty() {
         return Err(Error::Invalid(format!("{}: no training rows left after holding out {} for evaluation", cfg.dataset.display(), cfg.eval_fraction)));
     }
@@ -358,6 +376,17 @@ pub fn pretrain(cfg: &PretrainConfig, resume: Option<&Path>) -> Result<PretrainR
             let (loss, mlm, con) = model.loss(&out, &b.mlm_labels, &b.contrastive)?;
             mlm_sum += mlm.map(|m| m.to_scalar::<f32>()).transpose()?.unwrap_or(0.0) as f64;
             con_sum += con.to_scalar::<f32>()? as f64;
+            let loss = match &extra {
+                Some((ec, erows)) => {
+                    let pick: Vec<usize> = (0..cfg.batch_size).map(|_| erows[rng.random_range(0..erows.len())]).collect();
+                    let eb = make_batch(cfg, ec, &tok, &pick, erows, &mut rng)?;
+                    let ex = collate_dynamic(&eb.items, cfg.img_feature_dim, &Device::Cpu)?;
+                    let eout = model.forward(&ex, &Ctx::train(rng.random()))?;
+                    let (eloss, _, _) = model.loss(&eout, &eb.mlm_labels, &eb.contrastive)?;
+                    ((loss * (1.0 - cfg.extra_loss_weight))? + (eloss * cfg.extra_loss_weight)?)?
+                }
+                None => loss,
+            };
             let scaled = (loss / cfg.gradient_accumulation_steps as f64)?;
             total = Some(match total {
                 Some(t) => t.add(&scaled)?,
