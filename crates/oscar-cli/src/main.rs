@@ -5,6 +5,7 @@ mod encode;
 mod eval;
 mod inspect;
 mod pretrain;
+mod train;
 mod world;
 
 use anyhow::Result;
@@ -51,6 +52,9 @@ enum Cmd {
     Encode(encode::EncodeArgs),
     /// Pre-train with Oscar's objectives (masked tokens over words and tags + contrastive).
     Pretrain(pretrain::PretrainArgs),
+    /// Fine-tune for a task (retrieval so far).
+    #[command(subcommand)]
+    Train(train::TrainCmd),
     /// Time a workload (one pre-training step) and print JSON; see tools/reference/bench_pytorch.py.
     Bench(bench::BenchArgs),
     /// Read every file of a dataset directory and report all problems at once.
@@ -84,6 +88,7 @@ fn main() {
         Cmd::World(cmd) => world::run(&cmd),
         Cmd::Pretrain(a) => pretrain::run(&a),
         Cmd::Bench(a) => bench::run(&a),
+        Cmd::Train(cmd) => train::run(&cmd),
         Cmd::Check { dir, img_feature_dim, json } => check(&dir, img_feature_dim, json.as_deref()),
         Cmd::Demo => demo(),
     };

@@ -7,6 +7,7 @@ pub mod data;
 pub mod error;
 pub mod model;
 pub mod nn;
+pub mod tasks;
 pub mod tokenizer;
 pub mod train;
 

@@ -1,0 +1,91 @@
+//! `oscar train <task>`: fine-tuning. Retrieval so far (issue 5, in progress).
+
+use anyhow::Result;
+use clap::{Args, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use oscar::tasks::retrieval::{summary, train, world_paths, RetrievalSet, RetrievalTrainConfig};
+use oscar::tokenizer::BertTokenizer;
+use oscar::OscarConfig;
+use std::path::PathBuf;
+
+#[derive(Subcommand)]
+pub enum TrainCmd {
+    /// Image–text matching (binary, a wrong caption or a wrong image per positive), then the full
+    /// cross-scoring evaluation on the test split.
+    Retrieval(RetrievalArgs),
+}
+
+#[derive(Args)]
+pub struct RetrievalArgs {
+    /// A world-style dataset directory (retrieval/, features/, labels/, vocab.txt).
+    #[arg(long)]
+    data: PathBuf,
+    #[arg(long)]
+    out: PathBuf,
+    /// Start from this checkpoint (e.g. a pre-training checkpoint); otherwise from scratch.
+    #[arg(long)]
+    init: Option<PathBuf>,
+    #[arg(long, default_value_t = 1000)]
+    steps: u64,
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f64,
+    /// Region feature width (default: the world's).
+    #[arg(long)]
+    img_feature_dim: Option<usize>,
+    #[arg(long)]
+    no_tags: bool,
+    /// Test images to score (all captions of those images).
+    #[arg(long, default_value_t = 100)]
+    test_images: usize,
+    /// Two-stage search: candidates kept by the tag-overlap first stage.
+    #[arg(long)]
+    two_stage_k: Option<usize>,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+}
+
+pub fn run(cmd: &TrainCmd) -> Result<()> {
+    let TrainCmd::Retrieval(a) = cmd;
+    let dim = a.img_feature_dim.unwrap_or_else(|| {
+        std::fs::read_to_string(a.data.join("world.json")).ok().and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok()).and_then(|v| v["summary"]["region_dim"].as_u64()).map(|d| d as usize).unwrap_or(2054)
+    });
+    let vocab = a.data.join("vocab.txt");
+    let tok = BertTokenizer::from_vocab(&vocab)?;
+    let (c, f, l) = world_paths(&a.data, "train");
+    let train_set = RetrievalSet::open(&c, &f, &l, dim, None)?;
+    let cfg = RetrievalTrainConfig { steps: a.steps, batch_size: a.batch_size, lr: a.lr, use_tags: !a.no_tags, seed: a.seed, ..RetrievalTrainConfig::default() };
+    let mut fresh = OscarConfig { vocab_size: tok.vocab_size(), hidden_size: 64, num_hidden_layers: 2, num_attention_heads: 2, intermediate_size: 256, img_feature_dim: dim, ..OscarConfig::oscar_base() };
+    fresh.use_img_layernorm = Some(true);
+    let bar = ProgressBar::new(a.steps);
+    bar.set_style(ProgressStyle::with_template("train retrieval {bar:30} {pos}/{len} · {msg} · ETA {eta}").unwrap_or_else(|_| ProgressStyle::default_bar()));
+    std::fs::create_dir_all(&a.out)?;
+    let mut log = std::fs::File::create(a.out.join("metrics.jsonl"))?;
+    let r = train(&train_set, &tok, a.init.as_deref(), &fresh, &cfg, |k, loss, acc| {
+        use std::io::Write;
+        bar.set_position(k);
+        bar.set_message(format!("loss {loss:.3} · acc {acc:.2}"));
+        let _ = writeln!(log, "{}", serde_json::json!({"step": k, "loss": loss, "accuracy": acc}));
+    })?;
+    bar.finish_and_clear();
+    r.save(&a.out, Some(&vocab))?;
+    let (c, f, l) = world_paths(&a.data, "test");
+    let mut test = RetrievalSet::open(&c, &f, &l, dim, None)?;
+    test.images.truncate(a.test_images);
+    test.captions.retain(|(i, _)| *i < a.test_images);
+    let bar = ProgressBar::new(0);
+    bar.set_style(ProgressStyle::with_template("score {bar:30} {pos}/{len} pairs · {per_sec} · ETA {eta}").unwrap_or_else(|_| ProgressStyle::default_bar()));
+    let e = oscar::tasks::retrieval::evaluate(&r, &tok, &test, &cfg, 256, a.two_stage_k, |done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    })?;
+    bar.finish_and_clear();
+    oscar::checkpoint::write_atomic(&a.out.join("eval.json"), serde_json::to_string_pretty(&e)?.as_bytes())?;
+    println!("retrieval on {} test images × {} captions: {:?} ({} forwards, {:.1} s)", e.images, e.captions, summary(&e.full), e.full_forwards, e.full_seconds);
+    if let Some(t) = &e.two_stage {
+        println!("two-stage (k = {}): {:?} ({} forwards, {:.1} s); first stage alone: {:?}", t.k, summary(&t.recall), t.forwards, t.seconds, summary(&t.first_stage_only));
+    }
+    println!("model and eval.json in {}", a.out.display());
+    Ok(())
+}

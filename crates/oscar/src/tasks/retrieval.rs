@@ -1,0 +1,277 @@
+//! Image–text retrieval (oscar-spec §3.4; `oscar/run_retrieval.py`): binary matching fine-tuning
+//! (each positive with one negative — a wrong caption or a wrong image, 50/50 — and 2-way
+//! cross-entropy on [CLS]), the full cross-scoring evaluation (every image against every caption,
+//! score = softmax(logits)[1]), and a two-stage search whose cheap first stage (tag–word overlap)
+//! keeps the top-k candidates for the model to re-rank.
+
+use crate::checkpoint::{build_fresh, load_model, read_checkpoint, save_pretrained, Fresh};
+use crate::config::{LossType, OscarConfig};
+use crate::data::features::{parse_detections, FeatureStore, Regions};
+use crate::data::tensorize::{collate_dynamic, Encoded, Layout, Truncation};
+use crate::data::tsv::TsvFile;
+use crate::error::{Error, Result};
+use crate::model::{ClassLabels, ImageBertForSequenceClassification};
+use crate::nn::{ops, Ctx};
+use crate::tokenizer::BertTokenizer;
+use crate::train::optim::{AdamW, AdamWConfig};
+use crate::train::schedule::Schedule;
+use candle_core::Device;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+/// Images (features + tags) and their captions for one split.
+pub struct RetrievalSet {
+    pub images: Vec<String>,
+    /// (image index, caption).
+    pub captions: Vec<(usize, String)>,
+    pub features: HashMap<String, Regions>,
+    pub tags: HashMap<String, String>,
+}
+
+impl RetrievalSet {
+    /// Reads `captions` (`{image: [captions]}`, JSON or `.pt`), region features and detector
+    /// tags (`predictions.tsv` / `*.label.tsv`); `keys` limits the images (test_img_keys.tsv).
+    pub fn open(captions: &Path, features: &Path, labels: &Path, img_feature_dim: usize, keys: Option<&Path>) -> Result<Self> {
+        let caps = crate::data::text::read_retrieval_captions(captions)?;
+        let wanted: Option<Vec<String>> = keys.map(crate::data::text::read_keys).transpose()?;
+        let images: Vec<String> = match wanted {
+            Some(k) => {
+                if let Some(missing) = k.iter().find(|i| !caps.contains_key(*i)) {
+                    return Err(Error::bad_file(captions, format!("image {missing} of the key file has no captions")));
+                }
+                k
+            }
+            None => caps.keys().cloned().collect(),
+        };
+        let store = FeatureStore::open(features, img_feature_dim)?;
+        let lab = TsvFile::open(labels)?;
+        let lab_idx = lab.key_index()?;
+        let mut feats = HashMap::new();
+        let mut tags = HashMap::new();
+        let mut captions_out = Vec::new();
+        for (i, img) in images.iter().enumerate() {
+            feats.insert(img.clone(), store.get(img)?);
+            let row = *lab_idx.get(img).ok_or_else(|| Error::bad_file(labels, format!("no labels for image {img}")))?;
+            let f = lab.row(row)?;
+            let d = parse_detections(f.get(1).map(String::as_str).unwrap_or(""), &format!("row {}", row + 1)).map_err(|e| Error::bad_file(labels, e))?;
+            tags.insert(img.clone(), d.tags(0.0, false));
+            for c in &caps[img] {
+                captions_out.push((i, c.clone()));
+            }
+        }
+        Ok(RetrievalSet { images, captions: captions_out, features: feats, tags })
+    }
+}
+
+/// Fine-tuning settings (defaults: the reference's, scaled for the world).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct RetrievalTrainConfig {
+    pub steps: u64,
+    /// Positives per step (each gets one negative).
+    pub batch_size: usize,
+    pub lr: f64,
+    pub weight_decay: f64,
+    pub warmup_steps: u64,
+    pub max_grad_norm: f64,
+    pub max_seq_length: usize,
+    pub max_img_seq_length: usize,
+    pub use_tags: bool,
+    pub seed: u64,
+}
+
+impl Default for RetrievalTrainConfig {
+    fn default() -> Self {
+        RetrievalTrainConfig { steps: 1000, batch_size: 32, lr: 1e-3, weight_decay: 0.05, warmup_steps: 50, max_grad_norm: 1.0, max_seq_length: 70, max_img_seq_length: 50, use_tags: true, seed: 88 }
+    }
+}
+
+fn encode(tok: &BertTokenizer, set: &RetrievalSet, img: usize, caption: &str, cfg: &RetrievalTrainConfig) -> Result<Encoded> {
+    let key = &set.images[img];
+    let r = &set.features[key];
+    let tags = if cfg.use_tags { Some(set.tags[key].as_str()).filter(|t| !t.is_empty()) } else { None };
+    Layout { max_seq_length: cfg.max_seq_length, max_img_seq_length: cfg.max_img_seq_length, truncation: Truncation::TextFirst }.encode(tok, caption, tags, &r.data, r.dim)
+}
+
+/// A trained (or loaded) retrieval model.
+pub struct Retriever {
+    pub model: ImageBertForSequenceClassification,
+    pub params: crate::nn::Params,
+    pub config: OscarConfig,
+}
+
+/// Fine-tunes from `init` (a pre-training or BERT checkpoint; the classifier starts fresh) or
+/// from scratch with `fresh_config`. Returns the model and the per-step (loss, accuracy).
+pub fn train(set: &RetrievalSet, tok: &BertTokenizer, init: Option<&Path>, fresh_config: &OscarConfig, cfg: &RetrievalTrainConfig, mut on_step: impl FnMut(u64, f64, f64)) -> Result<Retriever> {
+    let mut oc = fresh_config.clone();
+    oc.num_labels = 2;
+    oc.loss_type = LossType::Sfmx;
+    let loaded = match init {
+        Some(p) => {
+            let ck = read_checkpoint(p)?;
+            let mut c = ck.config.clone().unwrap_or_else(|| oc.clone());
+            c.num_labels = 2;
+            c.loss_type = LossType::Sfmx;
+            c.classifier = crate::config::ClassifierKind::Linear;
+            load_model::<ImageBertForSequenceClassification>(ck, Some(c), Fresh::Head, cfg.seed)?
+        }
+        None => build_fresh::<ImageBertForSequenceClassification>(&oc, cfg.seed)?,
+    };
+    let mut opt = AdamW::new(&loaded.params, AdamWConfig { lr: cfg.lr, weight_decay: cfg.weight_decay, ..AdamWConfig::default() }, &[]);
+    let n_img = set.images.len();
+    if n_img < 2 {
+        return Err(Error::Invalid("retrieval training needs at least two images".into()));
+    }
+    for k in 1..=cfg.steps {
+        let mut rng = StdRng::seed_from_u64(cfg.seed.wrapping_mul(31).wrapping_add(k));
+        let mut items = Vec::with_capacity(2 * cfg.batch_size);
+        let mut labels = Vec::with_capacity(2 * cfg.batch_size);
+        for _ in 0..cfg.batch_size {
+            let (img, cap) = &set.captions[rng.random_range(0..set.captions.len())];
+            items.push(encode(tok, set, *img, cap, cfg)?);
+            labels.push(1i64);
+            // The negative: a wrong caption with this image, or this caption with a wrong image.
+            let mut other = rng.random_range(0..n_img - 1);
+            if other >= *img {
+                other += 1;
+            }
+            if rng.random_bool(0.5) {
+                let wrong: Vec<&(usize, String)> = set.captions.iter().filter(|(i, _)| *i == other).collect();
+                let c = &wrong[rng.random_range(0..wrong.len())].1;
+                items.push(encode(tok, set, *img, c, cfg)?);
+            } else {
+                items.push(encode(tok, set, other, cap, cfg)?);
+            }
+            labels.push(0);
+        }
+        let dim = set.features.values().next().map(|r| r.dim).unwrap_or(1);
+        let x = collate_dynamic(&items, dim, &Device::Cpu)?;
+        let logits = loaded.model.forward(&x, &Ctx::train(rng.random()))?;
+        let loss = loaded.model.loss(&logits, ClassLabels::Index(&labels))?;
+        let pred: Vec<u32> = logits.argmax(1)?.to_vec1()?;
+        let acc = pred.iter().zip(&labels).filter(|(p, l)| **p as i64 == **l).count() as f64 / labels.len() as f64;
+        let lv = loss.to_scalar::<f32>()? as f64;
+        if !lv.is_finite() {
+            return Err(Error::Invalid(format!("retrieval step {k}: the loss is {lv}; training stopped")));
+        }
+        let grads = loss.backward()?;
+        opt.step(&loaded.params, &grads, Schedule::WarmupLinear.lr_for_update(cfg.lr, k, cfg.warmup_steps, cfg.steps), cfg.max_grad_norm)?;
+        on_step(k, lv, acc);
+    }
+    Ok(Retriever { model: loaded.model, params: loaded.params, config: loaded.config })
+}
+
+impl Retriever {
+    pub fn load(dir: &Path) -> Result<Self> {
+        let l = load_model::<ImageBertForSequenceClassification>(read_checkpoint(dir)?, None, Fresh::Nothing, 0)?;
+        Ok(Retriever { model: l.model, params: l.params, config: l.config })
+    }
+
+    pub fn save(&self, dir: &Path, vocab: Option<&Path>) -> Result<()> {
+        save_pretrained(dir, &self.params, &self.config, vocab)
+    }
+
+    /// Match probabilities `softmax(logits)[1]` of (image, caption) pairs, in batches.
+    pub fn score_pairs(&self, tok: &BertTokenizer, set: &RetrievalSet, pairs: &[(usize, usize)], cfg: &RetrievalTrainConfig, batch: usize, mut progress: impl FnMut(usize)) -> Result<Vec<f32>> {
+        let dim = set.features.values().next().map(|r| r.dim).unwrap_or(1);
+        let mut out = Vec::with_capacity(pairs.len());
+        for chunk in pairs.chunks(batch.max(1)) {
+            let items = chunk.iter().map(|&(i, c)| encode(tok, set, i, &set.captions[c].1, cfg)).collect::<Result<Vec<_>>>()?;
+            let x = collate_dynamic(&items, dim, &Device::Cpu)?;
+            let p = ops::softmax(&self.model.forward(&x, &Ctx::eval())?)?;
+            out.extend(p.narrow(1, 1, 1)?.flatten_all()?.to_vec1::<f32>()?);
+            progress(chunk.len());
+        }
+        Ok(out)
+    }
+}
+
+/// The cheap first stage: how many of an image's tag words occur in a caption (plus a tiny
+/// tie-breaker from the feature norm, so the ordering is total).
+pub fn tag_overlap(set: &RetrievalSet, img: usize, caption: usize) -> f32 {
+    let tags = &set.tags[&set.images[img]];
+    let cap: std::collections::HashSet<String> = set.captions[caption].1.split_whitespace().map(|w| w.trim_matches(|c: char| !c.is_alphanumeric()).to_lowercase()).collect();
+    let singular = |w: &str| w.strip_suffix("es").filter(|s| s.ends_with('s') || s.ends_with("ch")).or_else(|| w.strip_suffix('s')).unwrap_or(w).to_string();
+    let cap_s: std::collections::HashSet<String> = cap.iter().map(|w| singular(w)).collect();
+    tags.split_whitespace().collect::<std::collections::HashSet<_>>().iter().filter(|t| cap.contains(**t) || cap_s.contains(**t)).count() as f32
+}
+
+/// Full-protocol and two-stage results.
+#[derive(Debug, serde::Serialize)]
+pub struct RetrievalEval {
+    pub images: usize,
+    pub captions: usize,
+    pub full: oscar_eval::retrieval::RecallScores,
+    pub full_forwards: usize,
+    pub full_seconds: f64,
+    pub two_stage: Option<TwoStage>,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct TwoStage {
+    pub k: usize,
+    pub recall: oscar_eval::retrieval::RecallScores,
+    pub forwards: usize,
+    pub seconds: f64,
+    pub first_stage_only: oscar_eval::retrieval::RecallScores,
+}
+
+/// The full protocol (every image × every caption) and, with `k`, the two-stage search: the
+/// first stage keeps each image's top-k captions and each caption's top-k images; only those
+/// pairs are scored by the model, the rest rank below them by first-stage score.
+pub fn evaluate(r: &Retriever, tok: &BertTokenizer, set: &RetrievalSet, cfg: &RetrievalTrainConfig, batch: usize, k: Option<usize>, mut progress: impl FnMut(usize, usize)) -> Result<RetrievalEval> {
+    let (ni, nc) = (set.images.len(), set.captions.len());
+    let cap_img: Vec<usize> = set.captions.iter().map(|(i, _)| *i).collect();
+    let all: Vec<(usize, usize)> = (0..ni).flat_map(|i| (0..nc).map(move |c| (i, c))).collect();
+    let t = std::time::Instant::now();
+    let mut done = 0;
+    let flat = r.score_pairs(tok, set, &all, cfg, batch, |n| {
+        done += n;
+        progress(done, all.len());
+    })?;
+    let full_seconds = t.elapsed().as_secs_f64();
+    let matrix: Vec<Vec<f32>> = flat.chunks(nc).map(|c| c.to_vec()).collect();
+    let full = oscar_eval::retrieval::recall_at_k(&matrix, &cap_img).map_err(|e| Error::Invalid(e.to_string()))?;
+    let two_stage = match k {
+        None => None,
+        Some(k) => {
+            let t = std::time::Instant::now();
+            let first: Vec<Vec<f32>> = (0..ni).map(|i| (0..nc).map(|c| tag_overlap(set, i, c) + 1e-3 * (c as f32 / nc as f32)).collect()).collect();
+            let first_stage_only = oscar_eval::retrieval::recall_at_k(&first, &cap_img).map_err(|e| Error::Invalid(e.to_string()))?;
+            let mut keep: std::collections::BTreeSet<(usize, usize)> = Default::default();
+            for (i, row) in first.iter().enumerate() {
+                let mut idx: Vec<usize> = (0..nc).collect();
+                idx.sort_by(|a, b| row[*b].total_cmp(&row[*a]));
+                keep.extend(idx.into_iter().take(k).map(|c| (i, c)));
+            }
+            for c in 0..nc {
+                let mut idx: Vec<usize> = (0..ni).collect();
+                idx.sort_by(|a, b| first[*b][c].total_cmp(&first[*a][c]));
+                keep.extend(idx.into_iter().take(k).map(|i| (i, c)));
+            }
+            let pairs: Vec<(usize, usize)> = keep.into_iter().collect();
+            let scores = r.score_pairs(tok, set, &pairs, cfg, batch, |_| {})?;
+            // Re-ranked pairs score in [1, 2]; the others keep their first-stage order below 1.
+            let max_first = first.iter().flatten().fold(0f32, |a, b| a.max(*b)) + 1.0;
+            let mut m: Vec<Vec<f32>> = first.iter().map(|row| row.iter().map(|s| s / max_first).collect()).collect();
+            for ((i, c), s) in pairs.iter().zip(&scores) {
+                m[*i][*c] = 1.0 + s;
+            }
+            let recall = oscar_eval::retrieval::recall_at_k(&m, &cap_img).map_err(|e| Error::Invalid(e.to_string()))?;
+            Some(TwoStage { k, recall, forwards: pairs.len(), seconds: t.elapsed().as_secs_f64(), first_stage_only })
+        }
+    };
+    Ok(RetrievalEval { images: ni, captions: nc, full, full_forwards: all.len(), full_seconds, two_stage })
+}
+
+/// Paths of a world-style dataset directory for one split.
+pub fn world_paths(dir: &Path, split: &str) -> (PathBuf, PathBuf, PathBuf) {
+    (dir.join(format!("retrieval/{split}_captions.json")), dir.join("features/features.tsv"), dir.join("labels/predictions.tsv"))
+}
+
+/// A compact record of the recall, for logs.
+pub fn summary(r: &oscar_eval::retrieval::RecallScores) -> BTreeMap<&'static str, f64> {
+    [("i2t_r1", r.i2t[0]), ("i2t_r5", r.i2t[1]), ("i2t_r10", r.i2t[2]), ("t2i_r1", r.t2i[0]), ("t2i_r5", r.t2i[1]), ("t2i_r10", r.t2i[2])].into_iter().collect()
+}
