@@ -9,6 +9,11 @@ mod train;
 mod world;
 
 use anyhow::Result;
+
+// candle allocates a fresh buffer for every op; glibc returns large ones to the kernel each time
+// (page faults: a third of a training step was system time). mimalloc keeps them.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
