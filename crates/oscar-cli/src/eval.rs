@@ -18,7 +18,8 @@ pub enum EvalCmd {
     Vqa(VqaArgs),
     /// Build the CIDEr-D document-frequency file SCST needs from any caption file.
     CiderDf(DfArgs),
-    /// Recall@1/5/10 both ways from a score matrix (JSON: {"scores": [[…]], "caption_image": […]}).
+    /// Recall@1/5/10 both ways: from a score matrix (`--scores`), or by scoring every test image
+    /// against every test caption with a retrieval checkpoint (`--checkpoint --data`), resumable.
     Retrieval(RetrievalArgs),
 }
 
@@ -82,8 +83,26 @@ pub struct DfArgs {
 
 #[derive(Args)]
 pub struct RetrievalArgs {
+    /// A score matrix: {"scores": [[image × caption]], "caption_image": [image of each caption]}.
+    #[arg(long, conflicts_with = "checkpoint")]
+    scores: Option<PathBuf>,
+    /// A retrieval checkpoint (`oscar train retrieval --out`).
+    #[arg(long, requires = "data")]
+    checkpoint: Option<PathBuf>,
+    /// A world-style dataset directory (retrieval/{split}_captions.json, features/, labels/).
     #[arg(long)]
-    scores: PathBuf,
+    data: Option<PathBuf>,
+    #[arg(long, default_value = "test")]
+    split: String,
+    /// Only the first N images of the split (all their captions).
+    #[arg(long)]
+    images: Option<usize>,
+    /// Also run the two-stage search with this many first-stage candidates.
+    #[arg(long)]
+    two_stage_k: Option<usize>,
+    /// Where partial scores are kept, so an interrupted evaluation continues (default: in the checkpoint).
+    #[arg(long)]
+    partial: Option<PathBuf>,
     #[arg(long)]
     json: Option<PathBuf>,
 }
@@ -122,13 +141,15 @@ pub fn run(cmd: &EvalCmd) -> Result<()> {
             println!("wrote {} ({} images, {} n-grams)", a.out.display(), df.ref_len, df.document_frequency.len());
             Ok(())
         }
+        EvalCmd::Retrieval(a) if a.checkpoint.is_some() => retrieval_protocol(a),
         EvalCmd::Retrieval(a) => {
-            let text = std::fs::read_to_string(&a.scores).with_context(|| format!("reading {}", a.scores.display()))?;
-            let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| anyhow!("{}: not valid JSON: {e}", a.scores.display()))?;
+            let scores_path = a.scores.as_ref().ok_or_else(|| anyhow!("give --scores FILE, or --checkpoint DIR --data DIR"))?;
+            let text = std::fs::read_to_string(scores_path).with_context(|| format!("reading {}", scores_path.display()))?;
+            let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| anyhow!("{}: not valid JSON: {e}", scores_path.display()))?;
             let scores: Vec<Vec<f32>> = serde_json::from_value(v.get("scores").cloned().unwrap_or_default())
-                .map_err(|e| anyhow!("{}: `scores` must be a matrix of numbers [images][captions]: {e}", a.scores.display()))?;
+                .map_err(|e| anyhow!("{}: `scores` must be a matrix of numbers [images][captions]: {e}", scores_path.display()))?;
             let cap_img: Vec<usize> = serde_json::from_value(v.get("caption_image").cloned().unwrap_or_default())
-                .map_err(|e| anyhow!("{}: `caption_image` must list each caption's image index: {e}", a.scores.display()))?;
+                .map_err(|e| anyhow!("{}: `caption_image` must list each caption's image index: {e}", scores_path.display()))?;
             let r = recall_at_k(&scores, &cap_img)?;
             println!("image→text R@1 {:.2}  R@5 {:.2}  R@10 {:.2}", r.i2t[0], r.i2t[1], r.i2t[2]);
             println!("text→image R@1 {:.2}  R@5 {:.2}  R@10 {:.2}", r.t2i[0], r.t2i[1], r.t2i[2]);
@@ -177,4 +198,33 @@ fn caption(a: &CaptionArgs) -> Result<()> {
     }
     println!("SPICE    (not available: it needs Stanford CoreNLP 3.6.0, which cannot be installed here)");
     write_json(a.json.as_deref(), &s)
+}
+
+fn retrieval_protocol(a: &RetrievalArgs) -> Result<()> {
+    use oscar::tasks::retrieval::{evaluate, summary, world_paths, RetrievalSet, Retriever};
+    let ckpt = a.checkpoint.as_ref().expect("checked by the caller");
+    let data = a.data.as_ref().ok_or_else(|| anyhow!("--data is required with --checkpoint"))?;
+    let r = Retriever::load(ckpt)?;
+    let tok = oscar::tokenizer::BertTokenizer::from_vocab(&ckpt.join("vocab.txt"))?;
+    let (c, f, l) = world_paths(data, &a.split);
+    let mut set = RetrievalSet::open(&c, &f, &l, r.config.img_feature_dim, None)?;
+    if let Some(n) = a.images {
+        set.images.truncate(n);
+        set.captions.retain(|(i, _)| *i < n);
+    }
+    let partial = a.partial.clone().unwrap_or_else(|| ckpt.join(format!("{}_scores.partial.json", a.split)));
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(indicatif::ProgressStyle::with_template("score {bar:30} {pos}/{len} pairs · ETA {eta}").unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()));
+    let settings = oscar::tasks::retrieval::saved_settings(ckpt)?;
+    let e = evaluate(&r, &tok, &set, &settings, 256, a.two_stage_k, Some(&partial), |done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    })?;
+    bar.finish_and_clear();
+    let _ = std::fs::remove_file(&partial);
+    println!("{} images × {} captions: {:?} ({} forwards)", e.images, e.captions, summary(&e.full), e.full_forwards);
+    if let Some(t) = &e.two_stage {
+        println!("two-stage (k = {}): {:?} ({} forwards)", t.k, summary(&t.recall), t.forwards);
+    }
+    write_json(a.json.as_deref(), &e)
 }

@@ -5,6 +5,7 @@ mod encode;
 mod eval;
 mod inspect;
 mod pretrain;
+mod search;
 mod train;
 mod world;
 
@@ -60,6 +61,10 @@ enum Cmd {
     /// Fine-tune for a task (retrieval so far).
     #[command(subcommand)]
     Train(train::TrainCmd),
+    /// Match probability of one image against one or more texts (a retrieval checkpoint).
+    Score(search::ScoreArgs),
+    /// Top-k images for a text query, or captions for an image, from a gallery.
+    Retrieve(search::RetrieveArgs),
     /// Time a workload (one pre-training step) and print JSON; see tools/reference/bench_pytorch.py.
     Bench(bench::BenchArgs),
     /// Read every file of a dataset directory and report all problems at once.
@@ -94,6 +99,8 @@ fn main() {
         Cmd::Pretrain(a) => pretrain::run(&a),
         Cmd::Bench(a) => bench::run(&a),
         Cmd::Train(cmd) => train::run(&cmd),
+        Cmd::Score(a) => search::score(&a),
+        Cmd::Retrieve(a) => search::retrieve(&a),
         Cmd::Check { dir, img_feature_dim, json } => check(&dir, img_feature_dim, json.as_deref()),
         Cmd::Demo => demo(),
     };

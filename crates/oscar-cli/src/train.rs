@@ -36,6 +36,9 @@ pub struct RetrievalArgs {
     img_feature_dim: Option<usize>,
     #[arg(long)]
     no_tags: bool,
+    /// Attention between caption (C), tags (L) and regions (R): CLR, CL, CR or LR.
+    #[arg(long, default_value = "CLR")]
+    att_mask: oscar::tasks::retrieval::AttMask,
     /// Test images to score (all captions of those images).
     #[arg(long, default_value_t = 100)]
     test_images: usize,
@@ -55,7 +58,7 @@ pub fn run(cmd: &TrainCmd) -> Result<()> {
     let tok = BertTokenizer::from_vocab(&vocab)?;
     let (c, f, l) = world_paths(&a.data, "train");
     let train_set = RetrievalSet::open(&c, &f, &l, dim, None)?;
-    let cfg = RetrievalTrainConfig { steps: a.steps, batch_size: a.batch_size, lr: a.lr, use_tags: !a.no_tags, seed: a.seed, ..RetrievalTrainConfig::default() };
+    let cfg = RetrievalTrainConfig { steps: a.steps, batch_size: a.batch_size, lr: a.lr, use_tags: !a.no_tags, att_mask: a.att_mask, seed: a.seed, ..RetrievalTrainConfig::default() };
     let mut fresh = OscarConfig { vocab_size: tok.vocab_size(), hidden_size: 64, num_hidden_layers: 2, num_attention_heads: 2, intermediate_size: 256, img_feature_dim: dim, ..OscarConfig::oscar_base() };
     fresh.use_img_layernorm = Some(true);
     let bar = ProgressBar::new(a.steps);
@@ -70,17 +73,21 @@ pub fn run(cmd: &TrainCmd) -> Result<()> {
     })?;
     bar.finish_and_clear();
     r.save(&a.out, Some(&vocab))?;
+    // The input settings travel with the model, so evaluation and search lay inputs out the same way.
+    oscar::checkpoint::write_atomic(&a.out.join("retrieval.json"), serde_json::to_string_pretty(&cfg)?.as_bytes())?;
     let (c, f, l) = world_paths(&a.data, "test");
     let mut test = RetrievalSet::open(&c, &f, &l, dim, None)?;
     test.images.truncate(a.test_images);
     test.captions.retain(|(i, _)| *i < a.test_images);
     let bar = ProgressBar::new(0);
     bar.set_style(ProgressStyle::with_template("score {bar:30} {pos}/{len} pairs · {per_sec} · ETA {eta}").unwrap_or_else(|_| ProgressStyle::default_bar()));
-    let e = oscar::tasks::retrieval::evaluate(&r, &tok, &test, &cfg, 256, a.two_stage_k, |done, total| {
+    let partial = a.out.join("scores.partial.json");
+    let e = oscar::tasks::retrieval::evaluate(&r, &tok, &test, &cfg, 256, a.two_stage_k, Some(&partial), |done, total| {
         bar.set_length(total as u64);
         bar.set_position(done as u64);
     })?;
     bar.finish_and_clear();
+    let _ = std::fs::remove_file(&partial);
     oscar::checkpoint::write_atomic(&a.out.join("eval.json"), serde_json::to_string_pretty(&e)?.as_bytes())?;
     println!("retrieval on {} test images × {} captions: {:?} ({} forwards, {:.1} s)", e.images, e.captions, summary(&e.full), e.full_forwards, e.full_seconds);
     if let Some(t) = &e.two_stage {

@@ -256,3 +256,39 @@ fn world_generate_then_check_and_feature_dict_conversion() {
         assert_eq!(store.get(&k).unwrap(), orig.get(&k).unwrap());
     }
 }
+
+#[test]
+fn retrieval_train_evaluate_score_and_retrieve_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = dir.path().join("world");
+    let (ok, _, err) = oscar(&["world", "generate", "--out", s(&w), "--images", "60", "--feature-dim", "8", "--render", "0"]);
+    assert!(ok, "{err}");
+    let m = dir.path().join("ret");
+    let (ok, stdout, err) = oscar(&["train", "retrieval", "--data", s(&w), "--out", s(&m), "--steps", "3", "--batch-size", "4", "--test-images", "4", "--two-stage-k", "2", "--att-mask", "CL"]);
+    assert!(ok, "{err}");
+    assert!(stdout.contains("retrieval on 4 test images × 20 captions") && stdout.contains("two-stage (k = 2)"), "{stdout}");
+    assert!(m.join("eval.json").exists() && m.join("retrieval.json").exists() && !m.join("scores.partial.json").exists());
+
+    let out = dir.path().join("e.json");
+    let (ok, stdout, err) = oscar(&["eval", "retrieval", "--checkpoint", s(&m), "--data", s(&w), "--images", "4", "--json", s(&out)]);
+    assert!(ok, "{err}");
+    assert!(stdout.contains("4 images × 20 captions"), "{stdout}");
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!(v["full_forwards"], 80);
+
+    let test_caps: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(w.join("retrieval/test_captions.json")).unwrap()).unwrap();
+    let (img, caps) = test_caps.as_object().unwrap().iter().next().unwrap();
+    let cap = caps[0].as_str().unwrap();
+    let (ok, stdout, err) = oscar(&["score", "--checkpoint", s(&m), "--features", s(&w.join("features/features.tsv")), "--image", img, "--labels", s(&w.join("labels/predictions.tsv")), "--text", cap, "--text", "a purple submarine"]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 2);
+    assert!(v[0]["match_probability"].as_f64().unwrap() >= 0.0 && v[0]["match_probability"].as_f64().unwrap() <= 1.0);
+
+    let (ok, stdout, err) = oscar(&["retrieve", "--checkpoint", s(&m), "--data", s(&w), "--query", cap, "--k", "3", "--first-stage-k", "5"]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!((v["scored"].as_u64(), v["top"].as_array().unwrap().len()), (Some(5), 3));
+    let (ok, _, err) = oscar(&["retrieve", "--checkpoint", s(&m), "--data", s(&w), "--image", "nope"]);
+    assert!(!ok && err.contains("nope"), "{err}");
+}

@@ -31,7 +31,7 @@ fn train_evaluate_two_stage_and_reload() {
     let mut test = RetrievalSet::open(&c, &f, &l, 14, None).unwrap();
     test.images.truncate(6);
     test.captions.retain(|(i, _)| *i < 6);
-    let e = evaluate(&r, &tok, &test, &cfg, 7, Some(2), |_, _| {}).unwrap();
+    let e = evaluate(&r, &tok, &test, &cfg, 7, Some(2), None, |_, _| {}).unwrap();
     assert_eq!(e.full_forwards, 6 * 30);
     let t = e.two_stage.as_ref().unwrap();
     assert!(t.forwards < e.full_forwards && t.forwards >= 2 * 30);
@@ -52,4 +52,55 @@ fn train_evaluate_two_stage_and_reload() {
     for (x, y) in a.iter().zip(&b) {
         assert!((x - y).abs() < 1e-6 && (0.0..=1.0).contains(x));
     }
+}
+
+#[test]
+fn scoring_resumes_from_a_partial_file_and_masks_change_the_scores() {
+    use oscar::tasks::retrieval::{block_mask, score_all, AttMask};
+    let d = tempfile::tempdir().unwrap();
+    let wc = oscar_world::WorldConfig { images: 40, seed: 2, feature_dim: 8, ..Default::default() };
+    oscar_world::write::write_world(&oscar_world::generate(&wc).unwrap(), d.path(), 0).unwrap();
+    let tok = BertTokenizer::from_vocab(&d.path().join("vocab.txt")).unwrap();
+    let (c, f, l) = world_paths(d.path(), "train");
+    let mut set = RetrievalSet::open(&c, &f, &l, 14, None).unwrap();
+    set.images.truncate(4);
+    set.captions.retain(|(i, _)| *i < 4);
+    let mut m = OscarConfig::tiny(tok.vocab_size(), 14);
+    m.use_img_layernorm = Some(true);
+    let cfg = RetrievalTrainConfig { steps: 1, batch_size: 2, ..RetrievalTrainConfig::default() };
+    let r = train(&set, &tok, None, &m, &cfg, |_, _, _| {}).unwrap();
+    let full = score_all(&r, &tok, &set, &cfg, 5, None, 1, |_, _| {}).unwrap();
+    assert_eq!(full.len(), 4 * 20);
+    // Interrupt after the first save: keep only a prefix in the partial file, then resume.
+    let p = d.path().join("scores.partial.json");
+    let _ = score_all(&r, &tok, &set, &cfg, 5, Some(&p), 1, |_, _| {}).unwrap();
+    let mut part: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+    part["scores"] = serde_json::Value::Array(part["scores"].as_array().unwrap()[..35].to_vec());
+    std::fs::write(&p, part.to_string()).unwrap();
+    let mut calls = 0;
+    let resumed = score_all(&r, &tok, &set, &cfg, 5, Some(&p), 1, |done, _| {
+        calls += 1;
+        assert!(done > 35);
+    })
+    .unwrap();
+    assert_eq!(calls, 9, "45 remaining pairs in chunks of 5");
+    for (a, b) in full.iter().zip(&resumed) {
+        assert!((a - b).abs() < 1e-6);
+    }
+    // A partial file from another evaluation is refused.
+    set.images.truncate(3);
+    set.captions.retain(|(i, _)| *i < 3);
+    assert!(score_all(&r, &tok, &set, &cfg, 5, Some(&p), 1, |_, _| {}).unwrap_err().to_string().contains("delete it"));
+
+    // Block masks: CL lets the caption see the tags but not the regions.
+    let layout = oscar::data::tensorize::Layout { max_seq_length: 20, max_img_seq_length: 4, truncation: oscar::data::tensorize::Truncation::TextFirst };
+    let e = layout.encode(&tok, "a dog", Some("dog"), &[0.5; 28], 14).unwrap();
+    assert!(block_mask(std::slice::from_ref(&e), AttMask::CLR).unwrap().is_none());
+    let cl: Vec<f32> = block_mask(std::slice::from_ref(&e), AttMask::CL).unwrap().unwrap().flatten_all().unwrap().to_vec1().unwrap();
+    let l = e.input_ids.len() + 2; // [CLS] a dog [SEP] dog [SEP] + 2 regions
+    let at = |i: usize, j: usize| cl[i * l + j];
+    assert_eq!((at(0, 1), at(0, 4), at(0, 6), at(6, 7), at(6, 0), at(4, 1)), (1.0, 1.0, 0.0, 1.0, 0.0, 1.0));
+    let lr: Vec<f32> = block_mask(std::slice::from_ref(&e), AttMask::LR).unwrap().unwrap().flatten_all().unwrap().to_vec1().unwrap();
+    assert_eq!((lr[4 * l + 6], lr[0 * l + 6], lr[6 * l + 4]), (1.0, 0.0, 1.0));
+    assert_eq!("cr".parse::<AttMask>().unwrap(), AttMask::CR);
 }

@@ -65,6 +65,70 @@ impl RetrievalSet {
     }
 }
 
+/// Which blocks may attend to each other (`--att_mask_type`; the paper's ablation of the
+/// interactions between caption words C, tags L and regions R). Within a block, attention is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub enum AttMask {
+    /// Everything attends to everything (the default).
+    #[default]
+    CLR,
+    /// Caption ↔ tags only; regions see only regions.
+    CL,
+    /// Caption ↔ regions only.
+    CR,
+    /// Tags ↔ regions only.
+    LR,
+}
+
+impl std::str::FromStr for AttMask {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.to_ascii_uppercase().as_str() {
+            "CLR" => Ok(AttMask::CLR),
+            "CL" => Ok(AttMask::CL),
+            "CR" => Ok(AttMask::CR),
+            "LR" => Ok(AttMask::LR),
+            _ => Err(format!("attention mask {s:?}: expected CLR, CL, CR or LR")),
+        }
+    }
+}
+
+/// The 3-D block mask of a dynamically padded batch for `kind` (None for CLR: the 1-D mask).
+pub fn block_mask(items: &[Encoded], kind: AttMask) -> Result<Option<candle_core::Tensor>> {
+    if kind == AttMask::CLR {
+        return Ok(None);
+    }
+    let t = items.iter().map(|e| e.input_ids.len()).max().unwrap_or(0);
+    let r = items.iter().map(|e| e.num_regions).max().unwrap_or(0);
+    let l = t + r;
+    let mut m = vec![0f32; items.len() * l * l];
+    for (b, e) in items.iter().enumerate() {
+        let a_len = e.text_a_len + 2;
+        let c = 0..a_len;
+        let g = a_len..e.input_ids.len();
+        let reg = t..t + e.num_regions;
+        let mut set = |rows: &std::ops::Range<usize>, cols: &std::ops::Range<usize>| {
+            for i in rows.clone() {
+                for j in cols.clone() {
+                    m[b * l * l + i * l + j] = 1.0;
+                }
+            }
+        };
+        set(&c, &c);
+        set(&g, &g);
+        set(&reg, &reg);
+        let (x, y) = match kind {
+            AttMask::CL => (&c, &g),
+            AttMask::CR => (&c, &reg),
+            AttMask::LR => (&g, &reg),
+            AttMask::CLR => unreachable!("handled above"),
+        };
+        set(x, y);
+        set(y, x);
+    }
+    Ok(Some(candle_core::Tensor::from_vec(m, (items.len(), l, l), &Device::Cpu)?))
+}
+
 /// Fine-tuning settings (defaults: the reference's, scaled for the world).
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 #[serde(default)]
@@ -79,13 +143,23 @@ pub struct RetrievalTrainConfig {
     pub max_seq_length: usize,
     pub max_img_seq_length: usize,
     pub use_tags: bool,
+    pub att_mask: AttMask,
     pub seed: u64,
 }
 
 impl Default for RetrievalTrainConfig {
     fn default() -> Self {
-        RetrievalTrainConfig { steps: 1000, batch_size: 32, lr: 1e-3, weight_decay: 0.05, warmup_steps: 50, max_grad_norm: 1.0, max_seq_length: 70, max_img_seq_length: 50, use_tags: true, seed: 88 }
+        RetrievalTrainConfig { steps: 1000, batch_size: 32, lr: 1e-3, weight_decay: 0.05, warmup_steps: 50, max_grad_norm: 1.0, max_seq_length: 70, max_img_seq_length: 50, use_tags: true, att_mask: AttMask::CLR, seed: 88 }
     }
+}
+
+/// Collates a batch with the configured attention mask.
+fn batch_inputs(items: &[Encoded], dim: usize, cfg: &RetrievalTrainConfig) -> Result<crate::model::Inputs> {
+    let mut x = collate_dynamic(items, dim, &Device::Cpu)?;
+    if let Some(m) = block_mask(items, cfg.att_mask)? {
+        x.attention_mask = Some(m);
+    }
+    Ok(x)
 }
 
 fn encode(tok: &BertTokenizer, set: &RetrievalSet, img: usize, caption: &str, cfg: &RetrievalTrainConfig) -> Result<Encoded> {
@@ -147,7 +221,7 @@ pub fn train(set: &RetrievalSet, tok: &BertTokenizer, init: Option<&Path>, fresh
             labels.push(0);
         }
         let dim = set.features.values().next().map(|r| r.dim).unwrap_or(1);
-        let x = collate_dynamic(&items, dim, &Device::Cpu)?;
+        let x = batch_inputs(&items, dim, cfg)?;
         let logits = loaded.model.forward(&x, &Ctx::train(rng.random()))?;
         let loss = loaded.model.loss(&logits, ClassLabels::Index(&labels))?;
         let pred: Vec<u32> = logits.argmax(1)?.to_vec1()?;
@@ -161,6 +235,16 @@ pub fn train(set: &RetrievalSet, tok: &BertTokenizer, init: Option<&Path>, fresh
         on_step(k, lv, acc);
     }
     Ok(Retriever { model: loaded.model, params: loaded.params, config: loaded.config })
+}
+
+/// The input settings saved next to a retrieval checkpoint (`retrieval.json`), or the defaults.
+pub fn saved_settings(dir: &Path) -> Result<RetrievalTrainConfig> {
+    let p = dir.join("retrieval.json");
+    if !p.exists() {
+        return Ok(RetrievalTrainConfig::default());
+    }
+    let text = std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?;
+    serde_json::from_str(&text).map_err(|e| Error::bad_file(&p, format!("not retrieval settings: {e}")))
 }
 
 impl Retriever {
@@ -179,13 +263,52 @@ impl Retriever {
         let mut out = Vec::with_capacity(pairs.len());
         for chunk in pairs.chunks(batch.max(1)) {
             let items = chunk.iter().map(|&(i, c)| encode(tok, set, i, &set.captions[c].1, cfg)).collect::<Result<Vec<_>>>()?;
-            let x = collate_dynamic(&items, dim, &Device::Cpu)?;
+            let x = batch_inputs(&items, dim, cfg)?;
             let p = ops::softmax(&self.model.forward(&x, &Ctx::eval())?)?;
             out.extend(p.narrow(1, 1, 1)?.flatten_all()?.to_vec1::<f32>()?);
             progress(chunk.len());
         }
         Ok(out)
     }
+}
+
+/// Scores every image × caption pair, resumable: with `partial`, progress is saved there (every
+/// `save_every` batches, atomically) and an interrupted run continues where it stopped.
+pub fn score_all(r: &Retriever, tok: &BertTokenizer, set: &RetrievalSet, cfg: &RetrievalTrainConfig, batch: usize, partial: Option<&Path>, save_every: usize, mut progress: impl FnMut(usize, usize)) -> Result<Vec<f32>> {
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct Partial {
+        images: usize,
+        captions: usize,
+        scores: Vec<f32>,
+    }
+    let (ni, nc) = (set.images.len(), set.captions.len());
+    let mut scores: Vec<f32> = match partial.filter(|p| p.exists()) {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|e| Error::io(p, e))?;
+            let part: Partial = serde_json::from_str(&text).map_err(|e| Error::bad_file(p, format!("not a partial score file: {e}")))?;
+            if part.images != ni || part.captions != nc || part.scores.len() > ni * nc {
+                return Err(Error::bad_file(p, format!("holds scores for {} × {} pairs, this evaluation is {ni} × {nc}: delete it to start over", part.images, part.captions)));
+            }
+            part.scores
+        }
+        None => Vec::with_capacity(ni * nc),
+    };
+    let all: Vec<(usize, usize)> = (0..ni).flat_map(|i| (0..nc).map(move |c| (i, c))).collect();
+    let save = |scores: &Vec<f32>| -> Result<()> {
+        if let Some(p) = partial {
+            let body = serde_json::to_string(&Partial { images: ni, captions: nc, scores: scores.clone() }).map_err(|e| Error::Invalid(e.to_string()))?;
+            crate::checkpoint::write_atomic(p, body.as_bytes())?;
+        }
+        Ok(())
+    };
+    for (k, chunk) in all[scores.len()..].chunks(batch.max(1) * save_every.max(1)).enumerate() {
+        let s = r.score_pairs(tok, set, chunk, cfg, batch, |_| {})?;
+        scores.extend(s);
+        progress(scores.len(), all.len());
+        let _ = k;
+        save(&scores)?;
+    }
+    Ok(scores)
 }
 
 /// The cheap first stage: how many of an image's tag words occur in a caption (plus a tiny
@@ -221,16 +344,11 @@ pub struct TwoStage {
 /// The full protocol (every image × every caption) and, with `k`, the two-stage search: the
 /// first stage keeps each image's top-k captions and each caption's top-k images; only those
 /// pairs are scored by the model, the rest rank below them by first-stage score.
-pub fn evaluate(r: &Retriever, tok: &BertTokenizer, set: &RetrievalSet, cfg: &RetrievalTrainConfig, batch: usize, k: Option<usize>, mut progress: impl FnMut(usize, usize)) -> Result<RetrievalEval> {
+pub fn evaluate(r: &Retriever, tok: &BertTokenizer, set: &RetrievalSet, cfg: &RetrievalTrainConfig, batch: usize, k: Option<usize>, partial: Option<&Path>, progress: impl FnMut(usize, usize)) -> Result<RetrievalEval> {
     let (ni, nc) = (set.images.len(), set.captions.len());
     let cap_img: Vec<usize> = set.captions.iter().map(|(i, _)| *i).collect();
-    let all: Vec<(usize, usize)> = (0..ni).flat_map(|i| (0..nc).map(move |c| (i, c))).collect();
     let t = std::time::Instant::now();
-    let mut done = 0;
-    let flat = r.score_pairs(tok, set, &all, cfg, batch, |n| {
-        done += n;
-        progress(done, all.len());
-    })?;
+    let flat = score_all(r, tok, set, cfg, batch, partial, 20, progress)?;
     let full_seconds = t.elapsed().as_secs_f64();
     let matrix: Vec<Vec<f32>> = flat.chunks(nc).map(|c| c.to_vec()).collect();
     let full = oscar_eval::retrieval::recall_at_k(&matrix, &cap_img).map_err(|e| Error::Invalid(e.to_string()))?;
@@ -263,7 +381,7 @@ pub fn evaluate(r: &Retriever, tok: &BertTokenizer, set: &RetrievalSet, cfg: &Re
             Some(TwoStage { k, recall, forwards: pairs.len(), seconds: t.elapsed().as_secs_f64(), first_stage_only })
         }
     };
-    Ok(RetrievalEval { images: ni, captions: nc, full, full_forwards: all.len(), full_seconds, two_stage })
+    Ok(RetrievalEval { images: ni, captions: nc, full, full_forwards: ni * nc, full_seconds, two_stage })
 }
 
 /// Paths of a world-style dataset directory for one split.
