@@ -97,6 +97,9 @@ pub struct RetrievalArgs {
     /// Only the first N images of the split (all their captions).
     #[arg(long)]
     images: Option<usize>,
+    /// Only these images (a key file such as test_img_keys_1k.tsv, one id per line).
+    #[arg(long)]
+    keys: Option<PathBuf>,
     /// Also run the two-stage search with this many first-stage candidates.
     #[arg(long)]
     two_stage_k: Option<usize>,
@@ -207,7 +210,7 @@ fn retrieval_protocol(a: &RetrievalArgs) -> Result<()> {
     let r = Retriever::load(ckpt)?;
     let tok = oscar::tokenizer::BertTokenizer::from_vocab(&ckpt.join("vocab.txt"))?;
     let (c, f, l) = world_paths(data, &a.split);
-    let mut set = RetrievalSet::open(&c, &f, &l, r.config.img_feature_dim, None)?;
+    let mut set = RetrievalSet::open(&c, &f, &l, r.config.img_feature_dim, a.keys.as_deref())?;
     if let Some(n) = a.images {
         set.images.truncate(n);
         set.captions.retain(|(i, _)| *i < n);

@@ -275,6 +275,12 @@ fn retrieval_train_evaluate_score_and_retrieve_from_the_command_line() {
     assert!(stdout.contains("4 images × 20 captions"), "{stdout}");
     let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
     assert_eq!(v["full_forwards"], 80);
+    let keys: Vec<String> = std::fs::read_to_string(w.join("retrieval/test_img_keys.tsv")).unwrap().lines().take(3).map(str::to_string).collect();
+    let kf = dir.path().join("keys.tsv");
+    std::fs::write(&kf, keys.join("\n")).unwrap();
+    let (ok, stdout, err) = oscar(&["eval", "retrieval", "--checkpoint", s(&m), "--data", s(&w), "--keys", s(&kf)]);
+    assert!(ok, "{err}");
+    assert!(stdout.contains("3 images × 15 captions"), "{stdout}");
 
     let test_caps: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(w.join("retrieval/test_captions.json")).unwrap()).unwrap();
     let (img, caps) = test_caps.as_object().unwrap().iter().next().unwrap();
