@@ -1,6 +1,7 @@
 //! `oscar`: the command line of oscar-rs. Subcommands mirror the reference's scripts.
 
 mod bench;
+mod demo;
 mod encode;
 mod eval;
 mod inspect;
@@ -84,8 +85,9 @@ enum Cmd {
     /// Evaluate captions, VQA answers or retrieval scores with the official metrics.
     #[command(subcommand)]
     Eval(eval::EvalCmd),
-    /// The end-to-end demo on the synthetic world (see README for what exists so far).
-    Demo,
+    /// The main job: the synthetic world, pre-training with and without tags, retrieval
+    /// fine-tuning of three arms, evaluation, and a report (`--quick`: about two minutes).
+    Demo(demo::DemoArgs),
 }
 
 fn main() {
@@ -102,7 +104,7 @@ fn main() {
         Cmd::Score(a) => search::score(&a),
         Cmd::Retrieve(a) => search::retrieve(&a),
         Cmd::Check { dir, img_feature_dim, json } => check(&dir, img_feature_dim, json.as_deref()),
-        Cmd::Demo => demo(),
+        Cmd::Demo(a) => demo::run(&a),
     };
     if let Err(e) = res {
         eprintln!("error: {e:#}");
@@ -161,26 +163,3 @@ pub(crate) fn emit(text: &str) -> Result<()> {
     }
 }
 
-/// Until the synthetic world and the training loop land, the demo states what this build does.
-fn demo() -> Result<()> {
-    let lines = [
-        "oscar-rs: the end-to-end demo (synthetic world -> pre-training with and without tags ->",
-        "retrieval, captioning, VQA) is not built yet.",
-        "",
-        "What works in this build:",
-        "  oscar inspect PATH        read an Oscar/VinVL/BERT checkpoint (zip or legacy .bin, safetensors)",
-        "  oscar convert IN OUT      convert it to model.safetensors + config.json + vocab.txt",
-        "  oscar encode --checkpoint DIR --input items.jsonl --out out.safetensors",
-        "                            tensorize text + tags + region features and run every head",
-        "  oscar world generate --out DIR [--images N --seed S --feature-dim D --render K]",
-        "                            the synthetic world in Oscar/VinVL's file formats, with a contact sheet",
-        "  oscar check DIR           read every file of a dataset and report all problems at once",
-        "  oscar pretrain --dataset world/pretrain/dataset.yaml --img-feature-dim D [--no-tags]",
-        "                            Oscar's pre-training (MTL over words+tags, contrastive), checkpoints, resume",
-        "  oscar eval caption|vqa|cider-df|retrieval",
-        "                            BLEU/METEOR/ROUGE-L/CIDEr(-D), VQA accuracy, recall@K as the official tools",
-        "",
-        "Every head matches PyTorch + transformers to 1e-5; run the tests with: bash tools/test.sh",
-    ];
-    emit(&(lines.join("\n") + "\n"))
-}

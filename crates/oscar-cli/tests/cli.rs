@@ -298,3 +298,32 @@ fn retrieval_train_evaluate_score_and_retrieve_from_the_command_line() {
     let (ok, _, err) = oscar(&["retrieve", "--checkpoint", s(&m), "--data", s(&w), "--image", "nope"]);
     assert!(!ok && err.contains("nope"), "{err}");
 }
+
+#[test]
+fn the_quick_demo_writes_a_complete_report_of_computed_numbers() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("demo");
+    let (ok, stdout, err) = oscar(&["demo", "--quick", "--out", s(&out)]);
+    assert!(ok, "{err}");
+    assert!(stdout.contains("report in"), "{stdout}");
+    for f in ["report.md", "results.json", "retrieval_learning_curves.png", "world.png"] {
+        assert!(out.join(f).exists(), "{f}");
+    }
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    let pre = v["pretraining"].as_array().unwrap();
+    assert_eq!(pre.len(), 2);
+    for p in pre {
+        for x in [&p["final_loss"], &p["held_out"]["mlm_accuracy"], &p["held_out"]["contrastive_accuracy"]] {
+            assert!(x.as_f64().is_some_and(f64::is_finite), "{p}");
+        }
+    }
+    let ret = v["retrieval"].as_array().unwrap();
+    assert_eq!(ret.len(), 3);
+    for r in ret {
+        let rec = r["recall"].as_object().unwrap();
+        assert_eq!(rec.len(), 6);
+        assert!(rec.values().all(|x| x.as_f64().is_some_and(|x| (0.0..=100.0).contains(&x))), "{r}");
+    }
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("pre-trained with tags") && !md.contains("NaN"), "{md}");
+}

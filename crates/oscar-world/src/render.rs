@@ -133,7 +133,8 @@ pub fn line_chart(title: &str, series: &[(String, Vec<(f64, f64)>)]) -> RgbImage
             }
             prev = Some(p);
         }
-        text(&mut img, w - right - 200, top + 8 + 12 * k as u32, &format!("- {name}"), c);
+        let longest = series.iter().map(|(n, _)| n.chars().count()).max().unwrap_or(0) as u32 + 2;
+        text(&mut img, (w - right).saturating_sub(8 * longest + 8), top + 8 + 12 * k as u32, &format!("- {name}"), c);
     }
     img
 }
