@@ -74,8 +74,7 @@ pub fn run(a: &DemoArgs) -> Result<()> {
     let mut test = RetrievalSet::open(&c, &f, &l, dim, None)?;
     test.images.truncate(b.test_images);
     test.captions.retain(|(i, _)| *i < b.test_images);
-    let mut fresh = OscarConfig { vocab_size: tok.vocab_size(), hidden_size: 64, num_hidden_layers: 2, num_attention_heads: 2, intermediate_size: 256, img_feature_dim: dim, ..OscarConfig::oscar_base() };
-    fresh.use_img_layernorm = Some(true);
+    let fresh = OscarConfig::small(tok.vocab_size(), dim);
     let rcfg = RetrievalTrainConfig { steps: b.finetune_steps, batch_size: 32, seed: a.seed + 2, ..RetrievalTrainConfig::default() };
     let arms: Vec<(&str, Option<PathBuf>)> = vec![
         ("no pre-training", None),

@@ -59,8 +59,7 @@ pub fn run(cmd: &TrainCmd) -> Result<()> {
     let (c, f, l) = world_paths(&a.data, "train");
     let train_set = RetrievalSet::open(&c, &f, &l, dim, None)?;
     let cfg = RetrievalTrainConfig { steps: a.steps, batch_size: a.batch_size, lr: a.lr, use_tags: !a.no_tags, att_mask: a.att_mask, seed: a.seed, ..RetrievalTrainConfig::default() };
-    let mut fresh = OscarConfig { vocab_size: tok.vocab_size(), hidden_size: 64, num_hidden_layers: 2, num_attention_heads: 2, intermediate_size: 256, img_feature_dim: dim, ..OscarConfig::oscar_base() };
-    fresh.use_img_layernorm = Some(true);
+    let fresh = OscarConfig::small(tok.vocab_size(), dim);
     let bar = ProgressBar::new(a.steps);
     bar.set_style(ProgressStyle::with_template("train retrieval {bar:30} {pos}/{len} · {msg} · ETA {eta}").unwrap_or_else(|_| ProgressStyle::default_bar()));
     std::fs::create_dir_all(&a.out)?;

@@ -164,6 +164,20 @@ impl OscarConfig {
         }
     }
 
+    /// The demo's size (world-prototype.md): H 64, 2 layers, 2 heads, FFN 256, image LayerNorm.
+    pub fn small(vocab_size: usize, img_feature_dim: usize) -> Self {
+        Self {
+            vocab_size,
+            hidden_size: 64,
+            num_hidden_layers: 2,
+            num_attention_heads: 2,
+            intermediate_size: 256,
+            img_feature_dim,
+            use_img_layernorm: Some(true),
+            ..Self::oscar_base()
+        }
+    }
+
     /// The tests' size (HF's `BertModelTester` shape): H 32, 2 layers, 4 heads, FFN 37.
     pub fn tiny(vocab_size: usize, img_feature_dim: usize) -> Self {
         Self {
