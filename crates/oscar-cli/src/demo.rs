@@ -6,6 +6,7 @@
 
 use anyhow::Result;
 use indicatif::{ProgressBar, ProgressStyle};
+use oscar::tasks::finetune::Optim;
 use oscar::tasks::retrieval::{evaluate, summary, train, world_paths, RetrievalSet, RetrievalTrainConfig};
 use oscar::tokenizer::BertTokenizer;
 use oscar::train::pretrain::{pretrain, PretrainConfig};
@@ -75,7 +76,7 @@ pub fn run(a: &DemoArgs) -> Result<()> {
     test.images.truncate(b.test_images);
     test.captions.retain(|(i, _)| *i < b.test_images);
     let fresh = OscarConfig::small(tok.vocab_size(), dim);
-    let rcfg = RetrievalTrainConfig { steps: b.finetune_steps, batch_size: 32, seed: a.seed + 2, ..RetrievalTrainConfig::default() };
+    let rcfg = RetrievalTrainConfig { optim: Optim { steps: b.finetune_steps, batch_size: 32, seed: a.seed + 2, ..Optim::default() }, ..RetrievalTrainConfig::default() };
     let arms: Vec<(&str, Option<PathBuf>)> = vec![
         ("no pre-training", None),
         ("pre-trained without tags", pre[1].1.last_checkpoint.clone()),

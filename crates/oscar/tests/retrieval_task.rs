@@ -2,6 +2,7 @@
 //! protocol scores every pair, the two-stage search scores only its candidates, and a model
 //! saved and loaded back scores the same.
 
+use oscar::tasks::finetune::Optim;
 use oscar::tasks::retrieval::{evaluate, tag_overlap, train, world_paths, RetrievalSet, RetrievalTrainConfig, Retriever};
 use oscar::tokenizer::BertTokenizer;
 use oscar::OscarConfig;
@@ -17,7 +18,7 @@ fn train_evaluate_two_stage_and_reload() {
     assert_eq!(set.captions.len(), 5 * set.images.len());
     let mut cfg_m = OscarConfig::tiny(tok.vocab_size(), 14);
     cfg_m.use_img_layernorm = Some(true);
-    let cfg = RetrievalTrainConfig { steps: 4, batch_size: 4, ..RetrievalTrainConfig::default() };
+    let cfg = RetrievalTrainConfig { optim: Optim { steps: 4, batch_size: 4, ..Optim::default() }, ..RetrievalTrainConfig::default() };
     let mut losses = Vec::new();
     let r = train(&set, &tok, None, &cfg_m, &cfg, |_, loss, acc| {
         assert!((0.0..=1.0).contains(&acc));
@@ -67,7 +68,7 @@ fn scoring_resumes_from_a_partial_file_and_masks_change_the_scores() {
     set.captions.retain(|(i, _)| *i < 4);
     let mut m = OscarConfig::tiny(tok.vocab_size(), 14);
     m.use_img_layernorm = Some(true);
-    let cfg = RetrievalTrainConfig { steps: 1, batch_size: 2, ..RetrievalTrainConfig::default() };
+    let cfg = RetrievalTrainConfig { optim: Optim { steps: 1, batch_size: 2, ..Optim::default() }, ..RetrievalTrainConfig::default() };
     let r = train(&set, &tok, None, &m, &cfg, |_, _, _| {}).unwrap();
     let full = score_all(&r, &tok, &set, &cfg, 5, None, 1, |_, _| {}).unwrap();
     assert_eq!(full.len(), 4 * 20);

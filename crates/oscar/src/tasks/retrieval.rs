@@ -4,7 +4,8 @@
 //! score = softmax(logits)[1]), and a two-stage search whose cheap first stage (tag–word overlap)
 //! keeps the top-k candidates for the model to re-rank.
 
-use crate::checkpoint::{build_fresh, load_model, read_checkpoint, save_pretrained, Fresh};
+use super::finetune::{start, Optim, Stepper};
+use crate::checkpoint::{load_model, read_checkpoint, save_pretrained, Fresh};
 use crate::config::{LossType, OscarConfig};
 use crate::data::features::{parse_detections, FeatureStore, Regions};
 use crate::data::tensorize::{collate_dynamic, Encoded, Layout, Truncation};
@@ -13,8 +14,6 @@ use crate::error::{Error, Result};
 use crate::model::{ClassLabels, ImageBertForSequenceClassification};
 use crate::nn::{ops, Ctx};
 use crate::tokenizer::BertTokenizer;
-use crate::train::optim::{AdamW, AdamWConfig};
-use crate::train::schedule::Schedule;
 use candle_core::Device;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -129,27 +128,21 @@ pub fn block_mask(items: &[Encoded], kind: AttMask) -> Result<Option<candle_core
     Ok(Some(candle_core::Tensor::from_vec(m, (items.len(), l, l), &Device::Cpu)?))
 }
 
-/// Fine-tuning settings (defaults: the reference's, scaled for the world).
+/// Fine-tuning settings (defaults: the reference's layout, optimisation scaled for the world).
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 #[serde(default)]
 pub struct RetrievalTrainConfig {
-    pub steps: u64,
-    /// Positives per step (each gets one negative).
-    pub batch_size: usize,
-    pub lr: f64,
-    pub weight_decay: f64,
-    pub warmup_steps: u64,
-    pub max_grad_norm: f64,
+    #[serde(flatten)]
+    pub optim: Optim,
     pub max_seq_length: usize,
     pub max_img_seq_length: usize,
     pub use_tags: bool,
     pub att_mask: AttMask,
-    pub seed: u64,
 }
 
 impl Default for RetrievalTrainConfig {
     fn default() -> Self {
-        RetrievalTrainConfig { steps: 1000, batch_size: 32, lr: 1e-3, weight_decay: 0.05, warmup_steps: 50, max_grad_norm: 1.0, max_seq_length: 70, max_img_seq_length: 50, use_tags: true, att_mask: AttMask::CLR, seed: 88 }
+        RetrievalTrainConfig { optim: Optim::default(), max_seq_length: 70, max_img_seq_length: 50, use_tags: true, att_mask: AttMask::CLR }
     }
 }
 
@@ -179,30 +172,22 @@ pub struct Retriever {
 /// Fine-tunes from `init` (a pre-training or BERT checkpoint; the classifier starts fresh) or
 /// from scratch with `fresh_config`. Returns the model and the per-step (loss, accuracy).
 pub fn train(set: &RetrievalSet, tok: &BertTokenizer, init: Option<&Path>, fresh_config: &OscarConfig, cfg: &RetrievalTrainConfig, mut on_step: impl FnMut(u64, f64, f64)) -> Result<Retriever> {
-    let mut oc = fresh_config.clone();
-    oc.num_labels = 2;
-    oc.loss_type = LossType::Sfmx;
-    let loaded = match init {
-        Some(p) => {
-            let ck = read_checkpoint(p)?;
-            let mut c = ck.config.clone().unwrap_or_else(|| oc.clone());
-            c.num_labels = 2;
-            c.loss_type = LossType::Sfmx;
-            c.classifier = crate::config::ClassifierKind::Linear;
-            load_model::<ImageBertForSequenceClassification>(ck, Some(c), Fresh::Head, cfg.seed)?
-        }
-        None => build_fresh::<ImageBertForSequenceClassification>(&oc, cfg.seed)?,
-    };
-    let mut opt = AdamW::new(&loaded.params, AdamWConfig { lr: cfg.lr, weight_decay: cfg.weight_decay, ..AdamWConfig::default() }, &[]);
+    let loaded = start::<ImageBertForSequenceClassification>(init, fresh_config, &cfg.optim, |c| {
+        c.num_labels = 2;
+        c.loss_type = LossType::Sfmx;
+        c.classifier = crate::config::ClassifierKind::Linear;
+    })?;
+    let o = &cfg.optim;
+    let mut stepper = Stepper::new(&loaded.params, o, "retrieval");
     let n_img = set.images.len();
     if n_img < 2 {
         return Err(Error::Invalid("retrieval training needs at least two images".into()));
     }
-    for k in 1..=cfg.steps {
-        let mut rng = StdRng::seed_from_u64(cfg.seed.wrapping_mul(31).wrapping_add(k));
-        let mut items = Vec::with_capacity(2 * cfg.batch_size);
-        let mut labels = Vec::with_capacity(2 * cfg.batch_size);
-        for _ in 0..cfg.batch_size {
+    for k in 1..=o.steps {
+        let mut rng = StdRng::seed_from_u64(o.seed.wrapping_mul(31).wrapping_add(k));
+        let mut items = Vec::with_capacity(2 * o.batch_size);
+        let mut labels = Vec::with_capacity(2 * o.batch_size);
+        for _ in 0..o.batch_size {
             let (img, cap) = &set.captions[rng.random_range(0..set.captions.len())];
             items.push(encode(tok, set, *img, cap, cfg)?);
             labels.push(1i64);
@@ -226,12 +211,7 @@ pub fn train(set: &RetrievalSet, tok: &BertTokenizer, init: Option<&Path>, fresh
         let loss = loaded.model.loss(&logits, ClassLabels::Index(&labels))?;
         let pred: Vec<u32> = logits.argmax(1)?.to_vec1()?;
         let acc = pred.iter().zip(&labels).filter(|(p, l)| **p as i64 == **l).count() as f64 / labels.len() as f64;
-        let lv = loss.to_scalar::<f32>()? as f64;
-        if !lv.is_finite() {
-            return Err(Error::Invalid(format!("retrieval step {k}: the loss is {lv}; training stopped")));
-        }
-        let grads = loss.backward()?;
-        opt.step(&loaded.params, &grads, Schedule::WarmupLinear.lr_for_update(cfg.lr, k, cfg.warmup_steps, cfg.steps), cfg.max_grad_norm)?;
+        let lv = stepper.update(&loaded.params, &loss)?;
         on_step(k, lv, acc);
     }
     Ok(Retriever { model: loaded.model, params: loaded.params, config: loaded.config })
@@ -239,12 +219,7 @@ pub fn train(set: &RetrievalSet, tok: &BertTokenizer, init: Option<&Path>, fresh
 
 /// The input settings saved next to a retrieval checkpoint (`retrieval.json`), or the defaults.
 pub fn saved_settings(dir: &Path) -> Result<RetrievalTrainConfig> {
-    let p = dir.join("retrieval.json");
-    if !p.exists() {
-        return Ok(RetrievalTrainConfig::default());
-    }
-    let text = std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?;
-    serde_json::from_str(&text).map_err(|e| Error::bad_file(&p, format!("not retrieval settings: {e}")))
+    super::finetune::saved_settings(dir, "retrieval.json")
 }
 
 impl Retriever {

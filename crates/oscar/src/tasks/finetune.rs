@@ -1,0 +1,182 @@
+//! What every fine-tuning task shares (oscar-spec §3, "common settings"): the model from a
+//! checkpoint with a fresh task head (or from scratch), `--drop_out` overriding every dropout,
+//! and one update as the reference scripts do it — backward, `WarmupLinearSchedule` stepped
+//! before AdamW, gradient clipping at `max_grad_norm`.
+
+use crate::checkpoint::{build_fresh, load_model, read_checkpoint, Buildable, Fresh, Loaded};
+use crate::config::OscarConfig;
+use crate::error::{Error, Result};
+use crate::nn::Params;
+use crate::train::optim::{AdamW, AdamWConfig};
+use crate::train::schedule::Schedule;
+use candle_core::Tensor;
+use std::path::Path;
+
+/// Optimisation settings of a fine-tuning run (flattened into each task's TOML/JSON settings).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct Optim {
+    /// Optimizer updates.
+    pub steps: u64,
+    /// Items per update (retrieval: positives, each with one negative).
+    pub batch_size: usize,
+    pub lr: f64,
+    pub weight_decay: f64,
+    pub warmup_steps: u64,
+    pub max_grad_norm: f64,
+    /// `--drop_out`: overrides `hidden_dropout_prob` (and with it image and classifier dropout).
+    pub drop_out: Option<f64>,
+    pub seed: u64,
+}
+
+impl Default for Optim {
+    fn default() -> Self {
+        Optim { steps: 1000, batch_size: 32, lr: 1e-3, weight_decay: 0.05, warmup_steps: 50, max_grad_norm: 1.0, drop_out: None, seed: 88 }
+    }
+}
+
+/// Builds the task model: from `init` (a pre-training, BERT or task checkpoint; missing task-head
+/// parameters start fresh) or from scratch with `fresh`. `adapt` sets the task's head settings on
+/// whichever config is used; `--drop_out` is applied after it.
+pub fn start<M: Buildable>(init: Option<&Path>, fresh: &OscarConfig, optim: &Optim, adapt: impl Fn(&mut OscarConfig)) -> Result<Loaded<M>> {
+    let finish = |c: &mut OscarConfig| {
+        adapt(c);
+        if let Some(p) = optim.drop_out {
+            c.hidden_dropout_prob = p;
+        }
+    };
+    match init {
+        Some(p) => {
+            let ck = read_checkpoint(p)?;
+            let mut c = ck.config.clone().unwrap_or_else(|| fresh.clone());
+            finish(&mut c);
+            load_model::<M>(ck, Some(c), Fresh::Head, optim.seed)
+        }
+        None => {
+            let mut c = fresh.clone();
+            finish(&mut c);
+            build_fresh::<M>(&c, optim.seed)
+        }
+    }
+}
+
+/// AdamW with the reference's schedule and clipping.
+pub struct Stepper {
+    opt: AdamW,
+    optim: Optim,
+    /// Updates taken.
+    pub step: u64,
+    /// What is being trained, for error messages.
+    what: &'static str,
+}
+
+impl Stepper {
+    pub fn new(params: &Params, optim: &Optim, what: &'static str) -> Self {
+        let opt = AdamW::new(params, AdamWConfig { lr: optim.lr, weight_decay: optim.weight_decay, ..AdamWConfig::default() }, &[]);
+        Stepper { opt, optim: optim.clone(), step: 0, what }
+    }
+
+    /// The learning rate the next update will use.
+    pub fn next_lr(&self) -> f64 {
+        Schedule::WarmupLinear.lr_for_update(self.optim.lr, self.step + 1, self.optim.warmup_steps, self.optim.steps)
+    }
+
+    /// Backward through `loss` and one update; returns the loss value. A non-finite loss stops
+    /// training with an error naming the step (nothing is updated).
+    pub fn update(&mut self, params: &Params, loss: &Tensor) -> Result<f64> {
+        let lv = loss.to_scalar::<f32>()? as f64;
+        if !lv.is_finite() {
+            return Err(Error::Invalid(format!("{} step {}: the loss is {lv}; training stopped", self.what, self.step + 1)));
+        }
+        let grads = loss.backward()?;
+        let lr = self.next_lr();
+        self.opt.step(params, &grads, lr, self.optim.max_grad_norm)?;
+        self.step += 1;
+        Ok(lv)
+    }
+}
+
+/// The region-feature width of a world-style dataset directory (`world.json`), else `default`.
+pub fn world_region_dim(dir: &Path, default: usize) -> usize {
+    std::fs::read_to_string(dir.join("world.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|v| v["summary"]["region_dim"].as_u64())
+        .map(|d| d as usize)
+        .unwrap_or(default)
+}
+
+/// Reads task settings saved next to a checkpoint (`file`), or the defaults when absent.
+pub fn saved_settings<T: serde::de::DeserializeOwned + Default>(dir: &Path, file: &str) -> Result<T> {
+    let p = dir.join(file);
+    if !p.exists() {
+        return Ok(T::default());
+    }
+    let text = std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?;
+    serde_json::from_str(&text).map_err(|e| Error::bad_file(&p, format!("not {file} settings: {e}")))
+}
+
+/// Reads task settings from a TOML file (every key optional; a missing one keeps its default).
+pub fn settings_from_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    toml::from_str(&text).map_err(|e| Error::bad_file(path, format!("not valid settings: {e}")))
+}
+
+/// Epoch-wise shuffled mini-batches over `n` items (each epoch a fresh seeded permutation),
+/// as a `RandomSampler` with `drop_last = False` restarted every epoch.
+pub struct Batches {
+    order: Vec<usize>,
+    pos: usize,
+    rng: rand::rngs::StdRng,
+}
+
+impl Batches {
+    pub fn new(n: usize, seed: u64) -> Result<Self> {
+        use rand::SeedableRng;
+        if n == 0 {
+            return Err(Error::Invalid("the training split is empty".into()));
+        }
+        let mut b = Batches { order: (0..n).collect(), pos: n, rng: rand::rngs::StdRng::seed_from_u64(seed) };
+        b.reshuffle();
+        Ok(b)
+    }
+
+    fn reshuffle(&mut self) {
+        use rand::seq::SliceRandom;
+        self.order.shuffle(&mut self.rng);
+        self.pos = 0;
+    }
+
+    /// The next batch of up to `size` indices (a short one ends an epoch).
+    pub fn next_batch(&mut self, size: usize) -> Vec<usize> {
+        if self.pos >= self.order.len() {
+            self.reshuffle();
+        }
+        let end = (self.pos + size.max(1)).min(self.order.len());
+        let out = self.order[self.pos..end].to_vec();
+        self.pos = end;
+        out
+    }
+
+    /// A seed for this step's dropout masks.
+    pub fn dropout_seed(&mut self) -> u64 {
+        use rand::Rng;
+        self.rng.random()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_cover_each_epoch_once() {
+        let mut b = Batches::new(10, 3).unwrap();
+        let mut seen: Vec<usize> = (0..3).flat_map(|_| b.next_batch(4)).collect();
+        assert_eq!(seen.len(), 10, "4 + 4 + 2: the epoch ends with a short batch");
+        seen.sort();
+        assert_eq!(seen, (0..10).collect::<Vec<_>>());
+        assert_eq!(b.next_batch(4).len(), 4, "a new epoch starts");
+        assert!(Batches::new(0, 1).is_err());
+    }
+}
