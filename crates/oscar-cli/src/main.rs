@@ -1,11 +1,13 @@
 //! `oscar`: the command line of oscar-rs. Subcommands mirror the reference's scripts.
 
 mod bench;
+mod caption;
 mod demo;
 mod encode;
 mod eval;
 mod inspect;
 mod pretrain;
+mod qa;
 mod search;
 mod train;
 mod world;
@@ -59,11 +61,16 @@ enum Cmd {
     Encode(encode::EncodeArgs),
     /// Pre-train with Oscar's objectives (masked tokens over words and tags + contrastive).
     Pretrain(pretrain::PretrainArgs),
-    /// Fine-tune for a task (retrieval so far).
+    /// Fine-tune for a task: retrieval, caption, vqa, gqa, nlvr2.
     #[command(subcommand)]
     Train(train::TrainCmd),
     /// Match probability of one image against one or more texts (a retrieval checkpoint).
     Score(search::ScoreArgs),
+    /// Caption images with a captioning checkpoint: beam, greedy or sampling, with the KV cache,
+    /// constrained beam search (`--cbs`), and scores against references (`--refs`).
+    Caption(caption::CaptionArgs),
+    /// Answer questions about images with a VQA/GQA checkpoint: one question, or a whole file.
+    Answer(qa::AnswerArgs),
     /// Top-k images for a text query, or captions for an image, from a gallery.
     Retrieve(search::RetrieveArgs),
     /// Time a workload (one pre-training step) and print JSON; see tools/reference/bench_pytorch.py.
@@ -102,6 +109,8 @@ fn main() {
         Cmd::Bench(a) => bench::run(&a),
         Cmd::Train(cmd) => train::run(&cmd),
         Cmd::Score(a) => search::score(&a),
+        Cmd::Answer(a) => qa::answer(&a),
+        Cmd::Caption(a) => caption::caption(&a),
         Cmd::Retrieve(a) => search::retrieve(&a),
         Cmd::Check { dir, img_feature_dim, json } => check(&dir, img_feature_dim, json.as_deref()),
         Cmd::Demo(a) => demo::run(&a),
@@ -117,14 +126,7 @@ fn check(dir: &std::path::Path, dim: Option<usize>, json: Option<&std::path::Pat
     if !dir.is_dir() {
         anyhow::bail!("{}: not a directory", dir.display());
     }
-    let dim = dim.unwrap_or_else(|| {
-        std::fs::read_to_string(dir.join("world.json"))
-            .ok()
-            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-            .and_then(|v| v["summary"]["region_dim"].as_u64())
-            .map(|d| d as usize)
-            .unwrap_or(2054)
-    });
+    let dim = dim.unwrap_or_else(|| world_dim(dir));
     let reports = oscar::data::check::check_dataset(dir, dim);
     let mut out = String::new();
     let mut problems = 0;
@@ -163,3 +165,16 @@ pub(crate) fn emit(text: &str) -> Result<()> {
     }
 }
 
+
+/// The region-feature width of a world-style dataset directory (world.json), else 2054.
+pub(crate) fn world_dim(dir: &std::path::Path) -> usize {
+    oscar::tasks::finetune::world_region_dim(dir, 2054)
+}
+
+/// A progress bar over `len` steps: position, rate and ETA, with a message for loss and metrics.
+pub(crate) fn steps_bar(len: u64, what: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(len);
+    let style = indicatif::ProgressStyle::with_template(&format!("{what} {{bar:30}} {{pos}}/{{len}} · {{msg}} · {{per_sec}} · ETA {{eta}}"));
+    bar.set_style(style.unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()));
+    bar
+}

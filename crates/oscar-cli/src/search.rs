@@ -31,21 +31,26 @@ pub struct ScoreArgs {
     text: Vec<String>,
 }
 
+/// An image's tags: given as text, read from a detector label file, or none.
+pub(crate) fn image_tags(tags: Option<&str>, labels: Option<&std::path::Path>, image: &str) -> Result<String> {
+    Ok(match (tags, labels) {
+        (Some(t), _) => t.to_string(),
+        (None, Some(l)) => {
+            let t = oscar::data::tsv::TsvFile::open(l)?;
+            let row = *t.key_index()?.get(image).ok_or_else(|| anyhow!("{}: no labels for image {image}", l.display()))?;
+            let f = t.row(row)?;
+            parse_detections(f.get(1).map(String::as_str).unwrap_or(""), &format!("{}: row {}", l.display(), row + 1)).map_err(anyhow::Error::msg)?.tags(0.0, false)
+        }
+        (None, None) => String::new(),
+    })
+}
+
 pub fn score(a: &ScoreArgs) -> Result<()> {
     let r = Retriever::load(&a.checkpoint)?;
     let settings = saved_settings(&a.checkpoint)?;
     let tok = BertTokenizer::from_vocab(&a.checkpoint.join("vocab.txt"))?;
     let regions = FeatureStore::open(&a.features, r.config.img_feature_dim)?.get(&a.image)?;
-    let tags = match (&a.tags, &a.labels) {
-        (Some(t), _) => t.clone(),
-        (None, Some(l)) => {
-            let t = oscar::data::tsv::TsvFile::open(l)?;
-            let row = *t.key_index()?.get(&a.image).ok_or_else(|| anyhow!("{}: no labels for image {}", l.display(), a.image))?;
-            let f = t.row(row)?;
-            parse_detections(f.get(1).map(String::as_str).unwrap_or(""), &format!("{}: row {}", l.display(), row + 1)).map_err(anyhow::Error::msg)?.tags(0.0, false)
-        }
-        (None, None) => String::new(),
-    };
+    let tags = image_tags(a.tags.as_deref(), a.labels.as_deref(), &a.image)?;
     let set = RetrievalSet {
         images: vec![a.image.clone()],
         captions: a.text.iter().map(|t| (0, t.clone())).collect(),

@@ -1,8 +1,9 @@
-//! `oscar train <task>`: fine-tuning. Retrieval so far (issue 5, in progress).
+//! `oscar train <task>`: fine-tuning for retrieval, captioning, VQA, GQA and NLVR2.
 
 use anyhow::Result;
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
+use oscar::tasks::finetune::Optim;
 use oscar::tasks::retrieval::{summary, train, world_paths, RetrievalSet, RetrievalTrainConfig};
 use oscar::tokenizer::BertTokenizer;
 use oscar::OscarConfig;
@@ -13,6 +14,15 @@ pub enum TrainCmd {
     /// Image–text matching (binary, a wrong caption or a wrong image per positive), then the full
     /// cross-scoring evaluation on the test split.
     Retrieval(RetrievalArgs),
+    /// Captioning: masked-caption seq2seq training (or SCST with --scst), then beam-search
+    /// captions of the test split scored with BLEU/METEOR/ROUGE-L/CIDEr against a nearest-neighbour baseline.
+    Caption(crate::caption::CaptionTrainArgs),
+    /// VQA v2: soft-score BCE over the answer vocabulary; official accuracy on the test split.
+    Vqa(crate::qa::QaArgs),
+    /// GQA: cross-entropy on the answer; accuracy.
+    Gqa(crate::qa::QaArgs),
+    /// NLVR2: a statement about two images, pair head; accuracy and consistency.
+    Nlvr2(crate::qa::Nlvr2Args),
 }
 
 #[derive(Args)]
@@ -50,15 +60,20 @@ pub struct RetrievalArgs {
 }
 
 pub fn run(cmd: &TrainCmd) -> Result<()> {
-    let TrainCmd::Retrieval(a) = cmd;
-    let dim = a.img_feature_dim.unwrap_or_else(|| {
-        std::fs::read_to_string(a.data.join("world.json")).ok().and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok()).and_then(|v| v["summary"]["region_dim"].as_u64()).map(|d| d as usize).unwrap_or(2054)
-    });
+    use oscar::tasks::qa::QaKind;
+    let a = match cmd {
+        TrainCmd::Retrieval(a) => a,
+        TrainCmd::Vqa(a) => return Ok(crate::qa::print_qa(&crate::qa::run_qa(QaKind::Vqa, a)?, &a.common.out)),
+        TrainCmd::Gqa(a) => return Ok(crate::qa::print_qa(&crate::qa::run_qa(QaKind::Gqa, a)?, &a.common.out)),
+        TrainCmd::Caption(a) => return Ok(crate::caption::print_run(&crate::caption::run_train(a)?, &a.common.out)),
+        TrainCmd::Nlvr2(a) => return Ok(crate::qa::print_nlvr2(&crate::qa::run_nlvr2(a)?, &a.common.out)),
+    };
+    let dim = a.img_feature_dim.unwrap_or_else(|| crate::world_dim(&a.data));
     let vocab = a.data.join("vocab.txt");
     let tok = BertTokenizer::from_vocab(&vocab)?;
     let (c, f, l) = world_paths(&a.data, "train");
     let train_set = RetrievalSet::open(&c, &f, &l, dim, None)?;
-    let cfg = RetrievalTrainConfig { steps: a.steps, batch_size: a.batch_size, lr: a.lr, use_tags: !a.no_tags, att_mask: a.att_mask, seed: a.seed, ..RetrievalTrainConfig::default() };
+    let cfg = RetrievalTrainConfig { optim: Optim { steps: a.steps, batch_size: a.batch_size, lr: a.lr, seed: a.seed, ..Optim::default() }, use_tags: !a.no_tags, att_mask: a.att_mask, ..RetrievalTrainConfig::default() };
     let fresh = OscarConfig::small(tok.vocab_size(), dim);
     let bar = ProgressBar::new(a.steps);
     bar.set_style(ProgressStyle::with_template("train retrieval {bar:30} {pos}/{len} · {msg} · ETA {eta}").unwrap_or_else(|_| ProgressStyle::default_bar()));

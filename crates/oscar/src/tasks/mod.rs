@@ -1,3 +1,7 @@
 //! Fine-tuning tasks built on the model, the data readers and the training machinery.
 
+pub mod caption;
+pub mod finetune;
+pub mod nlvr2;
+pub mod qa;
 pub mod retrieval;

@@ -1,0 +1,332 @@
+//! `oscar train vqa|gqa|nlvr2` and `oscar answer`: the understanding tasks (issue 8).
+
+use crate::search::image_tags;
+use crate::{steps_bar, world_dim};
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use oscar::data::features::FeatureStore;
+use oscar::data::text::AnswerVocab;
+use oscar::tasks::finetune::settings_from_toml;
+use oscar::tasks::nlvr2::{Nlvr2Config, Nlvr2Set};
+use oscar::tasks::qa::{majority_answers, submission, Answerer, QaConfig, QaKind, QaSet};
+use oscar::tokenizer::BertTokenizer;
+use oscar::OscarConfig;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Options every fine-tuning command shares.
+#[derive(Args, Clone)]
+pub struct CommonTrain {
+    /// A world-style dataset directory (default file locations inside it).
+    #[arg(long)]
+    pub data: PathBuf,
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Start from this checkpoint (pre-training, BERT or task); otherwise from scratch.
+    #[arg(long)]
+    pub init: Option<PathBuf>,
+    /// Settings in TOML (every key optional); flags below override it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    #[arg(long)]
+    pub steps: Option<u64>,
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// `--drop_out` of the reference: every dropout probability.
+    #[arg(long)]
+    pub drop_out: Option<f64>,
+    /// Leave the object tags out of the input.
+    #[arg(long)]
+    pub no_tags: bool,
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Region feature width (default: the world's).
+    #[arg(long)]
+    pub img_feature_dim: Option<usize>,
+    /// Region features (default DATA/features/features.tsv).
+    #[arg(long)]
+    pub features: Option<PathBuf>,
+}
+
+impl CommonTrain {
+    pub fn apply(&self, o: &mut oscar::tasks::finetune::Optim, use_tags: &mut bool) {
+        if let Some(v) = self.steps {
+            o.steps = v;
+        }
+        if let Some(v) = self.batch_size {
+            o.batch_size = v;
+        }
+        if let Some(v) = self.lr {
+            o.lr = v;
+        }
+        if let Some(v) = self.drop_out {
+            o.drop_out = Some(v);
+        }
+        if let Some(v) = self.seed {
+            o.seed = v;
+        }
+        if self.no_tags {
+            *use_tags = false;
+        }
+    }
+
+    pub fn dim(&self) -> usize {
+        self.img_feature_dim.unwrap_or_else(|| world_dim(&self.data))
+    }
+
+    pub fn features(&self) -> PathBuf {
+        self.features.clone().unwrap_or_else(|| self.data.join("features/features.tsv"))
+    }
+}
+
+#[derive(Args)]
+pub struct QaArgs {
+    #[command(flatten)]
+    pub common: CommonTrain,
+    /// Training questions (default DATA/vqa/train.json).
+    #[arg(long)]
+    pub train: Option<PathBuf>,
+    /// Questions to evaluate after training (default DATA/vqa/test.json).
+    #[arg(long)]
+    pub eval: Option<PathBuf>,
+    /// Official annotations of the evaluated questions (default DATA/vqa/test_annotations.json
+    /// when present; VQA only) for the official accuracy by question and answer type.
+    #[arg(long)]
+    pub annotations: Option<PathBuf>,
+    /// Training annotations, for the majority-answer baselines (default DATA/vqa/train_annotations.json).
+    #[arg(long)]
+    pub train_annotations: Option<PathBuf>,
+    /// Answer vocabulary: ans2label / label2ans as JSON or pickle (default DATA/vqa/ans2label.json).
+    #[arg(long)]
+    pub answers: Option<PathBuf>,
+}
+
+fn or_default(p: &Option<PathBuf>, dir: &Path, rel: &str) -> PathBuf {
+    p.clone().unwrap_or_else(|| dir.join(rel))
+}
+
+/// The figures of a VQA/GQA run, for logs, the demo and `eval.json`.
+#[derive(serde::Serialize)]
+pub struct QaRun {
+    pub task: QaKind,
+    /// Reference-style score (VQA: soft score of the argmax; GQA: accuracy), percent.
+    pub score: f64,
+    /// Official VQA accuracy, with breakdowns (VQA with annotations).
+    pub official: Option<oscar_eval::vqa::VqaScores>,
+    /// Official accuracy of answering every question with the most common training answer,
+    /// and with the most common answer of its question type.
+    pub majority_overall: Option<f64>,
+    pub majority_per_type: Option<f64>,
+    pub curve: Vec<(f64, f64)>,
+    pub seconds: f64,
+}
+
+pub fn run_qa(kind: QaKind, a: &QaArgs) -> Result<QaRun> {
+    let c = &a.common;
+    let t0 = std::time::Instant::now();
+    let mut cfg = match &c.config {
+        Some(p) => settings_from_toml::<QaConfig>(p)?,
+        None if kind == QaKind::Gqa => QaConfig::gqa(),
+        None => QaConfig::default(),
+    };
+    cfg.task = kind;
+    c.apply(&mut cfg.optim, &mut cfg.use_tags);
+    let dim = c.dim();
+    let vocab = c.data.join("vocab.txt");
+    let tok = BertTokenizer::from_vocab(&vocab)?;
+    let answers = AnswerVocab::read(&or_default(&a.answers, &c.data, "vqa/ans2label.json"))?;
+    let train_set = QaSet::open(&or_default(&a.train, &c.data, "vqa/train.json"), &c.features(), dim, answers.len())?;
+    let fresh = OscarConfig::small(tok.vocab_size(), dim);
+    let name = format!("train {kind:?}").to_lowercase();
+    let bar = steps_bar(cfg.optim.steps, &name);
+    std::fs::create_dir_all(&c.out).with_context(|| format!("creating {}", c.out.display()))?;
+    let mut log = std::fs::File::create(c.out.join("metrics.jsonl"))?;
+    let mut curve = Vec::new();
+    let mut window = Vec::new();
+    let model = oscar::tasks::qa::train(&train_set, &tok, &answers, c.init.as_deref(), &fresh, &cfg, |k, loss, score| {
+        bar.set_position(k);
+        bar.set_message(format!("loss {loss:.3} · batch score {score:.2}"));
+        let _ = writeln!(log, "{}", serde_json::json!({"step": k, "loss": loss, "batch_score": score}));
+        window.push(score);
+        if window.len() == 20 {
+            curve.push((k as f64, 100.0 * window.iter().sum::<f64>() / 20.0));
+            window.clear();
+        }
+    })?;
+    bar.finish_and_clear();
+    model.save(&c.out, Some(&vocab))?;
+
+    let eval_path = or_default(&a.eval, &c.data, "vqa/test.json");
+    let eval_set = QaSet::open(&eval_path, &c.features(), dim, answers.len())?;
+    let e = model.evaluate(&tok, &eval_set, 128, |_| {})?;
+    let sub = submission(&e.predictions);
+    oscar::checkpoint::write_atomic(&c.out.join("results.json"), serde_json::to_string(&sub)?.as_bytes())?;
+    let mut run = QaRun { task: kind, score: e.score, official: None, majority_overall: None, majority_per_type: None, curve, seconds: 0.0 };
+    let ann_path = a.annotations.clone().or_else(|| {
+        let stem = eval_path.file_stem()?.to_str()?.to_string();
+        Some(eval_path.with_file_name(format!("{stem}_annotations.json"))).filter(|p| p.exists())
+    });
+    if let (QaKind::Vqa, Some(ann)) = (kind, ann_path) {
+        use oscar_eval::vqa::{evaluate_vqa, read_annotations};
+        let anns = read_annotations(&ann)?;
+        let results: std::collections::HashMap<String, String> = e.predictions.iter().map(|p| (p.question_id.clone(), p.top[0].0.clone())).collect();
+        run.official = Some(evaluate_vqa(&anns, &results, false)?);
+        let train_ann = or_default(&a.train_annotations, &c.data, "vqa/train_annotations.json");
+        if train_ann.exists() {
+            let (overall, typed) = majority_answers(&read_annotations(&train_ann)?, &anns);
+            run.majority_overall = Some(evaluate_vqa(&anns, &overall, false)?.overall);
+            run.majority_per_type = Some(evaluate_vqa(&anns, &typed, false)?.overall);
+        }
+    }
+    run.seconds = t0.elapsed().as_secs_f64();
+    oscar::checkpoint::write_atomic(&c.out.join("eval.json"), serde_json::to_string_pretty(&run)?.as_bytes())?;
+    Ok(run)
+}
+
+pub fn print_qa(run: &QaRun, out: &Path) {
+    let label = if run.task == QaKind::Vqa { "soft score of the argmax answer" } else { "accuracy" };
+    println!("{:?} on {}: {label} {:.1} %", run.task, out.display(), run.score);
+    if let Some(o) = &run.official {
+        println!("official VQA accuracy {:.2} % over {} questions", o.overall, o.questions);
+        for (t, v) in &o.per_question_type {
+            println!("  {t:<30} {v:6.2}");
+        }
+    }
+    if let (Some(m), Some(t)) = (run.majority_overall, run.majority_per_type) {
+        println!("majority-answer baselines: overall {m:.2} %, per question type {t:.2} %");
+    }
+    println!("model, results.json (submission format) and eval.json in {} ({:.0} s)", out.display(), run.seconds);
+}
+
+#[derive(Args)]
+pub struct Nlvr2Args {
+    #[command(flatten)]
+    pub common: CommonTrain,
+    /// Training statements (default DATA/nlvr2/train.json).
+    #[arg(long)]
+    pub train: Option<PathBuf>,
+    /// Labelled statements to evaluate (default DATA/nlvr2/dev.json and DATA/nlvr2/test.json).
+    #[arg(long)]
+    pub eval: Vec<PathBuf>,
+}
+
+#[derive(serde::Serialize)]
+pub struct Nlvr2Run {
+    /// (file, accuracy %, consistency %, statements).
+    pub splits: Vec<(String, f64, f64, usize)>,
+    pub curve: Vec<(f64, f64)>,
+    pub seconds: f64,
+}
+
+pub fn run_nlvr2(a: &Nlvr2Args) -> Result<Nlvr2Run> {
+    let c = &a.common;
+    let t0 = std::time::Instant::now();
+    let mut cfg = match &c.config {
+        Some(p) => settings_from_toml::<Nlvr2Config>(p)?,
+        None => Nlvr2Config::default(),
+    };
+    c.apply(&mut cfg.optim, &mut cfg.use_tags);
+    let dim = c.dim();
+    let vocab = c.data.join("vocab.txt");
+    let tok = BertTokenizer::from_vocab(&vocab)?;
+    let train_set = Nlvr2Set::open(&or_default(&a.train, &c.data, "nlvr2/train.json"), &c.features(), dim)?;
+    let bar = steps_bar(cfg.optim.steps, "train nlvr2");
+    std::fs::create_dir_all(&c.out).with_context(|| format!("creating {}", c.out.display()))?;
+    let mut log = std::fs::File::create(c.out.join("metrics.jsonl"))?;
+    let mut curve = Vec::new();
+    let mut window = Vec::new();
+    let model = oscar::tasks::nlvr2::train(&train_set, &tok, c.init.as_deref(), &OscarConfig::small(tok.vocab_size(), dim), &cfg, |k, loss, acc| {
+        bar.set_position(k);
+        bar.set_message(format!("loss {loss:.3} · batch accuracy {acc:.2}"));
+        let _ = writeln!(log, "{}", serde_json::json!({"step": k, "loss": loss, "accuracy": acc}));
+        window.push(acc);
+        if window.len() == 20 {
+            curve.push((k as f64, 100.0 * window.iter().sum::<f64>() / 20.0));
+            window.clear();
+        }
+    })?;
+    bar.finish_and_clear();
+    model.save(&c.out, Some(&vocab))?;
+    let evals = if a.eval.is_empty() { vec![c.data.join("nlvr2/dev.json"), c.data.join("nlvr2/test.json")] } else { a.eval.clone() };
+    let mut splits = Vec::new();
+    let mut details = serde_json::Map::new();
+    for p in evals.iter().filter(|p| a.eval.len() > 0 || p.exists()) {
+        let set = Nlvr2Set::open(p, &c.features(), dim)?;
+        let e = model.evaluate(&tok, &set, 64)?;
+        splits.push((p.display().to_string(), e.accuracy, e.consistency, e.statements));
+        details.insert(p.display().to_string(), serde_json::to_value(&e)?);
+    }
+    let run = Nlvr2Run { splits, curve, seconds: t0.elapsed().as_secs_f64() };
+    let mut j = serde_json::to_value(&run)?;
+    j["predictions"] = serde_json::Value::Object(details);
+    oscar::checkpoint::write_atomic(&c.out.join("eval.json"), serde_json::to_string_pretty(&j)?.as_bytes())?;
+    Ok(run)
+}
+
+pub fn print_nlvr2(run: &Nlvr2Run, out: &Path) {
+    for (f, acc, cons, n) in &run.splits {
+        println!("NLVR2 {f}: accuracy {acc:.1} %, consistency {cons:.1} % ({n} statements)");
+    }
+    println!("model and eval.json in {} ({:.0} s)", out.display(), run.seconds);
+}
+
+#[derive(Args)]
+pub struct AnswerArgs {
+    /// A VQA/GQA checkpoint (`oscar train vqa --out`).
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Region features (features.tsv, *.feature.tsv or a torch feature dict).
+    #[arg(long)]
+    features: PathBuf,
+    /// One image's id in the feature file (with --question)…
+    #[arg(long, requires = "question")]
+    image: Option<String>,
+    #[arg(long)]
+    question: Option<String>,
+    /// …or a question file (VQA JSON list) to answer in full, written in the submission format.
+    #[arg(long, conflicts_with_all = ["image", "question"])]
+    questions: Option<PathBuf>,
+    /// Where to write the submission JSON (with --questions).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Detector labels for the image's tags, or the tags themselves.
+    #[arg(long, conflicts_with = "tags")]
+    labels: Option<PathBuf>,
+    #[arg(long)]
+    tags: Option<String>,
+    #[arg(long, default_value_t = 5)]
+    top: usize,
+}
+
+pub fn answer(a: &AnswerArgs) -> Result<()> {
+    let m = Answerer::load(&a.checkpoint)?;
+    let tok = BertTokenizer::from_vocab(&a.checkpoint.join("vocab.txt"))?;
+    let dim = m.config.img_feature_dim;
+    match (&a.questions, &a.image, &a.question) {
+        (Some(q), _, _) => {
+            let set = QaSet::open(q, &a.features, dim, m.answers.len())?;
+            let bar = steps_bar(set.examples.len() as u64, "answer");
+            let preds = m.predict(&tok, &set, 128, a.top, |n| bar.inc(n as u64))?;
+            bar.finish_and_clear();
+            let body = serde_json::to_string(&submission(&preds))?;
+            match &a.out {
+                Some(o) => {
+                    oscar::checkpoint::write_atomic(o, body.as_bytes())?;
+                    println!("{} answers written to {}", preds.len(), o.display());
+                }
+                None => crate::emit(&(body + "\n"))?,
+            }
+        }
+        (None, Some(img), Some(question)) => {
+            let regions = FeatureStore::open(&a.features, dim)?.get(img)?;
+            let tags = image_tags(a.tags.as_deref(), a.labels.as_deref(), img)?;
+            let top = m.answer(&tok, question, &tags, &regions, a.top)?;
+            let out: Vec<_> = top.iter().map(|(ans, p)| serde_json::json!({"answer": ans, "score": p})).collect();
+            crate::emit(&(serde_json::to_string_pretty(&out)? + "\n"))?;
+        }
+        _ => bail!("give --image and --question, or --questions FILE"),
+    }
+    Ok(())
+}
