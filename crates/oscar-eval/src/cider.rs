@@ -145,3 +145,33 @@ pub fn cider_d_from_counts(cands: &[Counts], refs: &[Vec<Counts>], df: &DocFreq)
         })
         .collect()
 }
+
+/// CIDEr-D against fixed references with fixed document frequencies: SCST's reward. References
+/// are PTB-tokenized and counted once; candidates are scored as they come.
+pub struct CiderD {
+    vocab: Vocab,
+    df: DocFreq,
+    refs: FxHashMap<String, Vec<Counts>>,
+}
+
+impl CiderD {
+    /// `df`: frequencies from the training captions (`oscar eval cider-df`); `refs`: image → captions.
+    pub fn new(df: &DocFreqFile, refs: &crate::captions::CaptionSet) -> Self {
+        let mut vocab = Vocab::default();
+        let df = DocFreq::from_file(df, &mut vocab);
+        let refs = refs.iter().map(|(id, caps)| (id.clone(), caps.iter().map(|c| count(&vocab.words(&crate::ptb::tokenize_caption(c)), 4)).collect())).collect();
+        CiderD { vocab, df, refs }
+    }
+
+    /// CIDEr-D (× 10 scale of pycocoevalcap: 1.0 ≈ "100") of each `(image, caption)`.
+    pub fn score(&mut self, items: &[(&str, &str)]) -> crate::error::Result<Vec<f64>> {
+        let mut cands = Vec::with_capacity(items.len());
+        let mut refs = Vec::with_capacity(items.len());
+        for (img, cap) in items {
+            let r = self.refs.get(*img).ok_or_else(|| crate::error::EvalError::Invalid(format!("image {img} has no reference captions")))?;
+            cands.push(count(&self.vocab.words(&crate::ptb::tokenize_caption(cap)), 4));
+            refs.push(r.clone());
+        }
+        Ok(cider_d_from_counts(&cands, &refs, &self.df))
+    }
+}

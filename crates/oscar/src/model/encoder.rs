@@ -46,6 +46,25 @@ impl BertSelfAttention {
         let probs = ops::dropout(&probs, self.dropout, ctx)?;
         probs.matmul(&v)?.transpose(1, 2)?.reshape((b, l, h))
     }
+
+    /// Inference attention of `x`'s `n` new positions over `past` keys/values (`[B, nh, P, d]`)
+    /// and their own: `ext_mask` is additive `[B, 1, n, P+n]`. Returns the output and the new
+    /// positions' keys and values, for the caller to cache. Same arithmetic as [`Self::forward`]
+    /// on the concatenated sequence (attention does not depend on key order).
+    pub fn forward_incremental(&self, x: &Tensor, past: Option<&(Tensor, Tensor)>, ext_mask: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
+        let (b, n, h) = x.dims3()?;
+        let q = self.split_heads(&self.query.forward(x)?)?;
+        let k_new = self.split_heads(&self.key.forward(x)?)?;
+        let v_new = self.split_heads(&self.value.forward(x)?)?;
+        let (k, v) = match past {
+            Some((pk, pv)) => (Tensor::cat(&[pk, &k_new], 2)?, Tensor::cat(&[pv, &v_new], 2)?),
+            None => (k_new.clone(), v_new.clone()),
+        };
+        let scores = (q.matmul(&k.t()?.contiguous()?)? / (self.head_dim as f64).sqrt())?;
+        let probs = ops::softmax(&scores.broadcast_add(ext_mask)?)?;
+        let out = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, n, h))?;
+        Ok((out, k_new, v_new))
+    }
 }
 
 /// `dense → dropout → LayerNorm(x + input)`: `attention.output` and `output` share this shape.
@@ -105,6 +124,15 @@ impl BertLayer {
         })
     }
 
+    /// Inference step over cached keys/values (see [`BertSelfAttention::forward_incremental`]).
+    pub fn forward_incremental(&self, x: &Tensor, past: Option<&(Tensor, Tensor)>, ext_mask: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
+        let ctx = Ctx::eval();
+        let (a, k, v) = self.attention.self_attention.forward_incremental(x, past, ext_mask)?;
+        let a = self.attention.output.forward(&a, x, &ctx)?;
+        let i = ops::activation(&self.intermediate.dense.forward(&a)?, &self.intermediate.act)?;
+        Ok((self.output.forward(&i, &a, &ctx)?, k, v))
+    }
+
     pub fn forward(&self, x: &Tensor, ext_mask: &Tensor, ctx: &Ctx) -> Result<Tensor> {
         let a = self.attention.self_attention.forward(x, ext_mask, ctx)?;
         let a = self.attention.output.forward(&a, x, ctx)?;
@@ -124,6 +152,20 @@ impl BertEncoder {
             .map(|i| BertLayer::new(&pb.pp(format!("layer.{i}")), cfg))
             .collect::<Result<Vec<_>>>()?;
         Ok(BertEncoder { layers })
+    }
+
+    /// Inference over `n` new positions with per-layer cached keys/values (`past`, one pair per
+    /// layer, or none); returns the last hidden states of the new positions and each layer's new
+    /// keys/values (`[B, nh, n, d]`), which the caller appends to its cache or drops.
+    pub fn forward_incremental(&self, x: &Tensor, past: Option<&[(Tensor, Tensor)]>, ext_mask: &Tensor) -> Result<(Tensor, Vec<(Tensor, Tensor)>)> {
+        let mut h = x.clone();
+        let mut kv = Vec::with_capacity(self.layers.len());
+        for (i, layer) in self.layers.iter().enumerate() {
+            let (out, k, v) = layer.forward_incremental(&h, past.map(|p| &p[i]), ext_mask)?;
+            h = out;
+            kv.push((k, v));
+        }
+        Ok((h, kv))
     }
 
     pub fn forward(&self, x: &Tensor, ext_mask: &Tensor, ctx: &Ctx) -> Result<Tensor> {

@@ -1,0 +1,275 @@
+//! `oscar train caption` (cross-entropy or `--scst`) and `oscar caption` (decode, optionally
+//! with constraints, and score against references): issue 7.
+
+use crate::qa::CommonTrain;
+use crate::steps_bar;
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use oscar::tasks::caption::cbs::{constrained_beam_search, select_constraints, ConstraintConfig};
+use oscar::tasks::caption::decode::DecodeSettings;
+use oscar::tasks::caption::scst::train_scst;
+use oscar::tasks::caption::{evaluate, nearest_neighbour_captions, results_json, results_tsv, score_captions, CaptionConfig, CaptionSet, Captioner, Mode};
+use oscar::tasks::finetune::settings_from_toml;
+use oscar::tokenizer::BertTokenizer;
+use oscar::OscarConfig;
+use oscar_eval::captions::{build_doc_freq, CaptionOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+#[derive(Args)]
+pub struct CaptionTrainArgs {
+    #[command(flatten)]
+    pub common: CommonTrain,
+    /// CIDEr optimisation: start from a captioning checkpoint (`--init`) and train with SCST.
+    #[arg(long)]
+    pub scst: bool,
+    /// Evaluate on this split of DATA/captions/ after training.
+    #[arg(long, default_value = "test")]
+    pub eval_split: String,
+    /// Evaluate with at most this many images of the split.
+    #[arg(long)]
+    pub eval_images: Option<usize>,
+    /// Beam size for the evaluation (1: greedy).
+    #[arg(long, default_value_t = 5)]
+    pub beams: usize,
+}
+
+fn split_set(data: &Path, split: &str, features: &Path, dim: usize, limit: Option<usize>) -> Result<CaptionSet> {
+    let mut s = CaptionSet::open(&data.join(format!("captions/{split}_caption.json")), features, Some(&data.join("labels/predictions.tsv")), dim)?;
+    if let Some(n) = limit {
+        s.images.truncate(n);
+        let keep: std::collections::BTreeSet<String> = s.images.iter().cloned().collect();
+        s.captions.retain(|k, _| keep.contains(k));
+    }
+    Ok(s)
+}
+
+/// Scores of one evaluated split, for eval.json and the demo.
+#[derive(serde::Serialize, Clone)]
+pub struct SplitScores {
+    pub split: String,
+    pub images: usize,
+    pub bleu4: f64,
+    pub meteor: Option<f64>,
+    pub rouge_l: f64,
+    pub cider: f64,
+    pub cider_d: Option<f64>,
+}
+
+impl SplitScores {
+    fn from(split: &str, s: &oscar_eval::captions::CaptionScores) -> Self {
+        SplitScores { split: split.into(), images: s.images, bleu4: s.bleu[3], meteor: s.meteor, rouge_l: s.rouge_l, cider: s.cider, cider_d: s.cider_d }
+    }
+}
+
+#[derive(serde::Serialize)]
+pub struct CaptionRun {
+    pub model: SplitScores,
+    pub nearest_neighbour: SplitScores,
+    /// (step, metric): masked-token accuracy (XE, %) or mean sample CIDEr-D (SCST).
+    pub curve: Vec<(f64, f64)>,
+    pub examples: Vec<(String, String)>,
+    pub seconds: f64,
+}
+
+fn metric_options(data: &Path) -> Result<CaptionOptions> {
+    let train = oscar_eval::captions::read_captions(&data.join("captions/train_caption.json"), false)?;
+    Ok(CaptionOptions { cider_df: Some(build_doc_freq(&train, false)), meteor_jar: oscar_eval::meteor::find_jar(None).ok(), ..CaptionOptions::default() })
+}
+
+pub fn run_train(a: &CaptionTrainArgs) -> Result<CaptionRun> {
+    let c = &a.common;
+    let t0 = std::time::Instant::now();
+    let mut cfg = match &c.config {
+        Some(p) => settings_from_toml::<CaptionConfig>(p)?,
+        None => CaptionConfig::default(),
+    };
+    c.apply(&mut cfg.optim, &mut cfg.use_tags);
+    let dim = c.dim();
+    let vocab = c.data.join("vocab.txt");
+    let tok = BertTokenizer::from_vocab(&vocab)?;
+    let train_set = split_set(&c.data, "train", &c.features(), dim, None)?;
+    std::fs::create_dir_all(&c.out).with_context(|| format!("creating {}", c.out.display()))?;
+    let mut log = std::fs::File::create(c.out.join("metrics.jsonl"))?;
+    let mut curve = Vec::new();
+    let opts = metric_options(&c.data)?;
+    let cap = if a.scst {
+        let Some(init) = &c.init else { bail!("--scst starts from a captioning checkpoint: pass --init") };
+        let mut cap = Captioner::load(init)?;
+        let df = opts.cider_df.as_ref().expect("built above");
+        let bar = steps_bar(cfg.optim.steps, "scst");
+        train_scst(&mut cap, &train_set, &tok, df, &cfg.optim, |k, s| {
+            bar.set_position(k);
+            bar.set_message(format!("loss {:.3} · CIDEr-D sample {:.3} greedy {:.3}", s.loss, s.sample_reward, s.greedy_reward));
+            let _ = writeln!(log, "{}", serde_json::json!({"step": k, "loss": s.loss, "sample_reward": s.sample_reward, "greedy_reward": s.greedy_reward}));
+            curve.push((k as f64, s.greedy_reward));
+        })?;
+        bar.finish_and_clear();
+        cap
+    } else {
+        let bar = steps_bar(cfg.optim.steps, "train caption");
+        let mut window = Vec::new();
+        let cap = oscar::tasks::caption::train(&train_set, &tok, c.init.as_deref(), &OscarConfig::small(tok.vocab_size(), dim), &cfg, |k, loss, acc| {
+            bar.set_position(k);
+            bar.set_message(format!("loss {loss:.3} · masked-token accuracy {acc:.2}"));
+            let _ = writeln!(log, "{}", serde_json::json!({"step": k, "loss": loss, "accuracy": acc}));
+            window.push(acc);
+            if window.len() == 20 {
+                curve.push((k as f64, 100.0 * window.iter().sum::<f64>() / 20.0));
+                window.clear();
+            }
+        })?;
+        bar.finish_and_clear();
+        cap
+    };
+    cap.save(&c.out, Some(&vocab))?;
+    let test = split_set(&c.data, &a.eval_split, &c.features(), dim, a.eval_images)?;
+    let (mode, st) = decode_choice(&cap.settings.decode, a.beams);
+    let bar = steps_bar(test.images.len() as u64, "caption");
+    let e = evaluate(&cap, &tok, &test, mode, &st, &opts, |n| bar.inc(n as u64))?;
+    bar.finish_and_clear();
+    let scores = e.scores.as_ref().context("the evaluation split has no references")?;
+    let nn = nearest_neighbour_captions(&train_set, &test);
+    let nn_scores = score_captions(&test, &nn, &opts)?.context("no references")?;
+    write_outputs(&c.out, &a.eval_split, &test.images, &e.captions, &e.generated)?;
+    let run = CaptionRun {
+        model: SplitScores::from(&a.eval_split, scores),
+        nearest_neighbour: SplitScores::from(&a.eval_split, &nn_scores),
+        curve,
+        examples: test.images.iter().zip(&e.captions).take(8).map(|(i, c)| (i.clone(), c.clone())).collect(),
+        seconds: t0.elapsed().as_secs_f64(),
+    };
+    oscar::checkpoint::write_atomic(&c.out.join("eval.json"), serde_json::to_string_pretty(&run)?.as_bytes())?;
+    Ok(run)
+}
+
+fn decode_choice(base: &DecodeSettings, beams: usize) -> (Mode, DecodeSettings) {
+    let st = DecodeSettings { num_beams: beams.max(1), ..base.clone() };
+    (if beams > 1 { Mode::Beam } else { Mode::Greedy }, st)
+}
+
+fn write_outputs(out: &Path, name: &str, images: &[String], captions: &[String], gens: &[oscar::tasks::caption::decode::Generated]) -> Result<()> {
+    oscar::checkpoint::write_atomic(&out.join(format!("{name}_pred.json")), serde_json::to_string(&results_json(images, captions))?.as_bytes())?;
+    oscar::checkpoint::write_atomic(&out.join(format!("{name}_pred.tsv")), results_tsv(images, captions, gens).as_bytes())?;
+    Ok(())
+}
+
+pub fn print_run(r: &CaptionRun, out: &Path) {
+    let row = |n: &str, s: &SplitScores| println!("{n:<20} BLEU-4 {:.3}  METEOR {}  ROUGE-L {:.3}  CIDEr {:.3}  CIDEr-D {}", s.bleu4, s.meteor.map(|m| format!("{m:.3}")).unwrap_or("n/a".into()), s.rouge_l, s.cider, s.cider_d.map(|m| format!("{m:.3}")).unwrap_or("n/a".into()));
+    println!("captioning on {} images of {}:", r.model.images, r.model.split);
+    row("model", &r.model);
+    row("nearest neighbour", &r.nearest_neighbour);
+    for (i, c) in &r.examples {
+        println!("  {i}: {c}");
+    }
+    println!("model, eval.json and {}_pred.json/.tsv in {} ({:.0} s)", r.model.split, out.display(), r.seconds);
+}
+
+#[derive(Args)]
+pub struct CaptionArgs {
+    /// A captioning checkpoint (`oscar train caption --out`).
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Region features (features.tsv, *.feature.tsv or a torch feature dict).
+    #[arg(long)]
+    features: PathBuf,
+    /// Detector labels (predictions.tsv / *.label.tsv): tags, and constraints with --cbs.
+    #[arg(long)]
+    labels: Option<PathBuf>,
+    /// Images to caption (repeat); or --refs to caption every referenced image.
+    #[arg(long)]
+    image: Vec<String>,
+    /// Reference captions: caption their images and report BLEU/METEOR/ROUGE-L/CIDEr.
+    #[arg(long)]
+    refs: Option<PathBuf>,
+    /// Training captions, for CIDEr-D's document frequencies (with --refs).
+    #[arg(long)]
+    train_captions: Option<PathBuf>,
+    /// greedy, beam or sample.
+    #[arg(long, default_value = "beam")]
+    mode: Mode,
+    #[arg(long, default_value_t = 5)]
+    beams: usize,
+    #[arg(long, default_value_t = 20)]
+    max_length: usize,
+    #[arg(long, default_value_t = 1.0)]
+    temperature: f64,
+    #[arg(long, default_value_t = 0)]
+    top_k: usize,
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f64,
+    /// Constrained beam search with up to 3 constraints from the detected tags (needs --labels).
+    #[arg(long)]
+    cbs: bool,
+    /// Classes never used as constraints (repeat).
+    #[arg(long)]
+    cbs_blacklist: Vec<String>,
+    /// Re-encode the whole prefix at every step (the reference's way) instead of the cache.
+    #[arg(long)]
+    no_cache: bool,
+    /// Write captions here: `.json` (COCO results) or `.tsv` (the reference's format).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+pub fn caption(a: &CaptionArgs) -> Result<()> {
+    let cap = Captioner::load(&a.checkpoint)?;
+    let tok = BertTokenizer::from_vocab(&a.checkpoint.join("vocab.txt"))?;
+    let dim = cap.config.img_feature_dim;
+    let set = match (&a.refs, a.image.is_empty()) {
+        (Some(r), _) => CaptionSet::open(r, &a.features, a.labels.as_deref(), dim)?,
+        (None, false) => CaptionSet::for_images(a.image.clone(), Default::default(), &a.features, a.labels.as_deref(), dim)?,
+        (None, true) => bail!("give --image ID (repeatable) or --refs FILE"),
+    };
+    let st = DecodeSettings { max_gen_length: a.max_length, num_beams: a.beams.max(1), temperature: a.temperature, top_k: a.top_k, top_p: a.top_p, ..cap.settings.decode.clone() };
+    let ctxs = cap.contexts(&tok, &set)?;
+    let bar = steps_bar(set.images.len() as u64, "caption");
+    let t = std::time::Instant::now();
+    let mut extra: Vec<serde_json::Value> = vec![];
+    let gens = if a.cbs {
+        if a.labels.is_none() {
+            bail!("--cbs takes its constraints from the detections: pass --labels");
+        }
+        let cc = ConstraintConfig { blacklist: a.cbs_blacklist.clone(), ..ConstraintConfig::default() };
+        let dec = cap.decoder(&tok);
+        let mut out = Vec::new();
+        for (img, ctx) in set.images.iter().zip(&ctxs) {
+            let cs = select_constraints(set.detections.get(img).map(Vec::as_slice).unwrap_or(&[]), &tok, &cc)?;
+            let r = constrained_beam_search(&dec, ctx, &cs, &st, cc.min_satisfied)?;
+            extra.push(serde_json::json!({"image_id": img, "constraints": r.constraints, "satisfied": r.satisfied}));
+            out.push(r.caption);
+            bar.inc(1);
+        }
+        out
+    } else {
+        cap.generate(&tok, &ctxs, a.mode, &st, 16, !a.no_cache, a.seed, |n| bar.inc(n as u64))?
+    };
+    bar.finish_and_clear();
+    let secs = t.elapsed().as_secs_f64();
+    let captions: Vec<String> = gens.iter().map(|g| tok.decode(&g.tokens)).collect();
+    match &a.out {
+        Some(p) if p.extension().is_some_and(|e| e == "tsv") => oscar::checkpoint::write_atomic(p, results_tsv(&set.images, &captions, &gens).as_bytes())?,
+        Some(p) => oscar::checkpoint::write_atomic(p, serde_json::to_string_pretty(&results_json(&set.images, &captions))?.as_bytes())?,
+        None => {
+            for (i, (img, c)) in set.images.iter().zip(&captions).enumerate() {
+                let cons = extra.get(i).map(|e| format!("  (constraints {})", e["constraints"])).unwrap_or_default();
+                println!("{img}\t{c}\t(conf {:.3}){cons}", gens[i].score.exp());
+            }
+        }
+    }
+    eprintln!("{} captions in {secs:.2} s ({:.1} images/s)", captions.len(), captions.len() as f64 / secs.max(1e-9));
+    if a.refs.is_some() {
+        let opts = CaptionOptions {
+            cider_df: a.train_captions.as_ref().map(|p| oscar_eval::captions::read_captions(p, false).map(|t| build_doc_freq(&t, false))).transpose()?,
+            meteor_jar: oscar_eval::meteor::find_jar(None).ok(),
+            ..CaptionOptions::default()
+        };
+        if let Some(s) = score_captions(&set, &captions, &opts)? {
+            let ss = SplitScores::from("refs", &s);
+            println!("{}", serde_json::to_string_pretty(&ss)?);
+        }
+    }
+    Ok(())
+}
