@@ -1,11 +1,14 @@
 //! `oscar demo`: the paper's central claim checked in the small, on the synthetic world —
 //! generate the world, pre-train a small Oscar with and without object tags (same steps, same
-//! seed), fine-tune each (and a model without pre-training) for image–text retrieval with the
-//! same budget, evaluate with the full protocol, and write a report. Captioning and VQA join the
-//! demo as their tasks land (issues 7, 8).
+//! seed), fine-tune each (and a model without pre-training) for retrieval, captioning and VQA
+//! with the same budget, evaluate with the official metrics, and write a report with learning
+//! curves and annotated test scenes.
 
-use anyhow::Result;
-use indicatif::{ProgressBar, ProgressStyle};
+use anyhow::{Context, Result};
+use oscar::data::text::AnswerVocab;
+use oscar::tasks::caption::{CaptionConfig, CaptionSet, Mode};
+use oscar::tasks::qa::{QaConfig, QaSet};
+use oscar_eval::captions::{build_doc_freq, CaptionOptions};
 use oscar::tasks::finetune::Optim;
 use oscar::tasks::retrieval::{evaluate, summary, train, world_paths, RetrievalSet, RetrievalTrainConfig};
 use oscar::tokenizer::BertTokenizer;
@@ -32,27 +35,46 @@ struct Budget {
     images: usize,
     feature_dim: usize,
     pretrain_steps: u64,
+    /// Fine-tuning steps of each task (the same for every arm).
     finetune_steps: u64,
+    /// Test images for retrieval (all their captions), captioning and VQA.
     test_images: usize,
+}
+
+/// One arm's fine-tuning results.
+struct Arm {
+    name: &'static str,
+    retrieval: oscar::tasks::retrieval::RetrievalEval,
+    caption: oscar_eval::captions::CaptionScores,
+    vqa: oscar_eval::vqa::VqaScores,
+    curves: [Vec<(f64, f64)>; 3],
+}
+
+fn smooth(window: &mut Vec<f64>, curve: &mut Vec<(f64, f64)>, k: u64, v: f64) {
+    window.push(v);
+    if window.len() == 20 {
+        curve.push((k as f64, 100.0 * window.iter().sum::<f64>() / 20.0));
+        window.clear();
+    }
 }
 
 pub fn run(a: &DemoArgs) -> Result<()> {
     let t0 = Instant::now();
     let b = if a.quick {
-        Budget { images: 400, feature_dim: 32, pretrain_steps: 120, finetune_steps: 120, test_images: 30 }
+        Budget { images: 400, feature_dim: 32, pretrain_steps: 100, finetune_steps: 80, test_images: 30 }
     } else {
-        Budget { images: 2000, feature_dim: 64, pretrain_steps: 1500, finetune_steps: 1500, test_images: 100 }
+        Budget { images: 2000, feature_dim: 64, pretrain_steps: 800, finetune_steps: 500, test_images: 100 }
     };
     std::fs::create_dir_all(&a.out)?;
     let world_dir = a.out.join("world");
-    println!("[1/4] generating the world ({} images, {}-d detector features)", b.images, b.feature_dim);
+    println!("[1/6] generating the world ({} images, {}-d detector features)", b.images, b.feature_dim);
     let world = generate(&WorldConfig { images: b.images, seed: a.seed, feature_dim: b.feature_dim, ..WorldConfig::default() })?;
     write_world(&world, &world_dir, 12)?;
     let dim = b.feature_dim + 6;
 
     let mut pre = Vec::new();
     for (name, tags) in [("with-tags", true), ("without-tags", false)] {
-        println!("[2/4] pre-training {name} ({} steps)", b.pretrain_steps);
+        println!("[2/6] pre-training {name} ({} steps)", b.pretrain_steps);
         let cfg = PretrainConfig {
             dataset: world_dir.join("pretrain/dataset.yaml"),
             output_dir: a.out.join(format!("pretrain-{name}")),
@@ -69,83 +91,182 @@ pub fn run(a: &DemoArgs) -> Result<()> {
     }
 
     let tok = BertTokenizer::from_vocab(&world_dir.join("vocab.txt"))?;
-    let (c, f, l) = world_paths(&world_dir, "train");
-    let train_set = RetrievalSet::open(&c, &f, &l, dim, None)?;
-    let (c, f, l) = world_paths(&world_dir, "test");
-    let mut test = RetrievalSet::open(&c, &f, &l, dim, None)?;
-    test.images.truncate(b.test_images);
-    test.captions.retain(|(i, _)| *i < b.test_images);
     let fresh = OscarConfig::small(tok.vocab_size(), dim);
-    let rcfg = RetrievalTrainConfig { optim: Optim { steps: b.finetune_steps, batch_size: 32, seed: a.seed + 2, ..Optim::default() }, ..RetrievalTrainConfig::default() };
-    let arms: Vec<(&str, Option<PathBuf>)> = vec![
+    let optim = Optim { steps: b.finetune_steps, batch_size: 32, seed: a.seed + 2, drop_out: Some(0.1), ..Optim::default() };
+    // Retrieval data.
+    let (c, f, l) = world_paths(&world_dir, "train");
+    let ret_train = RetrievalSet::open(&c, &f, &l, dim, None)?;
+    let (c, f, l) = world_paths(&world_dir, "test");
+    let mut ret_test = RetrievalSet::open(&c, &f, &l, dim, None)?;
+    ret_test.images.truncate(b.test_images);
+    ret_test.captions.retain(|(i, _)| *i < b.test_images);
+    let rcfg = RetrievalTrainConfig { optim: optim.clone(), ..RetrievalTrainConfig::default() };
+    // Captioning data (the reference's layout lengths; the world's captions and tags fit).
+    let caps = |split: &str| CaptionSet::open(&world_dir.join(format!("captions/{split}_caption.json")), &f, Some(&l), dim);
+    let cap_train = caps("train")?;
+    let mut cap_test = caps("test")?;
+    cap_test.images.truncate(b.test_images);
+    let keep: std::collections::BTreeSet<String> = cap_test.images.iter().cloned().collect();
+    cap_test.captions.retain(|k, _| keep.contains(k));
+    let ccfg = CaptionConfig { optim: optim.clone(), ..CaptionConfig::default() };
+    let copts = CaptionOptions { cider_df: Some(build_doc_freq(&cap_train.captions, false)), meteor_jar: oscar_eval::meteor::find_jar(None).ok(), ..CaptionOptions::default() };
+    // VQA data.
+    let answers = AnswerVocab::read(&world_dir.join("vqa/ans2label.json"))?;
+    let vqa_train = QaSet::open(&world_dir.join("vqa/train.json"), &f, dim, answers.len())?;
+    let mut vqa_test = QaSet::open(&world_dir.join("vqa/test.json"), &f, dim, answers.len())?;
+    vqa_test.examples.retain(|e| keep.contains(&e.img_id));
+    let vqa_anns: Vec<_> = oscar_eval::vqa::read_annotations(&world_dir.join("vqa/test_annotations.json"))?.into_iter().filter(|an| vqa_test.examples.iter().any(|e| e.q_id == an.question_id)).collect();
+    let qcfg = QaConfig { optim: optim.clone(), ..QaConfig::default() };
+
+    let arms: Vec<(&'static str, Option<PathBuf>)> = vec![
         ("no pre-training", None),
         ("pre-trained without tags", pre[1].1.last_checkpoint.clone()),
         ("pre-trained with tags", pre[0].1.last_checkpoint.clone()),
     ];
-    let mut results = Vec::new();
-    let mut curves = Vec::new();
+    let mut results: Vec<Arm> = Vec::new();
+    let mut showcase = None;
     for (name, init) in &arms {
-        println!("[3/4] fine-tuning for retrieval: {name} ({} steps)", b.finetune_steps);
-        let bar = ProgressBar::new(b.finetune_steps);
-        bar.set_style(ProgressStyle::with_template("      {bar:30} {pos}/{len} · {msg} · ETA {eta}").unwrap_or_else(|_| ProgressStyle::default_bar()));
-        let mut curve = Vec::new();
-        let mut window = Vec::new();
-        let model = train(&train_set, &tok, init.as_deref(), &fresh, &rcfg, |k, loss, acc| {
-            window.push(acc);
-            if window.len() == 20 {
-                curve.push((k as f64, window.iter().sum::<f64>() / 20.0));
-                window.clear();
-            }
+        let mut curves: [Vec<(f64, f64)>; 3] = Default::default();
+        println!("[3/6] {name}: retrieval fine-tuning ({} steps) and full-protocol evaluation", b.finetune_steps);
+        let bar = crate::steps_bar(b.finetune_steps, "      retrieval");
+        let mut w = Vec::new();
+        let ret = train(&ret_train, &tok, init.as_deref(), &fresh, &rcfg, |k, loss, acc| {
+            smooth(&mut w, &mut curves[0], k, acc);
             bar.set_position(k);
             bar.set_message(format!("loss {loss:.3} · batch accuracy {acc:.2}"));
         })?;
         bar.finish_and_clear();
-        println!("[4/4] evaluating {name}: {} images × {} captions", test.images.len(), test.captions.len());
-        let e = evaluate(&model, &tok, &test, &rcfg, 256, None, None, |_, _| {})?;
-        curves.push((name.to_string(), curve));
-        results.push((name.to_string(), e));
+        let re = evaluate(&ret, &tok, &ret_test, &rcfg, 256, None, None, |_, _| {})?;
+
+        println!("[4/6] {name}: captioning fine-tuning ({} steps), beam-5 captions of {} test images", b.finetune_steps, cap_test.images.len());
+        let bar = crate::steps_bar(b.finetune_steps, "      caption");
+        let mut w = Vec::new();
+        let cap = oscar::tasks::caption::train(&cap_train, &tok, init.as_deref(), &fresh, &ccfg, |k, loss, acc| {
+            smooth(&mut w, &mut curves[1], k, acc);
+            bar.set_position(k);
+            bar.set_message(format!("loss {loss:.3} · masked-token accuracy {acc:.2}"));
+        })?;
+        bar.finish_and_clear();
+        let ce = oscar::tasks::caption::evaluate(&cap, &tok, &cap_test, Mode::Beam, &ccfg.decode, &copts, |_| {})?;
+
+        println!("[5/6] {name}: VQA fine-tuning ({} steps), official accuracy on {} test questions", b.finetune_steps, vqa_test.examples.len());
+        let bar = crate::steps_bar(b.finetune_steps, "      vqa");
+        let mut w = Vec::new();
+        let qa = oscar::tasks::qa::train(&vqa_train, &tok, &answers, init.as_deref(), &fresh, &qcfg, |k, loss, score| {
+            smooth(&mut w, &mut curves[2], k, score);
+            bar.set_position(k);
+            bar.set_message(format!("loss {loss:.3} · batch score {score:.2}"));
+        })?;
+        bar.finish_and_clear();
+        let qe = qa.evaluate(&tok, &vqa_test, 128, |_| {})?;
+        let answered: std::collections::HashMap<String, String> = qe.predictions.iter().map(|p| (p.question_id.clone(), p.top[0].0.clone())).collect();
+        let vqa = oscar_eval::vqa::evaluate_vqa(&vqa_anns, &answered, false)?;
+        if *name == "pre-trained with tags" {
+            showcase = Some(showcase_lines(&ret, &tok, &ret_test, &rcfg, &cap_test, &ce.captions, &vqa_test, &qe.predictions)?);
+        }
+        results.push(Arm { name, retrieval: re, caption: ce.scores.context("test captions have references")?, vqa, curves });
     }
 
-    let image = oscar_world::render::line_chart("retrieval fine-tuning: training-batch matching accuracy vs step", &curves);
-    image.save(a.out.join("retrieval_learning_curves.png"))?;
+    println!("[6/6] report");
+    let titles = ["retrieval fine-tuning: matching accuracy (%) vs step", "captioning fine-tuning: masked-token accuracy (%) vs step", "VQA fine-tuning: batch soft score (%) vs step"];
+    let files = ["retrieval_learning_curves.png", "caption_learning_curves.png", "vqa_learning_curves.png"];
+    for t in 0..3 {
+        let series: Vec<(String, Vec<(f64, f64)>)> = results.iter().map(|r| (r.name.to_string(), r.curves[t].clone())).collect();
+        oscar_world::render::line_chart(titles[t], &series).save(a.out.join(files[t]))?;
+    }
     std::fs::copy(world_dir.join("images/contact_sheet.png"), a.out.join("world.png"))?;
+    if let Some(lines) = &showcase {
+        let scenes: Vec<(&oscar_world::Scene, Vec<String>)> = lines.iter().filter_map(|(id, l)| world.scenes.iter().find(|s| &s.id == id).map(|s| (s, l.clone()))).collect();
+        oscar_world::render::annotated_sheet(&scenes, 3, 110).save(a.out.join("test_scenes.png"))?;
+    }
+    let nn = oscar::tasks::caption::nearest_neighbour_captions(&cap_train, &cap_test);
+    let nn_scores = oscar::tasks::caption::score_captions(&cap_test, &nn, &copts)?.context("references")?;
+    let (overall, typed) = oscar::tasks::qa::majority_answers(&oscar_eval::vqa::read_annotations(&world_dir.join("vqa/train_annotations.json"))?, &vqa_anns);
+    let maj = (oscar_eval::vqa::evaluate_vqa(&vqa_anns, &overall, false)?.overall, oscar_eval::vqa::evaluate_vqa(&vqa_anns, &typed, false)?.overall);
     let json = serde_json::json!({
         "quick": a.quick,
         "seconds": t0.elapsed().as_secs_f64(),
-        "world": {"images": b.images, "region_dim": dim},
+        "world": {"images": b.images, "region_dim": dim, "test_images": b.test_images},
+        "budget": {"pretrain_steps": b.pretrain_steps, "finetune_steps": b.finetune_steps},
         "pretraining": pre.iter().map(|(n, r)| serde_json::json!({"arm": n, "steps": r.steps, "final_loss": r.logs.last().map(|l| l.loss), "held_out": r.evals.last()})).collect::<Vec<_>>(),
-        "retrieval": results.iter().map(|(n, e)| serde_json::json!({"arm": n, "recall": summary(&e.full), "images": e.images, "captions": e.captions})).collect::<Vec<_>>(),
-        "not_yet": ["captioning (issue 7)", "VQA (issue 8)"],
+        "retrieval": results.iter().map(|r| serde_json::json!({"arm": r.name, "recall": summary(&r.retrieval.full), "images": r.retrieval.images, "captions": r.retrieval.captions})).collect::<Vec<_>>(),
+        "captioning": results.iter().map(|r| serde_json::json!({"arm": r.name, "bleu4": r.caption.bleu[3], "meteor": r.caption.meteor, "rouge_l": r.caption.rouge_l, "cider": r.caption.cider, "cider_d": r.caption.cider_d})).collect::<Vec<_>>(),
+        "captioning_nearest_neighbour": {"bleu4": nn_scores.bleu[3], "meteor": nn_scores.meteor, "rouge_l": nn_scores.rouge_l, "cider": nn_scores.cider, "cider_d": nn_scores.cider_d},
+        "vqa": results.iter().map(|r| serde_json::json!({"arm": r.name, "accuracy": r.vqa.overall, "per_question_type": r.vqa.per_question_type})).collect::<Vec<_>>(),
+        "vqa_majority": {"overall": maj.0, "per_question_type": maj.1},
     });
     oscar::checkpoint::write_atomic(&a.out.join("results.json"), serde_json::to_string_pretty(&json)?.as_bytes())?;
-    write_report(&a.out, &json)?;
+    write_report(&a.out, &json, showcase.is_some())?;
     println!();
-    println!("{:<28} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}", "retrieval", "i2t R@1", "R@5", "R@10", "t2i R@1", "R@5", "R@10");
-    for (n, e) in &results {
-        println!("{:<28} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>8.1}", n, e.full.i2t[0], e.full.i2t[1], e.full.i2t[2], e.full.t2i[0], e.full.t2i[1], e.full.t2i[2]);
+    println!("{:<26} {:>7} {:>6} {:>6} {:>7} {:>6} {:>6} | {:>7} {:>7} {:>7} | {:>6}", "arm", "i2t R@1", "R@5", "R@10", "t2i R@1", "R@5", "R@10", "BLEU-4", "METEOR", "CIDEr", "VQA");
+    for r in &results {
+        let (i, t) = (&r.retrieval.full.i2t, &r.retrieval.full.t2i);
+        let m = r.caption.meteor.map(|m| format!("{m:.3}")).unwrap_or("n/a".into());
+        println!("{:<26} {:>7.1} {:>6.1} {:>6.1} {:>7.1} {:>6.1} {:>6.1} | {:>7.3} {:>7} {:>7.3} | {:>6.1}", r.name, i[0], i[1], i[2], t[0], t[1], t[2], r.caption.bleu[3], m, r.caption.cider, r.vqa.overall);
     }
+    println!("baselines: nearest-neighbour caption CIDEr {:.3}; majority answer VQA {:.1} (per question type {:.1})", nn_scores.cider, maj.0, maj.1);
     println!("\ndone in {:.0} s: report in {}", t0.elapsed().as_secs_f64(), a.out.join("report.md").display());
     Ok(())
 }
 
-fn write_report(out: &Path, j: &serde_json::Value) -> Result<()> {
-    let mut md = String::from("# oscar-rs demo\n\nThe synthetic world, a small Oscar pre-trained with and without object tags, each fine-tuned for image–text retrieval with the same budget (and one without pre-training), evaluated by scoring every test image against every test caption.\n\n![world](world.png)\n\n## Pre-training (held-out)\n\n| arm | steps | final loss | MLM accuracy | contrastive accuracy |\n|---|---|---|---|---|\n");
-    for p in j["pretraining"].as_array().into_iter().flatten() {
-        md += &format!(
-            "| {} | {} | {:.3} | {:.3} | {:.3} |\n",
-            p["arm"].as_str().unwrap_or(""),
-            p["steps"],
-            p["final_loss"].as_f64().unwrap_or(f64::NAN),
-            p["held_out"]["mlm_accuracy"].as_f64().unwrap_or(f64::NAN),
-            p["held_out"]["contrastive_accuracy"].as_f64().unwrap_or(f64::NAN)
-        );
+/// Text under six test scenes: the caption, the best-matching caption among the test captions,
+/// and the answers to the scene's questions.
+#[allow(clippy::too_many_arguments)]
+fn showcase_lines(
+    ret: &oscar::tasks::retrieval::Retriever,
+    tok: &BertTokenizer,
+    ret_test: &RetrievalSet,
+    rcfg: &RetrievalTrainConfig,
+    cap_test: &CaptionSet,
+    captions: &[String],
+    vqa_test: &QaSet,
+    preds: &[oscar::tasks::qa::Prediction],
+) -> Result<Vec<(String, Vec<String>)>> {
+    let mut out = Vec::new();
+    for (k, img) in cap_test.images.iter().take(6).enumerate() {
+        let mut lines = vec![format!("caption: {}", captions[k])];
+        if let Some(i) = ret_test.images.iter().position(|x| x == img) {
+            let pairs: Vec<(usize, usize)> = (0..ret_test.captions.len()).map(|c| (i, c)).collect();
+            let s = ret.score_pairs(tok, ret_test, &pairs, rcfg, 256, |_| {})?;
+            let best = s.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(c, _)| c).unwrap_or(0);
+            let mark = if ret_test.captions[best].0 == i { "right" } else { "wrong" };
+            lines.push(format!("retrieved ({mark}): {}", ret_test.captions[best].1));
+        }
+        for (e, p) in vqa_test.examples.iter().zip(preds).filter(|(e, _)| &e.img_id == img) {
+            lines.push(format!("{} {}", e.question, p.top[0].0));
+        }
+        out.push((img.clone(), lines));
     }
-    md += "\n## Retrieval (recall in %, chance R@1 = 100/images)\n\n| arm | i2t R@1 | R@5 | R@10 | t2i R@1 | R@5 | R@10 |\n|---|---|---|---|---|---|---|\n";
+    Ok(out)
+}
+
+fn write_report(out: &Path, j: &serde_json::Value, scenes: bool) -> Result<()> {
+    let f = |v: &serde_json::Value| v.as_f64().map(|x| format!("{x:.3}")).unwrap_or_else(|| "n/a".into());
+    let mut md = String::from("# oscar-rs demo\n\nThe synthetic world, a small Oscar pre-trained with and without object tags (same steps, same seed), and three arms (no pre-training, without tags, with tags) each fine-tuned with the same budget for image–text retrieval, captioning and VQA, evaluated with the official metrics. The numbers are whatever this run gave; `results.json` holds them all.\n\n![world](world.png)\n\n");
+    md += &format!("Budget: {} pre-training steps per arm, {} fine-tuning steps per task and arm; {} s in all.\n\n## Pre-training (held-out)\n\n| arm | steps | final loss | MLM accuracy | contrastive accuracy |\n|---|---|---|---|---|\n", j["budget"]["pretrain_steps"], j["budget"]["finetune_steps"], j["seconds"].as_f64().unwrap_or(0.0).round());
+    for p in j["pretraining"].as_array().into_iter().flatten() {
+        md += &format!("| {} | {} | {} | {} | {} |\n", p["arm"].as_str().unwrap_or(""), p["steps"], f(&p["final_loss"]), f(&p["held_out"]["mlm_accuracy"]), f(&p["held_out"]["contrastive_accuracy"]));
+    }
+    md += &format!("\n## Retrieval (recall in %, {} test images × their captions; chance R@1 = 100/images)\n\n| arm | i2t R@1 | R@5 | R@10 | t2i R@1 | R@5 | R@10 |\n|---|---|---|---|---|---|---|\n", j["world"]["test_images"]);
     for r in j["retrieval"].as_array().into_iter().flatten() {
         let v = |k: &str| r["recall"][k].as_f64().unwrap_or(f64::NAN);
         md += &format!("| {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} |\n", r["arm"].as_str().unwrap_or(""), v("i2t_r1"), v("i2t_r5"), v("i2t_r10"), v("t2i_r1"), v("t2i_r5"), v("t2i_r10"));
     }
-    md += "\n![curves](retrieval_learning_curves.png)\n\nCaptioning and VQA are not part of the demo yet (issues 7, 8). The numbers are whatever this run gave; `results.json` holds them all.\n";
+    md += "\n![retrieval curves](retrieval_learning_curves.png)\n\n## Captioning (beam 5; pycocoevalcap scale)\n\n| arm | BLEU-4 | METEOR | ROUGE-L | CIDEr | CIDEr-D (train df) |\n|---|---|---|---|---|---|\n";
+    for r in j["captioning"].as_array().into_iter().flatten() {
+        md += &format!("| {} | {} | {} | {} | {} | {} |\n", r["arm"].as_str().unwrap_or(""), f(&r["bleu4"]), f(&r["meteor"]), f(&r["rouge_l"]), f(&r["cider"]), f(&r["cider_d"]));
+    }
+    let nn = &j["captioning_nearest_neighbour"];
+    md += &format!("| nearest-neighbour caption | {} | {} | {} | {} | {} |\n", f(&nn["bleu4"]), f(&nn["meteor"]), f(&nn["rouge_l"]), f(&nn["cider"]), f(&nn["cider_d"]));
+    md += "\n![captioning curves](caption_learning_curves.png)\n\n## VQA (official accuracy, %)\n\n| arm | overall | by question type |\n|---|---|---|\n";
+    for r in j["vqa"].as_array().into_iter().flatten() {
+        let types: Vec<String> = r["per_question_type"].as_object().into_iter().flatten().map(|(k, v)| format!("{k}: {:.1}", v.as_f64().unwrap_or(f64::NAN))).collect();
+        md += &format!("| {} | {:.1} | {} |\n", r["arm"].as_str().unwrap_or(""), r["accuracy"].as_f64().unwrap_or(f64::NAN), types.join("; "));
+    }
+    md += &format!("| majority answer | {:.1} | per question type: {:.1} |\n\n![VQA curves](vqa_learning_curves.png)\n", j["vqa_majority"]["overall"].as_f64().unwrap_or(f64::NAN), j["vqa_majority"]["per_question_type"].as_f64().unwrap_or(f64::NAN));
+    if scenes {
+        md += "\n## Test scenes (the arm pre-trained with tags)\n\nUnder each scene: its detector tags, the generated caption, the best-scoring caption among all test captions, and the answers to its questions.\n\n![scenes](test_scenes.png)\n";
+    }
     oscar::checkpoint::write_atomic(&out.join("report.md"), md.as_bytes())?;
     Ok(())
 }

@@ -306,7 +306,7 @@ fn the_quick_demo_writes_a_complete_report_of_computed_numbers() {
     let (ok, stdout, err) = oscar(&["demo", "--quick", "--out", s(&out)]);
     assert!(ok, "{err}");
     assert!(stdout.contains("report in"), "{stdout}");
-    for f in ["report.md", "results.json", "retrieval_learning_curves.png", "world.png"] {
+    for f in ["report.md", "results.json", "retrieval_learning_curves.png", "caption_learning_curves.png", "vqa_learning_curves.png", "test_scenes.png", "world.png"] {
         assert!(out.join(f).exists(), "{f}");
     }
     let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
@@ -324,6 +324,20 @@ fn the_quick_demo_writes_a_complete_report_of_computed_numbers() {
         assert_eq!(rec.len(), 6);
         assert!(rec.values().all(|x| x.as_f64().is_some_and(|x| (0.0..=100.0).contains(&x))), "{r}");
     }
+    let caps = v["captioning"].as_array().unwrap();
+    assert_eq!(caps.len(), 3);
+    for c in caps.iter().chain([&v["captioning_nearest_neighbour"]]) {
+        for k in ["bleu4", "rouge_l", "cider", "cider_d"] {
+            assert!(c[k].as_f64().is_some_and(|x| x.is_finite() && x >= 0.0), "{k}: {c}");
+        }
+    }
+    let vqa = v["vqa"].as_array().unwrap();
+    assert_eq!(vqa.len(), 3);
+    for q in vqa {
+        assert!(q["accuracy"].as_f64().is_some_and(|x| (0.0..=100.0).contains(&x)), "{q}");
+        assert!(q["per_question_type"].as_object().is_some_and(|m| m.len() >= 3), "{q}");
+    }
+    assert!(v["vqa_majority"]["per_question_type"].as_f64().is_some_and(f64::is_finite));
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
-    assert!(md.contains("pre-trained with tags") && !md.contains("NaN"), "{md}");
+    assert!(md.contains("pre-trained with tags") && md.contains("## Captioning") && md.contains("## VQA") && !md.contains("NaN"), "{md}");
 }

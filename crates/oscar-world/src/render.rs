@@ -51,8 +51,9 @@ fn rect(img: &mut RgbImage, x1: u32, y1: u32, x2: u32, y2: u32, c: Rgb<u8>) {
     }
 }
 
-/// Draws one scene at (ox, oy) on `img`.
-fn draw_tile(img: &mut RgbImage, ox: u32, oy: u32, s: &Scene, caption: &str) {
+/// Draws one scene at (ox, oy) on `img`, with its tags and `lines` of text under it (wrapped,
+/// cut at `text_h` pixels).
+fn draw_tile(img: &mut RgbImage, ox: u32, oy: u32, s: &Scene, lines: &[String], text_h: u32) {
     for y in 0..TILE_H {
         for x in 0..TILE_W {
             img.put_pixel(ox + x, oy + y, Rgb([200, 205, 210]));
@@ -67,13 +68,13 @@ fn draw_tile(img: &mut RgbImage, ox: u32, oy: u32, s: &Scene, caption: &str) {
         text(img, a + 3, b + 3, name(o.category), Rgb([0, 0, 0]));
     }
     let tags: Vec<&str> = s.tags.iter().map(|t| t.class.as_str()).collect();
-    let lines = [format!("{} tags: {}", s.id.trim_start_matches("img"), tags.join(" ")), caption.to_string()];
+    let head = format!("{} tags: {}", s.id.trim_start_matches("img"), tags.join(" "));
     let mut y = oy + TILE_H + 4;
-    for l in lines {
+    for l in std::iter::once(&head).chain(lines) {
         for chunk in l.as_bytes().chunks((TILE_W / 8) as usize) {
             text(img, ox + 2, y, &String::from_utf8_lossy(chunk), Rgb([30, 30, 30]));
             y += 10;
-            if y > oy + TILE_H + TEXT_H - 10 {
+            if y > oy + TILE_H + text_h - 10 {
                 return;
             }
         }
@@ -82,11 +83,18 @@ fn draw_tile(img: &mut RgbImage, ox: u32, oy: u32, s: &Scene, caption: &str) {
 
 /// A contact sheet of `scenes` (with one caption each), `cols` tiles wide.
 pub fn contact_sheet(scenes: &[(&Scene, &str)], cols: u32) -> RgbImage {
+    let with_lines: Vec<(&Scene, Vec<String>)> = scenes.iter().map(|(s, c)| (*s, vec![c.to_string()])).collect();
+    annotated_sheet(&with_lines, cols, TEXT_H)
+}
+
+/// A contact sheet with several lines of text per scene (model outputs under each picture),
+/// `text_h` pixels of text per tile.
+pub fn annotated_sheet(scenes: &[(&Scene, Vec<String>)], cols: u32, text_h: u32) -> RgbImage {
     let rows = (scenes.len() as u32).div_ceil(cols).max(1);
-    let mut img = RgbImage::from_pixel(cols * (TILE_W + 8), rows * (TILE_H + TEXT_H + 8), Rgb([255, 255, 255]));
-    for (i, (s, cap)) in scenes.iter().enumerate() {
+    let mut img = RgbImage::from_pixel(cols * (TILE_W + 8), rows * (TILE_H + text_h + 8), Rgb([255, 255, 255]));
+    for (i, (s, lines)) in scenes.iter().enumerate() {
         let (c, r) = (i as u32 % cols, i as u32 / cols);
-        draw_tile(&mut img, c * (TILE_W + 8) + 4, r * (TILE_H + TEXT_H + 8) + 4, s, cap);
+        draw_tile(&mut img, c * (TILE_W + 8) + 4, r * (TILE_H + text_h + 8) + 4, s, lines, text_h);
     }
     img
 }
