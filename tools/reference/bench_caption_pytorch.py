@@ -25,7 +25,7 @@ spec = importlib.util.spec_from_file_location("mg", os.path.join(HERE, "make_mod
 mg = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(mg)
 
-CLS, SEP, MASK = 101, 102, 103
+CLS, SEP, MASK = 101, 102, 103  # bert-base-uncased; the tiny vocabulary uses 2, 3, 4
 
 
 @torch.no_grad()
@@ -56,7 +56,7 @@ def reencode_beam(m, vocab, tags, feats, nb=5, max_len=20, tag_start=40):
         beam = idx // vocab
         tok = idx % vocab
         # Keep the best nb non-[SEP] candidates per image (finished hypotheses do not matter for timing).
-        keep = (tok != SEP).float().argsort(1, descending=True, stable=True)[:, :nb]
+        keep = torch.sort((tok != SEP).float(), dim=1, descending=True, stable=True).indices[:, :nb]
         beam = beam.gather(1, keep)
         tok = tok.gather(1, keep)
         beam_scores = top.gather(1, keep).view(-1)
@@ -78,6 +78,9 @@ def main():
     else:
         cfg = mg.bert_config(vocab_size=99, max_position_embeddings=128, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
         oscar_cfg = mg.oscar_config(img_feature_dim=14)
+    global CLS, SEP, MASK
+    if size != "base":
+        CLS, SEP, MASK = 2, 3, 4
     m = mg.Captioning(cfg, oscar_cfg).eval()
     vocab = cfg.vocab_size
     lo = min(1000, vocab - 1)
