@@ -73,7 +73,8 @@ enum Cmd {
     Answer(qa::AnswerArgs),
     /// Top-k images for a text query, or captions for an image, from a gallery.
     Retrieve(search::RetrieveArgs),
-    /// Time a workload (one pre-training step) and print JSON; see tools/reference/bench_pytorch.py.
+    /// Time a workload (a pre-training step, or beam-5 captioning cached vs re-encoding) and print
+    /// JSON; see tools/reference/bench_pytorch.py and bench_caption_pytorch.py.
     Bench(bench::BenchArgs),
     /// Read every file of a dataset directory and report all problems at once.
     Check {
@@ -92,8 +93,8 @@ enum Cmd {
     /// Evaluate captions, VQA answers or retrieval scores with the official metrics.
     #[command(subcommand)]
     Eval(eval::EvalCmd),
-    /// The main job: the synthetic world, pre-training with and without tags, retrieval
-    /// fine-tuning of three arms, evaluation, and a report (`--quick`: about two minutes).
+    /// The main job: the synthetic world, pre-training with and without tags, retrieval,
+    /// captioning and VQA fine-tuning of three arms, evaluation, and a report (`--quick`: about a minute).
     Demo(demo::DemoArgs),
 }
 

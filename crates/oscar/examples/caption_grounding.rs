@@ -33,7 +33,9 @@ fn main() {
         let adj = std::env::args().nth(5).is_some_and(|a| a == "adj");
         let colours = ["red", "blue", "green", "black", "white"];
         let c = colours[(i.bytes().last().unwrap() as usize) % 5];
-        let cap = if adj { format!("a picture with a {c} {first}") } else { format!("a picture of a {first}") };
+        let var = std::env::args().nth(5).is_some_and(|a| a == "adjvar");
+        let size = if i.bytes().nth(i.len() - 2).unwrap() % 2 == 0 { "small " } else { "" };
+        let cap = if var { format!("a picture with a {size}{c} {first}") } else if adj { format!("a picture with a {c} {first}") } else { format!("a picture of a {first}") };
         set.captions.insert(i.clone(), vec![cap]);
     }
     let steps: u64 = std::env::args().nth(2).map(|s| s.parse().unwrap()).unwrap_or(300);
