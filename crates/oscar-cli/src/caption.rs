@@ -2,7 +2,7 @@
 //! with constraints, and score against references): issue 7.
 
 use crate::qa::CommonTrain;
-use crate::steps_bar;
+use crate::{steps_bar, StepLog};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use oscar::tasks::caption::cbs::{constrained_beam_search, select_constraints, ConstraintConfig};
@@ -90,13 +90,13 @@ pub fn run_train(a: &CaptionTrainArgs) -> Result<CaptionRun> {
     let tok = BertTokenizer::from_vocab(&vocab)?;
     let train_set = split_set(&c.data, "train", &c.features(), dim, None)?;
     std::fs::create_dir_all(&c.out).with_context(|| format!("creating {}", c.out.display()))?;
-    let mut log = std::fs::File::create(c.out.join("metrics.jsonl"))?;
     let mut curve = Vec::new();
     let opts = metric_options(&c.data)?;
     let cap = if a.scst {
         let Some(init) = &c.init else { bail!("--scst starts from a captioning checkpoint: pass --init") };
         let mut cap = Captioner::load(init)?;
         let df = opts.cider_df.as_ref().expect("built above");
+        let mut log = std::fs::File::create(c.out.join("metrics.jsonl"))?;
         let bar = steps_bar(cfg.optim.steps, "scst");
         train_scst(&mut cap, &train_set, &tok, df, &cfg.optim, |k, s| {
             bar.set_position(k);
@@ -107,19 +107,9 @@ pub fn run_train(a: &CaptionTrainArgs) -> Result<CaptionRun> {
         bar.finish_and_clear();
         cap
     } else {
-        let bar = steps_bar(cfg.optim.steps, "train caption");
-        let mut window = Vec::new();
-        let cap = oscar::tasks::caption::train(&train_set, &tok, c.init.as_deref(), &OscarConfig::small(tok.vocab_size(), dim), &cfg, |k, loss, acc| {
-            bar.set_position(k);
-            bar.set_message(format!("loss {loss:.3} · masked-token accuracy {acc:.2}"));
-            let _ = writeln!(log, "{}", serde_json::json!({"step": k, "loss": loss, "accuracy": acc}));
-            window.push(acc);
-            if window.len() == 20 {
-                curve.push((k as f64, 100.0 * window.iter().sum::<f64>() / 20.0));
-                window.clear();
-            }
-        })?;
-        bar.finish_and_clear();
+        let mut steps = StepLog::new(cfg.optim.steps, "train caption", "accuracy", Some(&c.out))?;
+        let cap = oscar::tasks::caption::train(&train_set, &tok, c.init.as_deref(), &OscarConfig::small(tok.vocab_size(), dim), &cfg, |k, loss, acc| steps.record(k, loss, acc))?;
+        curve = steps.finish();
         cap
     };
     cap.save(&c.out, Some(&vocab))?;

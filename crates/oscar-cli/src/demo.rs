@@ -4,6 +4,7 @@
 //! with the same budget, evaluate with the official metrics, and write a report with learning
 //! curves and annotated test scenes.
 
+use crate::StepLog;
 use anyhow::{Context, Result};
 use oscar::data::text::AnswerVocab;
 use oscar::tasks::caption::{CaptionConfig, CaptionSet, Mode};
@@ -48,14 +49,6 @@ struct Arm {
     caption: oscar_eval::captions::CaptionScores,
     vqa: oscar_eval::vqa::VqaScores,
     curves: [Vec<(f64, f64)>; 3],
-}
-
-fn smooth(window: &mut Vec<f64>, curve: &mut Vec<(f64, f64)>, k: u64, v: f64) {
-    window.push(v);
-    if window.len() == 20 {
-        curve.push((k as f64, 100.0 * window.iter().sum::<f64>() / 20.0));
-        window.clear();
-    }
 }
 
 pub fn run(a: &DemoArgs) -> Result<()> {
@@ -126,38 +119,22 @@ pub fn run(a: &DemoArgs) -> Result<()> {
     let mut results: Vec<Arm> = Vec::new();
     let mut showcase = None;
     for (name, init) in &arms {
-        let mut curves: [Vec<(f64, f64)>; 3] = Default::default();
         println!("[3/6] {name}: retrieval fine-tuning ({} steps) and full-protocol evaluation", b.finetune_steps);
-        let bar = crate::steps_bar(b.finetune_steps, "      retrieval");
-        let mut w = Vec::new();
-        let ret = train(&ret_train, &tok, init.as_deref(), &fresh, &rcfg, |k, loss, acc| {
-            smooth(&mut w, &mut curves[0], k, acc);
-            bar.set_position(k);
-            bar.set_message(format!("loss {loss:.3} · batch accuracy {acc:.2}"));
-        })?;
-        bar.finish_and_clear();
+        let mut steps = StepLog::new(b.finetune_steps, "      retrieval", "batch_accuracy", None)?;
+        let ret = train(&ret_train, &tok, init.as_deref(), &fresh, &rcfg, |k, loss, acc| steps.record(k, loss, acc))?;
+        let ret_curve = steps.finish();
         let re = evaluate(&ret, &tok, &ret_test, &rcfg, 256, None, None, |_, _| {})?;
 
         println!("[4/6] {name}: captioning fine-tuning ({} steps), beam-5 captions of {} test images", b.finetune_steps, cap_test.images.len());
-        let bar = crate::steps_bar(b.finetune_steps, "      caption");
-        let mut w = Vec::new();
-        let cap = oscar::tasks::caption::train(&cap_train, &tok, init.as_deref(), &fresh, &ccfg, |k, loss, acc| {
-            smooth(&mut w, &mut curves[1], k, acc);
-            bar.set_position(k);
-            bar.set_message(format!("loss {loss:.3} · masked-token accuracy {acc:.2}"));
-        })?;
-        bar.finish_and_clear();
+        let mut steps = StepLog::new(b.finetune_steps, "      caption", "masked_token_accuracy", None)?;
+        let cap = oscar::tasks::caption::train(&cap_train, &tok, init.as_deref(), &fresh, &ccfg, |k, loss, acc| steps.record(k, loss, acc))?;
+        let cap_curve = steps.finish();
         let ce = oscar::tasks::caption::evaluate(&cap, &tok, &cap_test, Mode::Beam, &ccfg.decode, &copts, |_| {})?;
 
         println!("[5/6] {name}: VQA fine-tuning ({} steps), official accuracy on {} test questions", b.finetune_steps, vqa_test.examples.len());
-        let bar = crate::steps_bar(b.finetune_steps, "      vqa");
-        let mut w = Vec::new();
-        let qa = oscar::tasks::qa::train(&vqa_train, &tok, &answers, init.as_deref(), &fresh, &qcfg, |k, loss, score| {
-            smooth(&mut w, &mut curves[2], k, score);
-            bar.set_position(k);
-            bar.set_message(format!("loss {loss:.3} · batch score {score:.2}"));
-        })?;
-        bar.finish_and_clear();
+        let mut steps = StepLog::new(b.finetune_steps, "      vqa", "batch_score", None)?;
+        let qa = oscar::tasks::qa::train(&vqa_train, &tok, &answers, init.as_deref(), &fresh, &qcfg, |k, loss, score| steps.record(k, loss, score))?;
+        let curves = [ret_curve, cap_curve, steps.finish()];
         let qe = qa.evaluate(&tok, &vqa_test, 128, |_| {})?;
         let answered: std::collections::HashMap<String, String> = qe.predictions.iter().map(|p| (p.question_id.clone(), p.top[0].0.clone())).collect();
         let vqa = oscar_eval::vqa::evaluate_vqa(&vqa_anns, &answered, false)?;

@@ -179,3 +179,45 @@ pub(crate) fn steps_bar(len: u64, what: &str) -> indicatif::ProgressBar {
     bar.set_style(style.unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()));
     bar
 }
+
+/// Per-step bookkeeping of a fine-tuning run: the progress bar, one JSON line per step in
+/// `metrics.jsonl` (when a directory is given), and a learning curve of the metric in percent,
+/// averaged over windows of 20 steps.
+pub(crate) struct StepLog {
+    bar: indicatif::ProgressBar,
+    log: Option<std::fs::File>,
+    window: Vec<f64>,
+    pub curve: Vec<(f64, f64)>,
+    metric: &'static str,
+}
+
+impl StepLog {
+    pub fn new(steps: u64, what: &str, metric: &'static str, out: Option<&std::path::Path>) -> Result<Self> {
+        let log = match out {
+            Some(dir) => Some(std::fs::File::create(dir.join("metrics.jsonl")).map_err(|e| anyhow::anyhow!("{}: {e}", dir.join("metrics.jsonl").display()))?),
+            None => None,
+        };
+        Ok(StepLog { bar: steps_bar(steps, what), log, window: Vec::new(), curve: Vec::new(), metric })
+    }
+
+    /// Records step `k`'s loss and metric (a fraction in [0, 1]).
+    pub fn record(&mut self, k: u64, loss: f64, value: f64) {
+        use std::io::Write;
+        self.bar.set_position(k);
+        self.bar.set_message(format!("loss {loss:.3} · {} {value:.2}", self.metric.replace('_', " ")));
+        if let Some(f) = self.log.as_mut() {
+            let _ = writeln!(f, "{}", serde_json::json!({"step": k, "loss": loss, self.metric: value}));
+        }
+        self.window.push(value);
+        if self.window.len() == 20 {
+            self.curve.push((k as f64, 100.0 * self.window.iter().sum::<f64>() / 20.0));
+            self.window.clear();
+        }
+    }
+
+    /// Clears the bar; returns the learning curve.
+    pub fn finish(self) -> Vec<(f64, f64)> {
+        self.bar.finish_and_clear();
+        self.curve
+    }
+}

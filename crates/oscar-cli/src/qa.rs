@@ -1,7 +1,7 @@
 //! `oscar train vqa|gqa|nlvr2` and `oscar answer`: the understanding tasks (issue 8).
 
 use crate::search::image_tags;
-use crate::{steps_bar, world_dim};
+use crate::{steps_bar, world_dim, StepLog};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use oscar::data::features::FeatureStore;
@@ -11,7 +11,6 @@ use oscar::tasks::nlvr2::{Nlvr2Config, Nlvr2Set};
 use oscar::tasks::qa::{majority_answers, submission, Answerer, QaConfig, QaKind, QaSet};
 use oscar::tokenizer::BertTokenizer;
 use oscar::OscarConfig;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// Options every fine-tuning command shares.
@@ -140,22 +139,10 @@ pub fn run_qa(kind: QaKind, a: &QaArgs) -> Result<QaRun> {
     let train_set = QaSet::open(&or_default(&a.train, &c.data, "vqa/train.json"), &c.features(), dim, answers.len())?;
     let fresh = OscarConfig::small(tok.vocab_size(), dim);
     let name = format!("train {kind:?}").to_lowercase();
-    let bar = steps_bar(cfg.optim.steps, &name);
     std::fs::create_dir_all(&c.out).with_context(|| format!("creating {}", c.out.display()))?;
-    let mut log = std::fs::File::create(c.out.join("metrics.jsonl"))?;
-    let mut curve = Vec::new();
-    let mut window = Vec::new();
-    let model = oscar::tasks::qa::train(&train_set, &tok, &answers, c.init.as_deref(), &fresh, &cfg, |k, loss, score| {
-        bar.set_position(k);
-        bar.set_message(format!("loss {loss:.3} · batch score {score:.2}"));
-        let _ = writeln!(log, "{}", serde_json::json!({"step": k, "loss": loss, "batch_score": score}));
-        window.push(score);
-        if window.len() == 20 {
-            curve.push((k as f64, 100.0 * window.iter().sum::<f64>() / 20.0));
-            window.clear();
-        }
-    })?;
-    bar.finish_and_clear();
+    let mut steps = StepLog::new(cfg.optim.steps, &name, "batch_score", Some(&c.out))?;
+    let model = oscar::tasks::qa::train(&train_set, &tok, &answers, c.init.as_deref(), &fresh, &cfg, |k, loss, score| steps.record(k, loss, score))?;
+    let curve = steps.finish();
     model.save(&c.out, Some(&vocab))?;
 
     let eval_path = or_default(&a.eval, &c.data, "vqa/test.json");
@@ -232,22 +219,10 @@ pub fn run_nlvr2(a: &Nlvr2Args) -> Result<Nlvr2Run> {
     let vocab = c.data.join("vocab.txt");
     let tok = BertTokenizer::from_vocab(&vocab)?;
     let train_set = Nlvr2Set::open(&or_default(&a.train, &c.data, "nlvr2/train.json"), &c.features(), dim)?;
-    let bar = steps_bar(cfg.optim.steps, "train nlvr2");
     std::fs::create_dir_all(&c.out).with_context(|| format!("creating {}", c.out.display()))?;
-    let mut log = std::fs::File::create(c.out.join("metrics.jsonl"))?;
-    let mut curve = Vec::new();
-    let mut window = Vec::new();
-    let model = oscar::tasks::nlvr2::train(&train_set, &tok, c.init.as_deref(), &OscarConfig::small(tok.vocab_size(), dim), &cfg, |k, loss, acc| {
-        bar.set_position(k);
-        bar.set_message(format!("loss {loss:.3} · batch accuracy {acc:.2}"));
-        let _ = writeln!(log, "{}", serde_json::json!({"step": k, "loss": loss, "accuracy": acc}));
-        window.push(acc);
-        if window.len() == 20 {
-            curve.push((k as f64, 100.0 * window.iter().sum::<f64>() / 20.0));
-            window.clear();
-        }
-    })?;
-    bar.finish_and_clear();
+    let mut steps = StepLog::new(cfg.optim.steps, "train nlvr2", "accuracy", Some(&c.out))?;
+    let model = oscar::tasks::nlvr2::train(&train_set, &tok, c.init.as_deref(), &OscarConfig::small(tok.vocab_size(), dim), &cfg, |k, loss, acc| steps.record(k, loss, acc))?;
+    let curve = steps.finish();
     model.save(&c.out, Some(&vocab))?;
     let evals = if a.eval.is_empty() { vec![c.data.join("nlvr2/dev.json"), c.data.join("nlvr2/test.json")] } else { a.eval.clone() };
     let mut splits = Vec::new();

@@ -75,17 +75,10 @@ pub fn run(cmd: &TrainCmd) -> Result<()> {
     let train_set = RetrievalSet::open(&c, &f, &l, dim, None)?;
     let cfg = RetrievalTrainConfig { optim: Optim { steps: a.steps, batch_size: a.batch_size, lr: a.lr, seed: a.seed, ..Optim::default() }, use_tags: !a.no_tags, att_mask: a.att_mask, ..RetrievalTrainConfig::default() };
     let fresh = OscarConfig::small(tok.vocab_size(), dim);
-    let bar = ProgressBar::new(a.steps);
-    bar.set_style(ProgressStyle::with_template("train retrieval {bar:30} {pos}/{len} · {msg} · ETA {eta}").unwrap_or_else(|_| ProgressStyle::default_bar()));
     std::fs::create_dir_all(&a.out)?;
-    let mut log = std::fs::File::create(a.out.join("metrics.jsonl"))?;
-    let r = train(&train_set, &tok, a.init.as_deref(), &fresh, &cfg, |k, loss, acc| {
-        use std::io::Write;
-        bar.set_position(k);
-        bar.set_message(format!("loss {loss:.3} · acc {acc:.2}"));
-        let _ = writeln!(log, "{}", serde_json::json!({"step": k, "loss": loss, "accuracy": acc}));
-    })?;
-    bar.finish_and_clear();
+    let mut steps = crate::StepLog::new(a.steps, "train retrieval", "accuracy", Some(&a.out))?;
+    let r = train(&train_set, &tok, a.init.as_deref(), &fresh, &cfg, |k, loss, acc| steps.record(k, loss, acc))?;
+    steps.finish();
     r.save(&a.out, Some(&vocab))?;
     // The input settings travel with the model, so evaluation and search lay inputs out the same way.
     oscar::checkpoint::write_atomic(&a.out.join("retrieval.json"), serde_json::to_string_pretty(&cfg)?.as_bytes())?;

@@ -29,6 +29,25 @@ pub struct Optim {
     pub seed: u64,
 }
 
+impl Optim {
+    /// Rejects settings that cannot train (zero batch, negative or non-finite rates, dropout ∉ [0, 1)).
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::Invalid(format!("fine-tuning settings: {m}")));
+        if self.batch_size == 0 {
+            return bad("batch_size must be at least 1".into());
+        }
+        for (name, v) in [("lr", self.lr), ("weight_decay", self.weight_decay), ("max_grad_norm", self.max_grad_norm)] {
+            if !v.is_finite() || v < 0.0 {
+                return bad(format!("{name} is {v}, expected a finite value ≥ 0"));
+            }
+        }
+        if let Some(p) = self.drop_out.filter(|p| !(0.0..1.0).contains(p)) {
+            return bad(format!("drop_out is {p}, expected a probability in [0, 1)"));
+        }
+        Ok(())
+    }
+}
+
 impl Default for Optim {
     fn default() -> Self {
         Optim { steps: 1000, batch_size: 32, lr: 1e-3, weight_decay: 0.05, warmup_steps: 50, max_grad_norm: 1.0, drop_out: None, seed: 88 }
@@ -39,6 +58,7 @@ impl Default for Optim {
 /// parameters start fresh) or from scratch with `fresh`. `adapt` sets the task's head settings on
 /// whichever config is used; `--drop_out` is applied after it.
 pub fn start<M: Buildable>(init: Option<&Path>, fresh: &OscarConfig, optim: &Optim, adapt: impl Fn(&mut OscarConfig)) -> Result<Loaded<M>> {
+    optim.validate()?;
     let finish = |c: &mut OscarConfig| {
         adapt(c);
         if let Some(p) = optim.drop_out {
@@ -178,5 +198,13 @@ mod tests {
         assert_eq!(seen, (0..10).collect::<Vec<_>>());
         assert_eq!(b.next_batch(4).len(), 4, "a new epoch starts");
         assert!(Batches::new(0, 1).is_err());
+    }
+
+    #[test]
+    fn settings_that_cannot_train_are_errors() {
+        assert!(Optim::default().validate().is_ok());
+        assert!(Optim { batch_size: 0, ..Optim::default() }.validate().is_err());
+        assert!(Optim { lr: f64::NAN, ..Optim::default() }.validate().is_err());
+        assert!(Optim { drop_out: Some(1.0), ..Optim::default() }.validate().is_err());
     }
 }
