@@ -3,7 +3,7 @@
 //! without its history state).
 
 use crate::config::OscarConfig;
-use crate::nn::{ops, Ctx, LayerNorm, Linear, ParamBuilder};
+use crate::nn::{fused, ops, Ctx, LayerNorm, Linear, ParamBuilder};
 use candle_core::{Result, Tensor};
 
 /// `attention.self`: scaled dot-product attention over all T+R positions.
@@ -41,8 +41,8 @@ impl BertSelfAttention {
         let q = self.split_heads(&self.query.forward(x)?)?;
         let k = self.split_heads(&self.key.forward(x)?)?;
         let v = self.split_heads(&self.value.forward(x)?)?;
-        let scores = (q.matmul(&k.t()?.contiguous()?)? / (self.head_dim as f64).sqrt())?;
-        let probs = ops::softmax(&scores.broadcast_add(ext_mask)?)?;
+        let scores = q.matmul(&k.t()?.contiguous()?)?;
+        let probs = fused::attention_softmax(&scores, Some(ext_mask), 1.0 / (self.head_dim as f64).sqrt())?;
         let probs = ops::dropout(&probs, self.dropout, ctx)?;
         probs.matmul(&v)?.transpose(1, 2)?.reshape((b, l, h))
     }
@@ -60,8 +60,8 @@ impl BertSelfAttention {
             Some((pk, pv)) => (Tensor::cat(&[pk, &k_new], 2)?, Tensor::cat(&[pv, &v_new], 2)?),
             None => (k_new.clone(), v_new.clone()),
         };
-        let scores = (q.matmul(&k.t()?.contiguous()?)? / (self.head_dim as f64).sqrt())?;
-        let probs = ops::softmax(&scores.broadcast_add(ext_mask)?)?;
+        let scores = q.matmul(&k.t()?.contiguous()?)?;
+        let probs = fused::attention_softmax(&scores, Some(ext_mask), 1.0 / (self.head_dim as f64).sqrt())?;
         let out = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, n, h))?;
         Ok((out, k_new, v_new))
     }

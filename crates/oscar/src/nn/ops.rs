@@ -1,38 +1,30 @@
-//! Composite, differentiable versions of the ops BERT needs, with the reference's numerics
-//! (LayerNorm eps from the config, erf-GELU, softmax over the last dimension).
+//! The differentiable ops BERT needs, with the reference's numerics (LayerNorm eps from the config,
+//! erf-GELU, softmax over the last dimension, mask −10000), and its losses. The element-wise
+//! kernels behind LayerNorm, softmax and GELU are the fused ones of [`super::fused`].
 
-use super::Ctx;
-use candle_core::{DType, Result, Tensor, D};
+use super::{fused, Ctx};
+use candle_core::{DType, Result, Tensor};
 use rand::Rng;
 
-/// `torch.nn.LayerNorm` over the last dimension (biased variance), built from recorded ops.
+/// `torch.nn.LayerNorm` over the last dimension (biased variance); fused, with a backward.
 pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
-    let mean = x.mean_keepdim(D::Minus1)?;
-    let centered = x.broadcast_sub(&mean)?;
-    let var = centered.sqr()?.mean_keepdim(D::Minus1)?;
-    let normed = centered.broadcast_div(&(var + eps)?.sqrt()?)?;
-    normed.broadcast_mul(weight)?.broadcast_add(bias)
+    fused::layer_norm(x, weight, bias, eps)
 }
 
-/// Softmax over the last dimension, max-shifted for stability; every op has a backward.
+/// Softmax over the last dimension, max-shifted for stability; fused, with a backward.
 pub fn softmax(x: &Tensor) -> Result<Tensor> {
-    let max = x.max_keepdim(D::Minus1)?.detach();
-    let e = x.broadcast_sub(&max)?.exp()?;
-    e.broadcast_div(&e.sum_keepdim(D::Minus1)?)
+    fused::softmax(x)
 }
 
-/// `log_softmax` over the last dimension.
+/// `log_softmax` over the last dimension; fused, with a backward.
 pub fn log_softmax(x: &Tensor) -> Result<Tensor> {
-    let max = x.max_keepdim(D::Minus1)?.detach();
-    let shifted = x.broadcast_sub(&max)?;
-    let lse = shifted.exp()?.sum_keepdim(D::Minus1)?.log()?;
-    shifted.broadcast_sub(&lse)
+    fused::log_softmax(x)
 }
 
 /// The activation named by `hidden_act` (`gelu` is the erf form, as BERT's).
 pub fn activation(x: &Tensor, name: &str) -> Result<Tensor> {
     match name {
-        "gelu" => x.gelu_erf(),
+        "gelu" => fused::gelu_erf(x),
         "gelu_new" => x.gelu(),
         "relu" => x.relu(),
         "tanh" => x.tanh(),

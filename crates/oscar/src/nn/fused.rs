@@ -1,0 +1,501 @@
+//! Fused CPU kernels with hand-written backward passes for the element-wise work of a BERT layer:
+//! LayerNorm, the attention softmax (scale + additive mask + softmax in one pass) and erf-GELU.
+//!
+//! The composite versions in [`super::ops`] record 6–20 candle ops each (one allocation and one
+//! pass over memory per op, more in the backward); these record one op whose backward is another
+//! single pass. Candle's own fused `layer_norm` / `softmax_last_dim` have no backward
+//! (rust-stack.md §4.1), which is why these exist. Rows are spread over candle's worker pool, so
+//! they use the same threads as the matmuls. Numerics: the reference's (torch LayerNorm with biased
+//! variance, max-shifted softmax, erf-GELU with candle's `erf_f32`); tests compare every forward
+//! and gradient with the composite ops.
+
+use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
+
+/// Below this many elements a kernel runs on the calling thread (waking the pool costs more).
+const PARALLEL_MIN_ELEMS: usize = 1 << 15;
+
+fn f32_data<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [f32]> {
+    let CpuStorage::F32(v) = s else { bail!("{op}: only f32 tensors are supported") };
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&v[a..b]),
+        None => bail!("{op}: expected a contiguous tensor"),
+    }
+}
+
+/// A raw pointer that worker threads may write through: each row range is written by one thread.
+#[derive(Clone, Copy)]
+struct RowsOut(*mut f32);
+unsafe impl Send for RowsOut {}
+unsafe impl Sync for RowsOut {}
+
+/// Calls `f(row, out_row)` for every row of width `width`, in parallel when the tensor is large.
+fn for_each_row(rows: usize, width: usize, f: impl Fn(usize, &mut [f32]) + Sync) -> Vec<f32> {
+    let mut out = vec![0f32; rows * width];
+    if rows * width < PARALLEL_MIN_ELEMS {
+        for (r, o) in out.chunks_mut(width.max(1)).enumerate().take(rows) {
+            f(r, o);
+        }
+        return out;
+    }
+    let ptr = RowsOut(out.as_mut_ptr());
+    candle_core::utils::barrier_pool().execute_chunked(rows, |range| {
+        let p = ptr;
+        for r in range {
+            // SAFETY: rows are disjoint and `out` outlives the pool call, which blocks until done.
+            let o = unsafe { std::slice::from_raw_parts_mut(p.0.add(r * width), width) };
+            f(r, o);
+        }
+    });
+    out
+}
+
+fn mean_rstd(x: &[f32], eps: f32) -> (f32, f32) {
+    let n = x.len() as f32;
+    let mean = x.iter().sum::<f32>() / n;
+    let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
+    (mean, 1.0 / (var + eps).sqrt())
+}
+
+/// `torch.nn.LayerNorm` over the last dimension: `(x − mean)/sqrt(var + eps)·w + b`.
+pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
+    x.contiguous()?.apply_op3(&weight.contiguous()?, &bias.contiguous()?, LayerNormOp { eps: eps as f32 })
+}
+
+struct LayerNormOp {
+    eps: f32,
+}
+
+impl CustomOp3 for LayerNormOp {
+    fn name(&self) -> &'static str {
+        "oscar-layer-norm"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (x, w, b) = (f32_data(s1, l1, self.name())?, f32_data(s2, l2, self.name())?, f32_data(s3, l3, self.name())?);
+        let h = l1.dims().last().copied().unwrap_or(1);
+        if w.len() != h || b.len() != h {
+            bail!("layer norm: weight/bias of {} / {} for width {h}", w.len(), b.len());
+        }
+        let out = for_each_row(x.len() / h.max(1), h, |r, o| {
+            let row = &x[r * h..(r + 1) * h];
+            let (mean, rstd) = mean_rstd(row, self.eps);
+            for i in 0..h {
+                o[i] = (row[i] - mean) * rstd * w[i] + b[i];
+            }
+        });
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+
+    fn bwd(&self, x: &Tensor, w: &Tensor, _b: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let grad = grad.contiguous()?;
+        let dx = x.apply_op3_no_bwd(w, &grad, &LayerNormGradInput { eps: self.eps })?;
+        let h = w.elem_count();
+        let dwdb = x.apply_op2_no_bwd(&grad, &LayerNormGradParams { eps: self.eps })?;
+        let dw = dwdb.narrow(0, 0, h)?.reshape(w.shape())?;
+        let db = dwdb.narrow(0, h, h)?.reshape(w.shape())?;
+        Ok((Some(dx), Some(dw), Some(db)))
+    }
+}
+
+/// dx = rstd·(g·w − mean(g·w) − x̂·mean(g·w·x̂)).
+struct LayerNormGradInput {
+    eps: f32,
+}
+
+impl CustomOp3 for LayerNormGradInput {
+    fn name(&self) -> &'static str {
+        "oscar-layer-norm-grad-input"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (x, w, g) = (f32_data(s1, l1, self.name())?, f32_data(s2, l2, self.name())?, f32_data(s3, l3, self.name())?);
+        let h = w.len();
+        let out = for_each_row(x.len() / h.max(1), h, |r, o| {
+            let (row, gr) = (&x[r * h..(r + 1) * h], &g[r * h..(r + 1) * h]);
+            let (mean, rstd) = mean_rstd(row, self.eps);
+            let (mut s_gw, mut s_gwx) = (0f32, 0f32);
+            for i in 0..h {
+                let gw = gr[i] * w[i];
+                s_gw += gw;
+                s_gwx += gw * (row[i] - mean) * rstd;
+            }
+            let (m_gw, m_gwx) = (s_gw / h as f32, s_gwx / h as f32);
+            for i in 0..h {
+                let xhat = (row[i] - mean) * rstd;
+                o[i] = rstd * (gr[i] * w[i] - m_gw - xhat * m_gwx);
+            }
+        });
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+}
+
+/// `[dw; db]` = [Σ_rows g·x̂; Σ_rows g], as one `[2H]` vector.
+struct LayerNormGradParams {
+    eps: f32,
+}
+
+impl CustomOp2 for LayerNormGradParams {
+    fn name(&self) -> &'static str {
+        "oscar-layer-norm-grad-params"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (x, g) = (f32_data(s1, l1, self.name())?, f32_data(s2, l2, self.name())?);
+        let h = l1.dims().last().copied().unwrap_or(1);
+        let rows = x.len() / h.max(1);
+        // Per-thread partial sums over static row slices, added in a fixed order so results do
+        // not depend on timing.
+        let pool = candle_core::utils::barrier_pool();
+        let parts = if rows * h < PARALLEL_MIN_ELEMS { 1 } else { pool.n_workers() + 1 };
+        let per = rows.div_ceil(parts);
+        let mut sums = vec![0f32; parts * 2 * h];
+        let partial = |p: usize, acc: &mut [f32]| {
+            for r in p * per..rows.min((p + 1) * per) {
+                let (row, gr) = (&x[r * h..(r + 1) * h], &g[r * h..(r + 1) * h]);
+                let (mean, rstd) = mean_rstd(row, self.eps);
+                for i in 0..h {
+                    acc[i] += gr[i] * (row[i] - mean) * rstd;
+                    acc[h + i] += gr[i];
+                }
+            }
+        };
+        if parts == 1 {
+            partial(0, &mut sums);
+        } else {
+            let ptr = RowsOut(sums.as_mut_ptr());
+            pool.execute(|tid| {
+                let p = ptr;
+                // SAFETY: thread `tid` alone writes part `tid`; `execute` blocks until all are done.
+                let acc = unsafe { std::slice::from_raw_parts_mut(p.0.add(tid * 2 * h), 2 * h) };
+                partial(tid, acc);
+            });
+        }
+        let mut out = vec![0f32; 2 * h];
+        for part in sums.chunks(2 * h) {
+            for (o, v) in out.iter_mut().zip(part) {
+                *o += v;
+            }
+        }
+        Ok((CpuStorage::F32(out), Shape::from(2 * h)))
+    }
+}
+
+/// Attention probabilities `softmax(scores·scale + mask)` over the last dimension. `scores` is
+/// `[B, nh, Lq, Lk]`; `mask` (additive, no gradient) is `[B, 1, 1|Lq, Lk]` or absent.
+pub fn attention_softmax(scores: &Tensor, mask: Option<&Tensor>, scale: f64) -> Result<Tensor> {
+    let scores = scores.contiguous()?;
+    let (b, _, lq, lk) = scores.dims4()?;
+    let mask = match mask {
+        Some(m) => {
+            let (mb, one, mq, mk) = m.dims4()?;
+            if mb != b || one != 1 || (mq != 1 && mq != lq) || mk != lk {
+                bail!("attention mask {:?} does not fit scores {:?}", m.dims(), scores.dims());
+            }
+            m.contiguous()?
+        }
+        None => Tensor::zeros((b, 1, 1, lk), scores.dtype(), scores.device())?,
+    };
+    scores.apply_op2(&mask.detach(), SoftmaxOp { scale: scale as f32 })
+}
+
+/// Softmax over the last dimension of any tensor (no mask, no scale).
+pub fn softmax(x: &Tensor) -> Result<Tensor> {
+    let dims = x.dims().to_vec();
+    let lk = *dims.last().unwrap_or(&1);
+    let rows = x.elem_count() / lk.max(1);
+    let y = attention_softmax(&x.reshape((1, 1, rows, lk))?, None, 1.0)?;
+    y.reshape(dims)
+}
+
+struct SoftmaxOp {
+    scale: f32,
+}
+
+impl CustomOp2 for SoftmaxOp {
+    fn name(&self) -> &'static str {
+        "oscar-attention-softmax"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (s, m) = (f32_data(s1, l1, self.name())?, f32_data(s2, l2, self.name())?);
+        let &[_, nh, lq, lk] = l1.dims() else { bail!("attention softmax: scores must be 4-D") };
+        let mq = l2.dims()[2];
+        let out = for_each_row(s.len() / lk.max(1), lk, |r, o| {
+            let (bi, q) = (r / (nh * lq), r % lq);
+            let mrow = &m[(bi * mq + if mq == 1 { 0 } else { q }) * lk..][..lk];
+            let row = &s[r * lk..(r + 1) * lk];
+            let mut max = f32::NEG_INFINITY;
+            for i in 0..lk {
+                o[i] = row[i] * self.scale + mrow[i];
+                max = max.max(o[i]);
+            }
+            let mut sum = 0f32;
+            for v in o.iter_mut() {
+                *v = (*v - max).exp();
+                sum += *v;
+            }
+            let inv = 1.0 / sum;
+            for v in o.iter_mut() {
+                *v *= inv;
+            }
+        });
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+
+    fn bwd(&self, _s: &Tensor, _m: &Tensor, res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let ds = res.apply_op2_no_bwd(&grad.contiguous()?, &SoftmaxGrad { scale: self.scale })?;
+        Ok((Some(ds), None))
+    }
+}
+
+/// ds = scale·y·(g − Σ g·y).
+struct SoftmaxGrad {
+    scale: f32,
+}
+
+impl CustomOp2 for SoftmaxGrad {
+    fn name(&self) -> &'static str {
+        "oscar-attention-softmax-grad"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (y, g) = (f32_data(s1, l1, self.name())?, f32_data(s2, l2, self.name())?);
+        let lk = l1.dims().last().copied().unwrap_or(1);
+        let out = for_each_row(y.len() / lk.max(1), lk, |r, o| {
+            let (yr, gr) = (&y[r * lk..(r + 1) * lk], &g[r * lk..(r + 1) * lk]);
+            let dot: f32 = yr.iter().zip(gr).map(|(a, b)| a * b).sum();
+            for i in 0..lk {
+                o[i] = self.scale * yr[i] * (gr[i] - dot);
+            }
+        });
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+}
+
+/// `log_softmax` over the last dimension (max-shifted), as one op; backward
+/// `g − softmax(x)·Σg` from the saved result.
+pub fn log_softmax(x: &Tensor) -> Result<Tensor> {
+    x.contiguous()?.apply_op1(LogSoftmaxOp)
+}
+
+struct LogSoftmaxOp;
+
+impl CustomOp1 for LogSoftmaxOp {
+    fn name(&self) -> &'static str {
+        "oscar-log-softmax"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = f32_data(s, l, self.name())?;
+        let n = l.dims().last().copied().unwrap_or(1);
+        let out = for_each_row(x.len() / n.max(1), n, |r, o| {
+            let row = &x[r * n..(r + 1) * n];
+            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let lse = row.iter().map(|v| (v - max).exp()).sum::<f32>().ln() + max;
+            for i in 0..n {
+                o[i] = row[i] - lse;
+            }
+        });
+        Ok((CpuStorage::F32(out), l.shape().clone()))
+    }
+
+    fn bwd(&self, _x: &Tensor, res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(res.apply_op2_no_bwd(&grad.contiguous()?, &LogSoftmaxGrad)?))
+    }
+}
+
+struct LogSoftmaxGrad;
+
+impl CustomOp2 for LogSoftmaxGrad {
+    fn name(&self) -> &'static str {
+        "oscar-log-softmax-grad"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (y, g) = (f32_data(s1, l1, self.name())?, f32_data(s2, l2, self.name())?);
+        let n = l1.dims().last().copied().unwrap_or(1);
+        let out = for_each_row(y.len() / n.max(1), n, |r, o| {
+            let (yr, gr) = (&y[r * n..(r + 1) * n], &g[r * n..(r + 1) * n]);
+            let total: f32 = gr.iter().sum();
+            for i in 0..n {
+                o[i] = gr[i] - yr[i].exp() * total;
+            }
+        });
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+}
+
+/// erf-GELU `0.5·x·(1 + erf(x/√2))` (BERT's `gelu`), with its exact derivative as backward.
+pub fn gelu_erf(x: &Tensor) -> Result<Tensor> {
+    x.contiguous()?.apply_op1(GeluOp)
+}
+
+struct GeluOp;
+
+fn gelu(v: f32) -> f32 {
+    0.5 * v * (1.0 + candle_core::cpu::erf::erf_f32(v * std::f32::consts::FRAC_1_SQRT_2))
+}
+
+/// d/dx GELU = Φ(x) + x·φ(x).
+fn gelu_grad(v: f32) -> f32 {
+    let cdf = 0.5 * (1.0 + candle_core::cpu::erf::erf_f32(v * std::f32::consts::FRAC_1_SQRT_2));
+    let pdf = (-0.5 * v * v).exp() * (0.5 * std::f32::consts::FRAC_2_SQRT_PI * std::f32::consts::FRAC_1_SQRT_2);
+    cdf + v * pdf
+}
+
+/// Rows of this many elements for the element-wise kernels (any split works; this keeps chunks
+/// large enough for the pool and small enough to balance).
+const ELEMWISE_ROW: usize = 4096;
+
+fn map_elementwise(n: usize, f: impl Fn(usize) -> f32 + Sync) -> Vec<f32> {
+    let rows = n.div_ceil(ELEMWISE_ROW);
+    let mut out = for_each_row(rows, ELEMWISE_ROW, |r, o| {
+        for (i, v) in o.iter_mut().enumerate() {
+            let k = r * ELEMWISE_ROW + i;
+            if k < n {
+                *v = f(k);
+            }
+        }
+    });
+    out.truncate(n);
+    out
+}
+
+impl CustomOp1 for GeluOp {
+    fn name(&self) -> &'static str {
+        "oscar-gelu-erf"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = f32_data(s, l, self.name())?;
+        Ok((CpuStorage::F32(map_elementwise(x.len(), |k| gelu(x[k]))), l.shape().clone()))
+    }
+
+    fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(x.apply_op2_no_bwd(&grad.contiguous()?, &GeluGrad)?))
+    }
+}
+
+struct GeluGrad;
+
+impl CustomOp2 for GeluGrad {
+    fn name(&self) -> &'static str {
+        "oscar-gelu-erf-grad"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (x, g) = (f32_data(s1, l1, self.name())?, f32_data(s2, l2, self.name())?);
+        Ok((CpuStorage::F32(map_elementwise(x.len(), |k| g[k] * gelu_grad(x[k]))), l1.shape().clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var, D};
+
+    /// The composite, op-by-op versions (every op has candle's own backward): the oracle.
+    mod composite {
+        use super::*;
+        pub fn layer_norm(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64) -> Result<Tensor> {
+            let centered = x.broadcast_sub(&x.mean_keepdim(D::Minus1)?)?;
+            let var = centered.sqr()?.mean_keepdim(D::Minus1)?;
+            centered.broadcast_div(&(var + eps)?.sqrt()?)?.broadcast_mul(w)?.broadcast_add(b)
+        }
+        pub fn softmax(x: &Tensor) -> Result<Tensor> {
+            let e = x.broadcast_sub(&x.max_keepdim(D::Minus1)?.detach())?.exp()?;
+            e.broadcast_div(&e.sum_keepdim(D::Minus1)?)
+        }
+        pub fn log_softmax(x: &Tensor) -> Result<Tensor> {
+            let shifted = x.broadcast_sub(&x.max_keepdim(D::Minus1)?.detach())?;
+            shifted.broadcast_sub(&shifted.exp()?.sum_keepdim(D::Minus1)?.log()?)
+        }
+    }
+    use composite as ops;
+    use rand::{Rng, SeedableRng};
+
+    fn random(shape: &[usize], seed: u64, scale: f32) -> Tensor {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let n: usize = shape.iter().product();
+        let v: Vec<f32> = (0..n).map(|_| (rng.random::<f32>() - 0.5) * 2.0 * scale).collect();
+        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+    }
+
+    fn max_rel(a: &Tensor, b: &Tensor) -> f32 {
+        let d: f32 = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar().unwrap();
+        let m: f32 = b.abs().unwrap().max_all().unwrap().to_scalar().unwrap();
+        d / m.max(1e-12)
+    }
+
+    /// Forward and every gradient of `fused` equal those of `composite` for a random upstream
+    /// gradient, on a tensor small enough for one thread and one large enough for the pool.
+    fn check(vars: &[Var], fused: &dyn Fn(&[Tensor]) -> Tensor, composite: &dyn Fn(&[Tensor]) -> Tensor) {
+        let ts: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
+        let (yf, yc) = (fused(&ts), composite(&ts));
+        assert!(max_rel(&yf, &yc) < 1e-5, "forward differs: {}", max_rel(&yf, &yc));
+        let up = random(yf.dims(), 99, 1.0);
+        let gf = (yf * &up).unwrap().sum_all().unwrap().backward().unwrap();
+        let gc = (yc * &up).unwrap().sum_all().unwrap().backward().unwrap();
+        for (i, v) in vars.iter().enumerate() {
+            let (a, b) = (gf.get(v.as_tensor()).expect("fused gradient"), gc.get(v.as_tensor()).expect("composite gradient"));
+            assert!(max_rel(a, b) < 2e-5, "gradient {i} differs: {}", max_rel(a, b));
+        }
+    }
+
+    #[test]
+    fn layer_norm_matches_the_composite_op_forward_and_backward() {
+        for (rows, h) in [(6, 16), (700, 96)] {
+            let x = Var::from_tensor(&random(&[2, rows / 2, h], 1, 3.0)).unwrap();
+            let w = Var::from_tensor(&(random(&[h], 2, 0.5) + 1.0).unwrap()).unwrap();
+            let b = Var::from_tensor(&random(&[h], 3, 0.5)).unwrap();
+            check(
+                &[x, w, b],
+                &|t| layer_norm(&t[0], &t[1], &t[2], 1e-12).unwrap(),
+                &|t| ops::layer_norm(&t[0], &t[1], &t[2], 1e-12).unwrap(),
+            );
+        }
+    }
+
+    #[test]
+    fn attention_softmax_matches_scale_mask_softmax() {
+        for (b, nh, l, per_query) in [(2, 2, 5, false), (3, 4, 60, true)] {
+            let s = Var::from_tensor(&random(&[b, nh, l, l], 4, 4.0)).unwrap();
+            let mq = if per_query { l } else { 1 };
+            let keep = random(&[b, 1, mq, l], 5, 1.0).ge(-0.5).unwrap().to_dtype(candle_core::DType::F32).unwrap();
+            let mask = keep.affine(10000.0, -10000.0).unwrap();
+            let scale = 0.125;
+            check(
+                &[s],
+                &|t| attention_softmax(&t[0], Some(&mask), scale).unwrap(),
+                &|t| ops::softmax(&(&t[0] * scale).unwrap().broadcast_add(&mask).unwrap()).unwrap(),
+            );
+        }
+        let x = Var::from_tensor(&random(&[3, 7], 6, 2.0)).unwrap();
+        check(&[x], &|t| softmax(&t[0]).unwrap(), &|t| ops::softmax(&t[0]).unwrap());
+    }
+
+    #[test]
+    fn log_softmax_matches_the_composite_op() {
+        for (rows, n) in [(3, 7), (40, 3000)] {
+            let x = Var::from_tensor(&random(&[rows, n], 13, 6.0)).unwrap();
+            check(&[x], &|t| log_softmax(&t[0]).unwrap(), &|t| ops::log_softmax(&t[0]).unwrap());
+        }
+    }
+
+    #[test]
+    fn gelu_matches_candle_gelu_erf_forward_and_backward() {
+        for n in [37, 50_000] {
+            let x = Var::from_tensor(&random(&[n], 7, 5.0)).unwrap();
+            check(&[x], &|t| gelu_erf(&t[0]).unwrap(), &|t| t[0].gelu_erf().unwrap());
+        }
+    }
+
+    #[test]
+    fn fused_ops_reject_what_they_cannot_compute() {
+        let s = random(&[1, 1, 2, 3], 8, 1.0);
+        assert!(attention_softmax(&s, Some(&random(&[1, 1, 1, 4], 9, 1.0)), 1.0).is_err());
+        let x = random(&[2, 4], 10, 1.0);
+        assert!(layer_norm(&x, &random(&[3], 11, 1.0), &random(&[4], 12, 1.0), 1e-12).is_err());
+        assert!(gelu_erf(&x.to_dtype(candle_core::DType::F64).unwrap()).is_err());
+    }
+}
