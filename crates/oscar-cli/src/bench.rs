@@ -27,6 +27,10 @@ pub enum Workload {
     /// Beam-5 caption generation (max 20 tokens, `--regions` regions, 10 tag tokens) of `--batch`
     /// images, with the key/value cache and by re-encoding the prefix (the reference's way).
     CaptionBeam,
+    /// Retrieval pair scoring (inference, 2-way head, softmax) of `--batch` pairs: padded to the
+    /// reference's fixed 70 text positions, and the same pairs dynamically padded (text lengths
+    /// drawn from `--text-min..=--text`, the batch padded to its longest).
+    RetrievalScore,
 }
 
 #[derive(Args)]
@@ -44,6 +48,83 @@ pub struct BenchArgs {
     /// Timed runs (after one warm-up).
     #[arg(long, default_value_t = 3)]
     runs: usize,
+    /// Shortest text of the dynamically padded retrieval pairs.
+    #[arg(long, default_value_t = 20)]
+    text_min: usize,
+}
+
+/// Median and minimum of `runs` timed calls after one warm-up.
+fn time_runs(runs: usize, mut f: impl FnMut() -> Result<()>) -> Result<(f64, f64)> {
+    f()?;
+    let mut times = Vec::new();
+    for _ in 0..runs.max(1) {
+        let t0 = Instant::now();
+        f()?;
+        times.push(t0.elapsed().as_secs_f64());
+    }
+    times.sort_by(f64::total_cmp);
+    Ok((times[times.len() / 2], times[0]))
+}
+
+/// Forward FLOPs of the encoder over `tokens` positions in sequences of `seq`, plus the region
+/// projection of `regions` rows: per token 2·(4H² + 2H·FF) per layer and attention 4·seq·H.
+fn encoder_flops(cfg: &OscarConfig, tokens: f64, seq: f64, regions: f64) -> f64 {
+    let (h, l, ff) = (cfg.hidden_size as f64, cfg.num_hidden_layers as f64, cfg.intermediate_size as f64);
+    tokens * l * (2.0 * (4.0 * h * h + 2.0 * h * ff) + 4.0 * seq * h) + regions * 2.0 * cfg.img_feature_dim as f64 * h
+}
+
+/// Pair scoring as `oscar eval retrieval` does it: forward of the matching head in inference
+/// mode and softmax; fixed padding (70 text, as the reference) vs dynamic padding.
+fn retrieval_score(a: &BenchArgs, cfg: &OscarConfig) -> Result<()> {
+    use oscar::model::ImageBertForSequenceClassification;
+    let mut cfg = cfg.clone();
+    cfg.num_labels = 2;
+    let m = build_fresh::<ImageBertForSequenceClassification>(&cfg, 0)?;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+    let (b, r, f) = (a.batch, a.regions, cfg.img_feature_dim);
+    let lo = if cfg.vocab_size > 1000 { 1000 } else { 5 };
+    let lens: Vec<usize> = (0..b).map(|_| rng.random_range(a.text_min.min(a.text)..=a.text)).collect();
+    let ids: Vec<Vec<u32>> = lens.iter().map(|&n| (0..n).map(|_| rng.random_range(lo..cfg.vocab_size as u32)).collect()).collect();
+    let feats = Tensor::from_vec((0..b * r * f).map(|_| rng.random::<f32>()).collect::<Vec<_>>(), (b, r, f), &Device::Cpu)?;
+    let batch = |t: usize| -> Result<Inputs> {
+        let mut flat = vec![0u32; b * t];
+        let mut mask = vec![0f32; b * (t + r)];
+        for (i, x) in ids.iter().enumerate() {
+            flat[i * t..i * t + x.len()].copy_from_slice(x);
+            mask[i * (t + r)..i * (t + r) + x.len()].fill(1.0);
+            mask[i * (t + r) + t..(i + 1) * (t + r)].fill(1.0);
+        }
+        Ok(Inputs {
+            input_ids: Tensor::from_vec(flat, (b, t), &Device::Cpu)?,
+            token_type_ids: None,
+            position_ids: None,
+            img_feats: Some(feats.clone()),
+            attention_mask: Some(Tensor::from_vec(mask, (b, t + r), &Device::Cpu)?),
+        })
+    };
+    let score = |x: &Inputs| -> Result<()> {
+        oscar::nn::ops::softmax(&m.model.forward(x, &Ctx::eval())?)?;
+        Ok(())
+    };
+    const FIXED_TEXT: usize = 70;
+    let fixed = batch(FIXED_TEXT)?;
+    let longest = *lens.iter().max().unwrap_or(&1);
+    let dynamic = batch(longest)?;
+    let (fixed_med, fixed_min) = time_runs(a.runs, || score(&fixed))?;
+    let (dyn_med, dyn_min) = time_runs(a.runs, || score(&dynamic))?;
+    let flops = |t: usize| encoder_flops(&cfg, (b * (t + r)) as f64, (t + r) as f64, (b * r) as f64);
+    println!(
+        "{}",
+        serde_json::json!({
+            "workload": "retrieval_score", "size": format!("{:?}", a.size).to_lowercase(), "batch": b, "regions": r,
+            "fixed_text": FIXED_TEXT, "fixed_median_s": fixed_med, "fixed_min_s": fixed_min, "fixed_pairs_per_s": b as f64 / fixed_med,
+            "fixed_gflops": flops(FIXED_TEXT) / fixed_med / 1e9,
+            "dynamic_text_lengths": lens, "dynamic_padded_to": longest, "dynamic_median_s": dyn_med, "dynamic_min_s": dyn_min,
+            "dynamic_pairs_per_s": b as f64 / dyn_med, "dynamic_gflops": flops(longest) / dyn_med / 1e9,
+            "peak_rss_mib": peak_rss_mib(),
+        })
+    );
+    Ok(())
 }
 
 /// Peak resident memory of this process (VmHWM), in MiB.
@@ -105,8 +186,10 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         Size::Tiny => OscarConfig::tiny(99, 14),
     };
     cfg.use_img_layernorm = Some(true);
-    if a.workload == Workload::CaptionBeam {
-        return caption_beam(a, &cfg);
+    match a.workload {
+        Workload::CaptionBeam => return caption_beam(a, &cfg),
+        Workload::RetrievalScore => return retrieval_score(a, &cfg),
+        Workload::PretrainStep => {}
     }
     let m = build_fresh::<BertImgForPreTraining>(&cfg, 0)?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(0);
@@ -136,12 +219,10 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     }
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
-    // FLOPs of a training step ≈ 3 × forward: per token 2·(4H² + 2H·FF) per layer, attention
-    // 4·L·H per token per layer, the MLM head 2·H·(H + V) per position, the region projection.
-    let (h, l, ff, v) = (cfg.hidden_size as f64, cfg.num_hidden_layers as f64, cfg.intermediate_size as f64, cfg.vocab_size as f64);
+    // FLOPs of a training step ≈ 3 × forward: the encoder plus the MLM head 2·H·(H + V) per position.
+    let (h, v) = (cfg.hidden_size as f64, cfg.vocab_size as f64);
     let n = (b * (t + r)) as f64;
-    let seq = (t + r) as f64;
-    let fwd = n * (l * (2.0 * (4.0 * h * h + 2.0 * h * ff) + 4.0 * seq * h) + 2.0 * h * (h + v)) + (b * r) as f64 * 2.0 * f as f64 * h;
+    let fwd = encoder_flops(&cfg, n, (t + r) as f64, (b * r) as f64) + n * 2.0 * h * (h + v);
     let gflops = 3.0 * fwd / median / 1e9;
     println!(
         "{}",

@@ -18,6 +18,26 @@ use anyhow::Result;
 // (page faults: a third of a training step was system time). mimalloc keeps them.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+// mimalloc 3's option numbers (`mi_option_t` in its mimalloc.h).
+const MI_OPTION_ALLOW_LARGE_OS_PAGES: i32 = 6;
+const MI_OPTION_PURGE_DELAY: i32 = 15;
+unsafe extern "C" {
+    fn mi_option_set(option: i32, value: std::ffi::c_long);
+}
+
+/// Keeps freed pages instead of returning them to the kernel (purging made the kernel zero
+/// every re-used page: 11–35 % of an Oscar-B training step was `clear_page`) and lets mimalloc
+/// use transparent huge pages. `MIMALLOC_PURGE_DELAY` / `MIMALLOC_ALLOW_LARGE_OS_PAGES` in the
+/// environment still win. Measured in BENCHMARKS.md.
+fn tune_allocator() {
+    for (option, env, value) in [(MI_OPTION_PURGE_DELAY, "MIMALLOC_PURGE_DELAY", -1), (MI_OPTION_ALLOW_LARGE_OS_PAGES, "MIMALLOC_ALLOW_LARGE_OS_PAGES", 1)] {
+        if std::env::var_os(env).is_none() {
+            // SAFETY: setting an option is thread-safe in mimalloc and takes plain integers.
+            unsafe { mi_option_set(option, value) };
+        }
+    }
+}
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -99,6 +119,7 @@ enum Cmd {
 }
 
 fn main() {
+    tune_allocator();
     let cli = Cli::parse();
     let res: Result<()> = match cli.cmd {
         Cmd::Inspect { path, json } => inspect::inspect(&path, json),

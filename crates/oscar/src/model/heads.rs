@@ -50,13 +50,7 @@ impl BertLMPredictionHead {
 
     /// `[N, H]` or `[B, L, H]` hidden states → vocabulary logits of the same leading shape.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let h = self.transform.forward(x)?;
-        let dims = h.dims().to_vec();
-        let flat = h.reshape(((), dims[dims.len() - 1]))?;
-        let logits = flat.matmul(&self.decoder_weight.t()?)?.broadcast_add(&self.bias)?;
-        let mut out = dims[..dims.len() - 1].to_vec();
-        out.push(self.bias.dim(0)?);
-        logits.reshape(out)
+        crate::nn::fused::linear(&self.transform.forward(x)?, &self.decoder_weight, Some(&self.bias))
     }
 }
 

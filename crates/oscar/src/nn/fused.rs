@@ -9,6 +9,7 @@
 //! variance, max-shifted softmax, erf-GELU with candle's `erf_f32`); tests compare every forward
 //! and gradient with the composite ops.
 
+use super::sgemm::{sgemm, View};
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 
 /// Below this many elements a kernel runs on the calling thread (waking the pool costs more).
@@ -177,6 +178,129 @@ impl CustomOp2 for LayerNormGradParams {
             }
         }
         Ok((CpuStorage::F32(out), Shape::from(2 * h)))
+    }
+}
+
+/// `torch.nn.Linear`: `y = x·Wᵀ + b` over the last dimension of `x`, `W` stored `[out, in]`. The
+/// bias is written first and the product accumulated onto it (no separate broadcast add); the
+/// backward is two products and a column sum of the output gradient, all through [`sgemm`].
+pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    let (n, k) = weight.dims2()?;
+    let dims = x.dims().to_vec();
+    if dims.last() != Some(&k) {
+        bail!("linear: input {:?} does not end in the weight's {k} input features", dims);
+    }
+    let x2 = x.contiguous()?.reshape((x.elem_count() / k.max(1), k))?;
+    let w = weight.contiguous()?;
+    let y = match bias {
+        Some(b) => {
+            if b.elem_count() != n {
+                bail!("linear: bias of {} for {n} output features", b.elem_count());
+            }
+            x2.apply_op3(&w, &b.contiguous()?.reshape(n)?, LinearOp)?
+        }
+        None => x2.apply_op2(&w, LinearOp)?,
+    };
+    let mut out = dims;
+    *out.last_mut().expect("rank ≥ 1") = n;
+    y.reshape(out)
+}
+
+struct LinearOp;
+const LINEAR: &str = "oscar-linear";
+
+impl LinearOp {
+    fn forward(x: &[f32], lx: &Layout, w: &[f32], lw: &Layout, b: Option<&[f32]>) -> Result<(CpuStorage, Shape)> {
+        let ((m, k), (n, _)) = (lx.shape().dims2()?, lw.shape().dims2()?);
+        let mut y = match b {
+            Some(b) => b.iter().copied().cycle().take(m * n).collect(),
+            None => vec![0f32; m * n],
+        };
+        sgemm(View::new(x, m, k), View::new(w, n, k).t(), &mut y, b.is_some());
+        Ok((CpuStorage::F32(y), Shape::from((m, n))))
+    }
+
+    fn backward(x: &Tensor, w: &Tensor, grad: &Tensor) -> Result<(Tensor, Tensor)> {
+        let g = grad.contiguous()?;
+        let dx = g.apply_op2_no_bwd(w, &Product { transpose_lhs: false })?;
+        let dw = g.apply_op2_no_bwd(x, &Product { transpose_lhs: true })?;
+        Ok((dx, dw))
+    }
+}
+
+impl CustomOp2 for LinearOp {
+    fn name(&self) -> &'static str {
+        LINEAR
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        Self::forward(f32_data(s1, l1, LINEAR)?, l1, f32_data(s2, l2, LINEAR)?, l2, None)
+    }
+
+    fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (dx, dw) = Self::backward(x, w, grad)?;
+        Ok((Some(dx), Some(dw)))
+    }
+}
+
+impl CustomOp3 for LinearOp {
+    fn name(&self) -> &'static str {
+        LINEAR
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
+        let b = f32_data(s3, l3, LINEAR)?;
+        Self::forward(f32_data(s1, l1, LINEAR)?, l1, f32_data(s2, l2, LINEAR)?, l2, Some(b))
+    }
+
+    fn bwd(&self, x: &Tensor, w: &Tensor, _b: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (dx, dw) = Self::backward(x, w, grad)?;
+        let db = grad.contiguous()?.apply_op1_no_bwd(&ColumnSum)?;
+        Ok((Some(dx), Some(dw), Some(db)))
+    }
+}
+
+/// `lhs·rhs` or `lhsᵀ·rhs` of two contiguous matrices.
+struct Product {
+    transpose_lhs: bool,
+}
+
+impl CustomOp2 for Product {
+    fn name(&self) -> &'static str {
+        "oscar-product"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (a, b) = (f32_data(s1, l1, self.name())?, f32_data(s2, l2, self.name())?);
+        let ((r1, c1), (r2, c2)) = (l1.shape().dims2()?, l2.shape().dims2()?);
+        let a = if self.transpose_lhs { View::new(a, r1, c1).t() } else { View::new(a, r1, c1) };
+        if a.cols != r2 {
+            bail!("product: {}×{} · {r2}×{c2}", a.rows, a.cols);
+        }
+        let mut c = vec![0f32; a.rows * c2];
+        sgemm(a, View::new(b, r2, c2), &mut c, false);
+        Ok((CpuStorage::F32(c), Shape::from((a.rows, c2))))
+    }
+}
+
+/// Σ over rows of a contiguous `[M, N]` matrix → `[N]` (the bias gradient).
+struct ColumnSum;
+
+impl CustomOp1 for ColumnSum {
+    fn name(&self) -> &'static str {
+        "oscar-column-sum"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let g = f32_data(s, l, self.name())?;
+        let (m, n) = l.shape().dims2()?;
+        let mut out = vec![0f32; n];
+        for row in g.chunks(n.max(1)).take(m) {
+            for (o, v) in out.iter_mut().zip(row) {
+                *o += v;
+            }
+        }
+        Ok((CpuStorage::F32(out), Shape::from(n)))
     }
 }
 
@@ -491,11 +615,29 @@ mod tests {
     }
 
     #[test]
+    fn linear_matches_matmul_plus_bias_forward_and_backward() {
+        for (rows, k, n) in [(5, 7, 3), (300, 96, 160)] {
+            let x = Var::from_tensor(&random(&[2, rows / 2 + 1, k], 14, 1.0)).unwrap();
+            let w = Var::from_tensor(&random(&[n, k], 15, 0.3)).unwrap();
+            let b = Var::from_tensor(&random(&[n], 16, 0.3)).unwrap();
+            let composite = |t: &[Tensor]| t[0].broadcast_matmul(&t[1].t().unwrap()).unwrap();
+            check(
+                &[x.clone(), w.clone(), b],
+                &|t| linear(&t[0], &t[1], Some(&t[2])).unwrap(),
+                &|t| composite(t).broadcast_add(&t[2]).unwrap(),
+            );
+            check(&[x, w], &|t| linear(&t[0], &t[1], None).unwrap(), &composite);
+        }
+    }
+
+    #[test]
     fn fused_ops_reject_what_they_cannot_compute() {
         let s = random(&[1, 1, 2, 3], 8, 1.0);
         assert!(attention_softmax(&s, Some(&random(&[1, 1, 1, 4], 9, 1.0)), 1.0).is_err());
         let x = random(&[2, 4], 10, 1.0);
         assert!(layer_norm(&x, &random(&[3], 11, 1.0), &random(&[4], 12, 1.0), 1e-12).is_err());
         assert!(gelu_erf(&x.to_dtype(candle_core::DType::F64).unwrap()).is_err());
+        assert!(linear(&x, &random(&[3, 5], 17, 1.0), None).is_err());
+        assert!(linear(&x, &random(&[3, 4], 18, 1.0), Some(&random(&[2], 19, 1.0))).is_err());
     }
 }

@@ -25,17 +25,7 @@ impl Linear {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = match x.rank() {
-            3 => {
-                let (b, t, d) = x.dims3()?;
-                x.reshape((b * t, d))?.matmul(&self.weight.t()?)?.reshape((b, t, ()))?
-            }
-            _ => x.matmul(&self.weight.t()?)?,
-        };
-        match &self.bias {
-            Some(b) => y.broadcast_add(b),
-            None => Ok(y),
-        }
+        super::fused::linear(x, &self.weight, self.bias.as_ref())
     }
 }
 

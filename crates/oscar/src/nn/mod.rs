@@ -5,6 +5,7 @@ pub mod fused;
 pub mod layers;
 pub mod ops;
 pub mod params;
+pub mod sgemm;
 
 pub use layers::{Embedding, LayerNorm, Linear};
 pub use params::{Init, LoadReport, ParamBuilder, Params};
