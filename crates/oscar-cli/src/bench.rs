@@ -102,6 +102,7 @@ fn retrieval_score(a: &BenchArgs, cfg: &OscarConfig) -> Result<()> {
             attention_mask: Some(Tensor::from_vec(mask, (b, t + r), &Device::Cpu)?),
         })
     };
+    let _no_grad = oscar::nn::NoGrad::new();
     let score = |x: &Inputs| -> Result<()> {
         oscar::nn::ops::softmax(&m.model.forward(x, &Ctx::eval())?)?;
         Ok(())

@@ -171,6 +171,7 @@ pub fn encode(a: &EncodeArgs) -> Result<()> {
     let bar = ProgressBar::new(items.len() as u64);
     bar.set_style(ProgressStyle::with_template("encode {bar:30} {pos}/{len} items · {per_sec} · ETA {eta}").unwrap_or_else(|_| ProgressStyle::default_bar()));
     let mut outs: HashMap<&'static str, Vec<Tensor>> = HashMap::new();
+    let _no_grad = oscar::nn::NoGrad::new();
     for chunk in encoded.chunks(a.batch_size) {
         let x = collate(chunk, t, r, dim, &Device::Cpu)?;
         let out = model.bert().forward(&x, &Ctx::eval())?;

@@ -41,10 +41,10 @@ impl BertSelfAttention {
         let q = self.split_heads(&self.query.forward(x)?)?;
         let k = self.split_heads(&self.key.forward(x)?)?;
         let v = self.split_heads(&self.value.forward(x)?)?;
-        let scores = q.matmul(&k.t()?.contiguous()?)?;
+        let scores = fused::batched_matmul(&q, &k, true)?;
         let probs = fused::attention_softmax(&scores, Some(ext_mask), 1.0 / (self.head_dim as f64).sqrt())?;
         let probs = ops::dropout(&probs, self.dropout, ctx)?;
-        probs.matmul(&v)?.transpose(1, 2)?.reshape((b, l, h))
+        fused::batched_matmul(&probs, &v, false)?.transpose(1, 2)?.reshape((b, l, h))
     }
 
     /// Inference attention of `x`'s `n` new positions over `past` keys/values (`[B, nh, P, d]`)
@@ -60,9 +60,9 @@ impl BertSelfAttention {
             Some((pk, pv)) => (Tensor::cat(&[pk, &k_new], 2)?, Tensor::cat(&[pv, &v_new], 2)?),
             None => (k_new.clone(), v_new.clone()),
         };
-        let scores = q.matmul(&k.t()?.contiguous()?)?;
+        let scores = fused::batched_matmul(&q, &k, true)?;
         let probs = fused::attention_softmax(&scores, Some(ext_mask), 1.0 / (self.head_dim as f64).sqrt())?;
-        let out = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, n, h))?;
+        let out = fused::batched_matmul(&probs, &v, false)?.transpose(1, 2)?.reshape((b, n, h))?;
         Ok((out, k_new, v_new))
     }
 }

@@ -9,8 +9,21 @@
 //! variance, max-shifted softmax, erf-GELU with candle's `erf_f32`); tests compare every forward
 //! and gradient with the composite ops.
 
-use super::sgemm::{sgemm, View};
+use super::sgemm::{sgemm, sgemm_serial, View};
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
+
+/// Applies a custom op, recording its backward unless a [`super::NoGrad`] is alive.
+fn op1<C: CustomOp1 + Send + Sync + 'static>(x: &Tensor, c: C) -> Result<Tensor> {
+    if super::grad_enabled() { x.apply_op1(c) } else { x.apply_op1_no_bwd(&c) }
+}
+
+fn op2<C: CustomOp2 + Send + Sync + 'static>(x: &Tensor, y: &Tensor, c: C) -> Result<Tensor> {
+    if super::grad_enabled() { x.apply_op2(y, c) } else { x.apply_op2_no_bwd(y, &c) }
+}
+
+fn op3<C: CustomOp3 + Send + Sync + 'static>(x: &Tensor, y: &Tensor, z: &Tensor, c: C) -> Result<Tensor> {
+    if super::grad_enabled() { x.apply_op3(y, z, c) } else { x.apply_op3_no_bwd(y, z, &c) }
+}
 
 /// Below this many elements a kernel runs on the calling thread (waking the pool costs more).
 const PARALLEL_MIN_ELEMS: usize = 1 << 15;
@@ -59,7 +72,7 @@ fn mean_rstd(x: &[f32], eps: f32) -> (f32, f32) {
 
 /// `torch.nn.LayerNorm` over the last dimension: `(x − mean)/sqrt(var + eps)·w + b`.
 pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
-    x.contiguous()?.apply_op3(&weight.contiguous()?, &bias.contiguous()?, LayerNormOp { eps: eps as f32 })
+    op3(&x.contiguous()?, &weight.contiguous()?, &bias.contiguous()?, LayerNormOp { eps: eps as f32 })
 }
 
 struct LayerNormOp {
@@ -197,9 +210,9 @@ pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tens
             if b.elem_count() != n {
                 bail!("linear: bias of {} for {n} output features", b.elem_count());
             }
-            x2.apply_op3(&w, &b.contiguous()?.reshape(n)?, LinearOp)?
+            op3(&x2, &w, &b.contiguous()?.reshape(n)?, LinearOp)?
         }
-        None => x2.apply_op2(&w, LinearOp)?,
+        None => op2(&x2, &w, LinearOp)?,
     };
     let mut out = dims;
     *out.last_mut().expect("rank ≥ 1") = n;
@@ -304,6 +317,68 @@ impl CustomOp1 for ColumnSum {
     }
 }
 
+/// `a·b` (or `a·bᵀ` with `transpose_b`) for every leading index of 3-D or 4-D tensors
+/// (`[.., M, K]` · `[.., K, N]` or `[.., N, K]`): the attention products `q·kᵀ` and `p·v`. The
+/// many small products are spread over the cores one per thread (candle's batched matmul runs
+/// each on all threads in turn, and waking them costs more than a 120×64×120 product).
+pub fn batched_matmul(a: &Tensor, b: &Tensor, transpose_b: bool) -> Result<Tensor> {
+    op2(&a.contiguous()?, &b.contiguous()?, BatchedProduct { ta: false, tb: transpose_b })
+}
+
+/// `op(a)·op(b)` per batch index, `op` transposing where asked.
+struct BatchedProduct {
+    ta: bool,
+    tb: bool,
+}
+
+impl CustomOp2 for BatchedProduct {
+    fn name(&self) -> &'static str {
+        "oscar-batched-product"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (a, b) = (f32_data(s1, l1, self.name())?, f32_data(s2, l2, self.name())?);
+        let (da, db) = (l1.dims(), l2.dims());
+        if da.len() < 3 || da.len() != db.len() || da[..da.len() - 2] != db[..db.len() - 2] {
+            bail!("batched product: shapes {da:?} and {db:?} do not share their leading dimensions");
+        }
+        let r = da.len();
+        let batch: usize = da[..r - 2].iter().product();
+        let (ar, ac, br, bc) = (da[r - 2], da[r - 1], db[r - 2], db[r - 1]);
+        fn view(d: &[f32], rows: usize, cols: usize, t: bool) -> View<'_> {
+            if t { View::new(d, rows, cols).t() } else { View::new(d, rows, cols) }
+        }
+        let (m, k) = if self.ta { (ac, ar) } else { (ar, ac) };
+        let (k2, n) = if self.tb { (bc, br) } else { (br, bc) };
+        if k != k2 {
+            bail!("batched product: inner dimensions {k} and {k2} differ ({da:?}, {db:?})");
+        }
+        let out = for_each_row(batch, m * n, |i, o| {
+            let av = view(&a[i * ar * ac..(i + 1) * ar * ac], ar, ac, self.ta);
+            let bv = view(&b[i * br * bc..(i + 1) * br * bc], br, bc, self.tb);
+            sgemm_serial(av, bv, o, false);
+        });
+        let mut shape = da[..r - 2].to_vec();
+        shape.extend([m, n]);
+        Ok((CpuStorage::F32(out), Shape::from(shape)))
+    }
+
+    fn bwd(&self, a: &Tensor, b: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        if self.ta {
+            bail!("batched product: no backward for a transposed left operand");
+        }
+        let g = grad.contiguous()?;
+        let p = |ta, tb| BatchedProduct { ta, tb };
+        // C = A·B: dA = dC·Bᵀ, dB = Aᵀ·dC.  C = A·Bᵀ: dA = dC·B, dB = dCᵀ·A.
+        let (da, db) = if self.tb {
+            (g.apply_op2_no_bwd(b, &p(false, false))?, g.apply_op2_no_bwd(a, &p(true, false))?)
+        } else {
+            (g.apply_op2_no_bwd(b, &p(false, true))?, a.apply_op2_no_bwd(&g, &p(true, false))?)
+        };
+        Ok((Some(da), Some(db)))
+    }
+}
+
 /// Attention probabilities `softmax(scores·scale + mask)` over the last dimension. `scores` is
 /// `[B, nh, Lq, Lk]`; `mask` (additive, no gradient) is `[B, 1, 1|Lq, Lk]` or absent.
 pub fn attention_softmax(scores: &Tensor, mask: Option<&Tensor>, scale: f64) -> Result<Tensor> {
@@ -319,7 +394,7 @@ pub fn attention_softmax(scores: &Tensor, mask: Option<&Tensor>, scale: f64) -> 
         }
         None => Tensor::zeros((b, 1, 1, lk), scores.dtype(), scores.device())?,
     };
-    scores.apply_op2(&mask.detach(), SoftmaxOp { scale: scale as f32 })
+    op2(&scores, &mask.detach(), SoftmaxOp { scale: scale as f32 })
 }
 
 /// Softmax over the last dimension of any tensor (no mask, no scale).
@@ -399,7 +474,7 @@ impl CustomOp2 for SoftmaxGrad {
 /// `log_softmax` over the last dimension (max-shifted), as one op; backward
 /// `g − softmax(x)·Σg` from the saved result.
 pub fn log_softmax(x: &Tensor) -> Result<Tensor> {
-    x.contiguous()?.apply_op1(LogSoftmaxOp)
+    op1(&x.contiguous()?, LogSoftmaxOp)
 }
 
 struct LogSoftmaxOp;
@@ -451,7 +526,7 @@ impl CustomOp2 for LogSoftmaxGrad {
 
 /// erf-GELU `0.5·x·(1 + erf(x/√2))` (BERT's `gelu`), with its exact derivative as backward.
 pub fn gelu_erf(x: &Tensor) -> Result<Tensor> {
-    x.contiguous()?.apply_op1(GeluOp)
+    op1(&x.contiguous()?, GeluOp)
 }
 
 struct GeluOp;
@@ -628,6 +703,38 @@ mod tests {
             );
             check(&[x, w], &|t| linear(&t[0], &t[1], None).unwrap(), &composite);
         }
+    }
+
+    #[test]
+    fn batched_matmul_matches_candle_matmul_forward_and_backward() {
+        for (b, h, m, k, n) in [(1, 2, 3, 4, 5), (3, 4, 30, 16, 25)] {
+            let a = Var::from_tensor(&random(&[b, h, m, k], 22, 1.0)).unwrap();
+            let bt = Var::from_tensor(&random(&[b, h, n, k], 23, 1.0)).unwrap();
+            let bn = Var::from_tensor(&random(&[b, h, k, n], 24, 1.0)).unwrap();
+            check(&[a.clone(), bt], &|t| batched_matmul(&t[0], &t[1], true).unwrap(), &|t| t[0].matmul(&t[1].t().unwrap()).unwrap());
+            check(&[a, bn], &|t| batched_matmul(&t[0], &t[1], false).unwrap(), &|t| t[0].matmul(&t[1]).unwrap());
+        }
+        assert!(batched_matmul(&random(&[2, 3, 4], 25, 1.0), &random(&[2, 5, 4], 26, 1.0), false).is_err());
+        assert!(batched_matmul(&random(&[2, 3, 4], 25, 1.0), &random(&[3, 4, 4], 26, 1.0), false).is_err());
+    }
+
+    #[test]
+    fn no_grad_scopes_record_no_backward() {
+        let x = Var::from_tensor(&random(&[4, 8], 20, 1.0)).unwrap();
+        let w = Var::from_tensor(&random(&[3, 8], 21, 1.0)).unwrap();
+        let forward = || gelu_erf(&linear(x.as_tensor(), w.as_tensor(), None).unwrap()).unwrap();
+        assert!(forward().track_op(), "recorded outside a NoGrad scope");
+        {
+            let _g = crate::nn::NoGrad::new();
+            {
+                let _inner = crate::nn::NoGrad::new();
+            }
+            let y = forward();
+            assert!(!y.track_op(), "nothing recorded inside the scope, also after a nested one ends");
+        }
+        let y = forward();
+        assert!(y.track_op());
+        assert!(y.sum_all().unwrap().backward().unwrap().get(w.as_tensor()).is_some());
     }
 
     #[test]

@@ -12,7 +12,37 @@ pub use params::{Init, LoadReport, ParamBuilder, Params};
 
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
+
+thread_local! {
+    static NO_GRAD: Cell<bool> = const { Cell::new(false) };
+}
+
+/// While alive, the fused ops (every Linear, LayerNorm, softmax and GELU) record no backward on
+/// this thread. For inference: otherwise every activation stays referenced by the graph of the
+/// output (model weights are variables), so a forward held the memory of a training step and a
+/// cached decoder kept every step's graph.
+pub struct NoGrad {
+    prev: bool,
+}
+
+impl NoGrad {
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> Self {
+        NoGrad { prev: NO_GRAD.replace(true) }
+    }
+}
+
+impl Drop for NoGrad {
+    fn drop(&mut self) {
+        NO_GRAD.set(self.prev);
+    }
+}
+
+/// Whether ops record their backward (no [`NoGrad`] alive on this thread).
+pub(crate) fn grad_enabled() -> bool {
+    !NO_GRAD.get()
+}
 
 /// Whether a forward pass trains (dropout on, drawn from a seeded generator) or infers.
 pub struct Ctx {

@@ -26,7 +26,18 @@ impl<'a> View<'a> {
 }
 
 /// `c[m×n] (+)= a[m×k]·b[k×n]`; `c` contiguous. `accumulate` adds to `c` instead of overwriting.
+/// Large products use every core (through the backend's threads).
 pub fn sgemm(a: View, b: View, c: &mut [f32], accumulate: bool) {
+    product(a, b, c, accumulate, true)
+}
+
+/// [`sgemm`] on the calling thread only (for callers that spread many small products over the
+/// cores themselves); always the `gemm` crate, whose single-threaded kernel needs no setup.
+pub fn sgemm_serial(a: View, b: View, c: &mut [f32], accumulate: bool) {
+    product(a, b, c, accumulate, false)
+}
+
+fn product(a: View, b: View, c: &mut [f32], accumulate: bool, threaded: bool) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert!(b.rows == k && c.len() == m * n, "sgemm: {m}×{k} · {}×{n} into {}", b.rows, c.len());
     if m == 0 || n == 0 {
@@ -38,7 +49,40 @@ pub fn sgemm(a: View, b: View, c: &mut [f32], accumulate: bool) {
         }
         return;
     }
-    backend::sgemm(a, b, c, accumulate);
+    if threaded {
+        backend::sgemm(a, b, c, accumulate);
+    } else {
+        gemm_crate(a, b, c, accumulate, gemm::Parallelism::None);
+    }
+}
+
+fn gemm_crate(a: View, b: View, c: &mut [f32], accumulate: bool, par: gemm::Parallelism) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    // SAFETY: the views' strides address elements inside their slices (checked by the callers'
+    // shapes) and `c` holds m·n contiguous elements.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            a.data.as_ptr(),
+            a.cs as isize,
+            a.rs as isize,
+            b.data.as_ptr(),
+            b.cs as isize,
+            b.rs as isize,
+            if accumulate { 1.0 } else { 0.0 },
+            1.0,
+            false,
+            false,
+            false,
+            par,
+        )
+    }
 }
 
 #[cfg(not(feature = "openblas"))]
@@ -46,34 +90,10 @@ mod backend {
     use super::View;
 
     pub fn sgemm(a: View, b: View, c: &mut [f32], accumulate: bool) {
-        let (m, k, n) = (a.rows, a.cols, b.cols);
         let threads = candle_core::utils::get_num_threads();
-        let par = if threads > 1 && m * n * k > 1 << 15 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
-        // SAFETY: the views' strides address elements inside their slices (checked by the
-        // callers' shapes) and `c` holds m·n contiguous elements.
-        unsafe {
-            gemm::gemm(
-                m,
-                n,
-                k,
-                c.as_mut_ptr(),
-                1,
-                n as isize,
-                accumulate,
-                a.data.as_ptr(),
-                a.cs as isize,
-                a.rs as isize,
-                b.data.as_ptr(),
-                b.cs as isize,
-                b.rs as isize,
-                if accumulate { 1.0 } else { 0.0 },
-                1.0,
-                false,
-                false,
-                false,
-                par,
-            )
-        }
+        let big = a.rows * a.cols * b.cols > 1 << 15;
+        let par = if threads > 1 && big { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
+        super::gemm_crate(a, b, c, accumulate, par)
     }
 }
 

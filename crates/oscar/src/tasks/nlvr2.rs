@@ -170,6 +170,7 @@ impl Nlvr2Model {
 
     /// P(true) of every statement of `set`.
     pub fn predict(&self, tok: &BertTokenizer, set: &Nlvr2Set, batch_size: usize) -> Result<Vec<f32>> {
+        let _no_grad = crate::nn::NoGrad::new();
         let idx: Vec<usize> = (0..set.examples.len()).collect();
         let mut out = Vec::with_capacity(idx.len());
         for chunk in idx.chunks(batch_size.max(1)) {

@@ -236,6 +236,7 @@ impl Answerer {
 
     /// Answer probabilities `[B, num_answers]` for a batch.
     fn probabilities(&self, x: &Inputs) -> Result<Tensor> {
+        let _no_grad = crate::nn::NoGrad::new();
         let logits = self.model.forward(x, &Ctx::eval())?;
         Ok(match self.settings.task {
             // σ(x) = 1 / (1 + e^−x)

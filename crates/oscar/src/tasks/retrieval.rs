@@ -234,6 +234,7 @@ impl Retriever {
 
     /// Match probabilities `softmax(logits)[1]` of (image, caption) pairs, in batches.
     pub fn score_pairs(&self, tok: &BertTokenizer, set: &RetrievalSet, pairs: &[(usize, usize)], cfg: &RetrievalTrainConfig, batch: usize, mut progress: impl FnMut(usize)) -> Result<Vec<f32>> {
+        let _no_grad = crate::nn::NoGrad::new();
         let dim = set.features.values().next().map(|r| r.dim).unwrap_or(1);
         let mut out = Vec::with_capacity(pairs.len());
         for chunk in pairs.chunks(batch.max(1)) {

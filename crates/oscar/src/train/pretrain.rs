@@ -442,6 +442,7 @@ fn evaluate(cfg: &PretrainConfig, c: &PretrainCorpus, tok: &BertTokenizer, model
     }
     let mut rng = step_rng(cfg.seed, 0, 3);
     let rows: Vec<usize> = (0..cfg.eval_examples.min(eval_rows.len() * 4)).map(|i| eval_rows[i % eval_rows.len()]).collect();
+    let _no_grad = crate::nn::NoGrad::new();
     let (mut hit, mut tot, mut chit, mut ctot, mut loss_sum, mut zeros) = (0usize, 0usize, 0usize, 0usize, 0.0, 0usize);
     for chunk in rows.chunks(cfg.batch_size) {
         let b = make_batch(cfg, c, tok, chunk, pool, &mut rng)?;

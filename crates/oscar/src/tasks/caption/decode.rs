@@ -146,6 +146,7 @@ impl Decoder<'_> {
 
     /// Starts a cached decoder for `rows` (indices into `ctxs`).
     pub fn cached(&self, ctxs: &[ImageContext], rows: &[usize]) -> Result<Cached<'_>> {
+        let _no_grad = crate::nn::NoGrad::new();
         let c = self.context_batch(ctxs, rows)?;
         let emb = self.context_embeddings(&c, &Ctx::eval())?;
         // Context positions attend to valid context positions only (never to the caption).
@@ -182,6 +183,7 @@ impl StepModel for Cached<'_> {
         let dev = Device::Cpu;
         let n = last.len();
         let t = self.committed;
+        let _no_grad = crate::nn::NoGrad::new();
         let mask_id = self.dec.special.mask;
         let ids: Vec<u32> = last.iter().flat_map(|&w| [w, mask_id]).collect();
         let pos: Vec<u32> = (0..n).flat_map(|_| [t as u32, t as u32 + 1]).collect();
@@ -222,6 +224,7 @@ pub struct Reencode<'a> {
 
 impl StepModel for Reencode<'_> {
     fn step(&mut self, last: &[u32]) -> Result<Tensor> {
+        let _no_grad = crate::nn::NoGrad::new();
         for (h, &w) in self.history.iter_mut().zip(last) {
             h.push(w);
         }
