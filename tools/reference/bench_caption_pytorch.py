@@ -72,12 +72,7 @@ def main():
     runs = int(sys.argv[4]) if len(sys.argv) > 4 else 3
     torch.set_num_threads(2)
     torch.manual_seed(0)
-    if size == "base":
-        cfg = mg.bert_config(vocab_size=30522, hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072, max_position_embeddings=512, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-        oscar_cfg = mg.oscar_config(img_feature_dim=2054)
-    else:
-        cfg = mg.bert_config(vocab_size=99, max_position_embeddings=128, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-        oscar_cfg = mg.oscar_config(img_feature_dim=14)
+    cfg, oscar_cfg = mg.bench_configs(size, dict(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0))
     global CLS, SEP, MASK
     if size != "base":
         CLS, SEP, MASK = 2, 3, 4

@@ -31,12 +31,7 @@ def main():
     torch.set_num_threads(2)
     torch.manual_seed(0)
     b, t, r = 8, 35, 50
-    if size == "base":
-        cfg = mg.bert_config(vocab_size=30522, hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072, max_position_embeddings=512)
-        oscar_cfg = mg.oscar_config(img_feature_dim=2054, num_contrast_classes=2)
-    else:
-        cfg = mg.bert_config(vocab_size=99, max_position_embeddings=128)
-        oscar_cfg = mg.oscar_config(img_feature_dim=14, num_contrast_classes=2)
+    cfg, oscar_cfg = mg.bench_configs(size, num_contrast_classes=2)
     m = mg.PreTraining(cfg, oscar_cfg)
     m.train()
     f = oscar_cfg["img_feature_dim"]

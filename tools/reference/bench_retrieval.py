@@ -76,12 +76,7 @@ def main():
     ours["side"] = "oscar-rs"
     print(json.dumps(ours))
     lengths, r = ours["dynamic_text_lengths"], ours["regions"]
-    if size == "base":
-        cfg = mg.bert_config(vocab_size=30522, hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072, max_position_embeddings=512)
-        ocfg = mg.oscar_config(img_feature_dim=2054, num_labels=2)
-    else:
-        cfg = mg.bert_config(vocab_size=99, max_position_embeddings=128)
-        ocfg = mg.oscar_config(img_feature_dim=14, num_labels=2)
+    cfg, ocfg = mg.bench_configs(size, num_labels=2)
     model = Scorer(mg.SeqClassification(cfg, ocfg)).eval()
     gen = torch.Generator().manual_seed(0)
     f = ocfg["img_feature_dim"]

@@ -126,6 +126,16 @@ def randomize(model, gen):
                 mod.weight.copy_(1 + 0.1 * torch.randn(mod.weight.shape, generator=gen))
 
 
+def bench_configs(size, bert_over=None, **oscar_over):
+    """The benchmarks' model shapes: Oscar-B (`base`) or the tests' tiny config, as
+    `oscar bench --size`; returns (BertConfig, oscar config dict)."""
+    if size == "base":
+        cfg = bert_config(vocab_size=30522, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+                          intermediate_size=3072, max_position_embeddings=512, **(bert_over or {}))
+        return cfg, oscar_config(img_feature_dim=2054, **oscar_over)
+    return bert_config(vocab_size=99, max_position_embeddings=128, **(bert_over or {})), oscar_config(img_feature_dim=14, **oscar_over)
+
+
 def oscar_config(**over):
     o = dict(img_feature_dim=IMG, img_feature_type="faster_r-cnn", use_img_layernorm=1,
              img_layer_norm_eps=1e-12, num_contrast_classes=3, classifier="linear",
