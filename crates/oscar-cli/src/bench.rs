@@ -113,7 +113,14 @@ fn retrieval_score(a: &BenchArgs, cfg: &OscarConfig) -> Result<()> {
     let dynamic = batch(longest)?;
     let (fixed_med, fixed_min) = time_runs(a.runs, || score(&fixed))?;
     let (dyn_med, dyn_min) = time_runs(a.runs, || score(&dynamic))?;
-    let flops = |t: usize| encoder_flops(&cfg, (b * (t + r)) as f64, (t + r) as f64, (b * r) as f64);
+    // Work actually done: the last layer computes keys/values of every position but the rest of
+    // the layer for [CLS] only (`BertEncoder::forward_first`).
+    let flops = |t: usize| {
+        let (n, seq, h) = ((b * (t + r)) as f64, (t + r) as f64, cfg.hidden_size as f64);
+        let per_layer = encoder_flops(&cfg, n, seq, 0.0) / cfg.num_hidden_layers as f64;
+        let last = n * 2.0 * 2.0 * h * h + encoder_flops(&cfg, b as f64, seq, 0.0) / cfg.num_hidden_layers as f64;
+        per_layer * (cfg.num_hidden_layers as f64 - 1.0) + last + (b * r) as f64 * 2.0 * f as f64 * h
+    };
     println!(
         "{}",
         serde_json::json!({

@@ -117,3 +117,28 @@ fn training_mode_applies_dropout_and_eval_mode_does_not() {
     assert_ne!(t1, e1);
     assert_ne!(t1, t3);
 }
+
+/// The classification heads read [CLS] through `forward_pooled`, whose last layer computes
+/// position 0 only: it equals the pooled output of the full forward, with 2-D and 3-D masks.
+#[test]
+fn pooled_forward_with_a_pruned_last_layer_equals_the_full_forward() {
+    let m = fresh::<ImageBertForSequenceClassification>(&cfg());
+    let mut x = batch(3);
+    let full = |x: &Inputs| m.model.bert.forward(x, &Ctx::eval()).unwrap().pooled;
+    let pruned = |x: &Inputs| m.model.bert.forward_pooled(x, &Ctx::eval()).unwrap();
+    let diff = |a: &Tensor, b: &Tensor| -> f32 { (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar().unwrap() };
+    assert!(diff(&full(&x), &pruned(&x)) < 1e-6);
+    // A 3-D mask where [CLS] sees only the first half of the positions.
+    let (b, l) = x.mask_or_ones().unwrap().dims2().unwrap();
+    let mut m3 = vec![1f32; b * l * l];
+    for bi in 0..b {
+        for j in l / 2..l {
+            m3[bi * l * l + j] = 0.0;
+        }
+    }
+    let before = full(&x);
+    x.attention_mask = Some(Tensor::from_vec(m3, (b, l, l), &Device::Cpu).unwrap());
+    let (f, p) = (full(&x), pruned(&x));
+    assert!(diff(&f, &p) < 1e-6);
+    assert!(diff(&f, &before) > 1e-4, "the 3-D mask changes [CLS]");
+}

@@ -53,6 +53,18 @@ fn train_evaluate_two_stage_and_reload() {
     for (x, y) in a.iter().zip(&b) {
         assert!((x - y).abs() < 1e-6 && (0.0..=1.0).contains(x));
     }
+    // Batches are formed by length, but scores come back in the order of the pairs: each equals
+    // the pair scored alone.
+    let many: Vec<(usize, usize)> = (0..test.images.len().min(6)).flat_map(|i| (0..test.captions.len().min(9)).map(move |c| (i, c))).collect();
+    let together = r.score_pairs(&tok, &test, &many, &cfg, 7, |_| {}).unwrap();
+    let mut distinct = together.clone();
+    distinct.sort_by(f32::total_cmp);
+    distinct.dedup_by(|x, y| (*x - *y).abs() < 1e-6);
+    assert!(distinct.len() > 3, "the pairs score differently");
+    for (p, t) in many.iter().zip(&together) {
+        let alone = r.score_pairs(&tok, &test, std::slice::from_ref(p), &cfg, 1, |_| {}).unwrap()[0];
+        assert!((alone - t).abs() < 1e-5, "pair {p:?}: {t} in a batch, {alone} alone");
+    }
 }
 
 #[test]

@@ -89,6 +89,21 @@ impl BertImgModel {
     }
 
     pub fn forward(&self, x: &Inputs, ctx: &Ctx) -> Result<EncoderOutput> {
+        let (emb, ext) = self.embed(x, ctx)?;
+        let sequence = self.encoder.forward(&emb, &ext, ctx)?;
+        let pooled = self.pooler.forward(&sequence)?;
+        Ok(EncoderOutput { sequence, pooled })
+    }
+
+    /// The pooled [CLS] alone (`[B, H]`), for the classification heads: the last layer computes
+    /// position 0 only ([`BertEncoder::forward_first`]).
+    pub fn forward_pooled(&self, x: &Inputs, ctx: &Ctx) -> Result<Tensor> {
+        let (emb, ext) = self.embed(x, ctx)?;
+        self.pooler.forward(&self.encoder.forward_first(&emb, &ext, ctx)?)
+    }
+
+    /// Text ++ region embeddings and the additive attention mask.
+    fn embed(&self, x: &Inputs, ctx: &Ctx) -> Result<(Tensor, Tensor)> {
         self.validate(x)?;
         let text = self.embeddings.forward(&x.input_ids, x.token_type_ids.as_ref(), x.position_ids.as_ref(), ctx)?;
         let emb = match &x.img_feats {
@@ -98,9 +113,6 @@ impl BertImgModel {
             }
             None => text,
         };
-        let ext = ops::extended_attention_mask(&x.mask_or_ones()?)?;
-        let sequence = self.encoder.forward(&emb, &ext, ctx)?;
-        let pooled = self.pooler.forward(&sequence)?;
-        Ok(EncoderOutput { sequence, pooled })
+        Ok((emb, ops::extended_attention_mask(&x.mask_or_ones()?)?))
     }
 }

@@ -70,8 +70,8 @@ impl ImageBertForSequenceClassification {
 
     /// `[B, num_labels]` logits.
     pub fn forward(&self, x: &Inputs, ctx: &Ctx) -> Result<Tensor> {
-        let out = self.bert.forward(x, ctx)?;
-        self.classifier.forward(&ops::dropout(&out.pooled, self.dropout, ctx)?)
+        let pooled = self.bert.forward_pooled(x, ctx)?;
+        self.classifier.forward(&ops::dropout(&pooled, self.dropout, ctx)?)
     }
 
     pub fn loss(&self, logits: &Tensor, labels: ClassLabels) -> Result<Tensor> {
@@ -106,8 +106,7 @@ impl ImageBertForMultipleChoice {
         if rows % self.num_choice != 0 {
             bail!("{rows} rows is not a multiple of num_choice {}", self.num_choice);
         }
-        let out = self.bert.forward(x, ctx)?;
-        let pooled = ops::dropout(&out.pooled, self.dropout, ctx)?;
+        let pooled = ops::dropout(&self.bert.forward_pooled(x, ctx)?, self.dropout, ctx)?;
         let h = pooled.dim(1)?;
         self.classifier.forward(&pooled.reshape((rows / self.num_choice, self.num_choice * h))?)
     }

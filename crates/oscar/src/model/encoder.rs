@@ -37,14 +37,20 @@ impl BertSelfAttention {
 
     /// `ext_mask` is the additive mask `[B, 1, 1|L, L]` from `ops::extended_attention_mask`.
     pub fn forward(&self, x: &Tensor, ext_mask: &Tensor, ctx: &Ctx) -> Result<Tensor> {
-        let (b, l, h) = x.dims3()?;
-        let q = self.split_heads(&self.query.forward(x)?)?;
+        self.forward_queries(x, x, ext_mask, ctx)
+    }
+
+    /// Attention of the positions `xq` (`[B, n, H]`) over all positions `x` (`[B, L, H]`);
+    /// `ext_mask` is `[B, 1, 1|n, L]`.
+    pub fn forward_queries(&self, xq: &Tensor, x: &Tensor, ext_mask: &Tensor, ctx: &Ctx) -> Result<Tensor> {
+        let (b, n, h) = xq.dims3()?;
+        let q = self.split_heads(&self.query.forward(xq)?)?;
         let k = self.split_heads(&self.key.forward(x)?)?;
         let v = self.split_heads(&self.value.forward(x)?)?;
         let scores = fused::batched_matmul(&q, &k, true)?;
         let probs = fused::attention_softmax(&scores, Some(ext_mask), 1.0 / (self.head_dim as f64).sqrt())?;
         let probs = ops::dropout(&probs, self.dropout, ctx)?;
-        fused::batched_matmul(&probs, &v, false)?.transpose(1, 2)?.reshape((b, l, h))
+        fused::batched_matmul(&probs, &v, false)?.transpose(1, 2)?.reshape((b, n, h))
     }
 
     /// Inference attention of `x`'s `n` new positions over `past` keys/values (`[B, nh, P, d]`)
@@ -134,8 +140,13 @@ impl BertLayer {
     }
 
     pub fn forward(&self, x: &Tensor, ext_mask: &Tensor, ctx: &Ctx) -> Result<Tensor> {
-        let a = self.attention.self_attention.forward(x, ext_mask, ctx)?;
-        let a = self.attention.output.forward(&a, x, ctx)?;
+        self.forward_queries(x, x, ext_mask, ctx)
+    }
+
+    /// The outputs of the positions `xq` only (keys and values still from every position of `x`).
+    fn forward_queries(&self, xq: &Tensor, x: &Tensor, ext_mask: &Tensor, ctx: &Ctx) -> Result<Tensor> {
+        let a = self.attention.self_attention.forward_queries(xq, x, ext_mask, ctx)?;
+        let a = self.attention.output.forward(&a, xq, ctx)?;
         let i = ops::activation(&self.intermediate.dense.forward(&a)?, &self.intermediate.act)?;
         self.output.forward(&i, &a, ctx)
     }
@@ -174,5 +185,19 @@ impl BertEncoder {
             h = layer.forward(&h, ext_mask, ctx)?;
         }
         Ok(h)
+    }
+
+    /// The last hidden state of position 0 (`[B, 1, H]`), all a pooler reads: every layer but the
+    /// last runs in full, the last computes [CLS]'s query, attention and feed-forward only
+    /// (keys and values still from every position). Same arithmetic for [CLS] as [`Self::forward`];
+    /// a 12-layer classification forward does ~7 % less work, a 2-layer one ~40 %.
+    pub fn forward_first(&self, x: &Tensor, ext_mask: &Tensor, ctx: &Ctx) -> Result<Tensor> {
+        let Some((last, rest)) = self.layers.split_last() else { return x.narrow(1, 0, 1) };
+        let mut h = x.clone();
+        for layer in rest {
+            h = layer.forward(&h, ext_mask, ctx)?;
+        }
+        let mask = if ext_mask.dim(2)? == 1 { ext_mask.clone() } else { ext_mask.narrow(2, 0, 1)? };
+        last.forward_queries(&h.narrow(1, 0, 1)?, &h, &mask, ctx)
     }
 }

@@ -225,10 +225,11 @@ const LINEAR: &str = "oscar-linear";
 impl LinearOp {
     fn forward(x: &[f32], lx: &Layout, w: &[f32], lw: &Layout, b: Option<&[f32]>) -> Result<(CpuStorage, Shape)> {
         let ((m, k), (n, _)) = (lx.shape().dims2()?, lw.shape().dims2()?);
-        let mut y = match b {
-            Some(b) => b.iter().copied().cycle().take(m * n).collect(),
-            None => vec![0f32; m * n],
-        };
+        let mut y = Vec::with_capacity(m * n);
+        match b {
+            Some(b) => (0..m).for_each(|_| y.extend_from_slice(b)),
+            None => y.resize(m * n, 0.0),
+        }
         sgemm(View::new(x, m, k), View::new(w, n, k).t(), &mut y, b.is_some());
         Ok((CpuStorage::F32(y), Shape::from((m, n))))
     }
@@ -406,6 +407,13 @@ pub fn softmax(x: &Tensor) -> Result<Tensor> {
     y.reshape(dims)
 }
 
+/// `x.exp()`, skipping libm's slow underflow path (masked positions at −10000, far tails): below −104
+/// the f32 result is 0 either way.
+#[inline]
+fn exp_or_zero(x: f32) -> f32 {
+    if x < -104.0 { 0.0 } else { x.exp() }
+}
+
 struct SoftmaxOp {
     scale: f32,
 }
@@ -430,7 +438,7 @@ impl CustomOp2 for SoftmaxOp {
             }
             let mut sum = 0f32;
             for v in o.iter_mut() {
-                *v = (*v - max).exp();
+                *v = exp_or_zero(*v - max);
                 sum += *v;
             }
             let inv = 1.0 / sum;
@@ -490,7 +498,7 @@ impl CustomOp1 for LogSoftmaxOp {
         let out = for_each_row(x.len() / n.max(1), n, |r, o| {
             let row = &x[r * n..(r + 1) * n];
             let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let lse = row.iter().map(|v| (v - max).exp()).sum::<f32>().ln() + max;
+            let lse = row.iter().map(|v| exp_or_zero(v - max)).sum::<f32>().ln() + max;
             for i in 0..n {
                 o[i] = row[i] - lse;
             }
@@ -517,7 +525,7 @@ impl CustomOp2 for LogSoftmaxGrad {
             let (yr, gr) = (&y[r * n..(r + 1) * n], &g[r * n..(r + 1) * n]);
             let total: f32 = gr.iter().sum();
             for i in 0..n {
-                o[i] = gr[i] - yr[i].exp() * total;
+                o[i] = gr[i] - exp_or_zero(yr[i]) * total;
             }
         });
         Ok((CpuStorage::F32(out), l1.shape().clone()))
@@ -538,7 +546,7 @@ fn gelu(v: f32) -> f32 {
 /// d/dx GELU = Φ(x) + x·φ(x).
 fn gelu_grad(v: f32) -> f32 {
     let cdf = 0.5 * (1.0 + candle_core::cpu::erf::erf_f32(v * std::f32::consts::FRAC_1_SQRT_2));
-    let pdf = (-0.5 * v * v).exp() * (0.5 * std::f32::consts::FRAC_2_SQRT_PI * std::f32::consts::FRAC_1_SQRT_2);
+    let pdf = exp_or_zero(-0.5 * v * v) * (0.5 * std::f32::consts::FRAC_2_SQRT_PI * std::f32::consts::FRAC_1_SQRT_2);
     cdf + v * pdf
 }
 
