@@ -55,6 +55,10 @@ pub struct RetrievalArgs {
     /// Two-stage search: candidates kept by the tag-overlap first stage.
     #[arg(long)]
     two_stage_k: Option<usize>,
+    /// Share of same-shape negatives (a caption with as many words, an image with as many
+    /// detections) instead of random ones; 0 = the reference.
+    #[arg(long, default_value_t = 0.0)]
+    hard_negatives: f64,
     #[arg(long, default_value_t = 42)]
     seed: u64,
 }
@@ -73,7 +77,7 @@ pub fn run(cmd: &TrainCmd) -> Result<()> {
     let tok = BertTokenizer::from_vocab(&vocab)?;
     let (c, f, l) = world_paths(&a.data, "train");
     let train_set = RetrievalSet::open(&c, &f, &l, dim, None)?;
-    let cfg = RetrievalTrainConfig { optim: Optim { steps: a.steps, batch_size: a.batch_size, lr: a.lr, seed: a.seed, ..Optim::default() }, use_tags: !a.no_tags, att_mask: a.att_mask, ..RetrievalTrainConfig::default() };
+    let cfg = RetrievalTrainConfig { optim: Optim { steps: a.steps, batch_size: a.batch_size, lr: a.lr, seed: a.seed, ..Optim::default() }, use_tags: !a.no_tags, att_mask: a.att_mask, hard_negative_prob: a.hard_negatives, ..RetrievalTrainConfig::default() };
     let fresh = OscarConfig::small(tok.vocab_size(), dim);
     std::fs::create_dir_all(&a.out)?;
     let mut steps = crate::StepLog::new(a.steps, "train retrieval", "accuracy", Some(&a.out))?;

@@ -138,11 +138,17 @@ pub struct RetrievalTrainConfig {
     pub max_img_seq_length: usize,
     pub use_tags: bool,
     pub att_mask: AttMask,
+    /// Probability that a negative is "same-shape" instead of random: a caption with the same
+    /// number of words as the positive (from another image), or an image with the same number
+    /// of detections. 0 is the reference (random negatives only). Random negatives can be told
+    /// apart by length and scene complexity alone; same-shape ones only by what they name.
+    #[serde(default)]
+    pub hard_negative_prob: f64,
 }
 
 impl Default for RetrievalTrainConfig {
     fn default() -> Self {
-        RetrievalTrainConfig { optim: Optim::default(), max_seq_length: 70, max_img_seq_length: 50, use_tags: true, att_mask: AttMask::CLR }
+        RetrievalTrainConfig { optim: Optim::default(), max_seq_length: 70, max_img_seq_length: 50, use_tags: true, att_mask: AttMask::CLR, hard_negative_prob: 0.0 }
     }
 }
 
@@ -183,6 +189,10 @@ pub fn train(set: &RetrievalSet, tok: &BertTokenizer, init: Option<&Path>, fresh
     if n_img < 2 {
         return Err(Error::Invalid("retrieval training needs at least two images".into()));
     }
+    if !(0.0..=1.0).contains(&cfg.hard_negative_prob) {
+        return Err(Error::Invalid(format!("hard_negative_prob {} is not a probability", cfg.hard_negative_prob)));
+    }
+    let shapes = NegativeShapes::new(set);
     for k in 1..=o.steps {
         let mut rng = StdRng::seed_from_u64(o.seed.wrapping_mul(31).wrapping_add(k));
         let mut items = Vec::with_capacity(2 * o.batch_size);
@@ -196,11 +206,18 @@ pub fn train(set: &RetrievalSet, tok: &BertTokenizer, init: Option<&Path>, fresh
             if other >= *img {
                 other += 1;
             }
+            let hard = cfg.hard_negative_prob > 0.0 && rng.random_bool(cfg.hard_negative_prob);
             if rng.random_bool(0.5) {
-                let wrong: Vec<&(usize, String)> = set.captions.iter().filter(|(i, _)| *i == other).collect();
-                let c = &wrong[rng.random_range(0..wrong.len())].1;
+                let c = match shapes.caption_like(set, cap, *img, hard, &mut rng) {
+                    Some(c) => &set.captions[c].1,
+                    None => {
+                        let wrong: Vec<&(usize, String)> = set.captions.iter().filter(|(i, _)| *i == other).collect();
+                        &wrong[rng.random_range(0..wrong.len())].1
+                    }
+                };
                 items.push(encode(tok, set, *img, c, cfg)?);
             } else {
+                let other = shapes.image_like(set, *img, hard, &mut rng).unwrap_or(other);
                 items.push(encode(tok, set, other, cap, cfg)?);
             }
             labels.push(0);
@@ -215,6 +232,44 @@ pub fn train(set: &RetrievalSet, tok: &BertTokenizer, init: Option<&Path>, fresh
         on_step(k, lv, acc);
     }
     Ok(Retriever { model: loaded.model, params: loaded.params, config: loaded.config })
+}
+
+/// Captions grouped by word count and images by number of detections, for same-shape negatives.
+struct NegativeShapes {
+    captions_by_words: HashMap<usize, Vec<usize>>,
+    images_by_tags: HashMap<usize, Vec<usize>>,
+}
+
+impl NegativeShapes {
+    fn new(set: &RetrievalSet) -> Self {
+        let mut captions_by_words: HashMap<usize, Vec<usize>> = HashMap::new();
+        for (c, (_, text)) in set.captions.iter().enumerate() {
+            captions_by_words.entry(text.split_whitespace().count()).or_default().push(c);
+        }
+        let mut images_by_tags: HashMap<usize, Vec<usize>> = HashMap::new();
+        for (i, key) in set.images.iter().enumerate() {
+            images_by_tags.entry(Self::tag_count(set, key)).or_default().push(i);
+        }
+        NegativeShapes { captions_by_words, images_by_tags }
+    }
+
+    fn tag_count(set: &RetrievalSet, key: &str) -> usize {
+        set.tags.get(key).map_or(0, |t| t.split_whitespace().count())
+    }
+
+    /// With `hard`, a caption of another image with as many words as `cap` (None when there is
+    /// none, or without `hard`: the caller draws a random one).
+    fn caption_like(&self, set: &RetrievalSet, cap: &str, img: usize, hard: bool, rng: &mut StdRng) -> Option<usize> {
+        let pool = self.captions_by_words.get(&cap.split_whitespace().count()).filter(|_| hard)?;
+        // A few draws find another image's caption unless nearly all of the group are this image's.
+        (0..8).map(|_| pool[rng.random_range(0..pool.len())]).find(|&c| set.captions[c].0 != img)
+    }
+
+    /// With `hard`, another image with as many detections as `img`.
+    fn image_like(&self, set: &RetrievalSet, img: usize, hard: bool, rng: &mut StdRng) -> Option<usize> {
+        let pool = self.images_by_tags.get(&Self::tag_count(set, &set.images[img])).filter(|_| hard)?;
+        (0..8).map(|_| pool[rng.random_range(0..pool.len())]).find(|&i| i != img)
+    }
 }
 
 /// The input settings saved next to a retrieval checkpoint (`retrieval.json`), or the defaults.
@@ -378,4 +433,34 @@ pub fn world_paths(dir: &Path, split: &str) -> (PathBuf, PathBuf, PathBuf) {
 /// A compact record of the recall, for logs.
 pub fn summary(r: &oscar_eval::retrieval::RecallScores) -> BTreeMap<&'static str, f64> {
     [("i2t_r1", r.i2t[0]), ("i2t_r5", r.i2t[1]), ("i2t_r10", r.i2t[2]), ("t2i_r1", r.t2i[0]), ("t2i_r5", r.t2i[1]), ("t2i_r10", r.t2i[2])].into_iter().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_shape_negatives_match_word_and_detection_counts_of_another_image() {
+        let images: Vec<String> = (0..4).map(|i| format!("img{i}")).collect();
+        let tags: HashMap<String, String> = [("img0", "dog"), ("img1", "cat"), ("img2", "dog cat bus"), ("img3", "car")].into_iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+        let captions = vec![
+            (0, "a dog".to_string()),
+            (0, "a brown dog on grass".to_string()),
+            (1, "a cat".to_string()),
+            (2, "a dog a cat and a bus".to_string()),
+            (3, "one red car on grass".to_string()),
+        ];
+        let set = RetrievalSet { images, captions, features: HashMap::new(), tags };
+        let shapes = NegativeShapes::new(&set);
+        let mut rng = StdRng::seed_from_u64(1);
+        for _ in 0..20 {
+            assert_eq!(shapes.caption_like(&set, "a dog", 0, true, &mut rng), Some(2), "two words, another image");
+            assert_eq!(shapes.caption_like(&set, "a brown dog on grass", 0, true, &mut rng), Some(4));
+            let i = shapes.image_like(&set, 0, true, &mut rng).expect("one-detection images exist");
+            assert!(i == 1 || i == 3, "{i}");
+        }
+        assert_eq!(shapes.caption_like(&set, "a dog a cat and a bus", 2, true, &mut rng), None, "no other six-word caption");
+        assert_eq!(shapes.image_like(&set, 2, true, &mut rng), None, "no other three-detection image");
+        assert_eq!(shapes.caption_like(&set, "a dog", 0, false, &mut rng), None, "random negatives unless hard");
+    }
 }
