@@ -57,7 +57,7 @@ pub struct BenchArgs {
 fn time_runs(runs: usize, mut f: impl FnMut() -> Result<()>) -> Result<(f64, f64)> {
     f()?;
     let mut times = Vec::new();
-    for _ in 0..runs.max(1) {
+    for _ in 0..runs {
         let t0 = Instant::now();
         f()?;
         times.push(t0.elapsed().as_secs_f64());
@@ -83,7 +83,7 @@ fn retrieval_score(a: &BenchArgs, cfg: &OscarConfig) -> Result<()> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(0);
     let (b, r, f) = (a.batch, a.regions, cfg.img_feature_dim);
     let lo = if cfg.vocab_size > 1000 { 1000 } else { 5 };
-    let lens: Vec<usize> = (0..b).map(|_| rng.random_range(a.text_min.min(a.text)..=a.text)).collect();
+    let lens: Vec<usize> = (0..b).map(|_| rng.random_range(a.text_min..=a.text)).collect();
     let ids: Vec<Vec<u32>> = lens.iter().map(|&n| (0..n).map(|_| rng.random_range(lo..cfg.vocab_size as u32)).collect()).collect();
     let feats = Tensor::from_vec((0..b * r * f).map(|_| rng.random::<f32>()).collect::<Vec<_>>(), (b, r, f), &Device::Cpu)?;
     let batch = |t: usize| -> Result<Inputs> {
@@ -189,6 +189,14 @@ fn caption_beam(a: &BenchArgs, cfg: &OscarConfig) -> Result<()> {
 
 /// One pre-training step (forward, MLM + contrastive loss, backward, AdamW) per run.
 pub fn run(a: &BenchArgs) -> Result<()> {
+    for (name, v) in [("--runs", a.runs), ("--batch", a.batch), ("--text", a.text), ("--regions", a.regions)] {
+        if v == 0 {
+            anyhow::bail!("{name} must be at least 1");
+        }
+    }
+    if a.text_min > a.text {
+        anyhow::bail!("--text-min {} is above --text {}", a.text_min, a.text);
+    }
     let mut cfg = match a.size {
         Size::Base => OscarConfig::oscar_base(),
         Size::Tiny => OscarConfig::tiny(99, 14),
@@ -214,19 +222,14 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     let mlm: Vec<i64> = (0..b * (t + r)).map(|i| if i % (t + r) < t && rng.random_bool(0.15) { ids[(i / (t + r)) * t + i % (t + r)] as i64 } else { -1 }).collect();
     let con: Vec<i64> = (0..b).map(|i| (i % 2) as i64).collect();
     let mut opt = AdamW::new(&m.params, AdamWConfig::default(), &[]);
-    let mut times = Vec::new();
-    for run in 0..=a.runs {
-        let t0 = Instant::now();
-        let out = m.model.forward(&x, &Ctx::train(run as u64))?;
+    let mut run = 0u64;
+    let (median, min) = time_runs(a.runs, || {
+        let out = m.model.forward(&x, &Ctx::train(run))?;
+        run += 1;
         let (loss, _, _) = m.model.loss(&out, &mlm, &con)?;
-        let grads = loss.backward()?;
-        opt.step(&m.params, &grads, 1e-5, 1.0)?;
-        if run > 0 {
-            times.push(t0.elapsed().as_secs_f64());
-        }
-    }
-    times.sort_by(f64::total_cmp);
-    let median = times[times.len() / 2];
+        opt.step(&m.params, &loss.backward()?, 1e-5, 1.0)?;
+        Ok(())
+    })?;
     // FLOPs of a training step ≈ 3 × forward: the encoder plus the MLM head 2·H·(H + V) per position.
     let (h, v) = (cfg.hidden_size as f64, cfg.vocab_size as f64);
     let n = (b * (t + r)) as f64;
@@ -236,7 +239,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         "{}",
         serde_json::json!({
             "workload": "pretrain_step", "size": format!("{:?}", a.size).to_lowercase(), "batch": b, "text": t, "regions": r,
-            "parameters": m.params.count(), "runs": a.runs, "median_s": median, "min_s": times[0],
+            "parameters": m.params.count(), "runs": a.runs, "median_s": median, "min_s": min,
             "items_per_s": b as f64 / median, "achieved_gflops": gflops, "peak_rss_mib": peak_rss_mib(),
         })
     );

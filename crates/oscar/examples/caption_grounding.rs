@@ -10,11 +10,29 @@
 //! captions of ten training images next to their tags.
 use oscar::tasks::caption::{CaptionSet, CaptionConfig, Mode, train};
 use oscar::tasks::finetune::Optim;
-fn main() {
-    let world = std::env::args().nth(1).expect("usage: WORLD STEPS LR MASK_PROB MODE");
+type Res<T> = Result<T, Box<dyn std::error::Error>>;
+
+/// Argument `i` parsed, or `default` when absent; a clear error when it does not parse.
+fn arg<T: std::str::FromStr>(i: usize, default: T) -> Res<T> {
+    match std::env::args().nth(i) {
+        None => Ok(default),
+        Some(s) => s.parse().map_err(|_| format!("argument {i} ({s:?}) does not parse; usage: WORLD STEPS LR MASK_PROB MODE").into()),
+    }
+}
+
+/// Env `name` parsed, if set.
+fn env<T: std::str::FromStr>(name: &str) -> Res<Option<T>> {
+    match std::env::var(name) {
+        Err(_) => Ok(None),
+        Ok(s) => s.parse().map(Some).map_err(|_| format!("{name}={s:?} is not a number").into()),
+    }
+}
+
+fn main() -> Res<()> {
+    let world = std::env::args().nth(1).ok_or("usage: WORLD STEPS LR MASK_PROB MODE")?;
     let p = std::path::Path::new(&world);
-    let tok = oscar::tokenizer::BertTokenizer::from_vocab(&p.join("vocab.txt")).unwrap();
-    let mut set = CaptionSet::open(&p.join("captions/train_caption.json"), &p.join("features/features.tsv"), Some(&p.join("labels/predictions.tsv")), oscar::tasks::finetune::world_region_dim(p, 2054)).unwrap();
+    let tok = oscar::tokenizer::BertTokenizer::from_vocab(&p.join("vocab.txt"))?;
+    let mut set = CaptionSet::open(&p.join("captions/train_caption.json"), &p.join("features/features.tsv"), Some(&p.join("labels/predictions.tsv")), oscar::tasks::finetune::world_region_dim(p, 2054))?;
     // Captions that copy the first tag.
     let imgs: Vec<String> = set.images.clone();
     let real = std::env::args().nth(5).is_some_and(|a| a.starts_with("real"));
@@ -32,26 +50,28 @@ fn main() {
         let first = t.split_whitespace().next().unwrap_or("nothing").to_string();
         let adj = std::env::args().nth(5).is_some_and(|a| a == "adj");
         let colours = ["red", "blue", "green", "black", "white"];
-        let c = colours[(i.bytes().last().unwrap() as usize) % 5];
+        let bytes = i.as_bytes();
+        let c = colours[bytes.last().map_or(0, |b| *b as usize) % 5];
         let var = std::env::args().nth(5).is_some_and(|a| a == "adjvar");
-        let size = if i.bytes().nth(i.len() - 2).unwrap() % 2 == 0 { "small " } else { "" };
+        let size = if bytes.len() >= 2 && bytes[bytes.len() - 2] % 2 == 0 { "small " } else { "" };
         let cap = if var { format!("a picture with a {size}{c} {first}") } else if adj { format!("a picture with a {c} {first}") } else { format!("a picture of a {first}") };
         set.captions.insert(i.clone(), vec![cap]);
     }
-    let steps: u64 = std::env::args().nth(2).map(|s| s.parse().unwrap()).unwrap_or(300);
-    let lr: f64 = std::env::args().nth(3).map(|s| s.parse().unwrap()).unwrap_or(1e-3);
-    let mp: f64 = std::env::args().nth(4).map(|s| s.parse().unwrap()).unwrap_or(0.15);
+    let steps: u64 = arg(2, 300)?;
+    let lr: f64 = arg(3, 1e-3)?;
+    let mp: f64 = arg(4, 0.15)?;
     let cfg = CaptionConfig { optim: Optim { steps, batch_size: 32, lr, drop_out: Some(0.0), ..Optim::default() }, mask_prob: mp, ..CaptionConfig::default() };
     let mut fresh = oscar::OscarConfig::small(tok.vocab_size(), oscar::tasks::finetune::world_region_dim(p, 2054));
-    if let Ok(h) = std::env::var("H") { fresh.hidden_size = h.parse().unwrap(); fresh.intermediate_size = 4 * fresh.hidden_size; }
-    if let Ok(l) = std::env::var("L") { fresh.num_hidden_layers = l.parse().unwrap(); }
-    if let Ok(a) = std::env::var("A") { fresh.num_attention_heads = a.parse().unwrap(); }
+    if let Some(h) = env("H")? { fresh.hidden_size = h; fresh.intermediate_size = 4 * h; }
+    if let Some(l) = env("L")? { fresh.num_hidden_layers = l; }
+    if let Some(a) = env("A")? { fresh.num_attention_heads = a; }
     let mut accs = vec![];
-    let cap = train(&set, &tok, None, &fresh, &cfg, |_, _, a| accs.push(a)).unwrap();
+    let cap = train(&set, &tok, None, &fresh, &cfg, |_, _, a| accs.push(a))?;
     for c in accs.chunks(50) { print!("{:.2} ", c.iter().sum::<f64>() / c.len() as f64); }
     println!();
     set.images.truncate(10);
-    let ctxs = cap.contexts(&tok, &set).unwrap();
-    let g = cap.generate(&tok, &ctxs, Mode::Greedy, &cfg.decode, 16, true, 0, |_| {}).unwrap();
+    let ctxs = cap.contexts(&tok, &set)?;
+    let g = cap.generate(&tok, &ctxs, Mode::Greedy, &cfg.decode, 16, true, 0, |_| {})?;
     for (i, x) in set.images.iter().zip(&g) { println!("{} [{}] -> {}", i, set.tags(i), tok.decode(&x.tokens)); }
+    Ok(())
 }
