@@ -129,3 +129,56 @@ fn captioning_trains_and_captions_a_small_world() {
     assert_same(&a, &b);
     assert_eq!(a.len(), test.images.len());
 }
+
+/// What the training layout lets a masked caption token see: the prefix, the tags and the
+/// regions change its logits; the caption after it does not (the seq2seq mask of
+/// run_captioning.py), and neither do the padding slots between caption and tags.
+#[test]
+fn a_masked_caption_token_sees_prefix_tags_and_regions_but_not_the_future() {
+    use oscar::data::caption::CaptionLayout;
+    use oscar::tasks::caption::collate;
+    let m = model(5);
+    let layout = CaptionLayout { max_seq_a_len: 10, max_seq_len: 16, max_img_seq_len: 4, max_masked_tokens: 1, mask_prob: 0.15 };
+    // Hand-made example: [CLS] 5 6 [MASK] 8 9 [SEP] pad… | 10 11 [SEP] | 2 regions.
+    let base = {
+        let mut ids = vec![SPECIAL.cls, 5, 6, SPECIAL.mask, 8, 9, SPECIAL.sep];
+        ids.resize(10, SPECIAL.pad);
+        ids.extend([10, 11, SPECIAL.sep]);
+        ids.resize(16, SPECIAL.pad);
+        ids
+    };
+    let logits = |ids: &[u32], regions: &[f32]| -> Vec<f32> {
+        let types: Vec<u32> = (0..16).map(|i| u32::from((10..13).contains(&i))).collect();
+        let l = 16 + 4;
+        let mut mask = vec![0f32; l * l];
+        let (cap, tags, reg) = (0..7, 10..13, 16..18);
+        for r in 0..l {
+            for c in 0..l {
+                let on = (cap.contains(&r) && c <= r) || (cap.contains(&r) && (tags.contains(&c) || reg.contains(&c))) || ((tags.contains(&r) || reg.contains(&r)) && (tags.contains(&c) || reg.contains(&c)));
+                mask[r * l + c] = f32::from(u8::from(on));
+            }
+        }
+        let mut feats = regions.to_vec();
+        feats.resize(4 * DIM, 0.0);
+        let mut pos = vec![0u32; 16];
+        pos[3] = 1;
+        let e = oscar::data::caption::CaptionExample { input_ids: ids.to_vec(), token_type_ids: types, attention_mask: mask, masked_pos: pos, masked_ids: vec![7], regions: feats, num_regions: 2, seq_a_len: 7 };
+        let (x, p, _) = collate(&[e], 16, layout.max_img_seq_len, DIM).unwrap();
+        m.forward(&x, &p, &Ctx::eval()).unwrap().flatten_all().unwrap().to_vec1().unwrap()
+    };
+    let regions: Vec<f32> = (0..2 * DIM).map(|i| (i as f32 * 0.37).sin().abs()).collect();
+    let reference = logits(&base, &regions);
+    let differs = |other: Vec<f32>| reference.iter().zip(&other).any(|(a, b)| (a - b).abs() > 1e-5);
+    let with = |pos: usize, id: u32| {
+        let mut ids = base.clone();
+        ids[pos] = id;
+        ids
+    };
+    assert!(differs(logits(&with(1, 12), &regions)), "the prefix is seen");
+    assert!(differs(logits(&with(10, 12), &regions)), "the tags are seen");
+    let mut r2 = regions.clone();
+    r2[0] += 1.0;
+    assert!(differs(logits(&base, &r2)), "the regions are seen");
+    assert!(!differs(logits(&with(4, 12), &regions)), "the next caption token is not seen");
+    assert!(!differs(logits(&with(8, 12), &regions)), "the padding slots are not seen");
+}
