@@ -33,7 +33,8 @@ pub fn plural(w: &str) -> String {
         "child" => "children".into(),
         "sheep" => "sheep".into(),
         _ if w.ends_with('s') || w.ends_with("ch") || w.ends_with("sh") || w.ends_with('x') => format!("{w}es"),
-        _ if w.ends_with('y') && !w.ends_with("ey") && !w.ends_with("ay") => format!("{}ies", &w[..w.len() - 1]),
+        // Consonant + y → ies ("puppy"); vowel + y → s ("guy", "toy").
+        _ if w.ends_with('y') && !w[..w.len() - 1].ends_with(['a', 'e', 'i', 'o', 'u']) => format!("{}ies", &w[..w.len() - 1]),
         _ => format!("{w}s"),
     }
 }
@@ -204,4 +205,16 @@ pub fn nlvr2_statement(l: &Scene, r: &Scene, n_categories: usize, rng: &mut StdR
 /// Where an object's centre is, for rendering labels.
 pub fn centre(o: &Object) -> (f32, f32) {
     ((o.rect[0] + o.rect[2]) / 2.0 / CANVAS.0, (o.rect[1] + o.rect[3]) / 2.0 / CANVAS.1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plural;
+
+    #[test]
+    fn plurals_of_the_world_nouns() {
+        for (w, p) in [("puppy", "puppies"), ("guy", "guys"), ("man", "men"), ("bus", "buses"), ("sheep", "sheep"), ("bench", "benches"), ("pony", "ponies"), ("lorry", "lorries"), ("dog", "dogs")] {
+            assert_eq!(plural(w), p);
+        }
+    }
 }
