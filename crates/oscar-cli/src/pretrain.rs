@@ -31,7 +31,7 @@ pub struct PretrainArgs {
     /// Train without object tags (the ablation arm).
     #[arg(long)]
     no_tags: bool,
-    /// Continue from a checkpoint directory of an earlier run.
+    /// Continue from a checkpoint directory of an earlier run (at or past `--steps`: evaluate it only).
     #[arg(long)]
     resume: Option<PathBuf>,
     /// No progress bar.
@@ -67,6 +67,11 @@ pub fn run(a: &PretrainArgs) -> Result<()> {
         r.evals.last().map(|e| format!(", held-out MLM accuracy {:.3} (chance {:.4}), contrastive accuracy {:.3} (majority {:.3})", e.mlm_accuracy, e.mlm_chance, e.contrastive_accuracy, e.contrastive_chance)).unwrap_or_default(),
         cfg.output_dir.join("loss.png").display()
     );
+    if let Some(e) = r.evals.last() {
+        if let (Some(own), Some(tags), Some(image)) = (e.caption_accuracy_own_tags, e.caption_accuracy_other_tags, e.caption_accuracy_other_image) {
+            println!("masked caption words: accuracy {own:.3} with the image's tags and regions, {tags:.3} with another image's tags, {image:.3} with another image's tags and regions");
+        }
+    }
     if let Some(c) = r.last_checkpoint {
         println!("checkpoint: {}", c.display());
     }

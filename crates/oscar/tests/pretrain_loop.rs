@@ -15,7 +15,7 @@ fn config(world: &Path, out: &Path) -> PretrainConfig {
     PretrainConfig {
         dataset: world.join("pretrain/dataset.yaml"),
         output_dir: out.to_path_buf(),
-        model: ModelSpec { hidden_size: 32, num_hidden_layers: 2, num_attention_heads: 2, intermediate_size: 64, use_img_layernorm: true, dropout: 0.1 },
+        model: ModelSpec { hidden_size: 32, num_hidden_layers: 2, num_attention_heads: 2, intermediate_size: 64, use_img_layernorm: true, dropout: 0.1, ..ModelSpec::default() },
         img_feature_dim: 14,
         batch_size: 4,
         gradient_accumulation_steps: 2,
@@ -146,4 +146,32 @@ fn a_second_corpus_adds_its_weighted_loss() {
     assert_ne!(base.logs[0].loss, mixed.logs[0].loss, "the extra corpus changes the loss");
     cfg2.extra_loss_weight = 1.5;
     assert!(pretrain(&cfg2, None).unwrap_err().to_string().contains("extra_loss_weight"));
+}
+
+/// Resuming at the last step trains nothing and evaluates the checkpoint: held-out MLM and
+/// contrastive accuracy plus the caption words scored with the image's own tags, another
+/// image's tags and another image (absent for a model pre-trained without tags).
+#[test]
+fn a_checkpoint_resumed_at_its_last_step_is_evaluated_with_the_tag_reliance_scores() {
+    let d = tempfile::tempdir().unwrap();
+    world(&d.path().join("w"));
+    for tags in [true, false] {
+        let mut cfg = config(&d.path().join("w"), &d.path().join(format!("a{tags}")));
+        cfg.steps = 3;
+        cfg.use_tags = tags;
+        cfg.eval_fraction = 0.3;
+        pretrain(&cfg, None).unwrap();
+        cfg.output_dir = d.path().join(format!("b{tags}"));
+        let r = pretrain(&cfg, Some(&d.path().join(format!("a{tags}/checkpoint-3")))).unwrap();
+        assert!(r.logs.is_empty(), "nothing left to train");
+        assert_eq!(r.evals.len(), 1);
+        let e = &r.evals[0];
+        assert_eq!(e.step, 3);
+        let scores = [e.caption_accuracy_own_tags, e.caption_accuracy_other_tags, e.caption_accuracy_other_image];
+        if tags {
+            assert!(scores.iter().all(|s| s.is_some_and(|x| (0.0..=1.0).contains(&x))), "{e:?}");
+        } else {
+            assert!(scores.iter().all(Option::is_none), "{e:?}");
+        }
+    }
 }

@@ -35,12 +35,15 @@ pub struct ModelSpec {
     pub intermediate_size: usize,
     pub use_img_layernorm: bool,
     pub dropout: f64,
+    /// σ of the weight init (BERT's `initializer_range`: 0.02, set for width 768; the default
+    /// 0.1 is for the width-64 default, see `OscarConfig::small`).
+    pub initializer_range: f64,
 }
 
 impl Default for ModelSpec {
     fn default() -> Self {
         // The demo-sized model of world-prototype.md: cheap enough for thousands of CPU steps.
-        ModelSpec { hidden_size: 64, num_hidden_layers: 2, num_attention_heads: 2, intermediate_size: 256, use_img_layernorm: true, dropout: 0.1 }
+        ModelSpec { hidden_size: 64, num_hidden_layers: 2, num_attention_heads: 2, intermediate_size: 256, use_img_layernorm: true, dropout: 0.1, initializer_range: 0.1 }
     }
 }
 
@@ -188,6 +191,16 @@ pub struct EvalLog {
     /// Chance levels, for the reader: 1/vocab and the majority contrastive class rate.
     pub mlm_chance: f64,
     pub contrastive_chance: f64,
+    /// Masked caption-word accuracy on matched held-out pairs with the image's own tags and
+    /// regions; with another image's tags (own regions); and with another image's tags and
+    /// regions (same caption and masks). The gaps are how much the words lean on the tags, the
+    /// anchors of paper §3.1, and on the image at all. Absent without tags.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub caption_accuracy_own_tags: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub caption_accuracy_other_tags: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub caption_accuracy_other_image: Option<f64>,
 }
 
 /// What a run did.
@@ -307,6 +320,7 @@ pub fn pretrain(cfg: &PretrainConfig, resume: Option<&Path>) -> Result<PretrainR
             num_hidden_layers: cfg.model.num_hidden_layers,
             num_attention_heads: cfg.model.num_attention_heads,
             intermediate_size: cfg.model.intermediate_size,
+            initializer_range: cfg.model.initializer_range,
             max_position_embeddings: 512,
             ..OscarConfig::oscar_base()
         },
@@ -430,6 +444,13 @@ pub fn pretrain(cfg: &PretrainConfig, resume: Option<&Path>) -> Result<PretrainR
     if let Some(b) = &bar {
         b.finish_and_clear();
     }
+    if logs.is_empty() {
+        // Resumed at (or past) `steps`: nothing to train, so evaluate the checkpoint as it is.
+        if let Some(e) = eval_fn(state.step)? {
+            writeln!(metrics, "{}", serde_json::to_string(&serde_json::json!({"eval": e})).unwrap_or_default()).map_err(|e| Error::io(&metrics_path, e))?;
+            evals.push(e);
+        }
+    }
     plot_curves(&cfg.output_dir, &logs, &evals)?;
     Ok(PretrainReport { steps: state.step, logs, evals, last_checkpoint: last_ckpt, seconds: started.elapsed().as_secs_f64() })
 }
@@ -467,6 +488,7 @@ fn evaluate(cfg: &PretrainConfig, c: &PretrainCorpus, tok: &BertTokenizer, model
         }
     }
     let majority = zeros.max(ctot - zeros) as f64 / ctot.max(1) as f64;
+    let reliance = tag_reliance(cfg, c, tok, model, &rows, pool, &mut rng)?;
     Ok(Some(EvalLog {
         step,
         mlm_accuracy: hit as f64 / tot.max(1) as f64,
@@ -474,7 +496,71 @@ fn evaluate(cfg: &PretrainConfig, c: &PretrainCorpus, tok: &BertTokenizer, model
         mlm_loss: loss_sum / rows.len().max(1) as f64,
         mlm_chance: 1.0 / tok.vocab_size() as f64,
         contrastive_chance: majority,
+        caption_accuracy_own_tags: reliance.map(|r| r.0),
+        caption_accuracy_other_tags: reliance.map(|r| r.1),
+        caption_accuracy_other_image: reliance.map(|r| r.2),
     }))
+}
+
+/// The three caption-word accuracies of [`EvalLog`]: each example is encoded with its own tags
+/// and regions, with a random other image's tags, and with that image's tags and regions; the
+/// same caption pieces (each with p 0.15, at least one) are `[MASK]` in all three.
+fn tag_reliance(cfg: &PretrainConfig, c: &PretrainCorpus, tok: &BertTokenizer, model: &BertImgForPreTraining, rows: &[usize], pool: &[usize], rng: &mut StdRng) -> Result<Option<(f64, f64, f64)>> {
+    if !cfg.use_tags {
+        return Ok(None);
+    }
+    let layout = Layout { max_seq_length: cfg.max_seq_length, max_img_seq_length: cfg.max_img_seq_length, truncation: Truncation::Pair };
+    let (mut hits, mut total) = ([0usize; 3], 0usize);
+    for chunk in rows.chunks(cfg.batch_size) {
+        let mut variants: [Vec<Encoded>; 3] = [Vec::new(), Vec::new(), Vec::new()];
+        let mut targets: Vec<Vec<(usize, u32)>> = Vec::new();
+        for &i in chunk {
+            let o = pool[rng.random_range(0..pool.len())];
+            let (own, other) = (c.tags(i)?, c.tags(o)?);
+            if own.is_empty() || other.is_empty() {
+                continue;
+            }
+            let (r, ro) = (c.regions(i)?, c.regions(o)?);
+            let text = &c.rows[i].text;
+            let mut v = [
+                layout.encode(tok, text, Some(&own), &r.data, r.dim)?,
+                layout.encode(tok, text, Some(&other), &r.data, r.dim)?,
+                layout.encode(tok, text, Some(&other), &ro.data, ro.dim)?,
+            ];
+            let n = v[0].text_a_len;
+            if n == 0 || v.iter().any(|e| e.text_a_len != n) {
+                continue; // the other tags truncated the caption differently
+            }
+            let mut pos: Vec<usize> = (1..1 + n).filter(|_| rng.random_bool(0.15)).collect();
+            if pos.is_empty() {
+                pos.push(1 + rng.random_range(0..n));
+            }
+            targets.push(pos.iter().map(|&p| (p, v[0].input_ids[p])).collect());
+            for e in v.iter_mut() {
+                for &p in &pos {
+                    e.input_ids[p] = tok.special.mask;
+                }
+            }
+            for (k, e) in v.into_iter().enumerate() {
+                variants[k].push(e);
+            }
+        }
+        if targets.is_empty() {
+            continue;
+        }
+        total += targets.iter().map(Vec::len).sum::<usize>();
+        for (k, items) in variants.iter().enumerate() {
+            let x = collate_dynamic(items, cfg.img_feature_dim, &Device::Cpu)?;
+            let logits = model.forward(&x, &Ctx::eval())?.mlm_logits;
+            let l = logits.dim(1)?;
+            let pred: Vec<u32> = logits.argmax(D::Minus1)?.flatten_all()?.to_vec1()?;
+            for (j, t) in targets.iter().enumerate() {
+                hits[k] += t.iter().filter(|(p, id)| pred[j * l + p] == *id).count();
+            }
+        }
+    }
+    let acc = |h: usize| h as f64 / total as f64;
+    Ok((total > 0).then(|| (acc(hits[0]), acc(hits[1]), acc(hits[2]))))
 }
 
 fn plot_curves(out: &Path, logs: &[StepLog], evals: &[EvalLog]) -> Result<()> {
