@@ -32,6 +32,16 @@ pub struct CaptionTrainArgs {
     /// Beam size for the evaluation (1: greedy).
     #[arg(long, default_value_t = 5)]
     pub beams: usize,
+    /// Tie the decoder to the word embeddings (VinVL's `--tie_weights`); default: as the
+    /// initial checkpoint's config says (off from scratch, as the reference script).
+    #[arg(long)]
+    pub tie_weights: bool,
+    /// SCST baseline: `greedy` (the reference) or `mean` (the image's other samples, Luo 2020).
+    #[arg(long)]
+    pub scst_baseline: Option<oscar::tasks::caption::scst::ScstBaseline>,
+    /// SCST: sample from the k likeliest tokens only (default 0: the whole distribution).
+    #[arg(long)]
+    pub scst_top_k: Option<usize>,
 }
 
 fn split_set(data: &Path, split: &str, features: &Path, dim: usize, limit: Option<usize>) -> Result<CaptionSet> {
@@ -85,6 +95,9 @@ pub fn run_train(a: &CaptionTrainArgs) -> Result<CaptionRun> {
         None => CaptionConfig::default(),
     };
     c.apply(&mut cfg.optim, &mut cfg.use_tags);
+    if a.tie_weights {
+        cfg.tie_weights = Some(true);
+    }
     let dim = c.dim();
     let vocab = c.data.join("vocab.txt");
     let tok = BertTokenizer::from_vocab(&vocab)?;
@@ -95,6 +108,12 @@ pub fn run_train(a: &CaptionTrainArgs) -> Result<CaptionRun> {
     let cap = if a.scst {
         let Some(init) = &c.init else { bail!("--scst starts from a captioning checkpoint: pass --init") };
         let mut cap = Captioner::load(init)?;
+        if let Some(b) = a.scst_baseline {
+            cap.settings.scst_baseline = b;
+        }
+        if let Some(k) = a.scst_top_k {
+            cap.settings.scst_top_k = k;
+        }
         let df = opts.cider_df.as_ref().expect("built above");
         let mut log = std::fs::File::create(c.out.join("metrics.jsonl"))?;
         let bar = steps_bar(cfg.optim.steps, "scst");

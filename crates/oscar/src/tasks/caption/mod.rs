@@ -40,10 +40,17 @@ pub struct CaptionConfig {
     pub drop_worst_ratio: f64,
     pub drop_worst_after: usize,
     pub use_tags: bool,
+    /// Tie the decoder to the word embeddings (VinVL's `--tie_weights`; the script's default is
+    /// off). `None` keeps what the initial checkpoint's config says.
+    pub tie_weights: Option<bool>,
     /// Decoding used for evaluation (and as the `oscar caption` default).
     pub decode: DecodeSettings,
     /// SCST: samples per image (`sc_train_sample_n`).
     pub scst_samples: usize,
+    /// SCST: what a sample's reward is compared with (the reference: the greedy caption).
+    pub scst_baseline: scst::ScstBaseline,
+    /// SCST: sample from the k likeliest tokens only (0: the whole distribution, the reference).
+    pub scst_top_k: usize,
 }
 
 impl Default for CaptionConfig {
@@ -59,8 +66,11 @@ impl Default for CaptionConfig {
             drop_worst_ratio: 0.0,
             drop_worst_after: 0,
             use_tags: true,
+            tie_weights: None,
             decode: DecodeSettings::default(),
             scst_samples: 5,
+            scst_baseline: scst::ScstBaseline::Greedy,
+            scst_top_k: 0,
         }
     }
 }
@@ -196,6 +206,9 @@ pub fn train(set: &CaptionSet, tok: &BertTokenizer, init: Option<&Path>, fresh: 
         c.label_smoothing = cfg.label_smoothing;
         c.drop_worst_ratio = cfg.drop_worst_ratio;
         c.drop_worst_after = cfg.drop_worst_after;
+        if let Some(t) = cfg.tie_weights {
+            c.tie_weights = t;
+        }
     })?;
     let mut cap = Captioner { model: loaded.model, params: loaded.params, config: loaded.config, settings: cfg.clone() };
     let pairs = set.pairs();

@@ -1,7 +1,10 @@
 //! Self-critical sequence training (`--scst`, Rennie et al. 2017; oscar-spec §3.5): per image,
 //! `scst_samples` multinomial samples (temperature 1) against the greedy caption as baseline,
 //! CIDEr-D reward with the training captions' document frequencies, and the loss
-//! `−mean(avg_token_logprob(sample) · (r_sample − r_greedy))`.
+//! `−mean(avg_token_logprob(sample) · (r_sample − b))`. `b` is the greedy caption's reward (the
+//! reference) or, with [`ScstBaseline::SampleMean`], the mean reward of the image's other samples
+//! (Luo 2020, "A Better Variant of SCST"), which still ranks the samples when all of them score
+//! below the greedy caption. `scst_top_k > 0` samples from the k likeliest tokens only.
 
 use super::decode::{greedy, sample, sequence_logprobs, Sampling};
 use super::{CaptionSet, Captioner};
@@ -11,6 +14,45 @@ use crate::tasks::finetune::{Batches, Optim, Stepper};
 use crate::tokenizer::BertTokenizer;
 use candle_core::Tensor;
 use oscar_eval::cider::{CiderD, DocFreqFile};
+
+/// What a sample's reward is compared with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScstBaseline {
+    /// The greedy caption's reward (Rennie et al.; the reference).
+    #[default]
+    Greedy,
+    /// The mean reward of the same image's other samples (needs ≥ 2 samples).
+    SampleMean,
+}
+
+impl std::str::FromStr for ScstBaseline {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "greedy" => Ok(ScstBaseline::Greedy),
+            "mean" | "sample_mean" => Ok(ScstBaseline::SampleMean),
+            _ => Err(format!("SCST baseline {s:?}: expected greedy or mean")),
+        }
+    }
+}
+
+/// The advantage of each sample (`rows[j]` is sample j's image): its reward minus the baseline.
+pub fn advantages(baseline: ScstBaseline, rows: &[usize], r_samples: &[f64], r_greedy: &[f64]) -> Vec<f32> {
+    rows.iter()
+        .enumerate()
+        .map(|(j, &i)| {
+            let b = match baseline {
+                ScstBaseline::Greedy => r_greedy[i],
+                ScstBaseline::SampleMean => {
+                    let others: Vec<f64> = rows.iter().zip(r_samples).enumerate().filter(|(k, (&ik, _))| *k != j && ik == i).map(|(_, (_, r))| *r).collect();
+                    others.iter().sum::<f64>() / others.len().max(1) as f64
+                }
+            };
+            (r_samples[j] - b) as f32
+        })
+        .collect()
+}
 
 /// One SCST step's figures.
 #[derive(Debug, Clone, Copy, serde::Serialize)]
@@ -30,6 +72,10 @@ pub fn train_scst(cap: &mut Captioner, set: &CaptionSet, tok: &BertTokenizer, df
     let mut batches = Batches::new(images.len(), optim.seed)?;
     let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(optim.seed ^ 0x5c57);
     let n = cap.settings.scst_samples.max(1);
+    let baseline = cap.settings.scst_baseline;
+    if baseline == ScstBaseline::SampleMean && n < 2 {
+        return Err(Error::Invalid(format!("the sample-mean SCST baseline needs at least 2 samples per image, scst_samples is {n}")));
+    }
     let max_len = cap.settings.decode.max_gen_length;
     let cider = |scorer: &mut CiderD, items: &[(&str, &str)]| scorer.score(items).map_err(|e| Error::Invalid(e.to_string()));
     for k in 1..=optim.steps {
@@ -39,12 +85,12 @@ pub fn train_scst(cap: &mut Captioner, set: &CaptionSet, tok: &BertTokenizer, df
         let all: Vec<usize> = (0..ctxs.len()).collect();
         let base = greedy(&mut dec.cached(&ctxs, &all)?, ctxs.len(), tok.special, max_len)?;
         let rows: Vec<usize> = all.iter().flat_map(|&i| std::iter::repeat_n(i, n)).collect();
-        let samples = sample(&mut dec.cached(&ctxs, &rows)?, rows.len(), tok.special, max_len, Sampling { temperature: 1.0, top_k: 0, top_p: 1.0, rng: &mut rng })?;
+        let samples = sample(&mut dec.cached(&ctxs, &rows)?, rows.len(), tok.special, max_len, Sampling { temperature: 1.0, top_k: cap.settings.scst_top_k, top_p: 1.0, rng: &mut rng })?;
         let base_text: Vec<String> = base.iter().map(|g| tok.decode(&g.tokens)).collect();
         let sample_text: Vec<String> = samples.iter().map(|g| tok.decode(&g.tokens)).collect();
         let r_base = cider(&mut scorer, &idx.iter().zip(&base_text).map(|(&i, c)| (images[i].as_str(), c.as_str())).collect::<Vec<_>>())?;
         let r_samp = cider(&mut scorer, &rows.iter().zip(&sample_text).map(|(&i, c)| (images[idx[i]].as_str(), c.as_str())).collect::<Vec<_>>())?;
-        let advantage: Vec<f32> = rows.iter().zip(&r_samp).map(|(&i, r)| (r - r_base[i]) as f32).collect();
+        let advantage = advantages(baseline, &rows, &r_samp, &r_base);
         let row_ctxs: Vec<_> = rows.iter().map(|&i| ctxs[i].clone()).collect();
         let tokens: Vec<Vec<u32>> = samples.iter().map(|g| g.with_end(tok.special.sep)).collect();
         let avg_logprob = sequence_logprobs(&dec, &row_ctxs, &tokens, &Ctx::train(batches.dropout_seed()))?;
@@ -55,4 +101,24 @@ pub fn train_scst(cap: &mut Captioner, set: &CaptionSet, tok: &BertTokenizer, df
         on_step(k, ScstStep { loss: lv, sample_reward: mean(&r_samp), greedy_reward: mean(&r_base) });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn advantages_against_the_greedy_caption_or_the_other_samples() {
+        // Two images, two samples each: rewards 0.2, 0.6 (image 0) and 1.0, 0.0 (image 1).
+        let rows = [0, 0, 1, 1];
+        let samples = [0.2, 0.6, 1.0, 0.0];
+        let greedy = [0.5, 0.25];
+        let g = advantages(ScstBaseline::Greedy, &rows, &samples, &greedy);
+        let want_g = [-0.3, 0.1, 0.75, -0.25];
+        let m = advantages(ScstBaseline::SampleMean, &rows, &samples, &greedy);
+        let want_m = [-0.4, 0.4, 1.0, -1.0];
+        for (a, b) in g.iter().zip(want_g).chain(m.iter().zip(want_m)) {
+            assert!((a - b).abs() < 1e-6, "{g:?} {m:?}");
+        }
+    }
 }
