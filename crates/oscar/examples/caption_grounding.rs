@@ -5,8 +5,11 @@
 //!
 //! MODE: `copy` (captions "a picture of a {first tag}"), `adj` ("a picture with a {colour}
 //! {first tag}"), `real` (the world's captions), `real1` (the first caption of each image),
-//! `realsingle` (the world's captions of images with one tag). Env `H`, `L`, `A` change the
-//! model's width, depth and heads. Prints the masked-token accuracy every 50 steps and greedy
+//! `colour` ("a picture with {colour}" for single-object scenes: the colour is in the regions only),
+//! `realsingle` (the world's captions of images with one tag); a `canon` suffix replaces every
+//! synonym with the category's detector name (`realcanon`, `realsinglecanon`). Env `H`, `L`, `A` change the
+//! model's width, depth and heads; `TIE=1` ties the decoder to the word embeddings (VinVL's
+//! `--tie_weights`); `INIT_RANGE` sets `initializer_range` (0.02). Prints the masked-token accuracy every 50 steps and greedy
 //! captions of ten training images next to their tags.
 use oscar::tasks::caption::{CaptionSet, CaptionConfig, Mode, train};
 use oscar::tasks::finetune::Optim;
@@ -35,12 +38,44 @@ fn main() -> Res<()> {
     let mut set = CaptionSet::open(&p.join("captions/train_caption.json"), &p.join("features/features.tsv"), Some(&p.join("labels/predictions.tsv")), oscar::tasks::finetune::world_region_dim(p, 2054))?;
     // Captions that copy the first tag.
     let imgs: Vec<String> = set.images.clone();
-    let real = std::env::args().nth(5).is_some_and(|a| a.starts_with("real"));
-    if std::env::args().nth(5).is_some_and(|a| a == "realsingle") {
+    let real = std::env::args().nth(5).is_some_and(|a| a.starts_with("real") || a == "colour");
+    if std::env::args().nth(5).is_some_and(|a| a == "colour") {
+        // Single-object scenes captioned "a picture with {colour}": the colour is only in the
+        // region features (tags carry none), so this isolates reading the regions.
+        let scenes: Vec<serde_json::Value> = serde_json::from_str(&std::fs::read_to_string(p.join("scenes.json"))?)?;
+        set.captions.clear();
+        for s in &scenes {
+            let objs = s["objects"].as_array().ok_or("scenes.json: objects")?;
+            let id = s["id"].as_str().ok_or("scenes.json: id")?;
+            if objs.len() == 1 && set.regions.contains_key(id) {
+                set.captions.insert(id.to_string(), vec![format!("a picture with {}", objs[0]["colour"].as_str().unwrap_or(""))]);
+            }
+        }
+        set.images.retain(|i| set.captions.contains_key(i));
+        eprintln!("{} single-object images", set.images.len());
+    }
+    if std::env::args().nth(5).is_some_and(|a| a.starts_with("realsingle")) {
         let keep: Vec<String> = set.images.iter().filter(|i| set.tags(i).split_whitespace().count() == 1).cloned().collect();
         set.captions.retain(|k, _| keep.contains(k));
         set.images = keep;
         eprintln!("{} single-tag images", set.images.len());
+    }
+    if std::env::args().nth(5).is_some_and(|a| a.ends_with("canon")) {
+        // Every synonym (and its plural) replaced by the category's detector name.
+        let mut canon = std::collections::HashMap::new();
+        for (_, cats) in oscar_world::scene::CATEGORIES {
+            for syns in cats.iter() {
+                for s in syns.iter() {
+                    canon.insert(s.to_string(), syns[0].to_string());
+                    canon.insert(oscar_world::language::plural(s), oscar_world::language::plural(syns[0]));
+                }
+            }
+        }
+        for v in set.captions.values_mut() {
+            for c in v.iter_mut() {
+                *c = c.split(' ').map(|w| canon.get(w).cloned().unwrap_or_else(|| w.to_string())).collect::<Vec<_>>().join(" ");
+            }
+        }
     }
     if std::env::args().nth(5).is_some_and(|a| a == "real1") {
         for v in set.captions.values_mut() { v.truncate(1); }
@@ -65,6 +100,8 @@ fn main() -> Res<()> {
     if let Some(h) = env("H")? { fresh.hidden_size = h; fresh.intermediate_size = 4 * h; }
     if let Some(l) = env("L")? { fresh.num_hidden_layers = l; }
     if let Some(a) = env("A")? { fresh.num_attention_heads = a; }
+    if let Some(t) = env::<u8>("TIE")? { fresh.tie_weights = t == 1; }
+    if let Some(r) = env("INIT_RANGE")? { fresh.initializer_range = r; }
     let mut accs = vec![];
     let cap = train(&set, &tok, None, &fresh, &cfg, |_, _, a| accs.push(a))?;
     for c in accs.chunks(50) { print!("{:.2} ", c.iter().sum::<f64>() / c.len() as f64); }
@@ -72,6 +109,6 @@ fn main() -> Res<()> {
     set.images.truncate(10);
     let ctxs = cap.contexts(&tok, &set)?;
     let g = cap.generate(&tok, &ctxs, Mode::Greedy, &cfg.decode, 16, true, 0, |_| {})?;
-    for (i, x) in set.images.iter().zip(&g) { println!("{} [{}] -> {}", i, set.tags(i), tok.decode(&x.tokens)); }
+    for (i, x) in set.images.iter().zip(&g) { println!("{} [{}] -> {} | reference: {}", i, set.tags(i), tok.decode(&x.tokens), set.captions.get(i).and_then(|c| c.first()).map_or("", String::as_str)); }
     Ok(())
 }
