@@ -317,6 +317,11 @@ fn the_quick_demo_writes_a_complete_report_of_computed_numbers() {
             assert!(x.as_f64().is_some_and(f64::is_finite), "{p}");
         }
     }
+    // The caption words' reliance on the tags: scored for the arm with tags only.
+    for k in ["caption_accuracy_own_tags", "caption_accuracy_other_tags", "caption_accuracy_other_image"] {
+        assert!(pre[0]["held_out"][k].as_f64().is_some_and(|x| (0.0..=1.0).contains(&x)), "{}", pre[0]);
+        assert!(pre[1]["held_out"][k].is_null(), "{}", pre[1]);
+    }
     let ret = v["retrieval"].as_array().unwrap();
     assert_eq!(ret.len(), 3);
     for r in ret {
