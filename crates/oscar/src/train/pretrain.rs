@@ -22,6 +22,7 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -73,6 +74,10 @@ pub struct PretrainConfig {
     /// 2 for Oscar, 3 for Oscar+.
     pub num_contrast_classes: usize,
     pub texta_false_prob: f64,
+    /// Ours (0 = the reference): the share of polluting tag sequences drawn from an image with
+    /// as many tags, so that a mismatch cannot be told from the tag count alone (the
+    /// pre-training counterpart of retrieval's `--hard-negatives`).
+    pub same_shape_pollution: f64,
     /// 0: a polluting text_b is a random line (caption or tags) of a random image; 1: its tags.
     pub textb_sample_mode: u8,
     pub mask_loss_for_unmatched: bool,
@@ -113,6 +118,7 @@ impl Default for PretrainConfig {
             use_tags: true,
             num_contrast_classes: 2,
             texta_false_prob: 0.0,
+            same_shape_pollution: 0.0,
             textb_sample_mode: 0,
             mask_loss_for_unmatched: true,
             batch_size: 32,
@@ -155,6 +161,9 @@ impl PretrainConfig {
         }
         if !(0.0..0.5).contains(&self.texta_false_prob) {
             return bad(format!("texta_false_prob {} must be in [0, 0.5)", self.texta_false_prob));
+        }
+        if !(0.0..=1.0).contains(&self.same_shape_pollution) {
+            return bad(format!("same_shape_pollution {} must be in [0, 1]", self.same_shape_pollution));
         }
         if !(0.0..0.5).contains(&self.eval_fraction) {
             return bad(format!("eval_fraction {} must be in [0, 0.5)", self.eval_fraction));
@@ -240,7 +249,33 @@ struct Batch {
 }
 
 /// Builds one batch: contrastive pollution (paper §3.2, `random_sent`) then MTL masking.
-fn make_batch(cfg: &PretrainConfig, c: &PretrainCorpus, tok: &BertTokenizer, rows: &[usize], pool: &[usize], rng: &mut StdRng) -> Result<Batch> {
+/// Rows of `pool` by their number of tags (for `same_shape_pollution`).
+fn rows_by_tag_count(c: &PretrainCorpus, pool: &[usize]) -> Result<HashMap<usize, Vec<usize>>> {
+    let mut m: HashMap<usize, Vec<usize>> = HashMap::new();
+    for &i in pool {
+        m.entry(c.tags(i)?.split_whitespace().count()).or_default().push(i);
+    }
+    Ok(m)
+}
+
+/// A polluting row for row `i`: any row of `pool`, or, when the row has tags, with p
+/// `same_shape_pollution` one of another image with as many tags (when there is one).
+fn polluting_row(cfg: &PretrainConfig, c: &PretrainCorpus, i: usize, n_tags: usize, pool: &[usize], by_count: &HashMap<usize, Vec<usize>>, rng: &mut StdRng) -> usize {
+    let any = pool[rng.random_range(0..pool.len())];
+    if n_tags > 0 && cfg.same_shape_pollution > 0.0 && rng.random_bool(cfg.same_shape_pollution) {
+        if let Some(same) = by_count.get(&n_tags) {
+            for _ in 0..8 {
+                let o = same[rng.random_range(0..same.len())];
+                if c.rows[o].image != c.rows[i].image {
+                    return o;
+                }
+            }
+        }
+    }
+    any
+}
+
+fn make_batch(cfg: &PretrainConfig, c: &PretrainCorpus, tok: &BertTokenizer, rows: &[usize], pool: &[usize], by_count: &HashMap<usize, Vec<usize>>, rng: &mut StdRng) -> Result<Batch> {
     let layout = Layout { max_seq_length: cfg.max_seq_length, max_img_seq_length: cfg.max_img_seq_length, truncation: Truncation::Pair };
     let ids = MaskIds { mask: tok.special.mask, unk: tok.special.unk, vocab_size: tok.vocab_size() };
     let mut items = Vec::with_capacity(rows.len());
@@ -254,7 +289,7 @@ fn make_batch(cfg: &PretrainConfig, c: &PretrainCorpus, tok: &BertTokenizer, row
         let label = if p > 0.5 {
             0
         } else {
-            let other = pool[rng.random_range(0..pool.len())];
+            let other = polluting_row(cfg, c, i, tags.split_whitespace().count(), pool, by_count, rng);
             if p > cfg.texta_false_prob && !tags.is_empty() {
                 tags = if cfg.textb_sample_mode == 0 && rng.random_bool(0.5) { c.rows[other].text.clone() } else { c.tags(other)? };
                 1
@@ -365,7 +400,8 @@ pub fn pretrain(cfg: &PretrainConfig, resume: Option<&Path>) -> Result<PretrainR
     let mut evals = Vec::new();
     let mut last_ckpt = None;
     let mut window = std::time::Instant::now();
-    let eval_fn = |step: u64| evaluate(cfg, &corpus, &tok, &model, &eval_rows, &train_rows, step);
+    let by_count = if cfg.same_shape_pollution > 0.0 { rows_by_tag_count(&corpus, &train_rows)? } else { HashMap::new() };
+    let eval_fn = |step: u64| evaluate(cfg, &corpus, &tok, &model, &eval_rows, &train_rows, &by_count, step);
     while state.step < cfg.steps {
         let k = state.step + 1;
         let mut rng = step_rng(cfg.seed, k, 1);
@@ -382,7 +418,7 @@ pub fn pretrain(cfg: &PretrainConfig, resume: Option<&Path>) -> Result<PretrainR
                     perm[(pos % train_rows.len() as u64) as usize]
                 })
                 .collect();
-            let b = make_batch(cfg, &corpus, &tok, &rows, &train_rows, &mut rng)?;
+            let b = make_batch(cfg, &corpus, &tok, &rows, &train_rows, &by_count, &mut rng)?;
             let x = collate_dynamic(&b.items, cfg.img_feature_dim, &Device::Cpu)?;
             debug_assert_eq!(x.input_ids.dims2()?.1, b.text_len);
             let _ = b.img_len;
@@ -393,7 +429,7 @@ pub fn pretrain(cfg: &PretrainConfig, resume: Option<&Path>) -> Result<PretrainR
             let loss = match &extra {
                 Some((ec, erows)) => {
                     let pick: Vec<usize> = (0..cfg.batch_size).map(|_| erows[rng.random_range(0..erows.len())]).collect();
-                    let eb = make_batch(cfg, ec, &tok, &pick, erows, &mut rng)?;
+                    let eb = make_batch(cfg, ec, &tok, &pick, erows, &HashMap::new(), &mut rng)?;
                     let ex = collate_dynamic(&eb.items, cfg.img_feature_dim, &Device::Cpu)?;
                     let eout = model.forward(&ex, &Ctx::train(rng.random()))?;
                     let (eloss, _, _) = model.loss(&eout, &eb.mlm_labels, &eb.contrastive)?;
@@ -457,7 +493,8 @@ pub fn pretrain(cfg: &PretrainConfig, resume: Option<&Path>) -> Result<PretrainR
 
 /// Held-out MLM accuracy (argmax at masked positions) and contrastive accuracy, on a fixed
 /// sample with fixed pollution and masks.
-fn evaluate(cfg: &PretrainConfig, c: &PretrainCorpus, tok: &BertTokenizer, model: &BertImgForPreTraining, eval_rows: &[usize], pool: &[usize], step: u64) -> Result<Option<EvalLog>> {
+#[allow(clippy::too_many_arguments)]
+fn evaluate(cfg: &PretrainConfig, c: &PretrainCorpus, tok: &BertTokenizer, model: &BertImgForPreTraining, eval_rows: &[usize], pool: &[usize], by_count: &HashMap<usize, Vec<usize>>, step: u64) -> Result<Option<EvalLog>> {
     if eval_rows.is_empty() {
         return Ok(None);
     }
@@ -466,7 +503,7 @@ fn evaluate(cfg: &PretrainConfig, c: &PretrainCorpus, tok: &BertTokenizer, model
     let _no_grad = crate::nn::NoGrad::new();
     let (mut hit, mut tot, mut chit, mut ctot, mut loss_sum, mut zeros) = (0usize, 0usize, 0usize, 0usize, 0.0, 0usize);
     for chunk in rows.chunks(cfg.batch_size) {
-        let b = make_batch(cfg, c, tok, chunk, pool, &mut rng)?;
+        let b = make_batch(cfg, c, tok, chunk, pool, by_count, &mut rng)?;
         let x = collate_dynamic(&b.items, cfg.img_feature_dim, &Device::Cpu)?;
         let out = model.forward(&x, &Ctx::eval())?;
         let v = out.mlm_logits.dim(2)?;
@@ -581,4 +618,37 @@ fn plot_curves(out: &Path, logs: &[StepLog], evals: &[EvalLog]) -> Result<()> {
         oscar_world::render::line_chart("held-out accuracy", &series).save(&p).map_err(|e| Error::Invalid(format!("{}: {e}", p.display())))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_shape_pollution_draws_another_image_with_as_many_tags() {
+        let d = tempfile::tempdir().unwrap();
+        let wc = oscar_world::WorldConfig { images: 80, seed: 3, feature_dim: 8, ..Default::default() };
+        oscar_world::write::write_world(&oscar_world::generate(&wc).unwrap(), d.path(), 0).unwrap();
+        let c = PretrainCorpus::open(&d.path().join("pretrain/dataset.yaml"), 14).unwrap();
+        let pool: Vec<usize> = (0..c.rows.len()).collect();
+        let by_count = rows_by_tag_count(&c, &pool).unwrap();
+        let count = |i: usize| c.tags(i).unwrap().split_whitespace().count();
+        let mut rng = StdRng::seed_from_u64(1);
+        let (mut all, mut any_differs) = (PretrainConfig { same_shape_pollution: 1.0, ..PretrainConfig::default() }, false);
+        for i in pool.iter().copied().step_by(7) {
+            let n = count(i);
+            let others = by_count[&n].iter().filter(|&&o| c.rows[o].image != c.rows[i].image).count();
+            let o = polluting_row(&all, &c, i, n, &pool, &by_count, &mut rng);
+            if others >= 5 {
+                assert_eq!(count(o), n, "row {i}: {n} tags, polluted with {}", count(o));
+                assert_ne!(c.rows[o].image, c.rows[i].image);
+            }
+        }
+        // Without the option any row may be drawn, and tag counts then differ.
+        all.same_shape_pollution = 0.0;
+        for i in pool.iter().copied().step_by(7) {
+            any_differs |= count(polluting_row(&all, &c, i, count(i), &pool, &by_count, &mut rng)) != count(i);
+        }
+        assert!(any_differs);
+    }
 }
