@@ -30,6 +30,9 @@ pub struct GenArgs {
     /// Feature noise σ (1.5: features about as informative as noisy tags; 0.5: much more).
     #[arg(long, default_value_t = 1.5)]
     noise: f32,
+    /// Chance that a VQA annotator gives a wrong answer (each question has ten).
+    #[arg(long, default_value_t = 0.05)]
+    answer_noise: f64,
     /// Most objects per scene.
     #[arg(long, default_value_t = 4)]
     max_objects: usize,
@@ -41,7 +44,7 @@ pub struct GenArgs {
 pub fn run(cmd: &WorldCmd) -> Result<()> {
     let WorldCmd::Generate(a) = cmd;
     let t = Instant::now();
-    let cfg = WorldConfig { images: a.images, seed: a.seed, feature_dim: a.feature_dim, noise: a.noise, max_objects: a.max_objects, ..WorldConfig::default() };
+    let cfg = WorldConfig { images: a.images, seed: a.seed, feature_dim: a.feature_dim, noise: a.noise, max_objects: a.max_objects, answer_noise: a.answer_noise, ..WorldConfig::default() };
     let world = generate(&cfg)?;
     let s = write_world(&world, &a.out, a.render)?;
     println!(

@@ -132,25 +132,30 @@ pub struct Question {
     pub truth: String,
 }
 
-fn noisy_answers(truth: &str, alternatives: &[String], rng: &mut StdRng) -> Vec<String> {
-    (0..10).map(|_| if rng.random_bool(0.8) || alternatives.is_empty() { truth.to_string() } else { alternatives.choose(rng).cloned().unwrap_or_default() }).collect()
+/// Ten annotators: each gives `truth`, or with probability `noise` one of `alternatives`.
+fn noisy_answers(truth: &str, alternatives: &[String], noise: f64, rng: &mut StdRng) -> Vec<String> {
+    (0..10).map(|_| if !rng.random_bool(noise) || alternatives.is_empty() { truth.to_string() } else { alternatives.choose(rng).cloned().unwrap_or_default() }).collect()
 }
 
-/// Three questions (colour, count, existence or relation) about a scene.
-pub fn questions(s: &Scene, n_categories: usize, rng: &mut StdRng) -> Vec<Question> {
+/// Three questions (colour, count, existence or relation) about a scene; `answer_noise` is
+/// each annotator's chance of a wrong answer.
+pub fn questions(s: &Scene, n_categories: usize, answer_noise: f64, rng: &mut StdRng) -> Vec<Question> {
     let g = groups(s);
     let mut out = Vec::new();
     let colours: Vec<String> = COLOURS.iter().map(|c| c.to_string()).collect();
     // Colour of an object whose category is unique in the scene.
     if let Some((c, m)) = g.iter().find(|(_, m)| m.len() == 1) {
         let truth = COLOURS[m[0].colour].to_string();
-        out.push(Question { question: format!("what color is the {}?", name(*c)), answers: noisy_answers(&truth, &colours, rng), question_type: "what color is the".into(), answer_type: "other".into(), truth });
+        out.push(Question { question: format!("what color is the {}?", name(*c)), answers: noisy_answers(&truth, &colours, answer_noise, rng), question_type: "what color is the".into(), answer_type: "other".into(), truth });
     }
-    // How many of a category.
-    if let Some((c, m)) = g.choose(rng) {
+    // How many of a category: half the time of one that appears more than once (when one
+    // does), so that "1" is not nearly every answer.
+    let several: Vec<_> = g.iter().filter(|(_, m)| m.len() > 1).cloned().collect();
+    let counted = if !several.is_empty() && rng.random_bool(0.5) { several.choose(rng) } else { g.choose(rng) };
+    if let Some((c, m)) = counted {
         let truth = m.len().to_string();
         let alts: Vec<String> = [m.len().saturating_sub(1).max(1), m.len() + 1].iter().map(|n| n.to_string()).collect();
-        out.push(Question { question: format!("how many {} are there?", plural(name(*c))), answers: noisy_answers(&truth, &alts, rng), question_type: "how many".into(), answer_type: "number".into(), truth });
+        out.push(Question { question: format!("how many {} are there?", plural(name(*c))), answers: noisy_answers(&truth, &alts, answer_noise, rng), question_type: "how many".into(), answer_type: "number".into(), truth });
     }
     // Existence (present or absent, half each) or a spatial relation.
     if rng.random_bool(0.5) && s.objects.len() >= 2 {
@@ -159,7 +164,7 @@ pub fn questions(s: &Scene, n_categories: usize, rng: &mut StdRng) -> Vec<Questi
             let (left, right) = if centre_x(a) < centre_x(b) { (a, b) } else { (b, a) };
             let truth = name(left.category).to_string();
             let alts: Vec<String> = (0..n_categories).map(|c| name(c).to_string()).collect();
-            out.push(Question { question: format!("what is to the left of the {}?", name(right.category)), answers: noisy_answers(&truth, &alts, rng), question_type: "what is to the left of the".into(), answer_type: "other".into(), truth });
+            out.push(Question { question: format!("what is to the left of the {}?", name(right.category)), answers: noisy_answers(&truth, &alts, answer_noise, rng), question_type: "what is to the left of the".into(), answer_type: "other".into(), truth });
             return out;
         }
     }
@@ -167,7 +172,7 @@ pub fn questions(s: &Scene, n_categories: usize, rng: &mut StdRng) -> Vec<Questi
     let c = if present { s.objects.choose(rng).map(|o| o.category).unwrap_or(0) } else { rng.random_range(0..n_categories) };
     let truth = if s.objects.iter().any(|o| o.category == c) { "yes" } else { "no" };
     let flip = if truth == "yes" { "no" } else { "yes" };
-    out.push(Question { question: format!("is there {} {} in the picture?", article(name(c)), name(c)), answers: noisy_answers(truth, &[flip.to_string()], rng), question_type: "is there a".into(), answer_type: "yes/no".into(), truth: truth.into() });
+    out.push(Question { question: format!("is there {} {} in the picture?", article(name(c)), name(c)), answers: noisy_answers(truth, &[flip.to_string()], answer_noise, rng), question_type: "is there a".into(), answer_type: "yes/no".into(), truth: truth.into() });
     out
 }
 
@@ -209,7 +214,31 @@ pub fn centre(o: &Object) -> (f32, f32) {
 
 #[cfg(test)]
 mod tests {
-    use super::plural;
+    use super::{plural, questions};
+    use crate::{generate, WorldConfig};
+    use rand::SeedableRng;
+
+    /// Share of a world's questions of type `qt` whose ten answers agree with the truth, and
+    /// the share of counting questions whose truth is "1".
+    fn answer_stats(answer_noise: f64) -> (f64, f64) {
+        let w = generate(&WorldConfig { images: 400, seed: 1, feature_dim: 4, answer_noise, ..Default::default() }).unwrap();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(2);
+        let qs: Vec<_> = w.scenes.iter().flat_map(|s| questions(s, w.category_names.len(), answer_noise, &mut rng)).collect();
+        let agree = qs.iter().flat_map(|q| q.answers.iter().map(move |a| (a == &q.truth) as u8 as f64)).sum::<f64>() / (10 * qs.len()) as f64;
+        let counts: Vec<_> = qs.iter().filter(|q| q.question_type == "how many").collect();
+        (agree, counts.iter().filter(|q| q.truth == "1").count() as f64 / counts.len() as f64)
+    }
+
+    #[test]
+    fn annotators_disagree_at_the_configured_rate_and_counts_are_not_all_one() {
+        let (clean, ones) = answer_stats(0.0);
+        assert_eq!(clean, 1.0);
+        let (noisy, _) = answer_stats(0.2);
+        // Some wrong draws name the truth again (the alternatives may include it).
+        assert!(noisy > 0.78 && noisy < 0.87, "agreement {noisy} at answer_noise 0.2");
+        // Uniform picks among a scene's categories gave "1" ~80 % of the time.
+        assert!(ones < 0.7, "{ones} of the counting answers are 1");
+    }
 
     #[test]
     fn plurals_of_the_world_nouns() {

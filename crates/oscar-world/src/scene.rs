@@ -41,8 +41,17 @@ pub struct WorldConfig {
     pub tag_miss: f64,
     pub tag_confuse: f64,
     pub tag_spurious: f64,
+    /// Chance that one of a VQA question's ten annotators gives a wrong answer. 0.05 puts the
+    /// "always yes" baseline near VQA v2's yes/no prior; 0.2 made binary answers so noisy
+    /// that the soft BCE targets barely told right from wrong (worlds written before default 0.2).
+    #[serde(default = "legacy_answer_noise")]
+    pub answer_noise: f64,
     /// Categories held out of the caption training data (novel-object captioning).
     pub novel_categories: Vec<String>,
+}
+
+fn legacy_answer_noise() -> f64 {
+    0.2
 }
 
 impl Default for WorldConfig {
@@ -57,6 +66,7 @@ impl Default for WorldConfig {
             tag_miss: 0.1,
             tag_confuse: 0.1,
             tag_spurious: 0.1,
+            answer_noise: 0.05,
             novel_categories: vec!["zebra".into(), "laptop".into()],
         }
     }
@@ -149,6 +159,9 @@ fn random_rect(rng: &mut StdRng, size: usize) -> [f32; 4] {
 pub fn generate(config: &WorldConfig) -> crate::Result<World> {
     if config.images < 10 {
         return Err(crate::WorldError::Invalid(format!("--images {} is too few: at least 10 are needed for the splits", config.images)));
+    }
+    if !(0.0..=1.0).contains(&config.answer_noise) {
+        return Err(crate::WorldError::Invalid(format!("--answer-noise {} is not a probability in [0, 1]", config.answer_noise)));
     }
     if config.feature_dim == 0 || config.max_objects == 0 {
         return Err(crate::WorldError::Invalid("--feature-dim and the object count must be positive".into()));

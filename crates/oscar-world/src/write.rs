@@ -112,7 +112,7 @@ pub fn write_world(world: &World, out: &Path, render: usize) -> Result<Summary> 
     }
 
     // VQA: answer vocabulary from the training answers; Oscar's JSON and the official format.
-    let qs: Vec<Vec<Question>> = scenes.iter().map(|s| questions(s, ncat, &mut rng)).collect();
+    let qs: Vec<Vec<Question>> = scenes.iter().map(|s| questions(s, ncat, world.config.answer_noise, &mut rng)).collect();
     let mut vocab: Vec<String> = Vec::new();
     for (s, q) in scenes.iter().zip(&qs) {
         if s.split == "train" {
