@@ -11,7 +11,6 @@ use oscar::tasks::caption::scst::train_scst;
 use oscar::tasks::caption::{evaluate, nearest_neighbour_captions, results_json, results_tsv, score_captions, CaptionConfig, CaptionSet, Captioner, Mode};
 use oscar::tasks::finetune::settings_from_toml;
 use oscar::tokenizer::BertTokenizer;
-use oscar::OscarConfig;
 use oscar_eval::captions::{build_doc_freq, CaptionOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -127,7 +126,7 @@ pub fn run_train(a: &CaptionTrainArgs) -> Result<CaptionRun> {
         cap
     } else {
         let mut steps = StepLog::new(cfg.optim.steps, "train caption", "accuracy", Some(&c.out))?;
-        let cap = oscar::tasks::caption::train(&train_set, &tok, c.init.as_deref(), &OscarConfig::small(tok.vocab_size(), dim), &cfg, |k, loss, acc| steps.record(k, loss, acc))?;
+        let cap = oscar::tasks::caption::train(&train_set, &tok, c.init.as_deref(), &c.fresh(tok.vocab_size(), dim)?, &cfg, |k, loss, acc| steps.record(k, loss, acc))?;
         curve = steps.finish();
         cap
     };

@@ -47,6 +47,10 @@ pub struct CommonTrain {
     /// Region features (default DATA/features/features.tsv).
     #[arg(long)]
     pub features: Option<PathBuf>,
+    /// Shape of a model trained from scratch: a config.json (default: the small config,
+    /// hidden 64, 2 layers, 2 heads). Not with --init, whose checkpoint has its own.
+    #[arg(long, conflicts_with = "init")]
+    pub model_config: Option<PathBuf>,
 }
 
 impl CommonTrain {
@@ -75,6 +79,11 @@ impl CommonTrain {
         self.img_feature_dim.unwrap_or_else(|| world_dim(&self.data))
     }
 
+    /// The config of a model trained from scratch (`--model-config` or the small one).
+    pub fn fresh(&self, vocab_size: usize, dim: usize) -> Result<OscarConfig> {
+        Ok(oscar::tasks::finetune::scratch_config(self.model_config.as_deref(), vocab_size, dim)?)
+    }
+
     pub fn features(&self) -> PathBuf {
         self.features.clone().unwrap_or_else(|| self.data.join("features/features.tsv"))
     }
@@ -100,6 +109,10 @@ pub struct QaArgs {
     /// Answer vocabulary: ans2label / label2ans as JSON or pickle (default DATA/vqa/ans2label.json).
     #[arg(long)]
     pub answers: Option<PathBuf>,
+    /// Answer head over the pooled output (the reference's `--classifier`): `linear` (its
+    /// default) or `mlp` (Linear, ReLU, Linear of width hidden·`cls_hidden_scale`).
+    #[arg(long, value_parser = ["linear", "mlp"])]
+    pub classifier: Option<String>,
 }
 
 fn or_default(p: &Option<PathBuf>, dir: &Path, rel: &str) -> PathBuf {
@@ -132,12 +145,17 @@ pub fn run_qa(kind: QaKind, a: &QaArgs) -> Result<QaRun> {
     };
     cfg.task = kind;
     c.apply(&mut cfg.optim, &mut cfg.use_tags);
+    match a.classifier.as_deref() {
+        Some("mlp") => cfg.classifier = oscar::config::ClassifierKind::Mlp,
+        Some(_) => cfg.classifier = oscar::config::ClassifierKind::Linear,
+        None => {}
+    }
     let dim = c.dim();
     let vocab = c.data.join("vocab.txt");
     let tok = BertTokenizer::from_vocab(&vocab)?;
     let answers = AnswerVocab::read(&or_default(&a.answers, &c.data, "vqa/ans2label.json"))?;
     let train_set = QaSet::open(&or_default(&a.train, &c.data, "vqa/train.json"), &c.features(), dim, answers.len())?;
-    let fresh = OscarConfig::small(tok.vocab_size(), dim);
+    let fresh = c.fresh(tok.vocab_size(), dim)?;
     let name = format!("train {kind:?}").to_lowercase();
     std::fs::create_dir_all(&c.out).with_context(|| format!("creating {}", c.out.display()))?;
     let mut steps = StepLog::new(cfg.optim.steps, &name, "batch_score", Some(&c.out))?;
@@ -221,7 +239,7 @@ pub fn run_nlvr2(a: &Nlvr2Args) -> Result<Nlvr2Run> {
     let train_set = Nlvr2Set::open(&or_default(&a.train, &c.data, "nlvr2/train.json"), &c.features(), dim)?;
     std::fs::create_dir_all(&c.out).with_context(|| format!("creating {}", c.out.display()))?;
     let mut steps = StepLog::new(cfg.optim.steps, "train nlvr2", "accuracy", Some(&c.out))?;
-    let model = oscar::tasks::nlvr2::train(&train_set, &tok, c.init.as_deref(), &OscarConfig::small(tok.vocab_size(), dim), &cfg, |k, loss, acc| steps.record(k, loss, acc))?;
+    let model = oscar::tasks::nlvr2::train(&train_set, &tok, c.init.as_deref(), &c.fresh(tok.vocab_size(), dim)?, &cfg, |k, loss, acc| steps.record(k, loss, acc))?;
     let curve = steps.finish();
     model.save(&c.out, Some(&vocab))?;
     let evals = if a.eval.is_empty() { vec![c.data.join("nlvr2/dev.json"), c.data.join("nlvr2/test.json")] } else { a.eval.clone() };

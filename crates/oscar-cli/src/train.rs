@@ -6,7 +6,6 @@ use indicatif::{ProgressBar, ProgressStyle};
 use oscar::tasks::finetune::Optim;
 use oscar::tasks::retrieval::{summary, train, world_paths, RetrievalSet, RetrievalTrainConfig};
 use oscar::tokenizer::BertTokenizer;
-use oscar::OscarConfig;
 use std::path::PathBuf;
 
 #[derive(Subcommand)]
@@ -35,6 +34,9 @@ pub struct RetrievalArgs {
     /// Start from this checkpoint (e.g. a pre-training checkpoint); otherwise from scratch.
     #[arg(long)]
     init: Option<PathBuf>,
+    /// Shape of a model trained from scratch: a config.json (default: the small config).
+    #[arg(long, conflicts_with = "init")]
+    model_config: Option<PathBuf>,
     #[arg(long, default_value_t = 1000)]
     steps: u64,
     #[arg(long, default_value_t = 32)]
@@ -78,7 +80,7 @@ pub fn run(cmd: &TrainCmd) -> Result<()> {
     let (c, f, l) = world_paths(&a.data, "train");
     let train_set = RetrievalSet::open(&c, &f, &l, dim, None)?;
     let cfg = RetrievalTrainConfig { optim: Optim { steps: a.steps, batch_size: a.batch_size, lr: a.lr, seed: a.seed, ..Optim::default() }, use_tags: !a.no_tags, att_mask: a.att_mask, hard_negative_prob: a.hard_negatives, ..RetrievalTrainConfig::default() };
-    let fresh = OscarConfig::small(tok.vocab_size(), dim);
+    let fresh = oscar::tasks::finetune::scratch_config(a.model_config.as_deref(), tok.vocab_size(), dim)?;
     std::fs::create_dir_all(&a.out)?;
     let mut steps = crate::StepLog::new(a.steps, "train retrieval", "accuracy", Some(&a.out))?;
     let r = train(&train_set, &tok, a.init.as_deref(), &fresh, &cfg, |k, loss, acc| steps.record(k, loss, acc))?;

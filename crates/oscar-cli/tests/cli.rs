@@ -258,6 +258,34 @@ fn world_generate_then_check_and_feature_dict_conversion() {
 }
 
 #[test]
+fn vqa_trains_with_the_chosen_head_and_scratch_shape_then_answers_one_question() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = dir.path().join("world");
+    let (ok, _, err) = oscar(&["world", "generate", "--out", s(&w), "--images", "40", "--feature-dim", "8", "--render", "0"]);
+    assert!(ok, "{err}");
+    let vocab_size = std::fs::read_to_string(w.join("vocab.txt")).unwrap().lines().count();
+    let shape = dir.path().join("config.json");
+    let cfg = oscar::OscarConfig { num_attention_heads: 4, ..oscar::OscarConfig::small(vocab_size, 14) };
+    std::fs::write(&shape, cfg.to_json_pretty()).unwrap();
+    let m = dir.path().join("vqa");
+    let (ok, stdout, err) = oscar(&["train", "vqa", "--data", s(&w), "--out", s(&m), "--steps", "2", "--batch-size", "4", "--classifier", "mlp", "--model-config", s(&shape)]);
+    assert!(ok, "{err}");
+    assert!(stdout.contains("official VQA accuracy"), "{stdout}");
+    let saved: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(m.join("config.json")).unwrap()).unwrap();
+    assert_eq!((saved["classifier"].as_str(), saved["num_attention_heads"].as_u64()), (Some("mlp"), Some(4)));
+    let (ok, stdout, err) = oscar(&["answer", "--checkpoint", s(&m), "--features", s(&w.join("features/features.tsv")), "--image", "img000000", "--question", "what color is the dog?", "--tags", "dog cat", "--top", "3"]);
+    assert!(ok, "{err}");
+    let top: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let scores: Vec<f64> = top.as_array().unwrap().iter().map(|a| a["score"].as_f64().unwrap()).collect();
+    assert!(scores.len() == 3 && scores.windows(2).all(|p| p[0] >= p[1]), "{stdout}");
+    // A shape file whose vocabulary is not the data's is refused, naming the file.
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, oscar::OscarConfig::small(vocab_size + 1, 14).to_json_pretty()).unwrap();
+    let (ok, _, err) = oscar(&["train", "vqa", "--data", s(&w), "--out", s(&dir.path().join("x")), "--steps", "1", "--model-config", s(&bad)]);
+    assert!(!ok && err.contains("bad.json") && err.contains("vocab_size"), "{err}");
+}
+
+#[test]
 fn retrieval_train_evaluate_score_and_retrieve_from_the_command_line() {
     let dir = tempfile::tempdir().unwrap();
     let w = dir.path().join("world");

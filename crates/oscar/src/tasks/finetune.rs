@@ -54,6 +54,21 @@ impl Default for Optim {
     }
 }
 
+/// The config of a model trained from scratch: `path` (a `config.json`; for another depth,
+/// width or head count than [`OscarConfig::small`]) or `small`. Its vocabulary and region
+/// width must be the data's.
+pub fn scratch_config(path: Option<&Path>, vocab_size: usize, img_feature_dim: usize) -> Result<OscarConfig> {
+    let Some(p) = path else { return Ok(OscarConfig::small(vocab_size, img_feature_dim)) };
+    let c = OscarConfig::from_file(p)?;
+    if c.vocab_size != vocab_size {
+        return Err(Error::bad_file(p, format!("vocab_size is {}, but the data's vocabulary has {vocab_size} word pieces", c.vocab_size)));
+    }
+    if c.img_feature_dim != img_feature_dim {
+        return Err(Error::bad_file(p, format!("img_feature_dim is {}, but the data's regions have {img_feature_dim} values", c.img_feature_dim)));
+    }
+    Ok(c)
+}
+
 /// Builds the task model: from `init` (a pre-training, BERT or task checkpoint; missing task-head
 /// parameters start fresh) or from scratch with `fresh`. `adapt` sets the task's head settings on
 /// whichever config is used; `--drop_out` is applied after it.
@@ -206,5 +221,20 @@ mod tests {
         assert!(Optim { batch_size: 0, ..Optim::default() }.validate().is_err());
         assert!(Optim { lr: f64::NAN, ..Optim::default() }.validate().is_err());
         assert!(Optim { drop_out: Some(1.0), ..Optim::default() }.validate().is_err());
+    }
+
+    #[test]
+    fn a_scratch_config_file_sets_the_shape_and_must_match_the_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("config.json");
+        let wide = OscarConfig { num_attention_heads: 4, num_hidden_layers: 3, ..OscarConfig::small(50, 10) };
+        std::fs::write(&p, wide.to_json_pretty()).unwrap();
+        let c = scratch_config(Some(&p), 50, 10).unwrap();
+        assert_eq!((c.num_attention_heads, c.num_hidden_layers), (4, 3));
+        assert_eq!(scratch_config(None, 50, 10).unwrap().num_attention_heads, OscarConfig::small(50, 10).num_attention_heads);
+        let e = scratch_config(Some(&p), 51, 10).unwrap_err().to_string();
+        assert!(e.contains("config.json") && e.contains("vocab_size is 50"), "{e}");
+        let e = scratch_config(Some(&p), 50, 12).unwrap_err().to_string();
+        assert!(e.contains("img_feature_dim is 10"), "{e}");
     }
 }
