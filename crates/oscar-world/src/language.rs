@@ -150,8 +150,8 @@ pub fn questions(s: &Scene, n_categories: usize, answer_noise: f64, rng: &mut St
     }
     // How many of a category: half the time of one that appears more than once (when one
     // does), so that "1" is not nearly every answer.
-    let several: Vec<_> = g.iter().filter(|(_, m)| m.len() > 1).cloned().collect();
-    let counted = if !several.is_empty() && rng.random_bool(0.5) { several.choose(rng) } else { g.choose(rng) };
+    let several: Vec<_> = g.iter().filter(|(_, m)| m.len() > 1).collect();
+    let counted = if !several.is_empty() && rng.random_bool(0.5) { several.choose(rng).copied() } else { g.choose(rng) };
     if let Some((c, m)) = counted {
         let truth = m.len().to_string();
         let alts: Vec<String> = [m.len().saturating_sub(1).max(1), m.len() + 1].iter().map(|n| n.to_string()).collect();
