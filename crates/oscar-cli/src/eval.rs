@@ -7,7 +7,7 @@ use oscar_eval::captions::{build_doc_freq, evaluate_captions, read_captions, Cap
 use oscar_eval::cider::DocFreqFile;
 use oscar_eval::meteor::find_jar;
 use oscar_eval::retrieval::recall_at_k;
-use oscar_eval::vqa::{evaluate_vqa, read_annotations, read_questions, read_results};
+use oscar_eval::vqa::{evaluate_vqa_rules, read_annotations, read_questions, read_results, VqaRules};
 use std::path::{Path, PathBuf};
 
 #[derive(Subcommand)]
@@ -65,6 +65,11 @@ pub struct VqaArgs {
     /// Score only the answered questions.
     #[arg(long)]
     subset: bool,
+    /// Which official `vqaEval.py`: `official` (GT-Vision-Lab/VQA master) or `pre-2021`
+    /// (before its commit a013f00, "Fixed processing answers bug").
+    #[arg(long, default_value = "official")]
+    rules: VqaRules,
+    /// Write the scores (overall, per type, per question; unrounded) as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
 }
@@ -127,8 +132,12 @@ pub fn run(cmd: &EvalCmd) -> Result<()> {
                 read_questions(q, &anns)?;
             }
             let res = read_results(&a.results)?;
-            let s = evaluate_vqa(&anns, &res, a.subset)?;
-            println!("VQA accuracy  {:.2}  ({} questions)", s.overall, s.questions);
+            let s = evaluate_vqa_rules(&anns, &res, a.subset, a.rules)?;
+            let rules = match a.rules {
+                VqaRules::Official => "GT-Vision-Lab/VQA master rules",
+                VqaRules::Pre2021 => "rules before GT-Vision-Lab/VQA a013f00",
+            };
+            println!("VQA accuracy  {:.2}  ({} questions; {rules})", s.overall, s.questions);
             for (k, v) in &s.per_answer_type {
                 println!("  answer type {k:<12} {v:.2}");
             }

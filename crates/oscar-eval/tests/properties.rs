@@ -3,7 +3,7 @@
 
 use oscar_eval::captions::{evaluate_captions, CaptionOptions, CaptionSet};
 use oscar_eval::ptb::tokenize_caption;
-use oscar_eval::vqa::{normalize_answer, question_accuracy};
+use oscar_eval::vqa::{normalize_answer, question_accuracy, HumanAnswer, VqaRules};
 use proptest::prelude::*;
 
 fn words() -> impl Strategy<Value = String> {
@@ -37,9 +37,12 @@ proptest! {
 
     #[test]
     fn vqa_accuracy_is_a_multiple_of_a_thirtieth(pred in "[a-z ]{0,8}", human in proptest::collection::vec("[a-z]{1,4}", 10)) {
-        let acc = question_accuracy(&pred, &human);
-        prop_assert!((0.0..=1.0).contains(&acc));
-        prop_assert!(((acc * 30.0) - (acc * 30.0).round()).abs() < 1e-9);
+        let human: Vec<HumanAnswer> = human.iter().enumerate().map(|(i, a)| HumanAnswer::numbered(a.as_str(), i + 1)).collect();
+        for rules in [VqaRules::Official, VqaRules::Pre2021] {
+            let acc = question_accuracy(&pred, &human, rules);
+            prop_assert!((0.0..=1.0).contains(&acc));
+            prop_assert!(((acc * 30.0) - (acc * 30.0).round()).abs() < 1e-9);
+        }
         let _ = normalize_answer(&pred);
     }
 }

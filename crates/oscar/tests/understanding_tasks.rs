@@ -67,7 +67,7 @@ fn submission_is_the_official_format_and_majority_baselines_follow_the_types() {
     assert_eq!(submission(&preds), serde_json::json!([{"question_id": 17, "answer": "yes"}, {"question_id": "a-1", "answer": "2"}]));
 
     use oscar_eval::vqa::Annotation;
-    let ann = |id: &str, t: &str, a: &str| Annotation { question_id: id.into(), question_type: t.into(), answer_type: "other".into(), answers: vec![a.to_string(); 10] };
+    let ann = |id: &str, t: &str, a: &str| Annotation::new(id, t, "other", &[a; 10]);
     let train = vec![ann("1", "how many", "2"), ann("2", "how many", "2"), ann("3", "is there a", "no"), ann("4", "what color is the", "red"), ann("5", "what color is the", "red")];
     let test = vec![ann("9", "is there a", "no"), ann("10", "how many", "3")];
     let (overall, typed) = majority_answers(&train, &test);

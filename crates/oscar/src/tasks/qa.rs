@@ -300,7 +300,7 @@ pub fn majority_answers(train: &[oscar_eval::vqa::Annotation], test: &[oscar_eva
         }
         c.into_iter().max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(a.0))).map(|(a, _)| a.to_string()).unwrap_or_default()
     }
-    let top = |a: &oscar_eval::vqa::Annotation| most_common(a.answers.iter().map(String::as_str));
+    let top = |a: &oscar_eval::vqa::Annotation| most_common(a.answer_texts());
     let tops: Vec<(String, String)> = train.iter().map(|a| (a.question_type.clone(), top(a))).collect();
     let overall = most_common(tops.iter().map(|(_, a)| a.as_str()));
     let per_type: HashMap<&str, String> = tops.iter().map(|(t, _)| t.as_str()).collect::<std::collections::BTreeSet<_>>().into_iter().map(|t| (t, most_common(tops.iter().filter(|(q, _)| q == t).map(|(_, a)| a.as_str())))).collect();
