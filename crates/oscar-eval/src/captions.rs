@@ -7,7 +7,7 @@ use crate::error::{EvalError, Result};
 use crate::meteor::meteor;
 use crate::ngrams::{count, Counts, Vocab};
 use rayon::prelude::*;
-use crate::ptb::tokenize_caption;
+use crate::ptb::Tokenizer;
 use crate::rouge::rouge_l;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -101,6 +101,10 @@ pub struct CaptionOptions {
     pub cider_df: Option<DocFreqFile>,
     /// Evaluate only the predicted images instead of requiring a prediction for every image.
     pub allow_subset: bool,
+    /// How the PTB tokenization is done (unless `pretokenized`): natively (default) or by the
+    /// Stanford jar itself. Both tokenize the references as one batch and the predictions as
+    /// another, in image-id order, as pycocoevalcap tokenizes `gts` and `res`.
+    pub tokenizer: Tokenizer,
 }
 
 #[derive(Debug, Serialize)]
@@ -152,10 +156,17 @@ pub fn evaluate_captions(refs: &CaptionSet, preds: &CaptionSet, opt: &CaptionOpt
             missing.iter().take(5).map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
         )));
     }
-    let tok = |s: &str| if opt.pretokenized { s.to_string() } else { tokenize_caption(s) };
     let ids: Vec<&String> = preds.keys().collect();
-    let hyp_text: Vec<String> = ids.par_iter().map(|id| tok(&preds[*id][0])).collect();
-    let ref_text: Vec<Vec<String>> = ids.par_iter().map(|id| refs[*id].iter().map(|r| tok(r)).collect()).collect();
+    let raw_hyp: Vec<&str> = ids.iter().map(|id| preds[*id][0].as_str()).collect();
+    let raw_refs: Vec<&str> = ids.iter().flat_map(|id| refs[*id].iter().map(String::as_str)).collect();
+    let (hyp_text, flat_refs): (Vec<String>, Vec<String>) = if opt.pretokenized {
+        (raw_hyp.iter().map(|s| s.to_string()).collect(), raw_refs.iter().map(|s| s.to_string()).collect())
+    } else {
+        let (h, r) = rayon::join(|| opt.tokenizer.tokenize(&raw_hyp), || opt.tokenizer.tokenize(&raw_refs));
+        (h?, r?)
+    };
+    let mut flat = flat_refs.into_iter();
+    let ref_text: Vec<Vec<String>> = ids.iter().map(|id| flat.by_ref().take(refs[*id].len()).collect()).collect();
     if let Some((id, _)) = ids.iter().zip(&ref_text).find(|(_, r)| r.is_empty()) {
         return Err(EvalError::Invalid(format!("image {id} has no reference caption")));
     }
@@ -221,16 +232,28 @@ pub fn evaluate_captions(refs: &CaptionSet, preds: &CaptionSet, opt: &CaptionOpt
 }
 
 /// Document frequencies of a caption file's references (per image, the set of its captions'
-/// n-grams), for CIDEr-D during SCST: `oscar eval cider-df`.
+/// n-grams), for CIDEr-D during SCST: `oscar eval cider-df`. Native PTB tokenization unless
+/// `pretokenized`.
 pub fn build_doc_freq(refs: &CaptionSet, pretokenized: bool) -> DocFreqFile {
+    let opt = CaptionOptions { pretokenized, ..Default::default() };
+    build_doc_freq_with(refs, &opt).expect("native tokenization cannot fail")
+}
+
+/// [`build_doc_freq`] with the tokenization chosen in `opt` (`pretokenized`, `tokenizer`): all
+/// captions tokenized as one batch in image-id order.
+pub fn build_doc_freq_with(refs: &CaptionSet, opt: &CaptionOptions) -> Result<DocFreqFile> {
+    let pretokenized = opt.pretokenized;
+    let raw: Vec<&str> = refs.values().flat_map(|caps| caps.iter().map(String::as_str)).collect();
+    let toks: Vec<String> = if pretokenized { raw.iter().map(|s| s.to_string()).collect() } else { opt.tokenizer.tokenize(&raw)? };
+    let mut toks = toks.into_iter();
     let mut vocab = Vocab::default();
     let mut words: Vec<String> = Vec::new();
     let sets: Vec<Vec<Vec<u32>>> = refs
         .values()
         .map(|caps| {
             caps.iter()
-                .map(|c| {
-                    let t = if pretokenized { c.clone() } else { tokenize_caption(c) };
+                .map(|_| {
+                    let t = toks.next().expect("one tokenization per caption");
                     t.split_whitespace()
                         .map(|w| {
                             let before = words.len() as u32;
@@ -245,5 +268,5 @@ pub fn build_doc_freq(refs: &CaptionSet, pretokenized: bool) -> DocFreqFile {
                 .collect()
         })
         .collect();
-    DocFreq::from_refs(&sets).to_file(&words, if pretokenized { "pretokenized" } else { "ptb" })
+    Ok(DocFreq::from_refs(&sets).to_file(&words, if pretokenized { "pretokenized" } else { "ptb" }))
 }

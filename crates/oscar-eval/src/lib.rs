@@ -14,6 +14,8 @@ pub mod error;
 pub mod meteor;
 pub mod ngrams;
 pub mod ptb;
+mod ptb_jar_unknown;
+pub mod ptb_lexer;
 pub mod retrieval;
 pub mod rouge;
 pub mod vqa;

@@ -7,8 +7,12 @@ use serde_json::Value;
 use std::path::PathBuf;
 
 fn goldens() -> Value {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/caption_goldens.json");
-    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+    goldens_at("caption_goldens.json")
+}
+
+fn goldens_at(name: &str) -> Value {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
+    serde_json::from_str(&std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
 fn set(v: &Value) -> CaptionSet {
@@ -151,4 +155,62 @@ fn ptb_tokenization_equals_the_jar_on_hard_cases() {
         }
     }
     assert!(bad.is_empty(), "{} of {} differ:\n{}", bad.len(), cases.len(), bad.join("\n"));
+}
+
+/// The goldens built from the PTB corner-case generator
+/// (tools/reference/make_ptb_caption_goldens.py): 300 images × 5 references of hard captions.
+const PTB_SET: &str = "caption_goldens_ptb.json";
+
+#[test]
+fn generated_hard_captions_tokenize_as_pycocoevalcap_does() {
+    let g = goldens_at(PTB_SET);
+    for (key, toks) in [("refs", "tokenized_refs"), ("preds", "tokenized_preds")] {
+        let raw = set(&g[key]);
+        let want = set(&g[toks]);
+        // One batch, in id order, as pycocoevalcap tokenizes gts and res.
+        let flat: Vec<&str> = raw.values().flat_map(|c| c.iter().map(String::as_str)).collect();
+        let got = oscar_eval::ptb::tokenize_captions(&flat);
+        let want_flat: Vec<&String> = raw.keys().flat_map(|k| want[k].iter()).collect();
+        let bad: Vec<String> = flat.iter().zip(&got).zip(&want_flat).filter(|((_, o), w)| *o != **w).map(|((c, o), w)| format!("{c:?}\n   ours: {o:?}\n    jar: {w:?}")).collect();
+        assert!(bad.is_empty(), "{key}: {} of {} differ:\n{}", bad.len(), flat.len(), bad.join("\n"));
+    }
+}
+
+#[test]
+fn generated_hard_captions_score_as_pycocoevalcap_from_raw_text() {
+    let g = goldens_at(PTB_SET);
+    let s = evaluate_captions(&set(&g["refs"]), &set(&g["preds"]), &CaptionOptions::default()).unwrap();
+    assert_eq!(s.images, 300);
+    check_scores(&g, &s);
+}
+
+#[test]
+fn generated_hard_captions_cider_d_equals_the_reference() {
+    let g = goldens_at(PTB_SET);
+    let df = build_doc_freq(&set(&g["train_captions"]), false);
+    assert_eq!(df.ref_len, 400.0);
+    let opt = CaptionOptions { cider_df: Some(df), ..Default::default() };
+    let s = evaluate_captions(&set(&g["refs"]), &set(&g["preds"]), &opt).unwrap();
+    close("CIDEr-D", s.cider_d.unwrap(), g["scores"]["cider_d_train"].as_f64().unwrap());
+    for im in &s.per_image {
+        close(&im.image_id, im.cider_d.unwrap(), g["per_image"][&im.image_id]["cider_d_train"].as_f64().unwrap());
+    }
+}
+
+#[test]
+fn generated_hard_captions_meteor_equals_the_jar_when_present() {
+    let jar = match oscar_eval::meteor::find_jar(None) {
+        Ok(j) => j,
+        Err(e) => {
+            eprintln!("skipped: {e}");
+            return;
+        }
+    };
+    let g = goldens_at(PTB_SET);
+    let opt = CaptionOptions { meteor_jar: Some(jar), ..Default::default() };
+    let s = evaluate_captions(&set(&g["refs"]), &set(&g["preds"]), &opt).unwrap();
+    close("METEOR", s.meteor.unwrap(), g["scores"]["meteor"].as_f64().unwrap());
+    for im in &s.per_image {
+        close(&im.image_id, im.meteor.unwrap(), g["per_image"][&im.image_id]["meteor"].as_f64().unwrap());
+    }
 }
