@@ -192,17 +192,17 @@ pub fn run_qa(kind: QaKind, a: &QaArgs) -> Result<QaRun> {
 
 pub fn print_qa(run: &QaRun, out: &Path) {
     let label = if run.task == QaKind::Vqa { "soft score of the argmax answer" } else { "accuracy" };
-    println!("{:?} on {}: {label} {:.1} %", run.task, out.display(), run.score);
+    outln!("{:?} on {}: {label} {:.1} %", run.task, out.display(), run.score);
     if let Some(o) = &run.official {
-        println!("official VQA accuracy {:.2} % over {} questions", o.overall, o.questions);
+        outln!("official VQA accuracy {:.2} % over {} questions", o.overall, o.questions);
         for (t, v) in &o.per_question_type {
-            println!("  {t:<30} {v:6.2}");
+            outln!("  {t:<30} {v:6.2}");
         }
     }
     if let (Some(m), Some(t)) = (run.majority_overall, run.majority_per_type) {
-        println!("majority-answer baselines: overall {m:.2} %, per question type {t:.2} %");
+        outln!("majority-answer baselines: overall {m:.2} %, per question type {t:.2} %");
     }
-    println!("model, results.json (submission format) and eval.json in {} ({:.0} s)", out.display(), run.seconds);
+    outln!("model, results.json (submission format) and eval.json in {} ({:.0} s)", out.display(), run.seconds);
 }
 
 #[derive(Args)]
@@ -260,9 +260,9 @@ pub fn run_nlvr2(a: &Nlvr2Args) -> Result<Nlvr2Run> {
 
 pub fn print_nlvr2(run: &Nlvr2Run, out: &Path) {
     for (f, acc, cons, n) in &run.splits {
-        println!("NLVR2 {f}: accuracy {acc:.1} %, consistency {cons:.1} % ({n} statements)");
+        outln!("NLVR2 {f}: accuracy {acc:.1} %, consistency {cons:.1} % ({n} statements)");
     }
-    println!("model and eval.json in {} ({:.0} s)", out.display(), run.seconds);
+    outln!("model and eval.json in {} ({:.0} s)", out.display(), run.seconds);
 }
 
 #[derive(Args)]
@@ -307,7 +307,7 @@ pub fn answer(a: &AnswerArgs) -> Result<()> {
             match &a.out {
                 Some(o) => {
                     oscar::checkpoint::write_atomic(o, body.as_bytes())?;
-                    println!("{} answers written to {}", preds.len(), o.display());
+                    outln!("{} answers written to {}", preds.len(), o.display());
                 }
                 None => crate::emit(&(body + "\n"))?,
             }
