@@ -97,7 +97,7 @@ pub fn run_train(a: &CaptionTrainArgs) -> Result<CaptionRun> {
     if a.tie_weights {
         cfg.tie_weights = Some(true);
     }
-    let dim = c.dim();
+    let dim = c.dim()?;
     let vocab = c.data.join("vocab.txt");
     let tok = BertTokenizer::from_vocab(&vocab)?;
     let train_set = split_set(&c.data, "train", &c.features(), dim, None)?;

@@ -168,7 +168,10 @@ fn check(dir: &std::path::Path, dim: Option<usize>, json: Option<&std::path::Pat
     if !dir.is_dir() {
         anyhow::bail!("{}: not a directory", dir.display());
     }
-    let dim = dim.unwrap_or_else(|| world_dim(dir));
+    let dim = match dim {
+        Some(d) => d,
+        None => world_dim(dir)?,
+    };
     let reports = oscar::data::check::check_dataset(dir, dim);
     let mut out = String::new();
     let mut problems = 0;
@@ -225,8 +228,8 @@ pub(crate) fn write_stdout(args: std::fmt::Arguments, newline: bool) {
 
 
 /// The region-feature width of a world-style dataset directory (world.json), else 2054.
-pub(crate) fn world_dim(dir: &std::path::Path) -> usize {
-    oscar::tasks::finetune::world_region_dim(dir, 2054)
+pub(crate) fn world_dim(dir: &std::path::Path) -> Result<usize> {
+    Ok(oscar::tasks::finetune::world_region_dim(dir, 2054)?)
 }
 
 /// A progress bar over `len` steps: position, rate and ETA, with a message for loss and metrics.

@@ -75,8 +75,11 @@ impl CommonTrain {
         }
     }
 
-    pub fn dim(&self) -> usize {
-        self.img_feature_dim.unwrap_or_else(|| world_dim(&self.data))
+    pub fn dim(&self) -> Result<usize> {
+        match self.img_feature_dim {
+            Some(d) => Ok(d),
+            None => world_dim(&self.data),
+        }
     }
 
     /// The config of a model trained from scratch (`--model-config` or the small one).
@@ -150,7 +153,7 @@ pub fn run_qa(kind: QaKind, a: &QaArgs) -> Result<QaRun> {
         Some(_) => cfg.classifier = oscar::config::ClassifierKind::Linear,
         None => {}
     }
-    let dim = c.dim();
+    let dim = c.dim()?;
     let vocab = c.data.join("vocab.txt");
     let tok = BertTokenizer::from_vocab(&vocab)?;
     let answers = AnswerVocab::read(&or_default(&a.answers, &c.data, "vqa/ans2label.json"))?;
@@ -233,7 +236,7 @@ pub fn run_nlvr2(a: &Nlvr2Args) -> Result<Nlvr2Run> {
         None => Nlvr2Config::default(),
     };
     c.apply(&mut cfg.optim, &mut cfg.use_tags);
-    let dim = c.dim();
+    let dim = c.dim()?;
     let vocab = c.data.join("vocab.txt");
     let tok = BertTokenizer::from_vocab(&vocab)?;
     let train_set = Nlvr2Set::open(&or_default(&a.train, &c.data, "nlvr2/train.json"), &c.features(), dim)?;

@@ -74,7 +74,10 @@ pub fn run(cmd: &TrainCmd) -> Result<()> {
         TrainCmd::Caption(a) => return Ok(crate::caption::print_run(&crate::caption::run_train(a)?, &a.common.out)),
         TrainCmd::Nlvr2(a) => return Ok(crate::qa::print_nlvr2(&crate::qa::run_nlvr2(a)?, &a.common.out)),
     };
-    let dim = a.img_feature_dim.unwrap_or_else(|| crate::world_dim(&a.data));
+    let dim = match a.img_feature_dim {
+        Some(d) => d,
+        None => crate::world_dim(&a.data)?,
+    };
     let vocab = a.data.join("vocab.txt");
     let tok = BertTokenizer::from_vocab(&vocab)?;
     let (c, f, l) = world_paths(&a.data, "train");
