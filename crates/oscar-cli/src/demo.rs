@@ -121,7 +121,14 @@ pub fn run(a: &DemoArgs) -> Result<()> {
     let keep: std::collections::BTreeSet<String> = cap_test.images.iter().cloned().collect();
     cap_test.captions.retain(|k, _| keep.contains(k));
     let ccfg = CaptionConfig { optim: optim.clone(), ..CaptionConfig::default() };
-    let copts = CaptionOptions { cider_df: Some(build_doc_freq(&cap_train.captions, false)), meteor_jar: oscar_eval::meteor::find_jar(None).ok(), ..CaptionOptions::default() };
+    let (meteor_jar, meteor_missing) = match oscar_eval::meteor::find_runnable(None) {
+        Ok(j) => (Some(j), None),
+        Err(e) => {
+            errln!("note: METEOR will be reported as n/a: {e}");
+            (None, Some(e.to_string()))
+        }
+    };
+    let copts = CaptionOptions { cider_df: Some(build_doc_freq(&cap_train.captions, false)), meteor_jar, ..CaptionOptions::default() };
     // VQA data.
     let answers = AnswerVocab::read(&world_dir.join("vqa/ans2label.json"))?;
     let vqa_train = QaSet::open(&world_dir.join("vqa/train.json"), &f, dim, answers.len())?;
@@ -190,6 +197,7 @@ pub fn run(a: &DemoArgs) -> Result<()> {
         "pretraining": pre.iter().map(|(n, r)| serde_json::json!({"arm": n, "steps": r.steps, "final_loss": r.logs.last().map(|l| l.loss), "held_out": r.evals.last()})).collect::<Vec<_>>(),
         "retrieval": results.iter().map(|r| serde_json::json!({"arm": r.name, "recall": summary(&r.retrieval.full), "images": r.retrieval.images, "captions": r.retrieval.captions})).collect::<Vec<_>>(),
         "captioning": results.iter().map(|r| serde_json::json!({"arm": r.name, "bleu4": r.caption.bleu[3], "meteor": r.caption.meteor, "rouge_l": r.caption.rouge_l, "cider": r.caption.cider, "cider_d": r.caption.cider_d})).collect::<Vec<_>>(),
+        "meteor_missing": meteor_missing,
         "captioning_nearest_neighbour": {"bleu4": nn_scores.bleu[3], "meteor": nn_scores.meteor, "rouge_l": nn_scores.rouge_l, "cider": nn_scores.cider, "cider_d": nn_scores.cider_d},
         "vqa": results.iter().map(|r| serde_json::json!({"arm": r.name, "accuracy": r.vqa.overall, "per_question_type": r.vqa.per_question_type})).collect::<Vec<_>>(),
         "vqa_majority": {"overall": maj.0, "per_question_type": maj.1},
@@ -268,6 +276,9 @@ fn write_report(out: &Path, j: &serde_json::Value, scenes: bool) -> Result<()> {
     }
     let nn = &j["captioning_nearest_neighbour"];
     md += &format!("| nearest-neighbour caption | {} | {} | {} | {} | {} |\n", f(&nn["bleu4"]), f(&nn["meteor"]), f(&nn["rouge_l"]), f(&nn["cider"]), f(&nn["cider_d"]));
+    if let Some(why) = j["meteor_missing"].as_str() {
+        md += &format!("\nMETEOR is n/a: {why}.\n");
+    }
     md += "\n![captioning curves](caption_learning_curves.png)\n\n## VQA (official accuracy, %)\n\nMLP answer head. The per-type skills take tens of thousands of steps to appear, far more than this budget: README, \"VQA, GQA, NLVR2\", has 50,000-step runs on a 10,000-image world.\n\n| arm | overall | by question type |\n|---|---|---|\n";
     for r in j["vqa"].as_array().into_iter().flatten() {
         let types: Vec<String> = r["per_question_type"].as_object().into_iter().flatten().map(|(k, v)| format!("{k}: {:.1}", v.as_f64().unwrap_or(f64::NAN))).collect();

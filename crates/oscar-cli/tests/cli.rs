@@ -382,6 +382,15 @@ fn the_quick_demo_writes_a_complete_report_of_computed_numbers() {
     }
     assert!(v["vqa_majority"]["per_question_type"].as_f64().is_some_and(f64::is_finite));
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    // METEOR: computed when the jar the test command fetched (or OSCAR_METEOR_JAR) and Java are
+    // there; otherwise the report says why and how to get it.
+    match v["meteor_missing"].as_str() {
+        None => assert!(caps.iter().all(|c| c["meteor"].as_f64().is_some_and(|m| (0.0..=1.0).contains(&m))), "{caps:?}"),
+        Some(why) => {
+            assert!(std::env::var_os("OSCAR_METEOR_JAR").is_none(), "the test command fetched the jar, yet the demo did not use it: {why}");
+            assert!(md.contains("METEOR is n/a") && (why.contains("fetch_pycocoevalcap.sh") || why.contains("Java")), "{why}");
+        }
+    }
     assert!(md.contains("pre-trained with tags") && md.contains("## Captioning") && md.contains("## VQA") && !md.contains("NaN"), "{md}");
 }
 
