@@ -21,26 +21,13 @@ if [ -f "$M/model.safetensors" ]; then
   export OSCAR_MINILM_DIR="$PWD/$M"
 fi
 
-# METEOR is computed by the METEOR 1.5 jar, which ships in pycocoevalcap's wheel (104 MB; only
-# its meteor/ and tokenizer/ folders are kept, in target/pycocoevalcap). The tokenizer folder holds
-# the Stanford CoreNLP 3.4.1 jar (PTB tokenization; the jar-mode test). Needs Java to run; skipped otherwise.
+# METEOR is computed by the METEOR 1.5 jar, which ships in pycocoevalcap's wheel with the Stanford
+# CoreNLP 3.4.1 jar (PTB tokenization; the jar-mode test); tools/fetch_pycocoevalcap.sh keeps both
+# in target/pycocoevalcap. They need Java to run; those tests are skipped otherwise.
 J=target/pycocoevalcap/pycocoevalcap/meteor/meteor-1.5.jar
 P=target/pycocoevalcap/pycocoevalcap/tokenizer/stanford-corenlp-3.4.1.jar
-if { [ ! -f "$J" ] || [ ! -f "$P" ]; } && command -v java >/dev/null && command -v python3 >/dev/null; then
-  mkdir -p target/pycocoevalcap
-  if python3 -m pip download --no-deps --quiet --disable-pip-version-check -d target/pycocoevalcap 'pycocoevalcap==1.2' \
-     && python3 - <<'PY'
-import glob, zipfile
-whl = glob.glob("target/pycocoevalcap/pycocoevalcap-1.2-*.whl")[0]
-with zipfile.ZipFile(whl) as z:
-    z.extractall("target/pycocoevalcap", [n for n in z.namelist() if n.startswith(("pycocoevalcap/meteor/", "pycocoevalcap/tokenizer/"))])
-PY
-  then
-    rm -f target/pycocoevalcap/*.whl
-    echo "fetched the METEOR 1.5 and Stanford CoreNLP 3.4.1 jars into target/pycocoevalcap"
-  else
-    echo "warning: could not fetch pycocoevalcap's jars; the METEOR golden and PTB jar-mode tests are skipped" >&2
-  fi
+if command -v java >/dev/null && ! bash tools/fetch_pycocoevalcap.sh; then
+  echo "warning: could not fetch pycocoevalcap's jars; the METEOR golden and PTB jar-mode tests are skipped" >&2
 fi
 if [ -f "$J" ] && command -v java >/dev/null; then
   export OSCAR_METEOR_JAR="$PWD/$J"

@@ -121,7 +121,7 @@ fn retrieval_score(a: &BenchArgs, cfg: &OscarConfig) -> Result<()> {
         let last = n * 2.0 * 2.0 * h * h + encoder_flops(&cfg, b as f64, seq, 0.0) / cfg.num_hidden_layers as f64;
         per_layer * (cfg.num_hidden_layers as f64 - 1.0) + last + (b * r) as f64 * 2.0 * f as f64 * h
     };
-    println!(
+    outln!(
         "{}",
         serde_json::json!({
             "workload": "retrieval_score", "size": format!("{:?}", a.size).to_lowercase(), "batch": b, "regions": r,
@@ -176,7 +176,7 @@ fn caption_beam(a: &BenchArgs, cfg: &OscarConfig) -> Result<()> {
     };
     let (tc, cc) = time(true)?;
     let (tr, cr) = time(false)?;
-    println!(
+    outln!(
         "{}",
         serde_json::json!({
             "workload": "caption_beam5", "size": format!("{:?}", a.size).to_lowercase(), "images": a.batch, "regions": a.regions, "max_gen_length": st.max_gen_length,
@@ -235,7 +235,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     let n = (b * (t + r)) as f64;
     let fwd = encoder_flops(&cfg, n, (t + r) as f64, (b * r) as f64) + n * 2.0 * h * (h + v);
     let gflops = 3.0 * fwd / median / 1e9;
-    println!(
+    outln!(
         "{}",
         serde_json::json!({
             "workload": "pretrain_step", "size": format!("{:?}", a.size).to_lowercase(), "batch": b, "text": t, "regions": r,

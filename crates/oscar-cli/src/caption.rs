@@ -97,7 +97,7 @@ pub fn run_train(a: &CaptionTrainArgs) -> Result<CaptionRun> {
     if a.tie_weights {
         cfg.tie_weights = Some(true);
     }
-    let dim = c.dim();
+    let dim = c.dim()?;
     let vocab = c.data.join("vocab.txt");
     let tok = BertTokenizer::from_vocab(&vocab)?;
     let train_set = split_set(&c.data, "train", &c.features(), dim, None)?;
@@ -163,14 +163,14 @@ fn write_outputs(out: &Path, name: &str, images: &[String], captions: &[String],
 }
 
 pub fn print_run(r: &CaptionRun, out: &Path) {
-    let row = |n: &str, s: &SplitScores| println!("{n:<20} BLEU-4 {:.3}  METEOR {}  ROUGE-L {:.3}  CIDEr {:.3}  CIDEr-D {}", s.bleu4, s.meteor.map(|m| format!("{m:.3}")).unwrap_or("n/a".into()), s.rouge_l, s.cider, s.cider_d.map(|m| format!("{m:.3}")).unwrap_or("n/a".into()));
-    println!("captioning on {} images of {}:", r.model.images, r.model.split);
+    let row = |n: &str, s: &SplitScores| outln!("{n:<20} BLEU-4 {:.3}  METEOR {}  ROUGE-L {:.3}  CIDEr {:.3}  CIDEr-D {}", s.bleu4, s.meteor.map(|m| format!("{m:.3}")).unwrap_or("n/a".into()), s.rouge_l, s.cider, s.cider_d.map(|m| format!("{m:.3}")).unwrap_or("n/a".into()));
+    outln!("captioning on {} images of {}:", r.model.images, r.model.split);
     row("model", &r.model);
     row("nearest neighbour", &r.nearest_neighbour);
     for (i, c) in &r.examples {
-        println!("  {i}: {c}");
+        outln!("  {i}: {c}");
     }
-    println!("model, eval.json and {}_pred.json/.tsv in {} ({:.0} s)", r.model.split, out.display(), r.seconds);
+    outln!("model, eval.json and {}_pred.json/.tsv in {} ({:.0} s)", r.model.split, out.display(), r.seconds);
 }
 
 #[derive(Args)]
@@ -263,11 +263,11 @@ pub fn caption(a: &CaptionArgs) -> Result<()> {
         None => {
             for (i, (img, c)) in set.images.iter().zip(&captions).enumerate() {
                 let cons = extra.get(i).map(|e| format!("  (constraints {})", e["constraints"])).unwrap_or_default();
-                println!("{img}\t{c}\t(conf {:.3}){cons}", gens[i].score.exp());
+                outln!("{img}\t{c}\t(conf {:.3}){cons}", gens[i].score.exp());
             }
         }
     }
-    eprintln!("{} captions in {secs:.2} s ({:.1} images/s)", captions.len(), captions.len() as f64 / secs.max(1e-9));
+    errln!("{} captions in {secs:.2} s ({:.1} images/s)", captions.len(), captions.len() as f64 / secs.max(1e-9));
     if a.refs.is_some() {
         let opts = CaptionOptions {
             cider_df: a.train_captions.as_ref().map(|p| oscar_eval::captions::read_captions(p, false).map(|t| build_doc_freq(&t, false))).transpose()?,
@@ -276,7 +276,7 @@ pub fn caption(a: &CaptionArgs) -> Result<()> {
         };
         if let Some(s) = score_captions(&set, &captions, &opts)? {
             let ss = SplitScores::from("refs", &s);
-            println!("{}", serde_json::to_string_pretty(&ss)?);
+            outln!("{}", serde_json::to_string_pretty(&ss)?);
         }
     }
     Ok(())

@@ -60,14 +60,14 @@ pub fn run(a: &DemoArgs) -> Result<()> {
     };
     std::fs::create_dir_all(&a.out)?;
     let world_dir = a.out.join("world");
-    println!("[1/6] generating the world ({} images, {}-d detector features)", b.images, b.feature_dim);
+    outln!("[1/6] generating the world ({} images, {}-d detector features)", b.images, b.feature_dim);
     let world = generate(&WorldConfig { images: b.images, seed: a.seed, feature_dim: b.feature_dim, ..WorldConfig::default() })?;
     write_world(&world, &world_dir, 12)?;
     let dim = b.feature_dim + 6;
 
     let mut pre = Vec::new();
     for (name, tags) in [("with-tags", true), ("without-tags", false)] {
-        println!("[2/6] pre-training {name} ({} steps)", b.pretrain_steps);
+        outln!("[2/6] pre-training {name} ({} steps)", b.pretrain_steps);
         let cfg = PretrainConfig {
             dataset: world_dir.join("pretrain/dataset.yaml"),
             output_dir: a.out.join(format!("pretrain-{name}")),
@@ -95,7 +95,7 @@ pub fn run(a: &DemoArgs) -> Result<()> {
                 (Some(own), Some(other)) => format!("; masked caption words {own:.3} with the image's tags, {other:.3} with another image's"),
                 _ => String::new(),
             };
-            println!("      held-out MLM accuracy {:.3}, contrastive {:.3}{reads}", e.mlm_accuracy, e.contrastive_accuracy);
+            outln!("      held-out MLM accuracy {:.3}, contrastive {:.3}{reads}", e.mlm_accuracy, e.contrastive_accuracy);
         }
         pre.push((name, r));
     }
@@ -121,7 +121,14 @@ pub fn run(a: &DemoArgs) -> Result<()> {
     let keep: std::collections::BTreeSet<String> = cap_test.images.iter().cloned().collect();
     cap_test.captions.retain(|k, _| keep.contains(k));
     let ccfg = CaptionConfig { optim: optim.clone(), ..CaptionConfig::default() };
-    let copts = CaptionOptions { cider_df: Some(build_doc_freq(&cap_train.captions, false)), meteor_jar: oscar_eval::meteor::find_jar(None).ok(), ..CaptionOptions::default() };
+    let (meteor_jar, meteor_missing) = match oscar_eval::meteor::find_runnable(None) {
+        Ok(j) => (Some(j), None),
+        Err(e) => {
+            errln!("note: METEOR will be reported as n/a: {e}");
+            (None, Some(e.to_string()))
+        }
+    };
+    let copts = CaptionOptions { cider_df: Some(build_doc_freq(&cap_train.captions, false)), meteor_jar, ..CaptionOptions::default() };
     // VQA data.
     let answers = AnswerVocab::read(&world_dir.join("vqa/ans2label.json"))?;
     let vqa_train = QaSet::open(&world_dir.join("vqa/train.json"), &f, dim, answers.len())?;
@@ -141,19 +148,19 @@ pub fn run(a: &DemoArgs) -> Result<()> {
     let mut results: Vec<Arm> = Vec::new();
     let mut showcase = None;
     for (name, init) in &arms {
-        println!("[3/6] {name}: retrieval fine-tuning ({} steps) and full-protocol evaluation", b.finetune_steps);
+        outln!("[3/6] {name}: retrieval fine-tuning ({} steps) and full-protocol evaluation", b.finetune_steps);
         let mut steps = StepLog::new(b.finetune_steps, "      retrieval", "batch_accuracy", None)?;
         let ret = train(&ret_train, &tok, init.as_deref(), &fresh, &rcfg, |k, loss, acc| steps.record(k, loss, acc))?;
         let ret_curve = steps.finish();
         let re = evaluate(&ret, &tok, &ret_test, &rcfg, 256, None, None, |_, _| {})?;
 
-        println!("[4/6] {name}: captioning fine-tuning ({} steps), beam-5 captions of {} test images", b.finetune_steps, cap_test.images.len());
+        outln!("[4/6] {name}: captioning fine-tuning ({} steps), beam-5 captions of {} test images", b.finetune_steps, cap_test.images.len());
         let mut steps = StepLog::new(b.finetune_steps, "      caption", "masked_token_accuracy", None)?;
         let cap = oscar::tasks::caption::train(&cap_train, &tok, init.as_deref(), &fresh, &ccfg, |k, loss, acc| steps.record(k, loss, acc))?;
         let cap_curve = steps.finish();
         let ce = oscar::tasks::caption::evaluate(&cap, &tok, &cap_test, Mode::Beam, &ccfg.decode, &copts, |_| {})?;
 
-        println!("[5/6] {name}: VQA fine-tuning ({} steps), official accuracy on {} test questions", b.finetune_steps, vqa_test.examples.len());
+        outln!("[5/6] {name}: VQA fine-tuning ({} steps), official accuracy on {} test questions", b.finetune_steps, vqa_test.examples.len());
         let mut steps = StepLog::new(b.finetune_steps, "      vqa", "batch_score", None)?;
         let qa = oscar::tasks::qa::train(&vqa_train, &tok, &answers, init.as_deref(), &fresh, &qcfg, |k, loss, score| steps.record(k, loss, score))?;
         let curves = [ret_curve, cap_curve, steps.finish()];
@@ -166,7 +173,7 @@ pub fn run(a: &DemoArgs) -> Result<()> {
         results.push(Arm { name, retrieval: re, caption: ce.scores.context("test captions have references")?, vqa, curves });
     }
 
-    println!("[6/6] report");
+    outln!("[6/6] report");
     let titles = ["retrieval fine-tuning: matching accuracy (%) vs step", "captioning fine-tuning: masked-token accuracy (%) vs step", "VQA fine-tuning: batch soft score (%) vs step"];
     let files = ["retrieval_learning_curves.png", "caption_learning_curves.png", "vqa_learning_curves.png"];
     for t in 0..3 {
@@ -190,21 +197,22 @@ pub fn run(a: &DemoArgs) -> Result<()> {
         "pretraining": pre.iter().map(|(n, r)| serde_json::json!({"arm": n, "steps": r.steps, "final_loss": r.logs.last().map(|l| l.loss), "held_out": r.evals.last()})).collect::<Vec<_>>(),
         "retrieval": results.iter().map(|r| serde_json::json!({"arm": r.name, "recall": summary(&r.retrieval.full), "images": r.retrieval.images, "captions": r.retrieval.captions})).collect::<Vec<_>>(),
         "captioning": results.iter().map(|r| serde_json::json!({"arm": r.name, "bleu4": r.caption.bleu[3], "meteor": r.caption.meteor, "rouge_l": r.caption.rouge_l, "cider": r.caption.cider, "cider_d": r.caption.cider_d})).collect::<Vec<_>>(),
+        "meteor_missing": meteor_missing,
         "captioning_nearest_neighbour": {"bleu4": nn_scores.bleu[3], "meteor": nn_scores.meteor, "rouge_l": nn_scores.rouge_l, "cider": nn_scores.cider, "cider_d": nn_scores.cider_d},
         "vqa": results.iter().map(|r| serde_json::json!({"arm": r.name, "accuracy": r.vqa.overall, "per_question_type": r.vqa.per_question_type})).collect::<Vec<_>>(),
         "vqa_majority": {"overall": maj.0, "per_question_type": maj.1},
     });
     oscar::checkpoint::write_atomic(&a.out.join("results.json"), serde_json::to_string_pretty(&json)?.as_bytes())?;
     write_report(&a.out, &json, showcase.is_some())?;
-    println!();
-    println!("{:<26} {:>7} {:>6} {:>6} {:>7} {:>6} {:>6} | {:>7} {:>7} {:>7} | {:>6}", "arm", "i2t R@1", "R@5", "R@10", "t2i R@1", "R@5", "R@10", "BLEU-4", "METEOR", "CIDEr", "VQA");
+    outln!();
+    outln!("{:<26} {:>7} {:>6} {:>6} {:>7} {:>6} {:>6} | {:>7} {:>7} {:>7} | {:>6}", "arm", "i2t R@1", "R@5", "R@10", "t2i R@1", "R@5", "R@10", "BLEU-4", "METEOR", "CIDEr", "VQA");
     for r in &results {
         let (i, t) = (&r.retrieval.full.i2t, &r.retrieval.full.t2i);
         let m = r.caption.meteor.map(|m| format!("{m:.3}")).unwrap_or("n/a".into());
-        println!("{:<26} {:>7.1} {:>6.1} {:>6.1} {:>7.1} {:>6.1} {:>6.1} | {:>7.3} {:>7} {:>7.3} | {:>6.1}", r.name, i[0], i[1], i[2], t[0], t[1], t[2], r.caption.bleu[3], m, r.caption.cider, r.vqa.overall);
+        outln!("{:<26} {:>7.1} {:>6.1} {:>6.1} {:>7.1} {:>6.1} {:>6.1} | {:>7.3} {:>7} {:>7.3} | {:>6.1}", r.name, i[0], i[1], i[2], t[0], t[1], t[2], r.caption.bleu[3], m, r.caption.cider, r.vqa.overall);
     }
-    println!("baselines: nearest-neighbour caption CIDEr {:.3}; majority answer VQA {:.1} (per question type {:.1})", nn_scores.cider, maj.0, maj.1);
-    println!("\ndone in {:.0} s: report in {}", t0.elapsed().as_secs_f64(), a.out.join("report.md").display());
+    outln!("baselines: nearest-neighbour caption CIDEr {:.3}; majority answer VQA {:.1} (per question type {:.1})", nn_scores.cider, maj.0, maj.1);
+    outln!("\ndone in {:.0} s: report in {}", t0.elapsed().as_secs_f64(), a.out.join("report.md").display());
     Ok(())
 }
 
@@ -268,6 +276,9 @@ fn write_report(out: &Path, j: &serde_json::Value, scenes: bool) -> Result<()> {
     }
     let nn = &j["captioning_nearest_neighbour"];
     md += &format!("| nearest-neighbour caption | {} | {} | {} | {} | {} |\n", f(&nn["bleu4"]), f(&nn["meteor"]), f(&nn["rouge_l"]), f(&nn["cider"]), f(&nn["cider_d"]));
+    if let Some(why) = j["meteor_missing"].as_str() {
+        md += &format!("\nMETEOR is n/a: {why}.\n");
+    }
     md += "\n![captioning curves](caption_learning_curves.png)\n\n## VQA (official accuracy, %)\n\nMLP answer head. The per-type skills take tens of thousands of steps to appear, far more than this budget: README, \"VQA, GQA, NLVR2\", has 50,000-step runs on a 10,000-image world.\n\n| arm | overall | by question type |\n|---|---|---|\n";
     for r in j["vqa"].as_array().into_iter().flatten() {
         let types: Vec<String> = r["per_question_type"].as_object().into_iter().flatten().map(|(k, v)| format!("{k}: {:.1}", v.as_f64().unwrap_or(f64::NAN))).collect();

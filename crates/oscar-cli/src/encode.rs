@@ -207,6 +207,6 @@ pub fn encode(a: &EncodeArgs) -> Result<()> {
     let bytes = safetensors::tensor::serialize(tensors.iter().map(|(k, v)| (k.as_str(), v)), Some(meta))?;
     write_atomic(&a.out, &bytes)?;
     let names: Vec<&str> = tensors.iter().map(|(k, _)| k.as_str()).collect();
-    println!("wrote {} ({} items, {head:?}): {}", a.out.display(), items.len(), names.join(", "));
+    outln!("wrote {} ({} items, {head:?}): {}", a.out.display(), items.len(), names.join(", "));
     Ok(())
 }

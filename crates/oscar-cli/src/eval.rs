@@ -133,7 +133,7 @@ pub struct RetrievalArgs {
 fn write_json(path: Option<&Path>, v: &impl serde::Serialize) -> Result<()> {
     if let Some(p) = path {
         write_atomic(p, serde_json::to_string_pretty(v)?.as_bytes())?;
-        println!("wrote {}", p.display());
+        outln!("wrote {}", p.display());
     }
     Ok(())
 }
@@ -152,12 +152,12 @@ pub fn run(cmd: &EvalCmd) -> Result<()> {
                 VqaRules::Official => "GT-Vision-Lab/VQA master rules",
                 VqaRules::Pre2021 => "rules before GT-Vision-Lab/VQA a013f00",
             };
-            println!("VQA accuracy  {:.2}  ({} questions; {rules})", s.overall, s.questions);
+            outln!("VQA accuracy  {:.2}  ({} questions; {rules})", s.overall, s.questions);
             for (k, v) in &s.per_answer_type {
-                println!("  answer type {k:<12} {v:.2}");
+                outln!("  answer type {k:<12} {v:.2}");
             }
             for (k, v) in &s.per_question_type {
-                println!("  question type {k:<30} {v:.2}");
+                outln!("  question type {k:<30} {v:.2}");
             }
             write_json(a.json.as_deref(), &s)
         }
@@ -165,7 +165,7 @@ pub fn run(cmd: &EvalCmd) -> Result<()> {
             let caps = read_captions(&a.captions, false)?;
             let df = build_doc_freq(&caps, a.pretokenized);
             write_atomic(&a.out, serde_json::to_string(&df)?.as_bytes())?;
-            println!("wrote {} ({} images, {} n-grams)", a.out.display(), df.ref_len, df.document_frequency.len());
+            outln!("wrote {} ({} images, {} n-grams)", a.out.display(), df.ref_len, df.document_frequency.len());
             Ok(())
         }
         EvalCmd::Retrieval(a) if a.checkpoint.is_some() => retrieval_protocol(a),
@@ -178,9 +178,9 @@ pub fn run(cmd: &EvalCmd) -> Result<()> {
             let cap_img: Vec<usize> = serde_json::from_value(v.get("caption_image").cloned().unwrap_or_default())
                 .map_err(|e| anyhow!("{}: `caption_image` must list each caption's image index: {e}", scores_path.display()))?;
             let r = recall_at_k(&scores, &cap_img)?;
-            println!("image→text R@1 {:.2}  R@5 {:.2}  R@10 {:.2}", r.i2t[0], r.i2t[1], r.i2t[2]);
-            println!("text→image R@1 {:.2}  R@5 {:.2}  R@10 {:.2}", r.t2i[0], r.t2i[1], r.t2i[2]);
-            println!("mean recall {:.2}", r.rsum_mean);
+            outln!("image→text R@1 {:.2}  R@5 {:.2}  R@10 {:.2}", r.i2t[0], r.i2t[1], r.i2t[2]);
+            outln!("text→image R@1 {:.2}  R@5 {:.2}  R@10 {:.2}", r.t2i[0], r.t2i[1], r.t2i[2]);
+            outln!("mean recall {:.2}", r.rsum_mean);
             write_json(a.json.as_deref(), &r)
         }
     }
@@ -195,7 +195,7 @@ fn caption(a: &CaptionArgs) -> Result<()> {
         match find_jar(a.meteor_jar.as_deref()) {
             Ok(j) => Some(j),
             Err(e) if a.meteor_jar.is_none() => {
-                eprintln!("note: METEOR skipped: {e}");
+                errln!("note: METEOR skipped: {e}");
                 None
             }
             Err(e) => bail!(e),
@@ -219,20 +219,20 @@ fn caption(a: &CaptionArgs) -> Result<()> {
     };
     let opt = CaptionOptions { pretokenized: a.pretokenized, meteor_jar, cider_df, allow_subset: a.subset, tokenizer };
     let s = evaluate_captions(&refs, &preds, &opt)?;
-    println!("images   {}", s.images);
+    outln!("images   {}", s.images);
     for k in 0..4 {
-        println!("BLEU-{}   {:.4}", k + 1, s.bleu[k]);
+        outln!("BLEU-{}   {:.4}", k + 1, s.bleu[k]);
     }
     match s.meteor {
-        Some(m) => println!("METEOR   {m:.4}"),
-        None => println!("METEOR   (not computed)"),
+        Some(m) => outln!("METEOR   {m:.4}"),
+        None => outln!("METEOR   (not computed)"),
     }
-    println!("ROUGE-L  {:.4}", s.rouge_l);
-    println!("CIDEr    {:.4}", s.cider);
+    outln!("ROUGE-L  {:.4}", s.rouge_l);
+    outln!("CIDEr    {:.4}", s.cider);
     if let Some(c) = s.cider_d {
-        println!("CIDEr-D  {c:.4}  (training document frequencies)");
+        outln!("CIDEr-D  {c:.4}  (training document frequencies)");
     }
-    println!("SPICE    (not available: it needs Stanford CoreNLP 3.6.0, which cannot be installed here)");
+    outln!("SPICE    (not available: it needs Stanford CoreNLP 3.6.0, which cannot be installed here)");
     write_json(a.json.as_deref(), &s)
 }
 
@@ -258,9 +258,9 @@ fn retrieval_protocol(a: &RetrievalArgs) -> Result<()> {
     })?;
     bar.finish_and_clear();
     let _ = std::fs::remove_file(&partial);
-    println!("{} images × {} captions: {:?} ({} forwards)", e.images, e.captions, summary(&e.full), e.full_forwards);
+    outln!("{} images × {} captions: {:?} ({} forwards)", e.images, e.captions, summary(&e.full), e.full_forwards);
     if let Some(t) = &e.two_stage {
-        println!("two-stage (k = {}): {:?} ({} forwards)", t.k, summary(&t.recall), t.forwards);
+        outln!("two-stage (k = {}): {:?} ({} forwards)", t.k, summary(&t.recall), t.forwards);
     }
     write_json(a.json.as_deref(), &e)
 }

@@ -61,16 +61,16 @@ pub fn convert(input: &Path, output: &Path, config: Option<&Path>, vocab: Option
     let vocab = vocab.map(Path::to_path_buf).or_else(|| ckpt.vocab.clone());
     let (head, _model, params, cfg, report) = AnyModel::load(ckpt, cfg, if init_missing { Fresh::Missing } else { Fresh::Nothing })?;
     for n in &report.notes {
-        eprintln!("note: {n}");
+        errln!("note: {n}");
     }
     if !report.fresh.is_empty() {
-        eprintln!("note: {} parameters were not in the checkpoint and start fresh: {}", report.fresh.len(), report.fresh.join(", "));
+        errln!("note: {} parameters were not in the checkpoint and start fresh: {}", report.fresh.len(), report.fresh.join(", "));
     }
     if !report.unexpected.is_empty() {
-        eprintln!("warning: {} checkpoint keys are not part of a {head:?} model and are not written: {}", report.unexpected.len(), report.unexpected.join(", "));
+        errln!("warning: {} checkpoint keys are not part of a {head:?} model and are not written: {}", report.unexpected.len(), report.unexpected.join(", "));
     }
     save_pretrained(output, &params, &cfg, vocab.as_deref()).with_context(|| format!("writing {}", output.display()))?;
-    println!(
+    outln!(
         "wrote {} ({head:?}, {} parameters{})",
         output.display(),
         params.count(),
@@ -94,7 +94,7 @@ fn convert_features(input: &Path, output: &Path, dim: usize) -> Result<()> {
     let store = FeatureStore::open_torch_dict(input, dim)?;
     let items: Vec<(String, oscar::data::features::Regions)> = store.keys().into_iter().map(|k| store.get(&k).map(|r| (k, r))).collect::<oscar::Result<_>>()?;
     let tsv = write_feature_tsv(output, &items)?;
-    println!("wrote {} ({} images, {dim}-d regions) with features.lineidx and imageid2idx.json", tsv.display(), items.len());
+    outln!("wrote {} ({} images, {dim}-d regions) with features.lineidx and imageid2idx.json", tsv.display(), items.len());
     Ok(())
 }
 
@@ -124,6 +124,6 @@ fn convert_detector_predictions(input: &Path, output: &Path) -> Result<()> {
     }
     let dim = det_dim.unwrap_or(0);
     let out = write_feature_tsv(output, &items)?;
-    println!("wrote {} ({} images, {}-d detector features + 6 box dims = {})", out.display(), items.len(), dim, dim + 6);
+    outln!("wrote {} ({} images, {}-d detector features + 6 box dims = {})", out.display(), items.len(), dim, dim + 6);
     Ok(())
 }

@@ -1,5 +1,25 @@
 //! `oscar`: the command line of oscar-rs. Subcommands mirror the reference's scripts.
 
+/// `println!` for a command's output that a closed reader does not turn into a panic:
+/// `oscar eval vqa … | head -1` ends quietly (exit 0, as ripgrep does) once the reader is gone.
+macro_rules! outln {
+    () => { $crate::write_stdout(format_args!(""), true) };
+    ($($arg:tt)*) => { $crate::write_stdout(format_args!($($arg)*), true) };
+}
+
+/// `print!` with the same closed-reader handling as [`outln!`].
+macro_rules! out {
+    ($($arg:tt)*) => { $crate::write_stdout(format_args!($($arg)*), false) };
+}
+
+/// `eprintln!` for notes and errors: a closed stderr drops them instead of panicking.
+macro_rules! errln {
+    ($($arg:tt)*) => {{
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
+
 mod bench;
 mod caption;
 mod demo;
@@ -138,7 +158,7 @@ fn main() {
         Cmd::Demo(a) => demo::run(&a),
     };
     if let Err(e) = res {
-        eprintln!("error: {e:#}");
+        errln!("error: {e:#}");
         std::process::exit(1);
     }
 }
@@ -148,7 +168,10 @@ fn check(dir: &std::path::Path, dim: Option<usize>, json: Option<&std::path::Pat
     if !dir.is_dir() {
         anyhow::bail!("{}: not a directory", dir.display());
     }
-    let dim = dim.unwrap_or_else(|| world_dim(dir));
+    let dim = match dim {
+        Some(d) => d,
+        None => world_dim(dir)?,
+    };
     let reports = oscar::data::check::check_dataset(dir, dim);
     let mut out = String::new();
     let mut problems = 0;
@@ -178,19 +201,35 @@ fn check(dir: &std::path::Path, dim: Option<usize>, json: Option<&std::path::Pat
     Ok(())
 }
 
-/// Prints to stdout; a closed pipe (`oscar inspect … | head`) is not an error.
+/// Prints to stdout; a closed pipe (`oscar inspect … | head`) ends the process quietly.
 pub(crate) fn emit(text: &str) -> Result<()> {
+    out!("{text}");
+    Ok(())
+}
+
+/// Writes a command's output. A reader that went away (`EPIPE`: `| head`, `| true`) ends the
+/// process quietly with status 0 — the output nobody reads is all that is lost, and files are
+/// written atomically. SIGPIPE stays ignored (Rust's default) so that a dead child process
+/// (the METEOR or PTB jar) is reported as an error rather than killing us. Any other write
+/// error (a full disk behind `> file`) is reported and ends the process with status 1.
+pub(crate) fn write_stdout(args: std::fmt::Arguments, newline: bool) {
     use std::io::Write;
-    match std::io::stdout().lock().write_all(text.as_bytes()) {
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        r => Ok(r?),
+    let mut out = std::io::stdout().lock();
+    let r = out.write_fmt(args).and_then(|()| if newline { out.write_all(b"\n") } else { Ok(()) });
+    match r {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(e) => {
+            errln!("error: writing to standard output: {e}");
+            std::process::exit(1);
+        }
     }
 }
 
 
 /// The region-feature width of a world-style dataset directory (world.json), else 2054.
-pub(crate) fn world_dim(dir: &std::path::Path) -> usize {
-    oscar::tasks::finetune::world_region_dim(dir, 2054)
+pub(crate) fn world_dim(dir: &std::path::Path) -> Result<usize> {
+    Ok(oscar::tasks::finetune::world_region_dim(dir, 2054)?)
 }
 
 /// A progress bar over `len` steps: position, rate and ETA, with a message for loss and metrics.

@@ -59,7 +59,7 @@ pub fn run(a: &PretrainArgs) -> Result<()> {
     }
     let r = pretrain(&cfg, a.resume.as_deref())?;
     let last = r.logs.last();
-    println!(
+    outln!(
         "pre-trained {} steps in {:.1} s: final loss {:.4}{}; curves in {}",
         r.steps,
         r.seconds,
@@ -69,11 +69,11 @@ pub fn run(a: &PretrainArgs) -> Result<()> {
     );
     if let Some(e) = r.evals.last() {
         if let (Some(own), Some(tags), Some(image)) = (e.caption_accuracy_own_tags, e.caption_accuracy_other_tags, e.caption_accuracy_other_image) {
-            println!("masked caption words: accuracy {own:.3} with the image's tags and regions, {tags:.3} with another image's tags, {image:.3} with another image's tags and regions");
+            outln!("masked caption words: accuracy {own:.3} with the image's tags and regions, {tags:.3} with another image's tags, {image:.3} with another image's tags and regions");
         }
     }
     if let Some(c) = r.last_checkpoint {
-        println!("checkpoint: {}", c.display());
+        outln!("checkpoint: {}", c.display());
     }
     Ok(())
 }

@@ -75,8 +75,11 @@ impl CommonTrain {
         }
     }
 
-    pub fn dim(&self) -> usize {
-        self.img_feature_dim.unwrap_or_else(|| world_dim(&self.data))
+    pub fn dim(&self) -> Result<usize> {
+        match self.img_feature_dim {
+            Some(d) => Ok(d),
+            None => world_dim(&self.data),
+        }
     }
 
     /// The config of a model trained from scratch (`--model-config` or the small one).
@@ -150,7 +153,7 @@ pub fn run_qa(kind: QaKind, a: &QaArgs) -> Result<QaRun> {
         Some(_) => cfg.classifier = oscar::config::ClassifierKind::Linear,
         None => {}
     }
-    let dim = c.dim();
+    let dim = c.dim()?;
     let vocab = c.data.join("vocab.txt");
     let tok = BertTokenizer::from_vocab(&vocab)?;
     let answers = AnswerVocab::read(&or_default(&a.answers, &c.data, "vqa/ans2label.json"))?;
@@ -192,17 +195,17 @@ pub fn run_qa(kind: QaKind, a: &QaArgs) -> Result<QaRun> {
 
 pub fn print_qa(run: &QaRun, out: &Path) {
     let label = if run.task == QaKind::Vqa { "soft score of the argmax answer" } else { "accuracy" };
-    println!("{:?} on {}: {label} {:.1} %", run.task, out.display(), run.score);
+    outln!("{:?} on {}: {label} {:.1} %", run.task, out.display(), run.score);
     if let Some(o) = &run.official {
-        println!("official VQA accuracy {:.2} % over {} questions", o.overall, o.questions);
+        outln!("official VQA accuracy {:.2} % over {} questions", o.overall, o.questions);
         for (t, v) in &o.per_question_type {
-            println!("  {t:<30} {v:6.2}");
+            outln!("  {t:<30} {v:6.2}");
         }
     }
     if let (Some(m), Some(t)) = (run.majority_overall, run.majority_per_type) {
-        println!("majority-answer baselines: overall {m:.2} %, per question type {t:.2} %");
+        outln!("majority-answer baselines: overall {m:.2} %, per question type {t:.2} %");
     }
-    println!("model, results.json (submission format) and eval.json in {} ({:.0} s)", out.display(), run.seconds);
+    outln!("model, results.json (submission format) and eval.json in {} ({:.0} s)", out.display(), run.seconds);
 }
 
 #[derive(Args)]
@@ -233,7 +236,7 @@ pub fn run_nlvr2(a: &Nlvr2Args) -> Result<Nlvr2Run> {
         None => Nlvr2Config::default(),
     };
     c.apply(&mut cfg.optim, &mut cfg.use_tags);
-    let dim = c.dim();
+    let dim = c.dim()?;
     let vocab = c.data.join("vocab.txt");
     let tok = BertTokenizer::from_vocab(&vocab)?;
     let train_set = Nlvr2Set::open(&or_default(&a.train, &c.data, "nlvr2/train.json"), &c.features(), dim)?;
@@ -260,9 +263,9 @@ pub fn run_nlvr2(a: &Nlvr2Args) -> Result<Nlvr2Run> {
 
 pub fn print_nlvr2(run: &Nlvr2Run, out: &Path) {
     for (f, acc, cons, n) in &run.splits {
-        println!("NLVR2 {f}: accuracy {acc:.1} %, consistency {cons:.1} % ({n} statements)");
+        outln!("NLVR2 {f}: accuracy {acc:.1} %, consistency {cons:.1} % ({n} statements)");
     }
-    println!("model and eval.json in {} ({:.0} s)", out.display(), run.seconds);
+    outln!("model and eval.json in {} ({:.0} s)", out.display(), run.seconds);
 }
 
 #[derive(Args)]
@@ -307,7 +310,7 @@ pub fn answer(a: &AnswerArgs) -> Result<()> {
             match &a.out {
                 Some(o) => {
                     oscar::checkpoint::write_atomic(o, body.as_bytes())?;
-                    println!("{} answers written to {}", preds.len(), o.display());
+                    outln!("{} answers written to {}", preds.len(), o.display());
                 }
                 None => crate::emit(&(body + "\n"))?,
             }

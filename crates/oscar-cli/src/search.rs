@@ -60,7 +60,7 @@ pub fn score(a: &ScoreArgs) -> Result<()> {
     let pairs: Vec<(usize, usize)> = (0..a.text.len()).map(|c| (0, c)).collect();
     let p = r.score_pairs(&tok, &set, &pairs, &settings, 64, |_| {})?;
     let out: Vec<_> = a.text.iter().zip(&p).map(|(t, s)| serde_json::json!({"text": t, "match_probability": s})).collect();
-    println!("{}", serde_json::to_string_pretty(&out)?);
+    outln!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())
 }
 
@@ -120,6 +120,6 @@ pub fn retrieve(a: &RetrieveArgs) -> Result<()> {
     let mut ranked: Vec<(f32, &(usize, usize))> = scores.into_iter().zip(&pairs).collect();
     ranked.sort_by(|x, y| y.0.total_cmp(&x.0));
     let out: Vec<_> = ranked.iter().take(a.k).map(|(s, p)| serde_json::json!({"match": label(p), "match_probability": s})).collect();
-    println!("{}", serde_json::to_string_pretty(&serde_json::json!({"scored": pairs.len(), "top": out}))?);
+    outln!("{}", serde_json::to_string_pretty(&serde_json::json!({"scored": pairs.len(), "top": out}))?);
     Ok(())
 }

@@ -74,7 +74,10 @@ pub fn run(cmd: &TrainCmd) -> Result<()> {
         TrainCmd::Caption(a) => return Ok(crate::caption::print_run(&crate::caption::run_train(a)?, &a.common.out)),
         TrainCmd::Nlvr2(a) => return Ok(crate::qa::print_nlvr2(&crate::qa::run_nlvr2(a)?, &a.common.out)),
     };
-    let dim = a.img_feature_dim.unwrap_or_else(|| crate::world_dim(&a.data));
+    let dim = match a.img_feature_dim {
+        Some(d) => d,
+        None => crate::world_dim(&a.data)?,
+    };
     let vocab = a.data.join("vocab.txt");
     let tok = BertTokenizer::from_vocab(&vocab)?;
     let (c, f, l) = world_paths(&a.data, "train");
@@ -102,10 +105,10 @@ pub fn run(cmd: &TrainCmd) -> Result<()> {
     bar.finish_and_clear();
     let _ = std::fs::remove_file(&partial);
     oscar::checkpoint::write_atomic(&a.out.join("eval.json"), serde_json::to_string_pretty(&e)?.as_bytes())?;
-    println!("retrieval on {} test images × {} captions: {:?} ({} forwards, {:.1} s)", e.images, e.captions, summary(&e.full), e.full_forwards, e.full_seconds);
+    outln!("retrieval on {} test images × {} captions: {:?} ({} forwards, {:.1} s)", e.images, e.captions, summary(&e.full), e.full_forwards, e.full_seconds);
     if let Some(t) = &e.two_stage {
-        println!("two-stage (k = {}): {:?} ({} forwards, {:.1} s); first stage alone: {:?}", t.k, summary(&t.recall), t.forwards, t.seconds, summary(&t.first_stage_only));
+        outln!("two-stage (k = {}): {:?} ({} forwards, {:.1} s); first stage alone: {:?}", t.k, summary(&t.recall), t.forwards, t.seconds, summary(&t.first_stage_only));
     }
-    println!("model and eval.json in {}", a.out.display());
+    outln!("model and eval.json in {}", a.out.display());
     Ok(())
 }

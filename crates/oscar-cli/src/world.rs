@@ -47,7 +47,7 @@ pub fn run(cmd: &WorldCmd) -> Result<()> {
     let cfg = WorldConfig { images: a.images, seed: a.seed, feature_dim: a.feature_dim, noise: a.noise, max_objects: a.max_objects, answer_noise: a.answer_noise, ..WorldConfig::default() };
     let world = generate(&cfg)?;
     let s = write_world(&world, &a.out, a.render)?;
-    println!(
+    outln!(
         "wrote the world to {} in {:.1} s: images {:?}, {} captions, VQA {:?} ({} answers), NLVR2 {:?}, vocabulary {} word pieces, regions of {} values",
         a.out.display(),
         t.elapsed().as_secs_f64(),
@@ -60,7 +60,7 @@ pub fn run(cmd: &WorldCmd) -> Result<()> {
         s.region_dim
     );
     if a.render > 0 {
-        println!("picture: {}", a.out.join("images/contact_sheet.png").display());
+        outln!("picture: {}", a.out.join("images/contact_sheet.png").display());
     }
     Ok(())
 }

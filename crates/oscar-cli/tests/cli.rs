@@ -196,10 +196,20 @@ fn eval_caption_writes_the_pycocoevalcap_scores_as_json() {
 #[test]
 fn eval_vqa_retrieval_and_cider_df_from_the_command_line() {
     let f = eval_fixtures().join("vqa");
-    let (ok, stdout, err) = oscar(&["eval", "vqa", "--annotations", s(&f.join("annotations.json")), "--results", s(&f.join("results.json"))]);
-    assert!(ok, "{err}");
-    let g: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(f.join("goldens.json")).unwrap()).unwrap();
-    assert!(stdout.contains(&format!("VQA accuracy  {:.2}", g["overall"].as_f64().unwrap())), "{stdout}");
+    for (rules, golden) in [("official", "goldens_official.json"), ("pre-2021", "goldens_pre-2021.json")] {
+        let dir = tempfile::tempdir().unwrap();
+        let json = dir.path().join("vqa.json");
+        let (ok, stdout, err) = oscar(&["eval", "vqa", "--annotations", s(&f.join("annotations.json")), "--results", s(&f.join("results.json")), "--rules", rules, "--json", s(&json)]);
+        assert!(ok, "{err}");
+        let g: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(f.join(golden)).unwrap()).unwrap();
+        assert!(stdout.contains(&format!("VQA accuracy  {:.2}", g["overall"].as_f64().unwrap())), "{rules}: {stdout}");
+        let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        assert_eq!(v["rules"], rules);
+        assert!((v["overall"].as_f64().unwrap() - g["overall"].as_f64().unwrap()).abs() < 1e-9, "{rules}");
+        assert_eq!(v["per_question"].as_object().unwrap().len(), 1500);
+    }
+    let (ok, _, err) = oscar(&["eval", "vqa", "--annotations", s(&f.join("annotations.json")), "--results", s(&f.join("results.json")), "--rules", "2019"]);
+    assert!(!ok && err.contains("pre-2021"), "{err}");
 
     let dir = tempfile::tempdir().unwrap();
     let sc = dir.path().join("scores.json");
@@ -372,5 +382,85 @@ fn the_quick_demo_writes_a_complete_report_of_computed_numbers() {
     }
     assert!(v["vqa_majority"]["per_question_type"].as_f64().is_some_and(f64::is_finite));
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    // METEOR: computed when the jar the test command fetched (or OSCAR_METEOR_JAR) and Java are
+    // there; otherwise the report says why and how to get it.
+    match v["meteor_missing"].as_str() {
+        None => assert!(caps.iter().all(|c| c["meteor"].as_f64().is_some_and(|m| (0.0..=1.0).contains(&m))), "{caps:?}"),
+        Some(why) => {
+            assert!(std::env::var_os("OSCAR_METEOR_JAR").is_none(), "the test command fetched the jar, yet the demo did not use it: {why}");
+            assert!(md.contains("METEOR is n/a") && (why.contains("fetch_pycocoevalcap.sh") || why.contains("Java")), "{why}");
+        }
+    }
     assert!(md.contains("pre-trained with tags") && md.contains("## Captioning") && md.contains("## VQA") && !md.contains("NaN"), "{md}");
+}
+
+/// Runs `oscar` with a standard output whose reader is already gone (`oscar … | true`): every
+/// write fails with EPIPE. Returns (exit code, stderr).
+fn oscar_closed_reader(args: &[&str]) -> (Option<i32>, String) {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = Command::new(env!("CARGO_BIN_EXE_oscar")).args(args).stdout(writer).stderr(std::process::Stdio::piped()).output().unwrap();
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+#[test]
+fn every_printing_command_ends_quietly_when_its_reader_is_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let w = p("world");
+    let (ok, _, err) = oscar(&["world", "generate", "--out", &w, "--images", "60", "--feature-dim", "8", "--render", "0"]);
+    assert!(ok, "{err}");
+    let tiny = ["--steps", "2", "--batch-size", "4"];
+    for (task, extra) in [("retrieval", vec!["--test-images", "4"]), ("caption", vec!["--eval-images", "2"]), ("vqa", vec![])] {
+        let out = p(task);
+        let (ok, _, err) = oscar(&[&["train", task, "--data", &w, "--out", &out][..], &tiny, &extra].concat());
+        assert!(ok, "{task}: {err}");
+    }
+    let f = eval_fixtures();
+    let vqa_dir = f.join("vqa");
+    let (ann, res) = (vqa_dir.join("annotations.json"), vqa_dir.join("results.json"));
+    let scores = p("scores.json");
+    std::fs::write(&scores, r#"{"scores": [[0.9, 0.1], [0.3, 0.8]], "caption_image": [0, 1]}"#).unwrap();
+    let caps = p("caps.json");
+    std::fs::write(&caps, r#"[{"image_id": 1, "caption": "A dog runs."}, {"image_id": 2, "caption": "A cat."}]"#).unwrap();
+    let items = p("items.jsonl");
+    std::fs::write(&items, r#"{"id": "a", "text": "a dog", "tags": "dog", "features": [[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6]]}"#).unwrap();
+    let feats = format!("{w}/features/features.tsv");
+    let labels = format!("{w}/labels/predictions.tsv");
+    let legacy = fixtures().join("pretrain/pytorch_model_legacy.bin");
+    let (ret, cap, vqa) = (p("retrieval"), p("caption"), p("vqa"));
+    let c = |a: &[&str]| a.iter().map(|x| x.to_string()).collect::<Vec<String>>();
+    let commands: Vec<Vec<String>> = vec![
+        c(&["--help"]),
+        c(&["--version"]),
+        c(&["inspect", s(&legacy)]),
+        c(&["inspect", "--json", s(&legacy)]),
+        c(&["convert", s(&legacy), &p("converted")]),
+        c(&["encode", "--checkpoint", &ret, "--input", &items, "--out", &p("enc.safetensors")]),
+        c(&["eval", "vqa", "--annotations", s(&ann), "--results", s(&res)]),
+        c(&["eval", "vqa", "--annotations", s(&ann), "--results", s(&res), "--rules", "pre-2021"]),
+        c(&["eval", "caption", "--refs", &caps, "--preds", &caps, "--no-meteor"]),
+        c(&["eval", "cider-df", "--captions", &caps, "--out", &p("df.json")]),
+        c(&["eval", "retrieval", "--scores", &scores]),
+        c(&["eval", "retrieval", "--checkpoint", &ret, "--data", &w, "--images", "2"]),
+        c(&["world", "generate", "--out", &p("world2"), "--images", "20", "--feature-dim", "8", "--render", "0"]),
+        c(&["check", &w]),
+        c(&["pretrain", "--dataset", &format!("{w}/pretrain/dataset.yaml"), "--output-dir", &p("pre"), "--steps", "1", "--batch-size", "2", "--img-feature-dim", "14", "--quiet"]),
+        c(&["train", "retrieval", "--data", &w, "--out", &p("r2"), "--steps", "1", "--batch-size", "2", "--test-images", "2"]),
+        c(&["train", "caption", "--data", &w, "--out", &p("c2"), "--steps", "1", "--batch-size", "2", "--eval-images", "2"]),
+        c(&["train", "vqa", "--data", &w, "--out", &p("v2"), "--steps", "1", "--batch-size", "2"]),
+        c(&["train", "gqa", "--data", &w, "--out", &p("g2"), "--steps", "1", "--batch-size", "2"]),
+        c(&["train", "nlvr2", "--data", &w, "--out", &p("n2"), "--steps", "1", "--batch-size", "2"]),
+        c(&["score", "--checkpoint", &ret, "--features", &feats, "--image", "img000000", "--labels", &labels, "--text", "a dog"]),
+        c(&["retrieve", "--checkpoint", &ret, "--data", &w, "--query", "a dog", "--k", "2", "--first-stage-k", "3"]),
+        c(&["caption", "--checkpoint", &cap, "--features", &feats, "--labels", &labels, "--image", "img000000", "--beams", "2", "--max-length", "5"]),
+        c(&["answer", "--checkpoint", &vqa, "--features", &feats, "--image", "img000000", "--question", "what color is the dog?", "--tags", "dog"]),
+        c(&["bench", "--workload", "pretrain-step", "--size", "tiny", "--runs", "1"]),
+        c(&["demo", "--quick", "--out", &p("demo")]),
+    ];
+    for c in &commands {
+        let (code, err) = oscar_closed_reader(&c.iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(!err.contains("panicked") && !err.contains("Broken pipe"), "`oscar {}` with a closed reader: {err}", c.join(" "));
+        assert_eq!(code, Some(0), "`oscar {}` with a closed reader exited {code:?}: {err}", c.join(" "));
+    }
 }

@@ -5,6 +5,7 @@
 //! category split for novel-object captioning; a pre-training corpus; a WordPiece vocabulary —
 //! all written in the real Oscar/VinVL formats, so the same readers serve real data.
 
+pub mod files;
 pub mod language;
 pub mod render;
 pub mod scene;

@@ -155,6 +155,30 @@ fn random_rect(rng: &mut StdRng, size: usize) -> [f32; 4] {
     [x1.round(), y1.round(), (x1 + w).round(), (y1 + h).round()]
 }
 
+/// Every task reads pairs or sets from train, val and test (NLVR2 pairs two images of a split),
+/// so each gets at least two images: in a small world whose novel-category scenes took the
+/// positions of val or test, the last training scenes move there. Worlds of a few hundred
+/// images never need it and are unchanged.
+fn fill_small_splits(scenes: &mut [Scene], config: &WorldConfig) -> crate::Result<()> {
+    const MIN: usize = 2;
+    for target in ["test", "val"] {
+        while scenes.iter().filter(|s| s.split == target).count() < MIN {
+            let train = scenes.iter().filter(|s| s.split == "train").count();
+            match scenes.iter_mut().rev().find(|s| s.split == "train") {
+                Some(s) if train > MIN => s.split = target.into(),
+                _ => {
+                    let usable = scenes.iter().filter(|s| s.split != "novel").count();
+                    return Err(crate::WorldError::Invalid(format!(
+                        "--images {} with seed {} leaves {usable} images outside the novel categories; train, val and test need {MIN} each: use more images",
+                        config.images, config.seed
+                    )));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Generates the world (deterministic in `config.seed`).
 pub fn generate(config: &WorldConfig) -> crate::Result<World> {
     if config.images < 10 {
@@ -248,5 +272,6 @@ pub fn generate(config: &WorldConfig) -> crate::Result<World> {
         });
         debug_assert_eq!(scenes.last().map(|s| s.regions.len()), Some(num_regions * dim));
     }
+    fill_small_splits(&mut scenes, config)?;
     Ok(World { config: config.clone(), scenes, category_names: cats })
 }

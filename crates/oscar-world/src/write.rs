@@ -56,7 +56,7 @@ pub fn vqa_score(n: usize) -> f32 {
 }
 
 /// What was written, for the summary line and `world.json`.
-#[derive(Debug, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Summary {
     pub images: BTreeMap<String, usize>,
     pub captions: usize,
@@ -65,6 +65,8 @@ pub struct Summary {
     pub nlvr2: BTreeMap<String, usize>,
     pub vocab_size: usize,
     pub region_dim: usize,
+    /// The files written (empty in `world.json`).
+    #[serde(default)]
     pub files: Vec<PathBuf>,
 }
 
@@ -97,6 +99,11 @@ pub fn write_world(world: &World, out: &Path, render: usize) -> Result<Summary> 
     for sp in splits {
         let idx: Vec<usize> = (0..scenes.len()).filter(|&i| scenes[i].split == sp).collect();
         n_images.insert(sp.to_string(), idx.len());
+        if idx.is_empty() {
+            // Only the novel split can be empty (a small world may draw no held-out category):
+            // no caption files rather than empty ones, which every caption reader refuses.
+            continue;
+        }
         let list: Vec<_> = idx.iter().flat_map(|&i| caps[i].iter().map(move |c| json!({"image_id": scenes[i].id, "caption": c}))).collect();
         write_json(&add(out.join(format!("captions/{sp}_caption.json"))), &list)?;
         let coco = json!({
@@ -168,6 +175,15 @@ pub fn write_world(world: &World, out: &Path, render: usize) -> Result<Summary> 
                 let (stmt, truth) = nlvr2_statement(&scenes[l], &scenes[r], ncat, &mut rng);
                 let tags = |i: usize| scenes[i].tags.iter().map(|t| t.class.as_str()).collect::<Vec<_>>().join(" ");
                 items.push(json!({"q_id": format!("{name_}-{k}"), "q": stmt, "img_id": {"left": scenes[l].id, "right": scenes[r].id},
+                    "o": {"left": tags(l), "right": tags(r)}, "label": u8::from(truth)}));
+            }
+            // A small split whose random partners all drew the image itself still gets a pair
+            // (`oscar check` and the NLVR2 readers refuse an empty list).
+            if items.is_empty() {
+                let (l, r) = (idx[0], idx[1]);
+                let (stmt, truth) = nlvr2_statement(&scenes[l], &scenes[r], ncat, &mut rng);
+                let tags = |i: usize| scenes[i].tags.iter().map(|t| t.class.as_str()).collect::<Vec<_>>().join(" ");
+                items.push(json!({"q_id": format!("{name_}-0"), "q": stmt, "img_id": {"left": scenes[l].id, "right": scenes[r].id},
                     "o": {"left": tags(l), "right": tags(r)}, "label": u8::from(truth)}));
             }
         }

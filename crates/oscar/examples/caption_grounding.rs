@@ -35,20 +35,19 @@ fn main() -> Res<()> {
     let world = std::env::args().nth(1).ok_or("usage: WORLD STEPS LR MASK_PROB MODE")?;
     let p = std::path::Path::new(&world);
     let tok = oscar::tokenizer::BertTokenizer::from_vocab(&p.join("vocab.txt"))?;
-    let mut set = CaptionSet::open(&p.join("captions/train_caption.json"), &p.join("features/features.tsv"), Some(&p.join("labels/predictions.tsv")), oscar::tasks::finetune::world_region_dim(p, 2054))?;
+    let dim = oscar::tasks::finetune::world_region_dim(p, 2054)?;
+    let mut set = CaptionSet::open(&p.join("captions/train_caption.json"), &p.join("features/features.tsv"), Some(&p.join("labels/predictions.tsv")), dim)?;
     // Captions that copy the first tag.
     let imgs: Vec<String> = set.images.clone();
     let real = std::env::args().nth(5).is_some_and(|a| a.starts_with("real") || a == "colour");
     if std::env::args().nth(5).is_some_and(|a| a == "colour") {
         // Single-object scenes captioned "a picture with {colour}": the colour is only in the
         // region features (tags carry none), so this isolates reading the regions.
-        let scenes: Vec<serde_json::Value> = serde_json::from_str(&std::fs::read_to_string(p.join("scenes.json"))?)?;
+        let scenes = oscar_world::files::read_scenes(&p.join("scenes.json"))?;
         set.captions.clear();
         for s in &scenes {
-            let objs = s["objects"].as_array().ok_or("scenes.json: objects")?;
-            let id = s["id"].as_str().ok_or("scenes.json: id")?;
-            if objs.len() == 1 && set.regions.contains_key(id) {
-                set.captions.insert(id.to_string(), vec![format!("a picture with {}", objs[0]["colour"].as_str().unwrap_or(""))]);
+            if s.objects.len() == 1 && set.regions.contains_key(&s.id) {
+                set.captions.insert(s.id.clone(), vec![format!("a picture with {}", s.objects[0].colour)]);
             }
         }
         set.images.retain(|i| set.captions.contains_key(i));
@@ -96,7 +95,7 @@ fn main() -> Res<()> {
     let lr: f64 = arg(3, 1e-3)?;
     let mp: f64 = arg(4, 0.15)?;
     let cfg = CaptionConfig { optim: Optim { steps, batch_size: 32, lr, drop_out: Some(0.0), ..Optim::default() }, mask_prob: mp, ..CaptionConfig::default() };
-    let mut fresh = oscar::OscarConfig::small(tok.vocab_size(), oscar::tasks::finetune::world_region_dim(p, 2054));
+    let mut fresh = oscar::OscarConfig::small(tok.vocab_size(), dim);
     if let Some(h) = env("H")? { fresh.hidden_size = h; fresh.intermediate_size = 4 * h; }
     if let Some(l) = env("L")? { fresh.num_hidden_layers = l; }
     if let Some(a) = env("A")? { fresh.num_attention_heads = a; }

@@ -138,3 +138,67 @@ fn the_pretraining_corpus_resolves_every_row_to_features_and_tags() {
     assert_eq!(oscar::data::corpus::parse_img_info("cc_3_9").unwrap().0, "googlecc");
     assert!(oscar::data::corpus::parse_img_info("sbu_9").is_err());
 }
+
+/// Every world the generator accepts, its checker accepts: small sizes and many seeds (the
+/// sizes where a split can run short), plus the checker's view of `world.json` and `scenes.json`.
+#[test]
+fn every_world_the_generator_writes_passes_the_checker() {
+    let mut written = 0;
+    for images in [10, 11, 12, 15, 20, 30, 45, 70] {
+        for seed in 0..12 {
+            let cfg = WorldConfig { images, seed, feature_dim: 4, max_clutter: 2, ..WorldConfig::default() };
+            let world = match generate(&cfg) {
+                Ok(w) => w,
+                Err(e) => {
+                    // Refusing is allowed only with a reason that names the flag to change.
+                    assert!(e.to_string().contains("--images") && e.to_string().contains("novel"), "{images}/{seed}: {e}");
+                    continue;
+                }
+            };
+            let d = tempfile::tempdir().unwrap();
+            write_world(&world, d.path(), 0).unwrap();
+            let reports = check_dataset(d.path(), 4 + 6);
+            let problems: Vec<String> = reports.iter().flat_map(|r| r.problems.iter().cloned()).collect();
+            assert!(problems.is_empty(), "--images {images} --seed {seed}: {problems:?}");
+            for f in ["world.json", "scenes.json", "nlvr2/test.json", "nlvr2/dev.json"] {
+                assert!(reports.iter().any(|r| r.path.ends_with(f) && r.items > 0), "--images {images} --seed {seed}: {f} not checked or empty");
+            }
+            written += 1;
+        }
+    }
+    assert!(written >= 90, "only {written} of 96 small worlds were generated");
+    // The case a user met: 30 images, seed 3.
+    assert!(generate(&WorldConfig { images: 30, seed: 3, feature_dim: 4, ..WorldConfig::default() }).is_ok());
+}
+
+#[test]
+fn check_rejects_a_truncated_or_wrongly_typed_world_or_scenes_file() {
+    let d = tempfile::tempdir().unwrap();
+    let world = generate(&WorldConfig { images: 40, seed: 1, feature_dim: 4, ..WorldConfig::default() }).unwrap();
+    write_world(&world, d.path(), 0).unwrap();
+    let problems = |name: &str| -> Vec<String> { check_dataset(d.path(), 10).into_iter().filter(|r| r.path.ends_with(name)).flat_map(|r| r.problems).collect() };
+    assert!(problems("scenes.json").is_empty() && problems("world.json").is_empty());
+    let scenes = std::fs::read_to_string(d.path().join("scenes.json")).unwrap();
+    let meta = std::fs::read_to_string(d.path().join("world.json")).unwrap();
+    let cases: Vec<(&str, String, &str)> = vec![
+        ("scenes.json", scenes[..scenes.len() / 2].to_string(), "not a scenes.json"),
+        ("scenes.json", scenes.replacen("\"split\":\"train\"", "\"split\":\"training\"", 1), "split \"training\""),
+        ("scenes.json", scenes.replacen("\"captions\":[", "\"captions\":[1,", 1), "not a scenes.json"),
+        ("scenes.json", scenes.replacen("\"colour\":\"", "\"colour\":\"x", 1), "not a category, colour and size"),
+        ("scenes.json", String::new(), "empty"),
+        ("world.json", meta[..meta.len() - 10].to_string(), "not a world.json"),
+        ("world.json", meta.replacen("\"region_dim\":10", "\"region_dim\":\"10\"", 1), "not a world.json"),
+        ("world.json", meta.replacen("\"region_dim\":10", "\"region_dim\":12", 1), "region_dim is 12"),
+    ];
+    for (file, body, want) in cases {
+        std::fs::write(d.path().join(file), &body).unwrap();
+        let p = problems(file);
+        assert!(p.iter().any(|m| m.contains(want) && m.contains(file)), "{file} ({want}): {p:?}");
+        std::fs::write(d.path().join("scenes.json"), &scenes).unwrap();
+        std::fs::write(d.path().join("world.json"), &meta).unwrap();
+    }
+    // The tasks read the region width from world.json: a damaged one is an error, not 2054.
+    std::fs::write(d.path().join("world.json"), "{").unwrap();
+    let e = oscar::tasks::finetune::world_region_dim(d.path(), 2054).unwrap_err().to_string();
+    assert!(e.contains("world.json"), "{e}");
+}

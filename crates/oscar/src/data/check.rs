@@ -61,6 +61,10 @@ pub fn check_dataset(dir: &Path, img_feature_dim: usize) -> Vec<FileReport> {
             rep("WordPiece vocabulary", BertTokenizer::from_vocab(p).map(|t| t.vocab_size()).map_err(one));
         } else if name.contains("ans2label") || name.contains("label2ans") {
             rep("answer vocabulary", AnswerVocab::read(p).map(|v| v.len()).map_err(one));
+        } else if name == "world.json" {
+            rep("world description", check_world_meta(p, img_feature_dim));
+        } else if name == "scenes.json" {
+            rep("world scenes", oscar_world::files::read_scenes(p).map(|s| s.len()).map_err(|e| vec![e.to_string()]));
         } else if name.ends_with(".json") && p.components().any(|c| c.as_os_str().to_string_lossy().contains("nlvr")) {
             rep("NLVR2 statements", read_nlvr2(p).map(|v| v.len()).map_err(one));
         } else if name.ends_with(".json") && (name.ends_with("annotations.json") || name.ends_with("questions.json")) {
@@ -80,6 +84,15 @@ pub fn check_dataset(dir: &Path, img_feature_dim: usize) -> Vec<FileReport> {
         }
     }
     reports
+}
+
+/// `world.json` must parse and describe the region width the rest is checked against.
+fn check_world_meta(p: &Path, dim: usize) -> std::result::Result<usize, Vec<String>> {
+    let meta = oscar_world::files::read_world_meta(p).map_err(|e| vec![e.to_string()])?;
+    if meta.summary.region_dim != dim {
+        return Err(vec![format!("{}: summary.region_dim is {}, but the features are checked at img_feature_dim {dim}", p.display(), meta.summary.region_dim)]);
+    }
+    Ok(meta.config.images)
 }
 
 fn check_features(p: &Path, dim: usize) -> std::result::Result<usize, Vec<String>> {

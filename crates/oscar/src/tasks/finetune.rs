@@ -131,14 +131,16 @@ impl Stepper {
     }
 }
 
-/// The region-feature width of a world-style dataset directory (`world.json`), else `default`.
-pub fn world_region_dim(dir: &Path, default: usize) -> usize {
-    std::fs::read_to_string(dir.join("world.json"))
-        .ok()
-        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-        .and_then(|v| v["summary"]["region_dim"].as_u64())
-        .map(|d| d as usize)
-        .unwrap_or(default)
+/// The region-feature width of a world-style dataset directory (`world.json`), else `default`
+/// when the directory has no `world.json` (real data). A `world.json` that cannot be read is an
+/// error, not a silent fall-back to `default`.
+pub fn world_region_dim(dir: &Path, default: usize) -> Result<usize> {
+    let path = dir.join("world.json");
+    if !path.exists() {
+        return Ok(default);
+    }
+    let meta = oscar_world::files::read_world_meta(&path).map_err(|e| Error::Invalid(e.to_string()))?;
+    Ok(meta.summary.region_dim)
 }
 
 /// Reads task settings saved next to a checkpoint (`file`), or the defaults when absent.
