@@ -263,8 +263,8 @@ impl Tokenizer {
 pub const PTB_JAR_NAME: &str = "stanford-corenlp-3.4.1.jar";
 
 /// Finds the Stanford CoreNLP 3.4.1 jar: an explicit path, `$OSCAR_PTB_JAR`, next to the METEOR
-/// jar's pycocoevalcap folder (`$OSCAR_METEOR_JAR`'s `../../tokenizer/`), or the installed
-/// pycocoevalcap package.
+/// jar's pycocoevalcap folder (`$OSCAR_METEOR_JAR`'s `../../tokenizer/`), the installed
+/// pycocoevalcap package, or the copy `tools/fetch_pycocoevalcap.sh` fetched.
 pub fn find_ptb_jar(explicit: Option<&Path>) -> Result<PathBuf> {
     if let Some(p) = explicit {
         return if p.is_file() { Ok(p.to_path_buf()) } else { Err(EvalError::Tool(format!("PTB tokenizer jar {} does not exist", p.display()))) };
@@ -280,19 +280,11 @@ pub fn find_ptb_jar(explicit: Option<&Path>) -> Result<PathBuf> {
             }
         }
     }
-    let out = Command::new("python3")
-        .args(["-c", "import os, pycocoevalcap; print(os.path.dirname(pycocoevalcap.__file__))"])
-        .output();
-    if let Ok(o) = out {
-        if o.status.success() {
-            let jar = PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()).join("tokenizer").join(PTB_JAR_NAME);
-            if jar.is_file() {
-                return Ok(jar);
-            }
-        }
+    if let Some(jar) = crate::meteor::find_pycocoevalcap_file(&format!("tokenizer/{PTB_JAR_NAME}")) {
+        return Ok(jar);
     }
     Err(EvalError::Tool(format!(
-        "jar tokenization needs {PTB_JAR_NAME}: pass --ptb-jar, set OSCAR_PTB_JAR, or `pip install pycocoevalcap==1.2` (it ships pycocoevalcap/tokenizer/{PTB_JAR_NAME})"
+        "jar tokenization needs {PTB_JAR_NAME}: pass --ptb-jar, set OSCAR_PTB_JAR, run `bash tools/fetch_pycocoevalcap.sh` in the repository, or `pip install pycocoevalcap==1.2` (it ships pycocoevalcap/tokenizer/{PTB_JAR_NAME})"
     )))
 }
 

@@ -32,6 +32,7 @@ pub enum VqaRules {
     #[default]
     Official,
     /// The same file before commit a013f00.
+    #[serde(rename = "pre-2021")]
     Pre2021,
 }
 
