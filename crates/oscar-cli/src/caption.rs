@@ -12,7 +12,6 @@ use oscar::tasks::caption::{evaluate, nearest_neighbour_captions, results_json, 
 use oscar::tasks::finetune::settings_from_toml;
 use oscar::tokenizer::BertTokenizer;
 use oscar_eval::captions::{build_doc_freq, CaptionOptions};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 #[derive(Args)]
@@ -105,7 +104,7 @@ pub fn run_train(a: &CaptionTrainArgs) -> Result<CaptionRun> {
     let mut curve = Vec::new();
     let opts = metric_options(&c.data)?;
     let cap = if a.scst {
-        let Some(init) = &c.init else { bail!("--scst starts from a captioning checkpoint: pass --init") };
+        let Some(init) = c.run.resume.as_ref().or(c.init.as_ref()) else { bail!("--scst starts from a captioning checkpoint: pass --init") };
         let mut cap = Captioner::load(init)?;
         if let Some(b) = a.scst_baseline {
             cap.settings.scst_baseline = b;
@@ -114,19 +113,17 @@ pub fn run_train(a: &CaptionTrainArgs) -> Result<CaptionRun> {
             cap.settings.scst_top_k = k;
         }
         let df = opts.cider_df.as_ref().expect("built above");
-        let mut log = std::fs::File::create(c.out.join("metrics.jsonl"))?;
         let bar = steps_bar(cfg.optim.steps, "scst");
-        train_scst(&mut cap, &train_set, &tok, df, &cfg.optim, |k, s| {
+        train_scst(&mut cap, &train_set, &tok, df, &cfg.optim, &c.files(), |k, s| {
             bar.set_position(k);
             bar.set_message(format!("loss {:.3} · CIDEr-D sample {:.3} greedy {:.3}", s.loss, s.sample_reward, s.greedy_reward));
-            let _ = writeln!(log, "{}", serde_json::json!({"step": k, "loss": s.loss, "sample_reward": s.sample_reward, "greedy_reward": s.greedy_reward}));
             curve.push((k as f64, s.greedy_reward));
         })?;
         bar.finish_and_clear();
         cap
     } else {
-        let mut steps = StepLog::new(cfg.optim.steps, "train caption", "accuracy", Some(&c.out))?;
-        let cap = oscar::tasks::caption::train(&train_set, &tok, c.init.as_deref(), &c.fresh(tok.vocab_size(), dim)?, &cfg, |k, loss, acc| steps.record(k, loss, acc))?;
+        let mut steps = StepLog::new(cfg.optim.steps, "train caption", "accuracy");
+        let cap = oscar::tasks::caption::train(&train_set, &tok, c.init.as_deref(), &c.fresh(tok.vocab_size(), dim)?, &cfg, &c.files(), |k, loss, acc| steps.record(k, loss, acc))?;
         curve = steps.finish();
         cap
     };

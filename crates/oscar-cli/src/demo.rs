@@ -13,7 +13,8 @@ use oscar_eval::captions::{build_doc_freq, CaptionOptions};
 use oscar::tasks::finetune::Optim;
 use oscar::tasks::retrieval::{evaluate, summary, train, world_paths, RetrievalSet, RetrievalTrainConfig};
 use oscar::tokenizer::BertTokenizer;
-use oscar::train::pretrain::{pretrain, PretrainConfig};
+use oscar::tasks::finetune::RunFiles;
+use oscar::tasks::pretrain::{pretrain, PretrainConfig};
 use oscar::OscarConfig;
 use oscar_world::write::write_world;
 use oscar_world::{generate, WorldConfig};
@@ -149,20 +150,20 @@ pub fn run(a: &DemoArgs) -> Result<()> {
     let mut showcase = None;
     for (name, init) in &arms {
         outln!("[3/6] {name}: retrieval fine-tuning ({} steps) and full-protocol evaluation", b.finetune_steps);
-        let mut steps = StepLog::new(b.finetune_steps, "      retrieval", "batch_accuracy", None)?;
-        let ret = train(&ret_train, &tok, init.as_deref(), &fresh, &rcfg, |k, loss, acc| steps.record(k, loss, acc))?;
+        let mut steps = StepLog::new(b.finetune_steps, "      retrieval", "batch_accuracy");
+        let ret = train(&ret_train, &tok, init.as_deref(), &fresh, &rcfg, &RunFiles::default(), |k, loss, acc| steps.record(k, loss, acc))?;
         let ret_curve = steps.finish();
         let re = evaluate(&ret, &tok, &ret_test, &rcfg, 256, None, None, |_, _| {})?;
 
         outln!("[4/6] {name}: captioning fine-tuning ({} steps), beam-5 captions of {} test images", b.finetune_steps, cap_test.images.len());
-        let mut steps = StepLog::new(b.finetune_steps, "      caption", "masked_token_accuracy", None)?;
-        let cap = oscar::tasks::caption::train(&cap_train, &tok, init.as_deref(), &fresh, &ccfg, |k, loss, acc| steps.record(k, loss, acc))?;
+        let mut steps = StepLog::new(b.finetune_steps, "      caption", "masked_token_accuracy");
+        let cap = oscar::tasks::caption::train(&cap_train, &tok, init.as_deref(), &fresh, &ccfg, &RunFiles::default(), |k, loss, acc| steps.record(k, loss, acc))?;
         let cap_curve = steps.finish();
         let ce = oscar::tasks::caption::evaluate(&cap, &tok, &cap_test, Mode::Beam, &ccfg.decode, &copts, |_| {})?;
 
         outln!("[5/6] {name}: VQA fine-tuning ({} steps), official accuracy on {} test questions", b.finetune_steps, vqa_test.examples.len());
-        let mut steps = StepLog::new(b.finetune_steps, "      vqa", "batch_score", None)?;
-        let qa = oscar::tasks::qa::train(&vqa_train, &tok, &answers, init.as_deref(), &fresh, &qcfg, |k, loss, score| steps.record(k, loss, score))?;
+        let mut steps = StepLog::new(b.finetune_steps, "      vqa", "batch_score");
+        let qa = oscar::tasks::qa::train(&vqa_train, &tok, &answers, init.as_deref(), &fresh, &qcfg, &RunFiles::default(), None, |k, loss, score| steps.record(k, loss, score))?;
         let curves = [ret_curve, cap_curve, steps.finish()];
         let qe = qa.evaluate(&tok, &vqa_test, 128, |_| {})?;
         let answered: std::collections::HashMap<String, String> = qe.predictions.iter().map(|p| (p.question_id.clone(), p.top[0].0.clone())).collect();

@@ -201,6 +201,40 @@ fn check(dir: &std::path::Path, dim: Option<usize>, json: Option<&std::path::Pat
     Ok(())
 }
 
+/// What every training command takes about its files: checkpoints, evaluation, resume.
+#[derive(clap::Args, Clone, Debug)]
+pub(crate) struct RunArgs {
+    /// Save OUT/checkpoint-N (model, optimizer, trainer state) every N steps; 0: only at the end.
+    #[arg(long, default_value_t = 0)]
+    pub save_every: u64,
+    /// Evaluate on the held-out split every N steps (logged in metrics.jsonl); 0: only at the end.
+    #[arg(long, default_value_t = 0)]
+    pub eval_every: u64,
+    /// Keep the last K checkpoints (0: all).
+    #[arg(long, default_value_t = 2)]
+    pub keep_last: usize,
+    /// Keep the model with the highest value of this evaluation metric in OUT/best.
+    #[arg(long)]
+    pub keep_best: Option<String>,
+    /// Continue an interrupted run from one of its OUT/checkpoint-N directories (same settings).
+    #[arg(long)]
+    pub resume: Option<PathBuf>,
+}
+
+impl RunArgs {
+    pub fn files(&self, out: &std::path::Path, vocab: &std::path::Path) -> oscar::tasks::finetune::RunFiles {
+        oscar::tasks::finetune::RunFiles {
+            out: Some(out.to_path_buf()),
+            vocab: Some(vocab.to_path_buf()),
+            save_every: self.save_every,
+            eval_every: self.eval_every,
+            keep_last: self.keep_last,
+            keep_best: self.keep_best.clone(),
+            resume: self.resume.clone(),
+        }
+    }
+}
+
 /// Prints to stdout; a closed pipe (`oscar inspect … | head`) ends the process quietly.
 pub(crate) fn emit(text: &str) -> Result<()> {
     out!("{text}");
@@ -240,34 +274,24 @@ pub(crate) fn steps_bar(len: u64, what: &str) -> indicatif::ProgressBar {
     bar
 }
 
-/// Per-step bookkeeping of a fine-tuning run: the progress bar, one JSON line per step in
-/// `metrics.jsonl` (when a directory is given), and a learning curve of the metric in percent,
-/// averaged over windows of 20 steps.
+/// Per-step display of a fine-tuning run: the progress bar and a learning curve of the metric
+/// in percent, averaged over windows of 20 steps (the trainer itself writes `metrics.jsonl`).
 pub(crate) struct StepLog {
     bar: indicatif::ProgressBar,
-    log: Option<std::fs::File>,
     window: Vec<f64>,
     pub curve: Vec<(f64, f64)>,
     metric: &'static str,
 }
 
 impl StepLog {
-    pub fn new(steps: u64, what: &str, metric: &'static str, out: Option<&std::path::Path>) -> Result<Self> {
-        let log = match out {
-            Some(dir) => Some(std::fs::File::create(dir.join("metrics.jsonl")).map_err(|e| anyhow::anyhow!("{}: {e}", dir.join("metrics.jsonl").display()))?),
-            None => None,
-        };
-        Ok(StepLog { bar: steps_bar(steps, what), log, window: Vec::new(), curve: Vec::new(), metric })
+    pub fn new(steps: u64, what: &str, metric: &'static str) -> Self {
+        StepLog { bar: steps_bar(steps, what), window: Vec::new(), curve: Vec::new(), metric }
     }
 
     /// Records step `k`'s loss and metric (a fraction in [0, 1]).
     pub fn record(&mut self, k: u64, loss: f64, value: f64) {
-        use std::io::Write;
         self.bar.set_position(k);
         self.bar.set_message(format!("loss {loss:.3} · {} {value:.2}", self.metric.replace('_', " ")));
-        if let Some(f) = self.log.as_mut() {
-            let _ = writeln!(f, "{}", serde_json::json!({"step": k, "loss": loss, self.metric: value}));
-        }
         self.window.push(value);
         if self.window.len() == 20 {
             self.curve.push((k as f64, 100.0 * self.window.iter().sum::<f64>() / 20.0));

@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 use clap::Args;
-use oscar::train::pretrain::{pretrain, PretrainConfig};
+use oscar::tasks::pretrain::{pretrain, PretrainConfig};
 use std::path::PathBuf;
 
 #[derive(Args)]
@@ -34,6 +34,15 @@ pub struct PretrainArgs {
     /// Continue from a checkpoint directory of an earlier run (at or past `--steps`: evaluate it only).
     #[arg(long)]
     resume: Option<PathBuf>,
+    /// Save OUT/checkpoint-N every N steps (default: the config's `save_every`).
+    #[arg(long)]
+    save_every: Option<u64>,
+    /// Evaluate on the held-out images every N steps (default: the config's `eval_every`).
+    #[arg(long)]
+    eval_every: Option<u64>,
+    /// Keep the last K checkpoints, 0 for all (default: the config's `keep_last`).
+    #[arg(long)]
+    keep_last: Option<usize>,
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
@@ -47,7 +56,7 @@ pub fn run(a: &PretrainArgs) -> Result<()> {
     macro_rules! over {
         ($($f:ident),*) => { $( if let Some(v) = &a.$f { cfg.$f = v.clone().into(); } )* };
     }
-    over!(dataset, output_dir, steps, batch_size, lr, seed, img_feature_dim);
+    over!(dataset, output_dir, steps, batch_size, lr, seed, img_feature_dim, save_every, eval_every, keep_last);
     if a.init.is_some() {
         cfg.init = a.init.clone();
     }

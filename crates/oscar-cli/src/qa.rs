@@ -51,9 +51,16 @@ pub struct CommonTrain {
     /// hidden 64, 2 layers, 2 heads). Not with --init, whose checkpoint has its own.
     #[arg(long, conflicts_with = "init")]
     pub model_config: Option<PathBuf>,
+    #[command(flatten)]
+    pub run: crate::RunArgs,
 }
 
 impl CommonTrain {
+    /// The run's files: checkpoints, metrics and resume in `--out`, the data's vocabulary.
+    pub fn files(&self) -> oscar::tasks::finetune::RunFiles {
+        self.run.files(&self.out, &self.data.join("vocab.txt"))
+    }
+
     pub fn apply(&self, o: &mut oscar::tasks::finetune::Optim, use_tags: &mut bool) {
         if let Some(v) = self.steps {
             o.steps = v;
@@ -161,8 +168,11 @@ pub fn run_qa(kind: QaKind, a: &QaArgs) -> Result<QaRun> {
     let fresh = c.fresh(tok.vocab_size(), dim)?;
     let name = format!("train {kind:?}").to_lowercase();
     std::fs::create_dir_all(&c.out).with_context(|| format!("creating {}", c.out.display()))?;
-    let mut steps = StepLog::new(cfg.optim.steps, &name, "batch_score", Some(&c.out))?;
-    let model = oscar::tasks::qa::train(&train_set, &tok, &answers, c.init.as_deref(), &fresh, &cfg, |k, loss, score| steps.record(k, loss, score))?;
+    let mut steps = StepLog::new(cfg.optim.steps, &name, "batch_score");
+    // The held-out split each evaluation during training scores (the world's val split).
+    let val_path = c.data.join(if kind == QaKind::Vqa { "vqa/val.json" } else { "gqa/val.json" });
+    let val = if val_path.exists() { Some(QaSet::open(&val_path, &c.features(), dim, answers.len())?) } else { None };
+    let model = oscar::tasks::qa::train(&train_set, &tok, &answers, c.init.as_deref(), &fresh, &cfg, &c.files(), val.as_ref(), |k, loss, score| steps.record(k, loss, score))?;
     let curve = steps.finish();
     model.save(&c.out, Some(&vocab))?;
 
@@ -241,8 +251,10 @@ pub fn run_nlvr2(a: &Nlvr2Args) -> Result<Nlvr2Run> {
     let tok = BertTokenizer::from_vocab(&vocab)?;
     let train_set = Nlvr2Set::open(&or_default(&a.train, &c.data, "nlvr2/train.json"), &c.features(), dim)?;
     std::fs::create_dir_all(&c.out).with_context(|| format!("creating {}", c.out.display()))?;
-    let mut steps = StepLog::new(cfg.optim.steps, "train nlvr2", "accuracy", Some(&c.out))?;
-    let model = oscar::tasks::nlvr2::train(&train_set, &tok, c.init.as_deref(), &c.fresh(tok.vocab_size(), dim)?, &cfg, |k, loss, acc| steps.record(k, loss, acc))?;
+    let mut steps = StepLog::new(cfg.optim.steps, "train nlvr2", "accuracy");
+    let dev_path = c.data.join("nlvr2/dev.json");
+    let dev = if dev_path.exists() { Some(Nlvr2Set::open(&dev_path, &c.features(), dim)?) } else { None };
+    let model = oscar::tasks::nlvr2::train(&train_set, &tok, c.init.as_deref(), &c.fresh(tok.vocab_size(), dim)?, &cfg, &c.files(), dev.as_ref(), |k, loss, acc| steps.record(k, loss, acc))?;
     let curve = steps.finish();
     model.save(&c.out, Some(&vocab))?;
     let evals = if a.eval.is_empty() { vec![c.data.join("nlvr2/dev.json"), c.data.join("nlvr2/test.json")] } else { a.eval.clone() };

@@ -63,6 +63,8 @@ pub struct RetrievalArgs {
     hard_negatives: f64,
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    #[command(flatten)]
+    run: crate::RunArgs,
 }
 
 pub fn run(cmd: &TrainCmd) -> Result<()> {
@@ -85,8 +87,8 @@ pub fn run(cmd: &TrainCmd) -> Result<()> {
     let cfg = RetrievalTrainConfig { optim: Optim { steps: a.steps, batch_size: a.batch_size, lr: a.lr, seed: a.seed, ..Optim::default() }, use_tags: !a.no_tags, att_mask: a.att_mask, hard_negative_prob: a.hard_negatives, ..RetrievalTrainConfig::default() };
     let fresh = oscar::tasks::finetune::scratch_config(a.model_config.as_deref(), tok.vocab_size(), dim)?;
     std::fs::create_dir_all(&a.out)?;
-    let mut steps = crate::StepLog::new(a.steps, "train retrieval", "accuracy", Some(&a.out))?;
-    let r = train(&train_set, &tok, a.init.as_deref(), &fresh, &cfg, |k, loss, acc| steps.record(k, loss, acc))?;
+    let mut steps = crate::StepLog::new(a.steps, "train retrieval", "accuracy");
+    let r = train(&train_set, &tok, a.init.as_deref(), &fresh, &cfg, &a.run.files(&a.out, &vocab), |k, loss, acc| steps.record(k, loss, acc))?;
     steps.finish();
     r.save(&a.out, Some(&vocab))?;
     // The input settings travel with the model, so evaluation and search lay inputs out the same way.

@@ -464,3 +464,36 @@ fn every_printing_command_ends_quietly_when_its_reader_is_gone() {
         assert_eq!(code, Some(0), "`oscar {}` with a closed reader exited {code:?}: {err}", c.join(" "));
     }
 }
+
+/// `--save-every` / `--resume` on the command line: a VQA run resumed from its checkpoint ends
+/// with the same loss as the uninterrupted one, and pre-training takes the same flags.
+#[test]
+fn training_commands_save_checkpoints_and_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let w = p("world");
+    let (ok, _, err) = oscar(&["world", "generate", "--out", &w, "--images", "40", "--feature-dim", "8", "--render", "0"]);
+    assert!(ok, "{err}");
+    let last_loss = |d: &str| -> f64 {
+        let text = std::fs::read_to_string(Path::new(d).join("metrics.jsonl")).unwrap();
+        text.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["loss"].as_f64()).last().unwrap()
+    };
+    let (a, b) = (p("a"), p("b"));
+    let common = ["train", "vqa", "--data", &w, "--steps", "4", "--batch-size", "4", "--save-every", "2", "--keep-last", "0"];
+    let (ok, _, err) = oscar(&[&common[..], &["--out", &a]].concat());
+    assert!(ok, "{err}");
+    assert!(Path::new(&a).join("checkpoint-2/trainer_state.json").exists() && Path::new(&a).join("checkpoint-4/optimizer.safetensors").exists());
+    let resume = format!("{a}/checkpoint-2");
+    let (ok, _, err) = oscar(&[&common[..], &["--out", &b, "--resume", &resume]].concat());
+    assert!(ok, "{err}");
+    assert!((last_loss(&a) - last_loss(&b)).abs() < 1e-6, "{} vs {}", last_loss(&a), last_loss(&b));
+    // The model a checkpoint holds is a task model the commands load.
+    let (ok, stdout, err) = oscar(&["answer", "--checkpoint", &resume, "--features", &format!("{w}/features/features.tsv"), "--image", "img000000", "--question", "what color is the dog?", "--tags", "dog"]);
+    assert!(ok && stdout.contains("score"), "{err}");
+
+    let pre = p("pre");
+    let (ok, _, err) = oscar(&["pretrain", "--dataset", &format!("{w}/pretrain/dataset.yaml"), "--output-dir", &pre, "--steps", "3", "--batch-size", "2", "--img-feature-dim", "14", "--save-every", "1", "--keep-last", "2", "--quiet"]);
+    assert!(ok, "{err}");
+    let kept: Vec<String> = std::fs::read_dir(&pre).unwrap().filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with("checkpoint-")).collect();
+    assert_eq!(kept.len(), 2, "{kept:?}");
+}

@@ -102,7 +102,7 @@ fn main() -> Res<()> {
     if let Some(t) = env::<u8>("TIE")? { fresh.tie_weights = t == 1; }
     if let Some(r) = env("INIT_RANGE")? { fresh.initializer_range = r; }
     let mut accs = vec![];
-    let cap = train(&set, &tok, None, &fresh, &cfg, |_, _, a| accs.push(a))?;
+    let cap = train(&set, &tok, None, &fresh, &cfg, &Default::default(), |_, _, a| accs.push(a))?;
     for c in accs.chunks(50) { print!("{:.2} ", c.iter().sum::<f64>() / c.len() as f64); }
     println!();
     set.images.truncate(10);

@@ -115,7 +115,7 @@ fn captioning_trains_and_captions_a_small_world() {
     let set = CaptionSet::open(&p.join("captions/train_caption.json"), &p.join("features/features.tsv"), Some(&p.join("labels/predictions.tsv")), 14).unwrap();
     let cfg = CaptionConfig { optim: Optim { steps: 25, batch_size: 8, ..Optim::default() }, decode: DecodeSettings { max_gen_length: 12, num_beams: 2, ..DecodeSettings::default() }, ..CaptionConfig::default() };
     let mut losses = vec![];
-    let cap = train(&set, &tok, None, &OscarConfig::tiny(tok.vocab_size(), 14), &cfg, |_, l, _| losses.push(l)).unwrap();
+    let cap = train(&set, &tok, None, &OscarConfig::tiny(tok.vocab_size(), 14), &cfg, &Default::default(), |_, l, _| losses.push(l)).unwrap();
     assert_eq!(losses.len(), 25);
     let first: f64 = losses[..5].iter().sum();
     let last: f64 = losses[20..].iter().sum();

@@ -1,9 +1,9 @@
 //! The pre-training loop: a resumed run repeats the uninterrupted one; an interrupted save
 //! leaves the previous checkpoint intact; a diverging loss stops the run with a clear message.
 
-use oscar::train::checkpoint::{list_checkpoints, read_trainer_state, save_checkpoint_with};
+use oscar::train::checkpoint::{list_checkpoints, read_trainer_state, save_checkpoint};
 use oscar::train::optim::{AdamW, AdamWConfig};
-use oscar::train::pretrain::{pretrain, ModelSpec, PretrainConfig};
+use oscar::tasks::pretrain::{pretrain, ModelSpec, PretrainConfig};
 use std::path::Path;
 
 fn world(dir: &Path) {
@@ -63,8 +63,9 @@ fn an_interrupted_save_leaves_the_previous_checkpoint_intact() {
     // Save step 4 and fail half-way (after the model, before the optimizer state).
     let m = oscar::checkpoint::load_model::<oscar::model::BertImgForPreTraining>(oscar::checkpoint::read_checkpoint(&d.path().join("a/checkpoint-3")).unwrap(), None, oscar::checkpoint::Fresh::Nothing, 0).unwrap();
     let opt = AdamW::new(&m.params, AdamWConfig::default(), &[]);
-    let state = oscar::train::checkpoint::TrainerState { step: 4, examples_seen: 32, seed: 42 };
-    let err = save_checkpoint_with(&d.path().join("a"), &m.params, &m.config, None, &opt, &state, "", 0, &mut |f| {
+    let state = oscar::train::checkpoint::TrainerState { step: 4, examples_seen: 32, seed: 42, best: None };
+    let write_model = |dir: &Path| oscar::checkpoint::save_pretrained(dir, &m.params, &m.config, None);
+    let err = save_checkpoint(&d.path().join("a"), &write_model, &opt, &state, 0, &mut |f| {
         if f == "optimizer.safetensors" { Err(oscar::Error::Invalid("killed".into())) } else { Ok(()) }
     })
     .unwrap_err();
@@ -91,7 +92,13 @@ fn a_diverging_run_stops_with_a_clear_message() {
     cfg.save_every = 1;
     cfg.keep_last = 1;
     let err = pretrain(&cfg, None).unwrap_err().to_string();
-    assert!(err.contains("training stopped") || err.contains("diverged"), "{err}");
+    assert!(err.contains("training stopped"), "{err}");
+    // The message names the last good checkpoint (saved every step here), and it exists.
+    let named = err.split("The last good checkpoint is ").nth(1).and_then(|r| r.split(" (resume").next());
+    match named {
+        Some(p) => assert!(Path::new(p).join("trainer_state.json").exists(), "{p}"),
+        None => assert!(err.contains("step 1:"), "{err}"),
+    }
 }
 
 #[test]

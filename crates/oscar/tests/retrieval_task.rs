@@ -20,7 +20,7 @@ fn train_evaluate_two_stage_and_reload() {
     cfg_m.use_img_layernorm = Some(true);
     let cfg = RetrievalTrainConfig { optim: Optim { steps: 4, batch_size: 4, ..Optim::default() }, ..RetrievalTrainConfig::default() };
     let mut losses = Vec::new();
-    let r = train(&set, &tok, None, &cfg_m, &cfg, |_, loss, acc| {
+    let r = train(&set, &tok, None, &cfg_m, &cfg, &Default::default(), |_, loss, acc| {
         assert!((0.0..=1.0).contains(&acc));
         losses.push(loss)
     })
@@ -81,7 +81,7 @@ fn scoring_resumes_from_a_partial_file_and_masks_change_the_scores() {
     let mut m = OscarConfig::tiny(tok.vocab_size(), 14);
     m.use_img_layernorm = Some(true);
     let cfg = RetrievalTrainConfig { optim: Optim { steps: 1, batch_size: 2, ..Optim::default() }, ..RetrievalTrainConfig::default() };
-    let r = train(&set, &tok, None, &m, &cfg, |_, _, _| {}).unwrap();
+    let r = train(&set, &tok, None, &m, &cfg, &Default::default(), |_, _, _| {}).unwrap();
     let full = score_all(&r, &tok, &set, &cfg, 5, None, 1, |_, _| {}).unwrap();
     assert_eq!(full.len(), 4 * 20);
     // Interrupt after the first save: keep only a prefix in the partial file, then resume.

@@ -31,7 +31,7 @@ fn vqa_and_gqa_train_save_load_and_answer() {
     for kind in [QaKind::Vqa, QaKind::Gqa] {
         let cfg = QaConfig { task: kind, optim: Optim { steps: 24, batch_size: 16, drop_out: Some(0.0), ..Optim::default() }, ..QaConfig::default() };
         let mut losses = vec![];
-        let m = oscar::tasks::qa::train(&set, &tok, &answers, None, &OscarConfig::tiny(tok.vocab_size(), 14), &cfg, |_, l, s| {
+        let m = oscar::tasks::qa::train(&set, &tok, &answers, None, &OscarConfig::tiny(tok.vocab_size(), 14), &cfg, &Default::default(), None, |_, l, s| {
             assert!((0.0..=1.0).contains(&s));
             losses.push(l);
         })
@@ -90,7 +90,7 @@ fn nlvr2_trains_and_consistency_groups_statements() {
     let mut c = OscarConfig::tiny(tok.vocab_size(), 14);
     c.use_img_layernorm = Some(true);
     let mut losses = vec![];
-    let m = oscar::tasks::nlvr2::train(&set, &tok, None, &c, &cfg, |_, l, _| losses.push(l)).unwrap();
+    let m = oscar::tasks::nlvr2::train(&set, &tok, None, &c, &cfg, &Default::default(), None, |_, l, _| losses.push(l)).unwrap();
     assert!(falls(&losses), "{losses:?}");
     let e = m.evaluate(&tok, &set, 16).unwrap();
     assert_eq!(e.statements, set.examples.len());

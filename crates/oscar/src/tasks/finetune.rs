@@ -1,16 +1,14 @@
 //! What every fine-tuning task shares (oscar-spec §3, "common settings"): the model from a
 //! checkpoint with a fresh task head (or from scratch), `--drop_out` overriding every dropout,
-//! and one update as the reference scripts do it — backward, `WarmupLinearSchedule` stepped
-//! before AdamW, gradient clipping at `max_grad_norm`.
+//! and the one trainer driven as the reference scripts drive theirs — `WarmupLinearSchedule`
+//! stepped before AdamW, gradient clipping at `max_grad_norm` — with the run's files.
 
 use crate::checkpoint::{build_fresh, load_model, read_checkpoint, Buildable, Fresh, Loaded};
 use crate::config::OscarConfig;
 use crate::error::{Error, Result};
-use crate::nn::Params;
-use crate::train::optim::{AdamW, AdamWConfig};
 use crate::train::schedule::Schedule;
-use candle_core::Tensor;
-use std::path::Path;
+use crate::train::trainer::{TrainReport, TrainTask, Trainer, TrainerOptions};
+use std::path::{Path, PathBuf};
 
 /// Optimisation settings of a fine-tuning run (flattened into each task's TOML/JSON settings).
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -95,40 +93,52 @@ pub fn start<M: Buildable>(init: Option<&Path>, fresh: &OscarConfig, optim: &Opt
     }
 }
 
-/// AdamW with the reference's schedule and clipping.
-pub struct Stepper {
-    opt: AdamW,
-    optim: Optim,
-    /// Updates taken.
-    pub step: u64,
-    /// What is being trained, for error messages.
-    what: &'static str,
+/// Where a fine-tuning run writes and how often (`--save-every`, `--eval-every`, `--keep-last`,
+/// `--keep-best`, `--resume`): the same for every task.
+#[derive(Debug, Clone, Default)]
+pub struct RunFiles {
+    /// The run's directory: `metrics.jsonl`, `checkpoint-N/`, `best/` (none: nothing is written).
+    pub out: Option<PathBuf>,
+    /// The vocabulary to save beside every checkpoint.
+    pub vocab: Option<PathBuf>,
+    pub save_every: u64,
+    pub eval_every: u64,
+    pub keep_last: usize,
+    pub keep_best: Option<String>,
+    /// Continue from this `checkpoint-N` directory of an earlier run.
+    pub resume: Option<PathBuf>,
 }
 
-impl Stepper {
-    pub fn new(params: &Params, optim: &Optim, what: &'static str) -> Self {
-        let opt = AdamW::new(params, AdamWConfig { lr: optim.lr, weight_decay: optim.weight_decay, ..AdamWConfig::default() }, &[]);
-        Stepper { opt, optim: optim.clone(), step: 0, what }
-    }
-
-    /// The learning rate the next update will use.
-    pub fn next_lr(&self) -> f64 {
-        Schedule::WarmupLinear.lr_for_update(self.optim.lr, self.step + 1, self.optim.warmup_steps, self.optim.steps)
-    }
-
-    /// Backward through `loss` and one update; returns the loss value. A non-finite loss stops
-    /// training with an error naming the step (nothing is updated).
-    pub fn update(&mut self, params: &Params, loss: &Tensor) -> Result<f64> {
-        let lv = loss.to_scalar::<f32>()? as f64;
-        if !lv.is_finite() {
-            return Err(Error::Invalid(format!("{} step {}: the loss is {lv}; training stopped", self.what, self.step + 1)));
+impl Optim {
+    /// The one trainer's settings for this fine-tuning run: the reference's `WarmupLinear`
+    /// schedule stepped before AdamW and clipping at `max_grad_norm`.
+    pub fn trainer_options(&self, files: &RunFiles) -> TrainerOptions {
+        TrainerOptions {
+            steps: self.steps,
+            lr: self.lr,
+            weight_decay: self.weight_decay,
+            warmup_steps: self.warmup_steps,
+            schedule: Schedule::WarmupLinear,
+            max_grad_norm: self.max_grad_norm,
+            seed: self.seed,
+            out: files.out.clone(),
+            save_every: files.save_every,
+            keep_last: files.keep_last,
+            eval_every: files.eval_every,
+            keep_best: files.keep_best.clone(),
+            log_every: 1,
+            progress: false,
         }
-        let grads = loss.backward()?;
-        let lr = self.next_lr();
-        self.opt.step(params, &grads, lr, self.optim.max_grad_norm)?;
-        self.step += 1;
-        Ok(lv)
     }
+}
+
+/// Runs a fine-tuning task on the one trainer; `on_step(step, loss, figure)` gets the task's
+/// main per-step figure (`metric`).
+pub fn run_task<T: TrainTask>(task: &mut T, optim: &Optim, files: &RunFiles, metric: &str, mut on_step: impl FnMut(u64, f64, f64)) -> Result<TrainReport> {
+    optim.validate()?;
+    let metric = metric.to_string();
+    let mut trainer = Trainer::new(optim.trainer_options(files)).on_step(|r| on_step(r.step, r.loss, r.metrics.get(&metric).copied().unwrap_or(f64::NAN)));
+    trainer.run(task, files.resume.as_deref())
 }
 
 /// The region-feature width of a world-style dataset directory (`world.json`), else `default`
@@ -159,63 +169,9 @@ pub fn settings_from_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result
     toml::from_str(&text).map_err(|e| Error::bad_file(path, format!("not valid settings: {e}")))
 }
 
-/// Epoch-wise shuffled mini-batches over `n` items (each epoch a fresh seeded permutation),
-/// as a `RandomSampler` with `drop_last = False` restarted every epoch.
-pub struct Batches {
-    order: Vec<usize>,
-    pos: usize,
-    rng: rand::rngs::StdRng,
-}
-
-impl Batches {
-    pub fn new(n: usize, seed: u64) -> Result<Self> {
-        use rand::SeedableRng;
-        if n == 0 {
-            return Err(Error::Invalid("the training split is empty".into()));
-        }
-        let mut b = Batches { order: (0..n).collect(), pos: n, rng: rand::rngs::StdRng::seed_from_u64(seed) };
-        b.reshuffle();
-        Ok(b)
-    }
-
-    fn reshuffle(&mut self) {
-        use rand::seq::SliceRandom;
-        self.order.shuffle(&mut self.rng);
-        self.pos = 0;
-    }
-
-    /// The next batch of up to `size` indices (a short one ends an epoch).
-    pub fn next_batch(&mut self, size: usize) -> Vec<usize> {
-        if self.pos >= self.order.len() {
-            self.reshuffle();
-        }
-        let end = (self.pos + size.max(1)).min(self.order.len());
-        let out = self.order[self.pos..end].to_vec();
-        self.pos = end;
-        out
-    }
-
-    /// A seed for this step's dropout masks.
-    pub fn dropout_seed(&mut self) -> u64 {
-        use rand::Rng;
-        self.rng.random()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn batches_cover_each_epoch_once() {
-        let mut b = Batches::new(10, 3).unwrap();
-        let mut seen: Vec<usize> = (0..3).flat_map(|_| b.next_batch(4)).collect();
-        assert_eq!(seen.len(), 10, "4 + 4 + 2: the epoch ends with a short batch");
-        seen.sort();
-        assert_eq!(seen, (0..10).collect::<Vec<_>>());
-        assert_eq!(b.next_batch(4).len(), 4, "a new epoch starts");
-        assert!(Batches::new(0, 1).is_err());
-    }
 
     #[test]
     fn settings_that_cannot_train_are_errors() {

@@ -3,5 +3,6 @@
 pub mod caption;
 pub mod finetune;
 pub mod nlvr2;
+pub mod pretrain;
 pub mod qa;
 pub mod retrieval;

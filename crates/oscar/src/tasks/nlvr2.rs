@@ -4,7 +4,10 @@
 //! image LayerNorm), 2-way cross-entropy. Evaluation: accuracy and consistency (the share of
 //! statements whose every image pair is judged right).
 
-use super::finetune::{start, Batches, Optim, Stepper};
+use super::finetune::{run_task, start, Optim, RunFiles};
+use crate::train::trainer::{EpochOrder, Metrics, StepLoss, TrainTask};
+use rand::rngs::StdRng;
+use rand::Rng;
 use crate::checkpoint::{load_model, read_checkpoint, save_pretrained, write_atomic, Fresh};
 use crate::config::{ClassifierKind, LossType, OscarConfig};
 use crate::data::features::{FeatureStore, Regions};
@@ -87,31 +90,70 @@ pub struct Nlvr2Model {
     pub settings: Nlvr2Config,
 }
 
-/// Fine-tunes on `set`; `on_step(step, loss, batch_accuracy)`.
-pub fn train(set: &Nlvr2Set, tok: &BertTokenizer, init: Option<&Path>, fresh: &OscarConfig, cfg: &Nlvr2Config, mut on_step: impl FnMut(u64, f64, f64)) -> Result<Nlvr2Model> {
+/// Fine-tunes on `set` with the one trainer (`files`: checkpoints, metrics, resume; `eval`: a
+/// labelled split whose accuracy each evaluation reports); `on_step(step, loss, batch_accuracy)`.
+#[allow(clippy::too_many_arguments)]
+pub fn train(set: &Nlvr2Set, tok: &BertTokenizer, init: Option<&Path>, fresh: &OscarConfig, cfg: &Nlvr2Config, files: &RunFiles, eval: Option<&Nlvr2Set>, on_step: impl FnMut(u64, f64, f64)) -> Result<Nlvr2Model> {
     if let Some(e) = set.examples.iter().find(|e| e.label.is_none()) {
         return Err(Error::Invalid(format!("training statement {} has no label", e.id)));
     }
-    let loaded = start::<ImageBertForMultipleChoice>(init, fresh, &cfg.optim, |c| {
+    let loaded = start::<ImageBertForMultipleChoice>(files.resume.as_deref().or(init), fresh, &cfg.optim, |c| {
         c.num_labels = 2;
         c.num_choice = 2;
         c.classifier = ClassifierKind::Mlp;
         c.cls_hidden_scale = cfg.cls_hidden_scale;
         c.loss_type = LossType::Xe;
     })?;
-    let mut stepper = Stepper::new(&loaded.params, &cfg.optim, "NLVR2");
-    let mut batches = Batches::new(set.examples.len(), cfg.optim.seed)?;
-    for k in 1..=cfg.optim.steps {
-        let idx = batches.next_batch(cfg.optim.batch_size);
-        let labels: Vec<i64> = idx.iter().map(|&i| set.examples[i].label.unwrap_or(0) as i64).collect();
-        let logits = loaded.model.forward(&batch(tok, cfg, set, &idx)?, &Ctx::train(batches.dropout_seed()))?;
-        let loss = loaded.model.loss(&logits, ClassLabels::Index(&labels))?;
+    let model = Nlvr2Model { model: loaded.model, params: loaded.params, config: loaded.config, settings: cfg.clone() };
+    let mut task = Nlvr2Task { set, tok, eval, order: EpochOrder::new(set.examples.len(), cfg.optim.seed)?, model, vocab: files.vocab.clone() };
+    run_task(&mut task, &cfg.optim, files, "accuracy", on_step)?;
+    Ok(task.model)
+}
+
+/// NLVR2 fine-tuning as a task of the one trainer.
+struct Nlvr2Task<'a> {
+    set: &'a Nlvr2Set,
+    tok: &'a BertTokenizer,
+    eval: Option<&'a Nlvr2Set>,
+    order: EpochOrder,
+    model: Nlvr2Model,
+    vocab: Option<std::path::PathBuf>,
+}
+
+impl TrainTask for Nlvr2Task<'_> {
+    fn what(&self) -> &str {
+        "NLVR2"
+    }
+
+    fn params(&self) -> &crate::nn::Params {
+        &self.model.params
+    }
+
+    fn examples_per_step(&self) -> u64 {
+        self.model.settings.optim.batch_size as u64
+    }
+
+    fn loss(&mut self, _step: u64, examples_seen: u64, rng: &mut StdRng) -> Result<StepLoss> {
+        let cfg = &self.model.settings;
+        let idx = self.order.rows(examples_seen, cfg.optim.batch_size);
+        let labels: Vec<i64> = idx.iter().map(|&i| self.set.examples[i].label.unwrap_or(0) as i64).collect();
+        let logits = self.model.model.forward(&batch(self.tok, cfg, self.set, &idx)?, &Ctx::train(rng.random()))?;
+        let loss = self.model.model.loss(&logits, ClassLabels::Index(&labels))?;
         let pred: Vec<u32> = logits.argmax(1)?.to_vec1()?;
         let acc = pred.iter().zip(&labels).filter(|(p, l)| **p as i64 == **l).count() as f64 / labels.len() as f64;
-        let lv = stepper.update(&loaded.params, &loss)?;
-        on_step(k, lv, acc);
+        Ok(StepLoss { loss, metrics: Metrics::from([("accuracy".to_string(), acc)]) })
     }
-    Ok(Nlvr2Model { model: loaded.model, params: loaded.params, config: loaded.config, settings: cfg.clone() })
+
+    /// Accuracy and consistency (percent) on the evaluation split.
+    fn evaluate(&mut self, _step: u64) -> Result<Option<Metrics>> {
+        let Some(eval) = self.eval else { return Ok(None) };
+        let e = self.model.evaluate(self.tok, eval, 64)?;
+        Ok(Some(Metrics::from([("accuracy".to_string(), e.accuracy), ("consistency".to_string(), e.consistency)])))
+    }
+
+    fn save(&self, dir: &Path) -> Result<()> {
+        self.model.save(dir, self.vocab.as_deref())
+    }
 }
 
 /// Accuracy and consistency on a labelled split.

@@ -4,7 +4,10 @@
 //! soft-score vector (× num_labels), scored by the soft score of the argmax answer during
 //! training and by the official accuracy after; GQA: cross-entropy on the answer, accuracy.
 
-use super::finetune::{start, Batches, Optim, Stepper};
+use super::finetune::{run_task, start, Optim, RunFiles};
+use crate::train::trainer::{EpochOrder, Metrics, StepLoss, TrainTask};
+use rand::rngs::StdRng;
+use rand::Rng;
 use crate::checkpoint::{load_model, read_checkpoint, save_pretrained, write_atomic, Fresh};
 use crate::config::{ClassifierKind, LossType, OscarConfig};
 use crate::data::features::{FeatureStore, Regions};
@@ -147,11 +150,14 @@ fn batch(tok: &BertTokenizer, cfg: &QaConfig, set: &QaSet, idx: &[usize]) -> Res
     collate_dynamic(&items, set.dim(), &Device::Cpu)
 }
 
-/// Fine-tunes on `set`. `on_step(step, loss, batch_score)`: the batch score is the mean soft
-/// score of the argmax answers (VQA) or the accuracy (GQA), as the reference logs.
-pub fn train(set: &QaSet, tok: &BertTokenizer, answers: &AnswerVocab, init: Option<&Path>, fresh: &OscarConfig, cfg: &QaConfig, mut on_step: impl FnMut(u64, f64, f64)) -> Result<Answerer> {
+/// Fine-tunes on `set` with the one trainer (`files`: checkpoints, metrics, resume; `eval`:
+/// a labelled split scored at each evaluation). `on_step(step, loss, batch_score)`: the batch
+/// score is the mean soft score of the argmax answers (VQA) or the accuracy (GQA), as the
+/// reference logs.
+#[allow(clippy::too_many_arguments)]
+pub fn train(set: &QaSet, tok: &BertTokenizer, answers: &AnswerVocab, init: Option<&Path>, fresh: &OscarConfig, cfg: &QaConfig, files: &RunFiles, eval: Option<&QaSet>, on_step: impl FnMut(u64, f64, f64)) -> Result<Answerer> {
     let n = answers.len();
-    let loaded = start::<ImageBertForSequenceClassification>(init, fresh, &cfg.optim, |c| {
+    let loaded = start::<ImageBertForSequenceClassification>(files.resume.as_deref().or(init), fresh, &cfg.optim, |c| {
         c.num_labels = n;
         c.classifier = cfg.classifier;
         c.cls_hidden_scale = cfg.cls_hidden_scale;
@@ -160,12 +166,40 @@ pub fn train(set: &QaSet, tok: &BertTokenizer, answers: &AnswerVocab, init: Opti
             QaKind::Gqa => LossType::Xe,
         };
     })?;
-    let mut stepper = Stepper::new(&loaded.params, &cfg.optim, "question answering");
-    let mut batches = Batches::new(set.examples.len(), cfg.optim.seed)?;
-    for k in 1..=cfg.optim.steps {
-        let idx = batches.next_batch(cfg.optim.batch_size);
-        let x = batch(tok, cfg, set, &idx)?;
-        let logits = loaded.model.forward(&x, &Ctx::train(batches.dropout_seed()))?;
+    let model = Answerer { model: loaded.model, params: loaded.params, config: loaded.config, settings: cfg.clone(), answers: answers.clone() };
+    let mut task = QaTask { set, tok, eval, order: EpochOrder::new(set.examples.len(), cfg.optim.seed)?, model, vocab: files.vocab.clone() };
+    run_task(&mut task, &cfg.optim, files, "batch_score", on_step)?;
+    Ok(task.model)
+}
+
+/// VQA / GQA fine-tuning as a task of the one trainer.
+struct QaTask<'a> {
+    set: &'a QaSet,
+    tok: &'a BertTokenizer,
+    eval: Option<&'a QaSet>,
+    order: EpochOrder,
+    model: Answerer,
+    vocab: Option<std::path::PathBuf>,
+}
+
+impl TrainTask for QaTask<'_> {
+    fn what(&self) -> &str {
+        "question answering"
+    }
+
+    fn params(&self) -> &crate::nn::Params {
+        &self.model.params
+    }
+
+    fn examples_per_step(&self) -> u64 {
+        self.model.settings.optim.batch_size as u64
+    }
+
+    fn loss(&mut self, _step: u64, examples_seen: u64, rng: &mut StdRng) -> Result<StepLoss> {
+        let (cfg, set, n) = (&self.model.settings, self.set, self.model.answers.len());
+        let idx = self.order.rows(examples_seen, cfg.optim.batch_size);
+        let x = batch(self.tok, cfg, set, &idx)?;
+        let logits = self.model.model.forward(&x, &Ctx::train(rng.random()))?;
         let loss = match cfg.task {
             QaKind::Vqa => {
                 let mut t = vec![0f32; idx.len() * n];
@@ -174,20 +208,30 @@ pub fn train(set: &QaSet, tok: &BertTokenizer, answers: &AnswerVocab, init: Opti
                         t[row * n + a] = s;
                     }
                 }
-                loaded.model.loss(&logits, ClassLabels::Dense(&Tensor::from_vec(t, (idx.len(), n), &Device::Cpu)?))?
+                self.model.model.loss(&logits, ClassLabels::Dense(&Tensor::from_vec(t, (idx.len(), n), &Device::Cpu)?))?
             }
             QaKind::Gqa => {
                 // Unanswered training questions are ignored (-100), as CrossEntropyLoss would.
                 let labels: Vec<i64> = idx.iter().map(|&i| best_answer(&set.examples[i]).map(|a| a as i64).unwrap_or(-100)).collect();
-                loaded.model.loss(&logits, ClassLabels::Index(&labels))?
+                self.model.model.loss(&logits, ClassLabels::Index(&labels))?
             }
         };
         let pred: Vec<u32> = logits.argmax(1)?.to_vec1()?;
         let score = idx.iter().zip(&pred).map(|(&i, &p)| batch_credit(cfg.task, &set.examples[i], p as usize)).sum::<f64>() / idx.len() as f64;
-        let lv = stepper.update(&loaded.params, &loss)?;
-        on_step(k, lv, score);
+        Ok(StepLoss { loss, metrics: Metrics::from([("batch_score".to_string(), score)]) })
     }
-    Ok(Answerer { model: loaded.model, params: loaded.params, config: loaded.config, settings: cfg.clone(), answers: answers.clone() })
+
+    /// The score on the evaluation split: the soft score of the argmax answer (VQA) or the
+    /// accuracy (GQA), percent.
+    fn evaluate(&mut self, _step: u64) -> Result<Option<Metrics>> {
+        let Some(eval) = self.eval else { return Ok(None) };
+        let e = self.model.evaluate(self.tok, eval, 128, |_| {})?;
+        Ok(Some(Metrics::from([("score".to_string(), e.score)])))
+    }
+
+    fn save(&self, dir: &Path) -> Result<()> {
+        self.model.save(dir, self.vocab.as_deref())
+    }
 }
 
 fn batch_credit(task: QaKind, e: &QaExample, label: usize) -> f64 {

@@ -4,7 +4,8 @@
 //! score = softmax(logits)[1]), and a two-stage search whose cheap first stage (tag–word overlap)
 //! keeps the top-k candidates for the model to re-rank.
 
-use super::finetune::{start, Optim, Stepper};
+use super::finetune::{run_task, start, Optim, RunFiles};
+use crate::train::trainer::{Metrics, StepLoss, TrainTask};
 use crate::checkpoint::{load_model, read_checkpoint, save_pretrained, Fresh};
 use crate::config::{LossType, OscarConfig};
 use crate::data::features::{parse_detections, FeatureStore, Regions};
@@ -176,24 +177,56 @@ pub struct Retriever {
 }
 
 /// Fine-tunes from `init` (a pre-training or BERT checkpoint; the classifier starts fresh) or
-/// from scratch with `fresh_config`. Returns the model and the per-step (loss, accuracy).
-pub fn train(set: &RetrievalSet, tok: &BertTokenizer, init: Option<&Path>, fresh_config: &OscarConfig, cfg: &RetrievalTrainConfig, mut on_step: impl FnMut(u64, f64, f64)) -> Result<Retriever> {
-    let loaded = start::<ImageBertForSequenceClassification>(init, fresh_config, &cfg.optim, |c| {
+/// from scratch with `fresh_config`, on the one trainer (`files`: checkpoints, metrics,
+/// resume). `on_step(step, loss, accuracy)`.
+pub fn train(set: &RetrievalSet, tok: &BertTokenizer, init: Option<&Path>, fresh_config: &OscarConfig, cfg: &RetrievalTrainConfig, files: &RunFiles, on_step: impl FnMut(u64, f64, f64)) -> Result<Retriever> {
+    let loaded = start::<ImageBertForSequenceClassification>(files.resume.as_deref().or(init), fresh_config, &cfg.optim, |c| {
         c.num_labels = 2;
         c.loss_type = LossType::Sfmx;
         c.classifier = crate::config::ClassifierKind::Linear;
     })?;
-    let o = &cfg.optim;
-    let mut stepper = Stepper::new(&loaded.params, o, "retrieval");
-    let n_img = set.images.len();
-    if n_img < 2 {
+    if set.images.len() < 2 {
         return Err(Error::Invalid("retrieval training needs at least two images".into()));
     }
     if !(0.0..=1.0).contains(&cfg.hard_negative_prob) {
         return Err(Error::Invalid(format!("hard_negative_prob {} is not a probability", cfg.hard_negative_prob)));
     }
-    let shapes = NegativeShapes::new(set);
-    for k in 1..=o.steps {
+    let model = Retriever { model: loaded.model, params: loaded.params, config: loaded.config };
+    let mut task = RetrievalTask { set, tok, cfg, shapes: NegativeShapes::new(set), model, vocab: files.vocab.clone() };
+    run_task(&mut task, &cfg.optim, files, "accuracy", on_step)?;
+    Ok(task.model)
+}
+
+/// Binary image–text matching as a task of the one trainer.
+struct RetrievalTask<'a> {
+    set: &'a RetrievalSet,
+    tok: &'a BertTokenizer,
+    cfg: &'a RetrievalTrainConfig,
+    shapes: NegativeShapes,
+    model: Retriever,
+    vocab: Option<std::path::PathBuf>,
+}
+
+impl TrainTask for RetrievalTask<'_> {
+    fn what(&self) -> &str {
+        "retrieval"
+    }
+
+    fn params(&self) -> &crate::nn::Params {
+        &self.model.params
+    }
+
+    fn examples_per_step(&self) -> u64 {
+        self.cfg.optim.batch_size as u64
+    }
+
+    /// Positives drawn with replacement, each with one negative. The step's draws come from a
+    /// generator of its own seeded by (seed, step) as before the one trainer, so retrieval runs
+    /// repeat the figures measured then; it is as resumable as the trainer's.
+    fn loss(&mut self, k: u64, _examples_seen: u64, _rng: &mut StdRng) -> Result<StepLoss> {
+        let (set, tok, cfg) = (self.set, self.tok, self.cfg);
+        let o = &cfg.optim;
+        let n_img = set.images.len();
         let mut rng = StdRng::seed_from_u64(o.seed.wrapping_mul(31).wrapping_add(k));
         let mut items = Vec::with_capacity(2 * o.batch_size);
         let mut labels = Vec::with_capacity(2 * o.batch_size);
@@ -208,7 +241,7 @@ pub fn train(set: &RetrievalSet, tok: &BertTokenizer, init: Option<&Path>, fresh
             }
             let hard = cfg.hard_negative_prob > 0.0 && rng.random_bool(cfg.hard_negative_prob);
             if rng.random_bool(0.5) {
-                let c = match shapes.caption_like(set, cap, *img, hard, &mut rng) {
+                let c = match self.shapes.caption_like(set, cap, *img, hard, &mut rng) {
                     Some(c) => &set.captions[c].1,
                     None => {
                         let wrong: Vec<&(usize, String)> = set.captions.iter().filter(|(i, _)| *i == other).collect();
@@ -217,21 +250,26 @@ pub fn train(set: &RetrievalSet, tok: &BertTokenizer, init: Option<&Path>, fresh
                 };
                 items.push(encode(tok, set, *img, c, cfg)?);
             } else {
-                let other = shapes.image_like(set, *img, hard, &mut rng).unwrap_or(other);
+                let other = self.shapes.image_like(set, *img, hard, &mut rng).unwrap_or(other);
                 items.push(encode(tok, set, other, cap, cfg)?);
             }
             labels.push(0);
         }
         let dim = set.features.values().next().map(|r| r.dim).unwrap_or(1);
         let x = batch_inputs(&items, dim, cfg)?;
-        let logits = loaded.model.forward(&x, &Ctx::train(rng.random()))?;
-        let loss = loaded.model.loss(&logits, ClassLabels::Index(&labels))?;
+        let logits = self.model.model.forward(&x, &Ctx::train(rng.random()))?;
+        let loss = self.model.model.loss(&logits, ClassLabels::Index(&labels))?;
         let pred: Vec<u32> = logits.argmax(1)?.to_vec1()?;
         let acc = pred.iter().zip(&labels).filter(|(p, l)| **p as i64 == **l).count() as f64 / labels.len() as f64;
-        let lv = stepper.update(&loaded.params, &loss)?;
-        on_step(k, lv, acc);
+        Ok(StepLoss { loss, metrics: Metrics::from([("accuracy".to_string(), acc)]) })
     }
-    Ok(Retriever { model: loaded.model, params: loaded.params, config: loaded.config })
+
+    /// The model and its input settings (`retrieval.json`), as `oscar train retrieval` saves them.
+    fn save(&self, dir: &Path) -> Result<()> {
+        self.model.save(dir, self.vocab.as_deref())?;
+        let body = serde_json::to_string_pretty(self.cfg).map_err(|e| Error::Invalid(e.to_string()))?;
+        crate::checkpoint::write_atomic(&dir.join("retrieval.json"), body.as_bytes())
+    }
 }
 
 /// Captions grouped by word count and images by number of detections, for same-shape negatives.

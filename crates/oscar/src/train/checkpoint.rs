@@ -1,13 +1,12 @@
-//! Training checkpoints: the model as a `save_pretrained` directory plus the optimizer moments and
-//! the trainer state (step, data position, configuration). A checkpoint directory is assembled
+//! Training checkpoints: the model as its task saves it (a `save_pretrained` directory plus the
+//! task's settings) with the optimizer moments and the trainer state (step, data position, seed,
+//! best model). A checkpoint directory is assembled
 //! under a temporary name and renamed into place, so a crash during a save never leaves a
 //! half-written `checkpoint-N` and never touches the previous one. The last K are kept.
 
 use super::optim::AdamW;
-use crate::checkpoint::{save_pretrained, write_atomic};
-use crate::config::OscarConfig;
+use crate::checkpoint::write_atomic;
 use crate::error::{Error, Result};
-use crate::nn::Params;
 use std::path::{Path, PathBuf};
 
 /// What a training run needs to continue exactly where it stopped.
@@ -18,6 +17,17 @@ pub struct TrainerState {
     /// Training examples consumed (the data position).
     pub examples_seen: u64,
     pub seed: u64,
+    /// The best evaluation so far, when the run keeps the best model (`best/`).
+    #[serde(default)]
+    pub best: Option<BestModel>,
+}
+
+/// Which model `best/` holds.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct BestModel {
+    pub metric: String,
+    pub value: f64,
+    pub step: u64,
 }
 
 /// `dir/checkpoint-{step}`.
@@ -25,45 +35,53 @@ pub fn checkpoint_dir(out: &Path, step: u64) -> PathBuf {
     out.join(format!("checkpoint-{step}"))
 }
 
-/// Saves a checkpoint. `before_file` runs before each file is written (tests inject failures
-/// there to show that an interrupted save leaves the previous checkpoint intact).
-#[allow(clippy::too_many_arguments)]
-pub fn save_checkpoint_with(
+/// Saves `out/checkpoint-{step}`: the model (`write_model` fills a directory), the optimizer
+/// moments and the trainer state. `before_file` runs before each part is written (tests inject
+/// failures there to show that an interrupted save leaves the previous checkpoint intact).
+pub fn save_checkpoint(
     out: &Path,
-    params: &Params,
-    cfg: &OscarConfig,
-    vocab: Option<&Path>,
+    write_model: &dyn Fn(&Path) -> Result<()>,
     opt: &AdamW,
     state: &TrainerState,
-    run_config_toml: &str,
     keep_last: usize,
     before_file: &mut dyn FnMut(&str) -> Result<()>,
 ) -> Result<PathBuf> {
     let final_dir = checkpoint_dir(out, state.step);
-    let tmp = out.join(format!(".checkpoint-{}.tmp-{}", state.step, std::process::id()));
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    let result = (|| -> Result<()> {
+    replace_dir(out, &final_dir, &mut |tmp| {
         before_file("model")?;
-        save_pretrained(&tmp, params, cfg, vocab)?;
+        write_model(tmp)?;
         before_file("optimizer.safetensors")?;
         let opt_t: std::collections::HashMap<String, candle_core::Tensor> = opt.state_tensors()?.into_iter().collect();
         candle_core::safetensors::save(&opt_t, tmp.join("optimizer.safetensors")).map_err(Error::from)?;
         before_file("trainer_state.json")?;
-        write_atomic(&tmp.join("trainer_state.json"), serde_json::to_string_pretty(state).map_err(|e| Error::Invalid(e.to_string()))?.as_bytes())?;
-        before_file("pretrain.toml")?;
-        write_atomic(&tmp.join("pretrain.toml"), run_config_toml.as_bytes())
-    })();
-    if let Err(e) = result {
+        write_atomic(&tmp.join("trainer_state.json"), serde_json::to_string_pretty(state).map_err(|e| Error::Invalid(e.to_string()))?.as_bytes())
+    })?;
+    prune(out, keep_last)?;
+    Ok(final_dir)
+}
+
+/// Saves the model alone as `out/best`, replacing the previous best only once complete.
+pub fn save_best(out: &Path, write_model: &dyn Fn(&Path) -> Result<()>) -> Result<PathBuf> {
+    let dir = out.join("best");
+    replace_dir(out, &dir, &mut |tmp| write_model(tmp))?;
+    Ok(dir)
+}
+
+/// Fills a temporary directory beside `target` and renames it into place: a crash while
+/// writing never leaves a half-written `target`, and never touches the previous one.
+fn replace_dir(out: &Path, target: &Path, fill: &mut dyn FnMut(&Path) -> Result<()>) -> Result<()> {
+    let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = out.join(format!(".{name}.tmp-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    if let Err(e) = fill(&tmp) {
         let _ = std::fs::remove_dir_all(&tmp);
         return Err(e);
     }
-    if final_dir.exists() {
-        std::fs::remove_dir_all(&final_dir).map_err(|e| Error::io(&final_dir, e))?;
+    if target.exists() {
+        std::fs::remove_dir_all(target).map_err(|e| Error::io(target, e))?;
     }
-    std::fs::rename(&tmp, &final_dir).map_err(|e| Error::io(&final_dir, e))?;
-    prune(out, keep_last)?;
-    Ok(final_dir)
+    std::fs::rename(&tmp, target).map_err(|e| Error::io(target, e))
 }
 
 /// The checkpoints in `out`, oldest first, by step.

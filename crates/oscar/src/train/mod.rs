@@ -2,5 +2,5 @@
 
 pub mod checkpoint;
 pub mod optim;
-pub mod pretrain;
 pub mod schedule;
+pub mod trainer;

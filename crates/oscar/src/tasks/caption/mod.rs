@@ -7,7 +7,10 @@ pub mod cbs;
 pub mod decode;
 pub mod scst;
 
-use super::finetune::{start, Batches, Optim, Stepper};
+use super::finetune::{run_task, start, Optim, RunFiles};
+use crate::train::trainer::{EpochOrder, Metrics, StepLoss, TrainTask};
+use rand::rngs::StdRng;
+use rand::Rng;
 use crate::checkpoint::{load_model, read_checkpoint, save_pretrained, write_atomic, Fresh};
 use crate::config::OscarConfig;
 use crate::data::caption::{CaptionExample, CaptionLayout};
@@ -200,9 +203,10 @@ impl std::str::FromStr for Mode {
     }
 }
 
-/// Fine-tunes with the masked-caption objective; `on_step(step, loss, masked-token accuracy)`.
-pub fn train(set: &CaptionSet, tok: &BertTokenizer, init: Option<&Path>, fresh: &OscarConfig, cfg: &CaptionConfig, mut on_step: impl FnMut(u64, f64, f64)) -> Result<Captioner> {
-    let loaded = start::<BertForImageCaptioning>(init, fresh, &cfg.optim, |c| {
+/// Fine-tunes with the masked-caption objective on the one trainer (`files`: checkpoints,
+/// metrics, resume); `on_step(step, loss, masked-token accuracy)`.
+pub fn train(set: &CaptionSet, tok: &BertTokenizer, init: Option<&Path>, fresh: &OscarConfig, cfg: &CaptionConfig, files: &RunFiles, on_step: impl FnMut(u64, f64, f64)) -> Result<Captioner> {
+    let loaded = start::<BertForImageCaptioning>(files.resume.as_deref().or(init), fresh, &cfg.optim, |c| {
         c.label_smoothing = cfg.label_smoothing;
         c.drop_worst_ratio = cfg.drop_worst_ratio;
         c.drop_worst_after = cfg.drop_worst_after;
@@ -210,33 +214,59 @@ pub fn train(set: &CaptionSet, tok: &BertTokenizer, init: Option<&Path>, fresh: 
             c.tie_weights = t;
         }
     })?;
-    let mut cap = Captioner { model: loaded.model, params: loaded.params, config: loaded.config, settings: cfg.clone() };
+    let cap = Captioner { model: loaded.model, params: loaded.params, config: loaded.config, settings: cfg.clone() };
     let pairs = set.pairs();
-    let mut stepper = Stepper::new(&cap.params, &cfg.optim, "captioning");
-    let mut batches = Batches::new(pairs.len(), cfg.optim.seed)?;
-    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(cfg.optim.seed ^ 0x5eed);
-    let dim = cap.config.img_feature_dim;
-    for k in 1..=cfg.optim.steps {
-        let idx = batches.next_batch(cfg.optim.batch_size);
+    let mut task = CaptionTask { set, tok, order: EpochOrder::new(pairs.len(), cfg.optim.seed)?, pairs, cap, vocab: files.vocab.clone() };
+    run_task(&mut task, &cfg.optim, files, "accuracy", on_step)?;
+    Ok(task.cap)
+}
+
+/// Masked-caption fine-tuning as a task of the one trainer.
+struct CaptionTask<'a> {
+    set: &'a CaptionSet,
+    tok: &'a BertTokenizer,
+    pairs: Vec<(String, String)>,
+    order: EpochOrder,
+    cap: Captioner,
+    vocab: Option<std::path::PathBuf>,
+}
+
+impl TrainTask for CaptionTask<'_> {
+    fn what(&self) -> &str {
+        "captioning"
+    }
+
+    fn params(&self) -> &crate::nn::Params {
+        &self.cap.params
+    }
+
+    fn examples_per_step(&self) -> u64 {
+        self.cap.settings.optim.batch_size as u64
+    }
+
+    fn loss(&mut self, step: u64, examples_seen: u64, rng: &mut StdRng) -> Result<StepLoss> {
+        let cfg = &self.cap.settings;
+        let idx = self.order.rows(examples_seen, cfg.optim.batch_size);
         let ex = idx
             .iter()
             .map(|&i| {
-                let (img, c) = &pairs[i];
-                let r = &set.regions[img];
-                let tags = if cfg.use_tags { Some(set.tags(img)) } else { None };
-                cfg.layout().tensorize(tok, Some(c), tags.as_deref(), &r.data, r.dim, Some(&mut rng))
+                let (img, c) = &self.pairs[i];
+                let r = &self.set.regions[img];
+                let tags = if cfg.use_tags { Some(self.set.tags(img)) } else { None };
+                cfg.layout().tensorize(self.tok, Some(c), tags.as_deref(), &r.data, r.dim, Some(&mut *rng))
             })
             .collect::<Result<Vec<_>>>()?;
-        let (x, masked_pos, targets) = collate(&ex, cfg.max_seq_length, cfg.max_img_seq_length, dim)?;
-        let logits = cap.model.forward(&x, &masked_pos, &Ctx::train(batches.dropout_seed()))?;
-        let loss = cap.model.loss(&logits, &targets, k as usize)?;
+        let (x, masked_pos, targets) = collate(&ex, cfg.max_seq_length, cfg.max_img_seq_length, self.cap.config.img_feature_dim)?;
+        let logits = self.cap.model.forward(&x, &masked_pos, &Ctx::train(rng.random()))?;
+        let loss = self.cap.model.loss(&logits, &targets, step as usize)?;
         let pred: Vec<u32> = logits.argmax(1)?.to_vec1()?;
         let acc = pred.iter().zip(&targets).filter(|(p, t)| p == t).count() as f64 / targets.len().max(1) as f64;
-        let lv = stepper.update(&cap.params, &loss)?;
-        on_step(k, lv, acc);
+        Ok(StepLoss { loss, metrics: Metrics::from([("accuracy".to_string(), acc)]) })
     }
-    cap.settings = cfg.clone();
-    Ok(cap)
+
+    fn save(&self, dir: &Path) -> Result<()> {
+        self.cap.save(dir, self.vocab.as_deref())
+    }
 }
 
 impl Captioner {

@@ -10,7 +10,10 @@ use super::decode::{greedy, sample, sequence_logprobs, Sampling};
 use super::{CaptionSet, Captioner};
 use crate::error::{Error, Result};
 use crate::nn::Ctx;
-use crate::tasks::finetune::{Batches, Optim, Stepper};
+use crate::tasks::finetune::{Optim, RunFiles};
+use crate::train::trainer::{EpochOrder, Metrics, StepLoss, TrainTask, Trainer};
+use rand::rngs::StdRng;
+use rand::Rng;
 use crate::tokenizer::BertTokenizer;
 use candle_core::Tensor;
 use oscar_eval::cider::{CiderD, DocFreqFile};
@@ -64,43 +67,77 @@ pub struct ScstStep {
 }
 
 /// Runs `optim.steps` SCST updates on `cap` (images of `set` with captions, `optim.batch_size`
-/// images per step).
-pub fn train_scst(cap: &mut Captioner, set: &CaptionSet, tok: &BertTokenizer, df: &DocFreqFile, optim: &Optim, mut on_step: impl FnMut(u64, ScstStep)) -> Result<()> {
+/// images per step) with the one trainer (`files`: checkpoints, metrics, resume).
+pub fn train_scst(cap: &mut Captioner, set: &CaptionSet, tok: &BertTokenizer, df: &DocFreqFile, optim: &Optim, files: &RunFiles, mut on_step: impl FnMut(u64, ScstStep)) -> Result<()> {
     let images: Vec<String> = set.images.iter().filter(|i| set.captions.get(*i).is_some_and(|c| !c.is_empty())).cloned().collect();
-    let mut scorer = CiderD::new(df, &set.captions);
-    let mut stepper = Stepper::new(&cap.params, optim, "SCST");
-    let mut batches = Batches::new(images.len(), optim.seed)?;
-    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(optim.seed ^ 0x5c57);
     let n = cap.settings.scst_samples.max(1);
-    let baseline = cap.settings.scst_baseline;
-    if baseline == ScstBaseline::SampleMean && n < 2 {
+    if cap.settings.scst_baseline == ScstBaseline::SampleMean && n < 2 {
         return Err(Error::Invalid(format!("the sample-mean SCST baseline needs at least 2 samples per image, scst_samples is {n}")));
     }
-    let max_len = cap.settings.decode.max_gen_length;
-    let cider = |scorer: &mut CiderD, items: &[(&str, &str)]| scorer.score(items).map_err(|e| Error::Invalid(e.to_string()));
-    for k in 1..=optim.steps {
-        let idx = batches.next_batch(optim.batch_size);
-        let ctxs = idx.iter().map(|&i| cap.context(tok, &set.tags(&images[i]), &set.regions[&images[i]])).collect::<Result<Vec<_>>>()?;
-        let dec = cap.decoder(tok);
+    let order = EpochOrder::new(images.len(), optim.seed)?;
+    let mut task = ScstTask { cap, set, tok, scorer: CiderD::new(df, &set.captions), images, order, batch_size: optim.batch_size, vocab: files.vocab.clone() };
+    optim.validate()?;
+    let figure = |r: &crate::train::trainer::StepRecord, k: &str| r.metrics.get(k).copied().unwrap_or(f64::NAN);
+    Trainer::new(optim.trainer_options(files))
+        .on_step(|r| on_step(r.step, ScstStep { loss: r.loss, sample_reward: figure(r, "sample_reward"), greedy_reward: figure(r, "greedy_reward") }))
+        .run(&mut task, files.resume.as_deref())?;
+    Ok(())
+}
+
+/// SCST as a task of the one trainer.
+struct ScstTask<'a> {
+    cap: &'a mut Captioner,
+    set: &'a CaptionSet,
+    tok: &'a BertTokenizer,
+    scorer: CiderD,
+    images: Vec<String>,
+    order: EpochOrder,
+    batch_size: usize,
+    vocab: Option<std::path::PathBuf>,
+}
+
+impl TrainTask for ScstTask<'_> {
+    fn what(&self) -> &str {
+        "SCST"
+    }
+
+    fn params(&self) -> &crate::nn::Params {
+        &self.cap.params
+    }
+
+    fn examples_per_step(&self) -> u64 {
+        self.batch_size as u64
+    }
+
+    fn loss(&mut self, _step: u64, examples_seen: u64, rng: &mut StdRng) -> Result<StepLoss> {
+        let (tok, set, images) = (self.tok, self.set, &self.images);
+        let n = self.cap.settings.scst_samples.max(1);
+        let max_len = self.cap.settings.decode.max_gen_length;
+        let idx = self.order.rows(examples_seen, self.batch_size);
+        let ctxs = idx.iter().map(|&i| self.cap.context(tok, &set.tags(&images[i]), &set.regions[&images[i]])).collect::<Result<Vec<_>>>()?;
+        let dec = self.cap.decoder(tok);
         let all: Vec<usize> = (0..ctxs.len()).collect();
         let base = greedy(&mut dec.cached(&ctxs, &all)?, ctxs.len(), tok.special, max_len)?;
         let rows: Vec<usize> = all.iter().flat_map(|&i| std::iter::repeat_n(i, n)).collect();
-        let samples = sample(&mut dec.cached(&ctxs, &rows)?, rows.len(), tok.special, max_len, Sampling { temperature: 1.0, top_k: cap.settings.scst_top_k, top_p: 1.0, rng: &mut rng })?;
+        let samples = sample(&mut dec.cached(&ctxs, &rows)?, rows.len(), tok.special, max_len, Sampling { temperature: 1.0, top_k: self.cap.settings.scst_top_k, top_p: 1.0, rng: &mut *rng })?;
         let base_text: Vec<String> = base.iter().map(|g| tok.decode(&g.tokens)).collect();
         let sample_text: Vec<String> = samples.iter().map(|g| tok.decode(&g.tokens)).collect();
-        let r_base = cider(&mut scorer, &idx.iter().zip(&base_text).map(|(&i, c)| (images[i].as_str(), c.as_str())).collect::<Vec<_>>())?;
-        let r_samp = cider(&mut scorer, &rows.iter().zip(&sample_text).map(|(&i, c)| (images[idx[i]].as_str(), c.as_str())).collect::<Vec<_>>())?;
-        let advantage = advantages(baseline, &rows, &r_samp, &r_base);
+        let cider = |scorer: &mut CiderD, items: &[(&str, &str)]| scorer.score(items).map_err(|e| Error::Invalid(e.to_string()));
+        let r_base = cider(&mut self.scorer, &idx.iter().zip(&base_text).map(|(&i, c)| (images[i].as_str(), c.as_str())).collect::<Vec<_>>())?;
+        let r_samp = cider(&mut self.scorer, &rows.iter().zip(&sample_text).map(|(&i, c)| (images[idx[i]].as_str(), c.as_str())).collect::<Vec<_>>())?;
+        let advantage = advantages(self.cap.settings.scst_baseline, &rows, &r_samp, &r_base);
         let row_ctxs: Vec<_> = rows.iter().map(|&i| ctxs[i].clone()).collect();
         let tokens: Vec<Vec<u32>> = samples.iter().map(|g| g.with_end(tok.special.sep)).collect();
-        let avg_logprob = sequence_logprobs(&dec, &row_ctxs, &tokens, &Ctx::train(batches.dropout_seed()))?;
+        let avg_logprob = sequence_logprobs(&dec, &row_ctxs, &tokens, &Ctx::train(rng.random()))?;
         let adv = Tensor::from_vec(advantage, rows.len(), &candle_core::Device::Cpu)?;
         let loss = (avg_logprob * adv)?.mean_all()?.neg()?;
-        let lv = stepper.update(&cap.params, &loss)?;
         let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
-        on_step(k, ScstStep { loss: lv, sample_reward: mean(&r_samp), greedy_reward: mean(&r_base) });
+        Ok(StepLoss { loss, metrics: Metrics::from([("sample_reward".to_string(), mean(&r_samp)), ("greedy_reward".to_string(), mean(&r_base))]) })
     }
-    Ok(())
+
+    fn save(&self, dir: &std::path::Path) -> Result<()> {
+        self.cap.save(dir, self.vocab.as_deref())
+    }
 }
 
 #[cfg(test)]

@@ -1,14 +1,13 @@
 //! `oscar pretrain`: Oscar's pre-training (paper §3.2; oscar-spec §2) on any corpus the dataset
 //! yaml describes — masked token loss over caption *and* tag word pieces plus the contrastive loss
-//! on polluted (image, caption, tags) triples — with AdamW, a schedule, clipping, accumulation,
-//! periodic held-out evaluation, JSONL metrics, a PNG of the curves, atomic checkpoints and an
-//! exact resume. Every random choice of step k comes from a generator seeded by (seed, k), so a
-//! resumed run repeats the uninterrupted one.
+//! on polluted (image, caption, tags) triples, with gradient accumulation and an optional second
+//! corpus — as a [`TrainTask`] of the one [`Trainer`] (schedule, clipping, held-out evaluation,
+//! checkpoints, exact resume), plus the PNG of its curves.
 
-use super::checkpoint::{read_trainer_state, save_checkpoint_with, TrainerState};
-use super::optim::{AdamW, AdamWConfig};
-use super::schedule::Schedule;
-use crate::checkpoint::{build_fresh, load_model, read_checkpoint, Fresh, Loaded};
+use crate::checkpoint::{build_fresh, load_model, read_checkpoint, save_pretrained, Fresh, Loaded};
+use crate::nn::Params;
+use crate::train::schedule::Schedule;
+use crate::train::trainer::{step_rng, EpochOrder, Metrics, StepLoss, TrainTask, Trainer, TrainerOptions};
 use crate::config::OscarConfig;
 use crate::data::corpus::PretrainCorpus;
 use crate::data::masking::{mask_words_and_tags, MaskIds};
@@ -19,11 +18,9 @@ use crate::nn::Ctx;
 use crate::tokenizer::BertTokenizer;
 use candle_core::{Device, Tensor, D};
 use rand::rngs::StdRng;
-use rand::seq::SliceRandom;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// The model size to pre-train (when not initialising from a checkpoint).
@@ -222,10 +219,6 @@ pub struct PretrainReport {
     pub seconds: f64,
 }
 
-fn step_rng(seed: u64, step: u64, salt: u64) -> StdRng {
-    StdRng::seed_from_u64(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ step.wrapping_mul(0xBF58_476D_1CE4_E5B9) ^ salt)
-}
-
 /// Training and evaluation rows: images are split by a hash of their key.
 fn split_rows(c: &PretrainCorpus, eval_fraction: f64) -> (Vec<usize>, Vec<usize>) {
     let (mut tr, mut ev) = (Vec::new(), Vec::new());
@@ -373,66 +366,97 @@ pub fn pretrain(cfg: &PretrainConfig, resume: Option<&Path>) -> Result<PretrainR
         (None, Some(init)) => load_model::<BertImgForPreTraining>(read_checkpoint(init)?, Some(oc), Fresh::Missing, cfg.seed)?,
         (None, None) => build_fresh::<BertImgForPreTraining>(&oc, cfg.seed)?,
     };
-    let frozen: Vec<&str> = if oc.freeze_embedding { vec!["bert.embeddings.word_embeddings"] } else { vec![] };
-    let mut opt = AdamW::new(&params, AdamWConfig { lr: cfg.lr, weight_decay: cfg.weight_decay, ..AdamWConfig::default() }, &frozen);
-    let mut state = TrainerState { step: 0, examples_seen: 0, seed: cfg.seed };
-    if let Some(dir) = resume {
-        let (s, moments) = read_trainer_state(dir)?;
-        opt.load_state(&moments, s.step)?;
-        state = s;
-    }
     std::fs::create_dir_all(&cfg.output_dir).map_err(|e| Error::io(&cfg.output_dir, e))?;
     let run_toml = cfg.to_toml();
     crate::checkpoint::write_atomic(&cfg.output_dir.join("pretrain.toml"), run_toml.as_bytes())?;
-    let metrics_path = cfg.output_dir.join("metrics.jsonl");
-    let mut metrics = std::fs::OpenOptions::new().create(true).append(true).open(&metrics_path).map_err(|e| Error::io(&metrics_path, e))?;
-
-    let bar = if cfg.progress {
-        let b = indicatif::ProgressBar::new(cfg.steps);
-        b.set_style(indicatif::ProgressStyle::with_template("pretrain {bar:30} {pos}/{len} · {msg} · ETA {eta}").unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()));
-        b.set_position(state.step);
-        Some(b)
-    } else {
-        None
-    };
-    let per_step = (cfg.batch_size * cfg.gradient_accumulation_steps) as u64;
-    let mut logs = Vec::new();
-    let mut evals = Vec::new();
-    let mut last_ckpt = None;
-    let mut window = std::time::Instant::now();
     let by_count = if cfg.same_shape_pollution > 0.0 { rows_by_tag_count(&corpus, &train_rows)? } else { HashMap::new() };
-    let eval_fn = |step: u64| evaluate(cfg, &corpus, &tok, &model, &eval_rows, &train_rows, &by_count, step);
-    while state.step < cfg.steps {
-        let k = state.step + 1;
-        let mut rng = step_rng(cfg.seed, k, 1);
+    let order = EpochOrder::new(train_rows.len(), cfg.seed)?;
+    let mut task = PretrainTask { cfg, corpus, train_rows, eval_rows, extra, tok, model, params, config: oc, vocab_path, run_toml, by_count, order, evals: Vec::new() };
+    let options = TrainerOptions {
+        steps: cfg.steps,
+        lr: cfg.lr,
+        weight_decay: cfg.weight_decay,
+        warmup_steps: cfg.warmup_steps,
+        schedule: cfg.schedule,
+        max_grad_norm: cfg.max_grad_norm,
+        seed: cfg.seed,
+        out: Some(cfg.output_dir.clone()),
+        save_every: cfg.save_every,
+        keep_last: cfg.keep_last,
+        eval_every: cfg.eval_every,
+        keep_best: None,
+        log_every: cfg.log_every,
+        progress: cfg.progress,
+    };
+    let r = Trainer::new(options).run(&mut task, resume)?;
+    let figure = |m: &Metrics, k: &str| m.get(k).copied().unwrap_or(0.0);
+    let logs: Vec<StepLog> = r
+        .records
+        .iter()
+        .map(|l| StepLog { step: l.step, loss: l.loss, mlm_loss: figure(&l.metrics, "mlm_loss"), contrastive_loss: figure(&l.metrics, "contrastive_loss"), lr: l.lr, grad_norm: l.grad_norm, examples_per_s: l.examples_per_s })
+        .collect();
+    plot_curves(&cfg.output_dir, &logs, &task.evals)?;
+    Ok(PretrainReport { steps: r.steps, logs, evals: task.evals, last_checkpoint: r.last_checkpoint, seconds: started.elapsed().as_secs_f64() })
+}
+
+/// Pre-training as a task of the [`Trainer`].
+struct PretrainTask<'a> {
+    cfg: &'a PretrainConfig,
+    corpus: PretrainCorpus,
+    train_rows: Vec<usize>,
+    eval_rows: Vec<usize>,
+    extra: Option<(PretrainCorpus, Vec<usize>)>,
+    tok: BertTokenizer,
+    model: BertImgForPreTraining,
+    params: Params,
+    config: OscarConfig,
+    vocab_path: PathBuf,
+    run_toml: String,
+    by_count: HashMap<usize, Vec<usize>>,
+    order: EpochOrder,
+    evals: Vec<EvalLog>,
+}
+
+impl TrainTask for PretrainTask<'_> {
+    fn what(&self) -> &str {
+        "pretrain"
+    }
+
+    fn params(&self) -> &Params {
+        &self.params
+    }
+
+    fn frozen(&self) -> Vec<String> {
+        if self.config.freeze_embedding { vec!["bert.embeddings.word_embeddings".into()] } else { vec![] }
+    }
+
+    fn examples_per_step(&self) -> u64 {
+        (self.cfg.batch_size * self.cfg.gradient_accumulation_steps) as u64
+    }
+
+    /// The micro-batches of the step, their losses summed (each divided by the number of
+    /// micro-batches) into one graph, as accumulation over `backward` calls would give.
+    fn loss(&mut self, _step: u64, examples_seen: u64, rng: &mut StdRng) -> Result<StepLoss> {
+        let cfg = self.cfg;
         let mut total: Option<Tensor> = None;
         let (mut mlm_sum, mut con_sum) = (0.0, 0.0);
         for micro in 0..cfg.gradient_accumulation_steps {
-            // Data order: one permutation of the training rows per epoch, seeded by the epoch.
-            let rows: Vec<usize> = (0..cfg.batch_size as u64)
-                .map(|j| {
-                    let pos = state.examples_seen + micro as u64 * cfg.batch_size as u64 + j;
-                    let epoch = pos / train_rows.len() as u64;
-                    let mut perm: Vec<usize> = train_rows.clone();
-                    perm.shuffle(&mut step_rng(cfg.seed, epoch, 2));
-                    perm[(pos % train_rows.len() as u64) as usize]
-                })
-                .collect();
-            let b = make_batch(cfg, &corpus, &tok, &rows, &train_rows, &by_count, &mut rng)?;
+            let rows: Vec<usize> = self.order.rows(examples_seen + (micro * cfg.batch_size) as u64, cfg.batch_size).into_iter().map(|i| self.train_rows[i]).collect();
+            let b = make_batch(cfg, &self.corpus, &self.tok, &rows, &self.train_rows, &self.by_count, rng)?;
             let x = collate_dynamic(&b.items, cfg.img_feature_dim, &Device::Cpu)?;
             debug_assert_eq!(x.input_ids.dims2()?.1, b.text_len);
             let _ = b.img_len;
-            let out = model.forward(&x, &Ctx::train(rng.random()))?;
-            let (loss, mlm, con) = model.loss(&out, &b.mlm_labels, &b.contrastive)?;
+            let out = self.model.forward(&x, &Ctx::train(rng.random()))?;
+            let (loss, mlm, con) = self.model.loss(&out, &b.mlm_labels, &b.contrastive)?;
             mlm_sum += mlm.map(|m| m.to_scalar::<f32>()).transpose()?.unwrap_or(0.0) as f64;
             con_sum += con.to_scalar::<f32>()? as f64;
-            let loss = match &extra {
+            let loss = match &self.extra {
                 Some((ec, erows)) => {
                     let pick: Vec<usize> = (0..cfg.batch_size).map(|_| erows[rng.random_range(0..erows.len())]).collect();
-                    let eb = make_batch(cfg, ec, &tok, &pick, erows, &HashMap::new(), &mut rng)?;
+                    let eb = make_batch(cfg, ec, &self.tok, &pick, erows, &HashMap::new(), rng)?;
                     let ex = collate_dynamic(&eb.items, cfg.img_feature_dim, &Device::Cpu)?;
-                    let eout = model.forward(&ex, &Ctx::train(rng.random()))?;
-                    let (eloss, _, _) = model.loss(&eout, &eb.mlm_labels, &eb.contrastive)?;
+                    let eout = self.model.forward(&ex, &Ctx::train(rng.random()))?;
+                    let (eloss, _, _) = self.model.loss(&eout, &eb.mlm_labels, &eb.contrastive)?;
                     ((loss * (1.0 - cfg.extra_loss_weight))? + (eloss * cfg.extra_loss_weight)?)?
                 }
                 None => loss,
@@ -443,52 +467,23 @@ pub fn pretrain(cfg: &PretrainConfig, resume: Option<&Path>) -> Result<PretrainR
                 None => scaled,
             });
         }
-        let loss = total.expect("at least one micro-batch");
-        let loss_v = loss.to_scalar::<f32>()? as f64;
-        if !loss_v.is_finite() {
-            return Err(Error::Invalid(format!(
-                "step {k}: the loss is {loss_v}; training stopped (the last good checkpoint is kept{})",
-                last_ckpt.as_ref().map(|p: &PathBuf| format!(": {}", p.display())).unwrap_or_default()
-            )));
-        }
-        let grads = loss.backward()?;
-        let lr = cfg.schedule.lr_for_update(cfg.lr, k, cfg.warmup_steps, cfg.steps);
-        let grad_norm = opt.step(&params, &grads, lr, cfg.max_grad_norm)?;
-        state.step = k;
-        state.examples_seen += per_step;
         let n = cfg.gradient_accumulation_steps as f64;
-        let log = StepLog { step: k, loss: loss_v, mlm_loss: mlm_sum / n, contrastive_loss: con_sum / n, lr, grad_norm, examples_per_s: per_step as f64 / window.elapsed().as_secs_f64().max(1e-9) };
-        window = std::time::Instant::now();
-        if k % cfg.log_every == 0 || k == cfg.steps {
-            writeln!(metrics, "{}", serde_json::to_string(&log).unwrap_or_default()).map_err(|e| Error::io(&metrics_path, e))?;
-        }
-        if let Some(b) = &bar {
-            b.set_position(k);
-            b.set_message(format!("loss {:.3} (mlm {:.3}, con {:.3}) · lr {:.2e} · {:.0} ex/s", log.loss, log.mlm_loss, log.contrastive_loss, lr, log.examples_per_s));
-        }
-        logs.push(log);
-        if (cfg.eval_every > 0 && k % cfg.eval_every == 0) || k == cfg.steps {
-            if let Some(e) = eval_fn(k)? {
-                writeln!(metrics, "{}", serde_json::to_string(&serde_json::json!({"eval": e})).unwrap_or_default()).map_err(|e| Error::io(&metrics_path, e))?;
-                evals.push(e);
-            }
-        }
-        if (cfg.save_every > 0 && k % cfg.save_every == 0) || k == cfg.steps {
-            last_ckpt = Some(save_checkpoint_with(&cfg.output_dir, &params, &oc, Some(&vocab_path), &opt, &state, &run_toml, cfg.keep_last, &mut |_| Ok(()))?);
-        }
+        let metrics = Metrics::from([("mlm_loss".to_string(), mlm_sum / n), ("contrastive_loss".to_string(), con_sum / n)]);
+        Ok(StepLoss { loss: total.ok_or_else(|| Error::Invalid("gradient_accumulation_steps must be at least 1".into()))?, metrics })
     }
-    if let Some(b) = &bar {
-        b.finish_and_clear();
+
+    fn evaluate(&mut self, step: u64) -> Result<Option<Metrics>> {
+        let Some(e) = evaluate(self.cfg, &self.corpus, &self.tok, &self.model, &self.eval_rows, &self.train_rows, &self.by_count, step)? else { return Ok(None) };
+        let figures = serde_json::to_value(&e).map_err(|err| Error::Invalid(err.to_string()))?;
+        let m: Metrics = figures.as_object().into_iter().flatten().filter(|(k, _)| *k != "step").filter_map(|(k, v)| Some((k.clone(), v.as_f64()?))).collect();
+        self.evals.push(e);
+        Ok(Some(m))
     }
-    if logs.is_empty() {
-        // Resumed at (or past) `steps`: nothing to train, so evaluate the checkpoint as it is.
-        if let Some(e) = eval_fn(state.step)? {
-            writeln!(metrics, "{}", serde_json::to_string(&serde_json::json!({"eval": e})).unwrap_or_default()).map_err(|e| Error::io(&metrics_path, e))?;
-            evals.push(e);
-        }
+
+    fn save(&self, dir: &Path) -> Result<()> {
+        save_pretrained(dir, &self.params, &self.config, Some(&self.vocab_path))?;
+        crate::checkpoint::write_atomic(&dir.join("pretrain.toml"), self.run_toml.as_bytes())
     }
-    plot_curves(&cfg.output_dir, &logs, &evals)?;
-    Ok(PretrainReport { steps: state.step, logs, evals, last_checkpoint: last_ckpt, seconds: started.elapsed().as_secs_f64() })
 }
 
 /// Held-out MLM accuracy (argmax at masked positions) and contrastive accuracy, on a fixed
@@ -633,7 +628,7 @@ mod tests {
         let pool: Vec<usize> = (0..c.rows.len()).collect();
         let by_count = rows_by_tag_count(&c, &pool).unwrap();
         let count = |i: usize| c.tags(i).unwrap().split_whitespace().count();
-        let mut rng = StdRng::seed_from_u64(1);
+        let mut rng = <StdRng as rand::SeedableRng>::seed_from_u64(1);
         let (mut all, mut any_differs) = (PretrainConfig { same_shape_pollution: 1.0, ..PretrainConfig::default() }, false);
         for i in pool.iter().copied().step_by(7) {
             let n = count(i);
