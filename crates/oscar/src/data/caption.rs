@@ -105,26 +105,9 @@ impl CaptionLayout {
         feats.resize(self.max_img_seq_len * dim, 0.0);
 
         let l = self.max_seq_len + self.max_img_seq_len;
-        let mut mask = vec![0f32; l * l];
-        let mut set = |rows: std::ops::Range<usize>, cols: std::ops::Range<usize>| {
-            for r in rows {
-                for c in cols.clone() {
-                    mask[r * l + c] = 1.0;
-                }
-            }
-        };
-        let c = 0..seq_a_len;
         let tags_r = if has_tags { self.max_seq_a_len..seq_len } else { 0..0 };
-        let reg = self.max_seq_len..self.max_seq_len + n;
-        for r in c.clone() {
-            set(r..r + 1, 0..r + 1); // causal caption
-        }
-        set(tags_r.clone(), tags_r.clone());
-        set(reg.clone(), reg.clone());
-        set(c.clone(), tags_r.clone());
-        set(c, reg.clone());
-        set(tags_r.clone(), reg.clone());
-        set(reg, tags_r);
+        let context: Vec<usize> = tags_r.chain(self.max_seq_len..self.max_seq_len + n).collect();
+        let mask = super::attention_mask::seq2seq(l, 0..seq_a_len, &context).into_vec();
         Ok(CaptionExample { input_ids: ids, token_type_ids: types, attention_mask: mask, masked_pos, masked_ids, regions: feats, num_regions: n, seq_a_len })
     }
 }

@@ -1,6 +1,7 @@
 //! Data: random-access readers for the files users have (TSV + `.lineidx`, region features,
 //! detector labels, caption / QA / NLVR2 JSON) and the tensorization into model inputs.
 
+pub mod attention_mask;
 pub mod caption;
 pub mod check;
 pub mod corpus;

@@ -2,7 +2,7 @@
 //! concatenated text-then-regions, one post-LN encoder over both, and the [CLS] pooler.
 
 use super::embeddings::{BertEmbeddings, ImageEmbedding};
-use super::encoder::BertEncoder;
+use super::encoder::{BertEncoder, KvCache};
 use super::inputs::Inputs;
 use crate::config::OscarConfig;
 use crate::nn::{ops, Ctx, Linear, ParamBuilder};
@@ -45,6 +45,29 @@ impl BertImgModel {
             image: ImageEmbedding::new(pb, cfg)?,
             cfg: cfg.clone(),
         })
+    }
+
+    /// The model's configuration.
+    pub fn config(&self) -> &OscarConfig {
+        &self.cfg
+    }
+
+    /// Word-piece embeddings `[B, L, H]` of `ids` (`embeddings`: words + positions + token
+    /// types, LayerNorm, dropout); positions default to 0.., types to 0.
+    pub fn embed_text(&self, ids: &Tensor, types: Option<&Tensor>, positions: Option<&Tensor>, ctx: &Ctx) -> Result<Tensor> {
+        self.embeddings.forward(ids, types, positions, ctx)
+    }
+
+    /// Region embeddings `[B, R, H]` of region features `[B, R, img_feature_dim]`.
+    pub fn embed_regions(&self, regions: &Tensor, ctx: &Ctx) -> Result<Tensor> {
+        self.image.forward(regions, ctx)
+    }
+
+    /// Inference over embedded new positions `emb` (`[B, n, H]`) that attend, as the 0/1 `mask`
+    /// (`[B, n, P+n]`) allows, to the `cache`d positions and to each other; the first `keep` new
+    /// positions join the cache. Returns their last hidden states (what cached decoding uses).
+    pub fn encode_cached(&self, emb: &Tensor, mask: &Tensor, cache: &mut KvCache, keep: usize) -> Result<Tensor> {
+        self.encoder.forward_cached(emb, &ops::extended_attention_mask(mask)?, cache, keep)
     }
 
     /// Checks shapes and id ranges so that bad input is an error, not a panic or garbage.

@@ -57,6 +57,11 @@ impl BertForImageCaptioning {
     /// `BertCaptioningLoss` on logits `[M, V]` and the M target ids; `iteration` is the
     /// reference's internal counter (1 on the first call): drop-worst applies when it exceeds
     /// `drop_worst_after`, keeping the `int(M·(1−ratio))` smallest token losses.
+    /// Word logits `[.., V]` from last hidden states `[.., H]` (the `cls.predictions` head).
+    pub fn word_logits(&self, h: &Tensor) -> Result<Tensor> {
+        self.predictions.forward(h)
+    }
+
     pub fn loss(&self, logits: &Tensor, targets: &[u32], iteration: usize) -> Result<Tensor> {
         captioning_loss(logits, targets, self.label_smoothing, self.drop_worst_ratio, self.drop_worst_after, iteration)
     }

@@ -6,11 +6,59 @@ use crate::config::OscarConfig;
 use crate::nn::{fused, ops, Ctx, LayerNorm, Linear, ParamBuilder};
 use candle_core::{Result, Tensor};
 
-/// `attention.self`: scaled dot-product attention over all T+R positions.
+/// Keys and values of the positions already encoded, per layer (`[B, nh, P, d]` each): what
+/// cached decoding keeps between steps instead of re-encoding the prefix (candle's llama
+/// `Cache`, HF's `past_key_values`). Rows can be reordered, kept or duplicated (beam search).
+#[derive(Debug, Clone, Default)]
+pub struct KvCache {
+    layers: Vec<(Tensor, Tensor)>,
+}
+
+impl KvCache {
+    pub fn new() -> Self {
+        KvCache::default()
+    }
+
+    /// Positions cached.
+    pub fn len(&self) -> usize {
+        self.layers.first().and_then(|(k, _)| k.dim(2).ok()).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn layer(&self, i: usize) -> Option<&(Tensor, Tensor)> {
+        self.layers.get(i)
+    }
+
+    /// Appends layer `i`'s keys and values of the first `keep` new positions.
+    fn append(&mut self, i: usize, k: &Tensor, v: &Tensor, keep: usize) -> Result<()> {
+        let (k, v) = (k.narrow(2, 0, keep)?, v.narrow(2, 0, keep)?);
+        let cached = self.layers.len();
+        match self.layers.get_mut(i) {
+            Some(c) => *c = (Tensor::cat(&[&c.0, &k], 2)?, Tensor::cat(&[&c.1, &v], 2)?),
+            None if i == cached => self.layers.push((k, v)),
+            None => candle_core::bail!("KvCache: layer {i} appended before layer {cached}"),
+        }
+        Ok(())
+    }
+
+    /// Keeps the rows `rows` (indices into the current rows; repeats allowed), in that order.
+    pub fn reorder(&mut self, rows: &Tensor) -> Result<()> {
+        for (k, v) in self.layers.iter_mut() {
+            *k = k.index_select(rows, 0)?;
+            *v = v.index_select(rows, 0)?;
+        }
+        Ok(())
+    }
+}
+
+/// `attention.self`: scaled dot-product attention.
 pub struct BertSelfAttention {
-    pub query: Linear,
-    pub key: Linear,
-    pub value: Linear,
+    pub(crate) query: Linear,
+    pub(crate) key: Linear,
+    pub(crate) value: Linear,
     num_heads: usize,
     head_dim: usize,
     dropout: f64,
@@ -35,31 +83,15 @@ impl BertSelfAttention {
         x.reshape((b, l, self.num_heads, self.head_dim))?.transpose(1, 2)?.contiguous()
     }
 
-    /// `ext_mask` is the additive mask `[B, 1, 1|L, L]` from `ops::extended_attention_mask`.
-    pub fn forward(&self, x: &Tensor, ext_mask: &Tensor, ctx: &Ctx) -> Result<Tensor> {
-        self.forward_queries(x, x, ext_mask, ctx)
-    }
-
-    /// Attention of the positions `xq` (`[B, n, H]`) over all positions `x` (`[B, L, H]`);
-    /// `ext_mask` is `[B, 1, 1|n, L]`.
-    pub fn forward_queries(&self, xq: &Tensor, x: &Tensor, ext_mask: &Tensor, ctx: &Ctx) -> Result<Tensor> {
+    /// The one attention path. Queries come from `xq` (`[B, n, H]`: every position, or only some
+    /// of them), keys and values from the `past` positions (a cache, or none) followed by `x`'s
+    /// own (`[B, L, H]`); `ext_mask` is the additive mask `[B, 1, 1|n, P+L]` from
+    /// `ops::extended_attention_mask`. Returns the output and `x`'s keys and values, which a
+    /// decoding caller caches. Attention does not depend on the order of the keys, so a cached
+    /// step computes what re-encoding the whole sequence computes.
+    pub fn forward(&self, xq: &Tensor, x: &Tensor, past: Option<&(Tensor, Tensor)>, ext_mask: &Tensor, ctx: &Ctx) -> Result<(Tensor, Tensor, Tensor)> {
         let (b, n, h) = xq.dims3()?;
         let q = self.split_heads(&self.query.forward(xq)?)?;
-        let k = self.split_heads(&self.key.forward(x)?)?;
-        let v = self.split_heads(&self.value.forward(x)?)?;
-        let scores = fused::batched_matmul(&q, &k, true)?;
-        let probs = fused::attention_softmax(&scores, Some(ext_mask), 1.0 / (self.head_dim as f64).sqrt())?;
-        let probs = ops::dropout(&probs, self.dropout, ctx)?;
-        fused::batched_matmul(&probs, &v, false)?.transpose(1, 2)?.reshape((b, n, h))
-    }
-
-    /// Inference attention of `x`'s `n` new positions over `past` keys/values (`[B, nh, P, d]`)
-    /// and their own: `ext_mask` is additive `[B, 1, n, P+n]`. Returns the output and the new
-    /// positions' keys and values, for the caller to cache. Same arithmetic as [`Self::forward`]
-    /// on the concatenated sequence (attention does not depend on key order).
-    pub fn forward_incremental(&self, x: &Tensor, past: Option<&(Tensor, Tensor)>, ext_mask: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
-        let (b, n, h) = x.dims3()?;
-        let q = self.split_heads(&self.query.forward(x)?)?;
         let k_new = self.split_heads(&self.key.forward(x)?)?;
         let v_new = self.split_heads(&self.value.forward(x)?)?;
         let (k, v) = match past {
@@ -68,6 +100,7 @@ impl BertSelfAttention {
         };
         let scores = fused::batched_matmul(&q, &k, true)?;
         let probs = fused::attention_softmax(&scores, Some(ext_mask), 1.0 / (self.head_dim as f64).sqrt())?;
+        let probs = ops::dropout(&probs, self.dropout, ctx)?;
         let out = fused::batched_matmul(&probs, &v, false)?.transpose(1, 2)?.reshape((b, n, h))?;
         Ok((out, k_new, v_new))
     }
@@ -75,8 +108,8 @@ impl BertSelfAttention {
 
 /// `dense → dropout → LayerNorm(x + input)`: `attention.output` and `output` share this shape.
 pub struct BertResidualOutput {
-    pub dense: Linear,
-    pub layer_norm: LayerNorm,
+    pub(crate) dense: Linear,
+    pub(crate) layer_norm: LayerNorm,
     dropout: f64,
 }
 
@@ -95,96 +128,85 @@ impl BertResidualOutput {
     }
 }
 
-/// `attention`: self-attention then `attention.output` (HF `BertSelfOutput`).
+/// `attention`: self-attention then `attention.output` (HF `BertAttention`).
 pub struct BertAttention {
-    pub self_attention: BertSelfAttention,
-    pub output: BertResidualOutput,
+    pub(crate) self_attention: BertSelfAttention,
+    pub(crate) output: BertResidualOutput,
 }
 
-/// `intermediate`: `dense` to the FFN width, then the activation.
+impl BertAttention {
+    fn new(pb: &ParamBuilder, cfg: &OscarConfig) -> Result<Self> {
+        Ok(BertAttention { self_attention: BertSelfAttention::new(&pb.pp("self"), cfg)?, output: BertResidualOutput::new(&pb.pp("output"), cfg, cfg.hidden_size)? })
+    }
+
+    /// See [`BertSelfAttention::forward`]; the residual is the query positions' input.
+    fn forward(&self, xq: &Tensor, x: &Tensor, past: Option<&(Tensor, Tensor)>, ext_mask: &Tensor, ctx: &Ctx) -> Result<(Tensor, Tensor, Tensor)> {
+        let (a, k, v) = self.self_attention.forward(xq, x, past, ext_mask, ctx)?;
+        Ok((self.output.forward(&a, xq, ctx)?, k, v))
+    }
+}
+
+/// `intermediate`: `dense` to the FFN width, then the activation (HF `BertIntermediate`).
 pub struct BertIntermediate {
-    pub dense: Linear,
+    pub(crate) dense: Linear,
     act: String,
 }
 
-/// `encoder.layer.{i}`.
+impl BertIntermediate {
+    fn new(pb: &ParamBuilder, cfg: &OscarConfig) -> Result<Self> {
+        Ok(BertIntermediate { dense: Linear::new(&pb.pp("dense"), cfg.hidden_size, cfg.intermediate_size, cfg.initializer_range)?, act: cfg.hidden_act.clone() })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        ops::activation(&self.dense.forward(x)?, &self.act)
+    }
+}
+
+/// `encoder.layer.{i}` (HF `BertLayer`).
 pub struct BertLayer {
-    pub attention: BertAttention,
-    pub intermediate: BertIntermediate,
-    pub output: BertResidualOutput,
+    pub(crate) attention: BertAttention,
+    pub(crate) intermediate: BertIntermediate,
+    pub(crate) output: BertResidualOutput,
 }
 
 impl BertLayer {
     pub fn new(pb: &ParamBuilder, cfg: &OscarConfig) -> Result<Self> {
-        let att = pb.pp("attention");
-        Ok(BertLayer {
-            attention: BertAttention {
-                self_attention: BertSelfAttention::new(&att.pp("self"), cfg)?,
-                output: BertResidualOutput::new(&att.pp("output"), cfg, cfg.hidden_size)?,
-            },
-            intermediate: BertIntermediate {
-                dense: Linear::new(&pb.pp("intermediate").pp("dense"), cfg.hidden_size, cfg.intermediate_size, cfg.initializer_range)?,
-                act: cfg.hidden_act.clone(),
-            },
-            output: BertResidualOutput::new(&pb.pp("output"), cfg, cfg.intermediate_size)?,
-        })
+        Ok(BertLayer { attention: BertAttention::new(&pb.pp("attention"), cfg)?, intermediate: BertIntermediate::new(&pb.pp("intermediate"), cfg)?, output: BertResidualOutput::new(&pb.pp("output"), cfg, cfg.intermediate_size)? })
     }
 
-    /// Inference step over cached keys/values (see [`BertSelfAttention::forward_incremental`]).
-    pub fn forward_incremental(&self, x: &Tensor, past: Option<&(Tensor, Tensor)>, ext_mask: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
-        let ctx = Ctx::eval();
-        let (a, k, v) = self.attention.self_attention.forward_incremental(x, past, ext_mask)?;
-        let a = self.attention.output.forward(&a, x, &ctx)?;
-        let i = ops::activation(&self.intermediate.dense.forward(&a)?, &self.intermediate.act)?;
-        Ok((self.output.forward(&i, &a, &ctx)?, k, v))
-    }
-
-    pub fn forward(&self, x: &Tensor, ext_mask: &Tensor, ctx: &Ctx) -> Result<Tensor> {
-        self.forward_queries(x, x, ext_mask, ctx)
-    }
-
-    /// The outputs of the positions `xq` only (keys and values still from every position of `x`).
-    fn forward_queries(&self, xq: &Tensor, x: &Tensor, ext_mask: &Tensor, ctx: &Ctx) -> Result<Tensor> {
-        let a = self.attention.self_attention.forward_queries(xq, x, ext_mask, ctx)?;
-        let a = self.attention.output.forward(&a, xq, ctx)?;
-        let i = ops::activation(&self.intermediate.dense.forward(&a)?, &self.intermediate.act)?;
-        self.output.forward(&i, &a, ctx)
+    /// The outputs of the query positions `xq`, and `x`'s keys and values (see
+    /// [`BertSelfAttention::forward`]).
+    pub fn forward(&self, xq: &Tensor, x: &Tensor, past: Option<&(Tensor, Tensor)>, ext_mask: &Tensor, ctx: &Ctx) -> Result<(Tensor, Tensor, Tensor)> {
+        let (a, k, v) = self.attention.forward(xq, x, past, ext_mask, ctx)?;
+        Ok((self.output.forward(&self.intermediate.forward(&a)?, &a, ctx)?, k, v))
     }
 }
 
-/// `encoder`: the stack of layers.
+/// `encoder`: the stack of layers (HF `BertEncoder`; Oscar's `CaptionBertEncoder` without its
+/// history state, which [`KvCache`] replaces).
 pub struct BertEncoder {
-    pub layers: Vec<BertLayer>,
+    pub(crate) layers: Vec<BertLayer>,
+}
+
+/// What [`BertEncoder`]'s loop computes besides the plain forward.
+enum Queries<'c> {
+    /// Every position.
+    All,
+    /// Every position of the last layer but position 0 only ([`BertEncoder::forward_first`]).
+    FirstOnly,
+    /// Every new position over the cached ones, then append the first `keep` to the cache.
+    Cached { cache: &'c mut KvCache, keep: usize },
 }
 
 impl BertEncoder {
     pub fn new(pb: &ParamBuilder, cfg: &OscarConfig) -> Result<Self> {
-        let layers = (0..cfg.num_hidden_layers)
-            .map(|i| BertLayer::new(&pb.pp(format!("layer.{i}")), cfg))
-            .collect::<Result<Vec<_>>>()?;
+        let layers = (0..cfg.num_hidden_layers).map(|i| BertLayer::new(&pb.pp(format!("layer.{i}")), cfg)).collect::<Result<Vec<_>>>()?;
         Ok(BertEncoder { layers })
     }
 
-    /// Inference over `n` new positions with per-layer cached keys/values (`past`, one pair per
-    /// layer, or none); returns the last hidden states of the new positions and each layer's new
-    /// keys/values (`[B, nh, n, d]`), which the caller appends to its cache or drops.
-    pub fn forward_incremental(&self, x: &Tensor, past: Option<&[(Tensor, Tensor)]>, ext_mask: &Tensor) -> Result<(Tensor, Vec<(Tensor, Tensor)>)> {
-        let mut h = x.clone();
-        let mut kv = Vec::with_capacity(self.layers.len());
-        for (i, layer) in self.layers.iter().enumerate() {
-            let (out, k, v) = layer.forward_incremental(&h, past.map(|p| &p[i]), ext_mask)?;
-            h = out;
-            kv.push((k, v));
-        }
-        Ok((h, kv))
-    }
-
+    /// The last hidden states of every position.
     pub fn forward(&self, x: &Tensor, ext_mask: &Tensor, ctx: &Ctx) -> Result<Tensor> {
-        let mut h = x.clone();
-        for layer in &self.layers {
-            h = layer.forward(&h, ext_mask, ctx)?;
-        }
-        Ok(h)
+        self.run(x, ext_mask, ctx, Queries::All)
     }
 
     /// The last hidden state of position 0 (`[B, 1, H]`), all a pooler reads: every layer but the
@@ -192,12 +214,37 @@ impl BertEncoder {
     /// (keys and values still from every position). Same arithmetic for [CLS] as [`Self::forward`];
     /// a 12-layer classification forward does ~7 % less work, a 2-layer one ~40 %.
     pub fn forward_first(&self, x: &Tensor, ext_mask: &Tensor, ctx: &Ctx) -> Result<Tensor> {
-        let Some((last, rest)) = self.layers.split_last() else { return x.narrow(1, 0, 1) };
+        self.run(x, ext_mask, ctx, Queries::FirstOnly)
+    }
+
+    /// Inference over `x`'s new positions, which attend to the `cache`d ones and to each other as
+    /// `ext_mask` (`[B, 1, n, P+n]`) allows; the keys and values of the first `keep` new positions
+    /// are appended to the cache. Returns the new positions' last hidden states.
+    pub fn forward_cached(&self, x: &Tensor, ext_mask: &Tensor, cache: &mut KvCache, keep: usize) -> Result<Tensor> {
+        self.run(x, ext_mask, &Ctx::eval(), Queries::Cached { cache, keep })
+    }
+
+    /// The one loop over the layers.
+    fn run(&self, x: &Tensor, ext_mask: &Tensor, ctx: &Ctx, mut queries: Queries) -> Result<Tensor> {
         let mut h = x.clone();
-        for layer in rest {
-            h = layer.forward(&h, ext_mask, ctx)?;
+        let last = self.layers.len().saturating_sub(1);
+        if self.layers.is_empty() && matches!(queries, Queries::FirstOnly) {
+            return x.narrow(1, 0, 1);
         }
-        let mask = if ext_mask.dim(2)? == 1 { ext_mask.clone() } else { ext_mask.narrow(2, 0, 1)? };
-        last.forward_queries(&h.narrow(1, 0, 1)?, &h, &mask, ctx)
+        for (i, layer) in self.layers.iter().enumerate() {
+            let (out, k, v) = match &queries {
+                Queries::FirstOnly if i == last => {
+                    let mask = if ext_mask.dim(2)? == 1 { ext_mask.clone() } else { ext_mask.narrow(2, 0, 1)? };
+                    layer.forward(&h.narrow(1, 0, 1)?, &h, None, &mask, ctx)?
+                }
+                Queries::Cached { cache, .. } => layer.forward(&h, &h, cache.layer(i), ext_mask, ctx)?,
+                _ => layer.forward(&h, &h, None, ext_mask, ctx)?,
+            };
+            if let Queries::Cached { cache, keep } = &mut queries {
+                cache.append(i, &k, &v, *keep)?;
+            }
+            h = out;
+        }
+        Ok(h)
     }
 }

@@ -65,33 +65,7 @@ impl RetrievalSet {
     }
 }
 
-/// Which blocks may attend to each other (`--att_mask_type`; the paper's ablation of the
-/// interactions between caption words C, tags L and regions R). Within a block, attention is full.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-pub enum AttMask {
-    /// Everything attends to everything (the default).
-    #[default]
-    CLR,
-    /// Caption ↔ tags only; regions see only regions.
-    CL,
-    /// Caption ↔ regions only.
-    CR,
-    /// Tags ↔ regions only.
-    LR,
-}
-
-impl std::str::FromStr for AttMask {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s.to_ascii_uppercase().as_str() {
-            "CLR" => Ok(AttMask::CLR),
-            "CL" => Ok(AttMask::CL),
-            "CR" => Ok(AttMask::CR),
-            "LR" => Ok(AttMask::LR),
-            _ => Err(format!("attention mask {s:?}: expected CLR, CL, CR or LR")),
-        }
-    }
-}
+pub use crate::data::attention_mask::AttMask;
 
 /// The 3-D block mask of a dynamically padded batch for `kind` (None for CLR: the 1-D mask).
 pub fn block_mask(items: &[Encoded], kind: AttMask) -> Result<Option<candle_core::Tensor>> {
@@ -101,30 +75,10 @@ pub fn block_mask(items: &[Encoded], kind: AttMask) -> Result<Option<candle_core
     let t = items.iter().map(|e| e.input_ids.len()).max().unwrap_or(0);
     let r = items.iter().map(|e| e.num_regions).max().unwrap_or(0);
     let l = t + r;
-    let mut m = vec![0f32; items.len() * l * l];
-    for (b, e) in items.iter().enumerate() {
+    let mut m = Vec::with_capacity(items.len() * l * l);
+    for e in items {
         let a_len = e.text_a_len + 2;
-        let c = 0..a_len;
-        let g = a_len..e.input_ids.len();
-        let reg = t..t + e.num_regions;
-        let mut set = |rows: &std::ops::Range<usize>, cols: &std::ops::Range<usize>| {
-            for i in rows.clone() {
-                for j in cols.clone() {
-                    m[b * l * l + i * l + j] = 1.0;
-                }
-            }
-        };
-        set(&c, &c);
-        set(&g, &g);
-        set(&reg, &reg);
-        let (x, y) = match kind {
-            AttMask::CL => (&c, &g),
-            AttMask::CR => (&c, &reg),
-            AttMask::LR => (&g, &reg),
-            AttMask::CLR => unreachable!("handled above"),
-        };
-        set(x, y);
-        set(y, x);
+        m.extend(crate::data::attention_mask::retrieval(l, 0..a_len, a_len..e.input_ids.len(), t..t + e.num_regions, kind).into_vec());
     }
     Ok(Some(candle_core::Tensor::from_vec(m, (items.len(), l, l), &Device::Cpu)?))
 }

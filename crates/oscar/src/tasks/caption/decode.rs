@@ -8,7 +8,8 @@
 //! re-encodes the whole prefix every step. Greedy, sampling and beam search run on either; a
 //! test proves they give the same captions and scores.
 
-use crate::model::{BertForImageCaptioning, Inputs};
+use crate::data::attention_mask;
+use crate::model::{BertForImageCaptioning, Inputs, KvCache};
 use crate::nn::{ops, Ctx};
 use crate::tokenizer::SpecialIds;
 use candle_core::{DType, Device, Result, Tensor};
@@ -77,12 +78,13 @@ pub struct Decoder<'a> {
     pub tag_start: usize,
 }
 
-/// `[rows, P]` context tensors: embeddings input (tag ids, types, positions, regions) and the
-/// 0/1 validity of each context position (tags first, then regions).
+/// `[rows, P]` context tensors — embeddings input (tag ids, types, positions, regions) — and
+/// each row's valid context positions (tags first, then regions; `len` = P).
 struct ContextBatch {
     tag_ids: Tensor,
     regions: Tensor,
-    valid: Tensor,
+    valid: Vec<Vec<usize>>,
+    len: usize,
     tag_len: usize,
 }
 
@@ -93,13 +95,13 @@ impl Decoder<'_> {
 
     /// Pads the contexts of `rows` (indices into `ctxs`) to common lengths.
     fn context_batch(&self, ctxs: &[ImageContext], rows: &[usize]) -> Result<ContextBatch> {
-        let dim = self.model.bert.cfg.img_feature_dim;
+        let dim = self.model.bert.config().img_feature_dim;
         let lt = rows.iter().map(|&r| ctxs[r].tag_ids.len()).max().unwrap_or(0);
         let lr = rows.iter().map(|&r| ctxs[r].num_regions).max().unwrap_or(0).max(1);
         let n = rows.len();
         let mut ids = vec![self.special.pad; n * lt];
         let mut feats = vec![0f32; n * lr * dim];
-        let mut valid = vec![0f32; n * (lt + lr)];
+        let mut valid = Vec::with_capacity(n);
         for (i, &r) in rows.iter().enumerate() {
             let c = &ctxs[r];
             if c.regions.len() != c.num_regions * dim {
@@ -107,18 +109,14 @@ impl Decoder<'_> {
             }
             ids[i * lt..i * lt + c.tag_ids.len()].copy_from_slice(&c.tag_ids);
             feats[i * lr * dim..i * lr * dim + c.regions.len()].copy_from_slice(&c.regions);
-            for j in 0..c.tag_ids.len() {
-                valid[i * (lt + lr) + j] = 1.0;
-            }
-            for j in 0..c.num_regions {
-                valid[i * (lt + lr) + lt + j] = 1.0;
-            }
+            valid.push((0..c.tag_ids.len()).chain(lt..lt + c.num_regions).collect());
         }
         let dev = self.device();
         Ok(ContextBatch {
             tag_ids: Tensor::from_vec(ids, (n, lt), &dev)?,
             regions: Tensor::from_vec(feats, (n, lr, dim), &dev)?,
-            valid: Tensor::from_vec(valid, (n, lt + lr), &dev)?,
+            valid,
+            len: lt + lr,
             tag_len: lt,
         })
     }
@@ -127,7 +125,7 @@ impl Decoder<'_> {
     /// `tag_start`), then regions.
     fn context_embeddings(&self, c: &ContextBatch, ctx: &Ctx) -> Result<Tensor> {
         let bert = &self.model.bert;
-        let img = bert.image.forward(&c.regions, ctx)?;
+        let img = bert.embed_regions(&c.regions, ctx)?;
         if c.tag_len == 0 {
             return Ok(img);
         }
@@ -135,13 +133,13 @@ impl Decoder<'_> {
         let pos: Vec<u32> = (0..n).flat_map(|_| (0..c.tag_len).map(|j| (self.tag_start + j) as u32)).collect();
         let pos = Tensor::from_vec(pos, (n, c.tag_len), &self.device())?;
         let types = Tensor::ones((n, c.tag_len), DType::U32, &self.device())?;
-        let tags = bert.embeddings.forward(&c.tag_ids, Some(&types), Some(&pos), ctx)?;
+        let tags = bert.embed_text(&c.tag_ids, Some(&types), Some(&pos), ctx)?;
         Tensor::cat(&[&tags, &img], 1)
     }
 
     /// Log-probabilities `[rows, V]` from hidden states `[rows, H]` at `[MASK]` slots.
     fn log_probs(&self, h: &Tensor) -> Result<Tensor> {
-        ops::log_softmax(&self.model.predictions.forward(h)?)
+        ops::log_softmax(&self.model.word_logits(h)?)
     }
 
     /// Starts a cached decoder for `rows` (indices into `ctxs`).
@@ -149,11 +147,12 @@ impl Decoder<'_> {
         let _no_grad = crate::nn::NoGrad::new();
         let c = self.context_batch(ctxs, rows)?;
         let emb = self.context_embeddings(&c, &Ctx::eval())?;
-        // Context positions attend to valid context positions only (never to the caption).
-        let p = c.valid.dim(1)?;
-        let mask = c.valid.unsqueeze(1)?.repeat((1, p, 1))?;
-        let (_, kv) = self.model.bert.encoder.forward_incremental(&emb, None, &ops::extended_attention_mask(&mask)?)?;
-        Ok(Cached { dec: self, kv, valid: c.valid, committed: 0 })
+        let (p, context_cols) = (c.len, c.valid);
+        let masks: Vec<f32> = context_cols.iter().flat_map(|cols| attention_mask::seq2seq_context(cols, p).into_vec()).collect();
+        let mask = Tensor::from_vec(masks, (rows.len(), p, p), &self.device())?;
+        let mut cache = KvCache::new();
+        self.model.bert.encode_cached(&emb, &mask, &mut cache, p)?;
+        Ok(Cached { dec: self, cache, context_cols, context_len: p, committed: 0 })
     }
 
     /// Starts the re-encoding decoder (the reference's way) for `rows`.
@@ -172,9 +171,11 @@ pub trait StepModel {
 /// Decoding with per-layer key/value caches.
 pub struct Cached<'a> {
     dec: &'a Decoder<'a>,
-    /// Per layer: keys/values `[rows, nh, P + committed, d]` of context and committed tokens.
-    kv: Vec<(Tensor, Tensor)>,
-    valid: Tensor,
+    /// Keys/values `[rows, nh, P + committed, d]` of context and committed tokens.
+    cache: KvCache,
+    /// Each row's valid context positions (of `context_len`: tags, then regions).
+    context_cols: Vec<Vec<usize>>,
+    context_len: usize,
     committed: usize,
 }
 
@@ -190,27 +191,20 @@ impl StepModel for Cached<'_> {
         let ids = Tensor::from_vec(ids, (n, 2), &dev)?;
         let pos = Tensor::from_vec(pos, (n, 2), &dev)?;
         let types = Tensor::zeros((n, 2), DType::U32, &dev)?;
-        let emb = self.dec.model.bert.embeddings.forward(&ids, Some(&types), Some(&pos), &Ctx::eval())?;
-        // Keys: context (its validity), committed words (all), then [last, MASK] causally.
-        let past = Tensor::ones((n, t), DType::F32, &dev)?;
-        let keys = Tensor::cat(&[&self.valid, &past], 1)?.unsqueeze(1)?.repeat((1, 2, 1))?;
-        let causal = Tensor::new(&[[1f32, 0.], [1., 1.]], &dev)?.unsqueeze(0)?.repeat((n, 1, 1))?;
-        let mask = Tensor::cat(&[&keys, &causal], 2)?;
-        let (h, new_kv) = self.dec.model.bert.encoder.forward_incremental(&emb, Some(&self.kv), &ops::extended_attention_mask(&mask)?)?;
-        for (cache, (k, v)) in self.kv.iter_mut().zip(new_kv) {
-            *cache = (Tensor::cat(&[&cache.0, &k.narrow(2, 0, 1)?], 2)?, Tensor::cat(&[&cache.1, &v.narrow(2, 0, 1)?], 2)?);
-        }
+        let emb = self.dec.model.bert.embed_text(&ids, Some(&types), Some(&pos), &Ctx::eval())?;
+        // Keys: the valid context, every committed word, then [last, MASK] causally.
+        let masks: Vec<f32> = self.context_cols.iter().flat_map(|cols| attention_mask::seq2seq_step(cols, self.context_len, t, 2).into_vec()).collect();
+        let mask = Tensor::from_vec(masks, (n, 2, self.context_len + t + 2), &dev)?;
+        // The last word joins the cache; the [MASK] slot is asked only once.
+        let h = self.dec.model.bert.encode_cached(&emb, &mask, &mut self.cache, 1)?;
         self.committed += 1;
         self.dec.log_probs(&h.narrow(1, 1, 1)?.squeeze(1)?)
     }
 
     fn reorder(&mut self, rows: &[usize]) -> Result<()> {
         let idx = Tensor::from_vec(rows.iter().map(|&r| r as u32).collect::<Vec<_>>(), rows.len(), &Device::Cpu)?;
-        for (k, v) in self.kv.iter_mut() {
-            *k = k.index_select(&idx, 0)?;
-            *v = v.index_select(&idx, 0)?;
-        }
-        self.valid = self.valid.index_select(&idx, 0)?;
+        self.cache.reorder(&idx)?;
+        self.context_cols = rows.iter().map(|&r| self.context_cols[r].clone()).collect();
         Ok(())
     }
 }
@@ -253,7 +247,7 @@ fn full_inputs(dec: &Decoder, ctxs: &[ImageContext], words: &[Vec<u32>], queries
     let lq = queries.map(|q| q.iter().map(Vec::len).max().unwrap_or(0)).unwrap_or(0);
     let lt = ctxs.iter().map(|c| c.tag_ids.len()).max().unwrap_or(0);
     let lr = ctxs.iter().map(|c| c.num_regions).max().unwrap_or(0).max(1);
-    let dim = dec.model.bert.cfg.img_feature_dim;
+    let dim = dec.model.bert.config().img_feature_dim;
     let t_len = lw + lq + lt;
     let l = t_len + lr;
     let s = dec.special;
@@ -280,30 +274,13 @@ fn full_inputs(dec: &Decoder, ctxs: &[ImageContext], words: &[Vec<u32>], queries
         }
         feats[b * lr * dim..b * lr * dim + c.regions.len()].copy_from_slice(&c.regions);
         let ctx_cols: Vec<usize> = (lw + lq..lw + lq + c.tag_ids.len()).chain(t_len..t_len + c.num_regions).collect();
-        let m = &mut mask[b * l * l..(b + 1) * l * l];
-        for i in 0..w.len() {
-            for j in 0..=i {
-                m[i * l + j] = 1.0;
-            }
-            for &j in &ctx_cols {
-                m[i * l + j] = 1.0;
-            }
-        }
+        // The words under the seq2seq layout; each query row sees words 0..k, itself and the context.
+        let mut m = attention_mask::seq2seq(l, 0..w.len(), &ctx_cols);
         for (qi, &(_, k)) in q.iter().enumerate() {
             let r = lw + qi;
-            for j in 0..k.min(w.len()) {
-                m[r * l + j] = 1.0;
-            }
-            m[r * l + r] = 1.0;
-            for &j in &ctx_cols {
-                m[r * l + j] = 1.0;
-            }
+            m.allow([r], &(0..k.min(w.len())).chain([r]).chain(ctx_cols.iter().copied()).collect::<Vec<_>>());
         }
-        for &i in &ctx_cols {
-            for &j in &ctx_cols {
-                m[i * l + j] = 1.0;
-            }
-        }
+        mask[b * l * l..(b + 1) * l * l].copy_from_slice(m.as_slice());
     }
     Ok(Inputs {
         input_ids: Tensor::from_vec(ids, (n, t_len), &dev)?,
@@ -330,7 +307,7 @@ pub fn sequence_logprobs(dec: &Decoder, ctxs: &[ImageContext], tokens: &[Vec<u32
     let x = full_inputs(dec, ctxs, &padded, Some(&queries))?;
     let seq = dec.model.bert.forward(&x, ctx)?.sequence;
     let lq = queries.iter().map(Vec::len).max().unwrap_or(0);
-    let logp = ops::log_softmax(&dec.model.predictions.forward(&seq.narrow(1, lw, lq)?)?)?; // [n, lq, V]
+    let logp = ops::log_softmax(&dec.model.word_logits(&seq.narrow(1, lw, lq)?)?)?; // [n, lq, V]
     let v = logp.dim(2)?;
     let (n, _) = (tokens.len(), 0);
     let mut idx = vec![0u32; n * lq];
