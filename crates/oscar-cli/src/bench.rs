@@ -69,8 +69,13 @@ fn time_runs(runs: usize, mut f: impl FnMut() -> Result<()>) -> Result<(f64, f64
 /// Forward FLOPs of the encoder over `tokens` positions in sequences of `seq`, plus the region
 /// projection of `regions` rows: per token 2·(4H² + 2H·FF) per layer and attention 4·seq·H.
 fn encoder_flops(cfg: &OscarConfig, tokens: f64, seq: f64, regions: f64) -> f64 {
-    let (h, l, ff) = (cfg.hidden_size as f64, cfg.num_hidden_layers as f64, cfg.intermediate_size as f64);
-    tokens * l * (2.0 * (4.0 * h * h + 2.0 * h * ff) + 4.0 * seq * h) + regions * 2.0 * cfg.img_feature_dim as f64 * h
+    let (h, l, ff) = (
+        cfg.hidden_size as f64,
+        cfg.num_hidden_layers as f64,
+        cfg.intermediate_size as f64,
+    );
+    tokens * l * (2.0 * (4.0 * h * h + 2.0 * h * ff) + 4.0 * seq * h)
+        + regions * 2.0 * cfg.img_feature_dim as f64 * h
 }
 
 /// Pair scoring as `oscar eval retrieval` does it: forward of the matching head in inference
@@ -83,9 +88,24 @@ fn retrieval_score(a: &BenchArgs, cfg: &OscarConfig) -> Result<()> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(0);
     let (b, r, f) = (a.batch, a.regions, cfg.img_feature_dim);
     let lo = if cfg.vocab_size > 1000 { 1000 } else { 5 };
-    let lens: Vec<usize> = (0..b).map(|_| rng.random_range(a.text_min..=a.text)).collect();
-    let ids: Vec<Vec<u32>> = lens.iter().map(|&n| (0..n).map(|_| rng.random_range(lo..cfg.vocab_size as u32)).collect()).collect();
-    let feats = Tensor::from_vec((0..b * r * f).map(|_| rng.random::<f32>()).collect::<Vec<_>>(), (b, r, f), &Device::Cpu)?;
+    let lens: Vec<usize> = (0..b)
+        .map(|_| rng.random_range(a.text_min..=a.text))
+        .collect();
+    let ids: Vec<Vec<u32>> = lens
+        .iter()
+        .map(|&n| {
+            (0..n)
+                .map(|_| rng.random_range(lo..cfg.vocab_size as u32))
+                .collect()
+        })
+        .collect();
+    let feats = Tensor::from_vec(
+        (0..b * r * f)
+            .map(|_| rng.random::<f32>())
+            .collect::<Vec<_>>(),
+        (b, r, f),
+        &Device::Cpu,
+    )?;
     let batch = |t: usize| -> Result<Inputs> {
         let mut flat = vec![0u32; b * t];
         let mut mask = vec![0f32; b * (t + r)];
@@ -118,8 +138,11 @@ fn retrieval_score(a: &BenchArgs, cfg: &OscarConfig) -> Result<()> {
     let flops = |t: usize| {
         let (n, seq, h) = ((b * (t + r)) as f64, (t + r) as f64, cfg.hidden_size as f64);
         let per_layer = encoder_flops(&cfg, n, seq, 0.0) / cfg.num_hidden_layers as f64;
-        let last = n * 2.0 * 2.0 * h * h + encoder_flops(&cfg, b as f64, seq, 0.0) / cfg.num_hidden_layers as f64;
-        per_layer * (cfg.num_hidden_layers as f64 - 1.0) + last + (b * r) as f64 * 2.0 * f as f64 * h
+        let last = n * 2.0 * 2.0 * h * h
+            + encoder_flops(&cfg, b as f64, seq, 0.0) / cfg.num_hidden_layers as f64;
+        per_layer * (cfg.num_hidden_layers as f64 - 1.0)
+            + last
+            + (b * r) as f64 * 2.0 * f as f64 * h
     };
     outln!(
         "{}",
@@ -139,7 +162,12 @@ fn retrieval_score(a: &BenchArgs, cfg: &OscarConfig) -> Result<()> {
 fn peak_rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|k| k.parse::<f64>().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|k| k.parse::<f64>().ok())
+        })
         .map(|kb| kb / 1024.0)
         .unwrap_or(f64::NAN)
 }
@@ -150,25 +178,58 @@ fn caption_beam(a: &BenchArgs, cfg: &OscarConfig) -> Result<()> {
     use oscar::tasks::caption::decode::{beam_search, DecodeSettings, Decoder, ImageContext};
     let m = build_fresh::<oscar::model::BertForImageCaptioning>(cfg, 0)?;
     // bert-base-uncased's ids; the tiny vocabulary uses the first five.
-    let special = if cfg.vocab_size > 1000 { oscar::tokenizer::SpecialIds { pad: 0, unk: 100, cls: 101, sep: 102, mask: 103 } } else { oscar::tokenizer::SpecialIds { pad: 0, unk: 1, cls: 2, sep: 3, mask: 4 } };
+    let special = if cfg.vocab_size > 1000 {
+        oscar::tokenizer::SpecialIds {
+            pad: 0,
+            unk: 100,
+            cls: 101,
+            sep: 102,
+            mask: 103,
+        }
+    } else {
+        oscar::tokenizer::SpecialIds {
+            pad: 0,
+            unk: 1,
+            cls: 2,
+            sep: 3,
+            mask: 4,
+        }
+    };
     let mut rng = rand::rngs::StdRng::seed_from_u64(0);
     let f = cfg.img_feature_dim;
     let ctxs: Vec<ImageContext> = (0..a.batch)
         .map(|_| ImageContext {
-            tag_ids: (0..10).map(|_| rng.random_range(if cfg.vocab_size > 1000 { 1000 } else { 5 }..cfg.vocab_size as u32)).chain([special.sep]).collect(),
+            tag_ids: (0..10)
+                .map(|_| {
+                    rng.random_range(
+                        if cfg.vocab_size > 1000 { 1000 } else { 5 }..cfg.vocab_size as u32,
+                    )
+                })
+                .chain([special.sep])
+                .collect(),
             regions: (0..a.regions * f).map(|_| rng.random::<f32>()).collect(),
             num_regions: a.regions,
         })
         .collect();
-    let dec = Decoder { model: &m.model, special, tag_start: 40 };
+    let dec = Decoder {
+        model: &m.model,
+        special,
+        tag_start: 40,
+    };
     let st = DecodeSettings::default();
-    let rows: Vec<usize> = (0..a.batch).flat_map(|i| std::iter::repeat_n(i, st.num_beams)).collect();
+    let rows: Vec<usize> = (0..a.batch)
+        .flat_map(|i| std::iter::repeat_n(i, st.num_beams))
+        .collect();
     let time = |cached: bool| -> Result<(f64, Vec<Vec<u32>>)> {
         let mut best = f64::INFINITY;
         let mut caps = vec![];
         for _ in 0..a.runs.max(1) {
             let t0 = Instant::now();
-            let g = if cached { beam_search(&mut dec.cached(&ctxs, &rows)?, a.batch, special, &st)? } else { beam_search(&mut dec.reencode(&ctxs, &rows)?, a.batch, special, &st)? };
+            let g = if cached {
+                beam_search(&mut dec.cached(&ctxs, &rows)?, a.batch, special, &st)?
+            } else {
+                beam_search(&mut dec.reencode(&ctxs, &rows)?, a.batch, special, &st)?
+            };
             best = best.min(t0.elapsed().as_secs_f64());
             caps = g.into_iter().map(|g| g.tokens).collect();
         }
@@ -189,7 +250,12 @@ fn caption_beam(a: &BenchArgs, cfg: &OscarConfig) -> Result<()> {
 
 /// One pre-training step (forward, MLM + contrastive loss, backward, AdamW) per run.
 pub fn run(a: &BenchArgs) -> Result<()> {
-    for (name, v) in [("--runs", a.runs), ("--batch", a.batch), ("--text", a.text), ("--regions", a.regions)] {
+    for (name, v) in [
+        ("--runs", a.runs),
+        ("--batch", a.batch),
+        ("--text", a.text),
+        ("--regions", a.regions),
+    ] {
         if v == 0 {
             anyhow::bail!("{name} must be at least 1");
         }
@@ -210,7 +276,9 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     let m = build_fresh::<BertImgForPreTraining>(&cfg, 0)?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(0);
     let (b, t, r, f) = (a.batch, a.text, a.regions, cfg.img_feature_dim);
-    let ids: Vec<u32> = (0..b * t).map(|_| rng.random_range(1..cfg.vocab_size as u32)).collect();
+    let ids: Vec<u32> = (0..b * t)
+        .map(|_| rng.random_range(1..cfg.vocab_size as u32))
+        .collect();
     let feats: Vec<f32> = (0..b * r * f).map(|_| rng.random::<f32>()).collect();
     let x = Inputs {
         input_ids: Tensor::from_vec(ids.clone(), (b, t), &Device::Cpu)?,
@@ -219,7 +287,15 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         img_feats: Some(Tensor::from_vec(feats, (b, r, f), &Device::Cpu)?),
         attention_mask: None,
     };
-    let mlm: Vec<i64> = (0..b * (t + r)).map(|i| if i % (t + r) < t && rng.random_bool(0.15) { ids[(i / (t + r)) * t + i % (t + r)] as i64 } else { -1 }).collect();
+    let mlm: Vec<i64> = (0..b * (t + r))
+        .map(|i| {
+            if i % (t + r) < t && rng.random_bool(0.15) {
+                ids[(i / (t + r)) * t + i % (t + r)] as i64
+            } else {
+                -1
+            }
+        })
+        .collect();
     let con: Vec<i64> = (0..b).map(|i| (i % 2) as i64).collect();
     let mut opt = AdamW::new(&m.params, AdamWConfig::default(), &[]);
     let mut run = 0u64;

@@ -8,7 +8,10 @@ use clap::Args;
 use oscar::tasks::caption::cbs::{constrained_beam_search, select_constraints, ConstraintConfig};
 use oscar::tasks::caption::decode::DecodeSettings;
 use oscar::tasks::caption::scst::train_scst;
-use oscar::tasks::caption::{evaluate, nearest_neighbour_captions, results_json, results_tsv, score_captions, CaptionConfig, CaptionSet, Captioner, Mode};
+use oscar::tasks::caption::{
+    evaluate, nearest_neighbour_captions, results_json, results_tsv, score_captions, CaptionConfig,
+    CaptionSet, Captioner, Mode,
+};
 use oscar::tasks::finetune::settings_from_toml;
 use oscar::tokenizer::BertTokenizer;
 use oscar_eval::captions::{build_doc_freq, CaptionOptions};
@@ -42,8 +45,19 @@ pub struct CaptionTrainArgs {
     pub scst_top_k: Option<usize>,
 }
 
-fn split_set(data: &Path, split: &str, features: &Path, dim: usize, limit: Option<usize>) -> Result<CaptionSet> {
-    let mut s = CaptionSet::open(&data.join(format!("captions/{split}_caption.json")), features, Some(&data.join("labels/predictions.tsv")), dim)?;
+fn split_set(
+    data: &Path,
+    split: &str,
+    features: &Path,
+    dim: usize,
+    limit: Option<usize>,
+) -> Result<CaptionSet> {
+    let mut s = CaptionSet::open(
+        &data.join(format!("captions/{split}_caption.json")),
+        features,
+        Some(&data.join("labels/predictions.tsv")),
+        dim,
+    )?;
     if let Some(n) = limit {
         s.images.truncate(n);
         let keep: std::collections::BTreeSet<String> = s.images.iter().cloned().collect();
@@ -66,7 +80,15 @@ pub struct SplitScores {
 
 impl SplitScores {
     fn from(split: &str, s: &oscar_eval::captions::CaptionScores) -> Self {
-        SplitScores { split: split.into(), images: s.images, bleu4: s.bleu[3], meteor: s.meteor, rouge_l: s.rouge_l, cider: s.cider, cider_d: s.cider_d }
+        SplitScores {
+            split: split.into(),
+            images: s.images,
+            bleu4: s.bleu[3],
+            meteor: s.meteor,
+            rouge_l: s.rouge_l,
+            cider: s.cider,
+            cider_d: s.cider_d,
+        }
     }
 }
 
@@ -81,8 +103,13 @@ pub struct CaptionRun {
 }
 
 fn metric_options(data: &Path) -> Result<CaptionOptions> {
-    let train = oscar_eval::captions::read_captions(&data.join("captions/train_caption.json"), false)?;
-    Ok(CaptionOptions { cider_df: Some(build_doc_freq(&train, false)), meteor_jar: oscar_eval::meteor::find_jar(None).ok(), ..CaptionOptions::default() })
+    let train =
+        oscar_eval::captions::read_captions(&data.join("captions/train_caption.json"), false)?;
+    Ok(CaptionOptions {
+        cider_df: Some(build_doc_freq(&train, false)),
+        meteor_jar: oscar_eval::meteor::find_jar(None).ok(),
+        ..CaptionOptions::default()
+    })
 }
 
 pub fn run_train(a: &CaptionTrainArgs) -> Result<CaptionRun> {
@@ -104,7 +131,9 @@ pub fn run_train(a: &CaptionTrainArgs) -> Result<CaptionRun> {
     let mut curve = Vec::new();
     let opts = metric_options(&c.data)?;
     let cap = if a.scst {
-        let Some(init) = c.run.resume.as_ref().or(c.init.as_ref()) else { bail!("--scst starts from a captioning checkpoint: pass --init") };
+        let Some(init) = c.run.resume.as_ref().or(c.init.as_ref()) else {
+            bail!("--scst starts from a captioning checkpoint: pass --init")
+        };
         let mut cap = Captioner::load(init)?;
         if let Some(b) = a.scst_baseline {
             cap.settings.scst_baseline = b;
@@ -114,16 +143,35 @@ pub fn run_train(a: &CaptionTrainArgs) -> Result<CaptionRun> {
         }
         let df = opts.cider_df.as_ref().expect("built above");
         let bar = steps_bar(cfg.optim.steps, "scst");
-        train_scst(&mut cap, &train_set, &tok, df, &cfg.optim, &c.files(), |k, s| {
-            bar.set_position(k);
-            bar.set_message(format!("loss {:.3} · CIDEr-D sample {:.3} greedy {:.3}", s.loss, s.sample_reward, s.greedy_reward));
-            curve.push((k as f64, s.greedy_reward));
-        })?;
+        train_scst(
+            &mut cap,
+            &train_set,
+            &tok,
+            df,
+            &cfg.optim,
+            &c.files(),
+            |k, s| {
+                bar.set_position(k);
+                bar.set_message(format!(
+                    "loss {:.3} · CIDEr-D sample {:.3} greedy {:.3}",
+                    s.loss, s.sample_reward, s.greedy_reward
+                ));
+                curve.push((k as f64, s.greedy_reward));
+            },
+        )?;
         bar.finish_and_clear();
         cap
     } else {
         let mut steps = StepLog::new(cfg.optim.steps, "train caption", "accuracy");
-        let cap = oscar::tasks::caption::train(&train_set, &tok, c.init.as_deref(), &c.fresh(tok.vocab_size(), dim)?, &cfg, &c.files(), |k, loss, acc| steps.record(k, loss, acc))?;
+        let cap = oscar::tasks::caption::train(
+            &train_set,
+            &tok,
+            c.init.as_deref(),
+            &c.fresh(tok.vocab_size(), dim)?,
+            &cfg,
+            &c.files(),
+            |k, loss, acc| steps.record(k, loss, acc),
+        )?;
         curve = steps.finish();
         cap
     };
@@ -133,41 +181,92 @@ pub fn run_train(a: &CaptionTrainArgs) -> Result<CaptionRun> {
     let bar = steps_bar(test.images.len() as u64, "caption");
     let e = evaluate(&cap, &tok, &test, mode, &st, &opts, |n| bar.inc(n as u64))?;
     bar.finish_and_clear();
-    let scores = e.scores.as_ref().context("the evaluation split has no references")?;
+    let scores = e
+        .scores
+        .as_ref()
+        .context("the evaluation split has no references")?;
     let nn = nearest_neighbour_captions(&train_set, &test);
     let nn_scores = score_captions(&test, &nn, &opts)?.context("no references")?;
-    write_outputs(&c.out, &a.eval_split, &test.images, &e.captions, &e.generated)?;
+    write_outputs(
+        &c.out,
+        &a.eval_split,
+        &test.images,
+        &e.captions,
+        &e.generated,
+    )?;
     let run = CaptionRun {
         model: SplitScores::from(&a.eval_split, scores),
         nearest_neighbour: SplitScores::from(&a.eval_split, &nn_scores),
         curve,
-        examples: test.images.iter().zip(&e.captions).take(8).map(|(i, c)| (i.clone(), c.clone())).collect(),
+        examples: test
+            .images
+            .iter()
+            .zip(&e.captions)
+            .take(8)
+            .map(|(i, c)| (i.clone(), c.clone()))
+            .collect(),
         seconds: t0.elapsed().as_secs_f64(),
     };
-    oscar::checkpoint::write_atomic(&c.out.join("eval.json"), serde_json::to_string_pretty(&run)?.as_bytes())?;
+    oscar::checkpoint::write_atomic(
+        &c.out.join("eval.json"),
+        serde_json::to_string_pretty(&run)?.as_bytes(),
+    )?;
     Ok(run)
 }
 
 fn decode_choice(base: &DecodeSettings, beams: usize) -> (Mode, DecodeSettings) {
-    let st = DecodeSettings { num_beams: beams.max(1), ..base.clone() };
+    let st = DecodeSettings {
+        num_beams: beams.max(1),
+        ..base.clone()
+    };
     (if beams > 1 { Mode::Beam } else { Mode::Greedy }, st)
 }
 
-fn write_outputs(out: &Path, name: &str, images: &[String], captions: &[String], gens: &[oscar::tasks::caption::decode::Generated]) -> Result<()> {
-    oscar::checkpoint::write_atomic(&out.join(format!("{name}_pred.json")), serde_json::to_string(&results_json(images, captions))?.as_bytes())?;
-    oscar::checkpoint::write_atomic(&out.join(format!("{name}_pred.tsv")), results_tsv(images, captions, gens).as_bytes())?;
+fn write_outputs(
+    out: &Path,
+    name: &str,
+    images: &[String],
+    captions: &[String],
+    gens: &[oscar::tasks::caption::decode::Generated],
+) -> Result<()> {
+    oscar::checkpoint::write_atomic(
+        &out.join(format!("{name}_pred.json")),
+        serde_json::to_string(&results_json(images, captions))?.as_bytes(),
+    )?;
+    oscar::checkpoint::write_atomic(
+        &out.join(format!("{name}_pred.tsv")),
+        results_tsv(images, captions, gens).as_bytes(),
+    )?;
     Ok(())
 }
 
 pub fn print_run(r: &CaptionRun, out: &Path) {
-    let row = |n: &str, s: &SplitScores| outln!("{n:<20} BLEU-4 {:.3}  METEOR {}  ROUGE-L {:.3}  CIDEr {:.3}  CIDEr-D {}", s.bleu4, s.meteor.map(|m| format!("{m:.3}")).unwrap_or("n/a".into()), s.rouge_l, s.cider, s.cider_d.map(|m| format!("{m:.3}")).unwrap_or("n/a".into()));
-    outln!("captioning on {} images of {}:", r.model.images, r.model.split);
+    let row = |n: &str, s: &SplitScores| {
+        outln!(
+            "{n:<20} BLEU-4 {:.3}  METEOR {}  ROUGE-L {:.3}  CIDEr {:.3}  CIDEr-D {}",
+            s.bleu4,
+            s.meteor.map(|m| format!("{m:.3}")).unwrap_or("n/a".into()),
+            s.rouge_l,
+            s.cider,
+            s.cider_d.map(|m| format!("{m:.3}")).unwrap_or("n/a".into())
+        )
+    };
+    outln!(
+        "captioning on {} images of {}:",
+        r.model.images,
+        r.model.split
+    );
     row("model", &r.model);
     row("nearest neighbour", &r.nearest_neighbour);
     for (i, c) in &r.examples {
         outln!("  {i}: {c}");
     }
-    outln!("model, eval.json and {}_pred.json/.tsv in {} ({:.0} s)", r.model.split, out.display(), r.seconds);
+    outln!(
+        "model, eval.json and {}_pred.json/.tsv in {} ({:.0} s)",
+        r.model.split,
+        out.display(),
+        r.seconds
+    );
 }
 
 #[derive(Args)]
@@ -225,10 +324,23 @@ pub fn caption(a: &CaptionArgs) -> Result<()> {
     let dim = cap.config.img_feature_dim;
     let set = match (&a.refs, a.image.is_empty()) {
         (Some(r), _) => CaptionSet::open(r, &a.features, a.labels.as_deref(), dim)?,
-        (None, false) => CaptionSet::for_images(a.image.clone(), Default::default(), &a.features, a.labels.as_deref(), dim)?,
+        (None, false) => CaptionSet::for_images(
+            a.image.clone(),
+            Default::default(),
+            &a.features,
+            a.labels.as_deref(),
+            dim,
+        )?,
         (None, true) => bail!("give --image ID (repeatable) or --refs FILE"),
     };
-    let st = DecodeSettings { max_gen_length: a.max_length, num_beams: a.beams.max(1), temperature: a.temperature, top_k: a.top_k, top_p: a.top_p, ..cap.settings.decode.clone() };
+    let st = DecodeSettings {
+        max_gen_length: a.max_length,
+        num_beams: a.beams.max(1),
+        temperature: a.temperature,
+        top_k: a.top_k,
+        top_p: a.top_p,
+        ..cap.settings.decode.clone()
+    };
     let ctxs = cap.contexts(&tok, &set)?;
     let bar = steps_bar(set.images.len() as u64, "caption");
     let t = std::time::Instant::now();
@@ -237,11 +349,18 @@ pub fn caption(a: &CaptionArgs) -> Result<()> {
         if a.labels.is_none() {
             bail!("--cbs takes its constraints from the detections: pass --labels");
         }
-        let cc = ConstraintConfig { blacklist: a.cbs_blacklist.clone(), ..ConstraintConfig::default() };
+        let cc = ConstraintConfig {
+            blacklist: a.cbs_blacklist.clone(),
+            ..ConstraintConfig::default()
+        };
         let dec = cap.decoder(&tok);
         let mut out = Vec::new();
         for (img, ctx) in set.images.iter().zip(&ctxs) {
-            let cs = select_constraints(set.detections.get(img).map(Vec::as_slice).unwrap_or(&[]), &tok, &cc)?;
+            let cs = select_constraints(
+                set.detections.get(img).map(Vec::as_slice).unwrap_or(&[]),
+                &tok,
+                &cc,
+            )?;
             let r = constrained_beam_search(&dec, ctx, &cs, &st, cc.min_satisfied)?;
             extra.push(serde_json::json!({"image_id": img, "constraints": r.constraints, "satisfied": r.satisfied}));
             out.push(r.caption);
@@ -249,25 +368,46 @@ pub fn caption(a: &CaptionArgs) -> Result<()> {
         }
         out
     } else {
-        cap.generate(&tok, &ctxs, a.mode, &st, 16, !a.no_cache, a.seed, |n| bar.inc(n as u64))?
+        cap.generate(&tok, &ctxs, a.mode, &st, 16, !a.no_cache, a.seed, |n| {
+            bar.inc(n as u64)
+        })?
     };
     bar.finish_and_clear();
     let secs = t.elapsed().as_secs_f64();
     let captions: Vec<String> = gens.iter().map(|g| tok.decode(&g.tokens)).collect();
     match &a.out {
-        Some(p) if p.extension().is_some_and(|e| e == "tsv") => oscar::checkpoint::write_atomic(p, results_tsv(&set.images, &captions, &gens).as_bytes())?,
-        Some(p) => oscar::checkpoint::write_atomic(p, serde_json::to_string_pretty(&results_json(&set.images, &captions))?.as_bytes())?,
+        Some(p) if p.extension().is_some_and(|e| e == "tsv") => oscar::checkpoint::write_atomic(
+            p,
+            results_tsv(&set.images, &captions, &gens).as_bytes(),
+        )?,
+        Some(p) => oscar::checkpoint::write_atomic(
+            p,
+            serde_json::to_string_pretty(&results_json(&set.images, &captions))?.as_bytes(),
+        )?,
         None => {
             for (i, (img, c)) in set.images.iter().zip(&captions).enumerate() {
-                let cons = extra.get(i).map(|e| format!("  (constraints {})", e["constraints"])).unwrap_or_default();
+                let cons = extra
+                    .get(i)
+                    .map(|e| format!("  (constraints {})", e["constraints"]))
+                    .unwrap_or_default();
                 outln!("{img}\t{c}\t(conf {:.3}){cons}", gens[i].score.exp());
             }
         }
     }
-    errln!("{} captions in {secs:.2} s ({:.1} images/s)", captions.len(), captions.len() as f64 / secs.max(1e-9));
+    errln!(
+        "{} captions in {secs:.2} s ({:.1} images/s)",
+        captions.len(),
+        captions.len() as f64 / secs.max(1e-9)
+    );
     if a.refs.is_some() {
         let opts = CaptionOptions {
-            cider_df: a.train_captions.as_ref().map(|p| oscar_eval::captions::read_captions(p, false).map(|t| build_doc_freq(&t, false))).transpose()?,
+            cider_df: a
+                .train_captions
+                .as_ref()
+                .map(|p| {
+                    oscar_eval::captions::read_captions(p, false).map(|t| build_doc_freq(&t, false))
+                })
+                .transpose()?,
             meteor_jar: oscar_eval::meteor::find_jar(None).ok(),
             ..CaptionOptions::default()
         };

@@ -8,14 +8,16 @@ use crate::StepLog;
 use anyhow::{Context, Result};
 use oscar::data::text::AnswerVocab;
 use oscar::tasks::caption::{CaptionConfig, CaptionSet, Mode};
-use oscar::tasks::qa::{QaConfig, QaSet};
-use oscar_eval::captions::{build_doc_freq, CaptionOptions};
 use oscar::tasks::finetune::Optim;
-use oscar::tasks::retrieval::{evaluate, summary, train, world_paths, RetrievalSet, RetrievalTrainConfig};
-use oscar::tokenizer::BertTokenizer;
 use oscar::tasks::finetune::RunFiles;
 use oscar::tasks::pretrain::{pretrain, PretrainConfig};
+use oscar::tasks::qa::{QaConfig, QaSet};
+use oscar::tasks::retrieval::{
+    evaluate, summary, train, world_paths, RetrievalSet, RetrievalTrainConfig,
+};
+use oscar::tokenizer::BertTokenizer;
 use oscar::OscarConfig;
+use oscar_eval::captions::{build_doc_freq, CaptionOptions};
 use oscar_world::write::write_world;
 use oscar_world::{generate, WorldConfig};
 use std::path::{Path, PathBuf};
@@ -55,14 +57,35 @@ struct Arm {
 pub fn run(a: &DemoArgs) -> Result<()> {
     let t0 = Instant::now();
     let b = if a.quick {
-        Budget { images: 400, feature_dim: 32, pretrain_steps: 100, finetune_steps: 80, test_images: 30 }
+        Budget {
+            images: 400,
+            feature_dim: 32,
+            pretrain_steps: 100,
+            finetune_steps: 80,
+            test_images: 30,
+        }
     } else {
-        Budget { images: 2000, feature_dim: 64, pretrain_steps: 4000, finetune_steps: 800, test_images: 100 }
+        Budget {
+            images: 2000,
+            feature_dim: 64,
+            pretrain_steps: 4000,
+            finetune_steps: 800,
+            test_images: 100,
+        }
     };
     std::fs::create_dir_all(&a.out)?;
     let world_dir = a.out.join("world");
-    outln!("[1/6] generating the world ({} images, {}-d detector features)", b.images, b.feature_dim);
-    let world = generate(&WorldConfig { images: b.images, seed: a.seed, feature_dim: b.feature_dim, ..WorldConfig::default() })?;
+    outln!(
+        "[1/6] generating the world ({} images, {}-d detector features)",
+        b.images,
+        b.feature_dim
+    );
+    let world = generate(&WorldConfig {
+        images: b.images,
+        seed: a.seed,
+        feature_dim: b.feature_dim,
+        ..WorldConfig::default()
+    })?;
     write_world(&world, &world_dir, 12)?;
     let dim = b.feature_dim + 6;
 
@@ -96,14 +119,24 @@ pub fn run(a: &DemoArgs) -> Result<()> {
                 (Some(own), Some(other)) => format!("; masked caption words {own:.3} with the image's tags, {other:.3} with another image's"),
                 _ => String::new(),
             };
-            outln!("      held-out MLM accuracy {:.3}, contrastive {:.3}{reads}", e.mlm_accuracy, e.contrastive_accuracy);
+            outln!(
+                "      held-out MLM accuracy {:.3}, contrastive {:.3}{reads}",
+                e.mlm_accuracy,
+                e.contrastive_accuracy
+            );
         }
         pre.push((name, r));
     }
 
     let tok = BertTokenizer::from_vocab(&world_dir.join("vocab.txt"))?;
     let fresh = OscarConfig::small(tok.vocab_size(), dim);
-    let optim = Optim { steps: b.finetune_steps, batch_size: 32, seed: a.seed + 2, drop_out: Some(0.1), ..Optim::default() };
+    let optim = Optim {
+        steps: b.finetune_steps,
+        batch_size: 32,
+        seed: a.seed + 2,
+        drop_out: Some(0.1),
+        ..Optim::default()
+    };
     // Retrieval data.
     let (c, f, l) = world_paths(&world_dir, "train");
     let ret_train = RetrievalSet::open(&c, &f, &l, dim, None)?;
@@ -113,15 +146,29 @@ pub fn run(a: &DemoArgs) -> Result<()> {
     ret_test.captions.retain(|(i, _)| *i < b.test_images);
     // Half the negatives same-shape (README, retrieval): with random ones only, the small model
     // matches caption length to scene complexity instead of reading what the caption names.
-    let rcfg = RetrievalTrainConfig { optim: optim.clone(), hard_negative_prob: 0.5, ..RetrievalTrainConfig::default() };
+    let rcfg = RetrievalTrainConfig {
+        optim: optim.clone(),
+        hard_negative_prob: 0.5,
+        ..RetrievalTrainConfig::default()
+    };
     // Captioning data (the reference's layout lengths; the world's captions and tags fit).
-    let caps = |split: &str| CaptionSet::open(&world_dir.join(format!("captions/{split}_caption.json")), &f, Some(&l), dim);
+    let caps = |split: &str| {
+        CaptionSet::open(
+            &world_dir.join(format!("captions/{split}_caption.json")),
+            &f,
+            Some(&l),
+            dim,
+        )
+    };
     let cap_train = caps("train")?;
     let mut cap_test = caps("test")?;
     cap_test.images.truncate(b.test_images);
     let keep: std::collections::BTreeSet<String> = cap_test.images.iter().cloned().collect();
     cap_test.captions.retain(|k, _| keep.contains(k));
-    let ccfg = CaptionConfig { optim: optim.clone(), ..CaptionConfig::default() };
+    let ccfg = CaptionConfig {
+        optim: optim.clone(),
+        ..CaptionConfig::default()
+    };
     let (meteor_jar, meteor_missing) = match oscar_eval::meteor::find_runnable(None) {
         Ok(j) => (Some(j), None),
         Err(e) => {
@@ -129,17 +176,29 @@ pub fn run(a: &DemoArgs) -> Result<()> {
             (None, Some(e.to_string()))
         }
     };
-    let copts = CaptionOptions { cider_df: Some(build_doc_freq(&cap_train.captions, false)), meteor_jar, ..CaptionOptions::default() };
+    let copts = CaptionOptions {
+        cider_df: Some(build_doc_freq(&cap_train.captions, false)),
+        meteor_jar,
+        ..CaptionOptions::default()
+    };
     // VQA data.
     let answers = AnswerVocab::read(&world_dir.join("vqa/ans2label.json"))?;
     let vqa_train = QaSet::open(&world_dir.join("vqa/train.json"), &f, dim, answers.len())?;
     let mut vqa_test = QaSet::open(&world_dir.join("vqa/test.json"), &f, dim, answers.len())?;
     vqa_test.examples.retain(|e| keep.contains(&e.img_id));
-    let vqa_anns: Vec<_> = oscar_eval::vqa::read_annotations(&world_dir.join("vqa/test_annotations.json"))?.into_iter().filter(|an| vqa_test.examples.iter().any(|e| e.q_id == an.question_id)).collect();
+    let vqa_anns: Vec<_> =
+        oscar_eval::vqa::read_annotations(&world_dir.join("vqa/test_annotations.json"))?
+            .into_iter()
+            .filter(|an| vqa_test.examples.iter().any(|e| e.q_id == an.question_id))
+            .collect();
     // The MLP answer head (the reference's `--classifier mlp`): at width 64, in runs of up to
     // 3,000 steps, the linear head with BCE gave the per-type majority answers (README, "VQA,
     // GQA, NLVR2").
-    let qcfg = QaConfig { optim: optim.clone(), classifier: oscar::config::ClassifierKind::Mlp, ..QaConfig::default() };
+    let qcfg = QaConfig {
+        optim: optim.clone(),
+        classifier: oscar::config::ClassifierKind::Mlp,
+        ..QaConfig::default()
+    };
 
     let arms: Vec<(&'static str, Option<PathBuf>)> = vec![
         ("no pre-training", None),
@@ -149,47 +208,142 @@ pub fn run(a: &DemoArgs) -> Result<()> {
     let mut results: Vec<Arm> = Vec::new();
     let mut showcase = None;
     for (name, init) in &arms {
-        outln!("[3/6] {name}: retrieval fine-tuning ({} steps) and full-protocol evaluation", b.finetune_steps);
+        outln!(
+            "[3/6] {name}: retrieval fine-tuning ({} steps) and full-protocol evaluation",
+            b.finetune_steps
+        );
         let mut steps = StepLog::new(b.finetune_steps, "      retrieval", "batch_accuracy");
-        let ret = train(&ret_train, &tok, init.as_deref(), &fresh, &rcfg, &RunFiles::default(), |k, loss, acc| steps.record(k, loss, acc))?;
+        let ret = train(
+            &ret_train,
+            &tok,
+            init.as_deref(),
+            &fresh,
+            &rcfg,
+            &RunFiles::default(),
+            |k, loss, acc| steps.record(k, loss, acc),
+        )?;
         let ret_curve = steps.finish();
         let re = evaluate(&ret, &tok, &ret_test, &rcfg, 256, None, None, |_, _| {})?;
 
-        outln!("[4/6] {name}: captioning fine-tuning ({} steps), beam-5 captions of {} test images", b.finetune_steps, cap_test.images.len());
+        outln!(
+            "[4/6] {name}: captioning fine-tuning ({} steps), beam-5 captions of {} test images",
+            b.finetune_steps,
+            cap_test.images.len()
+        );
         let mut steps = StepLog::new(b.finetune_steps, "      caption", "masked_token_accuracy");
-        let cap = oscar::tasks::caption::train(&cap_train, &tok, init.as_deref(), &fresh, &ccfg, &RunFiles::default(), |k, loss, acc| steps.record(k, loss, acc))?;
+        let cap = oscar::tasks::caption::train(
+            &cap_train,
+            &tok,
+            init.as_deref(),
+            &fresh,
+            &ccfg,
+            &RunFiles::default(),
+            |k, loss, acc| steps.record(k, loss, acc),
+        )?;
         let cap_curve = steps.finish();
-        let ce = oscar::tasks::caption::evaluate(&cap, &tok, &cap_test, Mode::Beam, &ccfg.decode, &copts, |_| {})?;
+        let ce = oscar::tasks::caption::evaluate(
+            &cap,
+            &tok,
+            &cap_test,
+            Mode::Beam,
+            &ccfg.decode,
+            &copts,
+            |_| {},
+        )?;
 
-        outln!("[5/6] {name}: VQA fine-tuning ({} steps), official accuracy on {} test questions", b.finetune_steps, vqa_test.examples.len());
+        outln!(
+            "[5/6] {name}: VQA fine-tuning ({} steps), official accuracy on {} test questions",
+            b.finetune_steps,
+            vqa_test.examples.len()
+        );
         let mut steps = StepLog::new(b.finetune_steps, "      vqa", "batch_score");
-        let qa = oscar::tasks::qa::train(&vqa_train, &tok, &answers, init.as_deref(), &fresh, &qcfg, &RunFiles::default(), None, |k, loss, score| steps.record(k, loss, score))?;
+        let qa = oscar::tasks::qa::train(
+            &vqa_train,
+            &tok,
+            &answers,
+            init.as_deref(),
+            &fresh,
+            &qcfg,
+            &RunFiles::default(),
+            None,
+            |k, loss, score| steps.record(k, loss, score),
+        )?;
         let curves = [ret_curve, cap_curve, steps.finish()];
         let qe = qa.evaluate(&tok, &vqa_test, 128, |_| {})?;
-        let answered: std::collections::HashMap<String, String> = qe.predictions.iter().map(|p| (p.question_id.clone(), p.top[0].0.clone())).collect();
+        let answered: std::collections::HashMap<String, String> = qe
+            .predictions
+            .iter()
+            .map(|p| (p.question_id.clone(), p.top[0].0.clone()))
+            .collect();
         let vqa = oscar_eval::vqa::evaluate_vqa(&vqa_anns, &answered, false)?;
         if *name == "pre-trained with tags" {
-            showcase = Some(showcase_lines(&ret, &tok, &ret_test, &rcfg, &cap_test, &ce.captions, &vqa_test, &qe.predictions)?);
+            showcase = Some(showcase_lines(
+                &ret,
+                &tok,
+                &ret_test,
+                &rcfg,
+                &cap_test,
+                &ce.captions,
+                &vqa_test,
+                &qe.predictions,
+            )?);
         }
-        results.push(Arm { name, retrieval: re, caption: ce.scores.context("test captions have references")?, vqa, curves });
+        results.push(Arm {
+            name,
+            retrieval: re,
+            caption: ce.scores.context("test captions have references")?,
+            vqa,
+            curves,
+        });
     }
 
     outln!("[6/6] report");
-    let titles = ["retrieval fine-tuning: matching accuracy (%) vs step", "captioning fine-tuning: masked-token accuracy (%) vs step", "VQA fine-tuning: batch soft score (%) vs step"];
-    let files = ["retrieval_learning_curves.png", "caption_learning_curves.png", "vqa_learning_curves.png"];
+    let titles = [
+        "retrieval fine-tuning: matching accuracy (%) vs step",
+        "captioning fine-tuning: masked-token accuracy (%) vs step",
+        "VQA fine-tuning: batch soft score (%) vs step",
+    ];
+    let files = [
+        "retrieval_learning_curves.png",
+        "caption_learning_curves.png",
+        "vqa_learning_curves.png",
+    ];
     for t in 0..3 {
-        let series: Vec<(String, Vec<(f64, f64)>)> = results.iter().map(|r| (r.name.to_string(), r.curves[t].clone())).collect();
+        let series: Vec<(String, Vec<(f64, f64)>)> = results
+            .iter()
+            .map(|r| (r.name.to_string(), r.curves[t].clone()))
+            .collect();
         oscar_world::render::line_chart(titles[t], &series).save(a.out.join(files[t]))?;
     }
-    std::fs::copy(world_dir.join("images/contact_sheet.png"), a.out.join("world.png"))?;
+    std::fs::copy(
+        world_dir.join("images/contact_sheet.png"),
+        a.out.join("world.png"),
+    )?;
     if let Some(lines) = &showcase {
-        let scenes: Vec<(&oscar_world::Scene, Vec<String>)> = lines.iter().filter_map(|(id, l)| world.scenes.iter().find(|s| &s.id == id).map(|s| (s, l.clone()))).collect();
-        oscar_world::render::annotated_sheet(&scenes, 3, 110).save(a.out.join("test_scenes.png"))?;
+        let scenes: Vec<(&oscar_world::Scene, Vec<String>)> = lines
+            .iter()
+            .filter_map(|(id, l)| {
+                world
+                    .scenes
+                    .iter()
+                    .find(|s| &s.id == id)
+                    .map(|s| (s, l.clone()))
+            })
+            .collect();
+        oscar_world::render::annotated_sheet(&scenes, 3, 110)
+            .save(a.out.join("test_scenes.png"))?;
     }
     let nn = oscar::tasks::caption::nearest_neighbour_captions(&cap_train, &cap_test);
-    let nn_scores = oscar::tasks::caption::score_captions(&cap_test, &nn, &copts)?.context("references")?;
-    let (overall, typed) = oscar::tasks::qa::majority_answers(&oscar_eval::vqa::read_annotations(&world_dir.join("vqa/train_annotations.json"))?, &vqa_anns);
-    let maj = (oscar_eval::vqa::evaluate_vqa(&vqa_anns, &overall, false)?.overall, oscar_eval::vqa::evaluate_vqa(&vqa_anns, &typed, false)?.overall);
+    let nn_scores =
+        oscar::tasks::caption::score_captions(&cap_test, &nn, &copts)?.context("references")?;
+    let (overall, typed) = oscar::tasks::qa::majority_answers(
+        &oscar_eval::vqa::read_annotations(&world_dir.join("vqa/train_annotations.json"))?,
+        &vqa_anns,
+    );
+    let maj = (
+        oscar_eval::vqa::evaluate_vqa(&vqa_anns, &overall, false)?.overall,
+        oscar_eval::vqa::evaluate_vqa(&vqa_anns, &typed, false)?.overall,
+    );
     let json = serde_json::json!({
         "quick": a.quick,
         "seconds": t0.elapsed().as_secs_f64(),
@@ -203,17 +357,41 @@ pub fn run(a: &DemoArgs) -> Result<()> {
         "vqa": results.iter().map(|r| serde_json::json!({"arm": r.name, "accuracy": r.vqa.overall, "per_question_type": r.vqa.per_question_type})).collect::<Vec<_>>(),
         "vqa_majority": {"overall": maj.0, "per_question_type": maj.1},
     });
-    oscar::checkpoint::write_atomic(&a.out.join("results.json"), serde_json::to_string_pretty(&json)?.as_bytes())?;
+    oscar::checkpoint::write_atomic(
+        &a.out.join("results.json"),
+        serde_json::to_string_pretty(&json)?.as_bytes(),
+    )?;
     write_report(&a.out, &json, showcase.is_some())?;
     outln!();
-    outln!("{:<26} {:>7} {:>6} {:>6} {:>7} {:>6} {:>6} | {:>7} {:>7} {:>7} | {:>6}", "arm", "i2t R@1", "R@5", "R@10", "t2i R@1", "R@5", "R@10", "BLEU-4", "METEOR", "CIDEr", "VQA");
+    outln!(
+        "{:<26} {:>7} {:>6} {:>6} {:>7} {:>6} {:>6} | {:>7} {:>7} {:>7} | {:>6}",
+        "arm",
+        "i2t R@1",
+        "R@5",
+        "R@10",
+        "t2i R@1",
+        "R@5",
+        "R@10",
+        "BLEU-4",
+        "METEOR",
+        "CIDEr",
+        "VQA"
+    );
     for r in &results {
         let (i, t) = (&r.retrieval.full.i2t, &r.retrieval.full.t2i);
-        let m = r.caption.meteor.map(|m| format!("{m:.3}")).unwrap_or("n/a".into());
+        let m = r
+            .caption
+            .meteor
+            .map(|m| format!("{m:.3}"))
+            .unwrap_or("n/a".into());
         outln!("{:<26} {:>7.1} {:>6.1} {:>6.1} {:>7.1} {:>6.1} {:>6.1} | {:>7.3} {:>7} {:>7.3} | {:>6.1}", r.name, i[0], i[1], i[2], t[0], t[1], t[2], r.caption.bleu[3], m, r.caption.cider, r.vqa.overall);
     }
     outln!("baselines: nearest-neighbour caption CIDEr {:.3}; majority answer VQA {:.1} (per question type {:.1})", nn_scores.cider, maj.0, maj.1);
-    outln!("\ndone in {:.0} s: report in {}", t0.elapsed().as_secs_f64(), a.out.join("report.md").display());
+    outln!(
+        "\ndone in {:.0} s: report in {}",
+        t0.elapsed().as_secs_f64(),
+        a.out.join("report.md").display()
+    );
     Ok(())
 }
 
@@ -236,11 +414,25 @@ fn showcase_lines(
         if let Some(i) = ret_test.images.iter().position(|x| x == img) {
             let pairs: Vec<(usize, usize)> = (0..ret_test.captions.len()).map(|c| (i, c)).collect();
             let s = ret.score_pairs(tok, ret_test, &pairs, rcfg, 256, |_| {})?;
-            let best = s.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(c, _)| c).unwrap_or(0);
-            let mark = if ret_test.captions[best].0 == i { "right" } else { "wrong" };
+            let best = s
+                .iter()
+                .enumerate()
+                .max_by(|a, b| a.1.total_cmp(b.1))
+                .map(|(c, _)| c)
+                .unwrap_or(0);
+            let mark = if ret_test.captions[best].0 == i {
+                "right"
+            } else {
+                "wrong"
+            };
             lines.push(format!("retrieved ({mark}): {}", ret_test.captions[best].1));
         }
-        for (e, p) in vqa_test.examples.iter().zip(preds).filter(|(e, _)| &e.img_id == img) {
+        for (e, p) in vqa_test
+            .examples
+            .iter()
+            .zip(preds)
+            .filter(|(e, _)| &e.img_id == img)
+        {
             lines.push(format!("{} {}", e.question, p.top[0].0));
         }
         out.push((img.clone(), lines));
@@ -249,7 +441,11 @@ fn showcase_lines(
 }
 
 fn write_report(out: &Path, j: &serde_json::Value, scenes: bool) -> Result<()> {
-    let f = |v: &serde_json::Value| v.as_f64().map(|x| format!("{x:.3}")).unwrap_or_else(|| "n/a".into());
+    let f = |v: &serde_json::Value| {
+        v.as_f64()
+            .map(|x| format!("{x:.3}"))
+            .unwrap_or_else(|| "n/a".into())
+    };
     let mut md = String::from("# oscar-rs demo\n\nThe synthetic world, a small Oscar pre-trained with and without object tags (same steps, same seed), and three arms (no pre-training, without tags, with tags) each fine-tuned with the same budget for image–text retrieval, captioning and VQA, evaluated with the official metrics. The numbers are whatever this run gave; `results.json` holds them all.\n\n![world](world.png)\n\n");
     md += &format!("Budget: {} pre-training steps per arm, {} fine-tuning steps per task and arm; {} s in all.\n\n## Pre-training (held-out)\n\nMasked-token loss on matched pairs only; polluting tags drawn from other images' tags, half of them with as many tags as the true ones (README, \"What the world shows\"). Masked caption words are also scored with the image's own tags and regions, and with another image's tags (and regions): the gap is how much the words read the tags.\n\n| arm | steps | final loss | MLM accuracy | contrastive accuracy | caption words, own tags | other image's tags | other image |\n|---|---|---|---|---|---|---|---|\n", j["budget"]["pretrain_steps"], j["budget"]["finetune_steps"], j["seconds"].as_f64().unwrap_or(0.0).round());
     for p in j["pretraining"].as_array().into_iter().flatten() {
@@ -269,21 +465,55 @@ fn write_report(out: &Path, j: &serde_json::Value, scenes: bool) -> Result<()> {
     md += &format!("\n## Retrieval (recall in %, {} test images × their captions; chance R@1 = 100/images; half the training negatives same-shape, see README)\n\n| arm | i2t R@1 | R@5 | R@10 | t2i R@1 | R@5 | R@10 |\n|---|---|---|---|---|---|---|\n", j["world"]["test_images"]);
     for r in j["retrieval"].as_array().into_iter().flatten() {
         let v = |k: &str| r["recall"][k].as_f64().unwrap_or(f64::NAN);
-        md += &format!("| {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} |\n", r["arm"].as_str().unwrap_or(""), v("i2t_r1"), v("i2t_r5"), v("i2t_r10"), v("t2i_r1"), v("t2i_r5"), v("t2i_r10"));
+        md += &format!(
+            "| {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} |\n",
+            r["arm"].as_str().unwrap_or(""),
+            v("i2t_r1"),
+            v("i2t_r5"),
+            v("i2t_r10"),
+            v("t2i_r1"),
+            v("t2i_r5"),
+            v("t2i_r10")
+        );
     }
     md += "\n![retrieval curves](retrieval_learning_curves.png)\n\n## Captioning (beam 5; pycocoevalcap scale)\n\n| arm | BLEU-4 | METEOR | ROUGE-L | CIDEr | CIDEr-D (train df) |\n|---|---|---|---|---|---|\n";
     for r in j["captioning"].as_array().into_iter().flatten() {
-        md += &format!("| {} | {} | {} | {} | {} | {} |\n", r["arm"].as_str().unwrap_or(""), f(&r["bleu4"]), f(&r["meteor"]), f(&r["rouge_l"]), f(&r["cider"]), f(&r["cider_d"]));
+        md += &format!(
+            "| {} | {} | {} | {} | {} | {} |\n",
+            r["arm"].as_str().unwrap_or(""),
+            f(&r["bleu4"]),
+            f(&r["meteor"]),
+            f(&r["rouge_l"]),
+            f(&r["cider"]),
+            f(&r["cider_d"])
+        );
     }
     let nn = &j["captioning_nearest_neighbour"];
-    md += &format!("| nearest-neighbour caption | {} | {} | {} | {} | {} |\n", f(&nn["bleu4"]), f(&nn["meteor"]), f(&nn["rouge_l"]), f(&nn["cider"]), f(&nn["cider_d"]));
+    md += &format!(
+        "| nearest-neighbour caption | {} | {} | {} | {} | {} |\n",
+        f(&nn["bleu4"]),
+        f(&nn["meteor"]),
+        f(&nn["rouge_l"]),
+        f(&nn["cider"]),
+        f(&nn["cider_d"])
+    );
     if let Some(why) = j["meteor_missing"].as_str() {
         md += &format!("\nMETEOR is n/a: {why}.\n");
     }
     md += "\n![captioning curves](caption_learning_curves.png)\n\n## VQA (official accuracy, %)\n\nMLP answer head. The per-type skills take tens of thousands of steps to appear, far more than this budget: README, \"VQA, GQA, NLVR2\", has 50,000-step runs on a 10,000-image world.\n\n| arm | overall | by question type |\n|---|---|---|\n";
     for r in j["vqa"].as_array().into_iter().flatten() {
-        let types: Vec<String> = r["per_question_type"].as_object().into_iter().flatten().map(|(k, v)| format!("{k}: {:.1}", v.as_f64().unwrap_or(f64::NAN))).collect();
-        md += &format!("| {} | {:.1} | {} |\n", r["arm"].as_str().unwrap_or(""), r["accuracy"].as_f64().unwrap_or(f64::NAN), types.join("; "));
+        let types: Vec<String> = r["per_question_type"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| format!("{k}: {:.1}", v.as_f64().unwrap_or(f64::NAN)))
+            .collect();
+        md += &format!(
+            "| {} | {:.1} | {} |\n",
+            r["arm"].as_str().unwrap_or(""),
+            r["accuracy"].as_f64().unwrap_or(f64::NAN),
+            types.join("; ")
+        );
     }
     md += &format!("| majority answer | {:.1} | per question type: {:.1} |\n\n![VQA curves](vqa_learning_curves.png)\n", j["vqa_majority"]["overall"].as_f64().unwrap_or(f64::NAN), j["vqa_majority"]["per_question_type"].as_f64().unwrap_or(f64::NAN));
     if scenes {

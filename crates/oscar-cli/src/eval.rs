@@ -7,7 +7,9 @@ use oscar_eval::captions::{build_doc_freq, evaluate_captions, read_captions, Cap
 use oscar_eval::cider::DocFreqFile;
 use oscar_eval::meteor::find_jar;
 use oscar_eval::retrieval::recall_at_k;
-use oscar_eval::vqa::{evaluate_vqa_rules, read_annotations, read_questions, read_results, VqaRules};
+use oscar_eval::vqa::{
+    evaluate_vqa_rules, read_annotations, read_questions, read_results, VqaRules,
+};
 use std::path::{Path, PathBuf};
 
 #[derive(Subcommand)]
@@ -152,7 +154,11 @@ pub fn run(cmd: &EvalCmd) -> Result<()> {
                 VqaRules::Official => "GT-Vision-Lab/VQA master rules",
                 VqaRules::Pre2021 => "rules before GT-Vision-Lab/VQA a013f00",
             };
-            outln!("VQA accuracy  {:.2}  ({} questions; {rules})", s.overall, s.questions);
+            outln!(
+                "VQA accuracy  {:.2}  ({} questions; {rules})",
+                s.overall,
+                s.questions
+            );
             for (k, v) in &s.per_answer_type {
                 outln!("  answer type {k:<12} {v:.2}");
             }
@@ -165,21 +171,54 @@ pub fn run(cmd: &EvalCmd) -> Result<()> {
             let caps = read_captions(&a.captions, false)?;
             let df = build_doc_freq(&caps, a.pretokenized);
             write_atomic(&a.out, serde_json::to_string(&df)?.as_bytes())?;
-            outln!("wrote {} ({} images, {} n-grams)", a.out.display(), df.ref_len, df.document_frequency.len());
+            outln!(
+                "wrote {} ({} images, {} n-grams)",
+                a.out.display(),
+                df.ref_len,
+                df.document_frequency.len()
+            );
             Ok(())
         }
         EvalCmd::Retrieval(a) if a.checkpoint.is_some() => retrieval_protocol(a),
         EvalCmd::Retrieval(a) => {
-            let scores_path = a.scores.as_ref().ok_or_else(|| anyhow!("give --scores FILE, or --checkpoint DIR --data DIR"))?;
-            let text = std::fs::read_to_string(scores_path).with_context(|| format!("reading {}", scores_path.display()))?;
-            let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| anyhow!("{}: not valid JSON: {e}", scores_path.display()))?;
-            let scores: Vec<Vec<f32>> = serde_json::from_value(v.get("scores").cloned().unwrap_or_default())
-                .map_err(|e| anyhow!("{}: `scores` must be a matrix of numbers [images][captions]: {e}", scores_path.display()))?;
-            let cap_img: Vec<usize> = serde_json::from_value(v.get("caption_image").cloned().unwrap_or_default())
-                .map_err(|e| anyhow!("{}: `caption_image` must list each caption's image index: {e}", scores_path.display()))?;
+            let scores_path = a
+                .scores
+                .as_ref()
+                .ok_or_else(|| anyhow!("give --scores FILE, or --checkpoint DIR --data DIR"))?;
+            let text = std::fs::read_to_string(scores_path)
+                .with_context(|| format!("reading {}", scores_path.display()))?;
+            let v: serde_json::Value = serde_json::from_str(&text)
+                .map_err(|e| anyhow!("{}: not valid JSON: {e}", scores_path.display()))?;
+            let scores: Vec<Vec<f32>> = serde_json::from_value(
+                v.get("scores").cloned().unwrap_or_default(),
+            )
+            .map_err(|e| {
+                anyhow!(
+                    "{}: `scores` must be a matrix of numbers [images][captions]: {e}",
+                    scores_path.display()
+                )
+            })?;
+            let cap_img: Vec<usize> =
+                serde_json::from_value(v.get("caption_image").cloned().unwrap_or_default())
+                    .map_err(|e| {
+                        anyhow!(
+                            "{}: `caption_image` must list each caption's image index: {e}",
+                            scores_path.display()
+                        )
+                    })?;
             let r = recall_at_k(&scores, &cap_img)?;
-            outln!("image→text R@1 {:.2}  R@5 {:.2}  R@10 {:.2}", r.i2t[0], r.i2t[1], r.i2t[2]);
-            outln!("text→image R@1 {:.2}  R@5 {:.2}  R@10 {:.2}", r.t2i[0], r.t2i[1], r.t2i[2]);
+            outln!(
+                "image→text R@1 {:.2}  R@5 {:.2}  R@10 {:.2}",
+                r.i2t[0],
+                r.i2t[1],
+                r.i2t[2]
+            );
+            outln!(
+                "text→image R@1 {:.2}  R@5 {:.2}  R@10 {:.2}",
+                r.t2i[0],
+                r.t2i[1],
+                r.t2i[2]
+            );
             outln!("mean recall {:.2}", r.rsum_mean);
             write_json(a.json.as_deref(), &r)
         }
@@ -203,8 +242,14 @@ fn caption(a: &CaptionArgs) -> Result<()> {
     };
     let cider_df = match &a.cider_df {
         Some(p) => {
-            let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-            Some(serde_json::from_str::<DocFreqFile>(&text).map_err(|e| anyhow!("{}: not a document-frequency file from `oscar eval cider-df`: {e}", p.display()))?)
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            Some(serde_json::from_str::<DocFreqFile>(&text).map_err(|e| {
+                anyhow!(
+                    "{}: not a document-frequency file from `oscar eval cider-df`: {e}",
+                    p.display()
+                )
+            })?)
         }
         None => None,
     };
@@ -215,9 +260,17 @@ fn caption(a: &CaptionArgs) -> Result<()> {
             }
             oscar_eval::ptb::Tokenizer::Native
         }
-        CaptionTokenizer::Jar => oscar_eval::ptb::Tokenizer::Jar(oscar_eval::ptb::find_ptb_jar(a.ptb_jar.as_deref())?),
+        CaptionTokenizer::Jar => {
+            oscar_eval::ptb::Tokenizer::Jar(oscar_eval::ptb::find_ptb_jar(a.ptb_jar.as_deref())?)
+        }
     };
-    let opt = CaptionOptions { pretokenized: a.pretokenized, meteor_jar, cider_df, allow_subset: a.subset, tokenizer };
+    let opt = CaptionOptions {
+        pretokenized: a.pretokenized,
+        meteor_jar,
+        cider_df,
+        allow_subset: a.subset,
+        tokenizer,
+    };
     let s = evaluate_captions(&refs, &preds, &opt)?;
     outln!("images   {}", s.images);
     for k in 0..4 {
@@ -232,14 +285,19 @@ fn caption(a: &CaptionArgs) -> Result<()> {
     if let Some(c) = s.cider_d {
         outln!("CIDEr-D  {c:.4}  (training document frequencies)");
     }
-    outln!("SPICE    (not available: it needs Stanford CoreNLP 3.6.0, which cannot be installed here)");
+    outln!(
+        "SPICE    (not available: it needs Stanford CoreNLP 3.6.0, which cannot be installed here)"
+    );
     write_json(a.json.as_deref(), &s)
 }
 
 fn retrieval_protocol(a: &RetrievalArgs) -> Result<()> {
     use oscar::tasks::retrieval::{evaluate, summary, world_paths, RetrievalSet, Retriever};
     let ckpt = a.checkpoint.as_ref().expect("checked by the caller");
-    let data = a.data.as_ref().ok_or_else(|| anyhow!("--data is required with --checkpoint"))?;
+    let data = a
+        .data
+        .as_ref()
+        .ok_or_else(|| anyhow!("--data is required with --checkpoint"))?;
     let r = Retriever::load(ckpt)?;
     let tok = oscar::tokenizer::BertTokenizer::from_vocab(&ckpt.join("vocab.txt"))?;
     let (c, f, l) = world_paths(data, &a.split);
@@ -248,19 +306,45 @@ fn retrieval_protocol(a: &RetrievalArgs) -> Result<()> {
         set.images.truncate(n);
         set.captions.retain(|(i, _)| *i < n);
     }
-    let partial = a.partial.clone().unwrap_or_else(|| ckpt.join(format!("{}_scores.partial.json", a.split)));
+    let partial = a
+        .partial
+        .clone()
+        .unwrap_or_else(|| ckpt.join(format!("{}_scores.partial.json", a.split)));
     let bar = indicatif::ProgressBar::new(0);
-    bar.set_style(indicatif::ProgressStyle::with_template("score {bar:30} {pos}/{len} pairs · ETA {eta}").unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()));
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("score {bar:30} {pos}/{len} pairs · ETA {eta}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
     let settings = oscar::tasks::retrieval::saved_settings(ckpt)?;
-    let e = evaluate(&r, &tok, &set, &settings, 256, a.two_stage_k, Some(&partial), |done, total| {
-        bar.set_length(total as u64);
-        bar.set_position(done as u64);
-    })?;
+    let e = evaluate(
+        &r,
+        &tok,
+        &set,
+        &settings,
+        256,
+        a.two_stage_k,
+        Some(&partial),
+        |done, total| {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        },
+    )?;
     bar.finish_and_clear();
     let _ = std::fs::remove_file(&partial);
-    outln!("{} images × {} captions: {:?} ({} forwards)", e.images, e.captions, summary(&e.full), e.full_forwards);
+    outln!(
+        "{} images × {} captions: {:?} ({} forwards)",
+        e.images,
+        e.captions,
+        summary(&e.full),
+        e.full_forwards
+    );
     if let Some(t) = &e.two_stage {
-        outln!("two-stage (k = {}): {:?} ({} forwards)", t.k, summary(&t.recall), t.forwards);
+        outln!(
+            "two-stage (k = {}): {:?} ({} forwards)",
+            t.k,
+            summary(&t.recall),
+            t.forwards
+        );
     }
     write_json(a.json.as_deref(), &e)
 }

@@ -8,11 +8,22 @@ use std::path::Path;
 pub fn inspect(path: &Path, json: bool) -> Result<()> {
     let ckpt = read_checkpoint(path)?;
     let head = detect_head(&ckpt, None);
-    let mut keys: Vec<(&String, Vec<usize>, String)> =
-        ckpt.tensors.iter().map(|(k, v)| (k, v.dims().to_vec(), format!("{:?}", v.dtype()).to_lowercase())).collect();
+    let mut keys: Vec<(&String, Vec<usize>, String)> = ckpt
+        .tensors
+        .iter()
+        .map(|(k, v)| {
+            (
+                k,
+                v.dims().to_vec(),
+                format!("{:?}", v.dtype()).to_lowercase(),
+            )
+        })
+        .collect();
     keys.sort_by(|a, b| a.0.cmp(b.0));
     let count: usize = ckpt.tensors.values().map(|t| t.elem_count()).sum();
-    let img_ln = ckpt.tensors.contains_key("bert.LayerNorm.weight") || ckpt.tensors.contains_key("LayerNorm.weight") || ckpt.tensors.contains_key("bert.LayerNorm.gamma");
+    let img_ln = ckpt.tensors.contains_key("bert.LayerNorm.weight")
+        || ckpt.tensors.contains_key("LayerNorm.weight")
+        || ckpt.tensors.contains_key("bert.LayerNorm.gamma");
     let mut out = String::new();
     macro_rules! say { ($($t:tt)*) => {{ out.push_str(&format!($($t)*)); out.push('\n'); }} }
     if json {
@@ -32,7 +43,10 @@ pub fn inspect(path: &Path, json: bool) -> Result<()> {
     say!("weights     {} ({})", ckpt.path.display(), ckpt.format);
     say!("head        {head:?}");
     say!("parameters  {count} ({:.1} M)", count as f64 / 1e6);
-    say!("image LN    {}", if img_ln { "yes (bert.LayerNorm)" } else { "no" });
+    say!(
+        "image LN    {}",
+        if img_ln { "yes (bert.LayerNorm)" } else { "no" }
+    );
     match &ckpt.config {
         Some(c) => say!(
             "config      hidden {} · layers {} · heads {} · ffn {} · vocab {} · img_feature_dim {} · labels {} · contrast {}",
@@ -40,7 +54,13 @@ pub fn inspect(path: &Path, json: bool) -> Result<()> {
         ),
         None => say!("config      (no config.json next to the weights)"),
     }
-    say!("vocab       {}", ckpt.vocab.as_ref().map(|v| v.display().to_string()).unwrap_or_else(|| "(none)".into()));
+    say!(
+        "vocab       {}",
+        ckpt.vocab
+            .as_ref()
+            .map(|v| v.display().to_string())
+            .unwrap_or_else(|| "(none)".into())
+    );
     say!("keys ({}):", keys.len());
     for (k, s, d) in keys {
         say!("  {k:<60} {s:?} {d}");
@@ -49,7 +69,13 @@ pub fn inspect(path: &Path, json: bool) -> Result<()> {
 }
 
 /// `init_missing`: parameters the checkpoint lacks (a plain BERT's image embedding) start fresh.
-pub fn convert(input: &Path, output: &Path, config: Option<&Path>, vocab: Option<&Path>, init_missing: bool) -> Result<()> {
+pub fn convert(
+    input: &Path,
+    output: &Path,
+    config: Option<&Path>,
+    vocab: Option<&Path>,
+    init_missing: bool,
+) -> Result<()> {
     if input.extension().is_some_and(|e| e == "tsv") {
         return convert_detector_predictions(input, output);
     }
@@ -59,22 +85,43 @@ pub fn convert(input: &Path, output: &Path, config: Option<&Path>, vocab: Option
     }
     let cfg = config.map(OscarConfig::from_file).transpose()?;
     let vocab = vocab.map(Path::to_path_buf).or_else(|| ckpt.vocab.clone());
-    let (head, _model, params, cfg, report) = AnyModel::load(ckpt, cfg, if init_missing { Fresh::Missing } else { Fresh::Nothing })?;
+    let (head, _model, params, cfg, report) = AnyModel::load(
+        ckpt,
+        cfg,
+        if init_missing {
+            Fresh::Missing
+        } else {
+            Fresh::Nothing
+        },
+    )?;
     for n in &report.notes {
         errln!("note: {n}");
     }
     if !report.fresh.is_empty() {
-        errln!("note: {} parameters were not in the checkpoint and start fresh: {}", report.fresh.len(), report.fresh.join(", "));
+        errln!(
+            "note: {} parameters were not in the checkpoint and start fresh: {}",
+            report.fresh.len(),
+            report.fresh.join(", ")
+        );
     }
     if !report.unexpected.is_empty() {
-        errln!("warning: {} checkpoint keys are not part of a {head:?} model and are not written: {}", report.unexpected.len(), report.unexpected.join(", "));
+        errln!(
+            "warning: {} checkpoint keys are not part of a {head:?} model and are not written: {}",
+            report.unexpected.len(),
+            report.unexpected.join(", ")
+        );
     }
-    save_pretrained(output, &params, &cfg, vocab.as_deref()).with_context(|| format!("writing {}", output.display()))?;
+    save_pretrained(output, &params, &cfg, vocab.as_deref())
+        .with_context(|| format!("writing {}", output.display()))?;
     outln!(
         "wrote {} ({head:?}, {} parameters{})",
         output.display(),
         params.count(),
-        if vocab.is_some() { ", with vocab.txt" } else { ", no vocab.txt found: pass --vocab" }
+        if vocab.is_some() {
+            ", with vocab.txt"
+        } else {
+            ", no vocab.txt found: pass --vocab"
+        }
     );
     Ok(())
 }
@@ -82,8 +129,19 @@ pub fn convert(input: &Path, output: &Path, config: Option<&Path>, vocab: Option
 /// A torch dict of `[num_boxes, D]` tensors keyed by image id (`*_img_frcnn_feats.pt`), not a
 /// model: every tensor 2-D with one width and no model key.
 fn feature_dict_width(ckpt: &oscar::checkpoint::Checkpoint) -> Option<usize> {
-    let model_like = ckpt.tensors.keys().any(|k| k.contains("embeddings") || k.contains("encoder.") || k.contains("weight") || k.contains("bias"));
-    let mut widths = ckpt.tensors.values().map(|t| if t.rank() == 2 { Some(t.dims()[1]) } else { None });
+    let model_like = ckpt.tensors.keys().any(|k| {
+        k.contains("embeddings")
+            || k.contains("encoder.")
+            || k.contains("weight")
+            || k.contains("bias")
+    });
+    let mut widths = ckpt.tensors.values().map(|t| {
+        if t.rank() == 2 {
+            Some(t.dims()[1])
+        } else {
+            None
+        }
+    });
     let first = widths.next()??;
     (!model_like && widths.all(|w| w == Some(first))).then_some(first)
 }
@@ -92,9 +150,17 @@ fn feature_dict_width(ckpt: &oscar::checkpoint::Checkpoint) -> Option<usize> {
 fn convert_features(input: &Path, output: &Path, dim: usize) -> Result<()> {
     use oscar::data::features::{write_feature_tsv, FeatureStore};
     let store = FeatureStore::open_torch_dict(input, dim)?;
-    let items: Vec<(String, oscar::data::features::Regions)> = store.keys().into_iter().map(|k| store.get(&k).map(|r| (k, r))).collect::<oscar::Result<_>>()?;
+    let items: Vec<(String, oscar::data::features::Regions)> = store
+        .keys()
+        .into_iter()
+        .map(|k| store.get(&k).map(|r| (k, r)))
+        .collect::<oscar::Result<_>>()?;
     let tsv = write_feature_tsv(output, &items)?;
-    outln!("wrote {} ({} images, {dim}-d regions) with features.lineidx and imageid2idx.json", tsv.display(), items.len());
+    outln!(
+        "wrote {} ({} images, {dim}-d regions) with features.lineidx and imageid2idx.json",
+        tsv.display(),
+        items.len()
+    );
     Ok(())
 }
 
@@ -110,20 +176,37 @@ fn convert_detector_predictions(input: &Path, output: &Path) -> Result<()> {
     for i in 0..tsv.num_rows() {
         let at = format!("{}: row {}", input.display(), i + 1);
         let f = tsv.row(i)?;
-        anyhow::ensure!(f.len() == 2, "{at}: {} columns, expected `image_id<TAB>json`", f.len());
+        anyhow::ensure!(
+            f.len() == 2,
+            "{at}: {} columns, expected `image_id<TAB>json`",
+            f.len()
+        );
         let d = parse_detections(&f[1], &at).map_err(anyhow::Error::msg)?;
         let dim = match det_dim {
             Some(d) => d,
             None => {
                 let first = d.objects.iter().find_map(|o| o.feature.as_ref()).ok_or_else(|| anyhow::anyhow!("{at}: objects carry no `feature`: run the detector with feature output"))?;
-                let n = base64::engine::general_purpose::STANDARD.decode(first.trim()).map_err(|e| anyhow::anyhow!("{at}: bad base64 feature: {e}"))?.len() / 4;
+                let n = base64::engine::general_purpose::STANDARD
+                    .decode(first.trim())
+                    .map_err(|e| anyhow::anyhow!("{at}: bad base64 feature: {e}"))?
+                    .len()
+                    / 4;
                 *det_dim.insert(n)
             }
         };
-        items.push((f[0].clone(), d.regions_with_boxes(dim, &at).map_err(anyhow::Error::msg)?));
+        items.push((
+            f[0].clone(),
+            d.regions_with_boxes(dim, &at).map_err(anyhow::Error::msg)?,
+        ));
     }
     let dim = det_dim.unwrap_or(0);
     let out = write_feature_tsv(output, &items)?;
-    outln!("wrote {} ({} images, {}-d detector features + 6 box dims = {})", out.display(), items.len(), dim, dim + 6);
+    outln!(
+        "wrote {} ({} images, {}-d detector features + 6 box dims = {})",
+        out.display(),
+        items.len(),
+        dim,
+        dim + 6
+    );
     Ok(())
 }

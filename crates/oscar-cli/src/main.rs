@@ -51,7 +51,14 @@ unsafe extern "C" {
 /// use transparent huge pages. `MIMALLOC_PURGE_DELAY` / `MIMALLOC_ALLOW_LARGE_OS_PAGES` in the
 /// environment still win. Measured in BENCHMARKS.md.
 fn tune_allocator() {
-    for (option, env, value) in [(MI_OPTION_PURGE_DELAY, "MIMALLOC_PURGE_DELAY", -1), (MI_OPTION_ALLOW_LARGE_OS_PAGES, "MIMALLOC_ALLOW_LARGE_OS_PAGES", 1)] {
+    for (option, env, value) in [
+        (MI_OPTION_PURGE_DELAY, "MIMALLOC_PURGE_DELAY", -1),
+        (
+            MI_OPTION_ALLOW_LARGE_OS_PAGES,
+            "MIMALLOC_ALLOW_LARGE_OS_PAGES",
+            1,
+        ),
+    ] {
         if std::env::var_os(env).is_none() {
             // SAFETY: setting an option is thread-safe in mimalloc and takes plain integers.
             unsafe { mi_option_set(option, value) };
@@ -62,7 +69,11 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "oscar", version, about = "Oscar / VinVL vision-language models in Rust")]
+#[command(
+    name = "oscar",
+    version,
+    about = "Oscar / VinVL vision-language models in Rust"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -143,7 +154,19 @@ fn main() {
     let cli = Cli::parse();
     let res: Result<()> = match cli.cmd {
         Cmd::Inspect { path, json } => inspect::inspect(&path, json),
-        Cmd::Convert { input, output, config, vocab, init_missing } => inspect::convert(&input, &output, config.as_deref(), vocab.as_deref(), init_missing),
+        Cmd::Convert {
+            input,
+            output,
+            config,
+            vocab,
+            init_missing,
+        } => inspect::convert(
+            &input,
+            &output,
+            config.as_deref(),
+            vocab.as_deref(),
+            init_missing,
+        ),
         Cmd::Encode(args) => encode::encode(&args),
         Cmd::Eval(cmd) => eval::run(&cmd),
         Cmd::World(cmd) => world::run(&cmd),
@@ -154,7 +177,11 @@ fn main() {
         Cmd::Answer(a) => qa::answer(&a),
         Cmd::Caption(a) => caption::caption(&a),
         Cmd::Retrieve(a) => search::retrieve(&a),
-        Cmd::Check { dir, img_feature_dim, json } => check(&dir, img_feature_dim, json.as_deref()),
+        Cmd::Check {
+            dir,
+            img_feature_dim,
+            json,
+        } => check(&dir, img_feature_dim, json.as_deref()),
         Cmd::Demo(a) => demo::run(&a),
     };
     if let Err(e) = res {
@@ -187,7 +214,10 @@ fn check(dir: &std::path::Path, dim: Option<usize>, json: Option<&std::path::Pat
             problems += r.problems.len();
         }
     }
-    out += &format!("{} files checked (img_feature_dim {dim}), {problems} problems\n", reports.len());
+    out += &format!(
+        "{} files checked (img_feature_dim {dim}), {problems} problems\n",
+        reports.len()
+    );
     emit(&out)?;
     if let Some(p) = json {
         oscar::checkpoint::write_atomic(p, serde_json::to_string_pretty(&reports)?.as_bytes())?;
@@ -222,7 +252,11 @@ pub(crate) struct RunArgs {
 }
 
 impl RunArgs {
-    pub fn files(&self, out: &std::path::Path, vocab: &std::path::Path) -> oscar::tasks::finetune::RunFiles {
+    pub fn files(
+        &self,
+        out: &std::path::Path,
+        vocab: &std::path::Path,
+    ) -> oscar::tasks::finetune::RunFiles {
         oscar::tasks::finetune::RunFiles {
             out: Some(out.to_path_buf()),
             vocab: Some(vocab.to_path_buf()),
@@ -249,7 +283,13 @@ pub(crate) fn emit(text: &str) -> Result<()> {
 pub(crate) fn write_stdout(args: std::fmt::Arguments, newline: bool) {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
-    let r = out.write_fmt(args).and_then(|()| if newline { out.write_all(b"\n") } else { Ok(()) });
+    let r = out.write_fmt(args).and_then(|()| {
+        if newline {
+            out.write_all(b"\n")
+        } else {
+            Ok(())
+        }
+    });
     match r {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
@@ -260,7 +300,6 @@ pub(crate) fn write_stdout(args: std::fmt::Arguments, newline: bool) {
     }
 }
 
-
 /// The region-feature width of a world-style dataset directory (world.json), else 2054.
 pub(crate) fn world_dim(dir: &std::path::Path) -> Result<usize> {
     Ok(oscar::tasks::finetune::world_region_dim(dir, 2054)?)
@@ -269,7 +308,9 @@ pub(crate) fn world_dim(dir: &std::path::Path) -> Result<usize> {
 /// A progress bar over `len` steps: position, rate and ETA, with a message for loss and metrics.
 pub(crate) fn steps_bar(len: u64, what: &str) -> indicatif::ProgressBar {
     let bar = indicatif::ProgressBar::new(len);
-    let style = indicatif::ProgressStyle::with_template(&format!("{what} {{bar:30}} {{pos}}/{{len}} · {{msg}} · {{per_sec}} · ETA {{eta}}"));
+    let style = indicatif::ProgressStyle::with_template(&format!(
+        "{what} {{bar:30}} {{pos}}/{{len}} · {{msg}} · {{per_sec}} · ETA {{eta}}"
+    ));
     bar.set_style(style.unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()));
     bar
 }
@@ -285,16 +326,25 @@ pub(crate) struct StepLog {
 
 impl StepLog {
     pub fn new(steps: u64, what: &str, metric: &'static str) -> Self {
-        StepLog { bar: steps_bar(steps, what), window: Vec::new(), curve: Vec::new(), metric }
+        StepLog {
+            bar: steps_bar(steps, what),
+            window: Vec::new(),
+            curve: Vec::new(),
+            metric,
+        }
     }
 
     /// Records step `k`'s loss and metric (a fraction in [0, 1]).
     pub fn record(&mut self, k: u64, loss: f64, value: f64) {
         self.bar.set_position(k);
-        self.bar.set_message(format!("loss {loss:.3} · {} {value:.2}", self.metric.replace('_', " ")));
+        self.bar.set_message(format!(
+            "loss {loss:.3} · {} {value:.2}",
+            self.metric.replace('_', " ")
+        ));
         self.window.push(value);
         if self.window.len() == 20 {
-            self.curve.push((k as f64, 100.0 * self.window.iter().sum::<f64>() / 20.0));
+            self.curve
+                .push((k as f64, 100.0 * self.window.iter().sum::<f64>() / 20.0));
             self.window.clear();
         }
     }

@@ -56,7 +56,18 @@ pub fn run(a: &PretrainArgs) -> Result<()> {
     macro_rules! over {
         ($($f:ident),*) => { $( if let Some(v) = &a.$f { cfg.$f = v.clone().into(); } )* };
     }
-    over!(dataset, output_dir, steps, batch_size, lr, seed, img_feature_dim, save_every, eval_every, keep_last);
+    over!(
+        dataset,
+        output_dir,
+        steps,
+        batch_size,
+        lr,
+        seed,
+        img_feature_dim,
+        save_every,
+        eval_every,
+        keep_last
+    );
     if a.init.is_some() {
         cfg.init = a.init.clone();
     }
@@ -77,7 +88,11 @@ pub fn run(a: &PretrainArgs) -> Result<()> {
         cfg.output_dir.join("loss.png").display()
     );
     if let Some(e) = r.evals.last() {
-        if let (Some(own), Some(tags), Some(image)) = (e.caption_accuracy_own_tags, e.caption_accuracy_other_tags, e.caption_accuracy_other_image) {
+        if let (Some(own), Some(tags), Some(image)) = (
+            e.caption_accuracy_own_tags,
+            e.caption_accuracy_other_tags,
+            e.caption_accuracy_other_image,
+        ) {
             outln!("masked caption words: accuracy {own:.3} with the image's tags and regions, {tags:.3} with another image's tags, {image:.3} with another image's tags and regions");
         }
     }

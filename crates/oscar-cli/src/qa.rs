@@ -91,11 +91,17 @@ impl CommonTrain {
 
     /// The config of a model trained from scratch (`--model-config` or the small one).
     pub fn fresh(&self, vocab_size: usize, dim: usize) -> Result<OscarConfig> {
-        Ok(oscar::tasks::finetune::scratch_config(self.model_config.as_deref(), vocab_size, dim)?)
+        Ok(oscar::tasks::finetune::scratch_config(
+            self.model_config.as_deref(),
+            vocab_size,
+            dim,
+        )?)
     }
 
     pub fn features(&self) -> PathBuf {
-        self.features.clone().unwrap_or_else(|| self.data.join("features/features.tsv"))
+        self.features
+            .clone()
+            .unwrap_or_else(|| self.data.join("features/features.tsv"))
     }
 }
 
@@ -164,15 +170,38 @@ pub fn run_qa(kind: QaKind, a: &QaArgs) -> Result<QaRun> {
     let vocab = c.data.join("vocab.txt");
     let tok = BertTokenizer::from_vocab(&vocab)?;
     let answers = AnswerVocab::read(&or_default(&a.answers, &c.data, "vqa/ans2label.json"))?;
-    let train_set = QaSet::open(&or_default(&a.train, &c.data, "vqa/train.json"), &c.features(), dim, answers.len())?;
+    let train_set = QaSet::open(
+        &or_default(&a.train, &c.data, "vqa/train.json"),
+        &c.features(),
+        dim,
+        answers.len(),
+    )?;
     let fresh = c.fresh(tok.vocab_size(), dim)?;
     let name = format!("train {kind:?}").to_lowercase();
     std::fs::create_dir_all(&c.out).with_context(|| format!("creating {}", c.out.display()))?;
     let mut steps = StepLog::new(cfg.optim.steps, &name, "batch_score");
     // The held-out split each evaluation during training scores (the world's val split).
-    let val_path = c.data.join(if kind == QaKind::Vqa { "vqa/val.json" } else { "gqa/val.json" });
-    let val = if val_path.exists() { Some(QaSet::open(&val_path, &c.features(), dim, answers.len())?) } else { None };
-    let model = oscar::tasks::qa::train(&train_set, &tok, &answers, c.init.as_deref(), &fresh, &cfg, &c.files(), val.as_ref(), |k, loss, score| steps.record(k, loss, score))?;
+    let val_path = c.data.join(if kind == QaKind::Vqa {
+        "vqa/val.json"
+    } else {
+        "gqa/val.json"
+    });
+    let val = if val_path.exists() {
+        Some(QaSet::open(&val_path, &c.features(), dim, answers.len())?)
+    } else {
+        None
+    };
+    let model = oscar::tasks::qa::train(
+        &train_set,
+        &tok,
+        &answers,
+        c.init.as_deref(),
+        &fresh,
+        &cfg,
+        &c.files(),
+        val.as_ref(),
+        |k, loss, score| steps.record(k, loss, score),
+    )?;
     let curve = steps.finish();
     model.save(&c.out, Some(&vocab))?;
 
@@ -180,8 +209,19 @@ pub fn run_qa(kind: QaKind, a: &QaArgs) -> Result<QaRun> {
     let eval_set = QaSet::open(&eval_path, &c.features(), dim, answers.len())?;
     let e = model.evaluate(&tok, &eval_set, 128, |_| {})?;
     let sub = submission(&e.predictions);
-    oscar::checkpoint::write_atomic(&c.out.join("results.json"), serde_json::to_string(&sub)?.as_bytes())?;
-    let mut run = QaRun { task: kind, score: e.score, official: None, majority_overall: None, majority_per_type: None, curve, seconds: 0.0 };
+    oscar::checkpoint::write_atomic(
+        &c.out.join("results.json"),
+        serde_json::to_string(&sub)?.as_bytes(),
+    )?;
+    let mut run = QaRun {
+        task: kind,
+        score: e.score,
+        official: None,
+        majority_overall: None,
+        majority_per_type: None,
+        curve,
+        seconds: 0.0,
+    };
     let ann_path = a.annotations.clone().or_else(|| {
         let stem = eval_path.file_stem()?.to_str()?.to_string();
         Some(eval_path.with_file_name(format!("{stem}_annotations.json"))).filter(|p| p.exists())
@@ -189,7 +229,11 @@ pub fn run_qa(kind: QaKind, a: &QaArgs) -> Result<QaRun> {
     if let (QaKind::Vqa, Some(ann)) = (kind, ann_path) {
         use oscar_eval::vqa::{evaluate_vqa, read_annotations};
         let anns = read_annotations(&ann)?;
-        let results: std::collections::HashMap<String, String> = e.predictions.iter().map(|p| (p.question_id.clone(), p.top[0].0.clone())).collect();
+        let results: std::collections::HashMap<String, String> = e
+            .predictions
+            .iter()
+            .map(|p| (p.question_id.clone(), p.top[0].0.clone()))
+            .collect();
         run.official = Some(evaluate_vqa(&anns, &results, false)?);
         let train_ann = or_default(&a.train_annotations, &c.data, "vqa/train_annotations.json");
         if train_ann.exists() {
@@ -199,15 +243,31 @@ pub fn run_qa(kind: QaKind, a: &QaArgs) -> Result<QaRun> {
         }
     }
     run.seconds = t0.elapsed().as_secs_f64();
-    oscar::checkpoint::write_atomic(&c.out.join("eval.json"), serde_json::to_string_pretty(&run)?.as_bytes())?;
+    oscar::checkpoint::write_atomic(
+        &c.out.join("eval.json"),
+        serde_json::to_string_pretty(&run)?.as_bytes(),
+    )?;
     Ok(run)
 }
 
 pub fn print_qa(run: &QaRun, out: &Path) {
-    let label = if run.task == QaKind::Vqa { "soft score of the argmax answer" } else { "accuracy" };
-    outln!("{:?} on {}: {label} {:.1} %", run.task, out.display(), run.score);
+    let label = if run.task == QaKind::Vqa {
+        "soft score of the argmax answer"
+    } else {
+        "accuracy"
+    };
+    outln!(
+        "{:?} on {}: {label} {:.1} %",
+        run.task,
+        out.display(),
+        run.score
+    );
     if let Some(o) = &run.official {
-        outln!("official VQA accuracy {:.2} % over {} questions", o.overall, o.questions);
+        outln!(
+            "official VQA accuracy {:.2} % over {} questions",
+            o.overall,
+            o.questions
+        );
         for (t, v) in &o.per_question_type {
             outln!("  {t:<30} {v:6.2}");
         }
@@ -215,7 +275,11 @@ pub fn print_qa(run: &QaRun, out: &Path) {
     if let (Some(m), Some(t)) = (run.majority_overall, run.majority_per_type) {
         outln!("majority-answer baselines: overall {m:.2} %, per question type {t:.2} %");
     }
-    outln!("model, results.json (submission format) and eval.json in {} ({:.0} s)", out.display(), run.seconds);
+    outln!(
+        "model, results.json (submission format) and eval.json in {} ({:.0} s)",
+        out.display(),
+        run.seconds
+    );
 }
 
 #[derive(Args)]
@@ -249,27 +313,63 @@ pub fn run_nlvr2(a: &Nlvr2Args) -> Result<Nlvr2Run> {
     let dim = c.dim()?;
     let vocab = c.data.join("vocab.txt");
     let tok = BertTokenizer::from_vocab(&vocab)?;
-    let train_set = Nlvr2Set::open(&or_default(&a.train, &c.data, "nlvr2/train.json"), &c.features(), dim)?;
+    let train_set = Nlvr2Set::open(
+        &or_default(&a.train, &c.data, "nlvr2/train.json"),
+        &c.features(),
+        dim,
+    )?;
     std::fs::create_dir_all(&c.out).with_context(|| format!("creating {}", c.out.display()))?;
     let mut steps = StepLog::new(cfg.optim.steps, "train nlvr2", "accuracy");
     let dev_path = c.data.join("nlvr2/dev.json");
-    let dev = if dev_path.exists() { Some(Nlvr2Set::open(&dev_path, &c.features(), dim)?) } else { None };
-    let model = oscar::tasks::nlvr2::train(&train_set, &tok, c.init.as_deref(), &c.fresh(tok.vocab_size(), dim)?, &cfg, &c.files(), dev.as_ref(), |k, loss, acc| steps.record(k, loss, acc))?;
+    let dev = if dev_path.exists() {
+        Some(Nlvr2Set::open(&dev_path, &c.features(), dim)?)
+    } else {
+        None
+    };
+    let model = oscar::tasks::nlvr2::train(
+        &train_set,
+        &tok,
+        c.init.as_deref(),
+        &c.fresh(tok.vocab_size(), dim)?,
+        &cfg,
+        &c.files(),
+        dev.as_ref(),
+        |k, loss, acc| steps.record(k, loss, acc),
+    )?;
     let curve = steps.finish();
     model.save(&c.out, Some(&vocab))?;
-    let evals = if a.eval.is_empty() { vec![c.data.join("nlvr2/dev.json"), c.data.join("nlvr2/test.json")] } else { a.eval.clone() };
+    let evals = if a.eval.is_empty() {
+        vec![
+            c.data.join("nlvr2/dev.json"),
+            c.data.join("nlvr2/test.json"),
+        ]
+    } else {
+        a.eval.clone()
+    };
     let mut splits = Vec::new();
     let mut details = serde_json::Map::new();
     for p in evals.iter().filter(|p| a.eval.len() > 0 || p.exists()) {
         let set = Nlvr2Set::open(p, &c.features(), dim)?;
         let e = model.evaluate(&tok, &set, 64)?;
-        splits.push((p.display().to_string(), e.accuracy, e.consistency, e.statements));
+        splits.push((
+            p.display().to_string(),
+            e.accuracy,
+            e.consistency,
+            e.statements,
+        ));
         details.insert(p.display().to_string(), serde_json::to_value(&e)?);
     }
-    let run = Nlvr2Run { splits, curve, seconds: t0.elapsed().as_secs_f64() };
+    let run = Nlvr2Run {
+        splits,
+        curve,
+        seconds: t0.elapsed().as_secs_f64(),
+    };
     let mut j = serde_json::to_value(&run)?;
     j["predictions"] = serde_json::Value::Object(details);
-    oscar::checkpoint::write_atomic(&c.out.join("eval.json"), serde_json::to_string_pretty(&j)?.as_bytes())?;
+    oscar::checkpoint::write_atomic(
+        &c.out.join("eval.json"),
+        serde_json::to_string_pretty(&j)?.as_bytes(),
+    )?;
     Ok(run)
 }
 
@@ -277,7 +377,11 @@ pub fn print_nlvr2(run: &Nlvr2Run, out: &Path) {
     for (f, acc, cons, n) in &run.splits {
         outln!("NLVR2 {f}: accuracy {acc:.1} %, consistency {cons:.1} % ({n} statements)");
     }
-    outln!("model and eval.json in {} ({:.0} s)", out.display(), run.seconds);
+    outln!(
+        "model and eval.json in {} ({:.0} s)",
+        out.display(),
+        run.seconds
+    );
 }
 
 #[derive(Args)]
@@ -331,7 +435,10 @@ pub fn answer(a: &AnswerArgs) -> Result<()> {
             let regions = FeatureStore::open(&a.features, dim)?.get(img)?;
             let tags = image_tags(a.tags.as_deref(), a.labels.as_deref(), img)?;
             let top = m.answer(&tok, question, &tags, &regions, a.top)?;
-            let out: Vec<_> = top.iter().map(|(ans, p)| serde_json::json!({"answer": ans, "score": p})).collect();
+            let out: Vec<_> = top
+                .iter()
+                .map(|(ans, p)| serde_json::json!({"answer": ans, "score": p}))
+                .collect();
             crate::emit(&(serde_json::to_string_pretty(&out)? + "\n"))?;
         }
         _ => bail!("give --image and --question, or --questions FILE"),

@@ -32,14 +32,26 @@ pub struct ScoreArgs {
 }
 
 /// An image's tags: given as text, read from a detector label file, or none.
-pub(crate) fn image_tags(tags: Option<&str>, labels: Option<&std::path::Path>, image: &str) -> Result<String> {
+pub(crate) fn image_tags(
+    tags: Option<&str>,
+    labels: Option<&std::path::Path>,
+    image: &str,
+) -> Result<String> {
     Ok(match (tags, labels) {
         (Some(t), _) => t.to_string(),
         (None, Some(l)) => {
             let t = oscar::data::tsv::TsvFile::open(l)?;
-            let row = *t.key_index()?.get(image).ok_or_else(|| anyhow!("{}: no labels for image {image}", l.display()))?;
+            let row = *t
+                .key_index()?
+                .get(image)
+                .ok_or_else(|| anyhow!("{}: no labels for image {image}", l.display()))?;
             let f = t.row(row)?;
-            parse_detections(f.get(1).map(String::as_str).unwrap_or(""), &format!("{}: row {}", l.display(), row + 1)).map_err(anyhow::Error::msg)?.tags(0.0, false)
+            parse_detections(
+                f.get(1).map(String::as_str).unwrap_or(""),
+                &format!("{}: row {}", l.display(), row + 1),
+            )
+            .map_err(anyhow::Error::msg)?
+            .tags(0.0, false)
         }
         (None, None) => String::new(),
     })
@@ -59,7 +71,12 @@ pub fn score(a: &ScoreArgs) -> Result<()> {
     };
     let pairs: Vec<(usize, usize)> = (0..a.text.len()).map(|c| (0, c)).collect();
     let p = r.score_pairs(&tok, &set, &pairs, &settings, 64, |_| {})?;
-    let out: Vec<_> = a.text.iter().zip(&p).map(|(t, s)| serde_json::json!({"text": t, "match_probability": s})).collect();
+    let out: Vec<_> = a
+        .text
+        .iter()
+        .zip(&p)
+        .map(|(t, s)| serde_json::json!({"text": t, "match_probability": s}))
+        .collect();
     outln!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())
 }
@@ -92,34 +109,56 @@ pub fn retrieve(a: &RetrieveArgs) -> Result<()> {
     let tok = BertTokenizer::from_vocab(&a.checkpoint.join("vocab.txt"))?;
     let (c, f, l) = world_paths(&a.data, &a.split);
     let mut set = RetrievalSet::open(&c, &f, &l, r.config.img_feature_dim, None)?;
-    let (pairs, label): (Vec<(usize, usize)>, Box<dyn Fn(&(usize, usize)) -> String>) = match (&a.query, &a.image) {
-        (Some(q), None) => {
-            set.captions.push((0, q.clone()));
-            let qi = set.captions.len() - 1;
-            let mut cand: Vec<usize> = (0..set.images.len()).collect();
-            if let Some(k1) = a.first_stage_k {
-                cand.sort_by(|x, y| tag_overlap(&set, *y, qi).total_cmp(&tag_overlap(&set, *x, qi)));
-                cand.truncate(k1);
+    let (pairs, label): (Vec<(usize, usize)>, Box<dyn Fn(&(usize, usize)) -> String>) =
+        match (&a.query, &a.image) {
+            (Some(q), None) => {
+                set.captions.push((0, q.clone()));
+                let qi = set.captions.len() - 1;
+                let mut cand: Vec<usize> = (0..set.images.len()).collect();
+                if let Some(k1) = a.first_stage_k {
+                    cand.sort_by(|x, y| {
+                        tag_overlap(&set, *y, qi).total_cmp(&tag_overlap(&set, *x, qi))
+                    });
+                    cand.truncate(k1);
+                }
+                let names = set.images.clone();
+                (
+                    cand.into_iter().map(|i| (i, qi)).collect(),
+                    Box::new(move |p: &(usize, usize)| names[p.0].clone()),
+                )
             }
-            let names = set.images.clone();
-            (cand.into_iter().map(|i| (i, qi)).collect(), Box::new(move |p: &(usize, usize)| names[p.0].clone()))
-        }
-        (None, Some(img)) => {
-            let ii = set.images.iter().position(|i| i == img).ok_or_else(|| anyhow!("image {img} is not in the {} split", a.split))?;
-            let mut cand: Vec<usize> = (0..set.captions.len()).collect();
-            if let Some(k1) = a.first_stage_k {
-                cand.sort_by(|x, y| tag_overlap(&set, ii, *y).total_cmp(&tag_overlap(&set, ii, *x)));
-                cand.truncate(k1);
+            (None, Some(img)) => {
+                let ii = set
+                    .images
+                    .iter()
+                    .position(|i| i == img)
+                    .ok_or_else(|| anyhow!("image {img} is not in the {} split", a.split))?;
+                let mut cand: Vec<usize> = (0..set.captions.len()).collect();
+                if let Some(k1) = a.first_stage_k {
+                    cand.sort_by(|x, y| {
+                        tag_overlap(&set, ii, *y).total_cmp(&tag_overlap(&set, ii, *x))
+                    });
+                    cand.truncate(k1);
+                }
+                let caps: Vec<String> = set.captions.iter().map(|(_, c)| c.clone()).collect();
+                (
+                    cand.into_iter().map(|c| (ii, c)).collect(),
+                    Box::new(move |p: &(usize, usize)| caps[p.1].clone()),
+                )
             }
-            let caps: Vec<String> = set.captions.iter().map(|(_, c)| c.clone()).collect();
-            (cand.into_iter().map(|c| (ii, c)).collect(), Box::new(move |p: &(usize, usize)| caps[p.1].clone()))
-        }
-        _ => bail!("give --query TEXT or --image ID"),
-    };
+            _ => bail!("give --query TEXT or --image ID"),
+        };
     let scores = r.score_pairs(&tok, &set, &pairs, &settings, 256, |_| {})?;
     let mut ranked: Vec<(f32, &(usize, usize))> = scores.into_iter().zip(&pairs).collect();
     ranked.sort_by(|x, y| y.0.total_cmp(&x.0));
-    let out: Vec<_> = ranked.iter().take(a.k).map(|(s, p)| serde_json::json!({"match": label(p), "match_probability": s})).collect();
-    outln!("{}", serde_json::to_string_pretty(&serde_json::json!({"scored": pairs.len(), "top": out}))?);
+    let out: Vec<_> = ranked
+        .iter()
+        .take(a.k)
+        .map(|(s, p)| serde_json::json!({"match": label(p), "match_probability": s}))
+        .collect();
+    outln!(
+        "{}",
+        serde_json::to_string_pretty(&serde_json::json!({"scored": pairs.len(), "top": out}))?
+    );
     Ok(())
 }

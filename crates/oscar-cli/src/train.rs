@@ -71,10 +71,30 @@ pub fn run(cmd: &TrainCmd) -> Result<()> {
     use oscar::tasks::qa::QaKind;
     let a = match cmd {
         TrainCmd::Retrieval(a) => a,
-        TrainCmd::Vqa(a) => return Ok(crate::qa::print_qa(&crate::qa::run_qa(QaKind::Vqa, a)?, &a.common.out)),
-        TrainCmd::Gqa(a) => return Ok(crate::qa::print_qa(&crate::qa::run_qa(QaKind::Gqa, a)?, &a.common.out)),
-        TrainCmd::Caption(a) => return Ok(crate::caption::print_run(&crate::caption::run_train(a)?, &a.common.out)),
-        TrainCmd::Nlvr2(a) => return Ok(crate::qa::print_nlvr2(&crate::qa::run_nlvr2(a)?, &a.common.out)),
+        TrainCmd::Vqa(a) => {
+            return Ok(crate::qa::print_qa(
+                &crate::qa::run_qa(QaKind::Vqa, a)?,
+                &a.common.out,
+            ))
+        }
+        TrainCmd::Gqa(a) => {
+            return Ok(crate::qa::print_qa(
+                &crate::qa::run_qa(QaKind::Gqa, a)?,
+                &a.common.out,
+            ))
+        }
+        TrainCmd::Caption(a) => {
+            return Ok(crate::caption::print_run(
+                &crate::caption::run_train(a)?,
+                &a.common.out,
+            ))
+        }
+        TrainCmd::Nlvr2(a) => {
+            return Ok(crate::qa::print_nlvr2(
+                &crate::qa::run_nlvr2(a)?,
+                &a.common.out,
+            ))
+        }
     };
     let dim = match a.img_feature_dim {
         Some(d) => d,
@@ -84,32 +104,85 @@ pub fn run(cmd: &TrainCmd) -> Result<()> {
     let tok = BertTokenizer::from_vocab(&vocab)?;
     let (c, f, l) = world_paths(&a.data, "train");
     let train_set = RetrievalSet::open(&c, &f, &l, dim, None)?;
-    let cfg = RetrievalTrainConfig { optim: Optim { steps: a.steps, batch_size: a.batch_size, lr: a.lr, seed: a.seed, ..Optim::default() }, use_tags: !a.no_tags, att_mask: a.att_mask, hard_negative_prob: a.hard_negatives, ..RetrievalTrainConfig::default() };
-    let fresh = oscar::tasks::finetune::scratch_config(a.model_config.as_deref(), tok.vocab_size(), dim)?;
+    let cfg = RetrievalTrainConfig {
+        optim: Optim {
+            steps: a.steps,
+            batch_size: a.batch_size,
+            lr: a.lr,
+            seed: a.seed,
+            ..Optim::default()
+        },
+        use_tags: !a.no_tags,
+        att_mask: a.att_mask,
+        hard_negative_prob: a.hard_negatives,
+        ..RetrievalTrainConfig::default()
+    };
+    let fresh =
+        oscar::tasks::finetune::scratch_config(a.model_config.as_deref(), tok.vocab_size(), dim)?;
     std::fs::create_dir_all(&a.out)?;
     let mut steps = crate::StepLog::new(a.steps, "train retrieval", "accuracy");
-    let r = train(&train_set, &tok, a.init.as_deref(), &fresh, &cfg, &a.run.files(&a.out, &vocab), |k, loss, acc| steps.record(k, loss, acc))?;
+    let r = train(
+        &train_set,
+        &tok,
+        a.init.as_deref(),
+        &fresh,
+        &cfg,
+        &a.run.files(&a.out, &vocab),
+        |k, loss, acc| steps.record(k, loss, acc),
+    )?;
     steps.finish();
     r.save(&a.out, Some(&vocab))?;
     // The input settings travel with the model, so evaluation and search lay inputs out the same way.
-    oscar::checkpoint::write_atomic(&a.out.join("retrieval.json"), serde_json::to_string_pretty(&cfg)?.as_bytes())?;
+    oscar::checkpoint::write_atomic(
+        &a.out.join("retrieval.json"),
+        serde_json::to_string_pretty(&cfg)?.as_bytes(),
+    )?;
     let (c, f, l) = world_paths(&a.data, "test");
     let mut test = RetrievalSet::open(&c, &f, &l, dim, None)?;
     test.images.truncate(a.test_images);
     test.captions.retain(|(i, _)| *i < a.test_images);
     let bar = ProgressBar::new(0);
-    bar.set_style(ProgressStyle::with_template("score {bar:30} {pos}/{len} pairs · {per_sec} · ETA {eta}").unwrap_or_else(|_| ProgressStyle::default_bar()));
+    bar.set_style(
+        ProgressStyle::with_template("score {bar:30} {pos}/{len} pairs · {per_sec} · ETA {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
     let partial = a.out.join("scores.partial.json");
-    let e = oscar::tasks::retrieval::evaluate(&r, &tok, &test, &cfg, 256, a.two_stage_k, Some(&partial), |done, total| {
-        bar.set_length(total as u64);
-        bar.set_position(done as u64);
-    })?;
+    let e = oscar::tasks::retrieval::evaluate(
+        &r,
+        &tok,
+        &test,
+        &cfg,
+        256,
+        a.two_stage_k,
+        Some(&partial),
+        |done, total| {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        },
+    )?;
     bar.finish_and_clear();
     let _ = std::fs::remove_file(&partial);
-    oscar::checkpoint::write_atomic(&a.out.join("eval.json"), serde_json::to_string_pretty(&e)?.as_bytes())?;
-    outln!("retrieval on {} test images × {} captions: {:?} ({} forwards, {:.1} s)", e.images, e.captions, summary(&e.full), e.full_forwards, e.full_seconds);
+    oscar::checkpoint::write_atomic(
+        &a.out.join("eval.json"),
+        serde_json::to_string_pretty(&e)?.as_bytes(),
+    )?;
+    outln!(
+        "retrieval on {} test images × {} captions: {:?} ({} forwards, {:.1} s)",
+        e.images,
+        e.captions,
+        summary(&e.full),
+        e.full_forwards,
+        e.full_seconds
+    );
     if let Some(t) = &e.two_stage {
-        outln!("two-stage (k = {}): {:?} ({} forwards, {:.1} s); first stage alone: {:?}", t.k, summary(&t.recall), t.forwards, t.seconds, summary(&t.first_stage_only));
+        outln!(
+            "two-stage (k = {}): {:?} ({} forwards, {:.1} s); first stage alone: {:?}",
+            t.k,
+            summary(&t.recall),
+            t.forwards,
+            t.seconds,
+            summary(&t.first_stage_only)
+        );
     }
     outln!("model and eval.json in {}", a.out.display());
     Ok(())

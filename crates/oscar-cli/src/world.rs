@@ -44,7 +44,15 @@ pub struct GenArgs {
 pub fn run(cmd: &WorldCmd) -> Result<()> {
     let WorldCmd::Generate(a) = cmd;
     let t = Instant::now();
-    let cfg = WorldConfig { images: a.images, seed: a.seed, feature_dim: a.feature_dim, noise: a.noise, max_objects: a.max_objects, answer_noise: a.answer_noise, ..WorldConfig::default() };
+    let cfg = WorldConfig {
+        images: a.images,
+        seed: a.seed,
+        feature_dim: a.feature_dim,
+        noise: a.noise,
+        max_objects: a.max_objects,
+        answer_noise: a.answer_noise,
+        ..WorldConfig::default()
+    };
     let world = generate(&cfg)?;
     let s = write_world(&world, &a.out, a.render)?;
     outln!(
@@ -60,7 +68,10 @@ pub fn run(cmd: &WorldCmd) -> Result<()> {
         s.region_dim
     );
     if a.render > 0 {
-        outln!("picture: {}", a.out.join("images/contact_sheet.png").display());
+        outln!(
+            "picture: {}",
+            a.out.join("images/contact_sheet.png").display()
+        );
     }
     Ok(())
 }

@@ -13,8 +13,15 @@ fn fixtures() -> PathBuf {
 }
 
 fn oscar(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_oscar")).args(args).output().unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+    let out = Command::new(env!("CARGO_BIN_EXE_oscar"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
 }
 
 fn s(p: &Path) -> &str {
@@ -23,7 +30,11 @@ fn s(p: &Path) -> &str {
 
 #[test]
 fn inspect_reports_format_head_and_keys_as_json() {
-    let (ok, out, err) = oscar(&["inspect", "--json", s(&fixtures().join("pretrain/pytorch_model_legacy.bin"))]);
+    let (ok, out, err) = oscar(&[
+        "inspect",
+        "--json",
+        s(&fixtures().join("pretrain/pytorch_model_legacy.bin")),
+    ]);
     assert!(ok, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["format"], "torch-legacy");
@@ -31,7 +42,10 @@ fn inspect_reports_format_head_and_keys_as_json() {
     assert_eq!(v["image_layernorm"], true);
     assert_eq!(v["config"]["hidden_size"], 32);
     let keys = v["keys"].as_array().unwrap();
-    let q = keys.iter().find(|k| k["key"] == "bert.encoder.layer.0.attention.self.query.weight").unwrap();
+    let q = keys
+        .iter()
+        .find(|k| k["key"] == "bert.encoder.layer.0.attention.self.query.weight")
+        .unwrap();
     assert_eq!(q["shape"], serde_json::json!([32, 32]));
     let (ok, _, err) = oscar(&["inspect", "/definitely/not/here"]);
     assert!(!ok && err.contains("/definitely/not/here"), "{err}");
@@ -41,21 +55,44 @@ fn inspect_reports_format_head_and_keys_as_json() {
 fn convert_writes_a_directory_that_loads_back_to_the_same_outputs() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("converted");
-    let (ok, stdout, err) = oscar(&["convert", s(&fixtures().join("pretrain/pytorch_model_legacy.bin")), s(&out)]);
+    let (ok, stdout, err) = oscar(&[
+        "convert",
+        s(&fixtures().join("pretrain/pytorch_model_legacy.bin")),
+        s(&out),
+    ]);
     assert!(ok, "{err}");
     assert!(stdout.contains("PreTraining"), "{stdout}");
     for f in ["model.safetensors", "config.json"] {
         assert!(out.join(f).exists(), "{f}");
     }
-    let leftovers: Vec<_> = std::fs::read_dir(&out).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().contains(".tmp-")).collect();
+    let leftovers: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
+        .collect();
     assert!(leftovers.is_empty(), "temporary files left behind");
-    let cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
     assert_eq!(cfg["model_type"], "bert");
     assert_eq!(cfg["use_img_layernorm"], true);
 
-    let gold = candle_core::safetensors::load(fixtures().join("pretrain/goldens.safetensors"), &Device::Cpu).unwrap();
-    let inp = candle_core::safetensors::load(fixtures().join("pretrain/inputs.safetensors"), &Device::Cpu).unwrap();
-    let m = load_model::<BertImgForPreTraining>(read_checkpoint(&out).unwrap(), None, Fresh::Nothing, 0).unwrap();
+    let gold = candle_core::safetensors::load(
+        fixtures().join("pretrain/goldens.safetensors"),
+        &Device::Cpu,
+    )
+    .unwrap();
+    let inp = candle_core::safetensors::load(
+        fixtures().join("pretrain/inputs.safetensors"),
+        &Device::Cpu,
+    )
+    .unwrap();
+    let m = load_model::<BertImgForPreTraining>(
+        read_checkpoint(&out).unwrap(),
+        None,
+        Fresh::Nothing,
+        0,
+    )
+    .unwrap();
     assert!(m.report.unexpected.is_empty());
     let x = Inputs {
         input_ids: inp["input_ids"].to_dtype(DType::U32).unwrap(),
@@ -65,13 +102,30 @@ fn convert_writes_a_directory_that_loads_back_to_the_same_outputs() {
         attention_mask: Some(inp["attention_mask"].clone()),
     };
     let o = m.model.forward(&x, &Ctx::eval()).unwrap();
-    let d: f32 = o.mlm_logits.sub(&gold["mlm_logits"]).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap();
+    let d: f32 = o
+        .mlm_logits
+        .sub(&gold["mlm_logits"])
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar()
+        .unwrap();
     assert!(d < 1e-4, "{d}");
 }
 
 /// A 99-token vocabulary for the fixtures' tiny models.
 fn tiny_vocab(dir: &Path) -> PathBuf {
-    let mut words: Vec<String> = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "man", "dog", "riding", "wave", "person", ".", "snow"].iter().map(|s| s.to_string()).collect();
+    let mut words: Vec<String> = [
+        "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "man", "dog", "riding", "wave",
+        "person", ".", "snow",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     while words.len() < 99 {
         words.push(format!("w{}", words.len()));
     }
@@ -84,8 +138,19 @@ fn tiny_vocab(dir: &Path) -> PathBuf {
 fn encode_writes_inputs_and_every_head_output_consistent_with_the_library() {
     let dir = tempfile::tempdir().unwrap();
     let vocab = tiny_vocab(dir.path());
-    let feats = Tensor::from_vec((0..3 * 14).map(|i| (i % 5) as f32 * 0.3).collect::<Vec<f32>>(), (3, 14), &Device::Cpu).unwrap();
-    candle_core::safetensors::save(&[("img7".to_string(), feats)].into_iter().collect(), dir.path().join("feats.safetensors")).unwrap();
+    let feats = Tensor::from_vec(
+        (0..3 * 14)
+            .map(|i| (i % 5) as f32 * 0.3)
+            .collect::<Vec<f32>>(),
+        (3, 14),
+        &Device::Cpu,
+    )
+    .unwrap();
+    candle_core::safetensors::save(
+        &[("img7".to_string(), feats)].into_iter().collect(),
+        dir.path().join("feats.safetensors"),
+    )
+    .unwrap();
     let items = dir.path().join("items.jsonl");
     let row: Vec<String> = (0..14).map(|i| format!("{}", i as f32 / 10.0)).collect();
     std::fs::write(
@@ -98,8 +163,21 @@ fn encode_writes_inputs_and_every_head_output_consistent_with_the_library() {
     .unwrap();
     let out = dir.path().join("enc.safetensors");
     let (ok, stdout, err) = oscar(&[
-        "encode", "--checkpoint", s(&fixtures().join("pretrain")), "--vocab", s(&vocab), "--input", s(&items), "--out", s(&out),
-        "--task", "vqa", "--max-seq-length", "12", "--max-img-seq-length", "4",
+        "encode",
+        "--checkpoint",
+        s(&fixtures().join("pretrain")),
+        "--vocab",
+        s(&vocab),
+        "--input",
+        s(&items),
+        "--out",
+        s(&out),
+        "--task",
+        "vqa",
+        "--max-seq-length",
+        "12",
+        "--max-img-seq-length",
+        "4",
     ]);
     assert!(ok, "{err}");
     assert!(stdout.contains("2 items"), "{stdout}");
@@ -115,10 +193,19 @@ fn encode_writes_inputs_and_every_head_output_consistent_with_the_library() {
     assert_eq!(types, vec![0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 0]);
     let mask: Vec<f32> = t["attention_mask"].get(1).unwrap().to_vec1().unwrap();
     // [CLS] a dog [SEP] dog snow [SEP]: 7 tokens, then 3 regions of 4.
-    assert_eq!(mask, vec![1., 1., 1., 1., 1., 1., 1., 0., 0., 0., 0., 0., 1., 1., 1., 0.]);
+    assert_eq!(
+        mask,
+        vec![1., 1., 1., 1., 1., 1., 1., 0., 0., 0., 0., 0., 1., 1., 1., 0.]
+    );
 
     // The library on the same tensors gives the same sequence output.
-    let m = load_model::<BertImgForPreTraining>(read_checkpoint(&fixtures().join("pretrain")).unwrap(), None, Fresh::Nothing, 0).unwrap();
+    let m = load_model::<BertImgForPreTraining>(
+        read_checkpoint(&fixtures().join("pretrain")).unwrap(),
+        None,
+        Fresh::Nothing,
+        0,
+    )
+    .unwrap();
     let mut feats = vec![0f32; 2 * 4 * 14];
     for (i, v) in row.iter().enumerate() {
         feats[i] = v.parse().unwrap();
@@ -134,7 +221,17 @@ fn encode_writes_inputs_and_every_head_output_consistent_with_the_library() {
         attention_mask: Some(t["attention_mask"].clone()),
     };
     let seq = m.model.bert.forward(&x, &Ctx::eval()).unwrap().sequence;
-    let d: f32 = seq.sub(&t["sequence"]).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap();
+    let d: f32 = seq
+        .sub(&t["sequence"])
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar()
+        .unwrap();
     assert!(d < 1e-6, "{d}");
 }
 
@@ -143,19 +240,43 @@ fn encode_names_the_line_of_bad_items() {
     let dir = tempfile::tempdir().unwrap();
     let vocab = tiny_vocab(dir.path());
     let cases = [
-        ("{\"text\": \"a man\"}\n{\"text\": oops}\n", ":2: not valid JSON"),
-        ("{\"text\": \"a\", \"features\": [[1, 2, 3]]}\n", ":1: features row 0 has 3 values, expected img_feature_dim = 14"),
+        (
+            "{\"text\": \"a man\"}\n{\"text\": oops}\n",
+            ":2: not valid JSON",
+        ),
+        (
+            "{\"text\": \"a\", \"features\": [[1, 2, 3]]}\n",
+            ":1: features row 0 has 3 values, expected img_feature_dim = 14",
+        ),
         ("{\"tags\": \"man\"}\n", ":1: `text` (a string) is required"),
-        ("{\"text\": \"a\", \"features\": {\"file\": \"none.safetensors\", \"key\": \"x\"}}\n", ":1: cannot read"),
+        (
+            "{\"text\": \"a\", \"features\": {\"file\": \"none.safetensors\", \"key\": \"x\"}}\n",
+            ":1: cannot read",
+        ),
         ("\n\n", "no items"),
     ];
     for (i, (body, want)) in cases.iter().enumerate() {
         let items = dir.path().join(format!("bad{i}.jsonl"));
         std::fs::write(&items, body).unwrap();
         let out = dir.path().join("out.safetensors");
-        let (ok, _, err) = oscar(&["encode", "--checkpoint", s(&fixtures().join("pretrain")), "--vocab", s(&vocab), "--input", s(&items), "--out", s(&out), "--task", "vqa"]);
+        let (ok, _, err) = oscar(&[
+            "encode",
+            "--checkpoint",
+            s(&fixtures().join("pretrain")),
+            "--vocab",
+            s(&vocab),
+            "--input",
+            s(&items),
+            "--out",
+            s(&out),
+            "--task",
+            "vqa",
+        ]);
         assert!(!ok, "case {i} was accepted");
-        assert!(err.contains(&format!("bad{i}.jsonl")) && err.contains(want), "case {i}: {err}");
+        assert!(
+            err.contains(&format!("bad{i}.jsonl")) && err.contains(want),
+            "case {i}: {err}"
+        );
         assert!(!out.exists(), "nothing written on error");
     }
 }
@@ -166,58 +287,155 @@ fn eval_fixtures() -> PathBuf {
 
 #[test]
 fn eval_caption_writes_the_pycocoevalcap_scores_as_json() {
-    let g: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(eval_fixtures().join("caption_goldens.json")).unwrap()).unwrap();
+    let g: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(eval_fixtures().join("caption_goldens.json")).unwrap(),
+    )
+    .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let refs: Vec<serde_json::Value> = g["refs"].as_object().unwrap().iter().flat_map(|(k, v)| v.as_array().unwrap().iter().map(move |c| serde_json::json!({"image_id": k, "caption": c}))).collect();
-    let preds: Vec<serde_json::Value> = g["preds"].as_object().unwrap().iter().map(|(k, v)| serde_json::json!({"image_id": k, "caption": v})).collect();
+    let refs: Vec<serde_json::Value> = g["refs"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(k, v)| {
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(move |c| serde_json::json!({"image_id": k, "caption": c}))
+        })
+        .collect();
+    let preds: Vec<serde_json::Value> = g["preds"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| serde_json::json!({"image_id": k, "caption": v}))
+        .collect();
     let rp = dir.path().join("refs.json");
     let pp = dir.path().join("preds.json");
     std::fs::write(&rp, serde_json::json!({"annotations": refs}).to_string()).unwrap();
     std::fs::write(&pp, serde_json::Value::Array(preds).to_string()).unwrap();
     let out = dir.path().join("scores.json");
-    let (ok, stdout, err) = oscar(&["eval", "caption", "--refs", s(&rp), "--preds", s(&pp), "--no-meteor", "--json", s(&out)]);
+    let (ok, stdout, err) = oscar(&[
+        "eval",
+        "caption",
+        "--refs",
+        s(&rp),
+        "--preds",
+        s(&pp),
+        "--no-meteor",
+        "--json",
+        s(&out),
+    ]);
     assert!(ok, "{err}");
-    assert!(stdout.contains("CIDEr") && stdout.contains("SPICE"), "{stdout}");
-    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert!(
+        stdout.contains("CIDEr") && stdout.contains("SPICE"),
+        "{stdout}"
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
     for k in 0..4 {
-        assert!((v["bleu"][k].as_f64().unwrap() - g["scores"]["bleu"][k].as_f64().unwrap()).abs() < 1e-9);
+        assert!(
+            (v["bleu"][k].as_f64().unwrap() - g["scores"]["bleu"][k].as_f64().unwrap()).abs()
+                < 1e-9
+        );
     }
     assert!((v["cider"].as_f64().unwrap() - g["scores"]["cider"].as_f64().unwrap()).abs() < 1e-9);
     assert_eq!(v["per_image"].as_array().unwrap().len(), 300);
 
     // A prediction file missing images is refused unless --subset.
     std::fs::write(&pp, r#"[{"image_id": "0", "caption": "a dog"}]"#).unwrap();
-    let (ok, _, err) = oscar(&["eval", "caption", "--refs", s(&rp), "--preds", s(&pp), "--no-meteor"]);
-    assert!(!ok && err.contains("299 images with references have no prediction"), "{err}");
-    let (ok, _, err) = oscar(&["eval", "caption", "--refs", s(&rp), "--preds", s(&pp), "--no-meteor", "--subset"]);
+    let (ok, _, err) = oscar(&[
+        "eval",
+        "caption",
+        "--refs",
+        s(&rp),
+        "--preds",
+        s(&pp),
+        "--no-meteor",
+    ]);
+    assert!(
+        !ok && err.contains("299 images with references have no prediction"),
+        "{err}"
+    );
+    let (ok, _, err) = oscar(&[
+        "eval",
+        "caption",
+        "--refs",
+        s(&rp),
+        "--preds",
+        s(&pp),
+        "--no-meteor",
+        "--subset",
+    ]);
     assert!(ok, "{err}");
 }
 
 #[test]
 fn eval_vqa_retrieval_and_cider_df_from_the_command_line() {
     let f = eval_fixtures().join("vqa");
-    for (rules, golden) in [("official", "goldens_official.json"), ("pre-2021", "goldens_pre-2021.json")] {
+    for (rules, golden) in [
+        ("official", "goldens_official.json"),
+        ("pre-2021", "goldens_pre-2021.json"),
+    ] {
         let dir = tempfile::tempdir().unwrap();
         let json = dir.path().join("vqa.json");
-        let (ok, stdout, err) = oscar(&["eval", "vqa", "--annotations", s(&f.join("annotations.json")), "--results", s(&f.join("results.json")), "--rules", rules, "--json", s(&json)]);
+        let (ok, stdout, err) = oscar(&[
+            "eval",
+            "vqa",
+            "--annotations",
+            s(&f.join("annotations.json")),
+            "--results",
+            s(&f.join("results.json")),
+            "--rules",
+            rules,
+            "--json",
+            s(&json),
+        ]);
         assert!(ok, "{err}");
-        let g: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(f.join(golden)).unwrap()).unwrap();
-        assert!(stdout.contains(&format!("VQA accuracy  {:.2}", g["overall"].as_f64().unwrap())), "{rules}: {stdout}");
-        let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        let g: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(f.join(golden)).unwrap()).unwrap();
+        assert!(
+            stdout.contains(&format!(
+                "VQA accuracy  {:.2}",
+                g["overall"].as_f64().unwrap()
+            )),
+            "{rules}: {stdout}"
+        );
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
         assert_eq!(v["rules"], rules);
-        assert!((v["overall"].as_f64().unwrap() - g["overall"].as_f64().unwrap()).abs() < 1e-9, "{rules}");
+        assert!(
+            (v["overall"].as_f64().unwrap() - g["overall"].as_f64().unwrap()).abs() < 1e-9,
+            "{rules}"
+        );
         assert_eq!(v["per_question"].as_object().unwrap().len(), 1500);
     }
-    let (ok, _, err) = oscar(&["eval", "vqa", "--annotations", s(&f.join("annotations.json")), "--results", s(&f.join("results.json")), "--rules", "2019"]);
+    let (ok, _, err) = oscar(&[
+        "eval",
+        "vqa",
+        "--annotations",
+        s(&f.join("annotations.json")),
+        "--results",
+        s(&f.join("results.json")),
+        "--rules",
+        "2019",
+    ]);
     assert!(!ok && err.contains("pre-2021"), "{err}");
 
     let dir = tempfile::tempdir().unwrap();
     let sc = dir.path().join("scores.json");
-    std::fs::write(&sc, r#"{"scores": [[0.9, 0.1, 0.2], [0.3, 0.8, 0.7]], "caption_image": [0, 1, 1]}"#).unwrap();
+    std::fs::write(
+        &sc,
+        r#"{"scores": [[0.9, 0.1, 0.2], [0.3, 0.8, 0.7]], "caption_image": [0, 1, 1]}"#,
+    )
+    .unwrap();
     let (ok, stdout, err) = oscar(&["eval", "retrieval", "--scores", s(&sc)]);
     assert!(ok, "{err}");
     assert!(stdout.contains("image→text R@1 100.00"), "{stdout}");
-    std::fs::write(&sc, r#"{"scores": [[0.9, 0.1]], "caption_image": [0, 1, 1]}"#).unwrap();
+    std::fs::write(
+        &sc,
+        r#"{"scores": [[0.9, 0.1]], "caption_image": [0, 1, 1]}"#,
+    )
+    .unwrap();
     let (ok, _, err) = oscar(&["eval", "retrieval", "--scores", s(&sc)]);
     assert!(!ok && err.contains("2 columns, expected 3"), "{err}");
 
@@ -226,7 +444,8 @@ fn eval_vqa_retrieval_and_cider_df_from_the_command_line() {
     let df = dir.path().join("df.json");
     let (ok, _, err) = oscar(&["eval", "cider-df", "--captions", s(&caps), "--out", s(&df)]);
     assert!(ok, "{err}");
-    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&df).unwrap()).unwrap();
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&df).unwrap()).unwrap();
     assert_eq!(v["ref_len"], 2.0);
     assert_eq!(v["document_frequency"]["a"], 2.0);
     assert_eq!(v["document_frequency"]["a dog"], 1.0);
@@ -237,31 +456,72 @@ fn eval_vqa_retrieval_and_cider_df_from_the_command_line() {
 fn world_generate_then_check_and_feature_dict_conversion() {
     let dir = tempfile::tempdir().unwrap();
     let w = dir.path().join("world");
-    let (ok, stdout, err) = oscar(&["world", "generate", "--out", s(&w), "--images", "60", "--feature-dim", "8", "--render", "4"]);
+    let (ok, stdout, err) = oscar(&[
+        "world",
+        "generate",
+        "--out",
+        s(&w),
+        "--images",
+        "60",
+        "--feature-dim",
+        "8",
+        "--render",
+        "4",
+    ]);
     assert!(ok, "{err}");
-    assert!(stdout.contains("regions of 14 values") && stdout.contains("contact_sheet.png"), "{stdout}");
+    assert!(
+        stdout.contains("regions of 14 values") && stdout.contains("contact_sheet.png"),
+        "{stdout}"
+    );
     let (ok, stdout, err) = oscar(&["check", s(&w)]);
     assert!(ok, "{err}");
-    assert!(stdout.contains("0 problems") && stdout.contains("img_feature_dim 14"), "{stdout}");
+    assert!(
+        stdout.contains("0 problems") && stdout.contains("img_feature_dim 14"),
+        "{stdout}"
+    );
     // A wrong width is reported for the file, with a non-zero exit.
     let (ok, stdout, err) = oscar(&["check", s(&w), "--img-feature-dim", "2054"]);
-    assert!(!ok && stdout.contains("PROBLEM  features/features.tsv") && err.contains("problems found"), "{stdout}{err}");
+    assert!(
+        !ok && stdout.contains("PROBLEM  features/features.tsv") && err.contains("problems found"),
+        "{stdout}{err}"
+    );
 
     let sgb = dir.path().join("sgb");
-    let (ok, stdout, err) = oscar(&["convert", s(&fixtures().join("../data/predictions.tsv")), s(&sgb)]);
+    let (ok, stdout, err) = oscar(&[
+        "convert",
+        s(&fixtures().join("../data/predictions.tsv")),
+        s(&sgb),
+    ]);
     assert!(ok, "{err}");
-    assert!(stdout.contains("4-d detector features + 6 box dims = 10"), "{stdout}");
-    let e: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fixtures().join("../data/expected.json")).unwrap()).unwrap();
-    let r = oscar::data::features::FeatureStore::open(&sgb.join("features.tsv"), 10).unwrap().get("img_sgb").unwrap();
+    assert!(
+        stdout.contains("4-d detector features + 6 box dims = 10"),
+        "{stdout}"
+    );
+    let e: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures().join("../data/expected.json")).unwrap(),
+    )
+    .unwrap();
+    let r = oscar::data::features::FeatureStore::open(&sgb.join("features.tsv"), 10)
+        .unwrap()
+        .get("img_sgb")
+        .unwrap();
     for (a, b) in r.data.iter().zip(e["sgb_regions"].as_array().unwrap()) {
         assert!((a - b.as_f64().unwrap() as f32).abs() <= f32::EPSILON);
     }
     let out = dir.path().join("feats");
-    let (ok, stdout, err) = oscar(&["convert", s(&fixtures().join("../data/val_img_frcnn_feats.pt")), s(&out)]);
+    let (ok, stdout, err) = oscar(&[
+        "convert",
+        s(&fixtures().join("../data/val_img_frcnn_feats.pt")),
+        s(&out),
+    ]);
     assert!(ok, "{err}");
     assert!(stdout.contains("3 images, 10-d regions"), "{stdout}");
     let store = oscar::data::features::FeatureStore::open(&out.join("features.tsv"), 10).unwrap();
-    let orig = oscar::data::features::FeatureStore::open(&fixtures().join("../data/val_img_frcnn_feats.pt"), 10).unwrap();
+    let orig = oscar::data::features::FeatureStore::open(
+        &fixtures().join("../data/val_img_frcnn_feats.pt"),
+        10,
+    )
+    .unwrap();
     for k in orig.keys() {
         assert_eq!(store.get(&k).unwrap(), orig.get(&k).unwrap());
     }
@@ -271,69 +531,253 @@ fn world_generate_then_check_and_feature_dict_conversion() {
 fn vqa_trains_with_the_chosen_head_and_scratch_shape_then_answers_one_question() {
     let dir = tempfile::tempdir().unwrap();
     let w = dir.path().join("world");
-    let (ok, _, err) = oscar(&["world", "generate", "--out", s(&w), "--images", "40", "--feature-dim", "8", "--render", "0"]);
+    let (ok, _, err) = oscar(&[
+        "world",
+        "generate",
+        "--out",
+        s(&w),
+        "--images",
+        "40",
+        "--feature-dim",
+        "8",
+        "--render",
+        "0",
+    ]);
     assert!(ok, "{err}");
-    let vocab_size = std::fs::read_to_string(w.join("vocab.txt")).unwrap().lines().count();
+    let vocab_size = std::fs::read_to_string(w.join("vocab.txt"))
+        .unwrap()
+        .lines()
+        .count();
     let shape = dir.path().join("config.json");
-    let cfg = oscar::OscarConfig { num_attention_heads: 4, ..oscar::OscarConfig::small(vocab_size, 14) };
+    let cfg = oscar::OscarConfig {
+        num_attention_heads: 4,
+        ..oscar::OscarConfig::small(vocab_size, 14)
+    };
     std::fs::write(&shape, cfg.to_json_pretty()).unwrap();
     let m = dir.path().join("vqa");
-    let (ok, stdout, err) = oscar(&["train", "vqa", "--data", s(&w), "--out", s(&m), "--steps", "2", "--batch-size", "4", "--classifier", "mlp", "--model-config", s(&shape)]);
+    let (ok, stdout, err) = oscar(&[
+        "train",
+        "vqa",
+        "--data",
+        s(&w),
+        "--out",
+        s(&m),
+        "--steps",
+        "2",
+        "--batch-size",
+        "4",
+        "--classifier",
+        "mlp",
+        "--model-config",
+        s(&shape),
+    ]);
     assert!(ok, "{err}");
     assert!(stdout.contains("official VQA accuracy"), "{stdout}");
-    let saved: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(m.join("config.json")).unwrap()).unwrap();
-    assert_eq!((saved["classifier"].as_str(), saved["num_attention_heads"].as_u64()), (Some("mlp"), Some(4)));
-    let (ok, stdout, err) = oscar(&["answer", "--checkpoint", s(&m), "--features", s(&w.join("features/features.tsv")), "--image", "img000000", "--question", "what color is the dog?", "--tags", "dog cat", "--top", "3"]);
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(m.join("config.json")).unwrap()).unwrap();
+    assert_eq!(
+        (
+            saved["classifier"].as_str(),
+            saved["num_attention_heads"].as_u64()
+        ),
+        (Some("mlp"), Some(4))
+    );
+    let (ok, stdout, err) = oscar(&[
+        "answer",
+        "--checkpoint",
+        s(&m),
+        "--features",
+        s(&w.join("features/features.tsv")),
+        "--image",
+        "img000000",
+        "--question",
+        "what color is the dog?",
+        "--tags",
+        "dog cat",
+        "--top",
+        "3",
+    ]);
     assert!(ok, "{err}");
     let top: serde_json::Value = serde_json::from_str(&stdout).unwrap();
-    let scores: Vec<f64> = top.as_array().unwrap().iter().map(|a| a["score"].as_f64().unwrap()).collect();
-    assert!(scores.len() == 3 && scores.windows(2).all(|p| p[0] >= p[1]), "{stdout}");
+    let scores: Vec<f64> = top
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["score"].as_f64().unwrap())
+        .collect();
+    assert!(
+        scores.len() == 3 && scores.windows(2).all(|p| p[0] >= p[1]),
+        "{stdout}"
+    );
     // A shape file whose vocabulary is not the data's is refused, naming the file.
     let bad = dir.path().join("bad.json");
-    std::fs::write(&bad, oscar::OscarConfig::small(vocab_size + 1, 14).to_json_pretty()).unwrap();
-    let (ok, _, err) = oscar(&["train", "vqa", "--data", s(&w), "--out", s(&dir.path().join("x")), "--steps", "1", "--model-config", s(&bad)]);
-    assert!(!ok && err.contains("bad.json") && err.contains("vocab_size"), "{err}");
+    std::fs::write(
+        &bad,
+        oscar::OscarConfig::small(vocab_size + 1, 14).to_json_pretty(),
+    )
+    .unwrap();
+    let (ok, _, err) = oscar(&[
+        "train",
+        "vqa",
+        "--data",
+        s(&w),
+        "--out",
+        s(&dir.path().join("x")),
+        "--steps",
+        "1",
+        "--model-config",
+        s(&bad),
+    ]);
+    assert!(
+        !ok && err.contains("bad.json") && err.contains("vocab_size"),
+        "{err}"
+    );
 }
 
 #[test]
 fn retrieval_train_evaluate_score_and_retrieve_from_the_command_line() {
     let dir = tempfile::tempdir().unwrap();
     let w = dir.path().join("world");
-    let (ok, _, err) = oscar(&["world", "generate", "--out", s(&w), "--images", "60", "--feature-dim", "8", "--render", "0"]);
+    let (ok, _, err) = oscar(&[
+        "world",
+        "generate",
+        "--out",
+        s(&w),
+        "--images",
+        "60",
+        "--feature-dim",
+        "8",
+        "--render",
+        "0",
+    ]);
     assert!(ok, "{err}");
     let m = dir.path().join("ret");
-    let (ok, stdout, err) = oscar(&["train", "retrieval", "--data", s(&w), "--out", s(&m), "--steps", "3", "--batch-size", "4", "--test-images", "4", "--two-stage-k", "2", "--att-mask", "CL"]);
+    let (ok, stdout, err) = oscar(&[
+        "train",
+        "retrieval",
+        "--data",
+        s(&w),
+        "--out",
+        s(&m),
+        "--steps",
+        "3",
+        "--batch-size",
+        "4",
+        "--test-images",
+        "4",
+        "--two-stage-k",
+        "2",
+        "--att-mask",
+        "CL",
+    ]);
     assert!(ok, "{err}");
-    assert!(stdout.contains("retrieval on 4 test images × 20 captions") && stdout.contains("two-stage (k = 2)"), "{stdout}");
-    assert!(m.join("eval.json").exists() && m.join("retrieval.json").exists() && !m.join("scores.partial.json").exists());
+    assert!(
+        stdout.contains("retrieval on 4 test images × 20 captions")
+            && stdout.contains("two-stage (k = 2)"),
+        "{stdout}"
+    );
+    assert!(
+        m.join("eval.json").exists()
+            && m.join("retrieval.json").exists()
+            && !m.join("scores.partial.json").exists()
+    );
 
     let out = dir.path().join("e.json");
-    let (ok, stdout, err) = oscar(&["eval", "retrieval", "--checkpoint", s(&m), "--data", s(&w), "--images", "4", "--json", s(&out)]);
+    let (ok, stdout, err) = oscar(&[
+        "eval",
+        "retrieval",
+        "--checkpoint",
+        s(&m),
+        "--data",
+        s(&w),
+        "--images",
+        "4",
+        "--json",
+        s(&out),
+    ]);
     assert!(ok, "{err}");
     assert!(stdout.contains("4 images × 20 captions"), "{stdout}");
-    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
     assert_eq!(v["full_forwards"], 80);
-    let keys: Vec<String> = std::fs::read_to_string(w.join("retrieval/test_img_keys.tsv")).unwrap().lines().take(3).map(str::to_string).collect();
+    let keys: Vec<String> = std::fs::read_to_string(w.join("retrieval/test_img_keys.tsv"))
+        .unwrap()
+        .lines()
+        .take(3)
+        .map(str::to_string)
+        .collect();
     let kf = dir.path().join("keys.tsv");
     std::fs::write(&kf, keys.join("\n")).unwrap();
-    let (ok, stdout, err) = oscar(&["eval", "retrieval", "--checkpoint", s(&m), "--data", s(&w), "--keys", s(&kf)]);
+    let (ok, stdout, err) = oscar(&[
+        "eval",
+        "retrieval",
+        "--checkpoint",
+        s(&m),
+        "--data",
+        s(&w),
+        "--keys",
+        s(&kf),
+    ]);
     assert!(ok, "{err}");
     assert!(stdout.contains("3 images × 15 captions"), "{stdout}");
 
-    let test_caps: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(w.join("retrieval/test_captions.json")).unwrap()).unwrap();
+    let test_caps: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(w.join("retrieval/test_captions.json")).unwrap(),
+    )
+    .unwrap();
     let (img, caps) = test_caps.as_object().unwrap().iter().next().unwrap();
     let cap = caps[0].as_str().unwrap();
-    let (ok, stdout, err) = oscar(&["score", "--checkpoint", s(&m), "--features", s(&w.join("features/features.tsv")), "--image", img, "--labels", s(&w.join("labels/predictions.tsv")), "--text", cap, "--text", "a purple submarine"]);
+    let (ok, stdout, err) = oscar(&[
+        "score",
+        "--checkpoint",
+        s(&m),
+        "--features",
+        s(&w.join("features/features.tsv")),
+        "--image",
+        img,
+        "--labels",
+        s(&w.join("labels/predictions.tsv")),
+        "--text",
+        cap,
+        "--text",
+        "a purple submarine",
+    ]);
     assert!(ok, "{err}");
     let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(v.as_array().unwrap().len(), 2);
-    assert!(v[0]["match_probability"].as_f64().unwrap() >= 0.0 && v[0]["match_probability"].as_f64().unwrap() <= 1.0);
+    assert!(
+        v[0]["match_probability"].as_f64().unwrap() >= 0.0
+            && v[0]["match_probability"].as_f64().unwrap() <= 1.0
+    );
 
-    let (ok, stdout, err) = oscar(&["retrieve", "--checkpoint", s(&m), "--data", s(&w), "--query", cap, "--k", "3", "--first-stage-k", "5"]);
+    let (ok, stdout, err) = oscar(&[
+        "retrieve",
+        "--checkpoint",
+        s(&m),
+        "--data",
+        s(&w),
+        "--query",
+        cap,
+        "--k",
+        "3",
+        "--first-stage-k",
+        "5",
+    ]);
     assert!(ok, "{err}");
     let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
-    assert_eq!((v["scored"].as_u64(), v["top"].as_array().unwrap().len()), (Some(5), 3));
-    let (ok, _, err) = oscar(&["retrieve", "--checkpoint", s(&m), "--data", s(&w), "--image", "nope"]);
+    assert_eq!(
+        (v["scored"].as_u64(), v["top"].as_array().unwrap().len()),
+        (Some(5), 3)
+    );
+    let (ok, _, err) = oscar(&[
+        "retrieve",
+        "--checkpoint",
+        s(&m),
+        "--data",
+        s(&w),
+        "--image",
+        "nope",
+    ]);
     assert!(!ok && err.contains("nope"), "{err}");
 }
 
@@ -344,20 +788,43 @@ fn the_quick_demo_writes_a_complete_report_of_computed_numbers() {
     let (ok, stdout, err) = oscar(&["demo", "--quick", "--out", s(&out)]);
     assert!(ok, "{err}");
     assert!(stdout.contains("report in"), "{stdout}");
-    for f in ["report.md", "results.json", "retrieval_learning_curves.png", "caption_learning_curves.png", "vqa_learning_curves.png", "test_scenes.png", "world.png"] {
+    for f in [
+        "report.md",
+        "results.json",
+        "retrieval_learning_curves.png",
+        "caption_learning_curves.png",
+        "vqa_learning_curves.png",
+        "test_scenes.png",
+        "world.png",
+    ] {
         assert!(out.join(f).exists(), "{f}");
     }
-    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
     let pre = v["pretraining"].as_array().unwrap();
     assert_eq!(pre.len(), 2);
     for p in pre {
-        for x in [&p["final_loss"], &p["held_out"]["mlm_accuracy"], &p["held_out"]["contrastive_accuracy"]] {
+        for x in [
+            &p["final_loss"],
+            &p["held_out"]["mlm_accuracy"],
+            &p["held_out"]["contrastive_accuracy"],
+        ] {
             assert!(x.as_f64().is_some_and(f64::is_finite), "{p}");
         }
     }
     // The caption words' reliance on the tags: scored for the arm with tags only.
-    for k in ["caption_accuracy_own_tags", "caption_accuracy_other_tags", "caption_accuracy_other_image"] {
-        assert!(pre[0]["held_out"][k].as_f64().is_some_and(|x| (0.0..=1.0).contains(&x)), "{}", pre[0]);
+    for k in [
+        "caption_accuracy_own_tags",
+        "caption_accuracy_other_tags",
+        "caption_accuracy_other_image",
+    ] {
+        assert!(
+            pre[0]["held_out"][k]
+                .as_f64()
+                .is_some_and(|x| (0.0..=1.0).contains(&x)),
+            "{}",
+            pre[0]
+        );
         assert!(pre[1]["held_out"][k].is_null(), "{}", pre[1]);
     }
     let ret = v["retrieval"].as_array().unwrap();
@@ -365,33 +832,70 @@ fn the_quick_demo_writes_a_complete_report_of_computed_numbers() {
     for r in ret {
         let rec = r["recall"].as_object().unwrap();
         assert_eq!(rec.len(), 6);
-        assert!(rec.values().all(|x| x.as_f64().is_some_and(|x| (0.0..=100.0).contains(&x))), "{r}");
+        assert!(
+            rec.values()
+                .all(|x| x.as_f64().is_some_and(|x| (0.0..=100.0).contains(&x))),
+            "{r}"
+        );
     }
     let caps = v["captioning"].as_array().unwrap();
     assert_eq!(caps.len(), 3);
     for c in caps.iter().chain([&v["captioning_nearest_neighbour"]]) {
         for k in ["bleu4", "rouge_l", "cider", "cider_d"] {
-            assert!(c[k].as_f64().is_some_and(|x| x.is_finite() && x >= 0.0), "{k}: {c}");
+            assert!(
+                c[k].as_f64().is_some_and(|x| x.is_finite() && x >= 0.0),
+                "{k}: {c}"
+            );
         }
     }
     let vqa = v["vqa"].as_array().unwrap();
     assert_eq!(vqa.len(), 3);
     for q in vqa {
-        assert!(q["accuracy"].as_f64().is_some_and(|x| (0.0..=100.0).contains(&x)), "{q}");
-        assert!(q["per_question_type"].as_object().is_some_and(|m| m.len() >= 3), "{q}");
+        assert!(
+            q["accuracy"]
+                .as_f64()
+                .is_some_and(|x| (0.0..=100.0).contains(&x)),
+            "{q}"
+        );
+        assert!(
+            q["per_question_type"]
+                .as_object()
+                .is_some_and(|m| m.len() >= 3),
+            "{q}"
+        );
     }
-    assert!(v["vqa_majority"]["per_question_type"].as_f64().is_some_and(f64::is_finite));
+    assert!(v["vqa_majority"]["per_question_type"]
+        .as_f64()
+        .is_some_and(f64::is_finite));
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
     // METEOR: computed when the jar the test command fetched (or OSCAR_METEOR_JAR) and Java are
     // there; otherwise the report says why and how to get it.
     match v["meteor_missing"].as_str() {
-        None => assert!(caps.iter().all(|c| c["meteor"].as_f64().is_some_and(|m| (0.0..=1.0).contains(&m))), "{caps:?}"),
+        None => assert!(
+            caps.iter().all(|c| c["meteor"]
+                .as_f64()
+                .is_some_and(|m| (0.0..=1.0).contains(&m))),
+            "{caps:?}"
+        ),
         Some(why) => {
-            assert!(std::env::var_os("OSCAR_METEOR_JAR").is_none(), "the test command fetched the jar, yet the demo did not use it: {why}");
-            assert!(md.contains("METEOR is n/a") && (why.contains("fetch_pycocoevalcap.sh") || why.contains("Java")), "{why}");
+            assert!(
+                std::env::var_os("OSCAR_METEOR_JAR").is_none(),
+                "the test command fetched the jar, yet the demo did not use it: {why}"
+            );
+            assert!(
+                md.contains("METEOR is n/a")
+                    && (why.contains("fetch_pycocoevalcap.sh") || why.contains("Java")),
+                "{why}"
+            );
         }
     }
-    assert!(md.contains("pre-trained with tags") && md.contains("## Captioning") && md.contains("## VQA") && !md.contains("NaN"), "{md}");
+    assert!(
+        md.contains("pre-trained with tags")
+            && md.contains("## Captioning")
+            && md.contains("## VQA")
+            && !md.contains("NaN"),
+        "{md}"
+    );
 }
 
 /// Runs `oscar` with a standard output whose reader is already gone (`oscar … | true`): every
@@ -399,8 +903,16 @@ fn the_quick_demo_writes_a_complete_report_of_computed_numbers() {
 fn oscar_closed_reader(args: &[&str]) -> (Option<i32>, String) {
     let (reader, writer) = std::io::pipe().unwrap();
     drop(reader);
-    let out = Command::new(env!("CARGO_BIN_EXE_oscar")).args(args).stdout(writer).stderr(std::process::Stdio::piped()).output().unwrap();
-    (out.status.code(), String::from_utf8_lossy(&out.stderr).into())
+    let out = Command::new(env!("CARGO_BIN_EXE_oscar"))
+        .args(args)
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
 }
 
 #[test]
@@ -408,21 +920,54 @@ fn every_printing_command_ends_quietly_when_its_reader_is_gone() {
     let dir = tempfile::tempdir().unwrap();
     let p = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
     let w = p("world");
-    let (ok, _, err) = oscar(&["world", "generate", "--out", &w, "--images", "60", "--feature-dim", "8", "--render", "0"]);
+    let (ok, _, err) = oscar(&[
+        "world",
+        "generate",
+        "--out",
+        &w,
+        "--images",
+        "60",
+        "--feature-dim",
+        "8",
+        "--render",
+        "0",
+    ]);
     assert!(ok, "{err}");
     let tiny = ["--steps", "2", "--batch-size", "4"];
-    for (task, extra) in [("retrieval", vec!["--test-images", "4"]), ("caption", vec!["--eval-images", "2"]), ("vqa", vec![])] {
+    for (task, extra) in [
+        ("retrieval", vec!["--test-images", "4"]),
+        ("caption", vec!["--eval-images", "2"]),
+        ("vqa", vec![]),
+    ] {
         let out = p(task);
-        let (ok, _, err) = oscar(&[&["train", task, "--data", &w, "--out", &out][..], &tiny, &extra].concat());
+        let (ok, _, err) = oscar(
+            &[
+                &["train", task, "--data", &w, "--out", &out][..],
+                &tiny,
+                &extra,
+            ]
+            .concat(),
+        );
         assert!(ok, "{task}: {err}");
     }
     let f = eval_fixtures();
     let vqa_dir = f.join("vqa");
-    let (ann, res) = (vqa_dir.join("annotations.json"), vqa_dir.join("results.json"));
+    let (ann, res) = (
+        vqa_dir.join("annotations.json"),
+        vqa_dir.join("results.json"),
+    );
     let scores = p("scores.json");
-    std::fs::write(&scores, r#"{"scores": [[0.9, 0.1], [0.3, 0.8]], "caption_image": [0, 1]}"#).unwrap();
+    std::fs::write(
+        &scores,
+        r#"{"scores": [[0.9, 0.1], [0.3, 0.8]], "caption_image": [0, 1]}"#,
+    )
+    .unwrap();
     let caps = p("caps.json");
-    std::fs::write(&caps, r#"[{"image_id": 1, "caption": "A dog runs."}, {"image_id": 2, "caption": "A cat."}]"#).unwrap();
+    std::fs::write(
+        &caps,
+        r#"[{"image_id": 1, "caption": "A dog runs."}, {"image_id": 2, "caption": "A cat."}]"#,
+    )
+    .unwrap();
     let items = p("items.jsonl");
     std::fs::write(&items, r#"{"id": "a", "text": "a dog", "tags": "dog", "features": [[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6]]}"#).unwrap();
     let feats = format!("{w}/features/features.tsv");
@@ -436,32 +981,230 @@ fn every_printing_command_ends_quietly_when_its_reader_is_gone() {
         c(&["inspect", s(&legacy)]),
         c(&["inspect", "--json", s(&legacy)]),
         c(&["convert", s(&legacy), &p("converted")]),
-        c(&["encode", "--checkpoint", &ret, "--input", &items, "--out", &p("enc.safetensors")]),
-        c(&["eval", "vqa", "--annotations", s(&ann), "--results", s(&res)]),
-        c(&["eval", "vqa", "--annotations", s(&ann), "--results", s(&res), "--rules", "pre-2021"]),
-        c(&["eval", "caption", "--refs", &caps, "--preds", &caps, "--no-meteor"]),
-        c(&["eval", "cider-df", "--captions", &caps, "--out", &p("df.json")]),
+        c(&[
+            "encode",
+            "--checkpoint",
+            &ret,
+            "--input",
+            &items,
+            "--out",
+            &p("enc.safetensors"),
+        ]),
+        c(&[
+            "eval",
+            "vqa",
+            "--annotations",
+            s(&ann),
+            "--results",
+            s(&res),
+        ]),
+        c(&[
+            "eval",
+            "vqa",
+            "--annotations",
+            s(&ann),
+            "--results",
+            s(&res),
+            "--rules",
+            "pre-2021",
+        ]),
+        c(&[
+            "eval",
+            "caption",
+            "--refs",
+            &caps,
+            "--preds",
+            &caps,
+            "--no-meteor",
+        ]),
+        c(&[
+            "eval",
+            "cider-df",
+            "--captions",
+            &caps,
+            "--out",
+            &p("df.json"),
+        ]),
         c(&["eval", "retrieval", "--scores", &scores]),
-        c(&["eval", "retrieval", "--checkpoint", &ret, "--data", &w, "--images", "2"]),
-        c(&["world", "generate", "--out", &p("world2"), "--images", "20", "--feature-dim", "8", "--render", "0"]),
+        c(&[
+            "eval",
+            "retrieval",
+            "--checkpoint",
+            &ret,
+            "--data",
+            &w,
+            "--images",
+            "2",
+        ]),
+        c(&[
+            "world",
+            "generate",
+            "--out",
+            &p("world2"),
+            "--images",
+            "20",
+            "--feature-dim",
+            "8",
+            "--render",
+            "0",
+        ]),
         c(&["check", &w]),
-        c(&["pretrain", "--dataset", &format!("{w}/pretrain/dataset.yaml"), "--output-dir", &p("pre"), "--steps", "1", "--batch-size", "2", "--img-feature-dim", "14", "--quiet"]),
-        c(&["train", "retrieval", "--data", &w, "--out", &p("r2"), "--steps", "1", "--batch-size", "2", "--test-images", "2"]),
-        c(&["train", "caption", "--data", &w, "--out", &p("c2"), "--steps", "1", "--batch-size", "2", "--eval-images", "2"]),
-        c(&["train", "vqa", "--data", &w, "--out", &p("v2"), "--steps", "1", "--batch-size", "2"]),
-        c(&["train", "gqa", "--data", &w, "--out", &p("g2"), "--steps", "1", "--batch-size", "2"]),
-        c(&["train", "nlvr2", "--data", &w, "--out", &p("n2"), "--steps", "1", "--batch-size", "2"]),
-        c(&["score", "--checkpoint", &ret, "--features", &feats, "--image", "img000000", "--labels", &labels, "--text", "a dog"]),
-        c(&["retrieve", "--checkpoint", &ret, "--data", &w, "--query", "a dog", "--k", "2", "--first-stage-k", "3"]),
-        c(&["caption", "--checkpoint", &cap, "--features", &feats, "--labels", &labels, "--image", "img000000", "--beams", "2", "--max-length", "5"]),
-        c(&["answer", "--checkpoint", &vqa, "--features", &feats, "--image", "img000000", "--question", "what color is the dog?", "--tags", "dog"]),
-        c(&["bench", "--workload", "pretrain-step", "--size", "tiny", "--runs", "1"]),
+        c(&[
+            "pretrain",
+            "--dataset",
+            &format!("{w}/pretrain/dataset.yaml"),
+            "--output-dir",
+            &p("pre"),
+            "--steps",
+            "1",
+            "--batch-size",
+            "2",
+            "--img-feature-dim",
+            "14",
+            "--quiet",
+        ]),
+        c(&[
+            "train",
+            "retrieval",
+            "--data",
+            &w,
+            "--out",
+            &p("r2"),
+            "--steps",
+            "1",
+            "--batch-size",
+            "2",
+            "--test-images",
+            "2",
+        ]),
+        c(&[
+            "train",
+            "caption",
+            "--data",
+            &w,
+            "--out",
+            &p("c2"),
+            "--steps",
+            "1",
+            "--batch-size",
+            "2",
+            "--eval-images",
+            "2",
+        ]),
+        c(&[
+            "train",
+            "vqa",
+            "--data",
+            &w,
+            "--out",
+            &p("v2"),
+            "--steps",
+            "1",
+            "--batch-size",
+            "2",
+        ]),
+        c(&[
+            "train",
+            "gqa",
+            "--data",
+            &w,
+            "--out",
+            &p("g2"),
+            "--steps",
+            "1",
+            "--batch-size",
+            "2",
+        ]),
+        c(&[
+            "train",
+            "nlvr2",
+            "--data",
+            &w,
+            "--out",
+            &p("n2"),
+            "--steps",
+            "1",
+            "--batch-size",
+            "2",
+        ]),
+        c(&[
+            "score",
+            "--checkpoint",
+            &ret,
+            "--features",
+            &feats,
+            "--image",
+            "img000000",
+            "--labels",
+            &labels,
+            "--text",
+            "a dog",
+        ]),
+        c(&[
+            "retrieve",
+            "--checkpoint",
+            &ret,
+            "--data",
+            &w,
+            "--query",
+            "a dog",
+            "--k",
+            "2",
+            "--first-stage-k",
+            "3",
+        ]),
+        c(&[
+            "caption",
+            "--checkpoint",
+            &cap,
+            "--features",
+            &feats,
+            "--labels",
+            &labels,
+            "--image",
+            "img000000",
+            "--beams",
+            "2",
+            "--max-length",
+            "5",
+        ]),
+        c(&[
+            "answer",
+            "--checkpoint",
+            &vqa,
+            "--features",
+            &feats,
+            "--image",
+            "img000000",
+            "--question",
+            "what color is the dog?",
+            "--tags",
+            "dog",
+        ]),
+        c(&[
+            "bench",
+            "--workload",
+            "pretrain-step",
+            "--size",
+            "tiny",
+            "--runs",
+            "1",
+        ]),
         c(&["demo", "--quick", "--out", &p("demo")]),
     ];
     for c in &commands {
         let (code, err) = oscar_closed_reader(&c.iter().map(String::as_str).collect::<Vec<_>>());
-        assert!(!err.contains("panicked") && !err.contains("Broken pipe"), "`oscar {}` with a closed reader: {err}", c.join(" "));
-        assert_eq!(code, Some(0), "`oscar {}` with a closed reader exited {code:?}: {err}", c.join(" "));
+        assert!(
+            !err.contains("panicked") && !err.contains("Broken pipe"),
+            "`oscar {}` with a closed reader: {err}",
+            c.join(" ")
+        );
+        assert_eq!(
+            code,
+            Some(0),
+            "`oscar {}` with a closed reader exited {code:?}: {err}",
+            c.join(" ")
+        );
     }
 }
 
@@ -472,28 +1215,101 @@ fn training_commands_save_checkpoints_and_resume() {
     let dir = tempfile::tempdir().unwrap();
     let p = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
     let w = p("world");
-    let (ok, _, err) = oscar(&["world", "generate", "--out", &w, "--images", "40", "--feature-dim", "8", "--render", "0"]);
+    let (ok, _, err) = oscar(&[
+        "world",
+        "generate",
+        "--out",
+        &w,
+        "--images",
+        "40",
+        "--feature-dim",
+        "8",
+        "--render",
+        "0",
+    ]);
     assert!(ok, "{err}");
     let last_loss = |d: &str| -> f64 {
         let text = std::fs::read_to_string(Path::new(d).join("metrics.jsonl")).unwrap();
-        text.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["loss"].as_f64()).last().unwrap()
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["loss"].as_f64())
+            .last()
+            .unwrap()
     };
     let (a, b) = (p("a"), p("b"));
-    let common = ["train", "vqa", "--data", &w, "--steps", "4", "--batch-size", "4", "--save-every", "2", "--keep-last", "0"];
+    let common = [
+        "train",
+        "vqa",
+        "--data",
+        &w,
+        "--steps",
+        "4",
+        "--batch-size",
+        "4",
+        "--save-every",
+        "2",
+        "--keep-last",
+        "0",
+    ];
     let (ok, _, err) = oscar(&[&common[..], &["--out", &a]].concat());
     assert!(ok, "{err}");
-    assert!(Path::new(&a).join("checkpoint-2/trainer_state.json").exists() && Path::new(&a).join("checkpoint-4/optimizer.safetensors").exists());
+    assert!(
+        Path::new(&a)
+            .join("checkpoint-2/trainer_state.json")
+            .exists()
+            && Path::new(&a)
+                .join("checkpoint-4/optimizer.safetensors")
+                .exists()
+    );
     let resume = format!("{a}/checkpoint-2");
     let (ok, _, err) = oscar(&[&common[..], &["--out", &b, "--resume", &resume]].concat());
     assert!(ok, "{err}");
-    assert!((last_loss(&a) - last_loss(&b)).abs() < 1e-6, "{} vs {}", last_loss(&a), last_loss(&b));
+    assert!(
+        (last_loss(&a) - last_loss(&b)).abs() < 1e-6,
+        "{} vs {}",
+        last_loss(&a),
+        last_loss(&b)
+    );
     // The model a checkpoint holds is a task model the commands load.
-    let (ok, stdout, err) = oscar(&["answer", "--checkpoint", &resume, "--features", &format!("{w}/features/features.tsv"), "--image", "img000000", "--question", "what color is the dog?", "--tags", "dog"]);
+    let (ok, stdout, err) = oscar(&[
+        "answer",
+        "--checkpoint",
+        &resume,
+        "--features",
+        &format!("{w}/features/features.tsv"),
+        "--image",
+        "img000000",
+        "--question",
+        "what color is the dog?",
+        "--tags",
+        "dog",
+    ]);
     assert!(ok && stdout.contains("score"), "{err}");
 
     let pre = p("pre");
-    let (ok, _, err) = oscar(&["pretrain", "--dataset", &format!("{w}/pretrain/dataset.yaml"), "--output-dir", &pre, "--steps", "3", "--batch-size", "2", "--img-feature-dim", "14", "--save-every", "1", "--keep-last", "2", "--quiet"]);
+    let (ok, _, err) = oscar(&[
+        "pretrain",
+        "--dataset",
+        &format!("{w}/pretrain/dataset.yaml"),
+        "--output-dir",
+        &pre,
+        "--steps",
+        "3",
+        "--batch-size",
+        "2",
+        "--img-feature-dim",
+        "14",
+        "--save-every",
+        "1",
+        "--keep-last",
+        "2",
+        "--quiet",
+    ]);
     assert!(ok, "{err}");
-    let kept: Vec<String> = std::fs::read_dir(&pre).unwrap().filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with("checkpoint-")).collect();
+    let kept: Vec<String> = std::fs::read_dir(&pre)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("checkpoint-"))
+        .collect();
     assert_eq!(kept.len(), 2, "{kept:?}");
 }

@@ -24,10 +24,19 @@ pub fn stats(cand: &[u32], refs: &[Vec<u32>]) -> BleuStats {
 }
 
 /// [`stats`] from n-gram counts computed once and shared with the other metrics.
-pub fn stats_from_counts(testlen: usize, cand: &Counts, ref_lens: &[usize], refs: &[Counts]) -> BleuStats {
+pub fn stats_from_counts(
+    testlen: usize,
+    cand: &Counts,
+    ref_lens: &[usize],
+    refs: &[Counts],
+) -> BleuStats {
     let maxcounts = Counts::max_of(refs);
     // min over (|l − testlen|, l): the closest length, the shorter on ties.
-    let reflen = ref_lens.iter().copied().min_by_key(|&l| ((l as i64 - testlen as i64).abs(), l)).unwrap_or(0);
+    let reflen = ref_lens
+        .iter()
+        .copied()
+        .min_by_key(|&l| ((l as i64 - testlen as i64).abs(), l))
+        .unwrap_or(0);
     let mut guess = [0; 4];
     for (k, g) in guess.iter_mut().enumerate() {
         *g = (testlen + 1).saturating_sub(k + 1);
@@ -36,7 +45,12 @@ pub fn stats_from_counts(testlen: usize, cand: &Counts, ref_lens: &[usize], refs
     for (g, c) in cand.iter() {
         correct[order(g) - 1] += c.min(maxcounts.get(g).unwrap_or(0)) as usize;
     }
-    BleuStats { testlen, reflen, guess, correct }
+    BleuStats {
+        testlen,
+        reflen,
+        guess,
+        correct,
+    }
 }
 
 fn brevity(testlen: f64, reflen: f64) -> f64 {
@@ -73,7 +87,12 @@ pub fn corpus_bleu(all: &[BleuStats]) -> ([f64; 4], Vec<[f64; 4]>) {
             correct[k] += s.correct[k];
             guess[k] += s.guess[k];
         }
-        per.push(scores(&s.correct, &s.guess, s.testlen as f64, s.reflen as f64));
+        per.push(scores(
+            &s.correct,
+            &s.guess,
+            s.testlen as f64,
+            s.reflen as f64,
+        ));
     }
     (scores(&correct, &guess, testlen as f64, reflen as f64), per)
 }

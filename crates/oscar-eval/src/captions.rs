@@ -6,9 +6,9 @@ use crate::cider::{cider_d_from_counts, DocFreq, DocFreqFile};
 use crate::error::{EvalError, Result};
 use crate::meteor::meteor;
 use crate::ngrams::{count, Counts, Vocab};
-use rayon::prelude::*;
 use crate::ptb::Tokenizer;
 use crate::rouge::rouge_l;
+use rayon::prelude::*;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -41,9 +41,15 @@ struct CocoFile {
 /// (`key \t [{"caption", "conf"}]`, first caption taken). `one_per_image` makes a second caption
 /// for an id an error (predictions).
 pub fn read_captions(path: &Path, one_per_image: bool) -> Result<CaptionSet> {
-    let text = std::fs::read_to_string(path).map_err(|e| EvalError::Io { path: path.into(), err: e })?;
+    let text = std::fs::read_to_string(path).map_err(|e| EvalError::Io {
+        path: path.into(),
+        err: e,
+    })?;
     if text.trim().is_empty() {
-        return Err(EvalError::bad_file(path, "file is empty: expected captions"));
+        return Err(EvalError::bad_file(
+            path,
+            "file is empty: expected captions",
+        ));
     }
     let mut set = CaptionSet::new();
     let mut add = |id: String, cap: String, where_: String| -> Result<()> {
@@ -57,9 +63,21 @@ pub fn read_captions(path: &Path, one_per_image: bool) -> Result<CaptionSet> {
     let trimmed = text.trim_start();
     if trimmed.starts_with('[') || trimmed.starts_with('{') {
         let list: Vec<Entry> = if trimmed.starts_with('[') {
-            serde_json::from_str(&text).map_err(|e| EvalError::bad_file(path, format!("expected a list of {{image_id, caption}}: {e}")))?
+            serde_json::from_str(&text).map_err(|e| {
+                EvalError::bad_file(
+                    path,
+                    format!("expected a list of {{image_id, caption}}: {e}"),
+                )
+            })?
         } else {
-            let coco: CocoFile = serde_json::from_str(&text).map_err(|e| EvalError::bad_file(path, format!("expected a COCO file with `annotations` of {{image_id, caption}}: {e}")))?;
+            let coco: CocoFile = serde_json::from_str(&text).map_err(|e| {
+                EvalError::bad_file(
+                    path,
+                    format!(
+                        "expected a COCO file with `annotations` of {{image_id, caption}}: {e}"
+                    ),
+                )
+            })?;
             coco.annotations
         };
         for (i, item) in list.into_iter().enumerate() {
@@ -67,9 +85,16 @@ pub fn read_captions(path: &Path, one_per_image: bool) -> Result<CaptionSet> {
             let id = match item.image_id {
                 Some(Id::Str(s)) => s,
                 Some(Id::Num(n)) => n.to_string(),
-                None => return Err(EvalError::bad_file(path, format!("{where_}: `image_id` (string or number) is missing"))),
+                None => {
+                    return Err(EvalError::bad_file(
+                        path,
+                        format!("{where_}: `image_id` (string or number) is missing"),
+                    ))
+                }
             };
-            let cap = item.caption.ok_or_else(|| EvalError::bad_file(path, format!("{where_}: `caption` (a string) is missing")))?;
+            let cap = item.caption.ok_or_else(|| {
+                EvalError::bad_file(path, format!("{where_}: `caption` (a string) is missing"))
+            })?;
             add(id, cap, where_)?;
         }
     } else {
@@ -78,9 +103,24 @@ pub fn read_captions(path: &Path, one_per_image: bool) -> Result<CaptionSet> {
                 continue;
             }
             let where_ = format!("line {}", i + 1);
-            let (key, rest) = line.split_once('\t').ok_or_else(|| EvalError::bad_file(path, format!("{where_}: expected `key<TAB>[{{\"caption\": …}}]`")))?;
-            let v: serde_json::Value = serde_json::from_str(rest).map_err(|e| EvalError::bad_file(path, format!("{where_}: not valid JSON: {e}")))?;
-            let cap = v.get(0).and_then(|c| c.get("caption")).and_then(|c| c.as_str()).ok_or_else(|| EvalError::bad_file(path, format!("{where_}: expected a list whose first entry has `caption`")))?;
+            let (key, rest) = line.split_once('\t').ok_or_else(|| {
+                EvalError::bad_file(
+                    path,
+                    format!("{where_}: expected `key<TAB>[{{\"caption\": …}}]`"),
+                )
+            })?;
+            let v: serde_json::Value = serde_json::from_str(rest)
+                .map_err(|e| EvalError::bad_file(path, format!("{where_}: not valid JSON: {e}")))?;
+            let cap = v
+                .get(0)
+                .and_then(|c| c.get("caption"))
+                .and_then(|c| c.as_str())
+                .ok_or_else(|| {
+                    EvalError::bad_file(
+                        path,
+                        format!("{where_}: expected a list whose first entry has `caption`"),
+                    )
+                })?;
             add(key.to_string(), cap.to_string(), where_)?;
         }
     }
@@ -140,13 +180,26 @@ fn mean(v: &[f64]) -> f64 {
 }
 
 /// Scores predictions against references.
-pub fn evaluate_captions(refs: &CaptionSet, preds: &CaptionSet, opt: &CaptionOptions) -> Result<CaptionScores> {
+pub fn evaluate_captions(
+    refs: &CaptionSet,
+    preds: &CaptionSet,
+    opt: &CaptionOptions,
+) -> Result<CaptionScores> {
     if preds.is_empty() {
         return Err(EvalError::Invalid("no predictions to evaluate".into()));
     }
     let unknown: Vec<&String> = preds.keys().filter(|k| !refs.contains_key(*k)).collect();
     if !unknown.is_empty() {
-        return Err(EvalError::Invalid(format!("{} predicted image ids have no references, e.g. {}", unknown.len(), unknown.iter().take(5).map(|s| s.as_str()).collect::<Vec<_>>().join(", "))));
+        return Err(EvalError::Invalid(format!(
+            "{} predicted image ids have no references, e.g. {}",
+            unknown.len(),
+            unknown
+                .iter()
+                .take(5)
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
     }
     let missing: Vec<&String> = refs.keys().filter(|k| !preds.contains_key(*k)).collect();
     if !missing.is_empty() && !opt.allow_subset {
@@ -158,29 +211,56 @@ pub fn evaluate_captions(refs: &CaptionSet, preds: &CaptionSet, opt: &CaptionOpt
     }
     let ids: Vec<&String> = preds.keys().collect();
     let raw_hyp: Vec<&str> = ids.iter().map(|id| preds[*id][0].as_str()).collect();
-    let raw_refs: Vec<&str> = ids.iter().flat_map(|id| refs[*id].iter().map(String::as_str)).collect();
+    let raw_refs: Vec<&str> = ids
+        .iter()
+        .flat_map(|id| refs[*id].iter().map(String::as_str))
+        .collect();
     let (hyp_text, flat_refs): (Vec<String>, Vec<String>) = if opt.pretokenized {
-        (raw_hyp.iter().map(|s| s.to_string()).collect(), raw_refs.iter().map(|s| s.to_string()).collect())
+        (
+            raw_hyp.iter().map(|s| s.to_string()).collect(),
+            raw_refs.iter().map(|s| s.to_string()).collect(),
+        )
     } else {
-        let (h, r) = rayon::join(|| opt.tokenizer.tokenize(&raw_hyp), || opt.tokenizer.tokenize(&raw_refs));
+        let (h, r) = rayon::join(
+            || opt.tokenizer.tokenize(&raw_hyp),
+            || opt.tokenizer.tokenize(&raw_refs),
+        );
         (h?, r?)
     };
     let mut flat = flat_refs.into_iter();
-    let ref_text: Vec<Vec<String>> = ids.iter().map(|id| flat.by_ref().take(refs[*id].len()).collect()).collect();
+    let ref_text: Vec<Vec<String>> = ids
+        .iter()
+        .map(|id| flat.by_ref().take(refs[*id].len()).collect())
+        .collect();
     if let Some((id, _)) = ids.iter().zip(&ref_text).find(|(_, r)| r.is_empty()) {
-        return Err(EvalError::Invalid(format!("image {id} has no reference caption")));
+        return Err(EvalError::Invalid(format!(
+            "image {id} has no reference caption"
+        )));
     }
 
     let mut vocab = Vocab::default();
     let hyp: Vec<Vec<u32>> = hyp_text.iter().map(|s| vocab.words(s)).collect();
-    let refw: Vec<Vec<Vec<u32>>> = ref_text.iter().map(|rs| rs.iter().map(|s| vocab.words(s)).collect()).collect();
+    let refw: Vec<Vec<Vec<u32>>> = ref_text
+        .iter()
+        .map(|rs| rs.iter().map(|s| vocab.words(s)).collect())
+        .collect();
 
     // N-gram counts once per sentence, shared by BLEU, the document frequencies and CIDEr.
     let hyp_counts: Vec<Counts> = hyp.par_iter().map(|h| count(h, 4)).collect();
-    let ref_counts: Vec<Vec<Counts>> = refw.par_iter().map(|rs| rs.iter().map(|r| count(r, 4)).collect()).collect();
+    let ref_counts: Vec<Vec<Counts>> = refw
+        .par_iter()
+        .map(|rs| rs.iter().map(|r| count(r, 4)).collect())
+        .collect();
     let bleu_stats: Vec<_> = (0..hyp.len())
         .into_par_iter()
-        .map(|i| stats_from_counts(hyp[i].len(), &hyp_counts[i], &refw[i].iter().map(Vec::len).collect::<Vec<_>>(), &ref_counts[i]))
+        .map(|i| {
+            stats_from_counts(
+                hyp[i].len(),
+                &hyp_counts[i],
+                &refw[i].iter().map(Vec::len).collect::<Vec<_>>(),
+                &ref_counts[i],
+            )
+        })
         .collect();
     let (bleu, bleu_per) = corpus_bleu(&bleu_stats);
 
@@ -197,12 +277,20 @@ pub fn evaluate_captions(refs: &CaptionSet, preds: &CaptionSet, opt: &CaptionOpt
         })
         .collect();
 
-    let cider_per = cider_d_from_counts(&hyp_counts, &ref_counts, &DocFreq::from_counts(&ref_counts));
-    let cider_d_per = opt.cider_df.as_ref().map(|f| cider_d_from_counts(&hyp_counts, &ref_counts, &DocFreq::from_file(f, &mut vocab)));
+    let cider_per =
+        cider_d_from_counts(&hyp_counts, &ref_counts, &DocFreq::from_counts(&ref_counts));
+    let cider_d_per = opt
+        .cider_df
+        .as_ref()
+        .map(|f| cider_d_from_counts(&hyp_counts, &ref_counts, &DocFreq::from_file(f, &mut vocab)));
 
     let meteor_res = match &opt.meteor_jar {
         Some(jar) => {
-            let items: Vec<(&str, &[String])> = hyp_text.iter().zip(&ref_text).map(|(h, r)| (h.as_str(), r.as_slice())).collect();
+            let items: Vec<(&str, &[String])> = hyp_text
+                .iter()
+                .zip(&ref_text)
+                .map(|(h, r)| (h.as_str(), r.as_slice()))
+                .collect();
             Some(meteor(jar, &items)?)
         }
         None => None,
@@ -235,7 +323,10 @@ pub fn evaluate_captions(refs: &CaptionSet, preds: &CaptionSet, opt: &CaptionOpt
 /// n-grams), for CIDEr-D during SCST: `oscar eval cider-df`. Native PTB tokenization unless
 /// `pretokenized`.
 pub fn build_doc_freq(refs: &CaptionSet, pretokenized: bool) -> DocFreqFile {
-    let opt = CaptionOptions { pretokenized, ..Default::default() };
+    let opt = CaptionOptions {
+        pretokenized,
+        ..Default::default()
+    };
     build_doc_freq_with(refs, &opt).expect("native tokenization cannot fail")
 }
 
@@ -243,8 +334,15 @@ pub fn build_doc_freq(refs: &CaptionSet, pretokenized: bool) -> DocFreqFile {
 /// captions tokenized as one batch in image-id order.
 pub fn build_doc_freq_with(refs: &CaptionSet, opt: &CaptionOptions) -> Result<DocFreqFile> {
     let pretokenized = opt.pretokenized;
-    let raw: Vec<&str> = refs.values().flat_map(|caps| caps.iter().map(String::as_str)).collect();
-    let toks: Vec<String> = if pretokenized { raw.iter().map(|s| s.to_string()).collect() } else { opt.tokenizer.tokenize(&raw)? };
+    let raw: Vec<&str> = refs
+        .values()
+        .flat_map(|caps| caps.iter().map(String::as_str))
+        .collect();
+    let toks: Vec<String> = if pretokenized {
+        raw.iter().map(|s| s.to_string()).collect()
+    } else {
+        opt.tokenizer.tokenize(&raw)?
+    };
     let mut toks = toks.into_iter();
     let mut vocab = Vocab::default();
     let mut words: Vec<String> = Vec::new();
@@ -268,5 +366,8 @@ pub fn build_doc_freq_with(refs: &CaptionSet, opt: &CaptionOptions) -> Result<Do
                 .collect()
         })
         .collect();
-    Ok(DocFreq::from_refs(&sets).to_file(&words, if pretokenized { "pretokenized" } else { "ptb" }))
+    Ok(
+        DocFreq::from_refs(&sets)
+            .to_file(&words, if pretokenized { "pretokenized" } else { "ptb" }),
+    )
 }

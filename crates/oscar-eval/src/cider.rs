@@ -29,7 +29,10 @@ pub struct DocFreqFile {
 impl DocFreq {
     /// Frequencies over the reference sets (one set of n-grams per image).
     pub fn from_refs(refs: &[Vec<Vec<u32>>]) -> Self {
-        let counts: Vec<Vec<Counts>> = refs.iter().map(|set| set.iter().map(|r| count(r, 4)).collect()).collect();
+        let counts: Vec<Vec<Counts>> = refs
+            .iter()
+            .map(|set| set.iter().map(|r| count(r, 4)).collect())
+            .collect();
         Self::from_counts(&counts)
     }
 
@@ -45,16 +48,32 @@ impl DocFreq {
                 *df.entry(g).or_insert(0.0) += 1.0;
             }
         }
-        DocFreq { df, num_images: refs.len() as f64 }
+        DocFreq {
+            df,
+            num_images: refs.len() as f64,
+        }
     }
 
     pub fn to_file(&self, vocab_words: &[String], tokenization: &str) -> DocFreqFile {
         let document_frequency = self
             .df
             .iter()
-            .map(|(g, v)| (g[..order(g)].iter().map(|&w| vocab_words[w as usize].as_str()).collect::<Vec<_>>().join(" "), *v))
+            .map(|(g, v)| {
+                (
+                    g[..order(g)]
+                        .iter()
+                        .map(|&w| vocab_words[w as usize].as_str())
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                    *v,
+                )
+            })
             .collect();
-        DocFreqFile { ref_len: self.num_images, document_frequency, tokenization: tokenization.into() }
+        DocFreqFile {
+            ref_len: self.num_images,
+            document_frequency,
+            tokenization: tokenization.into(),
+        }
     }
 
     pub fn from_file(f: &DocFreqFile, vocab: &mut Vocab) -> Self {
@@ -67,7 +86,10 @@ impl DocFreq {
                 df.insert(g, *v);
             }
         }
-        DocFreq { df, num_images: f.ref_len }
+        DocFreq {
+            df,
+            num_images: f.ref_len,
+        }
     }
 }
 
@@ -94,12 +116,23 @@ fn norms(counts: &Counts, df: &DocFreq, log_ref_len: f64) -> Norms {
             length += tf as f64;
         }
     }
-    Norms { norm: norm.map(f64::sqrt), length }
+    Norms {
+        norm: norm.map(f64::sqrt),
+        length,
+    }
 }
 
 /// pycocoevalcap's `sim`: per order, the clipped dot product Σ min(h, r)·r over the hypothesis'
 /// n-grams, divided by both norms, times the Gaussian length penalty.
-fn sim(hyp: &[(NGram, usize, f64)], hn: &Norms, r: &Counts, rn: &Norms, df: &DocFreq, log_ref_len: f64, sigma: f64) -> [f64; 4] {
+fn sim(
+    hyp: &[(NGram, usize, f64)],
+    hn: &Norms,
+    r: &Counts,
+    rn: &Norms,
+    df: &DocFreq,
+    log_ref_len: f64,
+    sigma: f64,
+) -> [f64; 4] {
     let delta = hn.length - rn.length;
     let mut val = [0.0; 4];
     for (g, n, hv) in hyp {
@@ -120,7 +153,10 @@ fn sim(hyp: &[(NGram, usize, f64)], hn: &Norms, r: &Counts, rn: &Norms, df: &Doc
 /// Per-image CIDEr-D of each candidate against its references.
 pub fn cider_d(cands: &[Vec<u32>], refs: &[Vec<Vec<u32>>], df: &DocFreq) -> Vec<f64> {
     let c: Vec<Counts> = cands.iter().map(|w| count(w, 4)).collect();
-    let r: Vec<Vec<Counts>> = refs.iter().map(|set| set.iter().map(|w| count(w, 4)).collect()).collect();
+    let r: Vec<Vec<Counts>> = refs
+        .iter()
+        .map(|set| set.iter().map(|w| count(w, 4)).collect())
+        .collect();
     cider_d_from_counts(&c, &r, df)
 }
 
@@ -133,10 +169,21 @@ pub fn cider_d_from_counts(cands: &[Counts], refs: &[Vec<Counts>], df: &DocFreq)
         .zip(refs)
         .map(|(c, rs)| {
             let hn = norms(c, df, log_ref_len);
-            let hyp: Vec<(NGram, usize, f64)> = c.iter().map(|(g, tf)| (*g, order(g) - 1, tf as f64 * idf(g, df, log_ref_len))).collect();
+            let hyp: Vec<(NGram, usize, f64)> = c
+                .iter()
+                .map(|(g, tf)| (*g, order(g) - 1, tf as f64 * idf(g, df, log_ref_len)))
+                .collect();
             let mut score = [0.0; 4];
             for r in rs {
-                let s = sim(&hyp, &hn, r, &norms(r, df, log_ref_len), df, log_ref_len, SIGMA);
+                let s = sim(
+                    &hyp,
+                    &hn,
+                    r,
+                    &norms(r, df, log_ref_len),
+                    df,
+                    log_ref_len,
+                    SIGMA,
+                );
                 for n in 0..4 {
                     score[n] += s[n];
                 }
@@ -159,7 +206,17 @@ impl CiderD {
     pub fn new(df: &DocFreqFile, refs: &crate::captions::CaptionSet) -> Self {
         let mut vocab = Vocab::default();
         let df = DocFreq::from_file(df, &mut vocab);
-        let refs = refs.iter().map(|(id, caps)| (id.clone(), caps.iter().map(|c| count(&vocab.words(&crate::ptb::tokenize_caption(c)), 4)).collect())).collect();
+        let refs = refs
+            .iter()
+            .map(|(id, caps)| {
+                (
+                    id.clone(),
+                    caps.iter()
+                        .map(|c| count(&vocab.words(&crate::ptb::tokenize_caption(c)), 4))
+                        .collect(),
+                )
+            })
+            .collect();
         CiderD { vocab, df, refs }
     }
 
@@ -168,8 +225,13 @@ impl CiderD {
         let mut cands = Vec::with_capacity(items.len());
         let mut refs = Vec::with_capacity(items.len());
         for (img, cap) in items {
-            let r = self.refs.get(*img).ok_or_else(|| crate::error::EvalError::Invalid(format!("image {img} has no reference captions")))?;
-            cands.push(count(&self.vocab.words(&crate::ptb::tokenize_caption(cap)), 4));
+            let r = self.refs.get(*img).ok_or_else(|| {
+                crate::error::EvalError::Invalid(format!("image {img} has no reference captions"))
+            })?;
+            cands.push(count(
+                &self.vocab.words(&crate::ptb::tokenize_caption(cap)),
+                4,
+            ));
             refs.push(r.clone());
         }
         Ok(cider_d_from_counts(&cands, &refs, &self.df))

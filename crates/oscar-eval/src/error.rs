@@ -17,7 +17,10 @@ pub enum EvalError {
 
 impl EvalError {
     pub fn bad_file(path: impl Into<PathBuf>, what: impl Into<String>) -> Self {
-        EvalError::BadFile { path: path.into(), what: what.into() }
+        EvalError::BadFile {
+            path: path.into(),
+            what: what.into(),
+        }
     }
 }
 

@@ -17,7 +17,10 @@ pub const FETCHED_PYCOCOEVALCAP: &str = "target/pycocoevalcap/pycocoevalcap";
 /// directory, or beside the running binary (`target/release/oscar` → `target/pycocoevalcap`).
 pub fn find_pycocoevalcap_file(rel: &str) -> Option<PathBuf> {
     let installed = Command::new("python3")
-        .args(["-c", "import os, pycocoevalcap; print(os.path.dirname(pycocoevalcap.__file__))"])
+        .args([
+            "-c",
+            "import os, pycocoevalcap; print(os.path.dirname(pycocoevalcap.__file__))",
+        ])
         .stderr(Stdio::null())
         .output()
         .ok()
@@ -25,18 +28,38 @@ pub fn find_pycocoevalcap_file(rel: &str) -> Option<PathBuf> {
         .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
     let fetched_cwd = Some(PathBuf::from(FETCHED_PYCOCOEVALCAP));
     // target/<profile>/oscar → target/pycocoevalcap/pycocoevalcap
-    let fetched_exe = std::env::current_exe().ok().and_then(|e| Some(e.parent()?.parent()?.join("pycocoevalcap/pycocoevalcap")));
-    [installed, fetched_cwd, fetched_exe].into_iter().flatten().map(|d| d.join(rel)).find(|p| p.is_file())
+    let fetched_exe = std::env::current_exe()
+        .ok()
+        .and_then(|e| Some(e.parent()?.parent()?.join("pycocoevalcap/pycocoevalcap")));
+    [installed, fetched_cwd, fetched_exe]
+        .into_iter()
+        .flatten()
+        .map(|d| d.join(rel))
+        .find(|p| p.is_file())
 }
 
 /// Finds the jar: an explicit path, `$OSCAR_METEOR_JAR`, the installed pycocoevalcap package,
 /// or the copy `tools/fetch_pycocoevalcap.sh` (run by the test command) fetched.
 pub fn find_jar(explicit: Option<&Path>) -> Result<PathBuf> {
     if let Some(p) = explicit {
-        return if p.is_file() { Ok(p.to_path_buf()) } else { Err(EvalError::Tool(format!("METEOR jar {} does not exist", p.display()))) };
+        return if p.is_file() {
+            Ok(p.to_path_buf())
+        } else {
+            Err(EvalError::Tool(format!(
+                "METEOR jar {} does not exist",
+                p.display()
+            )))
+        };
     }
     if let Some(p) = std::env::var_os("OSCAR_METEOR_JAR").map(PathBuf::from) {
-        return if p.is_file() { Ok(p) } else { Err(EvalError::Tool(format!("OSCAR_METEOR_JAR={} does not exist", p.display()))) };
+        return if p.is_file() {
+            Ok(p)
+        } else {
+            Err(EvalError::Tool(format!(
+                "OSCAR_METEOR_JAR={} does not exist",
+                p.display()
+            )))
+        };
     }
     if let Some(jar) = find_pycocoevalcap_file("meteor/meteor-1.5.jar") {
         return Ok(jar);
@@ -61,10 +84,15 @@ pub fn meteor(jar: &Path, items: &[(&str, &[String])]) -> Result<(f64, Vec<f64>)
         return Err(EvalError::Invalid("METEOR: nothing to score".into()));
     }
     // The jar runs in its own folder (it reads data/ from there): a relative path would no longer resolve.
-    let jar = &jar.canonicalize().map_err(|e| EvalError::Tool(format!("METEOR jar {}: {e}", jar.display())))?;
+    let jar = &jar
+        .canonicalize()
+        .map_err(|e| EvalError::Tool(format!("METEOR jar {}: {e}", jar.display())))?;
     let dir = jar.parent().unwrap_or(Path::new("."));
     if !dir.join("data").join("paraphrase-en.gz").is_file() {
-        return Err(EvalError::Tool(format!("METEOR: {} lacks data/paraphrase-en.gz next to the jar", dir.display())));
+        return Err(EvalError::Tool(format!(
+            "METEOR: {} lacks data/paraphrase-en.gz next to the jar",
+            dir.display()
+        )));
     }
     let mut child = Command::new("java")
         .args(["-jar", "-Xmx2G"])
@@ -89,7 +117,15 @@ pub fn meteor(jar: &Path, items: &[(&str, &[String])]) -> Result<(f64, Vec<f64>)
     let said = said.join().unwrap_or_default();
     result.map_err(|e| match e {
         EvalError::Tool(m) if !said.trim().is_empty() => {
-            let tail: Vec<&str> = said.trim().lines().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect();
+            let tail: Vec<&str> = said
+                .trim()
+                .lines()
+                .rev()
+                .take(5)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
             EvalError::Tool(format!("{m}; the jar said: {}", tail.join(" / ")))
         }
         e => e,
@@ -112,16 +148,23 @@ fn talk(child: &mut std::process::Child, items: &[(&str, &[String])]) -> Result<
     for (hyp, refs) in items {
         let hyp = hyp.replace("|||", "").replace("  ", " ");
         let line = format!("SCORE ||| {} ||| {}\n", refs.join(" ||| "), hyp);
-        stdin.write_all(line.as_bytes()).map_err(|_| broken("writing SCORE"))?;
+        stdin
+            .write_all(line.as_bytes())
+            .map_err(|_| broken("writing SCORE"))?;
         stdin.flush().map_err(|_| broken("writing SCORE"))?;
         let stat = read_line("reading statistics")?;
         eval_line.push_str(" ||| ");
         eval_line.push_str(&stat);
     }
     eval_line.push('\n');
-    stdin.write_all(eval_line.as_bytes()).map_err(|_| broken("writing EVAL"))?;
+    stdin
+        .write_all(eval_line.as_bytes())
+        .map_err(|_| broken("writing EVAL"))?;
     stdin.flush().map_err(|_| broken("writing EVAL"))?;
-    let parse = |s: String| s.parse::<f64>().map_err(|_| EvalError::Tool(format!("METEOR answered {s:?}, expected a number")));
+    let parse = |s: String| {
+        s.parse::<f64>()
+            .map_err(|_| EvalError::Tool(format!("METEOR answered {s:?}, expected a number")))
+    };
     let mut per = Vec::with_capacity(items.len());
     for _ in 0..items.len() {
         per.push(parse(read_line("reading scores")?)?);

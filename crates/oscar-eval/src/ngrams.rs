@@ -42,7 +42,10 @@ pub struct Counts {
 
 impl Counts {
     pub fn get(&self, g: &NGram) -> Option<u32> {
-        self.items.binary_search_by(|(k, _)| k.cmp(g)).ok().map(|i| self.items[i].1)
+        self.items
+            .binary_search_by(|(k, _)| k.cmp(g))
+            .ok()
+            .map(|i| self.items[i].1)
     }
     pub fn iter(&self) -> impl Iterator<Item = (&NGram, u32)> {
         self.items.iter().map(|(g, c)| (g, *c))
@@ -52,7 +55,8 @@ impl Counts {
     }
     /// Element-wise maximum of several counts (BLEU's clipping counts over the references).
     pub fn max_of(all: &[Counts]) -> Counts {
-        let mut items: Vec<(NGram, u32)> = all.iter().flat_map(|c| c.items.iter().copied()).collect();
+        let mut items: Vec<(NGram, u32)> =
+            all.iter().flat_map(|c| c.items.iter().copied()).collect();
         items.sort_unstable();
         // After sorting, the largest count of each n-gram comes last among its equals.
         let mut out: Vec<(NGram, u32)> = Vec::with_capacity(items.len());

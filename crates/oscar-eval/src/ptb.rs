@@ -34,7 +34,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 /// pycocoevalcap's `PUNCTUATIONS`, compared case-sensitively after lower-casing.
-pub const PUNCTUATIONS: [&str; 17] = ["''", "'", "``", "`", "-LRB-", "-RRB-", "-LCB-", "-RCB-", ".", "?", "!", ",", ":", "-", "--", "...", ";"];
+pub const PUNCTUATIONS: [&str; 17] = [
+    "''", "'", "``", "`", "-LRB-", "-RRB-", "-LCB-", "-RCB-", ".", "?", "!", ",", ":", "-", "--",
+    "...", ";",
+];
 
 /// Python's `str.isspace()`: what `line.rstrip()` strips.
 fn py_isspace(c: char) -> bool {
@@ -75,8 +78,25 @@ fn lower(w: &str) -> String {
     let mut out = String::with_capacity(w.len());
     for (i, &c) in chars.iter().enumerate() {
         if c == '\u{3A3}' {
-            let word_char = |c: &&char| (c.is_alphabetic() || (c.is_numeric() && !matches!(**c, '\u{B2}' | '\u{B3}' | '\u{B9}' | '\u{BC}'..='\u{BE}' | '\u{2070}'..='\u{218F}' | '\u{2460}'..='\u{24FF}')) || matches!(**c, '.' | '\'' | ':' | '-' | '\u{2010}' | '\u{2011}' | '\u{300}'..='\u{36F}')) && !matches!(**c, '\u{3040}'..='\u{30FF}');
-            let fin = chars[..i].iter().rev().take_while(word_char).any(|&p| java_cased(p)) && !chars[i + 1..].iter().take_while(word_char).any(|&n| java_cased(n));
+            let word_char = |c: &&char| {
+                (c.is_alphabetic()
+                    || (c.is_numeric()
+                        && !matches!(**c, '\u{B2}' | '\u{B3}' | '\u{B9}' | '\u{BC}'..='\u{BE}' | '\u{2070}'..='\u{218F}' | '\u{2460}'..='\u{24FF}'))
+                    || matches!(
+                        **c,
+                        '.' | '\'' | ':' | '-' | '\u{2010}' | '\u{2011}' | '\u{300}'..='\u{36F}'
+                    ))
+                    && !matches!(**c, '\u{3040}'..='\u{30FF}')
+            };
+            let fin = chars[..i]
+                .iter()
+                .rev()
+                .take_while(word_char)
+                .any(|&p| java_cased(p))
+                && !chars[i + 1..]
+                    .iter()
+                    .take_while(word_char)
+                    .any(|&n| java_cased(n));
             out.push(if fin { '\u{3C2}' } else { '\u{3C3}' });
         } else {
             out.extend(c.to_lowercase());
@@ -87,13 +107,17 @@ fn lower(w: &str) -> String {
 
 /// Java's `isCased`: lower-case, upper-case (with the Other_ properties) or title-case letters.
 fn java_cased(c: char) -> bool {
-    c.is_lowercase() || c.is_uppercase() || matches!(c, '\u{1C5}' | '\u{1C8}' | '\u{1CB}' | '\u{1F2}' | '\u{1F88}'..='\u{1F8F}' | '\u{1F98}'..='\u{1F9F}' | '\u{1FA8}'..='\u{1FAF}' | '\u{1FBC}' | '\u{1FCC}' | '\u{1FFC}')
+    c.is_lowercase()
+        || c.is_uppercase()
+        || matches!(c, '\u{1C5}' | '\u{1C8}' | '\u{1CB}' | '\u{1F2}' | '\u{1F88}'..='\u{1F8F}' | '\u{1F98}'..='\u{1F9F}' | '\u{1FA8}'..='\u{1FAF}' | '\u{1FBC}' | '\u{1FCC}' | '\u{1FFC}')
 }
 
 /// Tokenizes one caption as pycocoevalcap would if it were tokenized alone, and removes
 /// punctuation; returns the space-joined tokens.
 pub fn tokenize_caption(s: &str) -> String {
-    tokenize_captions(&[s]).pop().expect("one caption in, one out")
+    tokenize_captions(&[s])
+        .pop()
+        .expect("one caption in, one out")
 }
 
 /// Tokenizes a batch of captions as pycocoevalcap does (one jar run over the captions joined by
@@ -185,7 +209,10 @@ const LO: char = '\u{FDD1}';
 
 impl Astral {
     fn encode(text: &mut String, bounds: &mut [(usize, usize)]) -> Astral {
-        let mut a = Astral { at: Vec::new(), chars: Vec::new() };
+        let mut a = Astral {
+            at: Vec::new(),
+            chars: Vec::new(),
+        };
         // Four-byte UTF-8 sequences start with 0xF0..=0xF4.
         if !text.bytes().any(|b| b >= 0xF0) {
             return a;
@@ -267,10 +294,24 @@ pub const PTB_JAR_NAME: &str = "stanford-corenlp-3.4.1.jar";
 /// pycocoevalcap package, or the copy `tools/fetch_pycocoevalcap.sh` fetched.
 pub fn find_ptb_jar(explicit: Option<&Path>) -> Result<PathBuf> {
     if let Some(p) = explicit {
-        return if p.is_file() { Ok(p.to_path_buf()) } else { Err(EvalError::Tool(format!("PTB tokenizer jar {} does not exist", p.display()))) };
+        return if p.is_file() {
+            Ok(p.to_path_buf())
+        } else {
+            Err(EvalError::Tool(format!(
+                "PTB tokenizer jar {} does not exist",
+                p.display()
+            )))
+        };
     }
     if let Some(p) = std::env::var_os("OSCAR_PTB_JAR").map(PathBuf::from) {
-        return if p.is_file() { Ok(p) } else { Err(EvalError::Tool(format!("OSCAR_PTB_JAR={} does not exist", p.display()))) };
+        return if p.is_file() {
+            Ok(p)
+        } else {
+            Err(EvalError::Tool(format!(
+                "OSCAR_PTB_JAR={} does not exist",
+                p.display()
+            )))
+        };
     }
     if let Some(m) = std::env::var_os("OSCAR_METEOR_JAR").map(PathBuf::from) {
         if let Some(pkg) = m.parent().and_then(Path::parent) {
@@ -280,7 +321,8 @@ pub fn find_ptb_jar(explicit: Option<&Path>) -> Result<PathBuf> {
             }
         }
     }
-    if let Some(jar) = crate::meteor::find_pycocoevalcap_file(&format!("tokenizer/{PTB_JAR_NAME}")) {
+    if let Some(jar) = crate::meteor::find_pycocoevalcap_file(&format!("tokenizer/{PTB_JAR_NAME}"))
+    {
         return Ok(jar);
     }
     Err(EvalError::Tool(format!(
@@ -306,32 +348,59 @@ pub fn tokenize_with_jar<S: AsRef<str>>(jar: &Path, captions: &[S]) -> Result<Ve
     if captions.is_empty() {
         return Ok(Vec::new());
     }
-    let sentences: Vec<String> = captions.iter().map(|c| c.as_ref().replace('\n', " ")).collect();
+    let sentences: Vec<String> = captions
+        .iter()
+        .map(|c| c.as_ref().replace('\n', " "))
+        .collect();
     let mut file = tempfile_in_tmp()?;
-    file.1.write_all(sentences.join("\n").as_bytes()).map_err(|e| EvalError::Io { path: file.0.clone(), err: e })?;
+    file.1
+        .write_all(sentences.join("\n").as_bytes())
+        .map_err(|e| EvalError::Io {
+            path: file.0.clone(),
+            err: e,
+        })?;
     drop(file.1);
     let out = Command::new("java")
         .arg("-Dfile.encoding=UTF-8")
         .arg("-cp")
         .arg(jar)
-        .args(["edu.stanford.nlp.process.PTBTokenizer", "-preserveLines", "-lowerCase"])
+        .args([
+            "edu.stanford.nlp.process.PTBTokenizer",
+            "-preserveLines",
+            "-lowerCase",
+        ])
         .arg(&file.0)
         .stdin(Stdio::null())
         .stderr(Stdio::piped())
         .output();
     let _ = std::fs::remove_file(&file.0);
-    let out = out.map_err(|e| EvalError::Tool(format!("PTB tokenization with {} needs Java (`java` on PATH): {e}", jar.display())))?;
+    let out = out.map_err(|e| {
+        EvalError::Tool(format!(
+            "PTB tokenization with {} needs Java (`java` on PATH): {e}",
+            jar.display()
+        ))
+    })?;
     if !out.status.success() {
-        return Err(EvalError::Tool(format!("{} failed ({}): {}", jar.display(), out.status, String::from_utf8_lossy(&out.stderr).trim())));
+        return Err(EvalError::Tool(format!(
+            "{} failed ({}): {}",
+            jar.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
     }
-    let text = String::from_utf8(out.stdout).map_err(|e| EvalError::Tool(format!("{} printed invalid UTF-8: {e}", jar.display())))?;
+    let text = String::from_utf8(out.stdout)
+        .map_err(|e| EvalError::Tool(format!("{} printed invalid UTF-8: {e}", jar.display())))?;
     let lines: Vec<&str> = text.split('\n').collect();
     // A last caption ending in a line-breaking character leaves one empty piece after the last
     // line, which pycocoevalcap's zip ignores.
-    let trailing_break = lines.len() == sentences.len() + 1 && lines[sentences.len()].is_empty() && sentences.last().is_some_and(|s| s.ends_with(line_breaking));
+    let trailing_break = lines.len() == sentences.len() + 1
+        && lines[sentences.len()].is_empty()
+        && sentences.last().is_some_and(|s| s.ends_with(line_breaking));
     let printed = lines.len();
     if printed != sentences.len() && !trailing_break {
-        let first = sentences.iter().position(|s| s.trim_end_matches('\r').chars().any(line_breaking));
+        let first = sentences
+            .iter()
+            .position(|s| s.trim_end_matches('\r').chars().any(line_breaking));
         return Err(EvalError::Tool(match first {
             Some(i) => format!(
                 "the PTB jar printed {printed} lines for {} captions: caption {} ({:?}) holds a character the jar treats as a line break, so pycocoevalcap would give every later caption the wrong tokens; use the native tokenizer, which keeps captions apart",
@@ -357,14 +426,27 @@ pub fn tokenize_with_jar<S: AsRef<str>>(jar: &Path, captions: &[S]) -> Result<Ve
 fn tempfile_in_tmp() -> Result<(PathBuf, std::fs::File)> {
     let dir = std::env::temp_dir();
     for n in 0..1000u32 {
-        let p = dir.join(format!("oscar-ptb-{}-{}-{n}.txt", std::process::id(), std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos())));
-        match std::fs::OpenOptions::new().write(true).create_new(true).open(&p) {
+        let p = dir.join(format!(
+            "oscar-ptb-{}-{}-{n}.txt",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos())
+        ));
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&p)
+        {
             Ok(f) => return Ok((p, f)),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(EvalError::Io { path: p, err: e }),
         }
     }
-    Err(EvalError::Tool(format!("could not create a temporary file in {}", dir.display())))
+    Err(EvalError::Tool(format!(
+        "could not create a temporary file in {}",
+        dir.display()
+    )))
 }
 
 #[cfg(test)]
@@ -373,9 +455,18 @@ mod tests {
 
     #[test]
     fn caption_examples() {
-        assert_eq!(tokenize_caption("A man riding a wave on top of a surfboard."), "a man riding a wave on top of a surfboard");
-        assert_eq!(tokenize_caption("It's RED; isn't it?"), "it 's red is n't it");
-        assert_eq!(tokenize_caption("A dog (on a leash)."), "a dog -lrb- on a leash -rrb-");
+        assert_eq!(
+            tokenize_caption("A man riding a wave on top of a surfboard."),
+            "a man riding a wave on top of a surfboard"
+        );
+        assert_eq!(
+            tokenize_caption("It's RED; isn't it?"),
+            "it 's red is n't it"
+        );
+        assert_eq!(
+            tokenize_caption("A dog (on a leash)."),
+            "a dog -lrb- on a leash -rrb-"
+        );
         assert_eq!(tokenize_caption(""), "");
     }
 

@@ -87,7 +87,12 @@ struct Rule {
 /// Named pieces of the token classes, expanded where `{NAME}` appears in a later definition.
 fn definitions() -> Vec<(&'static str, String)> {
     // Restricted to the BMP, less what the jar's 2014 tables do not know (ptb_jar_unknown.rs).
-    let bmp = |class: &str| format!("[[{class}&&[\\x00-\\x{{FFFF}}]]--[{}]]", crate::ptb_jar_unknown::JAR_UNKNOWN);
+    let bmp = |class: &str| {
+        format!(
+            "[[{class}&&[\\x00-\\x{{FFFF}}]]--[{}]]",
+            crate::ptb_jar_unknown::JAR_UNKNOWN
+        )
+    };
     let mut d: Vec<(&'static str, String)> = Vec::new();
     let mut def = |name: &'static str, body: &str| {
         let mut s = body.to_string();
@@ -120,13 +125,22 @@ fn definitions() -> Vec<(&'static str, String)> {
         r#"<(?:[!?][A-Za-z-][^>\r\n]*|[A-Za-z][A-Za-z0-9_:.\-]*(?:[ ]+(?:[A-Za-z][A-Za-z0-9_:.\-]*|[A-Za-z][A-Za-z0-9_:.\-]*[ ]*=[ ]*(?:'[^']*'|"[^"]*")))*[ ]*/?|/[A-Za-z][A-Za-z0-9_:.\-]*)[ ]*>"#,
     );
     def("SENTEND", "{SPACENL}(?:{SPACENL}|{UPPER}|{SGML})");
-    def("NUM", r"(?:{DIGIT}+|{DIGIT}*(?:[.:,\u00AD\u066B\u066C]{DIGIT}+)+)");
+    def(
+        "NUM",
+        r"(?:{DIGIT}+|{DIGIT}*(?:[.:,\u00AD\u066B\u066C]{DIGIT}+)+)",
+    );
     def("WORD", r"{LETTER}{LD}*(?:[.!?]{LETTER}{LD}*)*");
     def("APOS", r"(?:['\u0092\u2019]|&(?i-u:apos);)");
     def("APOSETC", r"(?:{APOS}|[`\u0091\u2018\u201B])");
     def("HYPHEN", r"[\-_\u058A\u2010\u2011]");
-    def("ACRO2", r"(?:[A-Za-z](?:\.[A-Za-z])+|(?i-u:(?:canada|sino|korean|eu|japan|non)-u\.s|u\.s\.-(?:u\.k|u\.s\.s\.r)))");
-    def("ACRO", r"(?:[A-Za-z](?:\.[A-Za-z])*|(?i-u:(?:canada|sino|korean|eu|japan|non)-u\.s|u\.s\.-(?:u\.k|u\.s\.s\.r)))");
+    def(
+        "ACRO2",
+        r"(?:[A-Za-z](?:\.[A-Za-z])+|(?i-u:(?:canada|sino|korean|eu|japan|non)-u\.s|u\.s\.-(?:u\.k|u\.s\.s\.r)))",
+    );
+    def(
+        "ACRO",
+        r"(?:[A-Za-z](?:\.[A-Za-z])*|(?i-u:(?:canada|sino|korean|eu|japan|non)-u\.s|u\.s\.-(?:u\.k|u\.s\.s\.r)))",
+    );
     def("REDAUX", r"{APOS}(?:[msdMSD]|(?i-u:re|ve|ll))");
     def("SREDAUX", r"(?i-u:n){APOSETC}(?i-u:t)");
     def("INSENTP", r"[,;:\u3001]");
@@ -155,7 +169,11 @@ fn expand(defs: &[(&str, String)], body: &str) -> String {
 /// The rules, in the scanner's order (earlier wins a tie).
 fn rules() -> Vec<Rule> {
     let d = definitions();
-    let r = |p: &str, take: Take, act: Act| Rule { pattern: expand(&d, p), take, act };
+    let r = |p: &str, take: Take, act: Act| Rule {
+        pattern: expand(&d, p),
+        take,
+        act,
+    };
     use Act::*;
     use Take::*;
     let acronym_next = "(?:A(?i-u:bout)|A(?i-u:ccording)|A(?i-u:dditionally)|A(?i-u:fter)|A(?i-u:n)|A|A(?i-u:s)|A(?i-u:t)|B(?i-u:ut)|E(?i-u:arlier)|H(?i-u:e)|H(?i-u:er)|H(?i-u:ere)|H(?i-u:owever)|I(?i-u:f)|I(?i-u:n)|I(?i-u:t)|L(?i-u:ast)|M(?i-u:any)|M(?i-u:ore)|M(?i-u:r)\\.|M(?i-u:s)\\.|N(?i-u:ow)|O(?i-u:nce)|O(?i-u:ne)|O(?i-u:ther)|O(?i-u:ur)|S(?i-u:he)|S(?i-u:ince)|S(?i-u:o)|S(?i-u:ome)|S(?i-u:uch)|T(?i-u:hat)|T(?i-u:he)|T(?i-u:heir)|T(?i-u:hen)|T(?i-u:here)|T(?i-u:hese)|T(?i-u:hey)|T(?i-u:his)|W(?i-u:e)|W(?i-u:hen)|W(?i-u:hile)|W(?i-u:hat)|Y(?i-u:et)|Y(?i-u:ou)|{SGML})";
@@ -167,11 +185,19 @@ fn rules() -> Vec<Rule> {
         r(r"(?i-u:'tis)", Keep(2), Plain),
         r(r"(?i-u:gonna|gotta|lemme|gimme|wanna)", Keep(3), Plain),
         r("{SGML}", All, Nbsp),
-        r(r"&(?i-u:md|mdash|ndash);|[\u0096\u0097\u2013\u2014\u2015]", All, Fixed("--")),
+        r(
+            r"&(?i-u:md|mdash|ndash);|[\u0096\u0097\u2013\u2014\u2015]",
+            All,
+            Fixed("--"),
+        ),
         r(r"&(?i-u:amp);", All, Amp),
         r(r"&(?i-u:ht|tl|ur|lr|qc|ql|qr|odq|cdq|#[0-9]+);", All, Plain),
         r("{WORD}{REDAUX}", BeforeApostrophe, SoftHyphens),
-        r(r"[A-Za-z\u00AD]*[A-MO-Za-mo-z]\u00AD*{SREDAUX}", DropChars(3), SoftHyphens),
+        r(
+            r"[A-Za-z\u00AD]*[A-MO-Za-mo-z]\u00AD*{SREDAUX}",
+            DropChars(3),
+            SoftHyphens,
+        ),
         r("{WORD}", All, SoftHyphens),
         r(
             r"{APOS}(?i-u:n){APOS}?|[lLdDjJ]{APOS}|(?i-u:dunkin){APOS}|(?i-u:somethin){APOS}|(?i-u:ol){APOS}|{APOS}(?i-u:em)|[A-HJ-XZn]{APOSETC}{PLETTER}{2}{PLETTER}*|{APOS}[2-9]0(?i-u:s)|{APOS}(?i-u:till?)|{PLETTER}{PLETTER}*[aeiouyAEIOUY]{APOSETC}[aeiouA-Z]{PLETTER}*|{APOS}(?i-u:cause)|(?i-u:cont'd\.?|'twas|nor'easter|c'mon|e'er|s'mores|ev'ry|li'l|nat'l)|(?i-u:o){APOSETC}(?i-u:o)",
@@ -185,22 +211,62 @@ fn rules() -> Vec<Rule> {
             All,
             Plain,
         ),
-        r(r#"(?:&(?i-u:lt);|<)?[a-zA-Z0-9][^ \t\n\x0C\r"<>|()\u00A0{}]*@(?:{EMAILCH}+\.)*{EMAILCH}+(?:&(?i-u:gt);|>)?"#, All, Plain),
+        r(
+            r#"(?:&(?i-u:lt);|<)?[a-zA-Z0-9][^ \t\n\x0C\r"<>|()\u00A0{}]*@(?:{EMAILCH}+\.)*{EMAILCH}+(?:&(?i-u:gt);|>)?"#,
+            All,
+            Plain,
+        ),
         r("@[a-zA-Z_][a-zA-Z_0-9]*|#{LETTER}+", All, Plain),
         r("{REDAUX}[^A-Za-z]", DropChars(1), Quotes { left: false }),
         r("{SREDAUX}[^A-Za-z]", DropChars(1), Quotes { left: false }),
-        r(r"{DIGIT}{1,2}[\-/]{DIGIT}{1,2}[\-/]{DIGIT}{2,4}", All, Plain),
+        r(
+            r"{DIGIT}{1,2}[\-/]{DIGIT}{1,2}[\-/]{DIGIT}{2,4}",
+            All,
+            Plain,
+        ),
         r(r"[\-+]?{NUM}", All, SoftHyphens),
-        r(r"[\u207A\u207B\u208A\u208B]?(?:[\u2070\u00B9\u00B2\u00B3\u2074-\u2079]+|[\u2080-\u2089]+)", All, Plain),
-        r(r"(?:{DIGIT}{1,4}[\- \u00A0])?{DIGIT}{1,4}(?:\\?/|\u2044){DIGIT}{1,4}", All, Nbsp),
+        r(
+            r"[\u207A\u207B\u208A\u208B]?(?:[\u2070\u00B9\u00B2\u00B3\u2074-\u2079]+|[\u2080-\u2089]+)",
+            All,
+            Plain,
+        ),
+        r(
+            r"(?:{DIGIT}{1,4}[\- \u00A0])?{DIGIT}{1,4}(?:\\?/|\u2044){DIGIT}{1,4}",
+            All,
+            Nbsp,
+        ),
         r(r"[\u00BC\u00BD\u00BE\u2153-\u215E]", All, Fraction),
-        r(r"-(?i-u:rrb|lrb|rcb|lcb|rsb|lsb)-|(?i-u:c\.d\.s|pro-|anti-)|(?i-u:s)(?:&|&(?i-u:amp);)(?i-u:p-500|ls)|(?i-u:cap){APOS}(?i-u:n)|(?i-u:c){APOS}(?i-u:est)", All, Amp),
-        r(r"[A-Za-z0-9]+(?:-[A-Za-z]+){0,2}(?:\\?/[A-Za-z0-9]+(?:-[A-Za-z]+){0,2}){1,2}", All, Plain),
+        r(
+            r"-(?i-u:rrb|lrb|rcb|lcb|rsb|lsb)-|(?i-u:c\.d\.s|pro-|anti-)|(?i-u:s)(?:&|&(?i-u:amp);)(?i-u:p-500|ls)|(?i-u:cap){APOS}(?i-u:n)|(?i-u:c){APOS}(?i-u:est)",
+            All,
+            Amp,
+        ),
+        r(
+            r"[A-Za-z0-9]+(?:-[A-Za-z]+){0,2}(?:\\?/[A-Za-z0-9]+(?:-[A-Za-z]+){0,2}){1,2}",
+            All,
+            Plain,
+        ),
         r(r"[A-Z]*\$|#", All, Plain),
-        r(r"[\u00A2\u00A3\u00A4\u00A5\u0080\u20A0\u20AC\u060B\u0E3F\u20A4\uFFE0\uFFE1\uFFE5\uFFE6]", All, Currency),
-        r(&format!(r"{{ACRO}}\.{{SPACENL}}+{acronym_next}{{SPACENL}}"), AcronymThenPeriod, Plain),
-        r(r"(?i-u:ca|figs?|prop|nos?|art|bldg|pp|op)\.{SPACENL}?{DIGIT}", ThroughFirstDot, Plain),
-        r(r"(?i-u:pt)[eyEY]\.{SPACE}(?i-u:ltd|lim)|(?i-u:co)\.{SPACE}(?i-u:ltd|lim)", ThroughFirstDot, Plain),
+        r(
+            r"[\u00A2\u00A3\u00A4\u00A5\u0080\u20A0\u20AC\u060B\u0E3F\u20A4\uFFE0\uFFE1\uFFE5\uFFE6]",
+            All,
+            Currency,
+        ),
+        r(
+            &format!(r"{{ACRO}}\.{{SPACENL}}+{acronym_next}{{SPACENL}}"),
+            AcronymThenPeriod,
+            Plain,
+        ),
+        r(
+            r"(?i-u:ca|figs?|prop|nos?|art|bldg|pp|op)\.{SPACENL}?{DIGIT}",
+            ThroughFirstDot,
+            Plain,
+        ),
+        r(
+            r"(?i-u:pt)[eyEY]\.{SPACE}(?i-u:ltd|lim)|(?i-u:co)\.{SPACE}(?i-u:ltd|lim)",
+            ThroughFirstDot,
+            Plain,
+        ),
         r("{ABBREV1}{SENTEND}", AbbrevThenPeriod, Plain),
         r(r"{ABBREV1}(?s:.)(?s:.)", DropChars(2), Plain),
         r("{ABBREV1}", Keep(usize::MAX), Plain),
@@ -219,12 +285,20 @@ fn rules() -> Vec<Rule> {
             All,
             Phone,
         ),
-        r(r#"(?:"|&(?i-u:quot);)[A-Za-z0-9$]"#, DropChars(1), Quotes { left: true }),
+        r(
+            r#"(?:"|&(?i-u:quot);)[A-Za-z0-9$]"#,
+            DropChars(1),
+            Quotes { left: true },
+        ),
         r(r#""|&(?i-u:quot);"#, All, Quotes { left: false }),
         r(r"\x7F", All, Skip),
         r(r"<|&(?i-u:lt);", All, Fixed("<")),
         r(r">|&(?i-u:gt);", All, Fixed(">")),
-        r(r"[<>]?[:;=][\-o*']?[()DPdpO\\{@|\[\]][^A-Za-z0-9]", DropChars(1), Parens),
+        r(
+            r"[<>]?[:;=][\-o*']?[()DPdpO\\{@|\[\]][^A-Za-z0-9]",
+            DropChars(1),
+            Parens,
+        ),
         r(
             r"[\^x=~<>]\.\[\^(?i-u:x)=~<>\]|[\-\^x=~<>']_[\-\^x=~<>']|\([\-\^x=~<>'][_.]?[\-\^x=~<>']\)|\([\^x=~<>']-[\^x=~<>'`]\)",
             All,
@@ -237,24 +311,60 @@ fn rules() -> Vec<Rule> {
         r(r"\(", All, Fixed("-LRB-")),
         r(r"\)", All, Fixed("-RRB-")),
         r(r"-+", All, Hyphens),
-        r(r"\.{3,5}|(?:\.[ \u00A0]){2,4}\.|[\u0085\u2026]", All, Fixed("...")),
+        r(
+            r"\.{3,5}|(?:\.[ \u00A0]){2,4}\.|[\u0085\u2026]",
+            All,
+            Fixed("..."),
+        ),
         r(r"@+|#+|_+", All, Plain),
         r(r"\*+|(?:\\\*){1,3}", All, Plain),
         r("{INSENTP}", All, Plain),
         r(r"[?!]+", All, Plain),
-        r(r"[.¡¿\u037E\u0589\u061F\u06D4\u0700-\u0702\u07FA\u3002]", All, Plain),
+        r(
+            r"[.¡¿\u037E\u0589\u061F\u06D4\u0700-\u0702\u07FA\u3002]",
+            All,
+            Plain,
+        ),
         r("=", All, Plain),
         r("/", All, Plain),
-        r(r"[A-Za-z0-9][A-Za-z0-9.,\u00AD]*(?:-(?:[A-Za-z0-9\u00AD]+|{ACRO2}\.))+\.{INSENTP}", DropChars(1), SoftHyphens),
-        r(r"[A-Za-z0-9][A-Za-z0-9.,\u00AD]*(?:-(?:[A-Za-z0-9\u00AD]+|{ACRO2}\.))+", All, SoftHyphens),
-        r(r"(?:[dDoOlL]{APOSETC}{PLD})?{PLD}+(?:{HYPHEN}(?:[dDoOlL]{APOSETC}{PLD})?{PLD}+)*\.{INSENTP}", DropChars(1), Plain),
-        r(r"(?:[dDoOlL]{APOSETC}{PLD})?{PLD}+(?:{HYPHEN}(?:[dDoOlL]{APOSETC}{PLD})?{PLD}+)*", All, Plain),
-        r(r"[A-Z]+(?:(?:[+&]|&(?i-u:amp);)[A-Z]+)+\.{INSENTP}", DropChars(1), Amp),
+        r(
+            r"[A-Za-z0-9][A-Za-z0-9.,\u00AD]*(?:-(?:[A-Za-z0-9\u00AD]+|{ACRO2}\.))+\.{INSENTP}",
+            DropChars(1),
+            SoftHyphens,
+        ),
+        r(
+            r"[A-Za-z0-9][A-Za-z0-9.,\u00AD]*(?:-(?:[A-Za-z0-9\u00AD]+|{ACRO2}\.))+",
+            All,
+            SoftHyphens,
+        ),
+        r(
+            r"(?:[dDoOlL]{APOSETC}{PLD})?{PLD}+(?:{HYPHEN}(?:[dDoOlL]{APOSETC}{PLD})?{PLD}+)*\.{INSENTP}",
+            DropChars(1),
+            Plain,
+        ),
+        r(
+            r"(?:[dDoOlL]{APOSETC}{PLD})?{PLD}+(?:{HYPHEN}(?:[dDoOlL]{APOSETC}{PLD})?{PLD}+)*",
+            All,
+            Plain,
+        ),
+        r(
+            r"[A-Z]+(?:(?:[+&]|&(?i-u:amp);)[A-Z]+)+\.{INSENTP}",
+            DropChars(1),
+            Amp,
+        ),
         r(r"[A-Z]+(?:(?:[+&]|&(?i-u:amp);)[A-Z]+)+", All, Amp),
-        r(r"'[A-Za-z][^ \t\n\r\u00A0]", DropChars(2), Quotes { left: true }),
+        r(
+            r"'[A-Za-z][^ \t\n\r\u00A0]",
+            DropChars(2),
+            Quotes { left: true },
+        ),
         r("{REDAUX}", All, Quotes { left: false }),
         r("{SREDAUX}", All, Quotes { left: false }),
-        r(r"{APOS}|''|[`\u2018\u2019\u201A\u201B\u201C\u201D\u0091\u0092\u0093\u0094\u201E\u201F\u2039\u203A\u00AB\u00BB]{1,2}", All, Quotes { left: false }),
+        r(
+            r"{APOS}|''|[`\u2018\u2019\u201A\u201B\u201C\u201D\u0091\u0092\u0093\u0094\u201E\u201F\u2039\u203A\u00AB\u00BB]{1,2}",
+            All,
+            Quotes { left: false },
+        ),
         r("<<|>>", All, Plain),
         r(
             r"[+%&~\^|\\¦\u00A7¨\u00A9\u00AC\u00AE¯\u00B0-\u00B3\u00B4-\u00BA\u00D7\u00F7\u0387\u05BE\u05C0\u05C3\u05C6\u05F3\u05F4\u0600-\u0603\u0606-\u060A\u060C\u0614\u061B\u061E\u066A\u066D\u0703-\u070D\u07F6\u07F7\u07F8\u0964\u0965\u0E4F\u1FBD\u2016\u2017\u2020-\u2023\u2030-\u2038\u203B\u203E-\u2042\u2044\u207A-\u207F\u208A-\u208E\u2100-\u214F\u2190-\u21FF\u2200-\u2BFF\u3012\u30FB\uFF01-\uFF0F\uFF1A-\uFF20\uFF3B-\uFF40\uFF5B-\uFF65]",
@@ -287,7 +397,11 @@ static LEXER: LazyLock<Lexer> = LazyLock::new(|| {
         )
         .build_many(&patterns)
         .unwrap_or_else(|e| panic!("the PTB lexer's rules do not compile: {e}"));
-    Lexer { dfa, takes: rules.iter().map(|r| r.take).collect(), acts: rules.iter().map(|r| r.act).collect() }
+    Lexer {
+        dfa,
+        takes: rules.iter().map(|r| r.take).collect(),
+        acts: rules.iter().map(|r| r.act).collect(),
+    }
 });
 
 thread_local! {
@@ -306,7 +420,9 @@ pub enum Lexeme {
 fn longest(lx: &Lexer, cache: &mut Cache, hay: &str, pos: usize) -> Option<(usize, usize)> {
     let dfa = &lx.dfa;
     let input = Input::new(hay).span(pos..hay.len()).anchored(Anchored::Yes);
-    let mut sid: LazyStateID = dfa.start_state_forward(cache, &input).expect("anchored start state");
+    let mut sid: LazyStateID = dfa
+        .start_state_forward(cache, &input)
+        .expect("anchored start state");
     let bytes = hay.as_bytes();
     let mut best: Option<(usize, usize)> = None;
     let note = |cache: &Cache, sid: LazyStateID, end: usize, best: &mut Option<(usize, usize)>| {
@@ -319,7 +435,9 @@ fn longest(lx: &Lexer, cache: &mut Cache, hay: &str, pos: usize) -> Option<(usiz
         }
     };
     for (i, &b) in bytes.iter().enumerate().skip(pos) {
-        sid = dfa.next_state(cache, sid, b).expect("lazy DFA never gives up");
+        sid = dfa
+            .next_state(cache, sid, b)
+            .expect("lazy DFA never gives up");
         if sid.is_tagged() {
             if sid.is_match() {
                 note(cache, sid, i, &mut best);
@@ -328,7 +446,9 @@ fn longest(lx: &Lexer, cache: &mut Cache, hay: &str, pos: usize) -> Option<(usiz
             }
         }
     }
-    sid = dfa.next_eoi_state(cache, sid).expect("lazy DFA never gives up");
+    sid = dfa
+        .next_eoi_state(cache, sid)
+        .expect("lazy DFA never gives up");
     if sid.is_match() {
         note(cache, sid, bytes.len(), &mut best);
     }
@@ -347,7 +467,19 @@ fn char_start_back(s: &str, end: usize, n: usize) -> usize {
 }
 
 fn is_spacenl(c: char) -> bool {
-    matches!(c, ' ' | '\t' | '\u{A0}' | '\u{2000}'..='\u{200A}' | '\u{3000}' | '\r' | '\n' | '\u{2028}' | '\u{2029}' | '\u{0B}' | '\u{0C}' | '\u{85}')
+    matches!(
+        c,
+        ' ' | '\t' | '\u{A0}' | '\u{2000}'
+            ..='\u{200A}'
+                | '\u{3000}'
+                | '\r'
+                | '\n'
+                | '\u{2028}'
+                | '\u{2029}'
+                | '\u{0B}'
+                | '\u{0C}'
+                | '\u{85}'
+    )
 }
 
 fn remove_soft_hyphens(s: &str) -> String {
@@ -363,7 +495,16 @@ fn remove_soft_hyphens(s: &str) -> String {
 }
 
 fn latex_quotes(s: &str, left: bool) -> String {
-    let s = if left { s.replace("&apos;", "`").replace('\'', "`").replace("&quot;", "``").replace('"', "``") } else { s.replace("&apos;", "'").replace("&quot;", "''").replace('"', "''") };
+    let s = if left {
+        s.replace("&apos;", "`")
+            .replace('\'', "`")
+            .replace("&quot;", "``")
+            .replace('"', "``")
+    } else {
+        s.replace("&apos;", "'")
+            .replace("&quot;", "''")
+            .replace('"', "''")
+    };
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -392,10 +533,21 @@ fn apply(act: Act, text: &str) -> Option<Lexeme> {
             }
         }
         Act::Nbsp => text.replace(' ', "\u{A0}"),
-        Act::Phone => text.replace(' ', "\u{A0}").replace('(', "-LRB-").replace(')', "-RRB-"),
+        Act::Phone => text
+            .replace(' ', "\u{A0}")
+            .replace('(', "-LRB-")
+            .replace(')', "-RRB-"),
         Act::Parens => text.replace('(', "-LRB-").replace(')', "-RRB-"),
-        Act::Currency => text.replace('\u{A2}', "cents").replace('\u{A3}', "#").replace(['\u{80}', '\u{A4}', '\u{20A0}', '\u{20AC}'], "$"),
-        Act::Fraction => text.replace('\u{BC}', "1/4").replace('\u{BD}', "1/2").replace('\u{BE}', "3/4").replace('\u{2153}', "1/3").replace('\u{2154}', "2/3"),
+        Act::Currency => text
+            .replace('\u{A2}', "cents")
+            .replace('\u{A3}', "#")
+            .replace(['\u{80}', '\u{A4}', '\u{20A0}', '\u{20AC}'], "$"),
+        Act::Fraction => text
+            .replace('\u{BC}', "1/4")
+            .replace('\u{BD}', "1/2")
+            .replace('\u{BE}', "3/4")
+            .replace('\u{2153}', "1/3")
+            .replace('\u{2154}', "2/3"),
         Act::Skip => return None,
         Act::Newline => return Some(Lexeme::Newline),
     };
@@ -427,7 +579,10 @@ fn replace_amp(s: &str) -> String {
 /// Letter-only words that an earlier rule splits (`cannot`, `gonna`, …); the fast path leaves them
 /// to the full lexer.
 fn is_split_assimilation(w: &[u8]) -> bool {
-    w.len() >= 5 && ["cannot", "gonna", "gotta", "lemme", "gimme", "wanna"].iter().any(|f| w.eq_ignore_ascii_case(f.as_bytes()))
+    w.len() >= 5
+        && ["cannot", "gonna", "gotta", "lemme", "gimme", "wanna"]
+            .iter()
+            .any(|f| w.eq_ignore_ascii_case(f.as_bytes()))
 }
 
 /// Lexes `hay[start..]`, calling `emit(token_start, lexeme)` for each token that starts before
@@ -448,7 +603,10 @@ pub fn lex(hay: &str, start: usize, stop: usize, mut emit: impl FnMut(usize, Lex
             while e < bytes.len() && bytes[e].is_ascii_alphabetic() {
                 e += 1;
             }
-            if e > pos && (e == bytes.len() || bytes[e] == b' ' || bytes[e] == b'\n') && !is_split_assimilation(&bytes[pos..e]) {
+            if e > pos
+                && (e == bytes.len() || bytes[e] == b' ' || bytes[e] == b'\n')
+                && !is_split_assimilation(&bytes[pos..e])
+            {
                 emit(pos, Lexeme::Word(hay[pos..e].to_string()));
                 pos = e;
                 continue;
@@ -457,7 +615,10 @@ pub fn lex(hay: &str, start: usize, stop: usize, mut emit: impl FnMut(usize, Lex
                 // A run of spaces (with tabs, no-break and other spaces) is one skipped token.
                 pos += 1;
                 while let Some(c) = hay[pos..].chars().next() {
-                    if !matches!(c, ' ' | '\t' | '\u{A0}' | '\u{2000}'..='\u{200A}' | '\u{3000}') {
+                    if !matches!(
+                        c,
+                        ' ' | '\t' | '\u{A0}' | '\u{2000}'..='\u{200A}' | '\u{3000}'
+                    ) {
                         break;
                     }
                     pos += c.len_utf8();
@@ -478,7 +639,9 @@ pub fn lex(hay: &str, start: usize, stop: usize, mut emit: impl FnMut(usize, Lex
                             (e, e)
                         }
                         Take::BeforeApostrophe => {
-                            let i = m.find(['\'', '\u{92}', '\u{2019}', '&']).expect("a word before an apostrophe");
+                            let i = m
+                                .find(['\'', '\u{92}', '\u{2019}', '&'])
+                                .expect("a word before an apostrophe");
                             (pos + i, pos + i)
                         }
                         Take::ThroughFirstDot => {
@@ -491,14 +654,19 @@ pub fn lex(hay: &str, start: usize, stop: usize, mut emit: impl FnMut(usize, Lex
                                 // read again.
                                 (end, end - 1)
                             } else {
-                                let e = pos + hay[pos..].char_indices().nth(n).map_or(m.len(), |(i, _)| i);
+                                let e = pos
+                                    + hay[pos..].char_indices().nth(n).map_or(m.len(), |(i, _)| i);
                                 (e, e)
                             }
                         }
                         Take::AbbrevThenPeriod | Take::AcronymThenPeriod => {
-                            let i = m.find(is_spacenl).expect("trailing context starts with a space");
+                            let i = m
+                                .find(is_spacenl)
+                                .expect("trailing context starts with a space");
                             let word_end = pos + i;
-                            if lx.takes[rule] == Take::AcronymThenPeriod && hay[pos..word_end].chars().count() == 2 {
+                            if lx.takes[rule] == Take::AcronymThenPeriod
+                                && hay[pos..word_end].chars().count() == 2
+                            {
                                 (word_end - 1, word_end - 1)
                             } else {
                                 (word_end, word_end - 1)

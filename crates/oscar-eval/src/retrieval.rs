@@ -22,13 +22,20 @@ pub fn recall_at_k(scores: &[Vec<f32>], caption_image: &[usize]) -> Result<Recal
     let n_img = scores.len();
     let n_cap = caption_image.len();
     if n_img == 0 || n_cap == 0 {
-        return Err(EvalError::Invalid("recall@K needs at least one image and one caption".into()));
+        return Err(EvalError::Invalid(
+            "recall@K needs at least one image and one caption".into(),
+        ));
     }
     if let Some((i, row)) = scores.iter().enumerate().find(|(_, r)| r.len() != n_cap) {
-        return Err(EvalError::Invalid(format!("score row {i} has {} columns, expected {n_cap} captions", row.len())));
+        return Err(EvalError::Invalid(format!(
+            "score row {i} has {} columns, expected {n_cap} captions",
+            row.len()
+        )));
     }
     if let Some((j, &img)) = caption_image.iter().enumerate().find(|(_, &i)| i >= n_img) {
-        return Err(EvalError::Invalid(format!("caption {j} belongs to image {img}, but there are {n_img} images")));
+        return Err(EvalError::Invalid(format!(
+            "caption {j} belongs to image {img}, but there are {n_img} images"
+        )));
     }
     if scores.iter().flatten().any(|s| s.is_nan()) {
         return Err(EvalError::Invalid("the score matrix holds NaN".into()));
@@ -42,8 +49,13 @@ pub fn recall_at_k(scores: &[Vec<f32>], caption_image: &[usize]) -> Result<Recal
             continue;
         }
         scored_images += 1;
-        let best = gts.iter().map(|&g| row[g]).fold(f32::NEG_INFINITY, f32::max);
-        let rank = (0..n_cap).filter(|&j| caption_image[j] != i && row[j] >= best).count();
+        let best = gts
+            .iter()
+            .map(|&g| row[g])
+            .fold(f32::NEG_INFINITY, f32::max);
+        let rank = (0..n_cap)
+            .filter(|&j| caption_image[j] != i && row[j] >= best)
+            .count();
         for (k, hit) in ks.iter().zip(i2t.iter_mut()) {
             if rank < *k {
                 *hit += 1;
@@ -53,7 +65,9 @@ pub fn recall_at_k(scores: &[Vec<f32>], caption_image: &[usize]) -> Result<Recal
     let mut t2i = [0usize; 3];
     for (j, &img) in caption_image.iter().enumerate() {
         let s = scores[img][j];
-        let rank = (0..n_img).filter(|&i| i != img && scores[i][j] >= s).count();
+        let rank = (0..n_img)
+            .filter(|&i| i != img && scores[i][j] >= s)
+            .count();
         for (k, hit) in ks.iter().zip(t2i.iter_mut()) {
             if rank < *k {
                 *hit += 1;
@@ -62,7 +76,11 @@ pub fn recall_at_k(scores: &[Vec<f32>], caption_image: &[usize]) -> Result<Recal
     }
     let pct = |h: [usize; 3], n: usize| h.map(|x| 100.0 * x as f64 / n as f64);
     let (i2t, t2i) = (pct(i2t, scored_images), pct(t2i, n_cap));
-    Ok(RecallScores { i2t, t2i, rsum_mean: (i2t.iter().sum::<f64>() + t2i.iter().sum::<f64>()) / 6.0 })
+    Ok(RecallScores {
+        i2t,
+        t2i,
+        rsum_mean: (i2t.iter().sum::<f64>() + t2i.iter().sum::<f64>()) / 6.0,
+    })
 }
 
 #[cfg(test)]

@@ -11,7 +11,11 @@ pub fn lcs(a: &[u32], b: &[u32]) -> usize {
     let mut cur = vec![0usize; short.len() + 1];
     for &x in long {
         for (j, &y) in short.iter().enumerate() {
-            cur[j + 1] = if x == y { prev[j] + 1 } else { cur[j].max(prev[j + 1]) };
+            cur[j + 1] = if x == y {
+                prev[j] + 1
+            } else {
+                cur[j].max(prev[j + 1])
+            };
         }
         std::mem::swap(&mut prev, &mut cur);
     }

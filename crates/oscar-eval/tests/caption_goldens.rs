@@ -11,8 +11,13 @@ fn goldens() -> Value {
 }
 
 fn goldens_at(name: &str) -> Value {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
-    serde_json::from_str(&std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
+    serde_json::from_str(
+        &std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())),
+    )
+    .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
 fn set(v: &Value) -> CaptionSet {
@@ -31,7 +36,11 @@ fn set(v: &Value) -> CaptionSet {
 }
 
 fn close(name: &str, a: f64, b: f64) {
-    assert!((a - b).abs() <= 1e-9, "{name}: ours {a} vs pycocoevalcap {b} (diff {:e})", (a - b).abs());
+    assert!(
+        (a - b).abs() <= 1e-9,
+        "{name}: ours {a} vs pycocoevalcap {b} (diff {:e})",
+        (a - b).abs()
+    );
 }
 
 #[test]
@@ -53,30 +62,63 @@ fn ptb_tokenization_equals_the_stanford_jar_on_every_caption() {
         }
     }
     assert!(n > 1000, "{n}");
-    assert!(bad.is_empty(), "{} of {n} captions differ:\n{}", bad.len(), bad.join("\n"));
+    assert!(
+        bad.is_empty(),
+        "{} of {n} captions differ:\n{}",
+        bad.len(),
+        bad.join("\n")
+    );
 }
 
 fn check_scores(g: &Value, s: &oscar_eval::CaptionScores) {
     for k in 0..4 {
-        close(&format!("BLEU-{}", k + 1), s.bleu[k], g["scores"]["bleu"][k].as_f64().unwrap());
+        close(
+            &format!("BLEU-{}", k + 1),
+            s.bleu[k],
+            g["scores"]["bleu"][k].as_f64().unwrap(),
+        );
     }
-    close("ROUGE-L", s.rouge_l, g["scores"]["rouge_l"].as_f64().unwrap());
+    close(
+        "ROUGE-L",
+        s.rouge_l,
+        g["scores"]["rouge_l"].as_f64().unwrap(),
+    );
     close("CIDEr", s.cider, g["scores"]["cider"].as_f64().unwrap());
     for im in &s.per_image {
         let p = &g["per_image"][&im.image_id];
         for k in 0..4 {
-            close(&format!("{} BLEU-{}", im.image_id, k + 1), im.bleu[k], p["bleu"][k].as_f64().unwrap());
+            close(
+                &format!("{} BLEU-{}", im.image_id, k + 1),
+                im.bleu[k],
+                p["bleu"][k].as_f64().unwrap(),
+            );
         }
-        close(&format!("{} ROUGE-L", im.image_id), im.rouge_l, p["rouge_l"].as_f64().unwrap());
-        close(&format!("{} CIDEr", im.image_id), im.cider, p["cider"].as_f64().unwrap());
+        close(
+            &format!("{} ROUGE-L", im.image_id),
+            im.rouge_l,
+            p["rouge_l"].as_f64().unwrap(),
+        );
+        close(
+            &format!("{} CIDEr", im.image_id),
+            im.cider,
+            p["cider"].as_f64().unwrap(),
+        );
     }
 }
 
 #[test]
 fn bleu_rouge_cider_equal_pycocoevalcap_on_its_own_tokens() {
     let g = goldens();
-    let opt = CaptionOptions { pretokenized: true, ..Default::default() };
-    let s = evaluate_captions(&set(&g["tokenized_refs"]), &set(&g["tokenized_preds"]), &opt).unwrap();
+    let opt = CaptionOptions {
+        pretokenized: true,
+        ..Default::default()
+    };
+    let s = evaluate_captions(
+        &set(&g["tokenized_refs"]),
+        &set(&g["tokenized_preds"]),
+        &opt,
+    )
+    .unwrap();
     assert_eq!(s.images, 300);
     check_scores(&g, &s);
 }
@@ -84,7 +126,12 @@ fn bleu_rouge_cider_equal_pycocoevalcap_on_its_own_tokens() {
 #[test]
 fn the_whole_pipeline_from_raw_captions_equals_pycocoevalcap() {
     let g = goldens();
-    let s = evaluate_captions(&set(&g["refs"]), &set(&g["preds"]), &CaptionOptions::default()).unwrap();
+    let s = evaluate_captions(
+        &set(&g["refs"]),
+        &set(&g["preds"]),
+        &CaptionOptions::default(),
+    )
+    .unwrap();
     check_scores(&g, &s);
 }
 
@@ -93,11 +140,24 @@ fn cider_d_with_training_document_frequencies_equals_the_reference() {
     let g = goldens();
     let df = build_doc_freq(&set(&g["train_captions"]), false);
     assert_eq!(df.ref_len, 400.0);
-    let opt = CaptionOptions { cider_df: Some(df), ..Default::default() };
+    let opt = CaptionOptions {
+        cider_df: Some(df),
+        ..Default::default()
+    };
     let s = evaluate_captions(&set(&g["refs"]), &set(&g["preds"]), &opt).unwrap();
-    close("CIDEr-D", s.cider_d.unwrap(), g["scores"]["cider_d_train"].as_f64().unwrap());
+    close(
+        "CIDEr-D",
+        s.cider_d.unwrap(),
+        g["scores"]["cider_d_train"].as_f64().unwrap(),
+    );
     for im in &s.per_image {
-        close(&im.image_id, im.cider_d.unwrap(), g["per_image"][&im.image_id]["cider_d_train"].as_f64().unwrap());
+        close(
+            &im.image_id,
+            im.cider_d.unwrap(),
+            g["per_image"][&im.image_id]["cider_d_train"]
+                .as_f64()
+                .unwrap(),
+        );
     }
 }
 
@@ -111,11 +171,22 @@ fn meteor_equals_the_jar_when_java_and_the_jar_are_present() {
         }
     };
     let g = goldens();
-    let opt = CaptionOptions { meteor_jar: Some(jar), ..Default::default() };
+    let opt = CaptionOptions {
+        meteor_jar: Some(jar),
+        ..Default::default()
+    };
     let s = evaluate_captions(&set(&g["refs"]), &set(&g["preds"]), &opt).unwrap();
-    close("METEOR", s.meteor.unwrap(), g["scores"]["meteor"].as_f64().unwrap());
+    close(
+        "METEOR",
+        s.meteor.unwrap(),
+        g["scores"]["meteor"].as_f64().unwrap(),
+    );
     for im in &s.per_image {
-        close(&im.image_id, im.meteor.unwrap(), g["per_image"][&im.image_id]["meteor"].as_f64().unwrap());
+        close(
+            &im.image_id,
+            im.meteor.unwrap(),
+            g["per_image"][&im.image_id]["meteor"].as_f64().unwrap(),
+        );
     }
 }
 
@@ -123,13 +194,31 @@ fn meteor_equals_the_jar_when_java_and_the_jar_are_present() {
 fn python_reference_worked_example() {
     // python-reference.md's worked example (pycocoevalcap values quoted there).
     let refs: CaptionSet = [
-        ("1".to_string(), vec!["A man is riding a wave on a surfboard.".to_string(), "A surfer rides a large wave in the ocean.".to_string()]),
-        ("2".to_string(), vec!["Two dogs are playing in the snow.".to_string(), "A pair of dogs run through snowy field.".to_string()]),
+        (
+            "1".to_string(),
+            vec![
+                "A man is riding a wave on a surfboard.".to_string(),
+                "A surfer rides a large wave in the ocean.".to_string(),
+            ],
+        ),
+        (
+            "2".to_string(),
+            vec![
+                "Two dogs are playing in the snow.".to_string(),
+                "A pair of dogs run through snowy field.".to_string(),
+            ],
+        ),
     ]
     .into();
     let preds: CaptionSet = [
-        ("1".to_string(), vec!["A man riding a wave on top of a surfboard.".to_string()]),
-        ("2".to_string(), vec!["Two dogs play in the snow.".to_string()]),
+        (
+            "1".to_string(),
+            vec!["A man riding a wave on top of a surfboard.".to_string()],
+        ),
+        (
+            "2".to_string(),
+            vec!["Two dogs play in the snow.".to_string()],
+        ),
     ]
     .into();
     let s = evaluate_captions(&refs, &preds, &CaptionOptions::default()).unwrap();
@@ -151,10 +240,19 @@ fn ptb_tokenization_equals_the_jar_on_hard_cases() {
         let text = c["text"].as_str().unwrap();
         let ours = tokenize_caption(text);
         if ours != c["tokens"].as_str().unwrap() {
-            bad.push(format!("{text:?}\n   ours: {ours:?}\n    jar: {:?}", c["tokens"].as_str().unwrap()));
+            bad.push(format!(
+                "{text:?}\n   ours: {ours:?}\n    jar: {:?}",
+                c["tokens"].as_str().unwrap()
+            ));
         }
     }
-    assert!(bad.is_empty(), "{} of {} differ:\n{}", bad.len(), cases.len(), bad.join("\n"));
+    assert!(
+        bad.is_empty(),
+        "{} of {} differ:\n{}",
+        bad.len(),
+        cases.len(),
+        bad.join("\n")
+    );
 }
 
 /// The goldens built from the PTB corner-case generator
@@ -168,18 +266,38 @@ fn generated_hard_captions_tokenize_as_pycocoevalcap_does() {
         let raw = set(&g[key]);
         let want = set(&g[toks]);
         // One batch, in id order, as pycocoevalcap tokenizes gts and res.
-        let flat: Vec<&str> = raw.values().flat_map(|c| c.iter().map(String::as_str)).collect();
+        let flat: Vec<&str> = raw
+            .values()
+            .flat_map(|c| c.iter().map(String::as_str))
+            .collect();
         let got = oscar_eval::ptb::tokenize_captions(&flat);
         let want_flat: Vec<&String> = raw.keys().flat_map(|k| want[k].iter()).collect();
-        let bad: Vec<String> = flat.iter().zip(&got).zip(&want_flat).filter(|((_, o), w)| *o != **w).map(|((c, o), w)| format!("{c:?}\n   ours: {o:?}\n    jar: {w:?}")).collect();
-        assert!(bad.is_empty(), "{key}: {} of {} differ:\n{}", bad.len(), flat.len(), bad.join("\n"));
+        let bad: Vec<String> = flat
+            .iter()
+            .zip(&got)
+            .zip(&want_flat)
+            .filter(|((_, o), w)| *o != **w)
+            .map(|((c, o), w)| format!("{c:?}\n   ours: {o:?}\n    jar: {w:?}"))
+            .collect();
+        assert!(
+            bad.is_empty(),
+            "{key}: {} of {} differ:\n{}",
+            bad.len(),
+            flat.len(),
+            bad.join("\n")
+        );
     }
 }
 
 #[test]
 fn generated_hard_captions_score_as_pycocoevalcap_from_raw_text() {
     let g = goldens_at(PTB_SET);
-    let s = evaluate_captions(&set(&g["refs"]), &set(&g["preds"]), &CaptionOptions::default()).unwrap();
+    let s = evaluate_captions(
+        &set(&g["refs"]),
+        &set(&g["preds"]),
+        &CaptionOptions::default(),
+    )
+    .unwrap();
     assert_eq!(s.images, 300);
     check_scores(&g, &s);
 }
@@ -189,11 +307,24 @@ fn generated_hard_captions_cider_d_equals_the_reference() {
     let g = goldens_at(PTB_SET);
     let df = build_doc_freq(&set(&g["train_captions"]), false);
     assert_eq!(df.ref_len, 400.0);
-    let opt = CaptionOptions { cider_df: Some(df), ..Default::default() };
+    let opt = CaptionOptions {
+        cider_df: Some(df),
+        ..Default::default()
+    };
     let s = evaluate_captions(&set(&g["refs"]), &set(&g["preds"]), &opt).unwrap();
-    close("CIDEr-D", s.cider_d.unwrap(), g["scores"]["cider_d_train"].as_f64().unwrap());
+    close(
+        "CIDEr-D",
+        s.cider_d.unwrap(),
+        g["scores"]["cider_d_train"].as_f64().unwrap(),
+    );
     for im in &s.per_image {
-        close(&im.image_id, im.cider_d.unwrap(), g["per_image"][&im.image_id]["cider_d_train"].as_f64().unwrap());
+        close(
+            &im.image_id,
+            im.cider_d.unwrap(),
+            g["per_image"][&im.image_id]["cider_d_train"]
+                .as_f64()
+                .unwrap(),
+        );
     }
 }
 
@@ -207,10 +338,21 @@ fn generated_hard_captions_meteor_equals_the_jar_when_present() {
         }
     };
     let g = goldens_at(PTB_SET);
-    let opt = CaptionOptions { meteor_jar: Some(jar), ..Default::default() };
+    let opt = CaptionOptions {
+        meteor_jar: Some(jar),
+        ..Default::default()
+    };
     let s = evaluate_captions(&set(&g["refs"]), &set(&g["preds"]), &opt).unwrap();
-    close("METEOR", s.meteor.unwrap(), g["scores"]["meteor"].as_f64().unwrap());
+    close(
+        "METEOR",
+        s.meteor.unwrap(),
+        g["scores"]["meteor"].as_f64().unwrap(),
+    );
     for im in &s.per_image {
-        close(&im.image_id, im.meteor.unwrap(), g["per_image"][&im.image_id]["meteor"].as_f64().unwrap());
+        close(
+            &im.image_id,
+            im.meteor.unwrap(),
+            g["per_image"][&im.image_id]["meteor"].as_f64().unwrap(),
+        );
     }
 }

@@ -7,8 +7,13 @@ use oscar_eval::vqa::{normalize_answer, question_accuracy, HumanAnswer, VqaRules
 use proptest::prelude::*;
 
 fn words() -> impl Strategy<Value = String> {
-    proptest::collection::vec(proptest::sample::select(vec!["a", "dog", "cat", "on", "the", "red", "bus", "man", "riding", "wave"]), 1..12)
-        .prop_map(|w| w.join(" "))
+    proptest::collection::vec(
+        proptest::sample::select(vec![
+            "a", "dog", "cat", "on", "the", "red", "bus", "man", "riding", "wave",
+        ]),
+        1..12,
+    )
+    .prop_map(|w| w.join(" "))
 }
 
 proptest! {

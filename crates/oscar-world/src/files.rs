@@ -51,7 +51,10 @@ pub struct SceneRecord {
 pub const SPLITS: [&str; 4] = ["train", "val", "test", "novel"];
 
 fn read_text(path: &Path) -> crate::Result<String> {
-    let text = std::fs::read_to_string(path).map_err(|e| WorldError::Io { path: path.into(), err: e })?;
+    let text = std::fs::read_to_string(path).map_err(|e| WorldError::Io {
+        path: path.into(),
+        err: e,
+    })?;
     if text.trim().is_empty() {
         return Err(invalid(path, "the file is empty"));
     }
@@ -66,16 +69,49 @@ fn invalid(path: &Path, what: impl std::fmt::Display) -> WorldError {
 /// width plus the 6 box dimensions, and the categories must be the world's own.
 pub fn read_world_meta(path: &Path) -> crate::Result<WorldMeta> {
     let text = read_text(path)?;
-    let meta: WorldMeta = serde_json::from_str(&text).map_err(|e| invalid(path, format!("not a world.json written by `oscar world generate`: {e}")))?;
+    let meta: WorldMeta = serde_json::from_str(&text).map_err(|e| {
+        invalid(
+            path,
+            format!("not a world.json written by `oscar world generate`: {e}"),
+        )
+    })?;
     if meta.summary.region_dim != meta.config.feature_dim + 6 {
-        return Err(invalid(path, format!("summary.region_dim is {}, expected config.feature_dim + 6 = {}", meta.summary.region_dim, meta.config.feature_dim + 6)));
+        return Err(invalid(
+            path,
+            format!(
+                "summary.region_dim is {}, expected config.feature_dim + 6 = {}",
+                meta.summary.region_dim,
+                meta.config.feature_dim + 6
+            ),
+        ));
     }
     let known = categories();
-    if meta.categories.len() != known.len() || meta.categories.iter().zip(&known).any(|(m, (k, _))| &m.name != k) {
-        return Err(invalid(path, format!("categories: expected the world's {} categories in order ({}, …)", known.len(), known[0].0)));
+    if meta.categories.len() != known.len()
+        || meta
+            .categories
+            .iter()
+            .zip(&known)
+            .any(|(m, (k, _))| &m.name != k)
+    {
+        return Err(invalid(
+            path,
+            format!(
+                "categories: expected the world's {} categories in order ({}, …)",
+                known.len(),
+                known[0].0
+            ),
+        ));
     }
-    if meta.config.images == 0 || meta.summary.images.values().sum::<usize>() != meta.config.images {
-        return Err(invalid(path, format!("summary.images counts {} images, config.images says {}", meta.summary.images.values().sum::<usize>(), meta.config.images)));
+    if meta.config.images == 0 || meta.summary.images.values().sum::<usize>() != meta.config.images
+    {
+        return Err(invalid(
+            path,
+            format!(
+                "summary.images counts {} images, config.images says {}",
+                meta.summary.images.values().sum::<usize>(),
+                meta.config.images
+            ),
+        ));
     }
     Ok(meta)
 }
@@ -84,7 +120,12 @@ pub fn read_world_meta(path: &Path) -> crate::Result<WorldMeta> {
 /// name, boxes inside the canvas, and at least one caption per scene.
 pub fn read_scenes(path: &Path) -> crate::Result<Vec<SceneRecord>> {
     let text = read_text(path)?;
-    let scenes: Vec<SceneRecord> = serde_json::from_str(&text).map_err(|e| invalid(path, format!("not a scenes.json written by `oscar world generate`: {e}")))?;
+    let scenes: Vec<SceneRecord> = serde_json::from_str(&text).map_err(|e| {
+        invalid(
+            path,
+            format!("not a scenes.json written by `oscar world generate`: {e}"),
+        )
+    })?;
     if scenes.is_empty() {
         return Err(invalid(path, "no scenes"));
     }
@@ -96,18 +137,30 @@ pub fn read_scenes(path: &Path) -> crate::Result<Vec<SceneRecord>> {
             return Err(at("the id appears twice".into()));
         }
         if !SPLITS.contains(&s.split.as_str()) {
-            return Err(at(format!("split {:?}, expected one of {SPLITS:?}", s.split)));
+            return Err(at(format!(
+                "split {:?}, expected one of {SPLITS:?}",
+                s.split
+            )));
         }
         if s.objects.is_empty() || s.captions.is_empty() {
             return Err(at("expected at least one object and one caption".into()));
         }
         for (k, o) in s.objects.iter().enumerate() {
-            if !cats.contains(&o.category) || !COLOURS.contains(&o.colour.as_str()) || !SIZES.contains(&o.size.as_str()) {
-                return Err(at(format!("object {k}: {} {} {} is not a category, colour and size of the world", o.size, o.colour, o.category)));
+            if !cats.contains(&o.category)
+                || !COLOURS.contains(&o.colour.as_str())
+                || !SIZES.contains(&o.size.as_str())
+            {
+                return Err(at(format!(
+                    "object {k}: {} {} {} is not a category, colour and size of the world",
+                    o.size, o.colour, o.category
+                )));
             }
             let [x1, y1, x2, y2] = o.rect;
             if !(0.0 <= x1 && x1 < x2 && 0.0 <= y1 && y1 < y2) {
-                return Err(at(format!("object {k}: box {:?} is not [x1, y1, x2, y2] with x1 < x2, y1 < y2", o.rect)));
+                return Err(at(format!(
+                    "object {k}: box {:?} is not [x1, y1, x2, y2] with x1 < x2, y1 < y2",
+                    o.rect
+                )));
             }
         }
     }

@@ -16,7 +16,10 @@ pub use scene::{generate, Scene, World, WorldConfig};
 #[derive(Debug, thiserror::Error)]
 pub enum WorldError {
     #[error("{path}: {err}")]
-    Io { path: std::path::PathBuf, err: std::io::Error },
+    Io {
+        path: std::path::PathBuf,
+        err: std::io::Error,
+    },
     #[error("{0}")]
     Invalid(String),
 }

@@ -12,13 +12,24 @@ const TILE_H: u32 = 240;
 const TEXT_H: u32 = 60;
 
 fn rgb(colour: usize) -> Rgb<u8> {
-    const C: [[u8; 3]; 8] = [[220, 40, 40], [40, 80, 220], [40, 170, 60], [230, 200, 30], [20, 20, 20], [250, 250, 250], [140, 90, 40], [245, 140, 20]];
+    const C: [[u8; 3]; 8] = [
+        [220, 40, 40],
+        [40, 80, 220],
+        [40, 170, 60],
+        [230, 200, 30],
+        [20, 20, 20],
+        [250, 250, 250],
+        [140, 90, 40],
+        [245, 140, 20],
+    ];
     Rgb(C[colour % 8])
 }
 
 fn text(img: &mut RgbImage, x: u32, y: u32, s: &str, colour: Rgb<u8>) {
     for (k, ch) in s.chars().enumerate() {
-        let Some(glyph) = font8x8::BASIC_FONTS.get(ch) else { continue };
+        let Some(glyph) = font8x8::BASIC_FONTS.get(ch) else {
+            continue;
+        };
         for (row, bits) in glyph.iter().enumerate() {
             for col in 0..8 {
                 if bits & (1 << col) != 0 {
@@ -63,16 +74,38 @@ fn draw_tile(img: &mut RgbImage, ox: u32, oy: u32, s: &Scene, lines: &[String], 
     let sy = TILE_H as f32 / CANVAS.1;
     for o in &s.objects {
         let [x1, y1, x2, y2] = o.rect;
-        let (a, b, c, d) = (ox + (x1 * sx) as u32, oy + (y1 * sy) as u32, ox + (x2 * sx) as u32, oy + (y2 * sy) as u32);
-        rect(img, a, b, c.min(ox + TILE_W - 1), d.min(oy + TILE_H - 1), rgb(o.colour));
+        let (a, b, c, d) = (
+            ox + (x1 * sx) as u32,
+            oy + (y1 * sy) as u32,
+            ox + (x2 * sx) as u32,
+            oy + (y2 * sy) as u32,
+        );
+        rect(
+            img,
+            a,
+            b,
+            c.min(ox + TILE_W - 1),
+            d.min(oy + TILE_H - 1),
+            rgb(o.colour),
+        );
         text(img, a + 3, b + 3, name(o.category), Rgb([0, 0, 0]));
     }
     let tags: Vec<&str> = s.tags.iter().map(|t| t.class.as_str()).collect();
-    let head = format!("{} tags: {}", s.id.trim_start_matches("img"), tags.join(" "));
+    let head = format!(
+        "{} tags: {}",
+        s.id.trim_start_matches("img"),
+        tags.join(" ")
+    );
     let mut y = oy + TILE_H + 4;
     for l in std::iter::once(&head).chain(lines) {
         for chunk in l.as_bytes().chunks((TILE_W / 8) as usize) {
-            text(img, ox + 2, y, &String::from_utf8_lossy(chunk), Rgb([30, 30, 30]));
+            text(
+                img,
+                ox + 2,
+                y,
+                &String::from_utf8_lossy(chunk),
+                Rgb([30, 30, 30]),
+            );
             y += 10;
             if y > oy + TILE_H + text_h - 10 {
                 return;
@@ -83,7 +116,10 @@ fn draw_tile(img: &mut RgbImage, ox: u32, oy: u32, s: &Scene, lines: &[String], 
 
 /// A contact sheet of `scenes` (with one caption each), `cols` tiles wide.
 pub fn contact_sheet(scenes: &[(&Scene, &str)], cols: u32) -> RgbImage {
-    let with_lines: Vec<(&Scene, Vec<String>)> = scenes.iter().map(|(s, c)| (*s, vec![c.to_string()])).collect();
+    let with_lines: Vec<(&Scene, Vec<String>)> = scenes
+        .iter()
+        .map(|(s, c)| (*s, vec![c.to_string()]))
+        .collect();
     annotated_sheet(&with_lines, cols, TEXT_H)
 }
 
@@ -91,10 +127,21 @@ pub fn contact_sheet(scenes: &[(&Scene, &str)], cols: u32) -> RgbImage {
 /// `text_h` pixels of text per tile.
 pub fn annotated_sheet(scenes: &[(&Scene, Vec<String>)], cols: u32, text_h: u32) -> RgbImage {
     let rows = (scenes.len() as u32).div_ceil(cols).max(1);
-    let mut img = RgbImage::from_pixel(cols * (TILE_W + 8), rows * (TILE_H + text_h + 8), Rgb([255, 255, 255]));
+    let mut img = RgbImage::from_pixel(
+        cols * (TILE_W + 8),
+        rows * (TILE_H + text_h + 8),
+        Rgb([255, 255, 255]),
+    );
     for (i, (s, lines)) in scenes.iter().enumerate() {
         let (c, r) = (i as u32 % cols, i as u32 / cols);
-        draw_tile(&mut img, c * (TILE_W + 8) + 4, r * (TILE_H + text_h + 8) + 4, s, lines, text_h);
+        draw_tile(
+            &mut img,
+            c * (TILE_W + 8) + 4,
+            r * (TILE_H + text_h + 8) + 4,
+            s,
+            lines,
+            text_h,
+        );
     }
     img
 }
@@ -106,22 +153,63 @@ pub fn line_chart(title: &str, series: &[(String, Vec<(f64, f64)>)]) -> RgbImage
     let (left, right, top, bottom) = (60u32, 20u32, 40u32, 40u32);
     let mut img = RgbImage::from_pixel(w, h, Rgb([255, 255, 255]));
     text(&mut img, left, 12, title, Rgb([0, 0, 0]));
-    let pts: Vec<(f64, f64)> = series.iter().flat_map(|(_, s)| s.iter().copied()).filter(|(x, y)| x.is_finite() && y.is_finite()).collect();
+    let pts: Vec<(f64, f64)> = series
+        .iter()
+        .flat_map(|(_, s)| s.iter().copied())
+        .filter(|(x, y)| x.is_finite() && y.is_finite())
+        .collect();
     if pts.is_empty() {
         return img;
     }
-    let (x0, x1) = pts.iter().fold((f64::MAX, f64::MIN), |a, p| (a.0.min(p.0), a.1.max(p.0)));
-    let (y0, y1) = pts.iter().fold((f64::MAX, f64::MIN), |a, p| (a.0.min(p.1), a.1.max(p.1)));
-    let (x1, y1) = (if x1 > x0 { x1 } else { x0 + 1.0 }, if y1 > y0 { y1 } else { y0 + 1.0 });
+    let (x0, x1) = pts
+        .iter()
+        .fold((f64::MAX, f64::MIN), |a, p| (a.0.min(p.0), a.1.max(p.0)));
+    let (y0, y1) = pts
+        .iter()
+        .fold((f64::MAX, f64::MIN), |a, p| (a.0.min(p.1), a.1.max(p.1)));
+    let (x1, y1) = (
+        if x1 > x0 { x1 } else { x0 + 1.0 },
+        if y1 > y0 { y1 } else { y0 + 1.0 },
+    );
     let pw = (w - left - right) as f64;
     let ph = (h - top - bottom) as f64;
-    let to_px = |x: f64, y: f64| -> (i64, i64) { (left as i64 + ((x - x0) / (x1 - x0) * pw) as i64, (h - bottom) as i64 - ((y - y0) / (y1 - y0) * ph) as i64) };
-    rect(&mut img, left, top, w - right, h - bottom, Rgb([120, 120, 120]));
+    let to_px = |x: f64, y: f64| -> (i64, i64) {
+        (
+            left as i64 + ((x - x0) / (x1 - x0) * pw) as i64,
+            (h - bottom) as i64 - ((y - y0) / (y1 - y0) * ph) as i64,
+        )
+    };
+    rect(
+        &mut img,
+        left,
+        top,
+        w - right,
+        h - bottom,
+        Rgb([120, 120, 120]),
+    );
     text(&mut img, 4, top, &format!("{y1:.3}"), Rgb([60, 60, 60]));
-    text(&mut img, 4, h - bottom - 8, &format!("{y0:.3}"), Rgb([60, 60, 60]));
-    text(&mut img, left, h - bottom + 8, &format!("{x0:.0}"), Rgb([60, 60, 60]));
+    text(
+        &mut img,
+        4,
+        h - bottom - 8,
+        &format!("{y0:.3}"),
+        Rgb([60, 60, 60]),
+    );
+    text(
+        &mut img,
+        left,
+        h - bottom + 8,
+        &format!("{x0:.0}"),
+        Rgb([60, 60, 60]),
+    );
     let xl = format!("{x1:.0}");
-    text(&mut img, w - right - 8 * xl.len() as u32, h - bottom + 8, &xl, Rgb([60, 60, 60]));
+    text(
+        &mut img,
+        w - right - 8 * xl.len() as u32,
+        h - bottom + 8,
+        &xl,
+        Rgb([60, 60, 60]),
+    );
     for (k, (name, s)) in series.iter().enumerate() {
         let c = rgb([0usize, 1, 2, 7, 6, 3][k % 6]);
         let mut prev: Option<(i64, i64)> = None;
@@ -141,8 +229,19 @@ pub fn line_chart(title: &str, series: &[(String, Vec<(f64, f64)>)]) -> RgbImage
             }
             prev = Some(p);
         }
-        let longest = series.iter().map(|(n, _)| n.chars().count()).max().unwrap_or(0) as u32 + 2;
-        text(&mut img, (w - right).saturating_sub(8 * longest + 8), top + 8 + 12 * k as u32, &format!("- {name}"), c);
+        let longest = series
+            .iter()
+            .map(|(n, _)| n.chars().count())
+            .max()
+            .unwrap_or(0) as u32
+            + 2;
+        text(
+            &mut img,
+            (w - right).saturating_sub(8 * longest + 8),
+            top + 8 + 12 * k as u32,
+            &format!("- {name}"),
+            c,
+        );
     }
     img
 }

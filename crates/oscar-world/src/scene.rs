@@ -10,20 +10,72 @@ use serde::{Deserialize, Serialize};
 
 /// (supercategory, [(category, synonyms…)]) — COCO-like, 32 categories in 6 supercategories.
 pub const CATEGORIES: &[(&str, &[&[&str]])] = &[
-    ("person", &[&["man", "guy", "gentleman"], &["woman", "lady"], &["child", "kid"], &["player", "athlete"]]),
-    ("animal", &[&["dog", "puppy"], &["cat", "kitten"], &["horse", "pony"], &["bird"], &["elephant"], &["giraffe"], &["zebra"], &["sheep", "lamb"]]),
-    ("vehicle", &[&["car", "vehicle"], &["bus"], &["truck", "lorry"], &["bicycle", "bike"], &["motorcycle", "motorbike"], &["boat"]]),
-    ("food", &[&["pizza"], &["banana"], &["cake", "dessert"], &["apple"]]),
-    ("furniture", &[&["chair"], &["bench"], &["bed"], &["table", "desk"]]),
-    ("object", &[&["umbrella", "parasol"], &["kite"], &["frisbee", "disc"], &["surfboard"], &["laptop", "computer"], &["clock"]]),
+    (
+        "person",
+        &[
+            &["man", "guy", "gentleman"],
+            &["woman", "lady"],
+            &["child", "kid"],
+            &["player", "athlete"],
+        ],
+    ),
+    (
+        "animal",
+        &[
+            &["dog", "puppy"],
+            &["cat", "kitten"],
+            &["horse", "pony"],
+            &["bird"],
+            &["elephant"],
+            &["giraffe"],
+            &["zebra"],
+            &["sheep", "lamb"],
+        ],
+    ),
+    (
+        "vehicle",
+        &[
+            &["car", "vehicle"],
+            &["bus"],
+            &["truck", "lorry"],
+            &["bicycle", "bike"],
+            &["motorcycle", "motorbike"],
+            &["boat"],
+        ],
+    ),
+    (
+        "food",
+        &[&["pizza"], &["banana"], &["cake", "dessert"], &["apple"]],
+    ),
+    (
+        "furniture",
+        &[&["chair"], &["bench"], &["bed"], &["table", "desk"]],
+    ),
+    (
+        "object",
+        &[
+            &["umbrella", "parasol"],
+            &["kite"],
+            &["frisbee", "disc"],
+            &["surfboard"],
+            &["laptop", "computer"],
+            &["clock"],
+        ],
+    ),
 ];
-pub const COLOURS: &[&str] = &["red", "blue", "green", "yellow", "black", "white", "brown", "orange"];
+pub const COLOURS: &[&str] = &[
+    "red", "blue", "green", "yellow", "black", "white", "brown", "orange",
+];
 pub const SIZES: &[&str] = &["small", "large"];
 pub const CANVAS: (f32, f32) = (640.0, 480.0);
 
 /// Category names in id order, with their supercategory index.
 pub fn categories() -> Vec<(String, usize)> {
-    CATEGORIES.iter().enumerate().flat_map(|(s, (_, cats))| cats.iter().map(move |c| (c[0].to_string(), s))).collect()
+    CATEGORIES
+        .iter()
+        .enumerate()
+        .flat_map(|(s, (_, cats))| cats.iter().map(move |c| (c[0].to_string(), s)))
+        .collect()
 }
 
 /// Generation settings (`oscar world generate` flags).
@@ -133,21 +185,46 @@ impl FeatureMap {
     }
 
     fn apply(&self, x: &[f32], noise: &Normal<f32>, rng: &mut StdRng) -> Vec<f32> {
-        let h: Vec<f32> = (0..self.hid).map(|i| (0..self.inp).map(|j| self.w1[i * self.inp + j] * x[j]).sum::<f32>().tanh()).collect();
+        let h: Vec<f32> = (0..self.hid)
+            .map(|i| {
+                (0..self.inp)
+                    .map(|j| self.w1[i * self.inp + j] * x[j])
+                    .sum::<f32>()
+                    .tanh()
+            })
+            .collect();
         (0..self.dim)
-            .map(|d| ((0..self.hid).map(|i| self.w2[d * self.hid + i] * h[i]).sum::<f32>() + self.b2[d] + noise.sample(rng)).max(0.0))
+            .map(|d| {
+                ((0..self.hid)
+                    .map(|i| self.w2[d * self.hid + i] * h[i])
+                    .sum::<f32>()
+                    + self.b2[d]
+                    + noise.sample(rng))
+                .max(0.0)
+            })
             .collect()
     }
 }
 
 fn box_dims(r: [f32; 4]) -> [f32; 6] {
     let (w, h) = CANVAS;
-    [r[0] / w, r[1] / h, r[2] / w, r[3] / h, (r[2] - r[0]) / w, (r[3] - r[1]) / h]
+    [
+        r[0] / w,
+        r[1] / h,
+        r[2] / w,
+        r[3] / h,
+        (r[2] - r[0]) / w,
+        (r[3] - r[1]) / h,
+    ]
 }
 
 fn random_rect(rng: &mut StdRng, size: usize) -> [f32; 4] {
     let (cw, ch) = CANVAS;
-    let (lo, hi) = if size == 0 { (60.0, 160.0) } else { (180.0, 320.0) };
+    let (lo, hi) = if size == 0 {
+        (60.0, 160.0)
+    } else {
+        (180.0, 320.0)
+    };
     let w: f32 = rng.random_range(lo..hi);
     let h: f32 = rng.random_range(lo * 0.75..hi * 0.75);
     let x1: f32 = rng.random_range(0.0..cw - w);
@@ -182,26 +259,41 @@ fn fill_small_splits(scenes: &mut [Scene], config: &WorldConfig) -> crate::Resul
 /// Generates the world (deterministic in `config.seed`).
 pub fn generate(config: &WorldConfig) -> crate::Result<World> {
     if config.images < 10 {
-        return Err(crate::WorldError::Invalid(format!("--images {} is too few: at least 10 are needed for the splits", config.images)));
+        return Err(crate::WorldError::Invalid(format!(
+            "--images {} is too few: at least 10 are needed for the splits",
+            config.images
+        )));
     }
     if !(0.0..=1.0).contains(&config.answer_noise) {
-        return Err(crate::WorldError::Invalid(format!("--answer-noise {} is not a probability in [0, 1]", config.answer_noise)));
+        return Err(crate::WorldError::Invalid(format!(
+            "--answer-noise {} is not a probability in [0, 1]",
+            config.answer_noise
+        )));
     }
     if config.feature_dim == 0 || config.max_objects == 0 {
-        return Err(crate::WorldError::Invalid("--feature-dim and the object count must be positive".into()));
+        return Err(crate::WorldError::Invalid(
+            "--feature-dim and the object count must be positive".into(),
+        ));
     }
     let cats = categories();
     for n in &config.novel_categories {
         if !cats.iter().any(|(c, _)| c == n) {
-            return Err(crate::WorldError::Invalid(format!("novel category {n:?} is not one of the world's categories")));
+            return Err(crate::WorldError::Invalid(format!(
+                "novel category {n:?} is not one of the world's categories"
+            )));
         }
     }
     let mut rng = StdRng::seed_from_u64(config.seed);
     let inp = cats.len() + COLOURS.len() + SIZES.len();
     let fmap = FeatureMap::new(&mut rng, inp, config.feature_dim);
-    let noise = Normal::new(0.0f32, config.noise.max(1e-6)).map_err(|e| crate::WorldError::Invalid(e.to_string()))?;
+    let noise = Normal::new(0.0f32, config.noise.max(1e-6))
+        .map_err(|e| crate::WorldError::Invalid(e.to_string()))?;
     let clutter = Normal::new(0.2f32, 0.8).expect("valid σ");
-    let novel: Vec<usize> = config.novel_categories.iter().filter_map(|n| cats.iter().position(|(c, _)| c == n)).collect();
+    let novel: Vec<usize> = config
+        .novel_categories
+        .iter()
+        .filter_map(|n| cats.iter().position(|(c, _)| c == n))
+        .collect();
     let dim = config.feature_dim + 6;
     let mut scenes = Vec::with_capacity(config.images);
     for i in 0..config.images {
@@ -209,9 +301,18 @@ pub fn generate(config: &WorldConfig) -> crate::Result<World> {
         let mut objects: Vec<Object> = Vec::with_capacity(n_obj);
         for k in 0..n_obj {
             // 30 % of multi-object scenes repeat a category, so counts appear.
-            let category = if k > 0 && rng.random_bool(0.3) { objects[0].category } else { rng.random_range(0..cats.len()) };
+            let category = if k > 0 && rng.random_bool(0.3) {
+                objects[0].category
+            } else {
+                rng.random_range(0..cats.len())
+            };
             let size = rng.random_range(0..SIZES.len());
-            objects.push(Object { category, colour: rng.random_range(0..COLOURS.len()), size, rect: random_rect(&mut rng, size) });
+            objects.push(Object {
+                category,
+                colour: rng.random_range(0..COLOURS.len()),
+                size,
+                rect: random_rect(&mut rng, size),
+            });
         }
         let mut regions: Vec<Vec<f32>> = objects
             .iter()
@@ -226,7 +327,9 @@ pub fn generate(config: &WorldConfig) -> crate::Result<World> {
             })
             .collect();
         for _ in 0..rng.random_range(0..=config.max_clutter) {
-            let mut f: Vec<f32> = (0..config.feature_dim).map(|_| clutter.sample(&mut rng).max(0.0)).collect();
+            let mut f: Vec<f32> = (0..config.feature_dim)
+                .map(|_| clutter.sample(&mut rng).max(0.0))
+                .collect();
             let size = rng.random_range(0..2);
             f.extend_from_slice(&box_dims(random_rect(&mut rng, size)));
             regions.push(f);
@@ -239,15 +342,29 @@ pub fn generate(config: &WorldConfig) -> crate::Result<World> {
             if r < config.tag_miss {
             } else if r < config.tag_miss + config.tag_confuse {
                 let sup = cats[o.category].1;
-                let same: Vec<usize> = (0..cats.len()).filter(|&c| cats[c].1 == sup && c != o.category).collect();
+                let same: Vec<usize> = (0..cats.len())
+                    .filter(|&c| cats[c].1 == sup && c != o.category)
+                    .collect();
                 let c = *same.choose(&mut rng).unwrap_or(&o.category);
-                tags.push(Tag { class: cats[c].0.clone(), conf: rng.random_range(0.3..0.8), rect: o.rect });
+                tags.push(Tag {
+                    class: cats[c].0.clone(),
+                    conf: rng.random_range(0.3..0.8),
+                    rect: o.rect,
+                });
             } else {
-                tags.push(Tag { class: cats[o.category].0.clone(), conf: rng.random_range(0.5..1.0), rect: o.rect });
+                tags.push(Tag {
+                    class: cats[o.category].0.clone(),
+                    conf: rng.random_range(0.5..1.0),
+                    rect: o.rect,
+                });
             }
             if rng.random_bool(config.tag_spurious) {
                 let c = rng.random_range(0..cats.len());
-                tags.push(Tag { class: cats[c].0.clone(), conf: rng.random_range(0.2..0.6), rect: random_rect(&mut rng, 0) });
+                tags.push(Tag {
+                    class: cats[c].0.clone(),
+                    conf: rng.random_range(0.2..0.6),
+                    rect: random_rect(&mut rng, 0),
+                });
             }
         }
         let is_novel = objects.iter().any(|o| novel.contains(&o.category));
@@ -270,8 +387,15 @@ pub fn generate(config: &WorldConfig) -> crate::Result<World> {
             tags,
             split: split.into(),
         });
-        debug_assert_eq!(scenes.last().map(|s| s.regions.len()), Some(num_regions * dim));
+        debug_assert_eq!(
+            scenes.last().map(|s| s.regions.len()),
+            Some(num_regions * dim)
+        );
     }
     fill_small_splits(&mut scenes, config)?;
-    Ok(World { config: config.clone(), scenes, category_names: cats })
+    Ok(World {
+        config: config.clone(),
+        scenes,
+        category_names: cats,
+    })
 }

@@ -14,7 +14,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 fn write(path: &Path, bytes: &[u8]) -> Result<()> {
-    let io = |e| WorldError::Io { path: path.to_path_buf(), err: e };
+    let io = |e| WorldError::Io {
+        path: path.to_path_buf(),
+        err: e,
+    };
     if let Some(d) = path.parent() {
         std::fs::create_dir_all(d).map_err(io)?;
     }
@@ -24,7 +27,12 @@ fn write(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 fn write_json(path: &Path, v: &impl serde::Serialize) -> Result<()> {
-    write(path, serde_json::to_string(v).map_err(|e| WorldError::Invalid(e.to_string()))?.as_bytes())
+    write(
+        path,
+        serde_json::to_string(v)
+            .map_err(|e| WorldError::Invalid(e.to_string()))?
+            .as_bytes(),
+    )
 }
 
 /// A TSV with its `.lineidx` and an `imageid2idx.json` (key → row).
@@ -84,42 +92,94 @@ pub fn write_world(world: &World, out: &Path, render: usize) -> Result<Summary> 
     };
 
     // Region features and detector output.
-    let feat_rows: Vec<(String, String)> = scenes.iter().map(|s| (s.id.clone(), format!("{}\t{}", s.num_regions, b64(&s.regions)))).collect();
+    let feat_rows: Vec<(String, String)> = scenes
+        .iter()
+        .map(|s| {
+            (
+                s.id.clone(),
+                format!("{}\t{}", s.num_regions, b64(&s.regions)),
+            )
+        })
+        .collect();
     write_tsv(&add(out.join("features/features.tsv")), &feat_rows)?;
-    let det = |s: &crate::Scene| json!({"image_h": CANVAS.1, "image_w": CANVAS.0, "objects": s.tags.iter().map(|t| json!({"class": t.class, "conf": t.conf, "rect": t.rect})).collect::<Vec<_>>()}).to_string();
-    let gt = |s: &crate::Scene| json!({"image_h": CANVAS.1, "image_w": CANVAS.0, "objects": s.objects.iter().map(|o| json!({"class": name(o.category), "conf": 1.0, "rect": o.rect})).collect::<Vec<_>>()}).to_string();
-    write_tsv(&add(out.join("labels/predictions.tsv")), &scenes.iter().map(|s| (s.id.clone(), det(s))).collect::<Vec<_>>())?;
+    let det = |s: &crate::Scene| {
+        json!({"image_h": CANVAS.1, "image_w": CANVAS.0, "objects": s.tags.iter().map(|t| json!({"class": t.class, "conf": t.conf, "rect": t.rect})).collect::<Vec<_>>()}).to_string()
+    };
+    let gt = |s: &crate::Scene| {
+        json!({"image_h": CANVAS.1, "image_w": CANVAS.0, "objects": s.objects.iter().map(|o| json!({"class": name(o.category), "conf": 1.0, "rect": o.rect})).collect::<Vec<_>>()}).to_string()
+    };
+    write_tsv(
+        &add(out.join("labels/predictions.tsv")),
+        &scenes
+            .iter()
+            .map(|s| (s.id.clone(), det(s)))
+            .collect::<Vec<_>>(),
+    )?;
     let gt_rows: Vec<(String, String)> = scenes.iter().map(|s| (s.id.clone(), gt(s))).collect();
-    write(&add(out.join("labels/predictions_gt.tsv")), gt_rows.iter().map(|(k, v)| format!("{k}\t{v}\n")).collect::<String>().as_bytes())?;
+    write(
+        &add(out.join("labels/predictions_gt.tsv")),
+        gt_rows
+            .iter()
+            .map(|(k, v)| format!("{k}\t{v}\n"))
+            .collect::<String>()
+            .as_bytes(),
+    )?;
 
     // Captions, per split, in Oscar's list format, COCO format, and retrieval's {img: [caps]}.
     let caps: Vec<Vec<String>> = scenes.iter().map(|s| captions(s, &mut rng)).collect();
     let splits = ["train", "val", "test", "novel"];
     let mut n_images = BTreeMap::new();
     for sp in splits {
-        let idx: Vec<usize> = (0..scenes.len()).filter(|&i| scenes[i].split == sp).collect();
+        let idx: Vec<usize> = (0..scenes.len())
+            .filter(|&i| scenes[i].split == sp)
+            .collect();
         n_images.insert(sp.to_string(), idx.len());
         if idx.is_empty() {
             // Only the novel split can be empty (a small world may draw no held-out category):
             // no caption files rather than empty ones, which every caption reader refuses.
             continue;
         }
-        let list: Vec<_> = idx.iter().flat_map(|&i| caps[i].iter().map(move |c| json!({"image_id": scenes[i].id, "caption": c}))).collect();
+        let list: Vec<_> = idx
+            .iter()
+            .flat_map(|&i| {
+                caps[i]
+                    .iter()
+                    .map(move |c| json!({"image_id": scenes[i].id, "caption": c}))
+            })
+            .collect();
         write_json(&add(out.join(format!("captions/{sp}_caption.json"))), &list)?;
         let coco = json!({
             "images": idx.iter().map(|&i| json!({"id": scenes[i].id})).collect::<Vec<_>>(),
             "annotations": idx.iter().flat_map(|&i| caps[i].iter().enumerate().map(move |(k, c)| json!({"image_id": scenes[i].id, "id": i * 5 + k, "caption": c}))).collect::<Vec<_>>(),
         });
-        write_json(&add(out.join(format!("captions/{sp}_caption_coco_format.json"))), &coco)?;
-        let by_img: BTreeMap<&str, &Vec<String>> = idx.iter().map(|&i| (scenes[i].id.as_str(), &caps[i])).collect();
-        write_json(&add(out.join(format!("retrieval/{sp}_captions.json"))), &by_img)?;
+        write_json(
+            &add(out.join(format!("captions/{sp}_caption_coco_format.json"))),
+            &coco,
+        )?;
+        let by_img: BTreeMap<&str, &Vec<String>> = idx
+            .iter()
+            .map(|&i| (scenes[i].id.as_str(), &caps[i]))
+            .collect();
+        write_json(
+            &add(out.join(format!("retrieval/{sp}_captions.json"))),
+            &by_img,
+        )?;
         if sp == "test" {
-            write(&add(out.join("retrieval/test_img_keys.tsv")), idx.iter().map(|&i| format!("{}\n", scenes[i].id)).collect::<String>().as_bytes())?;
+            write(
+                &add(out.join("retrieval/test_img_keys.tsv")),
+                idx.iter()
+                    .map(|&i| format!("{}\n", scenes[i].id))
+                    .collect::<String>()
+                    .as_bytes(),
+            )?;
         }
     }
 
     // VQA: answer vocabulary from the training answers; Oscar's JSON and the official format.
-    let qs: Vec<Vec<Question>> = scenes.iter().map(|s| questions(s, ncat, world.config.answer_noise, &mut rng)).collect();
+    let qs: Vec<Vec<Question>> = scenes
+        .iter()
+        .map(|s| questions(s, ncat, world.config.answer_noise, &mut rng))
+        .collect();
     let mut vocab: Vec<String> = Vec::new();
     for (s, q) in scenes.iter().zip(&qs) {
         if s.split == "train" {
@@ -131,7 +191,11 @@ pub fn write_world(world: &World, out: &Path, render: usize) -> Result<Summary> 
         }
     }
     vocab.sort();
-    let ans2label: BTreeMap<&str, usize> = vocab.iter().enumerate().map(|(i, a)| (a.as_str(), i)).collect();
+    let ans2label: BTreeMap<&str, usize> = vocab
+        .iter()
+        .enumerate()
+        .map(|(i, a)| (a.as_str(), i))
+        .collect();
     write_json(&add(out.join("vqa/ans2label.json")), &ans2label)?;
     let mut n_q = BTreeMap::new();
     let mut qid = 0usize;
@@ -147,24 +211,36 @@ pub fn write_world(world: &World, out: &Path, render: usize) -> Result<Summary> 
                 for a in &q.answers {
                     *counts.entry(a.as_str()).or_default() += 1;
                 }
-                let (an, sc): (Vec<usize>, Vec<f32>) = counts.iter().filter_map(|(a, n)| ans2label.get(a).map(|l| (*l, vqa_score(*n)))).unzip();
+                let (an, sc): (Vec<usize>, Vec<f32>) = counts
+                    .iter()
+                    .filter_map(|(a, n)| ans2label.get(a).map(|l| (*l, vqa_score(*n))))
+                    .unzip();
                 oscar.push(json!({"q": q.question, "o": tags.join(" "), "an": an, "s": sc, "img_id": s.id, "q_id": qid}));
                 anns.push(json!({"question_id": qid, "image_id": s.id, "question_type": q.question_type, "answer_type": q.answer_type,
                     "multiple_choice_answer": q.truth,
                     "answers": q.answers.iter().enumerate().map(|(k, a)| json!({"answer": a, "answer_confidence": "yes", "answer_id": k + 1})).collect::<Vec<_>>()}));
-                questions_json.push(json!({"question_id": qid, "image_id": s.id, "question": q.question}));
+                questions_json
+                    .push(json!({"question_id": qid, "image_id": s.id, "question": q.question}));
             }
         }
         n_q.insert(sp.to_string(), oscar.len());
         write_json(&add(out.join(format!("vqa/{sp}.json"))), &oscar)?;
-        write_json(&add(out.join(format!("vqa/{sp}_annotations.json"))), &json!({"annotations": anns}))?;
-        write_json(&add(out.join(format!("vqa/{sp}_questions.json"))), &json!({"questions": questions_json}))?;
+        write_json(
+            &add(out.join(format!("vqa/{sp}_annotations.json"))),
+            &json!({"annotations": anns}),
+        )?;
+        write_json(
+            &add(out.join(format!("vqa/{sp}_questions.json"))),
+            &json!({"questions": questions_json}),
+        )?;
     }
 
     // NLVR2: statements about pairs from the same split, labels balanced by construction.
     let mut n_nlvr = BTreeMap::new();
     for (sp, name_) in [("train", "train"), ("val", "dev"), ("test", "test")] {
-        let idx: Vec<usize> = (0..scenes.len()).filter(|&i| scenes[i].split == sp).collect();
+        let idx: Vec<usize> = (0..scenes.len())
+            .filter(|&i| scenes[i].split == sp)
+            .collect();
         let mut items = Vec::new();
         if idx.len() >= 2 {
             for k in 0..idx.len() {
@@ -173,7 +249,14 @@ pub fn write_world(world: &World, out: &Path, render: usize) -> Result<Summary> 
                     continue;
                 }
                 let (stmt, truth) = nlvr2_statement(&scenes[l], &scenes[r], ncat, &mut rng);
-                let tags = |i: usize| scenes[i].tags.iter().map(|t| t.class.as_str()).collect::<Vec<_>>().join(" ");
+                let tags = |i: usize| {
+                    scenes[i]
+                        .tags
+                        .iter()
+                        .map(|t| t.class.as_str())
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                };
                 items.push(json!({"q_id": format!("{name_}-{k}"), "q": stmt, "img_id": {"left": scenes[l].id, "right": scenes[r].id},
                     "o": {"left": tags(l), "right": tags(r)}, "label": u8::from(truth)}));
             }
@@ -182,7 +265,14 @@ pub fn write_world(world: &World, out: &Path, render: usize) -> Result<Summary> 
             if items.is_empty() {
                 let (l, r) = (idx[0], idx[1]);
                 let (stmt, truth) = nlvr2_statement(&scenes[l], &scenes[r], ncat, &mut rng);
-                let tags = |i: usize| scenes[i].tags.iter().map(|t| t.class.as_str()).collect::<Vec<_>>().join(" ");
+                let tags = |i: usize| {
+                    scenes[i]
+                        .tags
+                        .iter()
+                        .map(|t| t.class.as_str())
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                };
                 items.push(json!({"q_id": format!("{name_}-0"), "q": stmt, "img_id": {"left": scenes[l].id, "right": scenes[r].id},
                     "o": {"left": tags(l), "right": tags(r)}, "label": u8::from(truth)}));
             }
@@ -197,7 +287,10 @@ pub fn write_world(world: &World, out: &Path, render: usize) -> Result<Summary> 
         .iter()
         .zip(&caps)
         .filter(|(s, _)| s.split == "train")
-        .flat_map(|(s, c)| c.iter().map(move |c| format!("world_{}\tworld_caption\t{c}\n", s.id)))
+        .flat_map(|(s, c)| {
+            c.iter()
+                .map(move |c| format!("world_{}\tworld_caption\t{c}\n", s.id))
+        })
         .collect();
     write(&add(out.join("pretrain/corpus.tsv")), corpus.as_bytes())?;
     write(
@@ -207,10 +300,17 @@ pub fn write_world(world: &World, out: &Path, render: usize) -> Result<Summary> 
 
     // WordPiece vocabulary trained on all the world's text.
     let mut text: Vec<String> = caps.iter().flatten().cloned().collect();
-    text.extend(qs.iter().flatten().map(|q| format!("{} {}", q.question, q.answers.join(" "))));
+    text.extend(
+        qs.iter()
+            .flatten()
+            .map(|q| format!("{} {}", q.question, q.answers.join(" "))),
+    );
     text.extend(world.category_names.iter().map(|(c, _)| c.clone()));
     let vocab_words = train_wordpiece(&text)?;
-    write(&add(out.join("vocab.txt")), (vocab_words.join("\n") + "\n").as_bytes())?;
+    write(
+        &add(out.join("vocab.txt")),
+        (vocab_words.join("\n") + "\n").as_bytes(),
+    )?;
 
     // Ground truth for tests and demos (regions are in features.tsv).
     let truth: Vec<_> = scenes
@@ -221,13 +321,22 @@ pub fn write_world(world: &World, out: &Path, render: usize) -> Result<Summary> 
     write_json(&add(out.join("scenes.json")), &truth)?;
 
     if render > 0 {
-        let shown: Vec<(&crate::Scene, &str)> = scenes.iter().zip(&caps).take(render).map(|(s, c)| (s, c[0].as_str())).collect();
+        let shown: Vec<(&crate::Scene, &str)> = scenes
+            .iter()
+            .zip(&caps)
+            .take(render)
+            .map(|(s, c)| (s, c[0].as_str()))
+            .collect();
         let img = contact_sheet(&shown, 4);
         let p = add(out.join("images/contact_sheet.png"));
         if let Some(d) = p.parent() {
-            std::fs::create_dir_all(d).map_err(|e| WorldError::Io { path: d.to_path_buf(), err: e })?;
+            std::fs::create_dir_all(d).map_err(|e| WorldError::Io {
+                path: d.to_path_buf(),
+                err: e,
+            })?;
         }
-        img.save(&p).map_err(|e| WorldError::Invalid(format!("{}: {e}", p.display())))?;
+        img.save(&p)
+            .map_err(|e| WorldError::Invalid(format!("{}: {e}", p.display())))?;
     }
 
     let summary = Summary {
@@ -257,18 +366,31 @@ fn train_wordpiece(text: &[String]) -> Result<Vec<String>> {
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
     for t in text {
         let mut n = NormalizedString::from(t.as_str());
-        normalizer.normalize(&mut n).map_err(|e| WorldError::Invalid(format!("normalizing {t:?}: {e}")))?;
+        normalizer
+            .normalize(&mut n)
+            .map_err(|e| WorldError::Invalid(format!("normalizing {t:?}: {e}")))?;
         let mut pre = PreTokenizedString::from(n.get());
-        BertPreTokenizer.pre_tokenize(&mut pre).map_err(|e| WorldError::Invalid(format!("splitting {t:?}: {e}")))?;
-        for (w, _, _) in pre.get_splits(tokenizers::OffsetReferential::Original, tokenizers::OffsetType::Char) {
+        BertPreTokenizer
+            .pre_tokenize(&mut pre)
+            .map_err(|e| WorldError::Invalid(format!("splitting {t:?}: {e}")))?;
+        for (w, _, _) in pre.get_splits(
+            tokenizers::OffsetReferential::Original,
+            tokenizers::OffsetType::Char,
+        ) {
             *counts.entry(w.to_string()).or_default() += 1;
         }
     }
-    let mut vocab: Vec<String> = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"].iter().map(|s| s.to_string()).collect();
+    let mut vocab: Vec<String> = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     let chars: std::collections::BTreeSet<char> = counts.keys().flat_map(|w| w.chars()).collect();
     vocab.extend(chars.iter().map(|c| c.to_string()));
     vocab.extend(chars.iter().map(|c| format!("##{c}")));
-    let mut words: Vec<(&String, &usize)> = counts.iter().filter(|(w, _)| w.chars().count() > 1).collect();
+    let mut words: Vec<(&String, &usize)> = counts
+        .iter()
+        .filter(|(w, _)| w.chars().count() > 1)
+        .collect();
     words.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
     vocab.extend(words.into_iter().map(|(w, _)| w.clone()));
     Ok(vocab)

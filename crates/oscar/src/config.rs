@@ -32,23 +32,57 @@ pub enum LossType {
     Sfmx,
 }
 
-fn d_vocab() -> usize { 30522 }
-fn d_hidden() -> usize { 768 }
-fn d_layers() -> usize { 12 }
-fn d_heads() -> usize { 12 }
-fn d_inter() -> usize { 3072 }
-fn d_act() -> String { "gelu".into() }
-fn d_drop() -> f64 { 0.1 }
-fn d_maxpos() -> usize { 512 }
-fn d_types() -> usize { 2 }
-fn d_init() -> f64 { 0.02 }
-fn d_eps() -> f64 { 1e-12 }
-fn d_img_dim() -> usize { 2054 }
-fn d_img_type() -> String { "faster_r-cnn".into() }
-fn d_contrast() -> usize { 2 }
-fn d_scale() -> usize { 2 }
-fn d_choice() -> usize { 2 }
-fn d_labels() -> usize { 2 }
+fn d_vocab() -> usize {
+    30522
+}
+fn d_hidden() -> usize {
+    768
+}
+fn d_layers() -> usize {
+    12
+}
+fn d_heads() -> usize {
+    12
+}
+fn d_inter() -> usize {
+    3072
+}
+fn d_act() -> String {
+    "gelu".into()
+}
+fn d_drop() -> f64 {
+    0.1
+}
+fn d_maxpos() -> usize {
+    512
+}
+fn d_types() -> usize {
+    2
+}
+fn d_init() -> f64 {
+    0.02
+}
+fn d_eps() -> f64 {
+    1e-12
+}
+fn d_img_dim() -> usize {
+    2054
+}
+fn d_img_type() -> String {
+    "faster_r-cnn".into()
+}
+fn d_contrast() -> usize {
+    2
+}
+fn d_scale() -> usize {
+    2
+}
+fn d_choice() -> usize {
+    2
+}
+fn d_labels() -> usize {
+    2
+}
 
 /// Mirror of Oscar's `config.json`. Field names are the JSON keys.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -88,7 +122,11 @@ pub struct OscarConfig {
     #[serde(default = "d_img_type")]
     pub img_feature_type: String,
     /// `None` when the file does not say: the loader then infers it from `bert.LayerNorm.*`.
-    #[serde(default, deserialize_with = "de_flag", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "de_flag",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub use_img_layernorm: Option<bool>,
     #[serde(default = "d_eps")]
     pub img_layer_norm_eps: f64,
@@ -203,7 +241,8 @@ impl OscarConfig {
     }
 
     pub fn from_json(text: &str) -> std::result::Result<Self, String> {
-        let cfg: Self = serde_json::from_str(text).map_err(|e| format!("not a valid config.json: {e}"))?;
+        let cfg: Self =
+            serde_json::from_str(text).map_err(|e| format!("not a valid config.json: {e}"))?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -231,12 +270,21 @@ impl OscarConfig {
                 self.hidden_size, self.num_attention_heads
             ));
         }
-        if !matches!(self.hidden_act.as_str(), "gelu" | "relu" | "gelu_new" | "tanh") {
-            return Err(format!("`hidden_act` {:?} is not supported (expected gelu, relu, gelu_new or tanh)", self.hidden_act));
+        if !matches!(
+            self.hidden_act.as_str(),
+            "gelu" | "relu" | "gelu_new" | "tanh"
+        ) {
+            return Err(format!(
+                "`hidden_act` {:?} is not supported (expected gelu, relu, gelu_new or tanh)",
+                self.hidden_act
+            ));
         }
         for (name, p) in [
             ("hidden_dropout_prob", self.hidden_dropout_prob),
-            ("attention_probs_dropout_prob", self.attention_probs_dropout_prob),
+            (
+                "attention_probs_dropout_prob",
+                self.attention_probs_dropout_prob,
+            ),
             ("label_smoothing", self.label_smoothing),
             ("drop_worst_ratio", self.drop_worst_ratio),
         ] {
@@ -245,7 +293,10 @@ impl OscarConfig {
             }
         }
         if !(2..=3).contains(&self.num_contrast_classes) {
-            return Err(format!("`num_contrast_classes` {} must be 2 (Oscar) or 3 (Oscar+)", self.num_contrast_classes));
+            return Err(format!(
+                "`num_contrast_classes` {} must be 2 (Oscar) or 3 (Oscar+)",
+                self.num_contrast_classes
+            ));
         }
         Ok(())
     }
@@ -298,10 +349,14 @@ mod tests {
         assert_eq!(OscarConfig::oscar_base().hidden_size, 768);
         assert_eq!(OscarConfig::oscar_large().num_hidden_layers, 24);
         assert_eq!(OscarConfig::oscar_base().img_feature_dim, 2054);
-        let err = OscarConfig::from_json(r#"{"hidden_size": 30, "num_attention_heads": 4}"#).unwrap_err();
+        let err =
+            OscarConfig::from_json(r#"{"hidden_size": 30, "num_attention_heads": 4}"#).unwrap_err();
         assert!(err.contains("not a multiple"), "{err}");
         let err = OscarConfig::from_json(r#"{"use_img_layernorm": "yes"}"#).unwrap_err();
-        assert!(err.contains("use_img_layernorm") || err.contains("expected 0, 1"), "{err}");
+        assert!(
+            err.contains("use_img_layernorm") || err.contains("expected 0, 1"),
+            "{err}"
+        );
         let err = OscarConfig::from_json(r#"{"loss_type": "hinge"}"#).unwrap_err();
         assert!(err.contains("hinge"), "{err}");
     }

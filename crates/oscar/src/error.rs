@@ -28,10 +28,16 @@ pub enum Error {
 
 impl Error {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { path: path.into(), err: source }
+        Error::Io {
+            path: path.into(),
+            err: source,
+        }
     }
     pub fn bad_file(path: impl Into<PathBuf>, what: impl Into<String>) -> Self {
-        Error::BadFile { path: path.into(), what: what.into() }
+        Error::BadFile {
+            path: path.into(),
+            what: what.into(),
+        }
     }
 }
 

@@ -30,19 +30,35 @@ impl BertTokenizer {
     /// Reads `vocab.txt` (one token per line; the line number is the id).
     pub fn from_vocab(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let vocab: Vec<String> = text.lines().map(|l| l.trim_end_matches('\r').to_string()).collect();
+        let vocab: Vec<String> = text
+            .lines()
+            .map(|l| l.trim_end_matches('\r').to_string())
+            .collect();
         if vocab.is_empty() {
-            return Err(Error::bad_file(path, "vocabulary is empty: expected one word piece per line"));
+            return Err(Error::bad_file(
+                path,
+                "vocabulary is empty: expected one word piece per line",
+            ));
         }
         let id = |tok: &str| -> Result<u32> {
             vocab
                 .iter()
                 .position(|v| v == tok)
                 .map(|i| i as u32)
-                .ok_or_else(|| Error::bad_file(path, format!("vocabulary lacks the special token {tok}")))
+                .ok_or_else(|| {
+                    Error::bad_file(path, format!("vocabulary lacks the special token {tok}"))
+                })
         };
-        let special = SpecialIds { pad: id("[PAD]")?, unk: id("[UNK]")?, cls: id("[CLS]")?, sep: id("[SEP]")?, mask: id("[MASK]")? };
-        let path_str = path.to_str().ok_or_else(|| Error::bad_file(path, "path is not valid UTF-8"))?;
+        let special = SpecialIds {
+            pad: id("[PAD]")?,
+            unk: id("[UNK]")?,
+            cls: id("[CLS]")?,
+            sep: id("[SEP]")?,
+            mask: id("[MASK]")?,
+        };
+        let path_str = path
+            .to_str()
+            .ok_or_else(|| Error::bad_file(path, "path is not valid UTF-8"))?;
         let model = WordPiece::from_file(path_str)
             .unk_token("[UNK]".into())
             .continuing_subword_prefix("##".into())
@@ -50,13 +66,24 @@ impl BertTokenizer {
             .build()
             .map_err(|e| Error::bad_file(path, format!("cannot build WordPiece: {e}")))?;
         let mut inner = Tokenizer::new(model);
-        let tk_err = |e: tokenizers::Error| Error::bad_file(path, format!("cannot build the tokenizer: {e}"));
-        inner.with_normalizer(Some(BertNormalizer::new(true, true, None, true))).map_err(tk_err)?;
+        let tk_err = |e: tokenizers::Error| {
+            Error::bad_file(path, format!("cannot build the tokenizer: {e}"))
+        };
+        inner
+            .with_normalizer(Some(BertNormalizer::new(true, true, None, true)))
+            .map_err(tk_err)?;
         inner.with_pre_tokenizer(Some(BertPreTokenizer));
         // As HF's `never_split`: special tokens typed in the text stay whole.
-        let specials: Vec<AddedToken> = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"].iter().map(|t| AddedToken::from(*t, true)).collect();
+        let specials: Vec<AddedToken> = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+            .iter()
+            .map(|t| AddedToken::from(*t, true))
+            .collect();
         inner.add_special_tokens(specials).map_err(tk_err)?;
-        Ok(BertTokenizer { inner, vocab, special })
+        Ok(BertTokenizer {
+            inner,
+            vocab,
+            special,
+        })
     }
 
     pub fn vocab_size(&self) -> usize {
@@ -65,7 +92,10 @@ impl BertTokenizer {
 
     /// Word-piece ids of `text`, without special tokens.
     pub fn tokenize(&self, text: &str) -> Result<Vec<u32>> {
-        let enc = self.inner.encode(text, false).map_err(|e| Error::Invalid(format!("cannot tokenize {text:?}: {e}")))?;
+        let enc = self
+            .inner
+            .encode(text, false)
+            .map_err(|e| Error::Invalid(format!("cannot tokenize {text:?}: {e}")))?;
         Ok(enc.get_ids().to_vec())
     }
 
@@ -99,7 +129,18 @@ impl BertTokenizer {
                 }
             }
         }
-        for (from, to) in [(" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"), (" 'm", "'m"), (" 's", "'s"), (" 've", "'ve"), (" 're", "'re")] {
+        for (from, to) in [
+            (" .", "."),
+            (" ?", "?"),
+            (" !", "!"),
+            (" ,", ","),
+            (" ' ", "'"),
+            (" n't", "n't"),
+            (" 'm", "'m"),
+            (" 's", "'s"),
+            (" 've", "'ve"),
+            (" 're", "'re"),
+        ] {
             out = out.replace(from, to);
         }
         out

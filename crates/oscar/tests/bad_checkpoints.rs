@@ -6,7 +6,10 @@ use oscar::{Error, OscarConfig};
 use std::path::{Path, PathBuf};
 
 fn fixture(model: &str, file: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/model").join(model).join(file)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/model")
+        .join(model)
+        .join(file)
 }
 
 fn copy_truncated(src: &Path, dir: &Path, len: usize) -> PathBuf {
@@ -39,23 +42,35 @@ fn truncated_legacy_file_says_truncated() {
     let dir = tempfile::tempdir().unwrap();
     let src = fixture("pretrain", "pytorch_model_legacy.bin");
     let full = std::fs::metadata(&src).unwrap().len() as usize;
-    let e = read_checkpoint(&copy_truncated(&src, dir.path(), full - 100)).err().unwrap().to_string();
+    let e = read_checkpoint(&copy_truncated(&src, dir.path(), full - 100))
+        .err()
+        .unwrap()
+        .to_string();
     assert!(e.contains("truncated"), "{e}");
 }
 
 #[test]
 fn files_that_are_not_checkpoints_are_named_as_such() {
     let dir = tempfile::tempdir().unwrap();
-    for (name, bytes) in [("empty.bin", &b""[..]), ("text.bin", &b"hello, world\n"[..]), ("junk.safetensors", &[0xffu8; 64][..])] {
+    for (name, bytes) in [
+        ("empty.bin", &b""[..]),
+        ("text.bin", &b"hello, world\n"[..]),
+        ("junk.safetensors", &[0xffu8; 64][..]),
+    ] {
         let p = dir.path().join(name);
         std::fs::write(&p, bytes).unwrap();
         let e = read_checkpoint(&p).err().unwrap().to_string();
         assert!(e.contains(name) && e.contains("not a checkpoint"), "{e}");
     }
-    let e = read_checkpoint(&dir.path().join("absent.bin")).err().unwrap();
+    let e = read_checkpoint(&dir.path().join("absent.bin"))
+        .err()
+        .unwrap();
     assert!(matches!(e, Error::Io { .. }), "{e}");
     let e = read_checkpoint(dir.path()).err().unwrap().to_string();
-    assert!(e.contains("neither model.safetensors nor pytorch_model.bin"), "{e}");
+    assert!(
+        e.contains("neither model.safetensors nor pytorch_model.bin"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -63,23 +78,51 @@ fn wrong_shapes_name_the_key_and_both_shapes() {
     let ckpt = read_checkpoint(&fixture("vqa", "pytorch_model.bin")).unwrap();
     let mut cfg = ckpt.config.clone().unwrap();
     cfg.num_labels = 7;
-    let e = load_model::<ImageBertForSequenceClassification>(ckpt, Some(cfg), Fresh::Nothing, 0).err().unwrap().to_string();
+    let e = load_model::<ImageBertForSequenceClassification>(ckpt, Some(cfg), Fresh::Nothing, 0)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(e.contains("pytorch_model.bin"), "{e}");
-    assert!(e.contains("classifier.weight: checkpoint [6, 32], model expects [7, 32]"), "{e}");
+    assert!(
+        e.contains("classifier.weight: checkpoint [6, 32], model expects [7, 32]"),
+        "{e}"
+    );
 }
 
 #[test]
 fn missing_head_is_an_error_unless_a_fresh_head_is_asked_for() {
     let ckpt = read_checkpoint(&fixture("vqa", "pytorch_model.bin")).unwrap();
-    let e = load_model::<BertImgForPreTraining>(ckpt, None, Fresh::Nothing, 0).err().unwrap().to_string();
-    assert!(e.contains("missing keys") && e.contains("cls.seq_relationship.weight"), "{e}");
-    assert!(e.contains("unexpected keys") && e.contains("classifier.weight"), "{e}");
+    let e = load_model::<BertImgForPreTraining>(ckpt, None, Fresh::Nothing, 0)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("missing keys") && e.contains("cls.seq_relationship.weight"),
+        "{e}"
+    );
+    assert!(
+        e.contains("unexpected keys") && e.contains("classifier.weight"),
+        "{e}"
+    );
 
     let ckpt = read_checkpoint(&fixture("vqa", "pytorch_model.bin")).unwrap();
     let m = load_model::<BertImgForPreTraining>(ckpt, None, Fresh::Head, 0).unwrap();
-    assert!(m.report.fresh.contains(&"cls.seq_relationship.weight".to_string()));
-    assert!(m.report.fresh.iter().all(|k| k.starts_with("cls.")), "{:?}", m.report.fresh);
-    assert_eq!(m.report.unexpected, vec!["classifier.bias".to_string(), "classifier.weight".to_string()]);
+    assert!(m
+        .report
+        .fresh
+        .contains(&"cls.seq_relationship.weight".to_string()));
+    assert!(
+        m.report.fresh.iter().all(|k| k.starts_with("cls.")),
+        "{:?}",
+        m.report.fresh
+    );
+    assert_eq!(
+        m.report.unexpected,
+        vec![
+            "classifier.bias".to_string(),
+            "classifier.weight".to_string()
+        ]
+    );
 }
 
 #[test]
@@ -90,9 +133,24 @@ fn a_missing_backbone_key_is_never_made_fresh_by_a_fresh_head() {
     tensors.remove("bert.encoder.layer.1.output.dense.weight");
     let p = dir.path().join("model.safetensors");
     candle_core::safetensors::save(&tensors, &p).unwrap();
-    std::fs::copy(fixture("pretrain", "config.json"), dir.path().join("config.json")).unwrap();
-    let e = load_model::<BertImgForPreTraining>(read_checkpoint(dir.path()).unwrap(), None, Fresh::Head, 0).err().unwrap().to_string();
-    assert!(e.contains("bert.encoder.layer.1.output.dense.weight"), "{e}");
+    std::fs::copy(
+        fixture("pretrain", "config.json"),
+        dir.path().join("config.json"),
+    )
+    .unwrap();
+    let e = load_model::<BertImgForPreTraining>(
+        read_checkpoint(dir.path()).unwrap(),
+        None,
+        Fresh::Head,
+        0,
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(
+        e.contains("bert.encoder.layer.1.output.dense.weight"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -101,8 +159,18 @@ fn two_class_contrastive_head_loads_into_a_three_class_model_fresh() {
     let mut cfg: OscarConfig = ckpt.config.clone().unwrap();
     cfg.num_contrast_classes = 2;
     let m = load_model::<BertImgForPreTraining>(ckpt, Some(cfg), Fresh::Nothing, 0).unwrap();
-    assert!(m.report.fresh.contains(&"cls.seq_relationship.weight".to_string()));
-    assert!(m.report.notes.iter().any(|n| n.contains("3 classes, the model 2")), "{:?}", m.report.notes);
+    assert!(m
+        .report
+        .fresh
+        .contains(&"cls.seq_relationship.weight".to_string()));
+    assert!(
+        m.report
+            .notes
+            .iter()
+            .any(|n| n.contains("3 classes, the model 2")),
+        "{:?}",
+        m.report.notes
+    );
 }
 
 #[test]
@@ -110,6 +178,14 @@ fn weights_without_config_ask_for_one() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("w.bin");
     std::fs::copy(fixture("vqa", "pytorch_model.bin"), &p).unwrap();
-    let e = load_model::<ImageBertForSequenceClassification>(read_checkpoint(&p).unwrap(), None, Fresh::Nothing, 0).err().unwrap().to_string();
+    let e = load_model::<ImageBertForSequenceClassification>(
+        read_checkpoint(&p).unwrap(),
+        None,
+        Fresh::Nothing,
+        0,
+    )
+    .err()
+    .unwrap()
+    .to_string();
     assert!(e.contains("no config.json"), "{e}");
 }

@@ -7,12 +7,20 @@ use oscar::checkpoint::build_fresh;
 use oscar::model::BertForImageCaptioning;
 use oscar::nn::Ctx;
 use oscar::tasks::caption::cbs::{constrained_beam_search, Constraint};
-use oscar::tasks::caption::decode::{beam_search, greedy, sequence_logprobs, DecodeSettings, Decoder, Generated, ImageContext};
+use oscar::tasks::caption::decode::{
+    beam_search, greedy, sequence_logprobs, DecodeSettings, Decoder, Generated, ImageContext,
+};
 use oscar::tokenizer::SpecialIds;
 use oscar::OscarConfig;
 use rand::{Rng, SeedableRng};
 
-const SPECIAL: SpecialIds = SpecialIds { pad: 0, unk: 1, cls: 2, sep: 3, mask: 4 };
+const SPECIAL: SpecialIds = SpecialIds {
+    pad: 0,
+    unk: 1,
+    cls: 2,
+    sep: 3,
+    mask: 4,
+};
 const DIM: usize = 6;
 
 fn model(seed: u64) -> BertForImageCaptioning {
@@ -21,16 +29,25 @@ fn model(seed: u64) -> BertForImageCaptioning {
     // implementations may legitimately differ in the last bit) are unlikely.
     c.initializer_range = 0.3;
     c.max_position_embeddings = 64;
-    build_fresh::<BertForImageCaptioning>(&c, seed).unwrap().model
+    build_fresh::<BertForImageCaptioning>(&c, seed)
+        .unwrap()
+        .model
 }
 
 fn contexts(n: usize, seed: u64) -> Vec<ImageContext> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     (0..n)
         .map(|i| {
-            let tags: Vec<u32> = (0..i % 3).map(|_| rng.random_range(5..16)).chain(if i % 3 > 0 { Some(SPECIAL.sep) } else { None }).collect();
+            let tags: Vec<u32> = (0..i % 3)
+                .map(|_| rng.random_range(5..16))
+                .chain(if i % 3 > 0 { Some(SPECIAL.sep) } else { None })
+                .collect();
             let r = 1 + i % 4;
-            ImageContext { tag_ids: tags, regions: (0..r * DIM).map(|_| rng.random_range(0.0..2.0)).collect(), num_regions: r }
+            ImageContext {
+                tag_ids: tags,
+                regions: (0..r * DIM).map(|_| rng.random_range(0.0..2.0)).collect(),
+                num_regions: r,
+            }
         })
         .collect()
 }
@@ -40,25 +57,47 @@ fn assert_same(a: &[Generated], b: &[Generated]) {
     for (x, y) in a.iter().zip(b) {
         assert_eq!(x.tokens, y.tokens);
         assert_eq!(x.ended, y.ended);
-        assert!((x.score - y.score).abs() < 1e-4 * (1.0 + x.score.abs()), "{} vs {}", x.score, y.score);
+        assert!(
+            (x.score - y.score).abs() < 1e-4 * (1.0 + x.score.abs()),
+            "{} vs {}",
+            x.score,
+            y.score
+        );
     }
 }
 
 #[test]
 fn cached_and_reencoding_decoders_agree_greedy_and_beam() {
     let m = model(3);
-    let dec = Decoder { model: &m, special: SPECIAL, tag_start: 12 };
+    let dec = Decoder {
+        model: &m,
+        special: SPECIAL,
+        tag_start: 12,
+    };
     let ctxs = contexts(5, 1);
     let rows: Vec<usize> = (0..5).collect();
     let g1 = greedy(&mut dec.cached(&ctxs, &rows).unwrap(), 5, SPECIAL, 10).unwrap();
     let g2 = greedy(&mut dec.reencode(&ctxs, &rows).unwrap(), 5, SPECIAL, 10).unwrap();
     assert_same(&g1, &g2);
-    assert!(g1.iter().any(|g| g.tokens.len() > 1), "the test must decode more than one step");
+    assert!(
+        g1.iter().any(|g| g.tokens.len() > 1),
+        "the test must decode more than one step"
+    );
 
-    let st = DecodeSettings { max_gen_length: 10, num_beams: 3, ..DecodeSettings::default() };
+    let st = DecodeSettings {
+        max_gen_length: 10,
+        num_beams: 3,
+        ..DecodeSettings::default()
+    };
     let beam_rows: Vec<usize> = (0..5).flat_map(|i| [i; 3]).collect();
     let b1 = beam_search(&mut dec.cached(&ctxs, &beam_rows).unwrap(), 5, SPECIAL, &st).unwrap();
-    let b2 = beam_search(&mut dec.reencode(&ctxs, &beam_rows).unwrap(), 5, SPECIAL, &st).unwrap();
+    let b2 = beam_search(
+        &mut dec.reencode(&ctxs, &beam_rows).unwrap(),
+        5,
+        SPECIAL,
+        &st,
+    )
+    .unwrap();
     assert_same(&b1, &b2);
     // A beam of 3 finds a hypothesis at least as good (by length-normalised score) as greedy's.
     for (b, g) in b1.iter().zip(&g1) {
@@ -70,12 +109,19 @@ fn cached_and_reencoding_decoders_agree_greedy_and_beam() {
 #[test]
 fn one_pass_sequence_scores_equal_the_step_wise_log_probabilities() {
     let m = model(5);
-    let dec = Decoder { model: &m, special: SPECIAL, tag_start: 12 };
+    let dec = Decoder {
+        model: &m,
+        special: SPECIAL,
+        tag_start: 12,
+    };
     let ctxs = contexts(4, 2);
     let rows: Vec<usize> = (0..4).collect();
     let g = greedy(&mut dec.cached(&ctxs, &rows).unwrap(), 4, SPECIAL, 9).unwrap();
     let tokens: Vec<Vec<u32>> = g.iter().map(|x| x.with_end(SPECIAL.sep)).collect();
-    let avg: Vec<f32> = sequence_logprobs(&dec, &ctxs, &tokens, &Ctx::eval()).unwrap().to_vec1().unwrap();
+    let avg: Vec<f32> = sequence_logprobs(&dec, &ctxs, &tokens, &Ctx::eval())
+        .unwrap()
+        .to_vec1()
+        .unwrap();
     for ((a, x), t) in avg.iter().zip(&g).zip(&tokens) {
         let want = x.logprob / t.len() as f64;
         assert!((*a as f64 - want).abs() < 1e-4, "{a} vs {want}");
@@ -85,21 +131,45 @@ fn one_pass_sequence_scores_equal_the_step_wise_log_probabilities() {
 #[test]
 fn constrained_beam_search_satisfies_the_constraints() {
     let m = model(7);
-    let dec = Decoder { model: &m, special: SPECIAL, tag_start: 12 };
+    let dec = Decoder {
+        model: &m,
+        special: SPECIAL,
+        tag_start: 12,
+    };
     let ctx = &contexts(2, 4)[1];
-    let st = DecodeSettings { max_gen_length: 10, num_beams: 2, ..DecodeSettings::default() };
+    let st = DecodeSettings {
+        max_gen_length: 10,
+        num_beams: 2,
+        ..DecodeSettings::default()
+    };
     // Two single-piece words and a two-piece one, none of them what greedy says first.
     let cs = vec![
-        Constraint { word: "a".into(), forms: vec![vec![9]] },
-        Constraint { word: "b".into(), forms: vec![vec![11], vec![12]] },
-        Constraint { word: "c".into(), forms: vec![vec![13, 14]] },
+        Constraint {
+            word: "a".into(),
+            forms: vec![vec![9]],
+        },
+        Constraint {
+            word: "b".into(),
+            forms: vec![vec![11], vec![12]],
+        },
+        Constraint {
+            word: "c".into(),
+            forms: vec![vec![13, 14]],
+        },
     ];
     let r = constrained_beam_search(&dec, ctx, &cs, &st, 2).unwrap();
     assert!(r.satisfied.iter().filter(|s| **s).count() >= 2, "{r:?}");
     let t = &r.caption.tokens;
     for (c, ok) in cs.iter().zip(&r.satisfied) {
-        let present = c.forms.iter().any(|f| t.windows(f.len()).any(|w| w == f.as_slice()));
-        assert_eq!(present, *ok, "constraint {} reported {ok} for {t:?}", c.word);
+        let present = c
+            .forms
+            .iter()
+            .any(|f| t.windows(f.len()).any(|w| w == f.as_slice()));
+        assert_eq!(
+            present, *ok,
+            "constraint {} reported {ok} for {t:?}",
+            c.word
+        );
     }
 }
 
@@ -108,24 +178,66 @@ fn captioning_trains_and_captions_a_small_world() {
     use oscar::tasks::caption::{train, CaptionConfig, CaptionSet, Captioner, Mode};
     use oscar::tasks::finetune::Optim;
     let d = tempfile::tempdir().unwrap();
-    let wc = oscar_world::WorldConfig { images: 60, seed: 4, feature_dim: 8, ..Default::default() };
+    let wc = oscar_world::WorldConfig {
+        images: 60,
+        seed: 4,
+        feature_dim: 8,
+        ..Default::default()
+    };
     oscar_world::write::write_world(&oscar_world::generate(&wc).unwrap(), d.path(), 0).unwrap();
     let tok = oscar::tokenizer::BertTokenizer::from_vocab(&d.path().join("vocab.txt")).unwrap();
     let p = d.path();
-    let set = CaptionSet::open(&p.join("captions/train_caption.json"), &p.join("features/features.tsv"), Some(&p.join("labels/predictions.tsv")), 14).unwrap();
-    let cfg = CaptionConfig { optim: Optim { steps: 25, batch_size: 8, ..Optim::default() }, decode: DecodeSettings { max_gen_length: 12, num_beams: 2, ..DecodeSettings::default() }, ..CaptionConfig::default() };
+    let set = CaptionSet::open(
+        &p.join("captions/train_caption.json"),
+        &p.join("features/features.tsv"),
+        Some(&p.join("labels/predictions.tsv")),
+        14,
+    )
+    .unwrap();
+    let cfg = CaptionConfig {
+        optim: Optim {
+            steps: 25,
+            batch_size: 8,
+            ..Optim::default()
+        },
+        decode: DecodeSettings {
+            max_gen_length: 12,
+            num_beams: 2,
+            ..DecodeSettings::default()
+        },
+        ..CaptionConfig::default()
+    };
     let mut losses = vec![];
-    let cap = train(&set, &tok, None, &OscarConfig::tiny(tok.vocab_size(), 14), &cfg, &Default::default(), |_, l, _| losses.push(l)).unwrap();
+    let cap = train(
+        &set,
+        &tok,
+        None,
+        &OscarConfig::tiny(tok.vocab_size(), 14),
+        &cfg,
+        &Default::default(),
+        |_, l, _| losses.push(l),
+    )
+    .unwrap();
     assert_eq!(losses.len(), 25);
     let first: f64 = losses[..5].iter().sum();
     let last: f64 = losses[20..].iter().sum();
     assert!(last < first, "the loss falls: {losses:?}");
     cap.save(&p.join("m"), Some(&p.join("vocab.txt"))).unwrap();
     let back = Captioner::load(&p.join("m")).unwrap();
-    let test = CaptionSet::open(&p.join("captions/test_caption.json"), &p.join("features/features.tsv"), Some(&p.join("labels/predictions.tsv")), 14).unwrap();
+    let test = CaptionSet::open(
+        &p.join("captions/test_caption.json"),
+        &p.join("features/features.tsv"),
+        Some(&p.join("labels/predictions.tsv")),
+        14,
+    )
+    .unwrap();
     let ctxs = back.contexts(&tok, &test).unwrap();
-    let a = cap.generate(&tok, &ctxs, Mode::Beam, &cfg.decode, 4, true, 0, |_| {}).unwrap();
-    let b = back.generate(&tok, &ctxs, Mode::Beam, &cfg.decode, 3, false, 0, |_| {}).unwrap();
+    let a = cap
+        .generate(&tok, &ctxs, Mode::Beam, &cfg.decode, 4, true, 0, |_| {})
+        .unwrap();
+    let b = back
+        .generate(&tok, &ctxs, Mode::Beam, &cfg.decode, 3, false, 0, |_| {})
+        .unwrap();
     assert_same(&a, &b);
     assert_eq!(a.len(), test.images.len());
 }
@@ -138,7 +250,13 @@ fn a_masked_caption_token_sees_prefix_tags_and_regions_but_not_the_future() {
     use oscar::data::caption::CaptionLayout;
     use oscar::tasks::caption::collate;
     let m = model(5);
-    let layout = CaptionLayout { max_seq_a_len: 10, max_seq_len: 16, max_img_seq_len: 4, max_masked_tokens: 1, mask_prob: 0.15 };
+    let layout = CaptionLayout {
+        max_seq_a_len: 10,
+        max_seq_len: 16,
+        max_img_seq_len: 4,
+        max_masked_tokens: 1,
+        mask_prob: 0.15,
+    };
     // Hand-made example: [CLS] 5 6 [MASK] 8 9 [SEP] pad… | 10 11 [SEP] | 2 regions.
     let base = {
         let mut ids = vec![SPECIAL.cls, 5, 6, SPECIAL.mask, 8, 9, SPECIAL.sep];
@@ -154,7 +272,10 @@ fn a_masked_caption_token_sees_prefix_tags_and_regions_but_not_the_future() {
         let (cap, tags, reg) = (0..7, 10..13, 16..18);
         for r in 0..l {
             for c in 0..l {
-                let on = (cap.contains(&r) && c <= r) || (cap.contains(&r) && (tags.contains(&c) || reg.contains(&c))) || ((tags.contains(&r) || reg.contains(&r)) && (tags.contains(&c) || reg.contains(&c)));
+                let on = (cap.contains(&r) && c <= r)
+                    || (cap.contains(&r) && (tags.contains(&c) || reg.contains(&c)))
+                    || ((tags.contains(&r) || reg.contains(&r))
+                        && (tags.contains(&c) || reg.contains(&c)));
                 mask[r * l + c] = f32::from(u8::from(on));
             }
         }
@@ -162,23 +283,56 @@ fn a_masked_caption_token_sees_prefix_tags_and_regions_but_not_the_future() {
         feats.resize(4 * DIM, 0.0);
         let mut pos = vec![0u32; 16];
         pos[3] = 1;
-        let e = oscar::data::caption::CaptionExample { input_ids: ids.to_vec(), token_type_ids: types, attention_mask: mask, masked_pos: pos, masked_ids: vec![7], regions: feats, num_regions: 2, seq_a_len: 7 };
+        let e = oscar::data::caption::CaptionExample {
+            input_ids: ids.to_vec(),
+            token_type_ids: types,
+            attention_mask: mask,
+            masked_pos: pos,
+            masked_ids: vec![7],
+            regions: feats,
+            num_regions: 2,
+            seq_a_len: 7,
+        };
         let (x, p, _) = collate(&[e], 16, layout.max_img_seq_len, DIM).unwrap();
-        m.forward(&x, &p, &Ctx::eval()).unwrap().flatten_all().unwrap().to_vec1().unwrap()
+        m.forward(&x, &p, &Ctx::eval())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap()
     };
-    let regions: Vec<f32> = (0..2 * DIM).map(|i| (i as f32 * 0.37).sin().abs()).collect();
+    let regions: Vec<f32> = (0..2 * DIM)
+        .map(|i| (i as f32 * 0.37).sin().abs())
+        .collect();
     let reference = logits(&base, &regions);
-    let differs = |other: Vec<f32>| reference.iter().zip(&other).any(|(a, b)| (a - b).abs() > 1e-5);
+    let differs = |other: Vec<f32>| {
+        reference
+            .iter()
+            .zip(&other)
+            .any(|(a, b)| (a - b).abs() > 1e-5)
+    };
     let with = |pos: usize, id: u32| {
         let mut ids = base.clone();
         ids[pos] = id;
         ids
     };
-    assert!(differs(logits(&with(1, 12), &regions)), "the prefix is seen");
-    assert!(differs(logits(&with(10, 12), &regions)), "the tags are seen");
+    assert!(
+        differs(logits(&with(1, 12), &regions)),
+        "the prefix is seen"
+    );
+    assert!(
+        differs(logits(&with(10, 12), &regions)),
+        "the tags are seen"
+    );
     let mut r2 = regions.clone();
     r2[0] += 1.0;
     assert!(differs(logits(&base, &r2)), "the regions are seen");
-    assert!(!differs(logits(&with(4, 12), &regions)), "the next caption token is not seen");
-    assert!(!differs(logits(&with(8, 12), &regions)), "the padding slots are not seen");
+    assert!(
+        !differs(logits(&with(4, 12), &regions)),
+        "the next caption token is not seen"
+    );
+    assert!(
+        !differs(logits(&with(8, 12), &regions)),
+        "the padding slots are not seen"
+    );
 }

@@ -8,7 +8,9 @@ use serde_json::Value;
 use std::path::PathBuf;
 
 fn fx(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/data").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/data")
+        .join(name)
 }
 
 fn expected() -> Value {
@@ -16,7 +18,11 @@ fn expected() -> Value {
 }
 
 fn floats(v: &Value) -> Vec<f32> {
-    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect()
 }
 
 #[test]
@@ -34,17 +40,34 @@ fn every_feature_format_returns_the_written_values_exactly() {
             assert_eq!(r.data, floats(v), "{k}");
             assert_eq!(r.num_boxes * dim, r.data.len());
         }
-        assert!(s.get("img_zzz").unwrap_err().to_string().contains("no features for image img_zzz"));
+        assert!(s
+            .get("img_zzz")
+            .unwrap_err()
+            .to_string()
+            .contains("no features for image img_zzz"));
     }
     for f in ["val_img_frcnn_feats.pt", "val_img_frcnn_feats_legacy.pt"] {
         let s = FeatureStore::open(&fx(f), dim).unwrap();
         for (int_key, name) in e["torch_keys"].as_object().unwrap() {
-            assert_eq!(s.get(int_key).unwrap().data, floats(&e["features"][name.as_str().unwrap()]), "{f} {int_key}");
+            assert_eq!(
+                s.get(int_key).unwrap().data,
+                floats(&e["features"][name.as_str().unwrap()]),
+                "{f} {int_key}"
+            );
         }
     }
     // The wrong width is named, with the row.
-    let err = FeatureStore::open(&fx("features.tsv"), 7).unwrap().get("img_a").unwrap_err().to_string();
-    assert!(err.contains("features.tsv") && err.contains("row 1") && err.contains("wrong feature width"), "{err}");
+    let err = FeatureStore::open(&fx("features.tsv"), 7)
+        .unwrap()
+        .get("img_a")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("features.tsv")
+            && err.contains("row 1")
+            && err.contains("wrong feature width"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -63,7 +86,10 @@ fn detector_predictions_get_box_dims_and_labels_give_tags() {
     let idx = labels.key_index().unwrap();
     let row = labels.row(idx["img_a"]).unwrap();
     let d = parse_detections(&row[1], "row 1").unwrap();
-    assert_eq!(d.tags(0.2, false), e["tags_img_a_conf0.2"].as_str().unwrap());
+    assert_eq!(
+        d.tags(0.2, false),
+        e["tags_img_a_conf0.2"].as_str().unwrap()
+    );
     assert_eq!(d.tags(0.0, true), e["tags_img_a_dedup"].as_str().unwrap());
 }
 
@@ -74,18 +100,32 @@ fn qa_nlvr2_and_answer_vocabularies() {
     assert_eq!(qa[0].tags, "dog frisbee grass");
     assert_eq!(qa[0].answers, vec![(1, 1.0), (2, 0.3)]);
     assert_eq!(qa[1].q_id, "8");
-    let err = read_qa(&fx("vqa_train.json"), Some(2)).unwrap_err().to_string();
-    assert!(err.contains("entry 0") && err.contains("answer label 2 is outside the vocabulary of 2"), "{err}");
+    let err = read_qa(&fx("vqa_train.json"), Some(2))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("entry 0") && err.contains("answer label 2 is outside the vocabulary of 2"),
+        "{err}"
+    );
     let n = read_nlvr2(&fx("nlvr2_dev.json")).unwrap();
     assert_eq!(n[0].images, ("img_a".to_string(), "img_b".to_string()));
     assert_eq!(n[0].tags.0, "dog dog");
     assert_eq!(n[0].label, Some(1));
     let want = vec!["yes".to_string(), "frisbee".into(), "ball".into()];
-    for f in ["ans2label.json", "trainval_ans2label.pkl", "trainval_label2ans.pkl"] {
+    for f in [
+        "ans2label.json",
+        "trainval_ans2label.pkl",
+        "trainval_label2ans.pkl",
+    ] {
         assert_eq!(AnswerVocab::read(&fx(f)).unwrap().label2ans, want, "{f}");
     }
-    let err = AnswerVocab::read(&fx("ans2label_protocol5.pkl")).unwrap_err().to_string();
-    assert!(err.contains("ans2label_protocol5.pkl") && err.contains("json.dump"), "{err}");
+    let err = AnswerVocab::read(&fx("ans2label_protocol5.pkl"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("ans2label_protocol5.pkl") && err.contains("json.dump"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -94,12 +134,25 @@ fn retrieval_captions_from_torch_pickles_and_key_files() {
     for f in ["test_captions.pt", "test_captions_legacy.pt"] {
         let caps = oscar::data::text::read_retrieval_captions(&fx(f)).unwrap();
         for (k, v) in e["retrieval_captions"].as_object().unwrap() {
-            let want: Vec<String> = v.as_array().unwrap().iter().map(|x| x.as_str().unwrap().to_string()).collect();
+            let want: Vec<String> = v
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_str().unwrap().to_string())
+                .collect();
             assert_eq!(caps[k], want, "{f} {k}");
         }
     }
-    assert_eq!(oscar::data::text::read_keys(&fx("test_img_keys.tsv")).unwrap(), vec!["391895", "522418"]);
+    assert_eq!(
+        oscar::data::text::read_keys(&fx("test_img_keys.tsv")).unwrap(),
+        vec!["391895", "522418"]
+    );
     // A tensor file is not a caption file, and says so.
-    let err = oscar::data::text::read_retrieval_captions(&fx("val_img_frcnn_feats.pt")).unwrap_err().to_string();
-    assert!(err.contains("val_img_frcnn_feats.pt") && err.contains("tensor"), "{err}");
+    let err = oscar::data::text::read_retrieval_captions(&fx("val_img_frcnn_feats.pt"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("val_img_frcnn_feats.pt") && err.contains("tensor"),
+        "{err}"
+    );
 }

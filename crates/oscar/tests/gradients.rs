@@ -4,7 +4,10 @@
 use candle_core::{DType, Device, Tensor};
 use oscar::checkpoint::{build_fresh, Buildable, Loaded};
 use oscar::config::{ClassifierKind, LossType, OscarConfig};
-use oscar::model::{BertForImageCaptioning, BertImgForPreTraining, ClassLabels, ImageBertForMultipleChoice, ImageBertForSequenceClassification, Inputs};
+use oscar::model::{
+    BertForImageCaptioning, BertImgForPreTraining, ClassLabels, ImageBertForMultipleChoice,
+    ImageBertForSequenceClassification, Inputs,
+};
 use oscar::nn::{Ctx, Params};
 
 fn cfg() -> OscarConfig {
@@ -19,7 +22,9 @@ fn batch(b: usize) -> Inputs {
     let (t, r) = (7, 3);
     let ids: Vec<u32> = (0..b * t).map(|i| (i * 7 % 50) as u32).collect();
     let types: Vec<u32> = (0..b * t).map(|i| u32::from(i % t >= 4)).collect();
-    let feats: Vec<f32> = (0..b * r * 10).map(|i| ((i * 37 % 11) as f32) / 5.0).collect();
+    let feats: Vec<f32> = (0..b * r * 10)
+        .map(|i| ((i * 37 % 11) as f32) / 5.0)
+        .collect();
     Inputs {
         input_ids: Tensor::from_vec(ids, (b, t), &dev).unwrap(),
         token_type_ids: Some(Tensor::from_vec(types, (b, t), &dev).unwrap()),
@@ -37,7 +42,15 @@ fn without_gradient(params: &Params, loss: &Tensor) -> Vec<String> {
         .iter()
         .filter(|(_, v)| match grads.get(v.as_tensor()) {
             None => true,
-            Some(g) => g.abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap() == 0.0,
+            Some(g) => {
+                g.abs()
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap()
+                    == 0.0
+            }
         })
         .map(|(k, _)| k.clone())
         .collect()
@@ -58,24 +71,39 @@ fn pretraining_every_parameter_gets_a_gradient() {
     labels[12] = 17;
     let (loss, _, _) = m.model.loss(&out, &labels, &[0, 2]).unwrap();
     assert_eq!(without_gradient(&m.params, &loss), Vec::<String>::new());
-    assert!(m.params.get("cls.predictions.decoder.weight").is_none(), "decoder is tied, not a parameter");
+    assert!(
+        m.params.get("cls.predictions.decoder.weight").is_none(),
+        "decoder is tied, not a parameter"
+    );
 }
 
 #[test]
 fn sequence_classification_every_parameter_gets_a_gradient() {
-    for (kind, loss_type) in [(ClassifierKind::Linear, LossType::Bce), (ClassifierKind::Mlp, LossType::Xe)] {
+    for (kind, loss_type) in [
+        (ClassifierKind::Linear, LossType::Bce),
+        (ClassifierKind::Mlp, LossType::Xe),
+    ] {
         let mut c = cfg();
         c.classifier = kind;
         c.loss_type = loss_type;
         c.num_labels = 4;
         let m = fresh::<ImageBertForSequenceClassification>(&c);
         let logits = m.model.forward(&batch(2), &Ctx::train(2)).unwrap();
-        let soft = Tensor::from_vec(vec![1f32, 0., 0.3, 0., 0., 0.6, 0., 1.], (2, 4), &Device::Cpu).unwrap();
+        let soft = Tensor::from_vec(
+            vec![1f32, 0., 0.3, 0., 0., 0.6, 0., 1.],
+            (2, 4),
+            &Device::Cpu,
+        )
+        .unwrap();
         let loss = match loss_type {
             LossType::Bce => m.model.loss(&logits, ClassLabels::Dense(&soft)).unwrap(),
             _ => m.model.loss(&logits, ClassLabels::Index(&[1, 3])).unwrap(),
         };
-        assert_eq!(without_gradient(&m.params, &loss), Vec::<String>::new(), "{kind:?}");
+        assert_eq!(
+            without_gradient(&m.params, &loss),
+            Vec::<String>::new(),
+            "{kind:?}"
+        );
     }
 }
 
@@ -85,7 +113,10 @@ fn multiple_choice_every_parameter_gets_a_gradient() {
     c.classifier = ClassifierKind::Mlp;
     c.cls_hidden_scale = 3;
     let m = fresh::<ImageBertForMultipleChoice>(&c);
-    assert!(m.params.get("classifier.2.weight").is_some(), "LayerNorm of the NLVR2 head");
+    assert!(
+        m.params.get("classifier.2.weight").is_some(),
+        "LayerNorm of the NLVR2 head"
+    );
     let logits = m.model.forward(&batch(4), &Ctx::train(3)).unwrap();
     let loss = m.model.loss(&logits, ClassLabels::Index(&[0, 1])).unwrap();
     assert_eq!(without_gradient(&m.params, &loss), Vec::<String>::new());
@@ -96,22 +127,68 @@ fn captioning_every_parameter_but_the_unused_pooler_gets_a_gradient() {
     let mut c = cfg();
     c.label_smoothing = 0.1;
     let m = fresh::<BertForImageCaptioning>(&c);
-    let masked = Tensor::from_vec(vec![0u32, 1, 0, 1, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0], (2, 7), &Device::Cpu).unwrap();
+    let masked = Tensor::from_vec(
+        vec![0u32, 1, 0, 1, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0],
+        (2, 7),
+        &Device::Cpu,
+    )
+    .unwrap();
     let logits = m.model.forward(&batch(2), &masked, &Ctx::train(4)).unwrap();
     let loss = m.model.loss(&logits, &[3, 4, 5], 1).unwrap();
     // The reference's captioning model never reads the pooled output either.
-    assert_eq!(without_gradient(&m.params, &loss), vec!["bert.pooler.dense.weight".to_string(), "bert.pooler.dense.bias".to_string()]);
+    assert_eq!(
+        without_gradient(&m.params, &loss),
+        vec![
+            "bert.pooler.dense.weight".to_string(),
+            "bert.pooler.dense.bias".to_string()
+        ]
+    );
 }
 
 #[test]
 fn training_mode_applies_dropout_and_eval_mode_does_not() {
     let m = fresh::<ImageBertForSequenceClassification>(&cfg());
     let x = batch(2);
-    let e1 = m.model.forward(&x, &Ctx::eval()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
-    let e2 = m.model.forward(&x, &Ctx::eval()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
-    let t1 = m.model.forward(&x, &Ctx::train(9)).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
-    let t2 = m.model.forward(&x, &Ctx::train(9)).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
-    let t3 = m.model.forward(&x, &Ctx::train(10)).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let e1 = m
+        .model
+        .forward(&x, &Ctx::eval())
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    let e2 = m
+        .model
+        .forward(&x, &Ctx::eval())
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    let t1 = m
+        .model
+        .forward(&x, &Ctx::train(9))
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    let t2 = m
+        .model
+        .forward(&x, &Ctx::train(9))
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    let t3 = m
+        .model
+        .forward(&x, &Ctx::train(10))
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
     assert_eq!(e1, e2);
     assert_eq!(t1, t2, "same seed, same dropout");
     assert_ne!(t1, e1);
@@ -126,7 +203,16 @@ fn pooled_forward_with_a_pruned_last_layer_equals_the_full_forward() {
     let mut x = batch(3);
     let full = |x: &Inputs| m.model.bert.forward(x, &Ctx::eval()).unwrap().pooled;
     let pruned = |x: &Inputs| m.model.bert.forward_pooled(x, &Ctx::eval()).unwrap();
-    let diff = |a: &Tensor, b: &Tensor| -> f32 { (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar().unwrap() };
+    let diff = |a: &Tensor, b: &Tensor| -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar()
+            .unwrap()
+    };
     assert!(diff(&full(&x), &pruned(&x)) < 1e-6);
     // A 3-D mask where [CLS] sees only the first half of the positions.
     let (b, l) = x.mask_or_ones().unwrap().dims2().unwrap();

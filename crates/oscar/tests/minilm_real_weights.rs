@@ -20,11 +20,21 @@ const SENTENCES: [&str; 4] = [
 #[test]
 fn minilm_hidden_states_and_token_ids_match_transformers() {
     let Some(dir) = std::env::var_os("OSCAR_MINILM_DIR").map(PathBuf::from) else {
-        eprintln!("skipped: OSCAR_MINILM_DIR is not set (tools/test.sh fetches the weights and sets it)");
+        eprintln!(
+            "skipped: OSCAR_MINILM_DIR is not set (tools/test.sh fetches the weights and sets it)"
+        );
         return;
     };
-    assert!(dir.join("model.safetensors").exists(), "OSCAR_MINILM_DIR={} has no model.safetensors", dir.display());
-    let gold = candle_core::safetensors::load(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/minilm_goldens.safetensors"), &Device::Cpu).unwrap();
+    assert!(
+        dir.join("model.safetensors").exists(),
+        "OSCAR_MINILM_DIR={} has no model.safetensors",
+        dir.display()
+    );
+    let gold = candle_core::safetensors::load(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/minilm_goldens.safetensors"),
+        &Device::Cpu,
+    )
+    .unwrap();
 
     // Token ids: our tokenizer on the checkpoint's own vocab.txt.
     let tok = BertTokenizer::from_vocab(&dir.join("vocab.txt")).unwrap();
@@ -39,8 +49,16 @@ fn minilm_hidden_states_and_token_ids_match_transformers() {
     }
 
     // Hidden states: the backbone without regions; the image embedding is fresh and unused.
-    let m = load_model::<Backbone>(read_checkpoint(&dir).unwrap(), None, Fresh::Missing, 0).unwrap();
-    assert!(m.report.fresh.iter().all(|k| k.starts_with("bert.img_embedding")), "{:?}", m.report.fresh);
+    let m =
+        load_model::<Backbone>(read_checkpoint(&dir).unwrap(), None, Fresh::Missing, 0).unwrap();
+    assert!(
+        m.report
+            .fresh
+            .iter()
+            .all(|k| k.starts_with("bert.img_embedding")),
+        "{:?}",
+        m.report.fresh
+    );
     assert!(m.report.unexpected.is_empty(), "{:?}", m.report.unexpected);
     let x = Inputs {
         input_ids: ids,
@@ -50,7 +68,18 @@ fn minilm_hidden_states_and_token_ids_match_transformers() {
         attention_mask: Some(gold["attention_mask"].to_dtype(DType::F32).unwrap()),
     };
     let out = m.model.0.forward(&x, &Ctx::eval()).unwrap();
-    let diff = |a: &Tensor, b: &Tensor| -> f32 { a.sub(b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap() };
+    let diff = |a: &Tensor, b: &Tensor| -> f32 {
+        a.sub(b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar()
+            .unwrap()
+    };
     let d_seq = diff(&out.sequence, &gold["last_hidden_state"]);
     let d_pool = diff(&out.pooled, &gold["pooler_output"]);
     eprintln!("MiniLM max abs diff: sequence {d_seq:e}, pooled {d_pool:e}");

@@ -8,7 +8,11 @@ use proptest::prelude::*;
 fn valid_row(key: &str, vals: &[f32]) -> String {
     use base64::Engine;
     let bytes: Vec<u8> = vals.iter().flat_map(|x| x.to_le_bytes()).collect();
-    format!("{key}\t{}\t{}", vals.len() / 2, base64::engine::general_purpose::STANDARD.encode(bytes))
+    format!(
+        "{key}\t{}\t{}",
+        vals.len() / 2,
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    )
 }
 
 proptest! {

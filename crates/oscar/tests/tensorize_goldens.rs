@@ -10,22 +10,42 @@ use serde_json::Value;
 use std::path::PathBuf;
 
 fn fx(p: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(p)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(p)
 }
 
 fn u32s(v: &Value) -> Vec<u32> {
-    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
 }
 
 fn replay(v: &Value) -> Replay {
-    Replay { values: v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect(), pos: 0 }
+    Replay {
+        values: v
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect(),
+        pos: 0,
+    }
 }
 
 #[test]
 fn pretraining_and_captioning_inputs_equal_the_reference_rules() {
     let tok = BertTokenizer::from_vocab(&fx("tokenizer/bert-base-uncased-vocab.txt")).unwrap();
-    let g: Value = serde_json::from_str(&std::fs::read_to_string(fx("tensorize_goldens.json")).unwrap()).unwrap();
-    let ids = MaskIds { mask: tok.special.mask, unk: tok.special.unk, vocab_size: tok.vocab_size() };
+    let g: Value =
+        serde_json::from_str(&std::fs::read_to_string(fx("tensorize_goldens.json")).unwrap())
+            .unwrap();
+    let ids = MaskIds {
+        mask: tok.special.mask,
+        unk: tok.special.unk,
+        vocab_size: tok.vocab_size(),
+    };
     let dim = 4;
     let (mut n_pre, mut n_cap, mut n_masked) = (0, 0, 0);
     for (ci, c) in g["cases"].as_array().unwrap().iter().enumerate() {
@@ -36,16 +56,68 @@ fn pretraining_and_captioning_inputs_equal_the_reference_rules() {
             let layout = Layout {
                 max_seq_length: c["max_seq_length"].as_u64().unwrap() as usize,
                 max_img_seq_length: c["max_img_seq_length"].as_u64().unwrap() as usize,
-                truncation: if c["truncation"] == "pair" { Truncation::Pair } else { Truncation::TextFirst },
+                truncation: if c["truncation"] == "pair" {
+                    Truncation::Pair
+                } else {
+                    Truncation::TextFirst
+                },
             };
-            let mut e = layout.encode(&tok, c["text_a"].as_str().unwrap(), c["text_b"].as_str(), &regions, dim).unwrap();
-            let labels = mask_words_and_tags(&mut e, ids, layout.max_seq_length, layout.max_img_seq_length, &mut rng);
-            let x = collate(&[e], layout.max_seq_length, layout.max_img_seq_length, dim, &Device::Cpu).unwrap();
-            assert_eq!(x.input_ids.get(0).unwrap().to_vec1::<u32>().unwrap(), u32s(&c["input_ids"]), "case {ci} ids");
-            assert_eq!(x.token_type_ids.unwrap().get(0).unwrap().to_vec1::<u32>().unwrap(), u32s(&c["token_type_ids"]), "case {ci} types");
-            let m: Vec<u32> = x.attention_mask.unwrap().get(0).unwrap().to_vec1::<f32>().unwrap().iter().map(|v| *v as u32).collect();
+            let mut e = layout
+                .encode(
+                    &tok,
+                    c["text_a"].as_str().unwrap(),
+                    c["text_b"].as_str(),
+                    &regions,
+                    dim,
+                )
+                .unwrap();
+            let labels = mask_words_and_tags(
+                &mut e,
+                ids,
+                layout.max_seq_length,
+                layout.max_img_seq_length,
+                &mut rng,
+            );
+            let x = collate(
+                &[e],
+                layout.max_seq_length,
+                layout.max_img_seq_length,
+                dim,
+                &Device::Cpu,
+            )
+            .unwrap();
+            assert_eq!(
+                x.input_ids.get(0).unwrap().to_vec1::<u32>().unwrap(),
+                u32s(&c["input_ids"]),
+                "case {ci} ids"
+            );
+            assert_eq!(
+                x.token_type_ids
+                    .unwrap()
+                    .get(0)
+                    .unwrap()
+                    .to_vec1::<u32>()
+                    .unwrap(),
+                u32s(&c["token_type_ids"]),
+                "case {ci} types"
+            );
+            let m: Vec<u32> = x
+                .attention_mask
+                .unwrap()
+                .get(0)
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+                .iter()
+                .map(|v| *v as u32)
+                .collect();
             assert_eq!(m, u32s(&c["attention_mask"]), "case {ci} mask");
-            let want: Vec<i64> = c["lm_labels"].as_array().unwrap().iter().map(|x| x.as_i64().unwrap()).collect();
+            let want: Vec<i64> = c["lm_labels"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_i64().unwrap())
+                .collect();
             assert_eq!(labels, want, "case {ci} labels");
             n_masked += labels.iter().filter(|l| **l >= 0).count();
             n_pre += 1;
@@ -57,19 +129,54 @@ fn pretraining_and_captioning_inputs_equal_the_reference_rules() {
                 max_masked_tokens: 3,
                 mask_prob: 0.15,
             };
-            let ex = layout.tensorize(&tok, c["caption"].as_str(), c["tags"].as_str(), &regions, dim, Some(&mut rng)).unwrap();
+            let ex = layout
+                .tensorize(
+                    &tok,
+                    c["caption"].as_str(),
+                    c["tags"].as_str(),
+                    &regions,
+                    dim,
+                    Some(&mut rng),
+                )
+                .unwrap();
             assert_eq!(ex.input_ids, u32s(&c["input_ids"]), "case {ci} ids");
-            assert_eq!(ex.token_type_ids, u32s(&c["token_type_ids"]), "case {ci} types");
-            assert_eq!(ex.attention_mask.iter().map(|v| *v as u32).collect::<Vec<_>>(), u32s(&c["attention_mask"]), "case {ci} mask");
-            assert_eq!(ex.masked_pos, u32s(&c["masked_pos"]), "case {ci} masked_pos");
-            assert_eq!(ex.masked_ids, u32s(&c["masked_ids"]), "case {ci} masked_ids");
+            assert_eq!(
+                ex.token_type_ids,
+                u32s(&c["token_type_ids"]),
+                "case {ci} types"
+            );
+            assert_eq!(
+                ex.attention_mask
+                    .iter()
+                    .map(|v| *v as u32)
+                    .collect::<Vec<_>>(),
+                u32s(&c["attention_mask"]),
+                "case {ci} mask"
+            );
+            assert_eq!(
+                ex.masked_pos,
+                u32s(&c["masked_pos"]),
+                "case {ci} masked_pos"
+            );
+            assert_eq!(
+                ex.masked_ids,
+                u32s(&c["masked_ids"]),
+                "case {ci} masked_ids"
+            );
             assert_eq!(ex.seq_a_len, c["seq_a_len"].as_u64().unwrap() as usize);
             n_cap += 1;
         }
-        assert_eq!(rng.pos, rng.values.len(), "case {ci}: every recorded draw is consumed");
+        assert_eq!(
+            rng.pos,
+            rng.values.len(),
+            "case {ci}: every recorded draw is consumed"
+        );
     }
     assert_eq!((n_pre, n_cap), (30, 20));
-    assert!(n_masked > 10, "the masking is exercised ({n_masked} labels)");
+    assert!(
+        n_masked > 10,
+        "the masking is exercised ({n_masked} labels)"
+    );
 }
 
 #[test]
@@ -80,10 +187,18 @@ fn dynamic_padding_gives_the_same_outputs_at_real_positions() {
     let mut cfg = oscar::OscarConfig::tiny(tok.vocab_size(), 4);
     cfg.use_img_layernorm = Some(true);
     let m = build_fresh::<Backbone>(&cfg, 5).unwrap();
-    let layout = Layout { max_seq_length: 40, max_img_seq_length: 10, truncation: Truncation::Pair };
+    let layout = Layout {
+        max_seq_length: 40,
+        max_img_seq_length: 10,
+        truncation: Truncation::Pair,
+    };
     let items = vec![
-        layout.encode(&tok, "a man riding a wave", Some("man wave"), &[0.3; 12], 4).unwrap(),
-        layout.encode(&tok, "two dogs", Some("dog"), &[0.7; 20], 4).unwrap(),
+        layout
+            .encode(&tok, "a man riding a wave", Some("man wave"), &[0.3; 12], 4)
+            .unwrap(),
+        layout
+            .encode(&tok, "two dogs", Some("dog"), &[0.7; 20], 4)
+            .unwrap(),
     ];
     let fixed = collate(&items, 40, 10, 4, &Device::Cpu).unwrap();
     let dynamic = collate_dynamic(&items, 4, &Device::Cpu).unwrap();
@@ -99,7 +214,17 @@ fn dynamic_padding_gives_the_same_outputs_at_real_positions() {
         let reg_a = fa.narrow(0, 40, e.num_regions).unwrap();
         let reg_b = fb.narrow(0, 10, e.num_regions).unwrap();
         for (x, y) in [(text_a, text_b), (reg_a, reg_b)] {
-            let d: f32 = x.sub(&y).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap();
+            let d: f32 = x
+                .sub(&y)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .max(0)
+                .unwrap()
+                .to_scalar()
+                .unwrap();
             assert!(d < 1e-5, "item {i}: {d}");
         }
     }

@@ -29,7 +29,9 @@ impl HeadKind {
         } else if has("cls.predictions") || has("transform.dense") || has("decoder.weight") {
             HeadKind::Captioning
         } else if has("classifier") {
-            let first = shapes.get("classifier.weight").or_else(|| shapes.get("classifier.0.weight"));
+            let first = shapes
+                .get("classifier.weight")
+                .or_else(|| shapes.get("classifier.0.weight"));
             match first {
                 Some(s) if s.len() == 2 && s[1] > hidden => HeadKind::MultipleChoice,
                 _ => HeadKind::SequenceClassification,
@@ -40,14 +42,29 @@ impl HeadKind {
     }
 }
 
-const BACKBONE_ROOTS: [&str; 5] = ["embeddings.", "encoder.", "pooler.", "img_embedding.", "LayerNorm."];
+const BACKBONE_ROOTS: [&str; 5] = [
+    "embeddings.",
+    "encoder.",
+    "pooler.",
+    "img_embedding.",
+    "LayerNorm.",
+];
 
 /// Applies the loading rules for a model with head `head`; returns notes of what changed.
 /// `tied` says whether the model shares `cls.predictions.decoder.weight` with the word embeddings.
-pub fn normalize_keys(t: &mut HashMap<String, Tensor>, head: HeadKind, tied: bool, vocab_size: usize) -> candle_core::Result<Vec<String>> {
+pub fn normalize_keys(
+    t: &mut HashMap<String, Tensor>,
+    head: HeadKind,
+    tied: bool,
+    vocab_size: usize,
+) -> candle_core::Result<Vec<String>> {
     let mut notes = Vec::new();
     // HF registers position ids as a (persistent, in older versions) buffer; it is not a weight.
-    let buffers: Vec<String> = t.keys().filter(|k| k.ends_with("embeddings.position_ids")).cloned().collect();
+    let buffers: Vec<String> = t
+        .keys()
+        .filter(|k| k.ends_with("embeddings.position_ids"))
+        .cloned()
+        .collect();
     for k in buffers {
         t.remove(&k);
         notes.push(format!("dropped buffer {k}"));
@@ -56,20 +73,38 @@ pub fn normalize_keys(t: &mut HashMap<String, Tensor>, head: HeadKind, tied: boo
     let renames: Vec<(String, String)> = t
         .keys()
         .filter_map(|k| {
-            k.strip_suffix(".gamma").map(|s| (k.clone(), format!("{s}.weight"))).or_else(|| k.strip_suffix(".beta").map(|s| (k.clone(), format!("{s}.bias"))))
+            k.strip_suffix(".gamma")
+                .map(|s| (k.clone(), format!("{s}.weight")))
+                .or_else(|| {
+                    k.strip_suffix(".beta")
+                        .map(|s| (k.clone(), format!("{s}.bias")))
+                })
         })
         .collect();
     if !renames.is_empty() {
-        notes.push(format!("renamed {} gamma/beta keys to weight/bias", renames.len()));
+        notes.push(format!(
+            "renamed {} gamma/beta keys to weight/bias",
+            renames.len()
+        ));
     }
     for (from, to) in renames {
         let v = t.remove(&from).expect("key listed above");
         t.insert(to, v);
     }
     // A bare backbone (keys without `bert.`) loads into any model: add the prefix.
-    if !t.keys().any(|k| k.starts_with("bert.")) && t.keys().any(|k| BACKBONE_ROOTS.iter().any(|r| k.starts_with(r))) {
-        let bare: Vec<String> = t.keys().filter(|k| BACKBONE_ROOTS.iter().any(|r| k.starts_with(r))).cloned().collect();
-        notes.push(format!("added the `bert.` prefix to {} backbone keys", bare.len()));
+    if !t.keys().any(|k| k.starts_with("bert."))
+        && t.keys()
+            .any(|k| BACKBONE_ROOTS.iter().any(|r| k.starts_with(r)))
+    {
+        let bare: Vec<String> = t
+            .keys()
+            .filter(|k| BACKBONE_ROOTS.iter().any(|r| k.starts_with(r)))
+            .cloned()
+            .collect();
+        notes.push(format!(
+            "added the `bert.` prefix to {} backbone keys",
+            bare.len()
+        ));
         for k in bare {
             let v = t.remove(&k).expect("key listed above");
             t.insert(format!("bert.{k}"), v);
@@ -77,27 +112,42 @@ pub fn normalize_keys(t: &mut HashMap<String, Tensor>, head: HeadKind, tied: boo
     }
     // v1 captioning checkpoints (Oscar 25f9aca) hold the head at the top level with no bias.
     if head == HeadKind::Captioning && !t.keys().any(|k| k.starts_with("cls.predictions.")) {
-        let v1: Vec<String> = t.keys().filter(|k| k.starts_with("transform.") || *k == "decoder.weight").cloned().collect();
+        let v1: Vec<String> = t
+            .keys()
+            .filter(|k| k.starts_with("transform.") || *k == "decoder.weight")
+            .cloned()
+            .collect();
         if !v1.is_empty() {
             for k in &v1 {
                 let v = t.remove(k).expect("key listed above");
                 t.insert(format!("cls.predictions.{k}"), v);
             }
-            t.insert("cls.predictions.bias".into(), Tensor::zeros(vocab_size, DType::F32, &Device::Cpu)?);
-            notes.push(format!("v1 captioning head: moved {} keys under cls.predictions and added a zero bias", v1.len()));
+            t.insert(
+                "cls.predictions.bias".into(),
+                Tensor::zeros(vocab_size, DType::F32, &Device::Cpu)?,
+            );
+            notes.push(format!(
+                "v1 captioning head: moved {} keys under cls.predictions and added a zero bias",
+                v1.len()
+            ));
         }
     }
     // Newer HF heads also store the bias as `decoder.bias` (the same tensor).
     if let Some(b) = t.remove("cls.predictions.decoder.bias") {
         if t.contains_key("cls.predictions.bias") {
-            notes.push("dropped cls.predictions.decoder.bias (alias of cls.predictions.bias)".into());
+            notes.push(
+                "dropped cls.predictions.decoder.bias (alias of cls.predictions.bias)".into(),
+            );
         } else {
             t.insert("cls.predictions.bias".into(), b);
             notes.push("renamed cls.predictions.decoder.bias to cls.predictions.bias".into());
         }
     }
     if tied && t.remove("cls.predictions.decoder.weight").is_some() {
-        notes.push("cls.predictions.decoder.weight is tied to bert.embeddings.word_embeddings.weight".into());
+        notes.push(
+            "cls.predictions.decoder.weight is tied to bert.embeddings.word_embeddings.weight"
+                .into(),
+        );
     }
     Ok(notes)
 }

@@ -6,7 +6,10 @@ use super::keys::{normalize_keys, HeadKind};
 use super::torch_pickle::{read_torch_file, sniff};
 use crate::config::OscarConfig;
 use crate::error::{Error, Result};
-use crate::model::{BertForImageCaptioning, BertImgForPreTraining, BertImgModel, ImageBertForMultipleChoice, ImageBertForSequenceClassification};
+use crate::model::{
+    BertForImageCaptioning, BertImgForPreTraining, BertImgModel, ImageBertForMultipleChoice,
+    ImageBertForSequenceClassification,
+};
 use crate::nn::params::FreshPolicy;
 use crate::nn::{LoadReport, ParamBuilder, Params};
 use candle_core::{Device, Tensor};
@@ -37,19 +40,38 @@ pub fn read_checkpoint(path: &Path) -> Result<Checkpoint> {
         } else if bin.exists() {
             bin
         } else {
-            return Err(Error::bad_file(path, "directory has neither model.safetensors nor pytorch_model.bin"));
+            return Err(Error::bad_file(
+                path,
+                "directory has neither model.safetensors nor pytorch_model.bin",
+            ));
         };
         (f, path.to_path_buf())
     } else if path.exists() {
-        (path.to_path_buf(), path.parent().map(Path::to_path_buf).unwrap_or_default())
+        (
+            path.to_path_buf(),
+            path.parent().map(Path::to_path_buf).unwrap_or_default(),
+        )
     } else {
-        return Err(Error::io(path, std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or directory")));
+        return Err(Error::io(
+            path,
+            std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or directory"),
+        ));
     };
     let (tensors, format) = read_weights(&file)?;
     let cfg_path = dir.join("config.json");
-    let config = if cfg_path.exists() { Some(OscarConfig::from_file(&cfg_path)?) } else { None };
+    let config = if cfg_path.exists() {
+        Some(OscarConfig::from_file(&cfg_path)?)
+    } else {
+        None
+    };
     let vocab = Some(dir.join("vocab.txt")).filter(|v| v.exists());
-    Ok(Checkpoint { path: file, tensors, config, vocab, format })
+    Ok(Checkpoint {
+        path: file,
+        tensors,
+        config,
+        vocab,
+        format,
+    })
 }
 
 fn read_weights(file: &Path) -> Result<(HashMap<String, Tensor>, &'static str)> {
@@ -73,11 +95,15 @@ fn read_weights(file: &Path) -> Result<(HashMap<String, Tensor>, &'static str)> 
     })?;
     let mut map = HashMap::new();
     for (name, view) in st.tensors() {
-        let t = candle_core::safetensors::Load::load(&view, &Device::Cpu).map_err(|e| Error::bad_file(file, format!("tensor `{name}`: {e}")))?;
+        let t = candle_core::safetensors::Load::load(&view, &Device::Cpu)
+            .map_err(|e| Error::bad_file(file, format!("tensor `{name}`: {e}")))?;
         map.insert(name, t);
     }
     if map.is_empty() {
-        return Err(Error::bad_file(file, "the safetensors file holds no tensors"));
+        return Err(Error::bad_file(
+            file,
+            "the safetensors file holds no tensors",
+        ));
     }
     Ok((map, "safetensors"))
 }
@@ -178,16 +204,30 @@ pub fn build_fresh<M: Buildable>(cfg: &OscarConfig, seed: u64) -> Result<Loaded<
     let pb = ParamBuilder::fresh(seed, &Device::Cpu);
     let model = M::build(&pb, cfg)?;
     let (params, report) = pb.finish();
-    Ok(Loaded { model, params, config: cfg.clone(), report })
+    Ok(Loaded {
+        model,
+        params,
+        config: cfg.clone(),
+        report,
+    })
 }
 
 /// Builds `M` from a checkpoint. `config` overrides the checkpoint's `config.json`.
-pub fn load_model<M: Buildable>(ckpt: Checkpoint, config: Option<OscarConfig>, fresh: Fresh, seed: u64) -> Result<Loaded<M>> {
+pub fn load_model<M: Buildable>(
+    ckpt: Checkpoint,
+    config: Option<OscarConfig>,
+    fresh: Fresh,
+    seed: u64,
+) -> Result<Loaded<M>> {
     let path = ckpt.path.clone();
     let mut cfg = config.or(ckpt.config).ok_or_else(|| {
-        Error::bad_file(&path, "no config.json next to the weights: pass a config (Oscar checkpoints ship one)")
+        Error::bad_file(
+            &path,
+            "no config.json next to the weights: pass a config (Oscar checkpoints ship one)",
+        )
     })?;
-    cfg.validate().map_err(|e| Error::bad_file(&path, format!("config: {e}")))?;
+    cfg.validate()
+        .map_err(|e| Error::bad_file(&path, format!("config: {e}")))?;
     let mut tensors = ckpt.tensors;
     let mut notes = normalize_keys(&mut tensors, M::HEAD, M::tied(&cfg), cfg.vocab_size)?;
 
@@ -196,7 +236,9 @@ pub fn load_model<M: Buildable>(ckpt: Checkpoint, config: Option<OscarConfig>, f
     match cfg.use_img_layernorm {
         None => {
             cfg.use_img_layernorm = Some(has_img_ln);
-            notes.push(format!("use_img_layernorm inferred as {has_img_ln} from bert.LayerNorm.weight"));
+            notes.push(format!(
+                "use_img_layernorm inferred as {has_img_ln} from bert.LayerNorm.weight"
+            ));
         }
         Some(false) if has_img_ln => {
             cfg.use_img_layernorm = Some(true);
@@ -214,14 +256,22 @@ pub fn load_model<M: Buildable>(ckpt: Checkpoint, config: Option<OscarConfig>, f
     if M::HEAD == HeadKind::PreTraining {
         if let Some(w) = tensors.get("cls.seq_relationship.weight") {
             if w.dim(0)? != cfg.num_contrast_classes {
-                notes.push(format!("cls.seq_relationship has {} classes, the model {}: head initialised fresh", w.dim(0)?, cfg.num_contrast_classes));
+                notes.push(format!(
+                    "cls.seq_relationship has {} classes, the model {}: head initialised fresh",
+                    w.dim(0)?,
+                    cfg.num_contrast_classes
+                ));
                 tensors.remove("cls.seq_relationship.weight");
                 tensors.remove("cls.seq_relationship.bias");
                 prefixes.push("cls.seq_relationship.".into());
             }
         }
     }
-    let policy = if fresh == Fresh::Missing { FreshPolicy::All } else { FreshPolicy::Prefixes(prefixes) };
+    let policy = if fresh == Fresh::Missing {
+        FreshPolicy::All
+    } else {
+        FreshPolicy::Prefixes(prefixes)
+    };
     let pb = ParamBuilder::from_tensors(tensors, policy, seed, &Device::Cpu);
     let model = M::build(&pb, &cfg)?;
     let (params, mut report) = pb.finish();
@@ -229,10 +279,19 @@ pub fn load_model<M: Buildable>(ckpt: Checkpoint, config: Option<OscarConfig>, f
     if !report.is_ok() {
         let mut details = report.problems();
         if !report.unexpected.is_empty() {
-            details += &format!("unexpected keys ({}): {}\n", report.unexpected.len(), report.unexpected.join(", "));
+            details += &format!(
+                "unexpected keys ({}): {}\n",
+                report.unexpected.len(),
+                report.unexpected.join(", ")
+            );
         }
         details += "(use a fresh head to start the task head from scratch)";
         return Err(Error::CheckpointMismatch { path, details });
     }
-    Ok(Loaded { model, params, config: cfg, report })
+    Ok(Loaded {
+        model,
+        params,
+        config: cfg,
+        report,
+    })
 }

@@ -11,5 +11,7 @@ pub mod torch_pickle;
 
 pub use any::{detect_head, AnyModel};
 pub use keys::{normalize_keys, HeadKind};
-pub use load::{build_fresh, load_model, read_checkpoint, Backbone, Buildable, Checkpoint, Fresh, Loaded};
+pub use load::{
+    build_fresh, load_model, read_checkpoint, Backbone, Buildable, Checkpoint, Fresh, Loaded,
+};
 pub use save::{save_pretrained, write_atomic};

@@ -18,7 +18,11 @@ pub struct BlockMask {
 impl BlockMask {
     /// Nothing allowed yet.
     pub fn new(rows: usize, cols: usize) -> Self {
-        BlockMask { rows, cols, m: vec![0.0; rows * cols] }
+        BlockMask {
+            rows,
+            cols,
+            m: vec![0.0; rows * cols],
+        }
     }
 
     /// Square: `len` positions attending to each other.
@@ -70,17 +74,27 @@ impl BlockMask {
 /// the context is the same whatever the caption (which is what lets decoding cache it).
 pub fn seq2seq(len: usize, caption: Range<usize>, context: &[usize]) -> BlockMask {
     let mut m = BlockMask::square(len);
-    m.causal(caption.clone()).allow(caption, context).allow(context.iter().copied(), context);
+    m.causal(caption.clone())
+        .allow(caption, context)
+        .allow(context.iter().copied(), context);
     m
 }
 
 /// The seq2seq layout seen from cached decoding, whose keys are ordered `[context (P) |
 /// committed words | new positions]`: the rows of the `new` caption positions, each seeing the
 /// valid `context` columns, every committed word and the new positions up to itself.
-pub fn seq2seq_step(context: &[usize], context_len: usize, committed: usize, new: usize) -> BlockMask {
+pub fn seq2seq_step(
+    context: &[usize],
+    context_len: usize,
+    committed: usize,
+    new: usize,
+) -> BlockMask {
     let mut m = BlockMask::new(new, context_len + committed + new);
     for i in 0..new {
-        m.allow([i], context).allow([i], &(context_len..context_len + committed + i + 1).collect::<Vec<_>>());
+        m.allow([i], context).allow(
+            [i],
+            &(context_len..context_len + committed + i + 1).collect::<Vec<_>>(),
+        );
     }
     m
 }
@@ -119,13 +133,22 @@ impl std::str::FromStr for AttMask {
 }
 
 /// A retrieval pair's mask over `len` positions: caption `c`, tags `l`, regions `r`.
-pub fn retrieval(len: usize, c: Range<usize>, l: Range<usize>, r: Range<usize>, kind: AttMask) -> BlockMask {
+pub fn retrieval(
+    len: usize,
+    c: Range<usize>,
+    l: Range<usize>,
+    r: Range<usize>,
+    kind: AttMask,
+) -> BlockMask {
     let mut m = BlockMask::square(len);
     for part in [&c, &l, &r] {
         m.both_ways(part.clone(), part.clone());
     }
     match kind {
-        AttMask::CLR => m.both_ways(c.clone(), l.clone()).both_ways(c, r.clone()).both_ways(l, r),
+        AttMask::CLR => m
+            .both_ways(c.clone(), l.clone())
+            .both_ways(c, r.clone())
+            .both_ways(l, r),
         AttMask::CL => m.both_ways(c, l),
         AttMask::CR => m.both_ways(c, r),
         AttMask::LR => m.both_ways(l, r),
@@ -139,14 +162,24 @@ mod tests {
 
     fn rows(m: &BlockMask) -> Vec<String> {
         let (r, c) = m.dims();
-        (0..r).map(|i| m.as_slice()[i * c..(i + 1) * c].iter().map(|v| if *v > 0.0 { '1' } else { '.' }).collect()).collect()
+        (0..r)
+            .map(|i| {
+                m.as_slice()[i * c..(i + 1) * c]
+                    .iter()
+                    .map(|v| if *v > 0.0 { '1' } else { '.' })
+                    .collect()
+            })
+            .collect()
     }
 
     #[test]
     fn seq2seq_is_causal_over_the_caption_and_the_context_never_sees_it() {
         // 3 caption positions, 1 padding, 2 context positions.
         let m = seq2seq(6, 0..3, &[4, 5]);
-        assert_eq!(rows(&m), ["1...11", "11..11", "111.11", "......", "....11", "....11"]);
+        assert_eq!(
+            rows(&m),
+            ["1...11", "11..11", "111.11", "......", "....11", "....11"]
+        );
     }
 
     #[test]

@@ -53,10 +53,16 @@ impl CaptionLayout {
         rng: Option<&mut dyn Draws>,
     ) -> Result<CaptionExample> {
         if self.max_seq_a_len < 3 || self.max_seq_len <= self.max_seq_a_len {
-            return Err(Error::Invalid(format!("captioning lengths {} / {} leave no room", self.max_seq_a_len, self.max_seq_len)));
+            return Err(Error::Invalid(format!(
+                "captioning lengths {} / {} leave no room",
+                self.max_seq_a_len, self.max_seq_len
+            )));
         }
         if dim == 0 || regions.len() % dim != 0 {
-            return Err(Error::Invalid(format!("{} region values are not a whole number of {dim}-d rows", regions.len())));
+            return Err(Error::Invalid(format!(
+                "{} region values are not a whole number of {dim}-d rows",
+                regions.len()
+            )));
         }
         let s = tok.special;
         let mut a = match caption {
@@ -84,8 +90,19 @@ impl CaptionLayout {
         }
         let (masked_pos, masked_ids) = match (caption.is_some(), rng) {
             (true, Some(rng)) => {
-                let ids_m = MaskIds { mask: s.mask, unk: s.unk, vocab_size: tok.vocab_size() };
-                let (pos, orig) = mask_caption(&mut ids, seq_a_len, self.mask_prob, self.max_masked_tokens, ids_m, rng);
+                let ids_m = MaskIds {
+                    mask: s.mask,
+                    unk: s.unk,
+                    vocab_size: tok.vocab_size(),
+                };
+                let (pos, orig) = mask_caption(
+                    &mut ids,
+                    seq_a_len,
+                    self.mask_prob,
+                    self.max_masked_tokens,
+                    ids_m,
+                    rng,
+                );
                 let mut flags = vec![0u32; self.max_seq_len];
                 for p in pos {
                     flags[p] = 1;
@@ -94,7 +111,11 @@ impl CaptionLayout {
                 m.resize(self.max_masked_tokens, s.pad);
                 (flags, m)
             }
-            (true, None) => return Err(Error::Invalid("a training example needs a random source for its masks".into())),
+            (true, None) => {
+                return Err(Error::Invalid(
+                    "a training example needs a random source for its masks".into(),
+                ))
+            }
             (false, _) => (vec![1u32; self.max_seq_len], vec![]),
         };
         ids.resize(self.max_seq_len, s.pad);
@@ -105,9 +126,24 @@ impl CaptionLayout {
         feats.resize(self.max_img_seq_len * dim, 0.0);
 
         let l = self.max_seq_len + self.max_img_seq_len;
-        let tags_r = if has_tags { self.max_seq_a_len..seq_len } else { 0..0 };
-        let context: Vec<usize> = tags_r.chain(self.max_seq_len..self.max_seq_len + n).collect();
+        let tags_r = if has_tags {
+            self.max_seq_a_len..seq_len
+        } else {
+            0..0
+        };
+        let context: Vec<usize> = tags_r
+            .chain(self.max_seq_len..self.max_seq_len + n)
+            .collect();
         let mask = super::attention_mask::seq2seq(l, 0..seq_a_len, &context).into_vec();
-        Ok(CaptionExample { input_ids: ids, token_type_ids: types, attention_mask: mask, masked_pos, masked_ids, regions: feats, num_regions: n, seq_a_len })
+        Ok(CaptionExample {
+            input_ids: ids,
+            token_type_ids: types,
+            attention_mask: mask,
+            masked_pos,
+            masked_ids,
+            regions: feats,
+            num_regions: n,
+            seq_a_len,
+        })
     }
 }

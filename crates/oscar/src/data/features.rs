@@ -23,17 +23,35 @@ pub struct Regions {
 }
 
 /// Decodes base64 float32 features, checking every count; `what` prefixes the error.
-pub fn decode_features(b64: &str, num_boxes: Option<usize>, dim: usize, what: &str) -> std::result::Result<Regions, String> {
-    let bytes = base64::engine::general_purpose::STANDARD.decode(b64.trim()).map_err(|e| format!("{what}: bad base64 ({e})"))?;
+pub fn decode_features(
+    b64: &str,
+    num_boxes: Option<usize>,
+    dim: usize,
+    what: &str,
+) -> std::result::Result<Regions, String> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(b64.trim())
+        .map_err(|e| format!("{what}: bad base64 ({e})"))?;
     if bytes.len() % 4 != 0 {
-        return Err(format!("{what}: {} bytes is not a whole number of float32 values", bytes.len()));
+        return Err(format!(
+            "{what}: {} bytes is not a whole number of float32 values",
+            bytes.len()
+        ));
     }
-    let data: Vec<f32> = bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+    let data: Vec<f32> = bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
     regions_from(data, num_boxes, dim, what)
 }
 
 /// Checks a flat feature vector against `dim` (and `num_boxes` when the file states it).
-pub fn regions_from(data: Vec<f32>, num_boxes: Option<usize>, dim: usize, what: &str) -> std::result::Result<Regions, String> {
+pub fn regions_from(
+    data: Vec<f32>,
+    num_boxes: Option<usize>,
+    dim: usize,
+    what: &str,
+) -> std::result::Result<Regions, String> {
     if dim == 0 || data.len() % dim != 0 {
         return Err(format!("{what}: {} values is not a whole number of boxes of {dim} (wrong feature width? expected img_feature_dim = {dim})", data.len()));
     }
@@ -44,17 +62,34 @@ pub fn regions_from(data: Vec<f32>, num_boxes: Option<usize>, dim: usize, what: 
         }
     }
     if let Some(i) = data.iter().position(|x| !x.is_finite()) {
-        return Err(format!("{what}: non-finite value {} at box {}, dimension {}", data[i], i / dim, i % dim));
+        return Err(format!(
+            "{what}: non-finite value {} at box {}, dimension {}",
+            data[i],
+            i / dim,
+            i % dim
+        ));
     }
-    Ok(Regions { num_boxes: n, dim, data })
+    Ok(Regions {
+        num_boxes: n,
+        dim,
+        data,
+    })
 }
 
 /// A source of region features by image id.
 pub enum FeatureStore {
     /// `features.tsv` (either row format), opened for random access.
-    Tsv { tsv: TsvFile, keys: HashMap<String, usize>, dim: usize },
+    Tsv {
+        tsv: TsvFile,
+        keys: HashMap<String, usize>,
+        dim: usize,
+    },
     /// Everything in memory (torch-pickle dicts are read whole, as torch.load does).
-    Memory { path: PathBuf, map: HashMap<String, Regions>, dim: usize },
+    Memory {
+        path: PathBuf,
+        map: HashMap<String, Regions>,
+        dim: usize,
+    },
 }
 
 impl FeatureStore {
@@ -72,9 +107,18 @@ impl FeatureStore {
         let map_path = path.with_file_name("imageid2idx.json");
         let keys = if map_path.exists() {
             let text = std::fs::read_to_string(&map_path).map_err(|e| Error::io(&map_path, e))?;
-            let raw: HashMap<String, usize> = serde_json::from_str(&text).map_err(|e| Error::bad_file(&map_path, format!("expected {{image id: row index}}: {e}")))?;
+            let raw: HashMap<String, usize> = serde_json::from_str(&text).map_err(|e| {
+                Error::bad_file(&map_path, format!("expected {{image id: row index}}: {e}"))
+            })?;
             if let Some((k, i)) = raw.iter().find(|(_, &i)| i >= tsv.num_rows()) {
-                return Err(Error::bad_file(&map_path, format!("image {k} points at row {i}, but {} has {} rows", path.display(), tsv.num_rows())));
+                return Err(Error::bad_file(
+                    &map_path,
+                    format!(
+                        "image {k} points at row {i}, but {} has {} rows",
+                        path.display(),
+                        tsv.num_rows()
+                    ),
+                ));
             }
             raw
         } else {
@@ -90,13 +134,24 @@ impl FeatureStore {
         for (k, t) in list {
             let dims = t.dims().to_vec();
             if dims.len() != 2 {
-                return Err(Error::bad_file(path, format!("image {k}: tensor of shape {dims:?}, expected [num_boxes, {dim}]")));
+                return Err(Error::bad_file(
+                    path,
+                    format!("image {k}: tensor of shape {dims:?}, expected [num_boxes, {dim}]"),
+                ));
             }
-            let data = t.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
-            let r = regions_from(data, Some(dims[0]), dim, &format!("image {k}")).map_err(|e| Error::bad_file(path, e))?;
+            let data = t
+                .to_dtype(candle_core::DType::F32)?
+                .flatten_all()?
+                .to_vec1::<f32>()?;
+            let r = regions_from(data, Some(dims[0]), dim, &format!("image {k}"))
+                .map_err(|e| Error::bad_file(path, e))?;
             map.insert(k, r);
         }
-        Ok(FeatureStore::Memory { path: path.to_path_buf(), map, dim })
+        Ok(FeatureStore::Memory {
+            path: path.to_path_buf(),
+            map,
+            dim,
+        })
     }
 
     pub fn dim(&self) -> usize {
@@ -129,25 +184,42 @@ impl FeatureStore {
     /// The regions of image `key`.
     pub fn get(&self, key: &str) -> Result<Regions> {
         match self {
-            FeatureStore::Memory { path, map, .. } => map.get(key).cloned().ok_or_else(|| Error::bad_file(path, format!("no features for image {key}"))),
+            FeatureStore::Memory { path, map, .. } => map
+                .get(key)
+                .cloned()
+                .ok_or_else(|| Error::bad_file(path, format!("no features for image {key}"))),
             FeatureStore::Tsv { tsv, keys, dim } => {
-                let &row = keys.get(key).ok_or_else(|| Error::bad_file(tsv.path(), format!("no features for image {key}")))?;
+                let &row = keys.get(key).ok_or_else(|| {
+                    Error::bad_file(tsv.path(), format!("no features for image {key}"))
+                })?;
                 let fields = tsv.row(row)?;
                 let at = format!("row {}", row + 1);
-                parse_feature_row(&fields, *dim, &at, key).map_err(|e| Error::bad_file(tsv.path(), e))
+                parse_feature_row(&fields, *dim, &at, key)
+                    .map_err(|e| Error::bad_file(tsv.path(), e))
             }
         }
     }
 }
 
 /// Parses one features row in either of the two layouts.
-pub fn parse_feature_row(fields: &[String], dim: usize, at: &str, key: &str) -> std::result::Result<Regions, String> {
+pub fn parse_feature_row(
+    fields: &[String],
+    dim: usize,
+    at: &str,
+    key: &str,
+) -> std::result::Result<Regions, String> {
     if fields.first().map(String::as_str) != Some(key) {
-        return Err(format!("{at}: holds image {:?}, expected {key} (index out of date?)", fields.first()));
+        return Err(format!(
+            "{at}: holds image {:?}, expected {key} (index out of date?)",
+            fields.first()
+        ));
     }
     match fields.len() {
         3 => {
-            let n: usize = fields[1].trim().parse().map_err(|_| format!("{at}: num_boxes {:?} is not a count", fields[1]))?;
+            let n: usize = fields[1]
+                .trim()
+                .parse()
+                .map_err(|_| format!("{at}: num_boxes {:?} is not a count", fields[1]))?;
             decode_features(&fields[2], Some(n), dim, at)
         }
         2 => {
@@ -156,10 +228,13 @@ pub fn parse_feature_row(fields: &[String], dim: usize, at: &str, key: &str) -> 
                 num_boxes: Option<usize>,
                 features: String,
             }
-            let r: Row = serde_json::from_str(&fields[1]).map_err(|e| format!("{at}: expected {{\"num_boxes\", \"features\"}}: {e}"))?;
+            let r: Row = serde_json::from_str(&fields[1])
+                .map_err(|e| format!("{at}: expected {{\"num_boxes\", \"features\"}}: {e}"))?;
             decode_features(&r.features, r.num_boxes, dim, at)
         }
-        n => Err(format!("{at}: {n} columns, expected `id<TAB>num_boxes<TAB>base64` or `id<TAB>{{json}}`")),
+        n => Err(format!(
+            "{at}: {n} columns, expected `id<TAB>num_boxes<TAB>base64` or `id<TAB>{{json}}`"
+        )),
     }
 }
 
@@ -172,17 +247,28 @@ pub fn write_feature_tsv(dir: &Path, items: &[(String, Regions)]) -> Result<Path
     let mut map = std::collections::BTreeMap::new();
     for (i, (k, r)) in items.iter().enumerate() {
         if k.contains(['\t', '\n']) {
-            return Err(Error::Invalid(format!("image id {k:?} contains a tab or newline")));
+            return Err(Error::Invalid(format!(
+                "image id {k:?} contains a tab or newline"
+            )));
         }
         idx.push_str(&format!("{}\n", text.len()));
         let bytes: Vec<u8> = r.data.iter().flat_map(|x| x.to_le_bytes()).collect();
-        text.push_str(&format!("{k}\t{}\t{}\n", r.num_boxes, base64::engine::general_purpose::STANDARD.encode(bytes)));
+        text.push_str(&format!(
+            "{k}\t{}\t{}\n",
+            r.num_boxes,
+            base64::engine::general_purpose::STANDARD.encode(bytes)
+        ));
         map.insert(k.clone(), i);
     }
     let tsv = dir.join("features.tsv");
     crate::checkpoint::write_atomic(&tsv, text.as_bytes())?;
     crate::checkpoint::write_atomic(&dir.join("features.lineidx"), idx.as_bytes())?;
-    crate::checkpoint::write_atomic(&dir.join("imageid2idx.json"), serde_json::to_string(&map).map_err(|e| Error::Invalid(e.to_string()))?.as_bytes())?;
+    crate::checkpoint::write_atomic(
+        &dir.join("imageid2idx.json"),
+        serde_json::to_string(&map)
+            .map_err(|e| Error::Invalid(e.to_string()))?
+            .as_bytes(),
+    )?;
     Ok(tsv)
 }
 
@@ -212,7 +298,11 @@ pub fn parse_detections(json: &str, at: &str) -> std::result::Result<ImageDetect
     #[derive(serde::Deserialize)]
     #[serde(untagged)]
     enum Row {
-        Full { image_h: Option<f32>, image_w: Option<f32>, objects: Vec<Detection> },
+        Full {
+            image_h: Option<f32>,
+            image_w: Option<f32>,
+            objects: Vec<Detection>,
+        },
         Bare(Vec<Detection>),
     }
     match serde_json::from_str::<Row>(json) {
@@ -225,16 +315,29 @@ pub fn parse_detections(json: &str, at: &str) -> std::result::Result<ImageDetect
 impl ImageDetections {
     /// The detector-feature regions with the 6 box dims appended: `[feature(det_dim), x1/W, y1/H,
     /// x2/W, y2/H, w/W, h/H]`, so `det_dim + 6` values per box.
-    pub fn regions_with_boxes(&self, det_dim: usize, at: &str) -> std::result::Result<Regions, String> {
+    pub fn regions_with_boxes(
+        &self,
+        det_dim: usize,
+        at: &str,
+    ) -> std::result::Result<Regions, String> {
         let (h, w) = match (self.image_h, self.image_w) {
             (Some(h), Some(w)) if h > 0.0 && w > 0.0 => (h, w),
-            _ => return Err(format!("{at}: image_h and image_w (positive) are needed to normalise the boxes")),
+            _ => {
+                return Err(format!(
+                    "{at}: image_h and image_w (positive) are needed to normalise the boxes"
+                ))
+            }
         };
         let mut data = Vec::with_capacity(self.objects.len() * (det_dim + 6));
         for (i, o) in self.objects.iter().enumerate() {
-            let f = o.feature.as_ref().ok_or_else(|| format!("{at}: object {i} ({}) has no `feature`", o.class))?;
+            let f = o
+                .feature
+                .as_ref()
+                .ok_or_else(|| format!("{at}: object {i} ({}) has no `feature`", o.class))?;
             let r = decode_features(f, Some(1), det_dim, &format!("{at}: object {i} feature"))?;
-            let [x1, y1, x2, y2] = o.rect.ok_or_else(|| format!("{at}: object {i} ({}) has no `rect`", o.class))?;
+            let [x1, y1, x2, y2] = o
+                .rect
+                .ok_or_else(|| format!("{at}: object {i} ({}) has no `rect`", o.class))?;
             data.extend_from_slice(&r.data);
             data.extend_from_slice(&[x1 / w, y1 / h, x2 / w, y2 / h, (x2 - x1) / w, (y2 - y1) / h]);
         }
@@ -268,10 +371,18 @@ mod tests {
     fn decode_checks_every_count() {
         let r = decode_features(&b64(&[1.0, 2.0, 3.0, 4.0]), Some(2), 2, "row 1").unwrap();
         assert_eq!(r.num_boxes, 2);
-        assert!(decode_features(&b64(&[1.0, 2.0, 3.0]), None, 2, "row 1").unwrap_err().contains("wrong feature width"));
-        assert!(decode_features(&b64(&[1.0, 2.0]), Some(2), 2, "row 1").unwrap_err().contains("num_boxes says 2"));
-        assert!(decode_features("!!notbase64", None, 2, "row 1").unwrap_err().contains("bad base64"));
-        assert!(decode_features(&b64(&[1.0, f32::NAN]), None, 2, "row 3").unwrap_err().contains("row 3: non-finite value NaN at box 0, dimension 1"));
+        assert!(decode_features(&b64(&[1.0, 2.0, 3.0]), None, 2, "row 1")
+            .unwrap_err()
+            .contains("wrong feature width"));
+        assert!(decode_features(&b64(&[1.0, 2.0]), Some(2), 2, "row 1")
+            .unwrap_err()
+            .contains("num_boxes says 2"));
+        assert!(decode_features("!!notbase64", None, 2, "row 1")
+            .unwrap_err()
+            .contains("bad base64"));
+        assert!(decode_features(&b64(&[1.0, f32::NAN]), None, 2, "row 3")
+            .unwrap_err()
+            .contains("row 3: non-finite value NaN at box 0, dimension 1"));
     }
 
     #[test]
@@ -288,9 +399,15 @@ mod tests {
         let r = d.regions_with_boxes(2, "row 1").unwrap();
         assert_eq!(r.dim, 8);
         assert_eq!(&r.data[..8], &[1.0, 2.0, 0.1, 0.1, 0.6, 0.6, 0.5, 0.5]);
-        let bare = parse_detections(r#"[{"class": "person", "rect": [0, 0, 1, 1]}]"#, "row 2").unwrap();
+        let bare =
+            parse_detections(r#"[{"class": "person", "rect": [0, 0, 1, 1]}]"#, "row 2").unwrap();
         assert_eq!(bare.tags(0.5, true), "person");
-        assert!(bare.regions_with_boxes(2, "row 2").unwrap_err().contains("image_h"));
-        assert!(parse_detections("{\"objects\": 3}", "row 9").unwrap_err().starts_with("row 9"));
+        assert!(bare
+            .regions_with_boxes(2, "row 2")
+            .unwrap_err()
+            .contains("image_h"));
+        assert!(parse_detections("{\"objects\": 3}", "row 9")
+            .unwrap_err()
+            .starts_with("row 9"));
     }
 }

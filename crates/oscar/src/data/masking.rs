@@ -32,7 +32,11 @@ pub struct Replay {
 
 impl Replay {
     fn next(&mut self) -> f64 {
-        let v = self.values.get(self.pos).copied().unwrap_or_else(|| panic!("replay stream exhausted after {} draws", self.pos));
+        let v = self
+            .values
+            .get(self.pos)
+            .copied()
+            .unwrap_or_else(|| panic!("replay stream exhausted after {} draws", self.pos));
         self.pos += 1;
         v
     }
@@ -76,7 +80,13 @@ fn mask_one<R: Draws + ?Sized>(tok: &mut u32, ids: MaskIds, rng: &mut R) -> i64 
 /// Masked token modelling over an example's caption and tag word pieces (in that order, as the
 /// reference draws). Returns labels for all `text_len + img_len` positions: the original id at
 /// masked positions, −1 elsewhere ([CLS], [SEP], padding and every region).
-pub fn mask_words_and_tags<R: Draws + ?Sized>(e: &mut Encoded, ids: MaskIds, text_len: usize, img_len: usize, rng: &mut R) -> Vec<i64> {
+pub fn mask_words_and_tags<R: Draws + ?Sized>(
+    e: &mut Encoded,
+    ids: MaskIds,
+    text_len: usize,
+    img_len: usize,
+    rng: &mut R,
+) -> Vec<i64> {
     let mut labels = vec![-1i64; text_len + img_len];
     let a = 1..1 + e.text_a_len;
     let b = e.text_a_len + 2..e.text_a_len + 2 + e.tags_len;
@@ -101,14 +111,23 @@ pub fn round_half_even(x: f64) -> f64 {
 /// `1..seq_a_len` (so the final `[SEP]` can be chosen: that is how EOS is learned); each is
 /// `[MASK]` with p 0.8, else a random id with p 0.5 (`randint(0, V)`: V itself means `[UNK]`),
 /// else kept. Returns the sorted masked positions and their original ids.
-pub fn mask_caption<R: Draws + ?Sized>(input_ids: &mut [u32], seq_a_len: usize, mask_prob: f64, max_masked: usize, ids: MaskIds, rng: &mut R) -> (Vec<usize>, Vec<u32>) {
+pub fn mask_caption<R: Draws + ?Sized>(
+    input_ids: &mut [u32],
+    seq_a_len: usize,
+    mask_prob: f64,
+    max_masked: usize,
+    ids: MaskIds,
+    rng: &mut R,
+) -> (Vec<usize>, Vec<u32>) {
     let mut cand: Vec<usize> = (1..seq_a_len).collect();
     // random.shuffle: for i in reversed(range(1, n)): j = randbelow(i + 1); swap.
     for i in (1..cand.len()).rev() {
         let j = rng.below(i + 1);
         cand.swap(i, j);
     }
-    let n = (round_half_even(mask_prob * seq_a_len as f64).max(1.0) as usize).min(max_masked).min(cand.len());
+    let n = (round_half_even(mask_prob * seq_a_len as f64).max(1.0) as usize)
+        .min(max_masked)
+        .min(cand.len());
     let mut pos: Vec<usize> = cand[..n].to_vec();
     pos.sort_unstable();
     let originals: Vec<u32> = pos.iter().map(|&p| input_ids[p]).collect();
@@ -117,7 +136,11 @@ pub fn mask_caption<R: Draws + ?Sized>(input_ids: &mut [u32], seq_a_len: usize, 
             input_ids[p] = ids.mask;
         } else if rng.uniform() <= 0.5 {
             let i = rng.below(ids.vocab_size + 1);
-            input_ids[p] = if i == ids.vocab_size { ids.unk } else { i as u32 };
+            input_ids[p] = if i == ids.vocab_size {
+                ids.unk
+            } else {
+                i as u32
+            };
         }
     }
     (pos, originals)

@@ -40,12 +40,25 @@ pub struct Encoded {
 
 impl Layout {
     /// Tokenizes and lays out one example. `regions` is row-major `[n, dim]`.
-    pub fn encode(&self, tok: &BertTokenizer, text_a: &str, tags: Option<&str>, regions: &[f32], dim: usize) -> Result<Encoded> {
+    pub fn encode(
+        &self,
+        tok: &BertTokenizer,
+        text_a: &str,
+        tags: Option<&str>,
+        regions: &[f32],
+        dim: usize,
+    ) -> Result<Encoded> {
         if self.max_seq_length < 3 {
-            return Err(Error::Invalid(format!("max_seq_length {} leaves no room for [CLS] … [SEP]", self.max_seq_length)));
+            return Err(Error::Invalid(format!(
+                "max_seq_length {} leaves no room for [CLS] … [SEP]",
+                self.max_seq_length
+            )));
         }
         if dim == 0 || regions.len() % dim != 0 {
-            return Err(Error::Invalid(format!("{} region values are not a whole number of {dim}-d rows", regions.len())));
+            return Err(Error::Invalid(format!(
+                "{} region values are not a whole number of {dim}-d rows",
+                regions.len()
+            )));
         }
         let mut a = tok.tokenize(text_a)?;
         let mut b = match tags {
@@ -84,13 +97,26 @@ impl Layout {
             types.resize(ids.len(), 1);
         }
         let n = (regions.len() / dim).min(self.max_img_seq_length);
-        Ok(Encoded { input_ids: ids, token_type_ids: types, text_a_len: a.len(), tags_len, regions: regions[..n * dim].to_vec(), num_regions: n })
+        Ok(Encoded {
+            input_ids: ids,
+            token_type_ids: types,
+            text_a_len: a.len(),
+            tags_len,
+            regions: regions[..n * dim].to_vec(),
+            num_regions: n,
+        })
     }
 }
 
 /// Pads a batch to `text_len` tokens and `img_len` regions (the reference pads to the layout's
 /// maxima; dynamic padding passes the batch's longest) and builds the 1-D attention mask.
-pub fn collate(items: &[Encoded], text_len: usize, img_len: usize, dim: usize, device: &Device) -> Result<Inputs> {
+pub fn collate(
+    items: &[Encoded],
+    text_len: usize,
+    img_len: usize,
+    dim: usize,
+    device: &Device,
+) -> Result<Inputs> {
     let b = items.len();
     if b == 0 {
         return Err(Error::Invalid("cannot collate an empty batch".into()));
@@ -115,7 +141,9 @@ pub fn collate(items: &[Encoded], text_len: usize, img_len: usize, dim: usize, d
         input_ids: Tensor::from_vec(ids, (b, text_len), device)?,
         token_type_ids: Some(Tensor::from_vec(types, (b, text_len), device)?),
         position_ids: None,
-        img_feats: (img_len > 0).then(|| Tensor::from_vec(feats, (b, img_len, dim), device)).transpose()?,
+        img_feats: (img_len > 0)
+            .then(|| Tensor::from_vec(feats, (b, img_len, dim), device))
+            .transpose()?,
         attention_mask: Some(Tensor::from_vec(mask, (b, text_len + img_len), device)?),
     })
 }
@@ -134,15 +162,25 @@ mod tests {
     use std::path::PathBuf;
 
     fn tok() -> BertTokenizer {
-        BertTokenizer::from_vocab(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tokenizer/bert-base-uncased-vocab.txt")).unwrap()
+        BertTokenizer::from_vocab(
+            &PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/tokenizer/bert-base-uncased-vocab.txt"),
+        )
+        .unwrap()
     }
 
     #[test]
     fn pair_truncation_pops_from_the_longer_side() {
         let t = tok();
-        let l = Layout { max_seq_length: 9, max_img_seq_length: 2, truncation: Truncation::Pair };
+        let l = Layout {
+            max_seq_length: 9,
+            max_img_seq_length: 2,
+            truncation: Truncation::Pair,
+        };
         // "a b c d e" (5 pieces) and "x y" (2): budget 6 → a loses one.
-        let e = l.encode(&t, "a b c d e", Some("x y"), &[1.0; 6], 2).unwrap();
+        let e = l
+            .encode(&t, "a b c d e", Some("x y"), &[1.0; 6], 2)
+            .unwrap();
         let a = t.tokenize("a b c d").unwrap();
         let b = t.tokenize("x y").unwrap();
         let mut want = vec![101];
@@ -158,13 +196,23 @@ mod tests {
     #[test]
     fn text_first_truncation_cuts_the_tags() {
         let t = tok();
-        let l = Layout { max_seq_length: 8, max_img_seq_length: 5, truncation: Truncation::TextFirst };
+        let l = Layout {
+            max_seq_length: 8,
+            max_img_seq_length: 5,
+            truncation: Truncation::TextFirst,
+        };
         let e = l.encode(&t, "a b c d", Some("x y z"), &[], 4).unwrap();
         // [CLS] a b c d [SEP] x [SEP]
         assert_eq!(e.input_ids.len(), 8);
         assert_eq!(e.input_ids[6], t.tokenize("x").unwrap()[0]);
         let batch = collate(&[e], 10, 2, 4, &Device::Cpu).unwrap();
-        let m: Vec<f32> = batch.attention_mask.unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        let m: Vec<f32> = batch
+            .attention_mask
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
         assert_eq!(m, vec![1., 1., 1., 1., 1., 1., 1., 1., 0., 0., 0., 0.]);
     }
 }

@@ -30,12 +30,24 @@ impl TsvFile {
         let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
         let len = meta.len();
         if len == 0 {
-            return Err(Error::bad_file(path, "file is empty: expected tab-separated rows"));
+            return Err(Error::bad_file(
+                path,
+                "file is empty: expected tab-separated rows",
+            ));
         }
         let idx = lineidx_path(path);
-        let offsets = if idx.exists() { read_lineidx(&idx, len)? } else { scan_offsets(path)? };
+        let offsets = if idx.exists() {
+            read_lineidx(&idx, len)?
+        } else {
+            scan_offsets(path)?
+        };
         let file = std::sync::Mutex::new(File::open(path).map_err(|e| Error::io(path, e))?);
-        Ok(TsvFile { path: path.to_path_buf(), offsets, len, file })
+        Ok(TsvFile {
+            path: path.to_path_buf(),
+            offsets,
+            len,
+            file,
+        })
     }
 
     /// Writes the `.lineidx` next to the file (atomically), so later opens skip the scan.
@@ -60,16 +72,34 @@ impl TsvFile {
 
     /// The raw text of row `i` without its line ending.
     pub fn line(&self, i: usize) -> Result<String> {
-        let &start = self.offsets.get(i).ok_or_else(|| Error::Invalid(format!("{}: row {i} requested, the file has {} rows", self.path.display(), self.offsets.len())))?;
+        let &start = self.offsets.get(i).ok_or_else(|| {
+            Error::Invalid(format!(
+                "{}: row {i} requested, the file has {} rows",
+                self.path.display(),
+                self.offsets.len()
+            ))
+        })?;
         let end = self.offsets.get(i + 1).copied().unwrap_or(self.len);
-        let mut f = self.file.lock().map_err(|_| Error::Invalid(format!("{}: reader poisoned by an earlier panic", self.path.display())))?;
-        f.seek(SeekFrom::Start(start)).map_err(|e| Error::io(&self.path, e))?;
+        let mut f = self.file.lock().map_err(|_| {
+            Error::Invalid(format!(
+                "{}: reader poisoned by an earlier panic",
+                self.path.display()
+            ))
+        })?;
+        f.seek(SeekFrom::Start(start))
+            .map_err(|e| Error::io(&self.path, e))?;
         let mut buf = vec![0u8; (end - start) as usize];
-        f.read_exact(&mut buf).map_err(|_| Error::bad_file(&self.path, format!("row {}: cut short (file changed or index stale?)", i + 1)))?;
+        f.read_exact(&mut buf).map_err(|_| {
+            Error::bad_file(
+                &self.path,
+                format!("row {}: cut short (file changed or index stale?)", i + 1),
+            )
+        })?;
         while matches!(buf.last(), Some(b'\n' | b'\r')) {
             buf.pop();
         }
-        String::from_utf8(buf).map_err(|_| Error::bad_file(&self.path, format!("row {}: not valid UTF-8", i + 1)))
+        String::from_utf8(buf)
+            .map_err(|_| Error::bad_file(&self.path, format!("row {}: not valid UTF-8", i + 1)))
     }
 
     /// Key (first column) → row, read by one scan of the first fields.
@@ -81,16 +111,27 @@ impl TsvFile {
         let mut i = 0;
         loop {
             line.clear();
-            if r.read_until(b'\n', &mut line).map_err(|e| Error::io(&self.path, e))? == 0 {
+            if r.read_until(b'\n', &mut line)
+                .map_err(|e| Error::io(&self.path, e))?
+                == 0
+            {
                 break;
             }
             if line.iter().all(|b| b.is_ascii_whitespace()) {
                 continue;
             }
-            let key_end = line.iter().position(|&b| b == b'\t').ok_or_else(|| Error::bad_file(&self.path, format!("row {}: no tab: expected `key<TAB>…`", i + 1)))?;
+            let key_end = line.iter().position(|&b| b == b'\t').ok_or_else(|| {
+                Error::bad_file(
+                    &self.path,
+                    format!("row {}: no tab: expected `key<TAB>…`", i + 1),
+                )
+            })?;
             let key = String::from_utf8_lossy(&line[..key_end]).into_owned();
             if map.insert(key.clone(), i).is_some() {
-                return Err(Error::bad_file(&self.path, format!("row {}: key {key} appears twice", i + 1)));
+                return Err(Error::bad_file(
+                    &self.path,
+                    format!("row {}: key {key} appears twice", i + 1),
+                ));
             }
             i += 1;
         }
@@ -103,7 +144,9 @@ fn read_lineidx(idx: &Path, file_len: u64) -> Result<Vec<u64>> {
     let mut out = Vec::new();
     let mut prev: Option<u64> = None;
     for (i, l) in text.lines().enumerate() {
-        let o: u64 = l.trim().parse().map_err(|_| Error::bad_file(idx, format!("line {}: {l:?} is not a byte offset", i + 1)))?;
+        let o: u64 = l.trim().parse().map_err(|_| {
+            Error::bad_file(idx, format!("line {}: {l:?} is not a byte offset", i + 1))
+        })?;
         if o >= file_len || prev.is_some_and(|p| o <= p) {
             return Err(Error::bad_file(idx, format!("line {}: offset {o} is out of order or past the end ({file_len} bytes): rebuild the index (delete it)", i + 1)));
         }
@@ -124,7 +167,9 @@ fn scan_offsets(path: &Path) -> Result<Vec<u64>> {
     let mut line = Vec::new();
     loop {
         line.clear();
-        let n = r.read_until(b'\n', &mut line).map_err(|e| Error::io(path, e))?;
+        let n = r
+            .read_until(b'\n', &mut line)
+            .map_err(|e| Error::io(path, e))?;
         if n == 0 {
             break;
         }
@@ -150,11 +195,17 @@ mod tests {
         assert_eq!(t.row(2).unwrap(), vec!["ccc", "333"]);
         assert_eq!(t.row(1).unwrap(), vec!["bb", "22"]);
         t.write_lineidx().unwrap();
-        assert_eq!(std::fs::read_to_string(d.path().join("x.lineidx")).unwrap(), "0\n4\n12\n");
+        assert_eq!(
+            std::fs::read_to_string(d.path().join("x.lineidx")).unwrap(),
+            "0\n4\n12\n"
+        );
         let t = TsvFile::open(&p).unwrap();
         assert_eq!(t.key_index().unwrap()["ccc"], 2);
         assert!(t.row(3).unwrap_err().to_string().contains("3 rows"));
         std::fs::write(d.path().join("x.lineidx"), "0\n99\n").unwrap();
-        assert!(TsvFile::open(&p).unwrap_err().to_string().contains("past the end"));
+        assert!(TsvFile::open(&p)
+            .unwrap_err()
+            .to_string()
+            .contains("past the end"));
     }
 }

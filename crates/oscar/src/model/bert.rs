@@ -15,7 +15,9 @@ pub struct BertPooler {
 
 impl BertPooler {
     pub fn forward(&self, seq: &Tensor) -> Result<Tensor> {
-        self.dense.forward(&seq.narrow(1, 0, 1)?.squeeze(1)?)?.tanh()
+        self.dense
+            .forward(&seq.narrow(1, 0, 1)?.squeeze(1)?)?
+            .tanh()
     }
 }
 
@@ -41,7 +43,14 @@ impl BertImgModel {
         Ok(BertImgModel {
             embeddings: BertEmbeddings::new(&pb.pp("embeddings"), cfg)?,
             encoder: BertEncoder::new(&pb.pp("encoder"), cfg)?,
-            pooler: BertPooler { dense: Linear::new(&pb.pp("pooler").pp("dense"), cfg.hidden_size, cfg.hidden_size, cfg.initializer_range)? },
+            pooler: BertPooler {
+                dense: Linear::new(
+                    &pb.pp("pooler").pp("dense"),
+                    cfg.hidden_size,
+                    cfg.hidden_size,
+                    cfg.initializer_range,
+                )?,
+            },
             image: ImageEmbedding::new(pb, cfg)?,
             cfg: cfg.clone(),
         })
@@ -54,7 +63,13 @@ impl BertImgModel {
 
     /// Word-piece embeddings `[B, L, H]` of `ids` (`embeddings`: words + positions + token
     /// types, LayerNorm, dropout); positions default to 0.., types to 0.
-    pub fn embed_text(&self, ids: &Tensor, types: Option<&Tensor>, positions: Option<&Tensor>, ctx: &Ctx) -> Result<Tensor> {
+    pub fn embed_text(
+        &self,
+        ids: &Tensor,
+        types: Option<&Tensor>,
+        positions: Option<&Tensor>,
+        ctx: &Ctx,
+    ) -> Result<Tensor> {
         self.embeddings.forward(ids, types, positions, ctx)
     }
 
@@ -66,8 +81,15 @@ impl BertImgModel {
     /// Inference over embedded new positions `emb` (`[B, n, H]`) that attend, as the 0/1 `mask`
     /// (`[B, n, P+n]`) allows, to the `cache`d positions and to each other; the first `keep` new
     /// positions join the cache. Returns their last hidden states (what cached decoding uses).
-    pub fn encode_cached(&self, emb: &Tensor, mask: &Tensor, cache: &mut KvCache, keep: usize) -> Result<Tensor> {
-        self.encoder.forward_cached(emb, &ops::extended_attention_mask(mask)?, cache, keep)
+    pub fn encode_cached(
+        &self,
+        emb: &Tensor,
+        mask: &Tensor,
+        cache: &mut KvCache,
+        keep: usize,
+    ) -> Result<Tensor> {
+        self.encoder
+            .forward_cached(emb, &ops::extended_attention_mask(mask)?, cache, keep)
     }
 
     /// Checks shapes and id ranges so that bad input is an error, not a panic or garbage.
@@ -75,9 +97,16 @@ impl BertImgModel {
         let (b, t) = x.input_ids.dims2()?;
         let check_ids = |name: &str, ids: &Tensor, limit: usize| -> Result<()> {
             if ids.dims() != [b, t] {
-                bail!("{name} has shape {:?}, expected [{b}, {t}] like input_ids", ids.dims());
+                bail!(
+                    "{name} has shape {:?}, expected [{b}, {t}] like input_ids",
+                    ids.dims()
+                );
             }
-            let max = ids.to_dtype(DType::U32)?.flatten_all()?.max(0)?.to_scalar::<u32>()?;
+            let max = ids
+                .to_dtype(DType::U32)?
+                .flatten_all()?
+                .max(0)?
+                .to_scalar::<u32>()?;
             if max as usize >= limit {
                 bail!("{name} holds id {max}, expected < {limit}");
             }
@@ -93,13 +122,20 @@ impl BertImgModel {
         if let Some(p) = &x.position_ids {
             check_ids("position_ids", p, self.cfg.max_position_embeddings)?;
         } else if t > self.cfg.max_position_embeddings {
-            bail!("text length {t} exceeds max_position_embeddings {}", self.cfg.max_position_embeddings);
+            bail!(
+                "text length {t} exceeds max_position_embeddings {}",
+                self.cfg.max_position_embeddings
+            );
         }
         let r = x.img_len()?;
         if let Some(f) = &x.img_feats {
             let (fb, _, fd) = f.dims3()?;
             if fb != b || fd != self.cfg.img_feature_dim {
-                bail!("img_feats has shape {:?}, expected [{b}, R, {}]", f.dims(), self.cfg.img_feature_dim);
+                bail!(
+                    "img_feats has shape {:?}, expected [{b}, R, {}]",
+                    f.dims(),
+                    self.cfg.img_feature_dim
+                );
             }
         }
         if let Some(m) = &x.attention_mask {
@@ -122,13 +158,19 @@ impl BertImgModel {
     /// position 0 only ([`BertEncoder::forward_first`]).
     pub fn forward_pooled(&self, x: &Inputs, ctx: &Ctx) -> Result<Tensor> {
         let (emb, ext) = self.embed(x, ctx)?;
-        self.pooler.forward(&self.encoder.forward_first(&emb, &ext, ctx)?)
+        self.pooler
+            .forward(&self.encoder.forward_first(&emb, &ext, ctx)?)
     }
 
     /// Text ++ region embeddings and the additive attention mask.
     fn embed(&self, x: &Inputs, ctx: &Ctx) -> Result<(Tensor, Tensor)> {
         self.validate(x)?;
-        let text = self.embeddings.forward(&x.input_ids, x.token_type_ids.as_ref(), x.position_ids.as_ref(), ctx)?;
+        let text = self.embeddings.forward(
+            &x.input_ids,
+            x.token_type_ids.as_ref(),
+            x.position_ids.as_ref(),
+            ctx,
+        )?;
         let emb = match &x.img_feats {
             Some(f) => {
                 let img = self.image.forward(&f.to_dtype(DType::F32)?, ctx)?;

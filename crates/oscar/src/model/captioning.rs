@@ -21,9 +21,15 @@ pub struct BertForImageCaptioning {
 impl BertForImageCaptioning {
     pub fn new(pb: &ParamBuilder, cfg: &OscarConfig) -> Result<Self> {
         let bert = BertImgModel::new(&pb.pp("bert"), cfg)?;
-        let tied = cfg.tie_weights.then(|| bert.embeddings.word_embeddings.weight.clone());
+        let tied = cfg
+            .tie_weights
+            .then(|| bert.embeddings.word_embeddings.weight.clone());
         Ok(BertForImageCaptioning {
-            predictions: BertLMPredictionHead::new(&pb.pp("cls").pp("predictions"), cfg, tied.as_ref())?,
+            predictions: BertLMPredictionHead::new(
+                &pb.pp("cls").pp("predictions"),
+                cfg,
+                tied.as_ref(),
+            )?,
             bert,
             label_smoothing: cfg.label_smoothing,
             drop_worst_ratio: cfg.drop_worst_ratio,
@@ -38,9 +44,16 @@ impl BertForImageCaptioning {
         let (b, s) = masked_pos.dims2()?;
         let (_, l, h) = out.sequence.dims3()?;
         if b != out.sequence.dim(0)? || s > l {
-            bail!("masked_pos has shape {:?}, expected [{}, ≤{l}]", masked_pos.dims(), out.sequence.dim(0)?);
+            bail!(
+                "masked_pos has shape {:?}, expected [{}, ≤{l}]",
+                masked_pos.dims(),
+                out.sequence.dim(0)?
+            );
         }
-        let flags = masked_pos.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        let flags = masked_pos
+            .to_dtype(DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
         let rows: Vec<u32> = flags
             .iter()
             .enumerate()
@@ -50,7 +63,10 @@ impl BertForImageCaptioning {
         if rows.is_empty() {
             bail!("masked_pos selects no position");
         }
-        let picked = out.sequence.reshape((b * l, h))?.index_select(&Tensor::new(rows.as_slice(), out.sequence.device())?, 0)?;
+        let picked = out
+            .sequence
+            .reshape((b * l, h))?
+            .index_select(&Tensor::new(rows.as_slice(), out.sequence.device())?, 0)?;
         self.predictions.forward(&picked)
     }
 
@@ -63,12 +79,26 @@ impl BertForImageCaptioning {
     }
 
     pub fn loss(&self, logits: &Tensor, targets: &[u32], iteration: usize) -> Result<Tensor> {
-        captioning_loss(logits, targets, self.label_smoothing, self.drop_worst_ratio, self.drop_worst_after, iteration)
+        captioning_loss(
+            logits,
+            targets,
+            self.label_smoothing,
+            self.drop_worst_ratio,
+            self.drop_worst_after,
+            iteration,
+        )
     }
 }
 
 /// Smoothed-KL captioning loss (see [`BertForImageCaptioning::loss`]).
-pub fn captioning_loss(logits: &Tensor, targets: &[u32], eps: f64, drop_worst_ratio: f64, drop_worst_after: usize, iteration: usize) -> Result<Tensor> {
+pub fn captioning_loss(
+    logits: &Tensor,
+    targets: &[u32],
+    eps: f64,
+    drop_worst_ratio: f64,
+    drop_worst_after: usize,
+    iteration: usize,
+) -> Result<Tensor> {
     let (m, v) = logits.dims2()?;
     if targets.len() != m {
         bail!("{} target ids for {m} masked positions", targets.len());

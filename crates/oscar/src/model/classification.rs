@@ -20,10 +20,16 @@ pub enum ClassLabels<'a> {
 /// The loss the reference computes for `loss_type` (oscar-spec §1.2):
 /// `num_labels == 1` → MSE; `bce` → BCE-with-logits(mean)·num_labels; `kl` → KLDiv(batchmean)
 /// of `log_softmax(logits)`; otherwise cross-entropy.
-pub fn classification_loss(logits: &Tensor, labels: ClassLabels, loss_type: LossType) -> Result<Tensor> {
+pub fn classification_loss(
+    logits: &Tensor,
+    labels: ClassLabels,
+    loss_type: LossType,
+) -> Result<Tensor> {
     let (b, n) = logits.dims2()?;
     if n == 1 {
-        let ClassLabels::Dense(t) = labels else { bail!("num_labels == 1 is regression: expected dense targets") };
+        let ClassLabels::Dense(t) = labels else {
+            bail!("num_labels == 1 is regression: expected dense targets")
+        };
         return ops::mse(&logits.flatten_all()?, &t.flatten_all()?);
     }
     match (loss_type, labels) {
@@ -35,11 +41,20 @@ pub fn classification_loss(logits: &Tensor, labels: ClassLabels, loss_type: Loss
             check_dense(t, b, n)?;
             ops::kl_div_pointwise(&ops::log_softmax(logits)?, t)?.sum_all()? / b as f64
         }
-        (LossType::Xe | LossType::Sfmx, ClassLabels::Index(idx)) => match ops::cross_entropy(logits, idx, -100)? {
-            Some(l) => Ok(l),
-            None => bail!("every label is ignored"),
-        },
-        (lt, _) => bail!("loss_type {lt:?} expects {} labels", if matches!(lt, LossType::Bce | LossType::Kl) { "dense [B, num_labels]" } else { "class-index" }),
+        (LossType::Xe | LossType::Sfmx, ClassLabels::Index(idx)) => {
+            match ops::cross_entropy(logits, idx, -100)? {
+                Some(l) => Ok(l),
+                None => bail!("every label is ignored"),
+            }
+        }
+        (lt, _) => bail!(
+            "loss_type {lt:?} expects {} labels",
+            if matches!(lt, LossType::Bce | LossType::Kl) {
+                "dense [B, num_labels]"
+            } else {
+                "class-index"
+            }
+        ),
     }
 }
 
@@ -71,7 +86,8 @@ impl ImageBertForSequenceClassification {
     /// `[B, num_labels]` logits.
     pub fn forward(&self, x: &Inputs, ctx: &Ctx) -> Result<Tensor> {
         let pooled = self.bert.forward_pooled(x, ctx)?;
-        self.classifier.forward(&ops::dropout(&pooled, self.dropout, ctx)?)
+        self.classifier
+            .forward(&ops::dropout(&pooled, self.dropout, ctx)?)
     }
 
     pub fn loss(&self, logits: &Tensor, labels: ClassLabels) -> Result<Tensor> {
@@ -93,7 +109,12 @@ impl ImageBertForMultipleChoice {
     pub fn new(pb: &ParamBuilder, cfg: &OscarConfig) -> Result<Self> {
         Ok(ImageBertForMultipleChoice {
             bert: BertImgModel::new(&pb.pp("bert"), cfg)?,
-            classifier: Classifier::new(&pb.pp("classifier"), cfg, cfg.num_choice * cfg.hidden_size, cfg.img_layernorm())?,
+            classifier: Classifier::new(
+                &pb.pp("classifier"),
+                cfg,
+                cfg.num_choice * cfg.hidden_size,
+                cfg.img_layernorm(),
+            )?,
             num_choice: cfg.num_choice,
             dropout: cfg.hidden_dropout_prob,
             loss_type: cfg.loss_type,
@@ -104,11 +125,15 @@ impl ImageBertForMultipleChoice {
     pub fn forward(&self, x: &Inputs, ctx: &Ctx) -> Result<Tensor> {
         let rows = x.input_ids.dim(0)?;
         if rows % self.num_choice != 0 {
-            bail!("{rows} rows is not a multiple of num_choice {}", self.num_choice);
+            bail!(
+                "{rows} rows is not a multiple of num_choice {}",
+                self.num_choice
+            );
         }
         let pooled = ops::dropout(&self.bert.forward_pooled(x, ctx)?, self.dropout, ctx)?;
         let h = pooled.dim(1)?;
-        self.classifier.forward(&pooled.reshape((rows / self.num_choice, self.num_choice * h))?)
+        self.classifier
+            .forward(&pooled.reshape((rows / self.num_choice, self.num_choice * h))?)
     }
 
     pub fn loss(&self, logits: &Tensor, labels: ClassLabels) -> Result<Tensor> {

@@ -21,7 +21,10 @@ impl KvCache {
 
     /// Positions cached.
     pub fn len(&self) -> usize {
-        self.layers.first().and_then(|(k, _)| k.dim(2).ok()).unwrap_or(0)
+        self.layers
+            .first()
+            .and_then(|(k, _)| k.dim(2).ok())
+            .unwrap_or(0)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -80,7 +83,9 @@ impl BertSelfAttention {
     /// `[B, L, H]` → `[B, nh, L, d]`.
     fn split_heads(&self, x: &Tensor) -> Result<Tensor> {
         let (b, l, _) = x.dims3()?;
-        x.reshape((b, l, self.num_heads, self.head_dim))?.transpose(1, 2)?.contiguous()
+        x.reshape((b, l, self.num_heads, self.head_dim))?
+            .transpose(1, 2)?
+            .contiguous()
     }
 
     /// The one attention path. Queries come from `xq` (`[B, n, H]`: every position, or only some
@@ -89,19 +94,32 @@ impl BertSelfAttention {
     /// `ops::extended_attention_mask`. Returns the output and `x`'s keys and values, which a
     /// decoding caller caches. Attention does not depend on the order of the keys, so a cached
     /// step computes what re-encoding the whole sequence computes.
-    pub fn forward(&self, xq: &Tensor, x: &Tensor, past: Option<&(Tensor, Tensor)>, ext_mask: &Tensor, ctx: &Ctx) -> Result<(Tensor, Tensor, Tensor)> {
+    pub fn forward(
+        &self,
+        xq: &Tensor,
+        x: &Tensor,
+        past: Option<&(Tensor, Tensor)>,
+        ext_mask: &Tensor,
+        ctx: &Ctx,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
         let (b, n, h) = xq.dims3()?;
         let q = self.split_heads(&self.query.forward(xq)?)?;
         let k_new = self.split_heads(&self.key.forward(x)?)?;
         let v_new = self.split_heads(&self.value.forward(x)?)?;
         let (k, v) = match past {
-            Some((pk, pv)) => (Tensor::cat(&[pk, &k_new], 2)?, Tensor::cat(&[pv, &v_new], 2)?),
+            Some((pk, pv)) => (
+                Tensor::cat(&[pk, &k_new], 2)?,
+                Tensor::cat(&[pv, &v_new], 2)?,
+            ),
             None => (k_new.clone(), v_new.clone()),
         };
         let scores = fused::batched_matmul(&q, &k, true)?;
-        let probs = fused::attention_softmax(&scores, Some(ext_mask), 1.0 / (self.head_dim as f64).sqrt())?;
+        let probs =
+            fused::attention_softmax(&scores, Some(ext_mask), 1.0 / (self.head_dim as f64).sqrt())?;
         let probs = ops::dropout(&probs, self.dropout, ctx)?;
-        let out = fused::batched_matmul(&probs, &v, false)?.transpose(1, 2)?.reshape((b, n, h))?;
+        let out = fused::batched_matmul(&probs, &v, false)?
+            .transpose(1, 2)?
+            .reshape((b, n, h))?;
         Ok((out, k_new, v_new))
     }
 }
@@ -116,7 +134,12 @@ pub struct BertResidualOutput {
 impl BertResidualOutput {
     pub fn new(pb: &ParamBuilder, cfg: &OscarConfig, in_dim: usize) -> Result<Self> {
         Ok(BertResidualOutput {
-            dense: Linear::new(&pb.pp("dense"), in_dim, cfg.hidden_size, cfg.initializer_range)?,
+            dense: Linear::new(
+                &pb.pp("dense"),
+                in_dim,
+                cfg.hidden_size,
+                cfg.initializer_range,
+            )?,
             layer_norm: LayerNorm::new(&pb.pp("LayerNorm"), cfg.hidden_size, cfg.layer_norm_eps)?,
             dropout: cfg.hidden_dropout_prob,
         })
@@ -136,11 +159,21 @@ pub struct BertAttention {
 
 impl BertAttention {
     fn new(pb: &ParamBuilder, cfg: &OscarConfig) -> Result<Self> {
-        Ok(BertAttention { self_attention: BertSelfAttention::new(&pb.pp("self"), cfg)?, output: BertResidualOutput::new(&pb.pp("output"), cfg, cfg.hidden_size)? })
+        Ok(BertAttention {
+            self_attention: BertSelfAttention::new(&pb.pp("self"), cfg)?,
+            output: BertResidualOutput::new(&pb.pp("output"), cfg, cfg.hidden_size)?,
+        })
     }
 
     /// See [`BertSelfAttention::forward`]; the residual is the query positions' input.
-    fn forward(&self, xq: &Tensor, x: &Tensor, past: Option<&(Tensor, Tensor)>, ext_mask: &Tensor, ctx: &Ctx) -> Result<(Tensor, Tensor, Tensor)> {
+    fn forward(
+        &self,
+        xq: &Tensor,
+        x: &Tensor,
+        past: Option<&(Tensor, Tensor)>,
+        ext_mask: &Tensor,
+        ctx: &Ctx,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
         let (a, k, v) = self.self_attention.forward(xq, x, past, ext_mask, ctx)?;
         Ok((self.output.forward(&a, xq, ctx)?, k, v))
     }
@@ -154,7 +187,15 @@ pub struct BertIntermediate {
 
 impl BertIntermediate {
     fn new(pb: &ParamBuilder, cfg: &OscarConfig) -> Result<Self> {
-        Ok(BertIntermediate { dense: Linear::new(&pb.pp("dense"), cfg.hidden_size, cfg.intermediate_size, cfg.initializer_range)?, act: cfg.hidden_act.clone() })
+        Ok(BertIntermediate {
+            dense: Linear::new(
+                &pb.pp("dense"),
+                cfg.hidden_size,
+                cfg.intermediate_size,
+                cfg.initializer_range,
+            )?,
+            act: cfg.hidden_act.clone(),
+        })
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
@@ -171,14 +212,30 @@ pub struct BertLayer {
 
 impl BertLayer {
     pub fn new(pb: &ParamBuilder, cfg: &OscarConfig) -> Result<Self> {
-        Ok(BertLayer { attention: BertAttention::new(&pb.pp("attention"), cfg)?, intermediate: BertIntermediate::new(&pb.pp("intermediate"), cfg)?, output: BertResidualOutput::new(&pb.pp("output"), cfg, cfg.intermediate_size)? })
+        Ok(BertLayer {
+            attention: BertAttention::new(&pb.pp("attention"), cfg)?,
+            intermediate: BertIntermediate::new(&pb.pp("intermediate"), cfg)?,
+            output: BertResidualOutput::new(&pb.pp("output"), cfg, cfg.intermediate_size)?,
+        })
     }
 
     /// The outputs of the query positions `xq`, and `x`'s keys and values (see
     /// [`BertSelfAttention::forward`]).
-    pub fn forward(&self, xq: &Tensor, x: &Tensor, past: Option<&(Tensor, Tensor)>, ext_mask: &Tensor, ctx: &Ctx) -> Result<(Tensor, Tensor, Tensor)> {
+    pub fn forward(
+        &self,
+        xq: &Tensor,
+        x: &Tensor,
+        past: Option<&(Tensor, Tensor)>,
+        ext_mask: &Tensor,
+        ctx: &Ctx,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
         let (a, k, v) = self.attention.forward(xq, x, past, ext_mask, ctx)?;
-        Ok((self.output.forward(&self.intermediate.forward(&a)?, &a, ctx)?, k, v))
+        Ok((
+            self.output
+                .forward(&self.intermediate.forward(&a)?, &a, ctx)?,
+            k,
+            v,
+        ))
     }
 }
 
@@ -200,7 +257,9 @@ enum Queries<'c> {
 
 impl BertEncoder {
     pub fn new(pb: &ParamBuilder, cfg: &OscarConfig) -> Result<Self> {
-        let layers = (0..cfg.num_hidden_layers).map(|i| BertLayer::new(&pb.pp(format!("layer.{i}")), cfg)).collect::<Result<Vec<_>>>()?;
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|i| BertLayer::new(&pb.pp(format!("layer.{i}")), cfg))
+            .collect::<Result<Vec<_>>>()?;
         Ok(BertEncoder { layers })
     }
 
@@ -220,12 +279,24 @@ impl BertEncoder {
     /// Inference over `x`'s new positions, which attend to the `cache`d ones and to each other as
     /// `ext_mask` (`[B, 1, n, P+n]`) allows; the keys and values of the first `keep` new positions
     /// are appended to the cache. Returns the new positions' last hidden states.
-    pub fn forward_cached(&self, x: &Tensor, ext_mask: &Tensor, cache: &mut KvCache, keep: usize) -> Result<Tensor> {
+    pub fn forward_cached(
+        &self,
+        x: &Tensor,
+        ext_mask: &Tensor,
+        cache: &mut KvCache,
+        keep: usize,
+    ) -> Result<Tensor> {
         self.run(x, ext_mask, &Ctx::eval(), Queries::Cached { cache, keep })
     }
 
     /// The one loop over the layers.
-    fn run(&self, x: &Tensor, ext_mask: &Tensor, ctx: &Ctx, mut queries: Queries) -> Result<Tensor> {
+    fn run(
+        &self,
+        x: &Tensor,
+        ext_mask: &Tensor,
+        ctx: &Ctx,
+        mut queries: Queries,
+    ) -> Result<Tensor> {
         let mut h = x.clone();
         let last = self.layers.len().saturating_sub(1);
         if self.layers.is_empty() && matches!(queries, Queries::FirstOnly) {
@@ -234,10 +305,16 @@ impl BertEncoder {
         for (i, layer) in self.layers.iter().enumerate() {
             let (out, k, v) = match &queries {
                 Queries::FirstOnly if i == last => {
-                    let mask = if ext_mask.dim(2)? == 1 { ext_mask.clone() } else { ext_mask.narrow(2, 0, 1)? };
+                    let mask = if ext_mask.dim(2)? == 1 {
+                        ext_mask.clone()
+                    } else {
+                        ext_mask.narrow(2, 0, 1)?
+                    };
                     layer.forward(&h.narrow(1, 0, 1)?, &h, None, &mask, ctx)?
                 }
-                Queries::Cached { cache, .. } => layer.forward(&h, &h, cache.layer(i), ext_mask, ctx)?,
+                Queries::Cached { cache, .. } => {
+                    layer.forward(&h, &h, cache.layer(i), ext_mask, ctx)?
+                }
                 _ => layer.forward(&h, &h, None, ext_mask, ctx)?,
             };
             if let Queries::Cached { cache, keep } = &mut queries {

@@ -15,14 +15,20 @@ pub struct BertPredictionHeadTransform {
 impl BertPredictionHeadTransform {
     pub fn new(pb: &ParamBuilder, cfg: &OscarConfig) -> Result<Self> {
         Ok(BertPredictionHeadTransform {
-            dense: Linear::new(&pb.pp("dense"), cfg.hidden_size, cfg.hidden_size, cfg.initializer_range)?,
+            dense: Linear::new(
+                &pb.pp("dense"),
+                cfg.hidden_size,
+                cfg.hidden_size,
+                cfg.initializer_range,
+            )?,
             layer_norm: LayerNorm::new(&pb.pp("LayerNorm"), cfg.hidden_size, cfg.layer_norm_eps)?,
             act: cfg.hidden_act.clone(),
         })
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.layer_norm.forward(&ops::activation(&self.dense.forward(x)?, &self.act)?)
+        self.layer_norm
+            .forward(&ops::activation(&self.dense.forward(x)?, &self.act)?)
     }
 }
 
@@ -39,7 +45,11 @@ impl BertLMPredictionHead {
     pub fn new(pb: &ParamBuilder, cfg: &OscarConfig, tied: Option<&Tensor>) -> Result<Self> {
         let decoder_weight = match tied {
             Some(w) => w.clone(),
-            None => pb.pp("decoder").get((cfg.vocab_size, cfg.hidden_size), "weight", Init::Normal(cfg.initializer_range))?,
+            None => pb.pp("decoder").get(
+                (cfg.vocab_size, cfg.hidden_size),
+                "weight",
+                Init::Normal(cfg.initializer_range),
+            )?,
         };
         Ok(BertLMPredictionHead {
             transform: BertPredictionHeadTransform::new(&pb.pp("transform"), cfg)?,
@@ -50,7 +60,11 @@ impl BertLMPredictionHead {
 
     /// `[N, H]` or `[B, L, H]` hidden states → vocabulary logits of the same leading shape.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        crate::nn::fused::linear(&self.transform.forward(x)?, &self.decoder_weight, Some(&self.bias))
+        crate::nn::fused::linear(
+            &self.transform.forward(x)?,
+            &self.decoder_weight,
+            Some(&self.bias),
+        )
     }
 }
 
@@ -58,23 +72,42 @@ impl BertLMPredictionHead {
 /// [LayerNorm(H·s)] → Linear(H·s, labels)` (keys `classifier.0`, `classifier.2`[, `classifier.3`]).
 pub enum Classifier {
     Linear(Linear),
-    Mlp { fc1: Linear, norm: Option<LayerNorm>, fc2: Linear },
+    Mlp {
+        fc1: Linear,
+        norm: Option<LayerNorm>,
+        fc2: Linear,
+    },
 }
 
 impl Classifier {
     /// `pb` is the builder at `classifier`; `with_norm` adds the NLVR2 LayerNorm.
-    pub fn new(pb: &ParamBuilder, cfg: &OscarConfig, in_dim: usize, with_norm: bool) -> Result<Self> {
+    pub fn new(
+        pb: &ParamBuilder,
+        cfg: &OscarConfig,
+        in_dim: usize,
+        with_norm: bool,
+    ) -> Result<Self> {
         let std = cfg.initializer_range;
         Ok(match cfg.classifier {
-            ClassifierKind::Linear => Classifier::Linear(Linear::new(pb, in_dim, cfg.num_labels, std)?),
+            ClassifierKind::Linear => {
+                Classifier::Linear(Linear::new(pb, in_dim, cfg.num_labels, std)?)
+            }
             ClassifierKind::Mlp => {
                 let hid = cfg.hidden_size * cfg.cls_hidden_scale;
                 let fc1 = Linear::new(&pb.pp("0"), in_dim, hid, std)?;
                 if with_norm {
                     let norm = LayerNorm::new(&pb.pp("2"), hid, cfg.layer_norm_eps)?;
-                    Classifier::Mlp { fc1, norm: Some(norm), fc2: Linear::new(&pb.pp("3"), hid, cfg.num_labels, std)? }
+                    Classifier::Mlp {
+                        fc1,
+                        norm: Some(norm),
+                        fc2: Linear::new(&pb.pp("3"), hid, cfg.num_labels, std)?,
+                    }
                 } else {
-                    Classifier::Mlp { fc1, norm: None, fc2: Linear::new(&pb.pp("2"), hid, cfg.num_labels, std)? }
+                    Classifier::Mlp {
+                        fc1,
+                        norm: None,
+                        fc2: Linear::new(&pb.pp("2"), hid, cfg.num_labels, std)?,
+                    }
                 }
             }
         })

@@ -35,7 +35,11 @@ impl Inputs {
             Some(m) => Ok(m.clone()),
             None => {
                 let b = self.input_ids.dims2()?.0;
-                Tensor::ones((b, self.text_len()? + self.img_len()?), DType::F32, self.input_ids.device())
+                Tensor::ones(
+                    (b, self.text_len()? + self.img_len()?),
+                    DType::F32,
+                    self.input_ids.device(),
+                )
             }
         }
     }

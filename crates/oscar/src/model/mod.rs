@@ -12,7 +12,9 @@ pub mod pretraining;
 
 pub use bert::{BertImgModel, EncoderOutput};
 pub use captioning::BertForImageCaptioning;
+pub use classification::{
+    ClassLabels, ImageBertForMultipleChoice, ImageBertForSequenceClassification,
+};
 pub use encoder::KvCache;
-pub use classification::{ClassLabels, ImageBertForMultipleChoice, ImageBertForSequenceClassification};
 pub use inputs::Inputs;
 pub use pretraining::BertImgForPreTraining;

@@ -32,7 +32,12 @@ impl BertImgForPreTraining {
         let tied = bert.embeddings.word_embeddings.weight.clone();
         Ok(BertImgForPreTraining {
             predictions: BertLMPredictionHead::new(&cls.pp("predictions"), cfg, Some(&tied))?,
-            seq_relationship: Linear::new(&cls.pp("seq_relationship"), cfg.hidden_size, cfg.num_contrast_classes, cfg.initializer_range)?,
+            seq_relationship: Linear::new(
+                &cls.pp("seq_relationship"),
+                cfg.hidden_size,
+                cfg.num_contrast_classes,
+                cfg.initializer_range,
+            )?,
             bert,
         })
     }
@@ -47,7 +52,12 @@ impl BertImgForPreTraining {
 
     /// `CE(MLM, ignore −1) + CE(contrastive)`. `mlm_labels` is `[B·(T+R)]` row-major (image
     /// positions −1); `contrastive_labels` one class per item. Returns (total, mlm, contrastive).
-    pub fn loss(&self, out: &PreTrainingOutput, mlm_labels: &[i64], contrastive_labels: &[i64]) -> Result<(Tensor, Option<Tensor>, Tensor)> {
+    pub fn loss(
+        &self,
+        out: &PreTrainingOutput,
+        mlm_labels: &[i64],
+        contrastive_labels: &[i64],
+    ) -> Result<(Tensor, Option<Tensor>, Tensor)> {
         let v = out.mlm_logits.dim(2)?;
         let mlm = ops::cross_entropy(&out.mlm_logits.reshape(((), v))?, mlm_labels, -1)?;
         let Some(con) = ops::cross_entropy(&out.contrastive_logits, contrastive_labels, -1)? else {

@@ -10,26 +10,47 @@
 //! and gradient with the composite ops.
 
 use super::sgemm::{sgemm, sgemm_serial, View};
-use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
+use candle_core::{
+    bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor,
+};
 
 /// Applies a custom op, recording its backward unless a [`super::NoGrad`] is alive.
 fn op1<C: CustomOp1 + Send + Sync + 'static>(x: &Tensor, c: C) -> Result<Tensor> {
-    if super::grad_enabled() { x.apply_op1(c) } else { x.apply_op1_no_bwd(&c) }
+    if super::grad_enabled() {
+        x.apply_op1(c)
+    } else {
+        x.apply_op1_no_bwd(&c)
+    }
 }
 
 fn op2<C: CustomOp2 + Send + Sync + 'static>(x: &Tensor, y: &Tensor, c: C) -> Result<Tensor> {
-    if super::grad_enabled() { x.apply_op2(y, c) } else { x.apply_op2_no_bwd(y, &c) }
+    if super::grad_enabled() {
+        x.apply_op2(y, c)
+    } else {
+        x.apply_op2_no_bwd(y, &c)
+    }
 }
 
-fn op3<C: CustomOp3 + Send + Sync + 'static>(x: &Tensor, y: &Tensor, z: &Tensor, c: C) -> Result<Tensor> {
-    if super::grad_enabled() { x.apply_op3(y, z, c) } else { x.apply_op3_no_bwd(y, z, &c) }
+fn op3<C: CustomOp3 + Send + Sync + 'static>(
+    x: &Tensor,
+    y: &Tensor,
+    z: &Tensor,
+    c: C,
+) -> Result<Tensor> {
+    if super::grad_enabled() {
+        x.apply_op3(y, z, c)
+    } else {
+        x.apply_op3_no_bwd(y, z, &c)
+    }
 }
 
 /// Below this many elements a kernel runs on the calling thread (waking the pool costs more).
 const PARALLEL_MIN_ELEMS: usize = 1 << 15;
 
 fn f32_data<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [f32]> {
-    let CpuStorage::F32(v) = s else { bail!("{op}: only f32 tensors are supported") };
+    let CpuStorage::F32(v) = s else {
+        bail!("{op}: only f32 tensors are supported")
+    };
     match l.contiguous_offsets() {
         Some((a, b)) => Ok(&v[a..b]),
         None => bail!("{op}: expected a contiguous tensor"),
@@ -72,7 +93,12 @@ fn mean_rstd(x: &[f32], eps: f32) -> (f32, f32) {
 
 /// `torch.nn.LayerNorm` over the last dimension: `(x − mean)/sqrt(var + eps)·w + b`.
 pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
-    op3(&x.contiguous()?, &weight.contiguous()?, &bias.contiguous()?, LayerNormOp { eps: eps as f32 })
+    op3(
+        &x.contiguous()?,
+        &weight.contiguous()?,
+        &bias.contiguous()?,
+        LayerNormOp { eps: eps as f32 },
+    )
 }
 
 struct LayerNormOp {
@@ -84,11 +110,27 @@ impl CustomOp3 for LayerNormOp {
         "oscar-layer-norm"
     }
 
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (x, w, b) = (f32_data(s1, l1, self.name())?, f32_data(s2, l2, self.name())?, f32_data(s3, l3, self.name())?);
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (x, w, b) = (
+            f32_data(s1, l1, self.name())?,
+            f32_data(s2, l2, self.name())?,
+            f32_data(s3, l3, self.name())?,
+        );
         let h = l1.dims().last().copied().unwrap_or(1);
         if w.len() != h || b.len() != h {
-            bail!("layer norm: weight/bias of {} / {} for width {h}", w.len(), b.len());
+            bail!(
+                "layer norm: weight/bias of {} / {} for width {h}",
+                w.len(),
+                b.len()
+            );
         }
         let out = for_each_row(x.len() / h.max(1), h, |r, o| {
             let row = &x[r * h..(r + 1) * h];
@@ -100,7 +142,14 @@ impl CustomOp3 for LayerNormOp {
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 
-    fn bwd(&self, x: &Tensor, w: &Tensor, _b: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let grad = grad.contiguous()?;
         let dx = x.apply_op3_no_bwd(w, &grad, &LayerNormGradInput { eps: self.eps })?;
         let h = w.elem_count();
@@ -121,8 +170,20 @@ impl CustomOp3 for LayerNormGradInput {
         "oscar-layer-norm-grad-input"
     }
 
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (x, w, g) = (f32_data(s1, l1, self.name())?, f32_data(s2, l2, self.name())?, f32_data(s3, l3, self.name())?);
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (x, w, g) = (
+            f32_data(s1, l1, self.name())?,
+            f32_data(s2, l2, self.name())?,
+            f32_data(s3, l3, self.name())?,
+        );
         let h = w.len();
         let out = for_each_row(x.len() / h.max(1), h, |r, o| {
             let (row, gr) = (&x[r * h..(r + 1) * h], &g[r * h..(r + 1) * h]);
@@ -153,14 +214,27 @@ impl CustomOp2 for LayerNormGradParams {
         "oscar-layer-norm-grad-params"
     }
 
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (x, g) = (f32_data(s1, l1, self.name())?, f32_data(s2, l2, self.name())?);
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (x, g) = (
+            f32_data(s1, l1, self.name())?,
+            f32_data(s2, l2, self.name())?,
+        );
         let h = l1.dims().last().copied().unwrap_or(1);
         let rows = x.len() / h.max(1);
         // Per-thread partial sums over static row slices, added in a fixed order so results do
         // not depend on timing.
         let pool = candle_core::utils::barrier_pool();
-        let parts = if rows * h < PARALLEL_MIN_ELEMS { 1 } else { pool.n_workers() + 1 };
+        let parts = if rows * h < PARALLEL_MIN_ELEMS {
+            1
+        } else {
+            pool.n_workers() + 1
+        };
         let per = rows.div_ceil(parts);
         let mut sums = vec![0f32; parts * 2 * h];
         let partial = |p: usize, acc: &mut [f32]| {
@@ -201,7 +275,10 @@ pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tens
     let (n, k) = weight.dims2()?;
     let dims = x.dims().to_vec();
     if dims.last() != Some(&k) {
-        bail!("linear: input {:?} does not end in the weight's {k} input features", dims);
+        bail!(
+            "linear: input {:?} does not end in the weight's {k} input features",
+            dims
+        );
     }
     let x2 = x.contiguous()?.reshape((x.elem_count() / k.max(1), k))?;
     let w = weight.contiguous()?;
@@ -223,21 +300,42 @@ struct LinearOp;
 const LINEAR: &str = "oscar-linear";
 
 impl LinearOp {
-    fn forward(x: &[f32], lx: &Layout, w: &[f32], lw: &Layout, b: Option<&[f32]>) -> Result<(CpuStorage, Shape)> {
+    fn forward(
+        x: &[f32],
+        lx: &Layout,
+        w: &[f32],
+        lw: &Layout,
+        b: Option<&[f32]>,
+    ) -> Result<(CpuStorage, Shape)> {
         let ((m, k), (n, _)) = (lx.shape().dims2()?, lw.shape().dims2()?);
         let mut y = Vec::with_capacity(m * n);
         match b {
             Some(b) => (0..m).for_each(|_| y.extend_from_slice(b)),
             None => y.resize(m * n, 0.0),
         }
-        sgemm(View::new(x, m, k), View::new(w, n, k).t(), &mut y, b.is_some());
+        sgemm(
+            View::new(x, m, k),
+            View::new(w, n, k).t(),
+            &mut y,
+            b.is_some(),
+        );
         Ok((CpuStorage::F32(y), Shape::from((m, n))))
     }
 
     fn backward(x: &Tensor, w: &Tensor, grad: &Tensor) -> Result<(Tensor, Tensor)> {
         let g = grad.contiguous()?;
-        let dx = g.apply_op2_no_bwd(w, &Product { transpose_lhs: false })?;
-        let dw = g.apply_op2_no_bwd(x, &Product { transpose_lhs: true })?;
+        let dx = g.apply_op2_no_bwd(
+            w,
+            &Product {
+                transpose_lhs: false,
+            },
+        )?;
+        let dw = g.apply_op2_no_bwd(
+            x,
+            &Product {
+                transpose_lhs: true,
+            },
+        )?;
         Ok((dx, dw))
     }
 }
@@ -247,11 +345,29 @@ impl CustomOp2 for LinearOp {
         LINEAR
     }
 
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        Self::forward(f32_data(s1, l1, LINEAR)?, l1, f32_data(s2, l2, LINEAR)?, l2, None)
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        Self::forward(
+            f32_data(s1, l1, LINEAR)?,
+            l1,
+            f32_data(s2, l2, LINEAR)?,
+            l2,
+            None,
+        )
     }
 
-    fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let (dx, dw) = Self::backward(x, w, grad)?;
         Ok((Some(dx), Some(dw)))
     }
@@ -262,12 +378,33 @@ impl CustomOp3 for LinearOp {
         LINEAR
     }
 
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         let b = f32_data(s3, l3, LINEAR)?;
-        Self::forward(f32_data(s1, l1, LINEAR)?, l1, f32_data(s2, l2, LINEAR)?, l2, Some(b))
+        Self::forward(
+            f32_data(s1, l1, LINEAR)?,
+            l1,
+            f32_data(s2, l2, LINEAR)?,
+            l2,
+            Some(b),
+        )
     }
 
-    fn bwd(&self, x: &Tensor, w: &Tensor, _b: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (dx, dw) = Self::backward(x, w, grad)?;
         let db = grad.contiguous()?.apply_op1_no_bwd(&ColumnSum)?;
         Ok((Some(dx), Some(dw), Some(db)))
@@ -284,10 +421,23 @@ impl CustomOp2 for Product {
         "oscar-product"
     }
 
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (a, b) = (f32_data(s1, l1, self.name())?, f32_data(s2, l2, self.name())?);
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (a, b) = (
+            f32_data(s1, l1, self.name())?,
+            f32_data(s2, l2, self.name())?,
+        );
         let ((r1, c1), (r2, c2)) = (l1.shape().dims2()?, l2.shape().dims2()?);
-        let a = if self.transpose_lhs { View::new(a, r1, c1).t() } else { View::new(a, r1, c1) };
+        let a = if self.transpose_lhs {
+            View::new(a, r1, c1).t()
+        } else {
+            View::new(a, r1, c1)
+        };
         if a.cols != r2 {
             bail!("product: {}×{} · {r2}×{c2}", a.rows, a.cols);
         }
@@ -323,7 +473,14 @@ impl CustomOp1 for ColumnSum {
 /// many small products are spread over the cores one per thread (candle's batched matmul runs
 /// each on all threads in turn, and waking them costs more than a 120×64×120 product).
 pub fn batched_matmul(a: &Tensor, b: &Tensor, transpose_b: bool) -> Result<Tensor> {
-    op2(&a.contiguous()?, &b.contiguous()?, BatchedProduct { ta: false, tb: transpose_b })
+    op2(
+        &a.contiguous()?,
+        &b.contiguous()?,
+        BatchedProduct {
+            ta: false,
+            tb: transpose_b,
+        },
+    )
 }
 
 /// `op(a)·op(b)` per batch index, `op` transposing where asked.
@@ -337,17 +494,32 @@ impl CustomOp2 for BatchedProduct {
         "oscar-batched-product"
     }
 
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (a, b) = (f32_data(s1, l1, self.name())?, f32_data(s2, l2, self.name())?);
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (a, b) = (
+            f32_data(s1, l1, self.name())?,
+            f32_data(s2, l2, self.name())?,
+        );
         let (da, db) = (l1.dims(), l2.dims());
         if da.len() < 3 || da.len() != db.len() || da[..da.len() - 2] != db[..db.len() - 2] {
-            bail!("batched product: shapes {da:?} and {db:?} do not share their leading dimensions");
+            bail!(
+                "batched product: shapes {da:?} and {db:?} do not share their leading dimensions"
+            );
         }
         let r = da.len();
         let batch: usize = da[..r - 2].iter().product();
         let (ar, ac, br, bc) = (da[r - 2], da[r - 1], db[r - 2], db[r - 1]);
         fn view(d: &[f32], rows: usize, cols: usize, t: bool) -> View<'_> {
-            if t { View::new(d, rows, cols).t() } else { View::new(d, rows, cols) }
+            if t {
+                View::new(d, rows, cols).t()
+            } else {
+                View::new(d, rows, cols)
+            }
         }
         let (m, k) = if self.ta { (ac, ar) } else { (ar, ac) };
         let (k2, n) = if self.tb { (bc, br) } else { (br, bc) };
@@ -364,7 +536,13 @@ impl CustomOp2 for BatchedProduct {
         Ok((CpuStorage::F32(out), Shape::from(shape)))
     }
 
-    fn bwd(&self, a: &Tensor, b: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    fn bwd(
+        &self,
+        a: &Tensor,
+        b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         if self.ta {
             bail!("batched product: no backward for a transposed left operand");
         }
@@ -372,9 +550,15 @@ impl CustomOp2 for BatchedProduct {
         let p = |ta, tb| BatchedProduct { ta, tb };
         // C = A·B: dA = dC·Bᵀ, dB = Aᵀ·dC.  C = A·Bᵀ: dA = dC·B, dB = dCᵀ·A.
         let (da, db) = if self.tb {
-            (g.apply_op2_no_bwd(b, &p(false, false))?, g.apply_op2_no_bwd(a, &p(true, false))?)
+            (
+                g.apply_op2_no_bwd(b, &p(false, false))?,
+                g.apply_op2_no_bwd(a, &p(true, false))?,
+            )
         } else {
-            (g.apply_op2_no_bwd(b, &p(false, true))?, a.apply_op2_no_bwd(&g, &p(true, false))?)
+            (
+                g.apply_op2_no_bwd(b, &p(false, true))?,
+                a.apply_op2_no_bwd(&g, &p(true, false))?,
+            )
         };
         Ok((Some(da), Some(db)))
     }
@@ -389,13 +573,23 @@ pub fn attention_softmax(scores: &Tensor, mask: Option<&Tensor>, scale: f64) -> 
         Some(m) => {
             let (mb, one, mq, mk) = m.dims4()?;
             if mb != b || one != 1 || (mq != 1 && mq != lq) || mk != lk {
-                bail!("attention mask {:?} does not fit scores {:?}", m.dims(), scores.dims());
+                bail!(
+                    "attention mask {:?} does not fit scores {:?}",
+                    m.dims(),
+                    scores.dims()
+                );
             }
             m.contiguous()?
         }
         None => Tensor::zeros((b, 1, 1, lk), scores.dtype(), scores.device())?,
     };
-    op2(&scores, &mask.detach(), SoftmaxOp { scale: scale as f32 })
+    op2(
+        &scores,
+        &mask.detach(),
+        SoftmaxOp {
+            scale: scale as f32,
+        },
+    )
 }
 
 /// Softmax over the last dimension of any tensor (no mask, no scale).
@@ -411,7 +605,11 @@ pub fn softmax(x: &Tensor) -> Result<Tensor> {
 /// the f32 result is 0 either way.
 #[inline]
 fn exp_or_zero(x: f32) -> f32 {
-    if x < -104.0 { 0.0 } else { x.exp() }
+    if x < -104.0 {
+        0.0
+    } else {
+        x.exp()
+    }
 }
 
 struct SoftmaxOp {
@@ -423,9 +621,20 @@ impl CustomOp2 for SoftmaxOp {
         "oscar-attention-softmax"
     }
 
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (s, m) = (f32_data(s1, l1, self.name())?, f32_data(s2, l2, self.name())?);
-        let &[_, nh, lq, lk] = l1.dims() else { bail!("attention softmax: scores must be 4-D") };
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (s, m) = (
+            f32_data(s1, l1, self.name())?,
+            f32_data(s2, l2, self.name())?,
+        );
+        let &[_, nh, lq, lk] = l1.dims() else {
+            bail!("attention softmax: scores must be 4-D")
+        };
         let mq = l2.dims()[2];
         let out = for_each_row(s.len() / lk.max(1), lk, |r, o| {
             let (bi, q) = (r / (nh * lq), r % lq);
@@ -449,7 +658,13 @@ impl CustomOp2 for SoftmaxOp {
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 
-    fn bwd(&self, _s: &Tensor, _m: &Tensor, res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    fn bwd(
+        &self,
+        _s: &Tensor,
+        _m: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let ds = res.apply_op2_no_bwd(&grad.contiguous()?, &SoftmaxGrad { scale: self.scale })?;
         Ok((Some(ds), None))
     }
@@ -465,8 +680,17 @@ impl CustomOp2 for SoftmaxGrad {
         "oscar-attention-softmax-grad"
     }
 
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (y, g) = (f32_data(s1, l1, self.name())?, f32_data(s2, l2, self.name())?);
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (y, g) = (
+            f32_data(s1, l1, self.name())?,
+            f32_data(s2, l2, self.name())?,
+        );
         let lk = l1.dims().last().copied().unwrap_or(1);
         let out = for_each_row(y.len() / lk.max(1), lk, |r, o| {
             let (yr, gr) = (&y[r * lk..(r + 1) * lk], &g[r * lk..(r + 1) * lk]);
@@ -507,7 +731,9 @@ impl CustomOp1 for LogSoftmaxOp {
     }
 
     fn bwd(&self, _x: &Tensor, res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(res.apply_op2_no_bwd(&grad.contiguous()?, &LogSoftmaxGrad)?))
+        Ok(Some(
+            res.apply_op2_no_bwd(&grad.contiguous()?, &LogSoftmaxGrad)?,
+        ))
     }
 }
 
@@ -518,8 +744,17 @@ impl CustomOp2 for LogSoftmaxGrad {
         "oscar-log-softmax-grad"
     }
 
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (y, g) = (f32_data(s1, l1, self.name())?, f32_data(s2, l2, self.name())?);
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (y, g) = (
+            f32_data(s1, l1, self.name())?,
+            f32_data(s2, l2, self.name())?,
+        );
         let n = l1.dims().last().copied().unwrap_or(1);
         let out = for_each_row(y.len() / n.max(1), n, |r, o| {
             let (yr, gr) = (&y[r * n..(r + 1) * n], &g[r * n..(r + 1) * n]);
@@ -546,7 +781,8 @@ fn gelu(v: f32) -> f32 {
 /// d/dx GELU = Φ(x) + x·φ(x).
 fn gelu_grad(v: f32) -> f32 {
     let cdf = 0.5 * (1.0 + candle_core::cpu::erf::erf_f32(v * std::f32::consts::FRAC_1_SQRT_2));
-    let pdf = exp_or_zero(-0.5 * v * v) * (0.5 * std::f32::consts::FRAC_2_SQRT_PI * std::f32::consts::FRAC_1_SQRT_2);
+    let pdf = exp_or_zero(-0.5 * v * v)
+        * (0.5 * std::f32::consts::FRAC_2_SQRT_PI * std::f32::consts::FRAC_1_SQRT_2);
     cdf + v * pdf
 }
 
@@ -575,7 +811,10 @@ impl CustomOp1 for GeluOp {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = f32_data(s, l, self.name())?;
-        Ok((CpuStorage::F32(map_elementwise(x.len(), |k| gelu(x[k]))), l.shape().clone()))
+        Ok((
+            CpuStorage::F32(map_elementwise(x.len(), |k| gelu(x[k]))),
+            l.shape().clone(),
+        ))
     }
 
     fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
@@ -590,9 +829,21 @@ impl CustomOp2 for GeluGrad {
         "oscar-gelu-erf-grad"
     }
 
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (x, g) = (f32_data(s1, l1, self.name())?, f32_data(s2, l2, self.name())?);
-        Ok((CpuStorage::F32(map_elementwise(x.len(), |k| g[k] * gelu_grad(x[k]))), l1.shape().clone()))
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (x, g) = (
+            f32_data(s1, l1, self.name())?,
+            f32_data(s2, l2, self.name())?,
+        );
+        Ok((
+            CpuStorage::F32(map_elementwise(x.len(), |k| g[k] * gelu_grad(x[k]))),
+            l1.shape().clone(),
+        ))
     }
 }
 
@@ -607,10 +858,15 @@ mod tests {
         pub fn layer_norm(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64) -> Result<Tensor> {
             let centered = x.broadcast_sub(&x.mean_keepdim(D::Minus1)?)?;
             let var = centered.sqr()?.mean_keepdim(D::Minus1)?;
-            centered.broadcast_div(&(var + eps)?.sqrt()?)?.broadcast_mul(w)?.broadcast_add(b)
+            centered
+                .broadcast_div(&(var + eps)?.sqrt()?)?
+                .broadcast_mul(w)?
+                .broadcast_add(b)
         }
         pub fn softmax(x: &Tensor) -> Result<Tensor> {
-            let e = x.broadcast_sub(&x.max_keepdim(D::Minus1)?.detach())?.exp()?;
+            let e = x
+                .broadcast_sub(&x.max_keepdim(D::Minus1)?.detach())?
+                .exp()?;
             e.broadcast_div(&e.sum_keepdim(D::Minus1)?)
         }
         pub fn log_softmax(x: &Tensor) -> Result<Tensor> {
@@ -624,28 +880,52 @@ mod tests {
     fn random(shape: &[usize], seed: u64, scale: f32) -> Tensor {
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         let n: usize = shape.iter().product();
-        let v: Vec<f32> = (0..n).map(|_| (rng.random::<f32>() - 0.5) * 2.0 * scale).collect();
+        let v: Vec<f32> = (0..n)
+            .map(|_| (rng.random::<f32>() - 0.5) * 2.0 * scale)
+            .collect();
         Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
     }
 
     fn max_rel(a: &Tensor, b: &Tensor) -> f32 {
-        let d: f32 = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar().unwrap();
+        let d: f32 = (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar()
+            .unwrap();
         let m: f32 = b.abs().unwrap().max_all().unwrap().to_scalar().unwrap();
         d / m.max(1e-12)
     }
 
     /// Forward and every gradient of `fused` equal those of `composite` for a random upstream
     /// gradient, on a tensor small enough for one thread and one large enough for the pool.
-    fn check(vars: &[Var], fused: &dyn Fn(&[Tensor]) -> Tensor, composite: &dyn Fn(&[Tensor]) -> Tensor) {
+    fn check(
+        vars: &[Var],
+        fused: &dyn Fn(&[Tensor]) -> Tensor,
+        composite: &dyn Fn(&[Tensor]) -> Tensor,
+    ) {
         let ts: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
         let (yf, yc) = (fused(&ts), composite(&ts));
-        assert!(max_rel(&yf, &yc) < 1e-5, "forward differs: {}", max_rel(&yf, &yc));
+        assert!(
+            max_rel(&yf, &yc) < 1e-5,
+            "forward differs: {}",
+            max_rel(&yf, &yc)
+        );
         let up = random(yf.dims(), 99, 1.0);
         let gf = (yf * &up).unwrap().sum_all().unwrap().backward().unwrap();
         let gc = (yc * &up).unwrap().sum_all().unwrap().backward().unwrap();
         for (i, v) in vars.iter().enumerate() {
-            let (a, b) = (gf.get(v.as_tensor()).expect("fused gradient"), gc.get(v.as_tensor()).expect("composite gradient"));
-            assert!(max_rel(a, b) < 2e-5, "gradient {i} differs: {}", max_rel(a, b));
+            let (a, b) = (
+                gf.get(v.as_tensor()).expect("fused gradient"),
+                gc.get(v.as_tensor()).expect("composite gradient"),
+            );
+            assert!(
+                max_rel(a, b) < 2e-5,
+                "gradient {i} differs: {}",
+                max_rel(a, b)
+            );
         }
     }
 
@@ -668,7 +948,11 @@ mod tests {
         for (b, nh, l, per_query) in [(2, 2, 5, false), (3, 4, 60, true)] {
             let s = Var::from_tensor(&random(&[b, nh, l, l], 4, 4.0)).unwrap();
             let mq = if per_query { l } else { 1 };
-            let keep = random(&[b, 1, mq, l], 5, 1.0).ge(-0.5).unwrap().to_dtype(candle_core::DType::F32).unwrap();
+            let keep = random(&[b, 1, mq, l], 5, 1.0)
+                .ge(-0.5)
+                .unwrap()
+                .to_dtype(candle_core::DType::F32)
+                .unwrap();
             let mask = keep.affine(10000.0, -10000.0).unwrap();
             let scale = 0.125;
             check(
@@ -678,14 +962,18 @@ mod tests {
             );
         }
         let x = Var::from_tensor(&random(&[3, 7], 6, 2.0)).unwrap();
-        check(&[x], &|t| softmax(&t[0]).unwrap(), &|t| ops::softmax(&t[0]).unwrap());
+        check(&[x], &|t| softmax(&t[0]).unwrap(), &|t| {
+            ops::softmax(&t[0]).unwrap()
+        });
     }
 
     #[test]
     fn log_softmax_matches_the_composite_op() {
         for (rows, n) in [(3, 7), (40, 3000)] {
             let x = Var::from_tensor(&random(&[rows, n], 13, 6.0)).unwrap();
-            check(&[x], &|t| log_softmax(&t[0]).unwrap(), &|t| ops::log_softmax(&t[0]).unwrap());
+            check(&[x], &|t| log_softmax(&t[0]).unwrap(), &|t| {
+                ops::log_softmax(&t[0]).unwrap()
+            });
         }
     }
 
@@ -693,7 +981,9 @@ mod tests {
     fn gelu_matches_candle_gelu_erf_forward_and_backward() {
         for n in [37, 50_000] {
             let x = Var::from_tensor(&random(&[n], 7, 5.0)).unwrap();
-            check(&[x], &|t| gelu_erf(&t[0]).unwrap(), &|t| t[0].gelu_erf().unwrap());
+            check(&[x], &|t| gelu_erf(&t[0]).unwrap(), &|t| {
+                t[0].gelu_erf().unwrap()
+            });
         }
     }
 
@@ -709,7 +999,11 @@ mod tests {
                 &|t| linear(&t[0], &t[1], Some(&t[2])).unwrap(),
                 &|t| composite(t).broadcast_add(&t[2]).unwrap(),
             );
-            check(&[x, w], &|t| linear(&t[0], &t[1], None).unwrap(), &composite);
+            check(
+                &[x, w],
+                &|t| linear(&t[0], &t[1], None).unwrap(),
+                &composite,
+            );
         }
     }
 
@@ -719,11 +1013,29 @@ mod tests {
             let a = Var::from_tensor(&random(&[b, h, m, k], 22, 1.0)).unwrap();
             let bt = Var::from_tensor(&random(&[b, h, n, k], 23, 1.0)).unwrap();
             let bn = Var::from_tensor(&random(&[b, h, k, n], 24, 1.0)).unwrap();
-            check(&[a.clone(), bt], &|t| batched_matmul(&t[0], &t[1], true).unwrap(), &|t| t[0].matmul(&t[1].t().unwrap()).unwrap());
-            check(&[a, bn], &|t| batched_matmul(&t[0], &t[1], false).unwrap(), &|t| t[0].matmul(&t[1]).unwrap());
+            check(
+                &[a.clone(), bt],
+                &|t| batched_matmul(&t[0], &t[1], true).unwrap(),
+                &|t| t[0].matmul(&t[1].t().unwrap()).unwrap(),
+            );
+            check(
+                &[a, bn],
+                &|t| batched_matmul(&t[0], &t[1], false).unwrap(),
+                &|t| t[0].matmul(&t[1]).unwrap(),
+            );
         }
-        assert!(batched_matmul(&random(&[2, 3, 4], 25, 1.0), &random(&[2, 5, 4], 26, 1.0), false).is_err());
-        assert!(batched_matmul(&random(&[2, 3, 4], 25, 1.0), &random(&[3, 4, 4], 26, 1.0), false).is_err());
+        assert!(batched_matmul(
+            &random(&[2, 3, 4], 25, 1.0),
+            &random(&[2, 5, 4], 26, 1.0),
+            false
+        )
+        .is_err());
+        assert!(batched_matmul(
+            &random(&[2, 3, 4], 25, 1.0),
+            &random(&[3, 4, 4], 26, 1.0),
+            false
+        )
+        .is_err());
     }
 
     #[test]
@@ -738,11 +1050,20 @@ mod tests {
                 let _inner = crate::nn::NoGrad::new();
             }
             let y = forward();
-            assert!(!y.track_op(), "nothing recorded inside the scope, also after a nested one ends");
+            assert!(
+                !y.track_op(),
+                "nothing recorded inside the scope, also after a nested one ends"
+            );
         }
         let y = forward();
         assert!(y.track_op());
-        assert!(y.sum_all().unwrap().backward().unwrap().get(w.as_tensor()).is_some());
+        assert!(y
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap()
+            .get(w.as_tensor())
+            .is_some());
     }
 
     #[test]

@@ -21,7 +21,10 @@ impl Linear {
     }
 
     pub fn no_bias(pb: &ParamBuilder, in_dim: usize, out_dim: usize, std: f64) -> Result<Self> {
-        Ok(Linear { weight: pb.get((out_dim, in_dim), "weight", Init::Normal(std))?, bias: None })
+        Ok(Linear {
+            weight: pb.get((out_dim, in_dim), "weight", Init::Normal(std))?,
+            bias: None,
+        })
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
@@ -39,7 +42,11 @@ pub struct LayerNorm {
 
 impl LayerNorm {
     pub fn new(pb: &ParamBuilder, dim: usize, eps: f64) -> Result<Self> {
-        Ok(LayerNorm { weight: pb.get(dim, "weight", Init::Ones)?, bias: pb.get(dim, "bias", Init::Zeros)?, eps })
+        Ok(LayerNorm {
+            weight: pb.get(dim, "weight", Init::Ones)?,
+            bias: pb.get(dim, "bias", Init::Zeros)?,
+            eps,
+        })
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
@@ -55,7 +62,9 @@ pub struct Embedding {
 
 impl Embedding {
     pub fn new(pb: &ParamBuilder, num: usize, dim: usize, std: f64) -> Result<Self> {
-        Ok(Embedding { weight: pb.get((num, dim), "weight", Init::Normal(std))? })
+        Ok(Embedding {
+            weight: pb.get((num, dim), "weight", Init::Normal(std))?,
+        })
     }
 
     /// Looks up `ids` (`[B, T]`, u32) → `[B, T, dim]`. Ids must be below `num` (checked by the caller).

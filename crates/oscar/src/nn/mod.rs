@@ -29,7 +29,9 @@ pub struct NoGrad {
 impl NoGrad {
     #[allow(clippy::new_without_default)]
     pub fn new() -> Self {
-        NoGrad { prev: NO_GRAD.replace(true) }
+        NoGrad {
+            prev: NO_GRAD.replace(true),
+        }
     }
 }
 
@@ -57,7 +59,9 @@ impl Ctx {
 
     /// Training: dropout masks come from a generator seeded with `seed`, so runs repeat exactly.
     pub fn train(seed: u64) -> Self {
-        Ctx { rng: Some(RefCell::new(StdRng::seed_from_u64(seed))) }
+        Ctx {
+            rng: Some(RefCell::new(StdRng::seed_from_u64(seed))),
+        }
     }
 
     pub fn is_train(&self) -> bool {

@@ -35,7 +35,9 @@ pub fn activation(x: &Tensor, name: &str) -> Result<Tensor> {
 /// Inverted dropout (`torch.nn.Dropout`): in training, zero each element with probability `p`
 /// and scale the rest by 1/(1-p); in inference, the identity.
 pub fn dropout(x: &Tensor, p: f64, ctx: &Ctx) -> Result<Tensor> {
-    let Some(rng) = ctx.rng() else { return Ok(x.clone()) };
+    let Some(rng) = ctx.rng() else {
+        return Ok(x.clone());
+    };
     if p <= 0.0 {
         return Ok(x.clone());
     }
@@ -43,7 +45,15 @@ pub fn dropout(x: &Tensor, p: f64, ctx: &Ctx) -> Result<Tensor> {
     let scale = (1.0 / keep) as f32;
     let n = x.elem_count();
     let mut rng = rng.borrow_mut();
-    let mask: Vec<f32> = (0..n).map(|_| if rng.random::<f64>() < keep { scale } else { 0.0 }).collect();
+    let mask: Vec<f32> = (0..n)
+        .map(|_| {
+            if rng.random::<f64>() < keep {
+                scale
+            } else {
+                0.0
+            }
+        })
+        .collect();
     let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
     x.mul(&mask)
 }
@@ -142,7 +152,13 @@ mod tests {
         let p = softmax(&y).unwrap();
         let sums: Vec<f32> = p.sum(1).unwrap().to_vec1().unwrap();
         assert!(sums.iter().all(|s| (s - 1.0).abs() < 1e-6));
-        let loss = p.get(0).unwrap().get(0).unwrap().add(&y.sqr().unwrap().sum_all().unwrap()).unwrap();
+        let loss = p
+            .get(0)
+            .unwrap()
+            .get(0)
+            .unwrap()
+            .add(&y.sqr().unwrap().sum_all().unwrap())
+            .unwrap();
         let grads = loss.backward().unwrap();
         for v in [&x, &w, &b] {
             let g = grads.get(v.as_tensor()).expect("gradient recorded");
@@ -168,7 +184,11 @@ mod tests {
     fn losses_match_closed_forms() {
         let logits = t(&[2.0, 0.0, 0.0, 1.0, 3.0, 0.0], &[2, 3]);
         // Row 0 label 0, row 1 ignored.
-        let ce: f32 = cross_entropy(&logits, &[0, -1], -1).unwrap().unwrap().to_scalar().unwrap();
+        let ce: f32 = cross_entropy(&logits, &[0, -1], -1)
+            .unwrap()
+            .unwrap()
+            .to_scalar()
+            .unwrap();
         let expect = -(2f32.exp() / (2f32.exp() + 2.0)).ln();
         assert!((ce - expect).abs() < 1e-6);
         assert!(cross_entropy(&logits, &[-1, -1], -1).unwrap().is_none());
@@ -188,7 +208,12 @@ mod tests {
     #[test]
     fn extended_mask_is_minus_10000_on_masked_positions() {
         let m = t(&[1.0, 1.0, 0.0], &[1, 3]);
-        let e: Vec<f32> = extended_attention_mask(&m).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        let e: Vec<f32> = extended_attention_mask(&m)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
         assert_eq!(e, vec![0.0, 0.0, -10000.0]);
     }
 }

@@ -65,7 +65,11 @@ impl LoadReport {
     pub fn problems(&self) -> String {
         let mut s = String::new();
         if !self.missing.is_empty() {
-            s += &format!("missing keys ({}): {}\n", self.missing.len(), self.missing.join(", "));
+            s += &format!(
+                "missing keys ({}): {}\n",
+                self.missing.len(),
+                self.missing.join(", ")
+            );
         }
         for m in &self.mismatched {
             s += &format!("wrong shape: {m}\n");
@@ -99,7 +103,10 @@ impl Params {
     }
     /// Key → tensor, ready for safetensors.
     pub fn tensors(&self) -> BTreeMap<String, Tensor> {
-        self.entries.iter().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect()
+        self.entries
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+            .collect()
     }
 }
 
@@ -118,11 +125,21 @@ impl ParamBuilder {
 
     /// A builder that takes parameters from `tensors` (already renamed to our keys); missing
     /// keys are fresh only where `policy` allows it.
-    pub fn from_tensors(tensors: HashMap<String, Tensor>, policy: FreshPolicy, seed: u64, device: &Device) -> Self {
+    pub fn from_tensors(
+        tensors: HashMap<String, Tensor>,
+        policy: FreshPolicy,
+        seed: u64,
+        device: &Device,
+    ) -> Self {
         Self::new(Some(tensors), policy, seed, device)
     }
 
-    fn new(ckpt: Option<HashMap<String, Tensor>>, policy: FreshPolicy, seed: u64, device: &Device) -> Self {
+    fn new(
+        ckpt: Option<HashMap<String, Tensor>>,
+        policy: FreshPolicy,
+        seed: u64,
+        device: &Device,
+    ) -> Self {
         let store = Store {
             params: Vec::new(),
             ckpt,
@@ -132,24 +149,42 @@ impl ParamBuilder {
             rng: StdRng::seed_from_u64(seed),
             device: device.clone(),
         };
-        ParamBuilder { store: Rc::new(RefCell::new(store)), prefix: String::new() }
+        ParamBuilder {
+            store: Rc::new(RefCell::new(store)),
+            prefix: String::new(),
+        }
     }
 
     /// The builder one level down: `pp("encoder")` turns `bert` into `bert.encoder`.
     pub fn pp(&self, name: impl AsRef<str>) -> Self {
         let name = name.as_ref();
-        let prefix = if self.prefix.is_empty() { name.to_string() } else { format!("{}.{name}", self.prefix) };
-        ParamBuilder { store: self.store.clone(), prefix }
+        let prefix = if self.prefix.is_empty() {
+            name.to_string()
+        } else {
+            format!("{}.{name}", self.prefix)
+        };
+        ParamBuilder {
+            store: self.store.clone(),
+            prefix,
+        }
     }
 
     pub fn key(&self, name: &str) -> String {
-        if self.prefix.is_empty() { name.to_string() } else { format!("{}.{name}", self.prefix) }
+        if self.prefix.is_empty() {
+            name.to_string()
+        } else {
+            format!("{}.{name}", self.prefix)
+        }
     }
 
     /// Whether the checkpoint behind this builder holds `name` (relative to the prefix).
     pub fn contains(&self, name: &str) -> bool {
         let key = self.key(name);
-        self.store.borrow().ckpt.as_ref().is_some_and(|c| c.contains_key(&key))
+        self.store
+            .borrow()
+            .ckpt
+            .as_ref()
+            .is_some_and(|c| c.contains_key(&key))
     }
 
     /// Whether this builder reads a checkpoint (rather than creating everything fresh).
@@ -164,7 +199,12 @@ impl ParamBuilder {
     /// The parameter `name` of `shape`. Problems (missing, wrong shape) are recorded in the
     /// report rather than raised, so one error can list them all; the model is then unusable
     /// and `finish` fails.
-    pub fn get(&self, shape: impl Into<Shape>, name: &str, init: Init) -> candle_core::Result<Tensor> {
+    pub fn get(
+        &self,
+        shape: impl Into<Shape>,
+        name: &str,
+        init: Init,
+    ) -> candle_core::Result<Tensor> {
         let shape: Shape = shape.into();
         let key = self.key(name);
         let mut st = self.store.borrow_mut();
@@ -173,11 +213,17 @@ impl ParamBuilder {
         let tensor = match from_ckpt {
             Some(t) if t.shape() == &shape => {
                 st.used.push(key.clone());
-                t.to_dtype(DType::F32)?.to_device(&st.device)?.contiguous()?
+                t.to_dtype(DType::F32)?
+                    .to_device(&st.device)?
+                    .contiguous()?
             }
             Some(t) => {
                 st.used.push(key.clone());
-                st.report.mismatched.push(format!("{key}: checkpoint {:?}, model expects {:?}", t.dims(), shape.dims()));
+                st.report.mismatched.push(format!(
+                    "{key}: checkpoint {:?}, model expects {:?}",
+                    t.dims(),
+                    shape.dims()
+                ));
                 init_tensor(&shape, init, &mut st.rng, &st.device)?
             }
             None => {
@@ -203,21 +249,35 @@ impl ParamBuilder {
         let mut report = std::mem::take(&mut st.report);
         if let Some(ckpt) = &st.ckpt {
             let used: std::collections::HashSet<&String> = st.used.iter().collect();
-            let mut unexpected: Vec<String> = ckpt.keys().filter(|k| !used.contains(k)).cloned().collect();
+            let mut unexpected: Vec<String> =
+                ckpt.keys().filter(|k| !used.contains(k)).cloned().collect();
             unexpected.sort();
             report.unexpected = unexpected;
         }
-        (Params { entries: std::mem::take(&mut st.params) }, report)
+        (
+            Params {
+                entries: std::mem::take(&mut st.params),
+            },
+            report,
+        )
     }
 }
 
-fn init_tensor(shape: &Shape, init: Init, rng: &mut StdRng, device: &Device) -> candle_core::Result<Tensor> {
+fn init_tensor(
+    shape: &Shape,
+    init: Init,
+    rng: &mut StdRng,
+    device: &Device,
+) -> candle_core::Result<Tensor> {
     match init {
         Init::Zeros => Tensor::zeros(shape, DType::F32, device),
         Init::Ones => Tensor::ones(shape, DType::F32, device),
         Init::Normal(std) => {
-            let normal = Normal::new(0.0f32, std as f32).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
-            let v: Vec<f32> = (0..shape.elem_count()).map(|_| normal.sample(rng)).collect();
+            let normal = Normal::new(0.0f32, std as f32)
+                .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+            let v: Vec<f32> = (0..shape.elem_count())
+                .map(|_| normal.sample(rng))
+                .collect();
             Tensor::from_vec(v, shape, device)
         }
     }

@@ -16,12 +16,24 @@ pub struct View<'a> {
 impl<'a> View<'a> {
     /// A contiguous `rows × cols` matrix.
     pub fn new(data: &'a [f32], rows: usize, cols: usize) -> Self {
-        View { data, rows, cols, rs: cols, cs: 1 }
+        View {
+            data,
+            rows,
+            cols,
+            rs: cols,
+            cs: 1,
+        }
     }
 
     /// The transpose, without moving data.
     pub fn t(self) -> Self {
-        View { data: self.data, rows: self.cols, cols: self.rows, rs: self.cs, cs: self.rs }
+        View {
+            data: self.data,
+            rows: self.cols,
+            cols: self.rows,
+            rs: self.cs,
+            cs: self.rs,
+        }
     }
 }
 
@@ -39,7 +51,12 @@ pub fn sgemm_serial(a: View, b: View, c: &mut [f32], accumulate: bool) {
 
 fn product(a: View, b: View, c: &mut [f32], accumulate: bool, threaded: bool) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
-    assert!(b.rows == k && c.len() == m * n, "sgemm: {m}×{k} · {}×{n} into {}", b.rows, c.len());
+    assert!(
+        b.rows == k && c.len() == m * n,
+        "sgemm: {m}×{k} · {}×{n} into {}",
+        b.rows,
+        c.len()
+    );
     if m == 0 || n == 0 {
         return;
     }
@@ -92,7 +109,11 @@ mod backend {
     pub fn sgemm(a: View, b: View, c: &mut [f32], accumulate: bool) {
         let threads = candle_core::utils::get_num_threads();
         let big = a.rows * a.cols * b.cols > 1 << 15;
-        let par = if threads > 1 && big { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
+        let par = if threads > 1 && big {
+            gemm::Parallelism::Rayon(threads)
+        } else {
+            gemm::Parallelism::None
+        };
         super::gemm_crate(a, b, c, accumulate, par)
     }
 }
@@ -105,10 +126,16 @@ mod backend {
     /// (transpose flag, leading dimension) of a row-major view for cblas.
     fn trans(v: View) -> (cblas_sys::CBLAS_TRANSPOSE, i32) {
         if v.cs == 1 {
-            (cblas_sys::CBLAS_TRANSPOSE::CblasNoTrans, v.rs.max(v.cols).max(1) as i32)
+            (
+                cblas_sys::CBLAS_TRANSPOSE::CblasNoTrans,
+                v.rs.max(v.cols).max(1) as i32,
+            )
         } else {
             assert!(v.rs == 1, "sgemm: one stride must be 1");
-            (cblas_sys::CBLAS_TRANSPOSE::CblasTrans, v.cs.max(v.rows).max(1) as i32)
+            (
+                cblas_sys::CBLAS_TRANSPOSE::CblasTrans,
+                v.cs.max(v.rows).max(1) as i32,
+            )
         }
     }
 
@@ -145,7 +172,9 @@ mod tests {
         let mut c = vec![0f32; a.rows * b.cols];
         for i in 0..a.rows {
             for j in 0..b.cols {
-                c[i * b.cols + j] = (0..a.cols).map(|p| a.data[i * a.rs + p * a.cs] * b.data[p * b.rs + j * b.cs]).sum();
+                c[i * b.cols + j] = (0..a.cols)
+                    .map(|p| a.data[i * a.rs + p * a.cs] * b.data[p * b.rs + j * b.cs])
+                    .sum();
             }
         }
         c
@@ -154,8 +183,12 @@ mod tests {
     #[test]
     fn sgemm_matches_the_naive_product_for_every_transpose_and_accumulates() {
         let (m, k, n) = (37, 50, 29);
-        let a: Vec<f32> = (0..m * k).map(|i| ((i * 7) % 13) as f32 * 0.1 - 0.6).collect();
-        let b: Vec<f32> = (0..k * n).map(|i| ((i * 5) % 11) as f32 * 0.1 - 0.5).collect();
+        let a: Vec<f32> = (0..m * k)
+            .map(|i| ((i * 7) % 13) as f32 * 0.1 - 0.6)
+            .collect();
+        let b: Vec<f32> = (0..k * n)
+            .map(|i| ((i * 5) % 11) as f32 * 0.1 - 0.5)
+            .collect();
         let views_a = [View::new(&a, m, k), View::new(&a, k, m).t()];
         let views_b = [View::new(&b, k, n), View::new(&b, n, k).t()];
         for va in views_a {

@@ -34,7 +34,11 @@ impl Optim {
         if self.batch_size == 0 {
             return bad("batch_size must be at least 1".into());
         }
-        for (name, v) in [("lr", self.lr), ("weight_decay", self.weight_decay), ("max_grad_norm", self.max_grad_norm)] {
+        for (name, v) in [
+            ("lr", self.lr),
+            ("weight_decay", self.weight_decay),
+            ("max_grad_norm", self.max_grad_norm),
+        ] {
             if !v.is_finite() || v < 0.0 {
                 return bad(format!("{name} is {v}, expected a finite value ≥ 0"));
             }
@@ -48,21 +52,48 @@ impl Optim {
 
 impl Default for Optim {
     fn default() -> Self {
-        Optim { steps: 1000, batch_size: 32, lr: 1e-3, weight_decay: 0.05, warmup_steps: 50, max_grad_norm: 1.0, drop_out: None, seed: 88 }
+        Optim {
+            steps: 1000,
+            batch_size: 32,
+            lr: 1e-3,
+            weight_decay: 0.05,
+            warmup_steps: 50,
+            max_grad_norm: 1.0,
+            drop_out: None,
+            seed: 88,
+        }
     }
 }
 
 /// The config of a model trained from scratch: `path` (a `config.json`; for another depth,
 /// width or head count than [`OscarConfig::small`]) or `small`. Its vocabulary and region
 /// width must be the data's.
-pub fn scratch_config(path: Option<&Path>, vocab_size: usize, img_feature_dim: usize) -> Result<OscarConfig> {
-    let Some(p) = path else { return Ok(OscarConfig::small(vocab_size, img_feature_dim)) };
+pub fn scratch_config(
+    path: Option<&Path>,
+    vocab_size: usize,
+    img_feature_dim: usize,
+) -> Result<OscarConfig> {
+    let Some(p) = path else {
+        return Ok(OscarConfig::small(vocab_size, img_feature_dim));
+    };
     let c = OscarConfig::from_file(p)?;
     if c.vocab_size != vocab_size {
-        return Err(Error::bad_file(p, format!("vocab_size is {}, but the data's vocabulary has {vocab_size} word pieces", c.vocab_size)));
+        return Err(Error::bad_file(
+            p,
+            format!(
+                "vocab_size is {}, but the data's vocabulary has {vocab_size} word pieces",
+                c.vocab_size
+            ),
+        ));
     }
     if c.img_feature_dim != img_feature_dim {
-        return Err(Error::bad_file(p, format!("img_feature_dim is {}, but the data's regions have {img_feature_dim} values", c.img_feature_dim)));
+        return Err(Error::bad_file(
+            p,
+            format!(
+                "img_feature_dim is {}, but the data's regions have {img_feature_dim} values",
+                c.img_feature_dim
+            ),
+        ));
     }
     Ok(c)
 }
@@ -70,7 +101,12 @@ pub fn scratch_config(path: Option<&Path>, vocab_size: usize, img_feature_dim: u
 /// Builds the task model: from `init` (a pre-training, BERT or task checkpoint; missing task-head
 /// parameters start fresh) or from scratch with `fresh`. `adapt` sets the task's head settings on
 /// whichever config is used; `--drop_out` is applied after it.
-pub fn start<M: Buildable>(init: Option<&Path>, fresh: &OscarConfig, optim: &Optim, adapt: impl Fn(&mut OscarConfig)) -> Result<Loaded<M>> {
+pub fn start<M: Buildable>(
+    init: Option<&Path>,
+    fresh: &OscarConfig,
+    optim: &Optim,
+    adapt: impl Fn(&mut OscarConfig),
+) -> Result<Loaded<M>> {
     optim.validate()?;
     let finish = |c: &mut OscarConfig| {
         adapt(c);
@@ -134,10 +170,22 @@ impl Optim {
 
 /// Runs a fine-tuning task on the one trainer; `on_step(step, loss, figure)` gets the task's
 /// main per-step figure (`metric`).
-pub fn run_task<T: TrainTask>(task: &mut T, optim: &Optim, files: &RunFiles, metric: &str, mut on_step: impl FnMut(u64, f64, f64)) -> Result<TrainReport> {
+pub fn run_task<T: TrainTask>(
+    task: &mut T,
+    optim: &Optim,
+    files: &RunFiles,
+    metric: &str,
+    mut on_step: impl FnMut(u64, f64, f64),
+) -> Result<TrainReport> {
     optim.validate()?;
     let metric = metric.to_string();
-    let mut trainer = Trainer::new(optim.trainer_options(files)).on_step(|r| on_step(r.step, r.loss, r.metrics.get(&metric).copied().unwrap_or(f64::NAN)));
+    let mut trainer = Trainer::new(optim.trainer_options(files)).on_step(|r| {
+        on_step(
+            r.step,
+            r.loss,
+            r.metrics.get(&metric).copied().unwrap_or(f64::NAN),
+        )
+    });
     trainer.run(task, files.resume.as_deref())
 }
 
@@ -149,18 +197,23 @@ pub fn world_region_dim(dir: &Path, default: usize) -> Result<usize> {
     if !path.exists() {
         return Ok(default);
     }
-    let meta = oscar_world::files::read_world_meta(&path).map_err(|e| Error::Invalid(e.to_string()))?;
+    let meta =
+        oscar_world::files::read_world_meta(&path).map_err(|e| Error::Invalid(e.to_string()))?;
     Ok(meta.summary.region_dim)
 }
 
 /// Reads task settings saved next to a checkpoint (`file`), or the defaults when absent.
-pub fn saved_settings<T: serde::de::DeserializeOwned + Default>(dir: &Path, file: &str) -> Result<T> {
+pub fn saved_settings<T: serde::de::DeserializeOwned + Default>(
+    dir: &Path,
+    file: &str,
+) -> Result<T> {
     let p = dir.join(file);
     if !p.exists() {
         return Ok(T::default());
     }
     let text = std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?;
-    serde_json::from_str(&text).map_err(|e| Error::bad_file(&p, format!("not {file} settings: {e}")))
+    serde_json::from_str(&text)
+        .map_err(|e| Error::bad_file(&p, format!("not {file} settings: {e}")))
 }
 
 /// Reads task settings from a TOML file (every key optional; a missing one keeps its default).
@@ -176,22 +229,47 @@ mod tests {
     #[test]
     fn settings_that_cannot_train_are_errors() {
         assert!(Optim::default().validate().is_ok());
-        assert!(Optim { batch_size: 0, ..Optim::default() }.validate().is_err());
-        assert!(Optim { lr: f64::NAN, ..Optim::default() }.validate().is_err());
-        assert!(Optim { drop_out: Some(1.0), ..Optim::default() }.validate().is_err());
+        assert!(Optim {
+            batch_size: 0,
+            ..Optim::default()
+        }
+        .validate()
+        .is_err());
+        assert!(Optim {
+            lr: f64::NAN,
+            ..Optim::default()
+        }
+        .validate()
+        .is_err());
+        assert!(Optim {
+            drop_out: Some(1.0),
+            ..Optim::default()
+        }
+        .validate()
+        .is_err());
     }
 
     #[test]
     fn a_scratch_config_file_sets_the_shape_and_must_match_the_data() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("config.json");
-        let wide = OscarConfig { num_attention_heads: 4, num_hidden_layers: 3, ..OscarConfig::small(50, 10) };
+        let wide = OscarConfig {
+            num_attention_heads: 4,
+            num_hidden_layers: 3,
+            ..OscarConfig::small(50, 10)
+        };
         std::fs::write(&p, wide.to_json_pretty()).unwrap();
         let c = scratch_config(Some(&p), 50, 10).unwrap();
         assert_eq!((c.num_attention_heads, c.num_hidden_layers), (4, 3));
-        assert_eq!(scratch_config(None, 50, 10).unwrap().num_attention_heads, OscarConfig::small(50, 10).num_attention_heads);
+        assert_eq!(
+            scratch_config(None, 50, 10).unwrap().num_attention_heads,
+            OscarConfig::small(50, 10).num_attention_heads
+        );
         let e = scratch_config(Some(&p), 51, 10).unwrap_err().to_string();
-        assert!(e.contains("config.json") && e.contains("vocab_size is 50"), "{e}");
+        assert!(
+            e.contains("config.json") && e.contains("vocab_size is 50"),
+            "{e}"
+        );
         let e = scratch_config(Some(&p), 50, 12).unwrap_err().to_string();
         assert!(e.contains("img_feature_dim is 10"), "{e}");
     }

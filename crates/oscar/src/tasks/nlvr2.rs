@@ -5,9 +5,6 @@
 //! statements whose every image pair is judged right).
 
 use super::finetune::{run_task, start, Optim, RunFiles};
-use crate::train::trainer::{EpochOrder, Metrics, StepLoss, TrainTask};
-use rand::rngs::StdRng;
-use rand::Rng;
 use crate::checkpoint::{load_model, read_checkpoint, save_pretrained, write_atomic, Fresh};
 use crate::config::{ClassifierKind, LossType, OscarConfig};
 use crate::data::features::{FeatureStore, Regions};
@@ -17,7 +14,10 @@ use crate::error::{Error, Result};
 use crate::model::{ClassLabels, ImageBertForMultipleChoice, Inputs};
 use crate::nn::{ops, Ctx};
 use crate::tokenizer::BertTokenizer;
+use crate::train::trainer::{EpochOrder, Metrics, StepLoss, TrainTask};
 use candle_core::Device;
+use rand::rngs::StdRng;
+use rand::Rng;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
@@ -38,7 +38,16 @@ pub struct Nlvr2Config {
 
 impl Default for Nlvr2Config {
     fn default() -> Self {
-        Nlvr2Config { optim: Optim { drop_out: Some(0.3), ..Optim::default() }, max_seq_length: 55, max_img_seq_length: 40, use_tags: true, cls_hidden_scale: 3 }
+        Nlvr2Config {
+            optim: Optim {
+                drop_out: Some(0.3),
+                ..Optim::default()
+            },
+            max_seq_length: 55,
+            max_img_seq_length: 40,
+            use_tags: true,
+            cls_hidden_scale: 3,
+        }
     }
 }
 
@@ -56,18 +65,38 @@ impl Nlvr2Set {
         for e in &examples {
             for img in [&e.images.0, &e.images.1] {
                 if !feats.contains_key(img) {
-                    let r = store.get(img).map_err(|err| Error::bad_file(statements, format!("statement {}: {err}", e.id)))?;
+                    let r = store.get(img).map_err(|err| {
+                        Error::bad_file(statements, format!("statement {}: {err}", e.id))
+                    })?;
                     feats.insert(img.clone(), r);
                 }
             }
         }
-        Ok(Nlvr2Set { examples, features: feats })
+        Ok(Nlvr2Set {
+            examples,
+            features: feats,
+        })
     }
 }
 
-fn encode(tok: &BertTokenizer, cfg: &Nlvr2Config, statement: &str, tags: &str, r: &Regions) -> Result<Encoded> {
-    let tags = if cfg.use_tags { Some(tags).filter(|t| !t.trim().is_empty()) } else { None };
-    Layout { max_seq_length: cfg.max_seq_length, max_img_seq_length: cfg.max_img_seq_length, truncation: Truncation::Pair }.encode(tok, statement, tags, &r.data, r.dim)
+fn encode(
+    tok: &BertTokenizer,
+    cfg: &Nlvr2Config,
+    statement: &str,
+    tags: &str,
+    r: &Regions,
+) -> Result<Encoded> {
+    let tags = if cfg.use_tags {
+        Some(tags).filter(|t| !t.trim().is_empty())
+    } else {
+        None
+    };
+    Layout {
+        max_seq_length: cfg.max_seq_length,
+        max_img_seq_length: cfg.max_img_seq_length,
+        truncation: Truncation::Pair,
+    }
+    .encode(tok, statement, tags, &r.data, r.dim)
 }
 
 /// Rows (left, right) of each example, consecutive, as the multiple-choice head expects.
@@ -75,8 +104,20 @@ fn batch(tok: &BertTokenizer, cfg: &Nlvr2Config, set: &Nlvr2Set, idx: &[usize]) 
     let mut items = Vec::with_capacity(2 * idx.len());
     for &i in idx {
         let e = &set.examples[i];
-        items.push(encode(tok, cfg, &e.statement, &e.tags.0, &set.features[&e.images.0])?);
-        items.push(encode(tok, cfg, &e.statement, &e.tags.1, &set.features[&e.images.1])?);
+        items.push(encode(
+            tok,
+            cfg,
+            &e.statement,
+            &e.tags.0,
+            &set.features[&e.images.0],
+        )?);
+        items.push(encode(
+            tok,
+            cfg,
+            &e.statement,
+            &e.tags.1,
+            &set.features[&e.images.1],
+        )?);
     }
     let dim = set.features.values().next().map(|r| r.dim).unwrap_or(1);
     collate_dynamic(&items, dim, &Device::Cpu)
@@ -93,19 +134,48 @@ pub struct Nlvr2Model {
 /// Fine-tunes on `set` with the one trainer (`files`: checkpoints, metrics, resume; `eval`: a
 /// labelled split whose accuracy each evaluation reports); `on_step(step, loss, batch_accuracy)`.
 #[allow(clippy::too_many_arguments)]
-pub fn train(set: &Nlvr2Set, tok: &BertTokenizer, init: Option<&Path>, fresh: &OscarConfig, cfg: &Nlvr2Config, files: &RunFiles, eval: Option<&Nlvr2Set>, on_step: impl FnMut(u64, f64, f64)) -> Result<Nlvr2Model> {
+pub fn train(
+    set: &Nlvr2Set,
+    tok: &BertTokenizer,
+    init: Option<&Path>,
+    fresh: &OscarConfig,
+    cfg: &Nlvr2Config,
+    files: &RunFiles,
+    eval: Option<&Nlvr2Set>,
+    on_step: impl FnMut(u64, f64, f64),
+) -> Result<Nlvr2Model> {
     if let Some(e) = set.examples.iter().find(|e| e.label.is_none()) {
-        return Err(Error::Invalid(format!("training statement {} has no label", e.id)));
+        return Err(Error::Invalid(format!(
+            "training statement {} has no label",
+            e.id
+        )));
     }
-    let loaded = start::<ImageBertForMultipleChoice>(files.resume.as_deref().or(init), fresh, &cfg.optim, |c| {
-        c.num_labels = 2;
-        c.num_choice = 2;
-        c.classifier = ClassifierKind::Mlp;
-        c.cls_hidden_scale = cfg.cls_hidden_scale;
-        c.loss_type = LossType::Xe;
-    })?;
-    let model = Nlvr2Model { model: loaded.model, params: loaded.params, config: loaded.config, settings: cfg.clone() };
-    let mut task = Nlvr2Task { set, tok, eval, order: EpochOrder::new(set.examples.len(), cfg.optim.seed)?, model, vocab: files.vocab.clone() };
+    let loaded = start::<ImageBertForMultipleChoice>(
+        files.resume.as_deref().or(init),
+        fresh,
+        &cfg.optim,
+        |c| {
+            c.num_labels = 2;
+            c.num_choice = 2;
+            c.classifier = ClassifierKind::Mlp;
+            c.cls_hidden_scale = cfg.cls_hidden_scale;
+            c.loss_type = LossType::Xe;
+        },
+    )?;
+    let model = Nlvr2Model {
+        model: loaded.model,
+        params: loaded.params,
+        config: loaded.config,
+        settings: cfg.clone(),
+    };
+    let mut task = Nlvr2Task {
+        set,
+        tok,
+        eval,
+        order: EpochOrder::new(set.examples.len(), cfg.optim.seed)?,
+        model,
+        vocab: files.vocab.clone(),
+    };
     run_task(&mut task, &cfg.optim, files, "accuracy", on_step)?;
     Ok(task.model)
 }
@@ -136,19 +206,41 @@ impl TrainTask for Nlvr2Task<'_> {
     fn loss(&mut self, _step: u64, examples_seen: u64, rng: &mut StdRng) -> Result<StepLoss> {
         let cfg = &self.model.settings;
         let idx = self.order.rows(examples_seen, cfg.optim.batch_size);
-        let labels: Vec<i64> = idx.iter().map(|&i| self.set.examples[i].label.unwrap_or(0) as i64).collect();
-        let logits = self.model.model.forward(&batch(self.tok, cfg, self.set, &idx)?, &Ctx::train(rng.random()))?;
-        let loss = self.model.model.loss(&logits, ClassLabels::Index(&labels))?;
+        let labels: Vec<i64> = idx
+            .iter()
+            .map(|&i| self.set.examples[i].label.unwrap_or(0) as i64)
+            .collect();
+        let logits = self.model.model.forward(
+            &batch(self.tok, cfg, self.set, &idx)?,
+            &Ctx::train(rng.random()),
+        )?;
+        let loss = self
+            .model
+            .model
+            .loss(&logits, ClassLabels::Index(&labels))?;
         let pred: Vec<u32> = logits.argmax(1)?.to_vec1()?;
-        let acc = pred.iter().zip(&labels).filter(|(p, l)| **p as i64 == **l).count() as f64 / labels.len() as f64;
-        Ok(StepLoss { loss, metrics: Metrics::from([("accuracy".to_string(), acc)]) })
+        let acc = pred
+            .iter()
+            .zip(&labels)
+            .filter(|(p, l)| **p as i64 == **l)
+            .count() as f64
+            / labels.len() as f64;
+        Ok(StepLoss {
+            loss,
+            metrics: Metrics::from([("accuracy".to_string(), acc)]),
+        })
     }
 
     /// Accuracy and consistency (percent) on the evaluation split.
     fn evaluate(&mut self, _step: u64) -> Result<Option<Metrics>> {
-        let Some(eval) = self.eval else { return Ok(None) };
+        let Some(eval) = self.eval else {
+            return Ok(None);
+        };
         let e = self.model.evaluate(self.tok, eval, 64)?;
-        Ok(Some(Metrics::from([("accuracy".to_string(), e.accuracy), ("consistency".to_string(), e.consistency)])))
+        Ok(Some(Metrics::from([
+            ("accuracy".to_string(), e.accuracy),
+            ("consistency".to_string(), e.consistency),
+        ])))
     }
 
     fn save(&self, dir: &Path) -> Result<()> {
@@ -173,7 +265,11 @@ pub struct Nlvr2Eval {
 /// first two parts; other ids group by the statement's text.
 pub fn group_key(e: &Nlvr2Example) -> String {
     let parts: Vec<&str> = e.id.split('-').collect();
-    if parts.len() == 4 && parts[1..].iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())) {
+    if parts.len() == 4
+        && parts[1..]
+            .iter()
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+    {
         format!("{}-{}", parts[0], parts[1])
     } else {
         e.statement.trim().to_lowercase()
@@ -181,52 +277,104 @@ pub fn group_key(e: &Nlvr2Example) -> String {
 }
 
 /// Accuracy and consistency of `predicted` labels against the examples' labels.
-pub fn accuracy_and_consistency(examples: &[Nlvr2Example], predicted: &[u8]) -> Result<(f64, f64, usize)> {
+pub fn accuracy_and_consistency(
+    examples: &[Nlvr2Example],
+    predicted: &[u8],
+) -> Result<(f64, f64, usize)> {
     if examples.len() != predicted.len() || examples.is_empty() {
-        return Err(Error::Invalid(format!("{} predictions for {} statements", predicted.len(), examples.len())));
+        return Err(Error::Invalid(format!(
+            "{} predictions for {} statements",
+            predicted.len(),
+            examples.len()
+        )));
     }
     let mut groups: BTreeMap<String, bool> = BTreeMap::new();
     let mut right = 0;
     for (e, &p) in examples.iter().zip(predicted) {
-        let label = e.label.ok_or_else(|| Error::Invalid(format!("statement {} has no label to evaluate against", e.id)))?;
+        let label = e.label.ok_or_else(|| {
+            Error::Invalid(format!(
+                "statement {} has no label to evaluate against",
+                e.id
+            ))
+        })?;
         let ok = label == p;
         right += ok as usize;
         *groups.entry(group_key(e)).or_insert(true) &= ok;
     }
     let consistent = groups.values().filter(|v| **v).count();
-    Ok((100.0 * right as f64 / examples.len() as f64, 100.0 * consistent as f64 / groups.len() as f64, groups.len()))
+    Ok((
+        100.0 * right as f64 / examples.len() as f64,
+        100.0 * consistent as f64 / groups.len() as f64,
+        groups.len(),
+    ))
 }
 
 impl Nlvr2Model {
     pub fn load(dir: &Path) -> Result<Self> {
         let settings: Nlvr2Config = super::finetune::saved_settings(dir, "nlvr2.json")?;
-        let l = load_model::<ImageBertForMultipleChoice>(read_checkpoint(dir)?, None, Fresh::Nothing, 0)?;
-        Ok(Nlvr2Model { model: l.model, params: l.params, config: l.config, settings })
+        let l = load_model::<ImageBertForMultipleChoice>(
+            read_checkpoint(dir)?,
+            None,
+            Fresh::Nothing,
+            0,
+        )?;
+        Ok(Nlvr2Model {
+            model: l.model,
+            params: l.params,
+            config: l.config,
+            settings,
+        })
     }
 
     pub fn save(&self, dir: &Path, vocab: Option<&Path>) -> Result<()> {
         save_pretrained(dir, &self.params, &self.config, vocab)?;
-        let body = serde_json::to_string_pretty(&self.settings).map_err(|e| Error::Invalid(e.to_string()))?;
+        let body = serde_json::to_string_pretty(&self.settings)
+            .map_err(|e| Error::Invalid(e.to_string()))?;
         write_atomic(&dir.join("nlvr2.json"), body.as_bytes())
     }
 
     /// P(true) of every statement of `set`.
-    pub fn predict(&self, tok: &BertTokenizer, set: &Nlvr2Set, batch_size: usize) -> Result<Vec<f32>> {
+    pub fn predict(
+        &self,
+        tok: &BertTokenizer,
+        set: &Nlvr2Set,
+        batch_size: usize,
+    ) -> Result<Vec<f32>> {
         let _no_grad = crate::nn::NoGrad::new();
         let idx: Vec<usize> = (0..set.examples.len()).collect();
         let mut out = Vec::with_capacity(idx.len());
         for chunk in idx.chunks(batch_size.max(1)) {
-            let p = ops::softmax(&self.model.forward(&batch(tok, &self.settings, set, chunk)?, &Ctx::eval())?)?;
+            let p = ops::softmax(
+                &self
+                    .model
+                    .forward(&batch(tok, &self.settings, set, chunk)?, &Ctx::eval())?,
+            )?;
             out.extend(p.narrow(1, 1, 1)?.flatten_all()?.to_vec1::<f32>()?);
         }
         Ok(out)
     }
 
-    pub fn evaluate(&self, tok: &BertTokenizer, set: &Nlvr2Set, batch_size: usize) -> Result<Nlvr2Eval> {
+    pub fn evaluate(
+        &self,
+        tok: &BertTokenizer,
+        set: &Nlvr2Set,
+        batch_size: usize,
+    ) -> Result<Nlvr2Eval> {
         let p = self.predict(tok, set, batch_size)?;
         let labels: Vec<u8> = p.iter().map(|&x| (x > 0.5) as u8).collect();
         let (accuracy, consistency, groups) = accuracy_and_consistency(&set.examples, &labels)?;
-        let predictions = set.examples.iter().zip(labels.iter().zip(&p)).map(|(e, (&l, &x))| (e.id.clone(), l, x)).collect();
-        Ok(Nlvr2Eval { statements: set.examples.len(), accuracy, consistency, groups, predictions })
+        let predictions = set
+            .examples
+            .iter()
+            .zip(labels.iter().zip(&p))
+            .map(|(e, (&l, &x))| (e.id.clone(), l, x))
+            .collect();
+        Ok(Nlvr2Eval {
+            statements: set.examples.len(),
+            accuracy,
+            consistency,
+            groups,
+            predictions,
+        })
     }
 }

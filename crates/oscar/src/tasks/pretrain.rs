@@ -5,9 +5,6 @@
 //! checkpoints, exact resume), plus the PNG of its curves.
 
 use crate::checkpoint::{build_fresh, load_model, read_checkpoint, save_pretrained, Fresh, Loaded};
-use crate::nn::Params;
-use crate::train::schedule::Schedule;
-use crate::train::trainer::{step_rng, EpochOrder, Metrics, StepLoss, TrainTask, Trainer, TrainerOptions};
 use crate::config::OscarConfig;
 use crate::data::corpus::PretrainCorpus;
 use crate::data::masking::{mask_words_and_tags, MaskIds};
@@ -15,7 +12,12 @@ use crate::data::tensorize::{collate_dynamic, Encoded, Layout, Truncation};
 use crate::error::{Error, Result};
 use crate::model::BertImgForPreTraining;
 use crate::nn::Ctx;
+use crate::nn::Params;
 use crate::tokenizer::BertTokenizer;
+use crate::train::schedule::Schedule;
+use crate::train::trainer::{
+    step_rng, EpochOrder, Metrics, StepLoss, TrainTask, Trainer, TrainerOptions,
+};
 use candle_core::{Device, Tensor, D};
 use rand::rngs::StdRng;
 use rand::Rng;
@@ -41,7 +43,15 @@ pub struct ModelSpec {
 impl Default for ModelSpec {
     fn default() -> Self {
         // The demo-sized model of world-prototype.md: cheap enough for thousands of CPU steps.
-        ModelSpec { hidden_size: 64, num_hidden_layers: 2, num_attention_heads: 2, intermediate_size: 256, use_img_layernorm: true, dropout: 0.1, initializer_range: 0.1 }
+        ModelSpec {
+            hidden_size: 64,
+            num_hidden_layers: 2,
+            num_attention_heads: 2,
+            intermediate_size: 256,
+            use_img_layernorm: true,
+            dropout: 0.1,
+            initializer_range: 0.1,
+        }
     }
 }
 
@@ -141,7 +151,8 @@ impl Default for PretrainConfig {
 impl PretrainConfig {
     pub fn from_toml(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        toml::from_str(&text).map_err(|e| Error::bad_file(path, format!("not a pre-training config: {e}")))
+        toml::from_str(&text)
+            .map_err(|e| Error::bad_file(path, format!("not a pre-training config: {e}")))
     }
 
     pub fn to_toml(&self) -> String {
@@ -151,22 +162,39 @@ impl PretrainConfig {
     fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::Invalid(m));
         if self.batch_size == 0 || self.gradient_accumulation_steps == 0 || self.steps == 0 {
-            return bad("batch_size, gradient_accumulation_steps and steps must be positive".into());
+            return bad(
+                "batch_size, gradient_accumulation_steps and steps must be positive".into(),
+            );
         }
         if !(2..=3).contains(&self.num_contrast_classes) {
-            return bad(format!("num_contrast_classes {} must be 2 or 3", self.num_contrast_classes));
+            return bad(format!(
+                "num_contrast_classes {} must be 2 or 3",
+                self.num_contrast_classes
+            ));
         }
         if !(0.0..0.5).contains(&self.texta_false_prob) {
-            return bad(format!("texta_false_prob {} must be in [0, 0.5)", self.texta_false_prob));
+            return bad(format!(
+                "texta_false_prob {} must be in [0, 0.5)",
+                self.texta_false_prob
+            ));
         }
         if !(0.0..=1.0).contains(&self.same_shape_pollution) {
-            return bad(format!("same_shape_pollution {} must be in [0, 1]", self.same_shape_pollution));
+            return bad(format!(
+                "same_shape_pollution {} must be in [0, 1]",
+                self.same_shape_pollution
+            ));
         }
         if !(0.0..0.5).contains(&self.eval_fraction) {
-            return bad(format!("eval_fraction {} must be in [0, 0.5)", self.eval_fraction));
+            return bad(format!(
+                "eval_fraction {} must be in [0, 0.5)",
+                self.eval_fraction
+            ));
         }
         if self.extra_dataset.is_some() && !(0.0..=1.0).contains(&self.extra_loss_weight) {
-            return bad(format!("extra_loss_weight {} must be in [0, 1]", self.extra_loss_weight));
+            return bad(format!(
+                "extra_loss_weight {} must be in [0, 1]",
+                self.extra_loss_weight
+            ));
         }
         if !(self.lr > 0.0 && self.lr.is_finite()) {
             return bad(format!("lr {} must be positive", self.lr));
@@ -223,7 +251,9 @@ pub struct PretrainReport {
 fn split_rows(c: &PretrainCorpus, eval_fraction: f64) -> (Vec<usize>, Vec<usize>) {
     let (mut tr, mut ev) = (Vec::new(), Vec::new());
     for (i, r) in c.rows.iter().enumerate() {
-        let h = r.image.bytes().fold(1469598103934665603u64, |h, b| (h ^ b as u64).wrapping_mul(1099511628211));
+        let h = r.image.bytes().fold(1469598103934665603u64, |h, b| {
+            (h ^ b as u64).wrapping_mul(1099511628211)
+        });
         if ((h % 10_000) as f64) < eval_fraction * 10_000.0 {
             ev.push(i);
         } else {
@@ -246,14 +276,24 @@ struct Batch {
 fn rows_by_tag_count(c: &PretrainCorpus, pool: &[usize]) -> Result<HashMap<usize, Vec<usize>>> {
     let mut m: HashMap<usize, Vec<usize>> = HashMap::new();
     for &i in pool {
-        m.entry(c.tags(i)?.split_whitespace().count()).or_default().push(i);
+        m.entry(c.tags(i)?.split_whitespace().count())
+            .or_default()
+            .push(i);
     }
     Ok(m)
 }
 
 /// A polluting row for row `i`: any row of `pool`, or, when the row has tags, with p
 /// `same_shape_pollution` one of another image with as many tags (when there is one).
-fn polluting_row(cfg: &PretrainConfig, c: &PretrainCorpus, i: usize, n_tags: usize, pool: &[usize], by_count: &HashMap<usize, Vec<usize>>, rng: &mut StdRng) -> usize {
+fn polluting_row(
+    cfg: &PretrainConfig,
+    c: &PretrainCorpus,
+    i: usize,
+    n_tags: usize,
+    pool: &[usize],
+    by_count: &HashMap<usize, Vec<usize>>,
+    rng: &mut StdRng,
+) -> usize {
     let any = pool[rng.random_range(0..pool.len())];
     if n_tags > 0 && cfg.same_shape_pollution > 0.0 && rng.random_bool(cfg.same_shape_pollution) {
         if let Some(same) = by_count.get(&n_tags) {
@@ -268,30 +308,68 @@ fn polluting_row(cfg: &PretrainConfig, c: &PretrainCorpus, i: usize, n_tags: usi
     any
 }
 
-fn make_batch(cfg: &PretrainConfig, c: &PretrainCorpus, tok: &BertTokenizer, rows: &[usize], pool: &[usize], by_count: &HashMap<usize, Vec<usize>>, rng: &mut StdRng) -> Result<Batch> {
-    let layout = Layout { max_seq_length: cfg.max_seq_length, max_img_seq_length: cfg.max_img_seq_length, truncation: Truncation::Pair };
-    let ids = MaskIds { mask: tok.special.mask, unk: tok.special.unk, vocab_size: tok.vocab_size() };
+fn make_batch(
+    cfg: &PretrainConfig,
+    c: &PretrainCorpus,
+    tok: &BertTokenizer,
+    rows: &[usize],
+    pool: &[usize],
+    by_count: &HashMap<usize, Vec<usize>>,
+    rng: &mut StdRng,
+) -> Result<Batch> {
+    let layout = Layout {
+        max_seq_length: cfg.max_seq_length,
+        max_img_seq_length: cfg.max_img_seq_length,
+        truncation: Truncation::Pair,
+    };
+    let ids = MaskIds {
+        mask: tok.special.mask,
+        unk: tok.special.unk,
+        vocab_size: tok.vocab_size(),
+    };
     let mut items = Vec::with_capacity(rows.len());
     let mut labels_per = Vec::with_capacity(rows.len());
     let mut contrastive = Vec::with_capacity(rows.len());
     for &i in rows {
         let regions = c.regions(i)?;
         let mut text_a = c.rows[i].text.clone();
-        let mut tags = if cfg.use_tags { c.tags(i)? } else { String::new() };
+        let mut tags = if cfg.use_tags {
+            c.tags(i)?
+        } else {
+            String::new()
+        };
         let p: f64 = rng.random();
         let label = if p > 0.5 {
             0
         } else {
-            let other = polluting_row(cfg, c, i, tags.split_whitespace().count(), pool, by_count, rng);
+            let other = polluting_row(
+                cfg,
+                c,
+                i,
+                tags.split_whitespace().count(),
+                pool,
+                by_count,
+                rng,
+            );
             if p > cfg.texta_false_prob && !tags.is_empty() {
-                tags = if cfg.textb_sample_mode == 0 && rng.random_bool(0.5) { c.rows[other].text.clone() } else { c.tags(other)? };
+                tags = if cfg.textb_sample_mode == 0 && rng.random_bool(0.5) {
+                    c.rows[other].text.clone()
+                } else {
+                    c.tags(other)?
+                };
                 1
             } else {
                 text_a = c.rows[other].text.clone();
                 cfg.num_contrast_classes as i64 - 1
             }
         };
-        let mut e = layout.encode(tok, &text_a, (!tags.is_empty()).then_some(tags.as_str()), &regions.data, regions.dim)?;
+        let mut e = layout.encode(
+            tok,
+            &text_a,
+            (!tags.is_empty()).then_some(tags.as_str()),
+            &regions.data,
+            regions.dim,
+        )?;
         let (t, r) = (e.input_ids.len(), e.num_regions);
         let mut lab = mask_words_and_tags(&mut e, ids, t, r, rng);
         if label != 0 && !cfg.mask_loss_for_unmatched {
@@ -307,9 +385,16 @@ fn make_batch(cfg: &PretrainConfig, c: &PretrainCorpus, tok: &BertTokenizer, row
     let mut mlm_labels = vec![-1i64; rows.len() * (text_len + img_len)];
     for (b, (e, lab)) in items.iter().zip(&labels_per).enumerate() {
         let t = e.input_ids.len();
-        mlm_labels[b * (text_len + img_len)..b * (text_len + img_len) + t].copy_from_slice(&lab[..t]);
+        mlm_labels[b * (text_len + img_len)..b * (text_len + img_len) + t]
+            .copy_from_slice(&lab[..t]);
     }
-    Ok(Batch { items, mlm_labels, contrastive, text_len, img_len })
+    Ok(Batch {
+        items,
+        mlm_labels,
+        contrastive,
+        text_len,
+        img_len,
+    })
 }
 
 /// Trains; `resume` continues from a checkpoint directory written by a previous run.
@@ -327,21 +412,40 @@ pub fn pretrain(cfg: &PretrainConfig, resume: Option<&Path>) -> Result<PretrainR
         None => None,
     };
     if train_rows.is_empty() {
-        return Err(Error::Invalid(format!("{}: no training rows left after holding out {} for evaluation", cfg.dataset.display(), cfg.eval_fraction)));
+        return Err(Error::Invalid(format!(
+            "{}: no training rows left after holding out {} for evaluation",
+            cfg.dataset.display(),
+            cfg.eval_fraction
+        )));
     }
     let vocab_path = match (&cfg.vocab, &cfg.init) {
         (Some(v), _) => v.clone(),
-        (None, Some(init)) => read_checkpoint(init)?.vocab.ok_or_else(|| Error::Invalid(format!("{}: no vocab.txt beside the initial checkpoint: set `vocab`", init.display())))?,
+        (None, Some(init)) => read_checkpoint(init)?.vocab.ok_or_else(|| {
+            Error::Invalid(format!(
+                "{}: no vocab.txt beside the initial checkpoint: set `vocab`",
+                init.display()
+            ))
+        })?,
         (None, None) => {
             let base = cfg.dataset.parent().unwrap_or(Path::new("."));
-            [base.join("vocab.txt"), base.join("../vocab.txt")].into_iter().find(|p| p.exists()).ok_or_else(|| Error::Invalid(format!("no vocab.txt beside {}: set `vocab`", cfg.dataset.display())))?
+            [base.join("vocab.txt"), base.join("../vocab.txt")]
+                .into_iter()
+                .find(|p| p.exists())
+                .ok_or_else(|| {
+                    Error::Invalid(format!(
+                        "no vocab.txt beside {}: set `vocab`",
+                        cfg.dataset.display()
+                    ))
+                })?
         }
     };
     let tok = BertTokenizer::from_vocab(&vocab_path)?;
 
     // The model: resumed, initialised from a checkpoint, or fresh.
     let mut oc = match &cfg.init {
-        Some(init) => read_checkpoint(init)?.config.unwrap_or_else(|| OscarConfig::tiny(tok.vocab_size(), cfg.img_feature_dim)),
+        Some(init) => read_checkpoint(init)?
+            .config
+            .unwrap_or_else(|| OscarConfig::tiny(tok.vocab_size(), cfg.img_feature_dim)),
         None => OscarConfig {
             vocab_size: tok.vocab_size(),
             hidden_size: cfg.model.hidden_size,
@@ -359,19 +463,58 @@ pub fn pretrain(cfg: &PretrainConfig, resume: Option<&Path>) -> Result<PretrainR
     oc.hidden_dropout_prob = cfg.model.dropout;
     oc.attention_probs_dropout_prob = cfg.model.dropout;
     if tok.vocab_size() > oc.vocab_size {
-        return Err(Error::Invalid(format!("{} has {} word pieces, the model's vocab_size is {}", vocab_path.display(), tok.vocab_size(), oc.vocab_size)));
+        return Err(Error::Invalid(format!(
+            "{} has {} word pieces, the model's vocab_size is {}",
+            vocab_path.display(),
+            tok.vocab_size(),
+            oc.vocab_size
+        )));
     }
-    let Loaded { model, params, config: oc, .. } = match (resume, &cfg.init) {
-        (Some(dir), _) => load_model::<BertImgForPreTraining>(read_checkpoint(dir)?, None, Fresh::Nothing, cfg.seed)?,
-        (None, Some(init)) => load_model::<BertImgForPreTraining>(read_checkpoint(init)?, Some(oc), Fresh::Missing, cfg.seed)?,
+    let Loaded {
+        model,
+        params,
+        config: oc,
+        ..
+    } = match (resume, &cfg.init) {
+        (Some(dir), _) => load_model::<BertImgForPreTraining>(
+            read_checkpoint(dir)?,
+            None,
+            Fresh::Nothing,
+            cfg.seed,
+        )?,
+        (None, Some(init)) => load_model::<BertImgForPreTraining>(
+            read_checkpoint(init)?,
+            Some(oc),
+            Fresh::Missing,
+            cfg.seed,
+        )?,
         (None, None) => build_fresh::<BertImgForPreTraining>(&oc, cfg.seed)?,
     };
     std::fs::create_dir_all(&cfg.output_dir).map_err(|e| Error::io(&cfg.output_dir, e))?;
     let run_toml = cfg.to_toml();
     crate::checkpoint::write_atomic(&cfg.output_dir.join("pretrain.toml"), run_toml.as_bytes())?;
-    let by_count = if cfg.same_shape_pollution > 0.0 { rows_by_tag_count(&corpus, &train_rows)? } else { HashMap::new() };
+    let by_count = if cfg.same_shape_pollution > 0.0 {
+        rows_by_tag_count(&corpus, &train_rows)?
+    } else {
+        HashMap::new()
+    };
     let order = EpochOrder::new(train_rows.len(), cfg.seed)?;
-    let mut task = PretrainTask { cfg, corpus, train_rows, eval_rows, extra, tok, model, params, config: oc, vocab_path, run_toml, by_count, order, evals: Vec::new() };
+    let mut task = PretrainTask {
+        cfg,
+        corpus,
+        train_rows,
+        eval_rows,
+        extra,
+        tok,
+        model,
+        params,
+        config: oc,
+        vocab_path,
+        run_toml,
+        by_count,
+        order,
+        evals: Vec::new(),
+    };
     let options = TrainerOptions {
         steps: cfg.steps,
         lr: cfg.lr,
@@ -393,10 +536,24 @@ pub fn pretrain(cfg: &PretrainConfig, resume: Option<&Path>) -> Result<PretrainR
     let logs: Vec<StepLog> = r
         .records
         .iter()
-        .map(|l| StepLog { step: l.step, loss: l.loss, mlm_loss: figure(&l.metrics, "mlm_loss"), contrastive_loss: figure(&l.metrics, "contrastive_loss"), lr: l.lr, grad_norm: l.grad_norm, examples_per_s: l.examples_per_s })
+        .map(|l| StepLog {
+            step: l.step,
+            loss: l.loss,
+            mlm_loss: figure(&l.metrics, "mlm_loss"),
+            contrastive_loss: figure(&l.metrics, "contrastive_loss"),
+            lr: l.lr,
+            grad_norm: l.grad_norm,
+            examples_per_s: l.examples_per_s,
+        })
         .collect();
     plot_curves(&cfg.output_dir, &logs, &task.evals)?;
-    Ok(PretrainReport { steps: r.steps, logs, evals: task.evals, last_checkpoint: r.last_checkpoint, seconds: started.elapsed().as_secs_f64() })
+    Ok(PretrainReport {
+        steps: r.steps,
+        logs,
+        evals: task.evals,
+        last_checkpoint: r.last_checkpoint,
+        seconds: started.elapsed().as_secs_f64(),
+    })
 }
 
 /// Pre-training as a task of the [`Trainer`].
@@ -427,7 +584,11 @@ impl TrainTask for PretrainTask<'_> {
     }
 
     fn frozen(&self) -> Vec<String> {
-        if self.config.freeze_embedding { vec!["bert.embeddings.word_embeddings".into()] } else { vec![] }
+        if self.config.freeze_embedding {
+            vec!["bert.embeddings.word_embeddings".into()]
+        } else {
+            vec![]
+        }
     }
 
     fn examples_per_step(&self) -> u64 {
@@ -441,18 +602,39 @@ impl TrainTask for PretrainTask<'_> {
         let mut total: Option<Tensor> = None;
         let (mut mlm_sum, mut con_sum) = (0.0, 0.0);
         for micro in 0..cfg.gradient_accumulation_steps {
-            let rows: Vec<usize> = self.order.rows(examples_seen + (micro * cfg.batch_size) as u64, cfg.batch_size).into_iter().map(|i| self.train_rows[i]).collect();
-            let b = make_batch(cfg, &self.corpus, &self.tok, &rows, &self.train_rows, &self.by_count, rng)?;
+            let rows: Vec<usize> = self
+                .order
+                .rows(
+                    examples_seen + (micro * cfg.batch_size) as u64,
+                    cfg.batch_size,
+                )
+                .into_iter()
+                .map(|i| self.train_rows[i])
+                .collect();
+            let b = make_batch(
+                cfg,
+                &self.corpus,
+                &self.tok,
+                &rows,
+                &self.train_rows,
+                &self.by_count,
+                rng,
+            )?;
             let x = collate_dynamic(&b.items, cfg.img_feature_dim, &Device::Cpu)?;
             debug_assert_eq!(x.input_ids.dims2()?.1, b.text_len);
             let _ = b.img_len;
             let out = self.model.forward(&x, &Ctx::train(rng.random()))?;
             let (loss, mlm, con) = self.model.loss(&out, &b.mlm_labels, &b.contrastive)?;
-            mlm_sum += mlm.map(|m| m.to_scalar::<f32>()).transpose()?.unwrap_or(0.0) as f64;
+            mlm_sum += mlm
+                .map(|m| m.to_scalar::<f32>())
+                .transpose()?
+                .unwrap_or(0.0) as f64;
             con_sum += con.to_scalar::<f32>()? as f64;
             let loss = match &self.extra {
                 Some((ec, erows)) => {
-                    let pick: Vec<usize> = (0..cfg.batch_size).map(|_| erows[rng.random_range(0..erows.len())]).collect();
+                    let pick: Vec<usize> = (0..cfg.batch_size)
+                        .map(|_| erows[rng.random_range(0..erows.len())])
+                        .collect();
                     let eb = make_batch(cfg, ec, &self.tok, &pick, erows, &HashMap::new(), rng)?;
                     let ex = collate_dynamic(&eb.items, cfg.img_feature_dim, &Device::Cpu)?;
                     let eout = self.model.forward(&ex, &Ctx::train(rng.random()))?;
@@ -468,14 +650,40 @@ impl TrainTask for PretrainTask<'_> {
             });
         }
         let n = cfg.gradient_accumulation_steps as f64;
-        let metrics = Metrics::from([("mlm_loss".to_string(), mlm_sum / n), ("contrastive_loss".to_string(), con_sum / n)]);
-        Ok(StepLoss { loss: total.ok_or_else(|| Error::Invalid("gradient_accumulation_steps must be at least 1".into()))?, metrics })
+        let metrics = Metrics::from([
+            ("mlm_loss".to_string(), mlm_sum / n),
+            ("contrastive_loss".to_string(), con_sum / n),
+        ]);
+        Ok(StepLoss {
+            loss: total.ok_or_else(|| {
+                Error::Invalid("gradient_accumulation_steps must be at least 1".into())
+            })?,
+            metrics,
+        })
     }
 
     fn evaluate(&mut self, step: u64) -> Result<Option<Metrics>> {
-        let Some(e) = evaluate(self.cfg, &self.corpus, &self.tok, &self.model, &self.eval_rows, &self.train_rows, &self.by_count, step)? else { return Ok(None) };
+        let Some(e) = evaluate(
+            self.cfg,
+            &self.corpus,
+            &self.tok,
+            &self.model,
+            &self.eval_rows,
+            &self.train_rows,
+            &self.by_count,
+            step,
+        )?
+        else {
+            return Ok(None);
+        };
         let figures = serde_json::to_value(&e).map_err(|err| Error::Invalid(err.to_string()))?;
-        let m: Metrics = figures.as_object().into_iter().flatten().filter(|(k, _)| *k != "step").filter_map(|(k, v)| Some((k.clone(), v.as_f64()?))).collect();
+        let m: Metrics = figures
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(k, _)| *k != "step")
+            .filter_map(|(k, v)| Some((k.clone(), v.as_f64()?)))
+            .collect();
         self.evals.push(e);
         Ok(Some(m))
     }
@@ -489,27 +697,45 @@ impl TrainTask for PretrainTask<'_> {
 /// Held-out MLM accuracy (argmax at masked positions) and contrastive accuracy, on a fixed
 /// sample with fixed pollution and masks.
 #[allow(clippy::too_many_arguments)]
-fn evaluate(cfg: &PretrainConfig, c: &PretrainCorpus, tok: &BertTokenizer, model: &BertImgForPreTraining, eval_rows: &[usize], pool: &[usize], by_count: &HashMap<usize, Vec<usize>>, step: u64) -> Result<Option<EvalLog>> {
+fn evaluate(
+    cfg: &PretrainConfig,
+    c: &PretrainCorpus,
+    tok: &BertTokenizer,
+    model: &BertImgForPreTraining,
+    eval_rows: &[usize],
+    pool: &[usize],
+    by_count: &HashMap<usize, Vec<usize>>,
+    step: u64,
+) -> Result<Option<EvalLog>> {
     if eval_rows.is_empty() {
         return Ok(None);
     }
     let mut rng = step_rng(cfg.seed, 0, 3);
-    let rows: Vec<usize> = (0..cfg.eval_examples.min(eval_rows.len() * 4)).map(|i| eval_rows[i % eval_rows.len()]).collect();
+    let rows: Vec<usize> = (0..cfg.eval_examples.min(eval_rows.len() * 4))
+        .map(|i| eval_rows[i % eval_rows.len()])
+        .collect();
     let _no_grad = crate::nn::NoGrad::new();
-    let (mut hit, mut tot, mut chit, mut ctot, mut loss_sum, mut zeros) = (0usize, 0usize, 0usize, 0usize, 0.0, 0usize);
+    let (mut hit, mut tot, mut chit, mut ctot, mut loss_sum, mut zeros) =
+        (0usize, 0usize, 0usize, 0usize, 0.0, 0usize);
     for chunk in rows.chunks(cfg.batch_size) {
         let b = make_batch(cfg, c, tok, chunk, pool, by_count, &mut rng)?;
         let x = collate_dynamic(&b.items, cfg.img_feature_dim, &Device::Cpu)?;
         let out = model.forward(&x, &Ctx::eval())?;
         let v = out.mlm_logits.dim(2)?;
-        let pred: Vec<u32> = out.mlm_logits.reshape(((), v))?.argmax(D::Minus1)?.to_vec1()?;
+        let pred: Vec<u32> = out
+            .mlm_logits
+            .reshape(((), v))?
+            .argmax(D::Minus1)?
+            .to_vec1()?;
         for (p, l) in pred.iter().zip(&b.mlm_labels) {
             if *l >= 0 {
                 tot += 1;
                 hit += usize::from(*p as i64 == *l);
             }
         }
-        if let Some(l) = crate::nn::ops::cross_entropy(&out.mlm_logits.reshape(((), v))?, &b.mlm_labels, -1)? {
+        if let Some(l) =
+            crate::nn::ops::cross_entropy(&out.mlm_logits.reshape(((), v))?, &b.mlm_labels, -1)?
+        {
             loss_sum += l.to_scalar::<f32>()? as f64 * chunk.len() as f64;
         }
         let cp: Vec<u32> = out.contrastive_logits.argmax(D::Minus1)?.to_vec1()?;
@@ -537,11 +763,23 @@ fn evaluate(cfg: &PretrainConfig, c: &PretrainCorpus, tok: &BertTokenizer, model
 /// The three caption-word accuracies of [`EvalLog`]: each example is encoded with its own tags
 /// and regions, with a random other image's tags, and with that image's tags and regions; the
 /// same caption pieces (each with p 0.15, at least one) are `[MASK]` in all three.
-fn tag_reliance(cfg: &PretrainConfig, c: &PretrainCorpus, tok: &BertTokenizer, model: &BertImgForPreTraining, rows: &[usize], pool: &[usize], rng: &mut StdRng) -> Result<Option<(f64, f64, f64)>> {
+fn tag_reliance(
+    cfg: &PretrainConfig,
+    c: &PretrainCorpus,
+    tok: &BertTokenizer,
+    model: &BertImgForPreTraining,
+    rows: &[usize],
+    pool: &[usize],
+    rng: &mut StdRng,
+) -> Result<Option<(f64, f64, f64)>> {
     if !cfg.use_tags {
         return Ok(None);
     }
-    let layout = Layout { max_seq_length: cfg.max_seq_length, max_img_seq_length: cfg.max_img_seq_length, truncation: Truncation::Pair };
+    let layout = Layout {
+        max_seq_length: cfg.max_seq_length,
+        max_img_seq_length: cfg.max_img_seq_length,
+        truncation: Truncation::Pair,
+    };
     let (mut hits, mut total) = ([0usize; 3], 0usize);
     for chunk in rows.chunks(cfg.batch_size) {
         let mut variants: [Vec<Encoded>; 3] = [Vec::new(), Vec::new(), Vec::new()];
@@ -597,20 +835,46 @@ fn tag_reliance(cfg: &PretrainConfig, c: &PretrainCorpus, tok: &BertTokenizer, m
 
 fn plot_curves(out: &Path, logs: &[StepLog], evals: &[EvalLog]) -> Result<()> {
     let series = vec![
-        ("loss".to_string(), logs.iter().map(|l| (l.step as f64, l.loss)).collect()),
-        ("mlm loss".to_string(), logs.iter().map(|l| (l.step as f64, l.mlm_loss)).collect()),
-        ("contrastive loss".to_string(), logs.iter().map(|l| (l.step as f64, l.contrastive_loss)).collect()),
+        (
+            "loss".to_string(),
+            logs.iter().map(|l| (l.step as f64, l.loss)).collect(),
+        ),
+        (
+            "mlm loss".to_string(),
+            logs.iter().map(|l| (l.step as f64, l.mlm_loss)).collect(),
+        ),
+        (
+            "contrastive loss".to_string(),
+            logs.iter()
+                .map(|l| (l.step as f64, l.contrastive_loss))
+                .collect(),
+        ),
     ];
     let img = oscar_world::render::line_chart("pre-training loss", &series);
     let p = out.join("loss.png");
-    img.save(&p).map_err(|e| Error::Invalid(format!("{}: {e}", p.display())))?;
+    img.save(&p)
+        .map_err(|e| Error::Invalid(format!("{}: {e}", p.display())))?;
     if !evals.is_empty() {
         let series = vec![
-            ("held-out MLM accuracy".to_string(), evals.iter().map(|e| (e.step as f64, e.mlm_accuracy)).collect()),
-            ("held-out contrastive accuracy".to_string(), evals.iter().map(|e| (e.step as f64, e.contrastive_accuracy)).collect()),
+            (
+                "held-out MLM accuracy".to_string(),
+                evals
+                    .iter()
+                    .map(|e| (e.step as f64, e.mlm_accuracy))
+                    .collect(),
+            ),
+            (
+                "held-out contrastive accuracy".to_string(),
+                evals
+                    .iter()
+                    .map(|e| (e.step as f64, e.contrastive_accuracy))
+                    .collect(),
+            ),
         ];
         let p = out.join("eval.png");
-        oscar_world::render::line_chart("held-out accuracy", &series).save(&p).map_err(|e| Error::Invalid(format!("{}: {e}", p.display())))?;
+        oscar_world::render::line_chart("held-out accuracy", &series)
+            .save(&p)
+            .map_err(|e| Error::Invalid(format!("{}: {e}", p.display())))?;
     }
     Ok(())
 }
@@ -622,17 +886,31 @@ mod tests {
     #[test]
     fn same_shape_pollution_draws_another_image_with_as_many_tags() {
         let d = tempfile::tempdir().unwrap();
-        let wc = oscar_world::WorldConfig { images: 80, seed: 3, feature_dim: 8, ..Default::default() };
+        let wc = oscar_world::WorldConfig {
+            images: 80,
+            seed: 3,
+            feature_dim: 8,
+            ..Default::default()
+        };
         oscar_world::write::write_world(&oscar_world::generate(&wc).unwrap(), d.path(), 0).unwrap();
         let c = PretrainCorpus::open(&d.path().join("pretrain/dataset.yaml"), 14).unwrap();
         let pool: Vec<usize> = (0..c.rows.len()).collect();
         let by_count = rows_by_tag_count(&c, &pool).unwrap();
         let count = |i: usize| c.tags(i).unwrap().split_whitespace().count();
         let mut rng = <StdRng as rand::SeedableRng>::seed_from_u64(1);
-        let (mut all, mut any_differs) = (PretrainConfig { same_shape_pollution: 1.0, ..PretrainConfig::default() }, false);
+        let (mut all, mut any_differs) = (
+            PretrainConfig {
+                same_shape_pollution: 1.0,
+                ..PretrainConfig::default()
+            },
+            false,
+        );
         for i in pool.iter().copied().step_by(7) {
             let n = count(i);
-            let others = by_count[&n].iter().filter(|&&o| c.rows[o].image != c.rows[i].image).count();
+            let others = by_count[&n]
+                .iter()
+                .filter(|&&o| c.rows[o].image != c.rows[i].image)
+                .count();
             let o = polluting_row(&all, &c, i, n, &pool, &by_count, &mut rng);
             if others >= 5 {
                 assert_eq!(count(o), n, "row {i}: {n} tags, polluted with {}", count(o));
@@ -642,7 +920,15 @@ mod tests {
         // Without the option any row may be drawn, and tag counts then differ.
         all.same_shape_pollution = 0.0;
         for i in pool.iter().copied().step_by(7) {
-            any_differs |= count(polluting_row(&all, &c, i, count(i), &pool, &by_count, &mut rng)) != count(i);
+            any_differs |= count(polluting_row(
+                &all,
+                &c,
+                i,
+                count(i),
+                &pool,
+                &by_count,
+                &mut rng,
+            )) != count(i);
         }
         assert!(any_differs);
     }

@@ -5,9 +5,6 @@
 //! training and by the official accuracy after; GQA: cross-entropy on the answer, accuracy.
 
 use super::finetune::{run_task, start, Optim, RunFiles};
-use crate::train::trainer::{EpochOrder, Metrics, StepLoss, TrainTask};
-use rand::rngs::StdRng;
-use rand::Rng;
 use crate::checkpoint::{load_model, read_checkpoint, save_pretrained, write_atomic, Fresh};
 use crate::config::{ClassifierKind, LossType, OscarConfig};
 use crate::data::features::{FeatureStore, Regions};
@@ -17,7 +14,10 @@ use crate::error::{Error, Result};
 use crate::model::{ClassLabels, ImageBertForSequenceClassification, Inputs};
 use crate::nn::{ops, Ctx};
 use crate::tokenizer::BertTokenizer;
+use crate::train::trainer::{EpochOrder, Metrics, StepLoss, TrainTask};
 use candle_core::{Device, Tensor};
+use rand::rngs::StdRng;
+use rand::Rng;
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -62,7 +62,11 @@ pub struct QaConfig {
 impl Default for QaConfig {
     fn default() -> Self {
         QaConfig {
-            optim: Optim { warmup_steps: 0, drop_out: Some(0.3), ..Optim::default() },
+            optim: Optim {
+                warmup_steps: 0,
+                drop_out: Some(0.3),
+                ..Optim::default()
+            },
             task: QaKind::Vqa,
             max_seq_length: 128,
             max_img_seq_length: 50,
@@ -76,11 +80,20 @@ impl Default for QaConfig {
 impl QaConfig {
     /// GQA's reference defaults (`max_seq_length 165`, `max_img_seq_length 45`).
     pub fn gqa() -> Self {
-        QaConfig { task: QaKind::Gqa, max_seq_length: 165, max_img_seq_length: 45, ..QaConfig::default() }
+        QaConfig {
+            task: QaKind::Gqa,
+            max_seq_length: 165,
+            max_img_seq_length: 45,
+            ..QaConfig::default()
+        }
     }
 
     fn layout(&self) -> Layout {
-        Layout { max_seq_length: self.max_seq_length, max_img_seq_length: self.max_img_seq_length, truncation: Truncation::Pair }
+        Layout {
+            max_seq_length: self.max_seq_length,
+            max_img_seq_length: self.max_img_seq_length,
+            truncation: Truncation::Pair,
+        }
     }
 }
 
@@ -93,17 +106,27 @@ pub struct QaSet {
 impl QaSet {
     /// Reads a question file (`q`, `o`, `an`, `s`, `img_id`, `q_id`) and the features of every
     /// image it names; answer ids must lie in the vocabulary of `num_answers`.
-    pub fn open(questions: &Path, features: &Path, img_feature_dim: usize, num_answers: usize) -> Result<Self> {
+    pub fn open(
+        questions: &Path,
+        features: &Path,
+        img_feature_dim: usize,
+        num_answers: usize,
+    ) -> Result<Self> {
         let examples = read_qa(questions, Some(num_answers))?;
         let store = FeatureStore::open(features, img_feature_dim)?;
         let mut feats = HashMap::new();
         for e in &examples {
             if !feats.contains_key(&e.img_id) {
-                let r = store.get(&e.img_id).map_err(|err| Error::bad_file(questions, format!("question {}: {err}", e.q_id)))?;
+                let r = store.get(&e.img_id).map_err(|err| {
+                    Error::bad_file(questions, format!("question {}: {err}", e.q_id))
+                })?;
                 feats.insert(e.img_id.clone(), r);
             }
         }
-        Ok(QaSet { examples, features: feats })
+        Ok(QaSet {
+            examples,
+            features: feats,
+        })
     }
 
     fn dim(&self) -> usize {
@@ -113,16 +136,22 @@ impl QaSet {
 
 /// GQA's target: the answer with the highest score (the first on ties; GQA files hold one).
 pub fn best_answer(e: &QaExample) -> Option<usize> {
-    e.answers.iter().fold(None, |best: Option<(usize, f32)>, &(a, s)| match best {
-        Some((_, bs)) if bs >= s => best,
-        _ => Some((a, s)),
-    })
-    .map(|(a, _)| a)
+    e.answers
+        .iter()
+        .fold(None, |best: Option<(usize, f32)>, &(a, s)| match best {
+            Some((_, bs)) if bs >= s => best,
+            _ => Some((a, s)),
+        })
+        .map(|(a, _)| a)
 }
 
 /// The soft score the reference credits to a predicted label (0 when it is not a listed answer).
 pub fn soft_score(e: &QaExample, label: usize) -> f32 {
-    e.answers.iter().filter(|(a, _)| *a == label).map(|(_, s)| *s).fold(0.0, f32::max)
+    e.answers
+        .iter()
+        .filter(|(a, _)| *a == label)
+        .map(|(_, s)| *s)
+        .fold(0.0, f32::max)
 }
 
 /// A VQA/GQA model with its settings and answer vocabulary.
@@ -134,8 +163,18 @@ pub struct Answerer {
     pub answers: AnswerVocab,
 }
 
-fn encode(tok: &BertTokenizer, cfg: &QaConfig, question: &str, tags: &str, r: &Regions) -> Result<Encoded> {
-    let tags = if cfg.use_tags { Some(tags).filter(|t| !t.trim().is_empty()) } else { None };
+fn encode(
+    tok: &BertTokenizer,
+    cfg: &QaConfig,
+    question: &str,
+    tags: &str,
+    r: &Regions,
+) -> Result<Encoded> {
+    let tags = if cfg.use_tags {
+        Some(tags).filter(|t| !t.trim().is_empty())
+    } else {
+        None
+    };
     cfg.layout().encode(tok, question, tags, &r.data, r.dim)
 }
 
@@ -155,19 +194,47 @@ fn batch(tok: &BertTokenizer, cfg: &QaConfig, set: &QaSet, idx: &[usize]) -> Res
 /// score is the mean soft score of the argmax answers (VQA) or the accuracy (GQA), as the
 /// reference logs.
 #[allow(clippy::too_many_arguments)]
-pub fn train(set: &QaSet, tok: &BertTokenizer, answers: &AnswerVocab, init: Option<&Path>, fresh: &OscarConfig, cfg: &QaConfig, files: &RunFiles, eval: Option<&QaSet>, on_step: impl FnMut(u64, f64, f64)) -> Result<Answerer> {
+pub fn train(
+    set: &QaSet,
+    tok: &BertTokenizer,
+    answers: &AnswerVocab,
+    init: Option<&Path>,
+    fresh: &OscarConfig,
+    cfg: &QaConfig,
+    files: &RunFiles,
+    eval: Option<&QaSet>,
+    on_step: impl FnMut(u64, f64, f64),
+) -> Result<Answerer> {
     let n = answers.len();
-    let loaded = start::<ImageBertForSequenceClassification>(files.resume.as_deref().or(init), fresh, &cfg.optim, |c| {
-        c.num_labels = n;
-        c.classifier = cfg.classifier;
-        c.cls_hidden_scale = cfg.cls_hidden_scale;
-        c.loss_type = match cfg.task {
-            QaKind::Vqa => LossType::Bce,
-            QaKind::Gqa => LossType::Xe,
-        };
-    })?;
-    let model = Answerer { model: loaded.model, params: loaded.params, config: loaded.config, settings: cfg.clone(), answers: answers.clone() };
-    let mut task = QaTask { set, tok, eval, order: EpochOrder::new(set.examples.len(), cfg.optim.seed)?, model, vocab: files.vocab.clone() };
+    let loaded = start::<ImageBertForSequenceClassification>(
+        files.resume.as_deref().or(init),
+        fresh,
+        &cfg.optim,
+        |c| {
+            c.num_labels = n;
+            c.classifier = cfg.classifier;
+            c.cls_hidden_scale = cfg.cls_hidden_scale;
+            c.loss_type = match cfg.task {
+                QaKind::Vqa => LossType::Bce,
+                QaKind::Gqa => LossType::Xe,
+            };
+        },
+    )?;
+    let model = Answerer {
+        model: loaded.model,
+        params: loaded.params,
+        config: loaded.config,
+        settings: cfg.clone(),
+        answers: answers.clone(),
+    };
+    let mut task = QaTask {
+        set,
+        tok,
+        eval,
+        order: EpochOrder::new(set.examples.len(), cfg.optim.seed)?,
+        model,
+        vocab: files.vocab.clone(),
+    };
     run_task(&mut task, &cfg.optim, files, "batch_score", on_step)?;
     Ok(task.model)
 }
@@ -208,23 +275,45 @@ impl TrainTask for QaTask<'_> {
                         t[row * n + a] = s;
                     }
                 }
-                self.model.model.loss(&logits, ClassLabels::Dense(&Tensor::from_vec(t, (idx.len(), n), &Device::Cpu)?))?
+                self.model.model.loss(
+                    &logits,
+                    ClassLabels::Dense(&Tensor::from_vec(t, (idx.len(), n), &Device::Cpu)?),
+                )?
             }
             QaKind::Gqa => {
                 // Unanswered training questions are ignored (-100), as CrossEntropyLoss would.
-                let labels: Vec<i64> = idx.iter().map(|&i| best_answer(&set.examples[i]).map(|a| a as i64).unwrap_or(-100)).collect();
-                self.model.model.loss(&logits, ClassLabels::Index(&labels))?
+                let labels: Vec<i64> = idx
+                    .iter()
+                    .map(|&i| {
+                        best_answer(&set.examples[i])
+                            .map(|a| a as i64)
+                            .unwrap_or(-100)
+                    })
+                    .collect();
+                self.model
+                    .model
+                    .loss(&logits, ClassLabels::Index(&labels))?
             }
         };
         let pred: Vec<u32> = logits.argmax(1)?.to_vec1()?;
-        let score = idx.iter().zip(&pred).map(|(&i, &p)| batch_credit(cfg.task, &set.examples[i], p as usize)).sum::<f64>() / idx.len() as f64;
-        Ok(StepLoss { loss, metrics: Metrics::from([("batch_score".to_string(), score)]) })
+        let score = idx
+            .iter()
+            .zip(&pred)
+            .map(|(&i, &p)| batch_credit(cfg.task, &set.examples[i], p as usize))
+            .sum::<f64>()
+            / idx.len() as f64;
+        Ok(StepLoss {
+            loss,
+            metrics: Metrics::from([("batch_score".to_string(), score)]),
+        })
     }
 
     /// The score on the evaluation split: the soft score of the argmax answer (VQA) or the
     /// accuracy (GQA), percent.
     fn evaluate(&mut self, _step: u64) -> Result<Option<Metrics>> {
-        let Some(eval) = self.eval else { return Ok(None) };
+        let Some(eval) = self.eval else {
+            return Ok(None);
+        };
         let e = self.model.evaluate(self.tok, eval, 128, |_| {})?;
         Ok(Some(Metrics::from([("score".to_string(), e.score)])))
     }
@@ -264,18 +353,42 @@ impl Answerer {
         let settings: QaConfig = super::finetune::saved_settings(dir, "qa.json")?;
         let vocab_path = dir.join("label2ans.json");
         let answers = AnswerVocab::read(&vocab_path)?;
-        let l = load_model::<ImageBertForSequenceClassification>(read_checkpoint(dir)?, None, Fresh::Nothing, 0)?;
+        let l = load_model::<ImageBertForSequenceClassification>(
+            read_checkpoint(dir)?,
+            None,
+            Fresh::Nothing,
+            0,
+        )?;
         if l.config.num_labels != answers.len() {
-            return Err(Error::bad_file(&vocab_path, format!("{} answers, but the model's head has {} labels", answers.len(), l.config.num_labels)));
+            return Err(Error::bad_file(
+                &vocab_path,
+                format!(
+                    "{} answers, but the model's head has {} labels",
+                    answers.len(),
+                    l.config.num_labels
+                ),
+            ));
         }
-        Ok(Answerer { model: l.model, params: l.params, config: l.config, settings, answers })
+        Ok(Answerer {
+            model: l.model,
+            params: l.params,
+            config: l.config,
+            settings,
+            answers,
+        })
     }
 
     pub fn save(&self, dir: &Path, vocab: Option<&Path>) -> Result<()> {
         save_pretrained(dir, &self.params, &self.config, vocab)?;
         let json = |v: serde_json::Result<String>| v.map_err(|e| Error::Invalid(e.to_string()));
-        write_atomic(&dir.join("qa.json"), json(serde_json::to_string_pretty(&self.settings))?.as_bytes())?;
-        write_atomic(&dir.join("label2ans.json"), json(serde_json::to_string(&self.answers.label2ans))?.as_bytes())
+        write_atomic(
+            &dir.join("qa.json"),
+            json(serde_json::to_string_pretty(&self.settings))?.as_bytes(),
+        )?;
+        write_atomic(
+            &dir.join("label2ans.json"),
+            json(serde_json::to_string(&self.answers.label2ans))?.as_bytes(),
+        )
     }
 
     /// Answer probabilities `[B, num_answers]` for a batch.
@@ -292,17 +405,32 @@ impl Answerer {
     fn top(&self, row: &[f32], k: usize) -> Vec<(String, f32)> {
         let mut idx: Vec<usize> = (0..row.len()).collect();
         idx.sort_by(|a, b| row[*b].total_cmp(&row[*a]).then(a.cmp(b)));
-        idx.into_iter().take(k.max(1)).map(|i| (self.answers.label2ans[i].clone(), row[i])).collect()
+        idx.into_iter()
+            .take(k.max(1))
+            .map(|i| (self.answers.label2ans[i].clone(), row[i]))
+            .collect()
     }
 
     /// Ranked answers for every question of `set`, in batches.
-    pub fn predict(&self, tok: &BertTokenizer, set: &QaSet, batch_size: usize, k: usize, mut progress: impl FnMut(usize)) -> Result<Vec<Prediction>> {
+    pub fn predict(
+        &self,
+        tok: &BertTokenizer,
+        set: &QaSet,
+        batch_size: usize,
+        k: usize,
+        mut progress: impl FnMut(usize),
+    ) -> Result<Vec<Prediction>> {
         let idx: Vec<usize> = (0..set.examples.len()).collect();
         let mut out = Vec::with_capacity(idx.len());
         for chunk in idx.chunks(batch_size.max(1)) {
-            let p = self.probabilities(&batch(tok, &self.settings, set, chunk)?)?.to_vec2::<f32>()?;
+            let p = self
+                .probabilities(&batch(tok, &self.settings, set, chunk)?)?
+                .to_vec2::<f32>()?;
             for (&i, row) in chunk.iter().zip(&p) {
-                out.push(Prediction { question_id: set.examples[i].q_id.clone(), top: self.top(row, k) });
+                out.push(Prediction {
+                    question_id: set.examples[i].q_id.clone(),
+                    top: self.top(row, k),
+                });
             }
             progress(chunk.len());
         }
@@ -310,45 +438,113 @@ impl Answerer {
     }
 
     /// Predicts and scores a labelled split the way the reference's evaluation does.
-    pub fn evaluate(&self, tok: &BertTokenizer, set: &QaSet, batch_size: usize, progress: impl FnMut(usize)) -> Result<QaEval> {
+    pub fn evaluate(
+        &self,
+        tok: &BertTokenizer,
+        set: &QaSet,
+        batch_size: usize,
+        progress: impl FnMut(usize),
+    ) -> Result<QaEval> {
         let predictions = self.predict(tok, set, batch_size, 5, progress)?;
         let a2l = self.answers.ans2label();
-        let total: f64 = set.examples.iter().zip(&predictions).map(|(e, p)| batch_credit(self.settings.task, e, a2l[p.top[0].0.as_str()])).sum();
-        Ok(QaEval { questions: set.examples.len(), score: 100.0 * total / set.examples.len().max(1) as f64, predictions })
+        let total: f64 = set
+            .examples
+            .iter()
+            .zip(&predictions)
+            .map(|(e, p)| batch_credit(self.settings.task, e, a2l[p.top[0].0.as_str()]))
+            .sum();
+        Ok(QaEval {
+            questions: set.examples.len(),
+            score: 100.0 * total / set.examples.len().max(1) as f64,
+            predictions,
+        })
     }
 
     /// Top-`k` answers to one question about one image.
-    pub fn answer(&self, tok: &BertTokenizer, question: &str, tags: &str, regions: &Regions, k: usize) -> Result<Vec<(String, f32)>> {
+    pub fn answer(
+        &self,
+        tok: &BertTokenizer,
+        question: &str,
+        tags: &str,
+        regions: &Regions,
+        k: usize,
+    ) -> Result<Vec<(String, f32)>> {
         if regions.dim != self.config.img_feature_dim {
-            return Err(Error::Invalid(format!("the image has {}-d region features, the model expects {}", regions.dim, self.config.img_feature_dim)));
+            return Err(Error::Invalid(format!(
+                "the image has {}-d region features, the model expects {}",
+                regions.dim, self.config.img_feature_dim
+            )));
         }
         let e = encode(tok, &self.settings, question, tags, regions)?;
-        let p = self.probabilities(&collate_dynamic(&[e], regions.dim, &Device::Cpu)?)?.to_vec2::<f32>()?;
+        let p = self
+            .probabilities(&collate_dynamic(&[e], regions.dim, &Device::Cpu)?)?
+            .to_vec2::<f32>()?;
         Ok(self.top(&p[0], k))
     }
 }
 
 /// The official submission format: `[{"question_id", "answer"}]` with the top answer.
 pub fn submission(preds: &[Prediction]) -> serde_json::Value {
-    let id = |q: &str| q.parse::<i64>().map(serde_json::Value::from).unwrap_or_else(|_| q.into());
-    preds.iter().map(|p| serde_json::json!({"question_id": id(&p.question_id), "answer": p.top[0].0})).collect()
+    let id = |q: &str| {
+        q.parse::<i64>()
+            .map(serde_json::Value::from)
+            .unwrap_or_else(|_| q.into())
+    };
+    preds
+        .iter()
+        .map(|p| serde_json::json!({"question_id": id(&p.question_id), "answer": p.top[0].0}))
+        .collect()
 }
 
 /// Answers of a majority baseline: the most frequent training answer overall, and the most
 /// frequent one per question type (`question_type` of the annotations).
-pub fn majority_answers(train: &[oscar_eval::vqa::Annotation], test: &[oscar_eval::vqa::Annotation]) -> (HashMap<String, String>, HashMap<String, String>) {
+pub fn majority_answers(
+    train: &[oscar_eval::vqa::Annotation],
+    test: &[oscar_eval::vqa::Annotation],
+) -> (HashMap<String, String>, HashMap<String, String>) {
     fn most_common<'a>(it: impl Iterator<Item = &'a str>) -> String {
         let mut c: std::collections::BTreeMap<&str, usize> = Default::default();
         for a in it {
             *c.entry(a).or_default() += 1;
         }
-        c.into_iter().max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(a.0))).map(|(a, _)| a.to_string()).unwrap_or_default()
+        c.into_iter()
+            .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(a.0)))
+            .map(|(a, _)| a.to_string())
+            .unwrap_or_default()
     }
     let top = |a: &oscar_eval::vqa::Annotation| most_common(a.answer_texts());
-    let tops: Vec<(String, String)> = train.iter().map(|a| (a.question_type.clone(), top(a))).collect();
+    let tops: Vec<(String, String)> = train
+        .iter()
+        .map(|a| (a.question_type.clone(), top(a)))
+        .collect();
     let overall = most_common(tops.iter().map(|(_, a)| a.as_str()));
-    let per_type: HashMap<&str, String> = tops.iter().map(|(t, _)| t.as_str()).collect::<std::collections::BTreeSet<_>>().into_iter().map(|t| (t, most_common(tops.iter().filter(|(q, _)| q == t).map(|(_, a)| a.as_str())))).collect();
-    let global = test.iter().map(|a| (a.question_id.clone(), overall.clone())).collect();
-    let typed = test.iter().map(|a| (a.question_id.clone(), per_type.get(a.question_type.as_str()).cloned().unwrap_or_else(|| overall.clone()))).collect();
+    let per_type: HashMap<&str, String> = tops
+        .iter()
+        .map(|(t, _)| t.as_str())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .map(|t| {
+            (
+                t,
+                most_common(tops.iter().filter(|(q, _)| q == t).map(|(_, a)| a.as_str())),
+            )
+        })
+        .collect();
+    let global = test
+        .iter()
+        .map(|a| (a.question_id.clone(), overall.clone()))
+        .collect();
+    let typed = test
+        .iter()
+        .map(|a| {
+            (
+                a.question_id.clone(),
+                per_type
+                    .get(a.question_type.as_str())
+                    .cloned()
+                    .unwrap_or_else(|| overall.clone()),
+            )
+        })
+        .collect();
     (global, typed)
 }

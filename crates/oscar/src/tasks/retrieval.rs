@@ -5,7 +5,6 @@
 //! keeps the top-k candidates for the model to re-rank.
 
 use super::finetune::{run_task, start, Optim, RunFiles};
-use crate::train::trainer::{Metrics, StepLoss, TrainTask};
 use crate::checkpoint::{load_model, read_checkpoint, save_pretrained, Fresh};
 use crate::config::{LossType, OscarConfig};
 use crate::data::features::{parse_detections, FeatureStore, Regions};
@@ -15,6 +14,7 @@ use crate::error::{Error, Result};
 use crate::model::{ClassLabels, ImageBertForSequenceClassification};
 use crate::nn::{ops, Ctx};
 use crate::tokenizer::BertTokenizer;
+use crate::train::trainer::{Metrics, StepLoss, TrainTask};
 use candle_core::Device;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -33,13 +33,22 @@ pub struct RetrievalSet {
 impl RetrievalSet {
     /// Reads `captions` (`{image: [captions]}`, JSON or `.pt`), region features and detector
     /// tags (`predictions.tsv` / `*.label.tsv`); `keys` limits the images (test_img_keys.tsv).
-    pub fn open(captions: &Path, features: &Path, labels: &Path, img_feature_dim: usize, keys: Option<&Path>) -> Result<Self> {
+    pub fn open(
+        captions: &Path,
+        features: &Path,
+        labels: &Path,
+        img_feature_dim: usize,
+        keys: Option<&Path>,
+    ) -> Result<Self> {
         let caps = crate::data::text::read_retrieval_captions(captions)?;
         let wanted: Option<Vec<String>> = keys.map(crate::data::text::read_keys).transpose()?;
         let images: Vec<String> = match wanted {
             Some(k) => {
                 if let Some(missing) = k.iter().find(|i| !caps.contains_key(*i)) {
-                    return Err(Error::bad_file(captions, format!("image {missing} of the key file has no captions")));
+                    return Err(Error::bad_file(
+                        captions,
+                        format!("image {missing} of the key file has no captions"),
+                    ));
                 }
                 k
             }
@@ -53,15 +62,26 @@ impl RetrievalSet {
         let mut captions_out = Vec::new();
         for (i, img) in images.iter().enumerate() {
             feats.insert(img.clone(), store.get(img)?);
-            let row = *lab_idx.get(img).ok_or_else(|| Error::bad_file(labels, format!("no labels for image {img}")))?;
+            let row = *lab_idx
+                .get(img)
+                .ok_or_else(|| Error::bad_file(labels, format!("no labels for image {img}")))?;
             let f = lab.row(row)?;
-            let d = parse_detections(f.get(1).map(String::as_str).unwrap_or(""), &format!("row {}", row + 1)).map_err(|e| Error::bad_file(labels, e))?;
+            let d = parse_detections(
+                f.get(1).map(String::as_str).unwrap_or(""),
+                &format!("row {}", row + 1),
+            )
+            .map_err(|e| Error::bad_file(labels, e))?;
             tags.insert(img.clone(), d.tags(0.0, false));
             for c in &caps[img] {
                 captions_out.push((i, c.clone()));
             }
         }
-        Ok(RetrievalSet { images, captions: captions_out, features: feats, tags })
+        Ok(RetrievalSet {
+            images,
+            captions: captions_out,
+            features: feats,
+            tags,
+        })
     }
 }
 
@@ -78,9 +98,22 @@ pub fn block_mask(items: &[Encoded], kind: AttMask) -> Result<Option<candle_core
     let mut m = Vec::with_capacity(items.len() * l * l);
     for e in items {
         let a_len = e.text_a_len + 2;
-        m.extend(crate::data::attention_mask::retrieval(l, 0..a_len, a_len..e.input_ids.len(), t..t + e.num_regions, kind).into_vec());
+        m.extend(
+            crate::data::attention_mask::retrieval(
+                l,
+                0..a_len,
+                a_len..e.input_ids.len(),
+                t..t + e.num_regions,
+                kind,
+            )
+            .into_vec(),
+        );
     }
-    Ok(Some(candle_core::Tensor::from_vec(m, (items.len(), l, l), &Device::Cpu)?))
+    Ok(Some(candle_core::Tensor::from_vec(
+        m,
+        (items.len(), l, l),
+        &Device::Cpu,
+    )?))
 }
 
 /// Fine-tuning settings (defaults: the reference's layout, optimisation scaled for the world).
@@ -103,12 +136,23 @@ pub struct RetrievalTrainConfig {
 
 impl Default for RetrievalTrainConfig {
     fn default() -> Self {
-        RetrievalTrainConfig { optim: Optim::default(), max_seq_length: 70, max_img_seq_length: 50, use_tags: true, att_mask: AttMask::CLR, hard_negative_prob: 0.0 }
+        RetrievalTrainConfig {
+            optim: Optim::default(),
+            max_seq_length: 70,
+            max_img_seq_length: 50,
+            use_tags: true,
+            att_mask: AttMask::CLR,
+            hard_negative_prob: 0.0,
+        }
     }
 }
 
 /// Collates a batch with the configured attention mask.
-fn batch_inputs(items: &[Encoded], dim: usize, cfg: &RetrievalTrainConfig) -> Result<crate::model::Inputs> {
+fn batch_inputs(
+    items: &[Encoded],
+    dim: usize,
+    cfg: &RetrievalTrainConfig,
+) -> Result<crate::model::Inputs> {
     let mut x = collate_dynamic(items, dim, &Device::Cpu)?;
     if let Some(m) = block_mask(items, cfg.att_mask)? {
         x.attention_mask = Some(m);
@@ -116,11 +160,26 @@ fn batch_inputs(items: &[Encoded], dim: usize, cfg: &RetrievalTrainConfig) -> Re
     Ok(x)
 }
 
-fn encode(tok: &BertTokenizer, set: &RetrievalSet, img: usize, caption: &str, cfg: &RetrievalTrainConfig) -> Result<Encoded> {
+fn encode(
+    tok: &BertTokenizer,
+    set: &RetrievalSet,
+    img: usize,
+    caption: &str,
+    cfg: &RetrievalTrainConfig,
+) -> Result<Encoded> {
     let key = &set.images[img];
     let r = &set.features[key];
-    let tags = if cfg.use_tags { Some(set.tags[key].as_str()).filter(|t| !t.is_empty()) } else { None };
-    Layout { max_seq_length: cfg.max_seq_length, max_img_seq_length: cfg.max_img_seq_length, truncation: Truncation::TextFirst }.encode(tok, caption, tags, &r.data, r.dim)
+    let tags = if cfg.use_tags {
+        Some(set.tags[key].as_str()).filter(|t| !t.is_empty())
+    } else {
+        None
+    };
+    Layout {
+        max_seq_length: cfg.max_seq_length,
+        max_img_seq_length: cfg.max_img_seq_length,
+        truncation: Truncation::TextFirst,
+    }
+    .encode(tok, caption, tags, &r.data, r.dim)
 }
 
 /// A trained (or loaded) retrieval model.
@@ -133,20 +192,49 @@ pub struct Retriever {
 /// Fine-tunes from `init` (a pre-training or BERT checkpoint; the classifier starts fresh) or
 /// from scratch with `fresh_config`, on the one trainer (`files`: checkpoints, metrics,
 /// resume). `on_step(step, loss, accuracy)`.
-pub fn train(set: &RetrievalSet, tok: &BertTokenizer, init: Option<&Path>, fresh_config: &OscarConfig, cfg: &RetrievalTrainConfig, files: &RunFiles, on_step: impl FnMut(u64, f64, f64)) -> Result<Retriever> {
-    let loaded = start::<ImageBertForSequenceClassification>(files.resume.as_deref().or(init), fresh_config, &cfg.optim, |c| {
-        c.num_labels = 2;
-        c.loss_type = LossType::Sfmx;
-        c.classifier = crate::config::ClassifierKind::Linear;
-    })?;
+pub fn train(
+    set: &RetrievalSet,
+    tok: &BertTokenizer,
+    init: Option<&Path>,
+    fresh_config: &OscarConfig,
+    cfg: &RetrievalTrainConfig,
+    files: &RunFiles,
+    on_step: impl FnMut(u64, f64, f64),
+) -> Result<Retriever> {
+    let loaded = start::<ImageBertForSequenceClassification>(
+        files.resume.as_deref().or(init),
+        fresh_config,
+        &cfg.optim,
+        |c| {
+            c.num_labels = 2;
+            c.loss_type = LossType::Sfmx;
+            c.classifier = crate::config::ClassifierKind::Linear;
+        },
+    )?;
     if set.images.len() < 2 {
-        return Err(Error::Invalid("retrieval training needs at least two images".into()));
+        return Err(Error::Invalid(
+            "retrieval training needs at least two images".into(),
+        ));
     }
     if !(0.0..=1.0).contains(&cfg.hard_negative_prob) {
-        return Err(Error::Invalid(format!("hard_negative_prob {} is not a probability", cfg.hard_negative_prob)));
+        return Err(Error::Invalid(format!(
+            "hard_negative_prob {} is not a probability",
+            cfg.hard_negative_prob
+        )));
     }
-    let model = Retriever { model: loaded.model, params: loaded.params, config: loaded.config };
-    let mut task = RetrievalTask { set, tok, cfg, shapes: NegativeShapes::new(set), model, vocab: files.vocab.clone() };
+    let model = Retriever {
+        model: loaded.model,
+        params: loaded.params,
+        config: loaded.config,
+    };
+    let mut task = RetrievalTask {
+        set,
+        tok,
+        cfg,
+        shapes: NegativeShapes::new(set),
+        model,
+        vocab: files.vocab.clone(),
+    };
     run_task(&mut task, &cfg.optim, files, "accuracy", on_step)?;
     Ok(task.model)
 }
@@ -198,13 +286,17 @@ impl TrainTask for RetrievalTask<'_> {
                 let c = match self.shapes.caption_like(set, cap, *img, hard, &mut rng) {
                     Some(c) => &set.captions[c].1,
                     None => {
-                        let wrong: Vec<&(usize, String)> = set.captions.iter().filter(|(i, _)| *i == other).collect();
+                        let wrong: Vec<&(usize, String)> =
+                            set.captions.iter().filter(|(i, _)| *i == other).collect();
                         &wrong[rng.random_range(0..wrong.len())].1
                     }
                 };
                 items.push(encode(tok, set, *img, c, cfg)?);
             } else {
-                let other = self.shapes.image_like(set, *img, hard, &mut rng).unwrap_or(other);
+                let other = self
+                    .shapes
+                    .image_like(set, *img, hard, &mut rng)
+                    .unwrap_or(other);
                 items.push(encode(tok, set, other, cap, cfg)?);
             }
             labels.push(0);
@@ -212,16 +304,28 @@ impl TrainTask for RetrievalTask<'_> {
         let dim = set.features.values().next().map(|r| r.dim).unwrap_or(1);
         let x = batch_inputs(&items, dim, cfg)?;
         let logits = self.model.model.forward(&x, &Ctx::train(rng.random()))?;
-        let loss = self.model.model.loss(&logits, ClassLabels::Index(&labels))?;
+        let loss = self
+            .model
+            .model
+            .loss(&logits, ClassLabels::Index(&labels))?;
         let pred: Vec<u32> = logits.argmax(1)?.to_vec1()?;
-        let acc = pred.iter().zip(&labels).filter(|(p, l)| **p as i64 == **l).count() as f64 / labels.len() as f64;
-        Ok(StepLoss { loss, metrics: Metrics::from([("accuracy".to_string(), acc)]) })
+        let acc = pred
+            .iter()
+            .zip(&labels)
+            .filter(|(p, l)| **p as i64 == **l)
+            .count() as f64
+            / labels.len() as f64;
+        Ok(StepLoss {
+            loss,
+            metrics: Metrics::from([("accuracy".to_string(), acc)]),
+        })
     }
 
     /// The model and its input settings (`retrieval.json`), as `oscar train retrieval` saves them.
     fn save(&self, dir: &Path) -> Result<()> {
         self.model.save(dir, self.vocab.as_deref())?;
-        let body = serde_json::to_string_pretty(self.cfg).map_err(|e| Error::Invalid(e.to_string()))?;
+        let body =
+            serde_json::to_string_pretty(self.cfg).map_err(|e| Error::Invalid(e.to_string()))?;
         crate::checkpoint::write_atomic(&dir.join("retrieval.json"), body.as_bytes())
     }
 }
@@ -236,31 +340,65 @@ impl NegativeShapes {
     fn new(set: &RetrievalSet) -> Self {
         let mut captions_by_words: HashMap<usize, Vec<usize>> = HashMap::new();
         for (c, (_, text)) in set.captions.iter().enumerate() {
-            captions_by_words.entry(text.split_whitespace().count()).or_default().push(c);
+            captions_by_words
+                .entry(text.split_whitespace().count())
+                .or_default()
+                .push(c);
         }
         let mut images_by_tags: HashMap<usize, Vec<usize>> = HashMap::new();
         for (i, key) in set.images.iter().enumerate() {
-            images_by_tags.entry(Self::tag_count(set, key)).or_default().push(i);
+            images_by_tags
+                .entry(Self::tag_count(set, key))
+                .or_default()
+                .push(i);
         }
-        NegativeShapes { captions_by_words, images_by_tags }
+        NegativeShapes {
+            captions_by_words,
+            images_by_tags,
+        }
     }
 
     fn tag_count(set: &RetrievalSet, key: &str) -> usize {
-        set.tags.get(key).map_or(0, |t| t.split_whitespace().count())
+        set.tags
+            .get(key)
+            .map_or(0, |t| t.split_whitespace().count())
     }
 
     /// With `hard`, a caption of another image with as many words as `cap` (None when there is
     /// none, or without `hard`: the caller draws a random one).
-    fn caption_like(&self, set: &RetrievalSet, cap: &str, img: usize, hard: bool, rng: &mut StdRng) -> Option<usize> {
-        let pool = self.captions_by_words.get(&cap.split_whitespace().count()).filter(|_| hard)?;
+    fn caption_like(
+        &self,
+        set: &RetrievalSet,
+        cap: &str,
+        img: usize,
+        hard: bool,
+        rng: &mut StdRng,
+    ) -> Option<usize> {
+        let pool = self
+            .captions_by_words
+            .get(&cap.split_whitespace().count())
+            .filter(|_| hard)?;
         // A few draws find another image's caption unless nearly all of the group are this image's.
-        (0..8).map(|_| pool[rng.random_range(0..pool.len())]).find(|&c| set.captions[c].0 != img)
+        (0..8)
+            .map(|_| pool[rng.random_range(0..pool.len())])
+            .find(|&c| set.captions[c].0 != img)
     }
 
     /// With `hard`, another image with as many detections as `img`.
-    fn image_like(&self, set: &RetrievalSet, img: usize, hard: bool, rng: &mut StdRng) -> Option<usize> {
-        let pool = self.images_by_tags.get(&Self::tag_count(set, &set.images[img])).filter(|_| hard)?;
-        (0..8).map(|_| pool[rng.random_range(0..pool.len())]).find(|&i| i != img)
+    fn image_like(
+        &self,
+        set: &RetrievalSet,
+        img: usize,
+        hard: bool,
+        rng: &mut StdRng,
+    ) -> Option<usize> {
+        let pool = self
+            .images_by_tags
+            .get(&Self::tag_count(set, &set.images[img]))
+            .filter(|_| hard)?;
+        (0..8)
+            .map(|_| pool[rng.random_range(0..pool.len())])
+            .find(|&i| i != img)
     }
 }
 
@@ -271,8 +409,17 @@ pub fn saved_settings(dir: &Path) -> Result<RetrievalTrainConfig> {
 
 impl Retriever {
     pub fn load(dir: &Path) -> Result<Self> {
-        let l = load_model::<ImageBertForSequenceClassification>(read_checkpoint(dir)?, None, Fresh::Nothing, 0)?;
-        Ok(Retriever { model: l.model, params: l.params, config: l.config })
+        let l = load_model::<ImageBertForSequenceClassification>(
+            read_checkpoint(dir)?,
+            None,
+            Fresh::Nothing,
+            0,
+        )?;
+        Ok(Retriever {
+            model: l.model,
+            params: l.params,
+            config: l.config,
+        })
     }
 
     pub fn save(&self, dir: &Path, vocab: Option<&Path>) -> Result<()> {
@@ -280,23 +427,38 @@ impl Retriever {
     }
 
     /// Match probabilities `softmax(logits)[1]` of (image, caption) pairs, in batches.
-    pub fn score_pairs(&self, tok: &BertTokenizer, set: &RetrievalSet, pairs: &[(usize, usize)], cfg: &RetrievalTrainConfig, batch: usize, mut progress: impl FnMut(usize)) -> Result<Vec<f32>> {
+    pub fn score_pairs(
+        &self,
+        tok: &BertTokenizer,
+        set: &RetrievalSet,
+        pairs: &[(usize, usize)],
+        cfg: &RetrievalTrainConfig,
+        batch: usize,
+        mut progress: impl FnMut(usize),
+    ) -> Result<Vec<f32>> {
         let _no_grad = crate::nn::NoGrad::new();
         let dim = set.features.values().next().map(|r| r.dim).unwrap_or(1);
         // Pairs of similar length share a batch (dynamic padding then pads little); the order of
         // the returned scores is that of `pairs`. Length estimate: ~4 characters per word piece.
         let est = |&(i, c): &(usize, usize)| {
             let key = &set.images[i];
-            (set.captions[c].1.len() + set.tags.get(key).map_or(0, |t| t.len())) / 4 + set.features.get(key).map_or(0, |r| r.num_boxes)
+            (set.captions[c].1.len() + set.tags.get(key).map_or(0, |t| t.len())) / 4
+                + set.features.get(key).map_or(0, |r| r.num_boxes)
         };
         let mut order: Vec<usize> = (0..pairs.len()).collect();
         order.sort_by_key(|&k| est(&pairs[k]));
         let mut out = vec![0f32; pairs.len()];
         for chunk in order.chunks(batch.max(1)) {
-            let items = chunk.iter().map(|&k| encode(tok, set, pairs[k].0, &set.captions[pairs[k].1].1, cfg)).collect::<Result<Vec<_>>>()?;
+            let items = chunk
+                .iter()
+                .map(|&k| encode(tok, set, pairs[k].0, &set.captions[pairs[k].1].1, cfg))
+                .collect::<Result<Vec<_>>>()?;
             let x = batch_inputs(&items, dim, cfg)?;
             let p = ops::softmax(&self.model.forward(&x, &Ctx::eval())?)?;
-            for (&k, v) in chunk.iter().zip(p.narrow(1, 1, 1)?.flatten_all()?.to_vec1::<f32>()?) {
+            for (&k, v) in chunk
+                .iter()
+                .zip(p.narrow(1, 1, 1)?.flatten_all()?.to_vec1::<f32>()?)
+            {
                 out[k] = v;
             }
             progress(chunk.len());
@@ -307,7 +469,16 @@ impl Retriever {
 
 /// Scores every image × caption pair, resumable: with `partial`, progress is saved there (every
 /// `save_every` batches, atomically) and an interrupted run continues where it stopped.
-pub fn score_all(r: &Retriever, tok: &BertTokenizer, set: &RetrievalSet, cfg: &RetrievalTrainConfig, batch: usize, partial: Option<&Path>, save_every: usize, mut progress: impl FnMut(usize, usize)) -> Result<Vec<f32>> {
+pub fn score_all(
+    r: &Retriever,
+    tok: &BertTokenizer,
+    set: &RetrievalSet,
+    cfg: &RetrievalTrainConfig,
+    batch: usize,
+    partial: Option<&Path>,
+    save_every: usize,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<Vec<f32>> {
     #[derive(serde::Serialize, serde::Deserialize)]
     struct Partial {
         images: usize,
@@ -318,7 +489,8 @@ pub fn score_all(r: &Retriever, tok: &BertTokenizer, set: &RetrievalSet, cfg: &R
     let mut scores: Vec<f32> = match partial.filter(|p| p.exists()) {
         Some(p) => {
             let text = std::fs::read_to_string(p).map_err(|e| Error::io(p, e))?;
-            let part: Partial = serde_json::from_str(&text).map_err(|e| Error::bad_file(p, format!("not a partial score file: {e}")))?;
+            let part: Partial = serde_json::from_str(&text)
+                .map_err(|e| Error::bad_file(p, format!("not a partial score file: {e}")))?;
             if part.images != ni || part.captions != nc || part.scores.len() > ni * nc {
                 return Err(Error::bad_file(p, format!("holds scores for {} × {} pairs, this evaluation is {ni} × {nc}: delete it to start over", part.images, part.captions)));
             }
@@ -329,12 +501,20 @@ pub fn score_all(r: &Retriever, tok: &BertTokenizer, set: &RetrievalSet, cfg: &R
     let all: Vec<(usize, usize)> = (0..ni).flat_map(|i| (0..nc).map(move |c| (i, c))).collect();
     let save = |scores: &Vec<f32>| -> Result<()> {
         if let Some(p) = partial {
-            let body = serde_json::to_string(&Partial { images: ni, captions: nc, scores: scores.clone() }).map_err(|e| Error::Invalid(e.to_string()))?;
+            let body = serde_json::to_string(&Partial {
+                images: ni,
+                captions: nc,
+                scores: scores.clone(),
+            })
+            .map_err(|e| Error::Invalid(e.to_string()))?;
             crate::checkpoint::write_atomic(p, body.as_bytes())?;
         }
         Ok(())
     };
-    for (k, chunk) in all[scores.len()..].chunks(batch.max(1) * save_every.max(1)).enumerate() {
+    for (k, chunk) in all[scores.len()..]
+        .chunks(batch.max(1) * save_every.max(1))
+        .enumerate()
+    {
         let s = r.score_pairs(tok, set, chunk, cfg, batch, |_| {})?;
         scores.extend(s);
         progress(scores.len(), all.len());
@@ -348,10 +528,27 @@ pub fn score_all(r: &Retriever, tok: &BertTokenizer, set: &RetrievalSet, cfg: &R
 /// tie-breaker from the feature norm, so the ordering is total).
 pub fn tag_overlap(set: &RetrievalSet, img: usize, caption: usize) -> f32 {
     let tags = &set.tags[&set.images[img]];
-    let cap: std::collections::HashSet<String> = set.captions[caption].1.split_whitespace().map(|w| w.trim_matches(|c: char| !c.is_alphanumeric()).to_lowercase()).collect();
-    let singular = |w: &str| w.strip_suffix("es").filter(|s| s.ends_with('s') || s.ends_with("ch")).or_else(|| w.strip_suffix('s')).unwrap_or(w).to_string();
+    let cap: std::collections::HashSet<String> = set.captions[caption]
+        .1
+        .split_whitespace()
+        .map(|w| {
+            w.trim_matches(|c: char| !c.is_alphanumeric())
+                .to_lowercase()
+        })
+        .collect();
+    let singular = |w: &str| {
+        w.strip_suffix("es")
+            .filter(|s| s.ends_with('s') || s.ends_with("ch"))
+            .or_else(|| w.strip_suffix('s'))
+            .unwrap_or(w)
+            .to_string()
+    };
     let cap_s: std::collections::HashSet<String> = cap.iter().map(|w| singular(w)).collect();
-    tags.split_whitespace().collect::<std::collections::HashSet<_>>().iter().filter(|t| cap.contains(**t) || cap_s.contains(**t)).count() as f32
+    tags.split_whitespace()
+        .collect::<std::collections::HashSet<_>>()
+        .iter()
+        .filter(|t| cap.contains(**t) || cap_s.contains(**t))
+        .count() as f32
 }
 
 /// Full-protocol and two-stage results.
@@ -377,20 +574,37 @@ pub struct TwoStage {
 /// The full protocol (every image × every caption) and, with `k`, the two-stage search: the
 /// first stage keeps each image's top-k captions and each caption's top-k images; only those
 /// pairs are scored by the model, the rest rank below them by first-stage score.
-pub fn evaluate(r: &Retriever, tok: &BertTokenizer, set: &RetrievalSet, cfg: &RetrievalTrainConfig, batch: usize, k: Option<usize>, partial: Option<&Path>, progress: impl FnMut(usize, usize)) -> Result<RetrievalEval> {
+pub fn evaluate(
+    r: &Retriever,
+    tok: &BertTokenizer,
+    set: &RetrievalSet,
+    cfg: &RetrievalTrainConfig,
+    batch: usize,
+    k: Option<usize>,
+    partial: Option<&Path>,
+    progress: impl FnMut(usize, usize),
+) -> Result<RetrievalEval> {
     let (ni, nc) = (set.images.len(), set.captions.len());
     let cap_img: Vec<usize> = set.captions.iter().map(|(i, _)| *i).collect();
     let t = std::time::Instant::now();
     let flat = score_all(r, tok, set, cfg, batch, partial, 20, progress)?;
     let full_seconds = t.elapsed().as_secs_f64();
     let matrix: Vec<Vec<f32>> = flat.chunks(nc).map(|c| c.to_vec()).collect();
-    let full = oscar_eval::retrieval::recall_at_k(&matrix, &cap_img).map_err(|e| Error::Invalid(e.to_string()))?;
+    let full = oscar_eval::retrieval::recall_at_k(&matrix, &cap_img)
+        .map_err(|e| Error::Invalid(e.to_string()))?;
     let two_stage = match k {
         None => None,
         Some(k) => {
             let t = std::time::Instant::now();
-            let first: Vec<Vec<f32>> = (0..ni).map(|i| (0..nc).map(|c| tag_overlap(set, i, c) + 1e-3 * (c as f32 / nc as f32)).collect()).collect();
-            let first_stage_only = oscar_eval::retrieval::recall_at_k(&first, &cap_img).map_err(|e| Error::Invalid(e.to_string()))?;
+            let first: Vec<Vec<f32>> = (0..ni)
+                .map(|i| {
+                    (0..nc)
+                        .map(|c| tag_overlap(set, i, c) + 1e-3 * (c as f32 / nc as f32))
+                        .collect()
+                })
+                .collect();
+            let first_stage_only = oscar_eval::retrieval::recall_at_k(&first, &cap_img)
+                .map_err(|e| Error::Invalid(e.to_string()))?;
             let mut keep: std::collections::BTreeSet<(usize, usize)> = Default::default();
             for (i, row) in first.iter().enumerate() {
                 let mut idx: Vec<usize> = (0..nc).collect();
@@ -406,25 +620,55 @@ pub fn evaluate(r: &Retriever, tok: &BertTokenizer, set: &RetrievalSet, cfg: &Re
             let scores = r.score_pairs(tok, set, &pairs, cfg, batch, |_| {})?;
             // Re-ranked pairs score in [1, 2]; the others keep their first-stage order below 1.
             let max_first = first.iter().flatten().fold(0f32, |a, b| a.max(*b)) + 1.0;
-            let mut m: Vec<Vec<f32>> = first.iter().map(|row| row.iter().map(|s| s / max_first).collect()).collect();
+            let mut m: Vec<Vec<f32>> = first
+                .iter()
+                .map(|row| row.iter().map(|s| s / max_first).collect())
+                .collect();
             for ((i, c), s) in pairs.iter().zip(&scores) {
                 m[*i][*c] = 1.0 + s;
             }
-            let recall = oscar_eval::retrieval::recall_at_k(&m, &cap_img).map_err(|e| Error::Invalid(e.to_string()))?;
-            Some(TwoStage { k, recall, forwards: pairs.len(), seconds: t.elapsed().as_secs_f64(), first_stage_only })
+            let recall = oscar_eval::retrieval::recall_at_k(&m, &cap_img)
+                .map_err(|e| Error::Invalid(e.to_string()))?;
+            Some(TwoStage {
+                k,
+                recall,
+                forwards: pairs.len(),
+                seconds: t.elapsed().as_secs_f64(),
+                first_stage_only,
+            })
         }
     };
-    Ok(RetrievalEval { images: ni, captions: nc, full, full_forwards: ni * nc, full_seconds, two_stage })
+    Ok(RetrievalEval {
+        images: ni,
+        captions: nc,
+        full,
+        full_forwards: ni * nc,
+        full_seconds,
+        two_stage,
+    })
 }
 
 /// Paths of a world-style dataset directory for one split.
 pub fn world_paths(dir: &Path, split: &str) -> (PathBuf, PathBuf, PathBuf) {
-    (dir.join(format!("retrieval/{split}_captions.json")), dir.join("features/features.tsv"), dir.join("labels/predictions.tsv"))
+    (
+        dir.join(format!("retrieval/{split}_captions.json")),
+        dir.join("features/features.tsv"),
+        dir.join("labels/predictions.tsv"),
+    )
 }
 
 /// A compact record of the recall, for logs.
 pub fn summary(r: &oscar_eval::retrieval::RecallScores) -> BTreeMap<&'static str, f64> {
-    [("i2t_r1", r.i2t[0]), ("i2t_r5", r.i2t[1]), ("i2t_r10", r.i2t[2]), ("t2i_r1", r.t2i[0]), ("t2i_r5", r.t2i[1]), ("t2i_r10", r.t2i[2])].into_iter().collect()
+    [
+        ("i2t_r1", r.i2t[0]),
+        ("i2t_r5", r.i2t[1]),
+        ("i2t_r10", r.i2t[2]),
+        ("t2i_r1", r.t2i[0]),
+        ("t2i_r5", r.t2i[1]),
+        ("t2i_r10", r.t2i[2]),
+    ]
+    .into_iter()
+    .collect()
 }
 
 #[cfg(test)]
@@ -434,7 +678,15 @@ mod tests {
     #[test]
     fn same_shape_negatives_match_word_and_detection_counts_of_another_image() {
         let images: Vec<String> = (0..4).map(|i| format!("img{i}")).collect();
-        let tags: HashMap<String, String> = [("img0", "dog"), ("img1", "cat"), ("img2", "dog cat bus"), ("img3", "car")].into_iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+        let tags: HashMap<String, String> = [
+            ("img0", "dog"),
+            ("img1", "cat"),
+            ("img2", "dog cat bus"),
+            ("img3", "car"),
+        ]
+        .into_iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
         let captions = vec![
             (0, "a dog".to_string()),
             (0, "a brown dog on grass".to_string()),
@@ -442,17 +694,43 @@ mod tests {
             (2, "a dog a cat and a bus".to_string()),
             (3, "one red car on grass".to_string()),
         ];
-        let set = RetrievalSet { images, captions, features: HashMap::new(), tags };
+        let set = RetrievalSet {
+            images,
+            captions,
+            features: HashMap::new(),
+            tags,
+        };
         let shapes = NegativeShapes::new(&set);
         let mut rng = StdRng::seed_from_u64(1);
         for _ in 0..20 {
-            assert_eq!(shapes.caption_like(&set, "a dog", 0, true, &mut rng), Some(2), "two words, another image");
-            assert_eq!(shapes.caption_like(&set, "a brown dog on grass", 0, true, &mut rng), Some(4));
-            let i = shapes.image_like(&set, 0, true, &mut rng).expect("one-detection images exist");
+            assert_eq!(
+                shapes.caption_like(&set, "a dog", 0, true, &mut rng),
+                Some(2),
+                "two words, another image"
+            );
+            assert_eq!(
+                shapes.caption_like(&set, "a brown dog on grass", 0, true, &mut rng),
+                Some(4)
+            );
+            let i = shapes
+                .image_like(&set, 0, true, &mut rng)
+                .expect("one-detection images exist");
             assert!(i == 1 || i == 3, "{i}");
         }
-        assert_eq!(shapes.caption_like(&set, "a dog a cat and a bus", 2, true, &mut rng), None, "no other six-word caption");
-        assert_eq!(shapes.image_like(&set, 2, true, &mut rng), None, "no other three-detection image");
-        assert_eq!(shapes.caption_like(&set, "a dog", 0, false, &mut rng), None, "random negatives unless hard");
+        assert_eq!(
+            shapes.caption_like(&set, "a dog a cat and a bus", 2, true, &mut rng),
+            None,
+            "no other six-word caption"
+        );
+        assert_eq!(
+            shapes.image_like(&set, 2, true, &mut rng),
+            None,
+            "no other three-detection image"
+        );
+        assert_eq!(
+            shapes.caption_like(&set, "a dog", 0, false, &mut rng),
+            None,
+            "random negatives unless hard"
+        );
     }
 }

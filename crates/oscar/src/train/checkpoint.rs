@@ -51,10 +51,17 @@ pub fn save_checkpoint(
         before_file("model")?;
         write_model(tmp)?;
         before_file("optimizer.safetensors")?;
-        let opt_t: std::collections::HashMap<String, candle_core::Tensor> = opt.state_tensors()?.into_iter().collect();
-        candle_core::safetensors::save(&opt_t, tmp.join("optimizer.safetensors")).map_err(Error::from)?;
+        let opt_t: std::collections::HashMap<String, candle_core::Tensor> =
+            opt.state_tensors()?.into_iter().collect();
+        candle_core::safetensors::save(&opt_t, tmp.join("optimizer.safetensors"))
+            .map_err(Error::from)?;
         before_file("trainer_state.json")?;
-        write_atomic(&tmp.join("trainer_state.json"), serde_json::to_string_pretty(state).map_err(|e| Error::Invalid(e.to_string()))?.as_bytes())
+        write_atomic(
+            &tmp.join("trainer_state.json"),
+            serde_json::to_string_pretty(state)
+                .map_err(|e| Error::Invalid(e.to_string()))?
+                .as_bytes(),
+        )
     })?;
     prune(out, keep_last)?;
     Ok(final_dir)
@@ -70,7 +77,10 @@ pub fn save_best(out: &Path, write_model: &dyn Fn(&Path) -> Result<()>) -> Resul
 /// Fills a temporary directory beside `target` and renames it into place: a crash while
 /// writing never leaves a half-written `target`, and never touches the previous one.
 fn replace_dir(out: &Path, target: &Path, fill: &mut dyn FnMut(&Path) -> Result<()>) -> Result<()> {
-    let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = out.join(format!(".{name}.tmp-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
@@ -92,7 +102,9 @@ pub fn list_checkpoints(out: &Path) -> Vec<(u64, PathBuf)> {
         .filter_map(|e| e.ok())
         .filter_map(|e| {
             let name = e.file_name().to_string_lossy().into_owned();
-            name.strip_prefix("checkpoint-").and_then(|s| s.parse::<u64>().ok()).map(|s| (s, e.path()))
+            name.strip_prefix("checkpoint-")
+                .and_then(|s| s.parse::<u64>().ok())
+                .map(|s| (s, e.path()))
         })
         .collect();
     v.sort();
@@ -111,11 +123,18 @@ fn prune(out: &Path, keep_last: usize) -> Result<()> {
 }
 
 /// Reads a checkpoint's trainer state and optimizer moments.
-pub fn read_trainer_state(dir: &Path) -> Result<(TrainerState, std::collections::HashMap<String, candle_core::Tensor>)> {
+pub fn read_trainer_state(
+    dir: &Path,
+) -> Result<(
+    TrainerState,
+    std::collections::HashMap<String, candle_core::Tensor>,
+)> {
     let sp = dir.join("trainer_state.json");
     let text = std::fs::read_to_string(&sp).map_err(|e| Error::io(&sp, e))?;
-    let state: TrainerState = serde_json::from_str(&text).map_err(|e| Error::bad_file(&sp, format!("not a trainer state: {e}")))?;
+    let state: TrainerState = serde_json::from_str(&text)
+        .map_err(|e| Error::bad_file(&sp, format!("not a trainer state: {e}")))?;
     let op = dir.join("optimizer.safetensors");
-    let opt = candle_core::safetensors::load(&op, &candle_core::Device::Cpu).map_err(|e| Error::bad_file(&op, e.to_string()))?;
+    let opt = candle_core::safetensors::load(&op, &candle_core::Device::Cpu)
+        .map_err(|e| Error::bad_file(&op, e.to_string()))?;
     Ok((state, opt))
 }

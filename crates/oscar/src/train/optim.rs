@@ -22,7 +22,13 @@ pub struct AdamWConfig {
 
 impl Default for AdamWConfig {
     fn default() -> Self {
-        AdamWConfig { lr: 5e-5, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01 }
+        AdamWConfig {
+            lr: 5e-5,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.01,
+        }
     }
 }
 
@@ -68,7 +74,9 @@ impl candle_core::InplaceOp1 for Update<'_> {
     }
 
     fn cpu_fwd(&self, storage: &mut CpuStorage, layout: &Layout) -> candle_core::Result<()> {
-        let CpuStorage::F32(data) = storage else { candle_core::bail!("AdamW updates f32 parameters only") };
+        let CpuStorage::F32(data) = storage else {
+            candle_core::bail!("AdamW updates f32 parameters only")
+        };
         if !layout.is_contiguous() {
             candle_core::bail!("AdamW needs contiguous parameters");
         }
@@ -106,7 +114,9 @@ impl candle_core::InplaceOp1 for Update<'_> {
                 let ptrs = &ptrs;
                 let (a, b) = (chunks.start * CHUNK, (chunks.end * CHUNK).min(n));
                 // SAFETY: chunk ranges are disjoint and the slices outlive the blocking call.
-                let [pp, mp, vp] = ptrs.0.map(|q| unsafe { std::slice::from_raw_parts_mut(q.add(a), b - a) });
+                let [pp, mp, vp] = ptrs
+                    .0
+                    .map(|q| unsafe { std::slice::from_raw_parts_mut(q.add(a), b - a) });
                 update(pp, mp, vp, a);
             });
         }
@@ -128,7 +138,11 @@ impl AdamW {
                 frozen: frozen.iter().any(|f| name.starts_with(f)),
             })
             .collect();
-        AdamW { cfg, slots, step: 0 }
+        AdamW {
+            cfg,
+            slots,
+            step: 0,
+        }
     }
 
     /// The global L2 norm of the (trainable) gradients, as `clip_grad_norm_` computes it.
@@ -139,7 +153,11 @@ impl AdamW {
                 continue;
             }
             if let Some(g) = grads.get(var.as_tensor()) {
-                sq += g.sqr()?.sum_all()?.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
+                sq += g
+                    .sqr()?
+                    .sum_all()?
+                    .to_dtype(candle_core::DType::F64)?
+                    .to_scalar::<f64>()?;
             }
         }
         Ok(sq.sqrt())
@@ -147,23 +165,50 @@ impl AdamW {
 
     /// One step at learning rate `lr`: clips the gradients to `max_grad_norm` (when positive)
     /// and updates every trainable parameter in place. Returns the gradient norm before clipping.
-    pub fn step(&mut self, params: &Params, grads: &GradStore, lr: f64, max_grad_norm: f64) -> Result<f64> {
+    pub fn step(
+        &mut self,
+        params: &Params,
+        grads: &GradStore,
+        lr: f64,
+        max_grad_norm: f64,
+    ) -> Result<f64> {
         let norm = self.grad_norm(params, grads)?;
         if !norm.is_finite() {
-            return Err(Error::Invalid(format!("gradient norm is {norm}: the loss diverged")));
+            return Err(Error::Invalid(format!(
+                "gradient norm is {norm}: the loss diverged"
+            )));
         }
         // clip_grad_norm_: coef = max / (norm + 1e-6), applied when below 1.
-        let scale = if max_grad_norm > 0.0 { (max_grad_norm / (norm + 1e-6)).min(1.0) as f32 } else { 1.0 };
+        let scale = if max_grad_norm > 0.0 {
+            (max_grad_norm / (norm + 1e-6)).min(1.0) as f32
+        } else {
+            1.0
+        };
         self.step += 1;
         for ((name, var), slot) in params.entries.iter().zip(self.slots.iter_mut()) {
             debug_assert_eq!(name, &slot.name);
             if slot.frozen {
                 continue;
             }
-            let Some(g) = grads.get(var.as_tensor()) else { continue };
+            let Some(g) = grads.get(var.as_tensor()) else {
+                continue;
+            };
             let g: Vec<f32> = g.flatten_all()?.to_vec1()?;
-            let wd = if slot.decay { self.cfg.weight_decay } else { 0.0 };
-            let op = Update { grad: &g, scale, m: RefCell::new(&mut slot.m), v: RefCell::new(&mut slot.v), lr, wd, cfg: self.cfg, step: self.step };
+            let wd = if slot.decay {
+                self.cfg.weight_decay
+            } else {
+                0.0
+            };
+            let op = Update {
+                grad: &g,
+                scale,
+                m: RefCell::new(&mut slot.m),
+                v: RefCell::new(&mut slot.v),
+                lr,
+                wd,
+                cfg: self.cfg,
+                step: self.step,
+            };
             var.as_tensor().inplace_op1(&op)?;
         }
         Ok(norm)
@@ -174,21 +219,37 @@ impl AdamW {
         let dev = candle_core::Device::Cpu;
         let mut out = Vec::with_capacity(2 * self.slots.len());
         for s in &self.slots {
-            out.push((format!("{}.exp_avg", s.name), Tensor::from_slice(&s.m, s.m.len(), &dev)?));
-            out.push((format!("{}.exp_avg_sq", s.name), Tensor::from_slice(&s.v, s.v.len(), &dev)?));
+            out.push((
+                format!("{}.exp_avg", s.name),
+                Tensor::from_slice(&s.m, s.m.len(), &dev)?,
+            ));
+            out.push((
+                format!("{}.exp_avg_sq", s.name),
+                Tensor::from_slice(&s.v, s.v.len(), &dev)?,
+            ));
         }
         Ok(out)
     }
 
     /// Restores moments saved by [`AdamW::state_tensors`].
-    pub fn load_state(&mut self, tensors: &std::collections::HashMap<String, Tensor>, step: u64) -> Result<()> {
+    pub fn load_state(
+        &mut self,
+        tensors: &std::collections::HashMap<String, Tensor>,
+        step: u64,
+    ) -> Result<()> {
         for s in &mut self.slots {
             for (suffix, buf) in [("exp_avg", &mut s.m), ("exp_avg_sq", &mut s.v)] {
                 let key = format!("{}.{suffix}", s.name);
-                let t = tensors.get(&key).ok_or_else(|| Error::Invalid(format!("optimizer state lacks {key}")))?;
+                let t = tensors
+                    .get(&key)
+                    .ok_or_else(|| Error::Invalid(format!("optimizer state lacks {key}")))?;
                 let v: Vec<f32> = t.flatten_all()?.to_vec1()?;
                 if v.len() != buf.len() {
-                    return Err(Error::Invalid(format!("optimizer state {key} has {} values, the parameter {}", v.len(), buf.len())));
+                    return Err(Error::Invalid(format!(
+                        "optimizer state {key} has {} values, the parameter {}",
+                        v.len(),
+                        buf.len()
+                    )));
                 }
                 *buf = v;
             }
@@ -212,20 +273,68 @@ mod tests {
         let big = 100_003;
         let val = |i: usize| ((i % period) as f32 * 0.37).sin();
         let grad = |i: usize| ((i % period) as f32 * 0.11).cos() * 0.01;
-        let small_p = Var::from_tensor(&Tensor::from_vec((0..period).map(val).collect::<Vec<_>>(), period, &Device::Cpu).unwrap()).unwrap();
-        let big_p = Var::from_tensor(&Tensor::from_vec((0..big).map(val).collect::<Vec<_>>(), big, &Device::Cpu).unwrap()).unwrap();
-        let params = Params { entries: vec![("small.weight".into(), small_p.clone()), ("big.weight".into(), big_p.clone())] };
-        let cfg = AdamWConfig { lr: 1e-2, beta1: 0.9, beta2: 0.999, eps: 1e-6, weight_decay: 0.01 };
+        let small_p = Var::from_tensor(
+            &Tensor::from_vec(
+                (0..period).map(val).collect::<Vec<_>>(),
+                period,
+                &Device::Cpu,
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let big_p = Var::from_tensor(
+            &Tensor::from_vec((0..big).map(val).collect::<Vec<_>>(), big, &Device::Cpu).unwrap(),
+        )
+        .unwrap();
+        let params = Params {
+            entries: vec![
+                ("small.weight".into(), small_p.clone()),
+                ("big.weight".into(), big_p.clone()),
+            ],
+        };
+        let cfg = AdamWConfig {
+            lr: 1e-2,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-6,
+            weight_decay: 0.01,
+        };
         let mut opt = AdamW::new(&params, cfg, &[]);
-        let loss = (small_p.as_tensor().mul(&Tensor::from_vec((0..period).map(grad).collect::<Vec<_>>(), period, &Device::Cpu).unwrap()).unwrap().sum_all().unwrap()
-            + big_p.as_tensor().mul(&Tensor::from_vec((0..big).map(grad).collect::<Vec<_>>(), big, &Device::Cpu).unwrap()).unwrap().sum_all().unwrap())
+        let loss = (small_p
+            .as_tensor()
+            .mul(
+                &Tensor::from_vec(
+                    (0..period).map(grad).collect::<Vec<_>>(),
+                    period,
+                    &Device::Cpu,
+                )
+                .unwrap(),
+            )
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            + big_p
+                .as_tensor()
+                .mul(
+                    &Tensor::from_vec((0..big).map(grad).collect::<Vec<_>>(), big, &Device::Cpu)
+                        .unwrap(),
+                )
+                .unwrap()
+                .sum_all()
+                .unwrap())
         .unwrap();
         for _ in 0..3 {
             let grads = loss.backward().unwrap();
             opt.step(&params, &grads, 1e-2, 0.0).unwrap();
         }
-        let (s, b): (Vec<f32>, Vec<f32>) = (small_p.as_tensor().to_vec1().unwrap(), big_p.as_tensor().to_vec1().unwrap());
-        assert!(s.iter().enumerate().any(|(i, v)| *v != val(i)), "parameters moved");
+        let (s, b): (Vec<f32>, Vec<f32>) = (
+            small_p.as_tensor().to_vec1().unwrap(),
+            big_p.as_tensor().to_vec1().unwrap(),
+        );
+        assert!(
+            s.iter().enumerate().any(|(i, v)| *v != val(i)),
+            "parameters moved"
+        );
         for (i, v) in b.iter().enumerate() {
             assert_eq!(v.to_bits(), s[i % period].to_bits(), "element {i}");
         }

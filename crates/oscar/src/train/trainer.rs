@@ -8,7 +8,9 @@
 //! A task ([`TrainTask`]) contributes only what is its own: the loss of step k, an evaluation,
 //! and how its model is saved. The loop, the files and the failure handling are here.
 
-use super::checkpoint::{list_checkpoints, read_trainer_state, save_checkpoint, BestModel, TrainerState};
+use super::checkpoint::{
+    list_checkpoints, read_trainer_state, save_checkpoint, BestModel, TrainerState,
+};
 use super::optim::{AdamW, AdamWConfig};
 use super::schedule::Schedule;
 use crate::error::{Error, Result};
@@ -28,7 +30,9 @@ pub type Metrics = BTreeMap<String, f64>;
 /// A generator for one purpose (`salt`) of one step: the same (seed, step, salt) always draws
 /// the same numbers, so a resumed run needs no saved generator state.
 pub fn step_rng(seed: u64, step: u64, salt: u64) -> StdRng {
-    StdRng::seed_from_u64(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ step.wrapping_mul(0xBF58_476D_1CE4_E5B9) ^ salt)
+    StdRng::seed_from_u64(
+        seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ step.wrapping_mul(0xBF58_476D_1CE4_E5B9) ^ salt,
+    )
 }
 
 /// The order in which training examples are read: one permutation of the `n` examples per
@@ -46,7 +50,11 @@ impl EpochOrder {
         if n == 0 {
             return Err(Error::Invalid("the training split is empty".into()));
         }
-        Ok(EpochOrder { n, seed, epoch: None })
+        Ok(EpochOrder {
+            n,
+            seed,
+            epoch: None,
+        })
     }
 
     /// The examples at positions `start .. start + count` (crossing epochs where needed).
@@ -59,7 +67,9 @@ impl EpochOrder {
                     perm.shuffle(&mut step_rng(self.seed, epoch, 2));
                     self.epoch = Some((epoch, perm));
                 }
-                self.epoch.as_ref().map_or(0, |(_, p)| p[(pos % self.n as u64) as usize])
+                self.epoch
+                    .as_ref()
+                    .map_or(0, |(_, p)| p[(pos % self.n as u64) as usize])
             })
             .collect()
     }
@@ -177,7 +187,11 @@ pub struct Trainer<'a> {
 
 impl<'a> Trainer<'a> {
     pub fn new(options: TrainerOptions) -> Self {
-        Trainer { options, on_step: Box::new(|_| {}), on_eval: Box::new(|_, _| {}) }
+        Trainer {
+            options,
+            on_step: Box::new(|_| {}),
+            on_eval: Box::new(|_, _| {}),
+        }
     }
 
     pub fn on_step(mut self, f: impl FnMut(&StepRecord) + 'a) -> Self {
@@ -194,24 +208,54 @@ impl<'a> Trainer<'a> {
     /// whose weights the task was built from), the optimizer moments and the trainer state are
     /// read from it and the run continues at step N + 1 exactly as if it had not stopped; a
     /// checkpoint at or past `steps` is only evaluated.
-    pub fn run<T: TrainTask>(&mut self, task: &mut T, resume: Option<&Path>) -> Result<TrainReport> {
+    pub fn run<T: TrainTask>(
+        &mut self,
+        task: &mut T,
+        resume: Option<&Path>,
+    ) -> Result<TrainReport> {
         let o = self.options.clone();
         if o.steps == 0 {
-            return Err(Error::Invalid(format!("{}: steps must be at least 1", task.what())));
+            return Err(Error::Invalid(format!(
+                "{}: steps must be at least 1",
+                task.what()
+            )));
         }
         if !(o.lr.is_finite() && o.lr >= 0.0) {
-            return Err(Error::Invalid(format!("{}: lr is {}, expected a finite value ≥ 0", task.what(), o.lr)));
+            return Err(Error::Invalid(format!(
+                "{}: lr is {}, expected a finite value ≥ 0",
+                task.what(),
+                o.lr
+            )));
         }
         let started = std::time::Instant::now();
         let frozen = task.frozen();
         let frozen: Vec<&str> = frozen.iter().map(String::as_str).collect();
-        let mut opt = AdamW::new(task.params(), AdamWConfig { lr: o.lr, weight_decay: o.weight_decay, ..AdamWConfig::default() }, &frozen);
-        let mut state = TrainerState { step: 0, examples_seen: 0, seed: o.seed, best: None };
+        let mut opt = AdamW::new(
+            task.params(),
+            AdamWConfig {
+                lr: o.lr,
+                weight_decay: o.weight_decay,
+                ..AdamWConfig::default()
+            },
+            &frozen,
+        );
+        let mut state = TrainerState {
+            step: 0,
+            examples_seen: 0,
+            seed: o.seed,
+            best: None,
+        };
         let mut last_good: Option<PathBuf> = None;
         if let Some(dir) = resume {
             let (s, moments) = read_trainer_state(dir)?;
             if s.seed != o.seed {
-                return Err(Error::bad_file(dir.join("trainer_state.json"), format!("the run was seeded with {}, this one with {}: resume with --seed {}", s.seed, o.seed, s.seed)));
+                return Err(Error::bad_file(
+                    dir.join("trainer_state.json"),
+                    format!(
+                        "the run was seeded with {}, this one with {}: resume with --seed {}",
+                        s.seed, o.seed, s.seed
+                    ),
+                ));
             }
             opt.load_state(&moments, s.step)?;
             state = s;
@@ -223,12 +267,25 @@ impl<'a> Trainer<'a> {
         }
         let bar = o.progress.then(|| {
             let b = indicatif::ProgressBar::new(o.steps);
-            b.set_style(indicatif::ProgressStyle::with_template(&format!("{} {{bar:30}} {{pos}}/{{len}} · {{msg}} · ETA {{eta}}", task.what())).unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()));
+            b.set_style(
+                indicatif::ProgressStyle::with_template(&format!(
+                    "{} {{bar:30}} {{pos}}/{{len}} · {{msg}} · ETA {{eta}}",
+                    task.what()
+                ))
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
             b.set_position(state.step);
             b
         });
         let per_step = task.examples_per_step();
-        let mut report = TrainReport { steps: state.step, records: Vec::new(), evals: Vec::new(), last_checkpoint: None, best: state.best.clone(), seconds: 0.0 };
+        let mut report = TrainReport {
+            steps: state.step,
+            records: Vec::new(),
+            evals: Vec::new(),
+            last_checkpoint: None,
+            best: state.best.clone(),
+            seconds: 0.0,
+        };
         let mut window = std::time::Instant::now();
         while state.step < o.steps {
             let k = state.step + 1;
@@ -240,8 +297,13 @@ impl<'a> Trainer<'a> {
                     "{} step {k}: {why}; training stopped. {}",
                     task.what(),
                     match &last_good {
-                        Some(p) => format!("The last good checkpoint is {} (resume with --resume {})", p.display(), p.display()),
-                        None => "No checkpoint had been saved yet (--save-every N saves them)".to_string(),
+                        Some(p) => format!(
+                            "The last good checkpoint is {} (resume with --resume {})",
+                            p.display(),
+                            p.display()
+                        ),
+                        None => "No checkpoint had been saved yet (--save-every N saves them)"
+                            .to_string(),
                     }
                 ))
             };
@@ -251,18 +313,36 @@ impl<'a> Trainer<'a> {
             let grads = loss.backward()?;
             let lr = o.schedule.lr_for_update(o.lr, k, o.warmup_steps, o.steps);
             // A finite loss can still give non-finite gradients (the optimizer refuses them).
-            let grad_norm = opt.step(task.params(), &grads, lr, o.max_grad_norm).map_err(|e| stopped(e.to_string()))?;
+            let grad_norm = opt
+                .step(task.params(), &grads, lr, o.max_grad_norm)
+                .map_err(|e| stopped(e.to_string()))?;
             state.step = k;
             state.examples_seen += per_step;
-            let rec = StepRecord { step: k, loss: loss_v, lr, grad_norm, examples_per_s: per_step as f64 / window.elapsed().as_secs_f64().max(1e-9), metrics };
+            let rec = StepRecord {
+                step: k,
+                loss: loss_v,
+                lr,
+                grad_norm,
+                examples_per_s: per_step as f64 / window.elapsed().as_secs_f64().max(1e-9),
+                metrics,
+            };
             window = std::time::Instant::now();
             if o.log_every <= 1 || k % o.log_every == 0 || k == o.steps {
                 log.write(&serde_json::to_value(&rec).map_err(|e| Error::Invalid(e.to_string()))?)?;
             }
             if let Some(b) = &bar {
                 b.set_position(k);
-                let figures: Vec<String> = rec.metrics.iter().map(|(n, v)| format!("{} {v:.3}", n.replace('_', " "))).collect();
-                b.set_message(format!("loss {:.3} {} · lr {:.2e}", rec.loss, figures.join(" "), lr));
+                let figures: Vec<String> = rec
+                    .metrics
+                    .iter()
+                    .map(|(n, v)| format!("{} {v:.3}", n.replace('_', " ")))
+                    .collect();
+                b.set_message(format!(
+                    "loss {:.3} {} · lr {:.2e}",
+                    rec.loss,
+                    figures.join(" "),
+                    lr
+                ));
             }
             (self.on_step)(&rec);
             report.records.push(rec);
@@ -271,7 +351,14 @@ impl<'a> Trainer<'a> {
             }
             if o.out.is_some() && ((o.save_every > 0 && k % o.save_every == 0) || k == o.steps) {
                 let out = o.out.as_deref().unwrap_or(Path::new("."));
-                let dir = save_checkpoint(out, &|d| task.save(d), &opt, &state, o.keep_last, &mut |_| Ok(()))?;
+                let dir = save_checkpoint(
+                    out,
+                    &|d| task.save(d),
+                    &opt,
+                    &state,
+                    o.keep_last,
+                    &mut |_| Ok(()),
+                )?;
                 last_good = Some(dir.clone());
                 report.last_checkpoint = Some(dir);
             }
@@ -289,17 +376,39 @@ impl<'a> Trainer<'a> {
         Ok(report)
     }
 
-    fn evaluate<T: TrainTask>(&mut self, task: &mut T, step: u64, state: &mut TrainerState, log: &mut MetricsLog, report: &mut TrainReport) -> Result<()> {
-        let Some(m) = task.evaluate(step)? else { return Ok(()) };
-        let mut figures: serde_json::Map<String, serde_json::Value> = m.iter().map(|(k, v)| (k.clone(), serde_json::json!(v))).collect();
+    fn evaluate<T: TrainTask>(
+        &mut self,
+        task: &mut T,
+        step: u64,
+        state: &mut TrainerState,
+        log: &mut MetricsLog,
+        report: &mut TrainReport,
+    ) -> Result<()> {
+        let Some(m) = task.evaluate(step)? else {
+            return Ok(());
+        };
+        let mut figures: serde_json::Map<String, serde_json::Value> = m
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::json!(v)))
+            .collect();
         figures.insert("step".into(), serde_json::json!(step));
         log.write(&serde_json::json!({ "eval": figures }))?;
         (self.on_eval)(step, &m);
         if let (Some(name), Some(out)) = (&self.options.keep_best, &self.options.out) {
-            let v = *m.get(name).ok_or_else(|| Error::Invalid(format!("{}: keep-best metric {name:?} is not one the evaluation reports ({})", task.what(), m.keys().cloned().collect::<Vec<_>>().join(", "))))?;
+            let v = *m.get(name).ok_or_else(|| {
+                Error::Invalid(format!(
+                    "{}: keep-best metric {name:?} is not one the evaluation reports ({})",
+                    task.what(),
+                    m.keys().cloned().collect::<Vec<_>>().join(", ")
+                ))
+            })?;
             if state.best.as_ref().is_none_or(|b| v > b.value) {
                 super::checkpoint::save_best(out, &|d| task.save(d))?;
-                state.best = Some(BestModel { metric: name.clone(), value: v, step });
+                state.best = Some(BestModel {
+                    metric: name.clone(),
+                    value: v,
+                    step,
+                });
             }
         }
         report.evals.push((step, m));
@@ -315,7 +424,9 @@ struct MetricsLog {
 
 impl MetricsLog {
     fn open(out: Option<&Path>, resumed_at: u64) -> Result<Self> {
-        let Some(out) = out else { return Ok(MetricsLog { file: None }) };
+        let Some(out) = out else {
+            return Ok(MetricsLog { file: None });
+        };
         std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
         let path = out.join("metrics.jsonl");
         let kept: String = match std::fs::read_to_string(&path) {
@@ -323,7 +434,9 @@ impl MetricsLog {
                 .lines()
                 .filter(|l| {
                     let v: serde_json::Value = serde_json::from_str(l).unwrap_or_default();
-                    let step = v["step"].as_u64().or_else(|| v["eval"]["step"].as_f64().map(|s| s as u64));
+                    let step = v["step"]
+                        .as_u64()
+                        .or_else(|| v["eval"]["step"].as_f64().map(|s| s as u64));
                     step.is_some_and(|s| s <= resumed_at)
                 })
                 .map(|l| format!("{l}\n"))
@@ -331,8 +444,13 @@ impl MetricsLog {
             _ => String::new(),
         };
         crate::checkpoint::write_atomic(&path, kept.as_bytes())?;
-        let file = std::fs::OpenOptions::new().append(true).open(&path).map_err(|e| Error::io(&path, e))?;
-        Ok(MetricsLog { file: Some((path, file)) })
+        let file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        Ok(MetricsLog {
+            file: Some((path, file)),
+        })
     }
 
     fn write(&mut self, v: &serde_json::Value) -> Result<()> {

@@ -28,7 +28,13 @@ pub struct ConstraintConfig {
 
 impl Default for ConstraintConfig {
     fn default() -> Self {
-        ConstraintConfig { max_constraints: 3, min_satisfied: 2, min_confidence: 0.0, blacklist: vec![], parents: HashMap::new() }
+        ConstraintConfig {
+            max_constraints: 3,
+            min_satisfied: 2,
+            min_confidence: 0.0,
+            blacklist: vec![],
+            parents: HashMap::new(),
+        }
     }
 }
 
@@ -40,19 +46,33 @@ pub struct Constraint {
 }
 
 /// Chooses the constraints of one image from its detections.
-pub fn select_constraints(dets: &[Detection], tok: &BertTokenizer, cfg: &ConstraintConfig) -> Result<Vec<Constraint>> {
-    let mut sorted: Vec<&Detection> = dets.iter().filter(|d| d.conf.unwrap_or(1.0) >= cfg.min_confidence).collect();
+pub fn select_constraints(
+    dets: &[Detection],
+    tok: &BertTokenizer,
+    cfg: &ConstraintConfig,
+) -> Result<Vec<Constraint>> {
+    let mut sorted: Vec<&Detection> = dets
+        .iter()
+        .filter(|d| d.conf.unwrap_or(1.0) >= cfg.min_confidence)
+        .collect();
     sorted.sort_by(|a, b| b.conf.unwrap_or(1.0).total_cmp(&a.conf.unwrap_or(1.0)));
     let classes: Vec<String> = sorted.iter().map(|d| d.class.to_lowercase()).collect();
     let present: BTreeSet<&str> = classes.iter().map(String::as_str).collect();
-    let is_parent_of_present = |c: &str| present.iter().any(|p| cfg.parents.get(*p).is_some_and(|par| par == c));
+    let is_parent_of_present = |c: &str| {
+        present
+            .iter()
+            .any(|p| cfg.parents.get(*p).is_some_and(|par| par == c))
+    };
     let mut seen = BTreeSet::new();
     let mut out = Vec::new();
     for c in &classes {
         if out.len() == cfg.max_constraints {
             break;
         }
-        if !seen.insert(c.clone()) || cfg.blacklist.iter().any(|b| b.eq_ignore_ascii_case(c)) || is_parent_of_present(c) {
+        if !seen.insert(c.clone())
+            || cfg.blacklist.iter().any(|b| b.eq_ignore_ascii_case(c))
+            || is_parent_of_present(c)
+        {
             continue;
         }
         let mut forms = vec![tok.tokenize(c)?];
@@ -62,7 +82,10 @@ pub fn select_constraints(dets: &[Detection], tok: &BertTokenizer, cfg: &Constra
         }
         forms.retain(|f| !f.is_empty());
         if !forms.is_empty() {
-            out.push(Constraint { word: c.clone(), forms });
+            out.push(Constraint {
+                word: c.clone(),
+                forms,
+            });
         }
     }
     Ok(out)
@@ -70,7 +93,10 @@ pub fn select_constraints(dets: &[Detection], tok: &BertTokenizer, cfg: &Constra
 
 /// The constraints a token sequence satisfies as it ends (bit i for constraint i).
 fn completed(seq: &[u32], cs: &[Constraint]) -> u32 {
-    cs.iter().enumerate().filter(|(_, c)| c.forms.iter().any(|f| seq.ends_with(f))).fold(0, |m, (i, _)| m | (1 << i))
+    cs.iter()
+        .enumerate()
+        .filter(|(_, c)| c.forms.iter().any(|f| seq.ends_with(f)))
+        .fold(0, |m, (i, _)| m | (1 << i))
 }
 
 /// The outcome for one image.
@@ -83,7 +109,13 @@ pub struct Constrained {
 }
 
 /// Constrained beam search for one image: `2^k · num_beams` rows on the cached decoder.
-pub fn constrained_beam_search(dec: &Decoder, ctx: &ImageContext, cs: &[Constraint], st: &DecodeSettings, min_satisfied: usize) -> Result<Constrained> {
+pub fn constrained_beam_search(
+    dec: &Decoder,
+    ctx: &ImageContext,
+    cs: &[Constraint],
+    st: &DecodeSettings,
+    min_satisfied: usize,
+) -> Result<Constrained> {
     let k = cs.len();
     let states = 1usize << k;
     let nb = st.num_beams.max(1);
@@ -95,9 +127,14 @@ pub fn constrained_beam_search(dec: &Decoder, ctx: &ImageContext, cs: &[Constrai
     let mut score: Vec<f64> = (0..rows).map(|r| if r == 0 { 0.0 } else { dead }).collect();
     let mut seqs: Vec<Vec<u32>> = vec![vec![]; rows];
     let mut last = vec![sp.cls; rows];
-    let mut hyps: Vec<Hypotheses> = (0..states).map(|_| Hypotheses::new(nb, st.length_penalty)).collect();
+    let mut hyps: Vec<Hypotheses> = (0..states)
+        .map(|_| Hypotheses::new(nb, st.length_penalty))
+        .collect();
     // Tokens that can complete a constraint: every form's last piece.
-    let finishing: BTreeSet<u32> = cs.iter().flat_map(|c| c.forms.iter().filter_map(|f| f.last().copied())).collect();
+    let finishing: BTreeSet<u32> = cs
+        .iter()
+        .flat_map(|c| c.forms.iter().filter_map(|f| f.last().copied()))
+        .collect();
     for _cur in 1..st.max_gen_length {
         let lp = m.step(&last)?.to_vec2::<f32>()?;
         // Candidates per target state: (score, source row, token, state).
@@ -166,19 +203,35 @@ pub fn constrained_beam_search(dec: &Decoder, ctx: &ImageContext, cs: &[Constrai
     // The best caption among states satisfying enough constraints; else among the states with
     // the most constraints satisfied that finished anything.
     let need = k.min(min_satisfied);
-    let pick = |ok: &dyn Fn(usize) -> bool| (0..states).filter(|s| ok(*s)).filter_map(|s| hyps[s].best().map(|g| (s, g))).max_by(|a, b| a.1.score.total_cmp(&b.1.score));
+    let pick = |ok: &dyn Fn(usize) -> bool| {
+        (0..states)
+            .filter(|s| ok(*s))
+            .filter_map(|s| hyps[s].best().map(|g| (s, g)))
+            .max_by(|a, b| a.1.score.total_cmp(&b.1.score))
+    };
     let best = pick(&|s| (s as u32).count_ones() as usize >= need).or_else(|| {
-        let most = (0..states).filter(|s| hyps[*s].best().is_some()).map(|s| (s as u32).count_ones()).max()?;
+        let most = (0..states)
+            .filter(|s| hyps[*s].best().is_some())
+            .map(|s| (s as u32).count_ones())
+            .max()?;
         pick(&|s| (s as u32).count_ones() == most)
     });
-    let (state, caption) = best.ok_or_else(|| crate::error::Error::Invalid("constrained beam search finished no caption".into()))?;
-    Ok(Constrained { caption, constraints: cs.iter().map(|c| c.word.clone()).collect(), satisfied: (0..k).map(|i| state & (1 << i) != 0).collect() })
+    let (state, caption) = best.ok_or_else(|| {
+        crate::error::Error::Invalid("constrained beam search finished no caption".into())
+    })?;
+    Ok(Constrained {
+        caption,
+        constraints: cs.iter().map(|c| c.word.clone()).collect(),
+        satisfied: (0..k).map(|i| state & (1 << i) != 0).collect(),
+    })
 }
 
 fn top_indices(v: &[f32], n: usize) -> Vec<u32> {
     let mut idx: Vec<u32> = (0..v.len() as u32).collect();
     let n = n.min(idx.len());
-    idx.select_nth_unstable_by(n.saturating_sub(1), |a, b| v[*b as usize].total_cmp(&v[*a as usize]));
+    idx.select_nth_unstable_by(n.saturating_sub(1), |a, b| {
+        v[*b as usize].total_cmp(&v[*a as usize])
+    });
     idx.truncate(n);
     idx
 }

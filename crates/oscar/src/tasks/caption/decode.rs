@@ -33,7 +33,14 @@ pub struct DecodeSettings {
 
 impl Default for DecodeSettings {
     fn default() -> Self {
-        DecodeSettings { max_gen_length: 20, num_beams: 5, length_penalty: 1.0, temperature: 1.0, top_k: 0, top_p: 1.0 }
+        DecodeSettings {
+            max_gen_length: 20,
+            num_beams: 5,
+            length_penalty: 1.0,
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 1.0,
+        }
     }
 }
 
@@ -96,8 +103,17 @@ impl Decoder<'_> {
     /// Pads the contexts of `rows` (indices into `ctxs`) to common lengths.
     fn context_batch(&self, ctxs: &[ImageContext], rows: &[usize]) -> Result<ContextBatch> {
         let dim = self.model.bert.config().img_feature_dim;
-        let lt = rows.iter().map(|&r| ctxs[r].tag_ids.len()).max().unwrap_or(0);
-        let lr = rows.iter().map(|&r| ctxs[r].num_regions).max().unwrap_or(0).max(1);
+        let lt = rows
+            .iter()
+            .map(|&r| ctxs[r].tag_ids.len())
+            .max()
+            .unwrap_or(0);
+        let lr = rows
+            .iter()
+            .map(|&r| ctxs[r].num_regions)
+            .max()
+            .unwrap_or(0)
+            .max(1);
         let n = rows.len();
         let mut ids = vec![self.special.pad; n * lt];
         let mut feats = vec![0f32; n * lr * dim];
@@ -105,7 +121,11 @@ impl Decoder<'_> {
         for (i, &r) in rows.iter().enumerate() {
             let c = &ctxs[r];
             if c.regions.len() != c.num_regions * dim {
-                candle_core::bail!("image context has {} values for {} regions of width {dim}", c.regions.len(), c.num_regions);
+                candle_core::bail!(
+                    "image context has {} values for {} regions of width {dim}",
+                    c.regions.len(),
+                    c.num_regions
+                );
             }
             ids[i * lt..i * lt + c.tag_ids.len()].copy_from_slice(&c.tag_ids);
             feats[i * lr * dim..i * lr * dim + c.regions.len()].copy_from_slice(&c.regions);
@@ -130,7 +150,9 @@ impl Decoder<'_> {
             return Ok(img);
         }
         let n = c.tag_ids.dim(0)?;
-        let pos: Vec<u32> = (0..n).flat_map(|_| (0..c.tag_len).map(|j| (self.tag_start + j) as u32)).collect();
+        let pos: Vec<u32> = (0..n)
+            .flat_map(|_| (0..c.tag_len).map(|j| (self.tag_start + j) as u32))
+            .collect();
         let pos = Tensor::from_vec(pos, (n, c.tag_len), &self.device())?;
         let types = Tensor::ones((n, c.tag_len), DType::U32, &self.device())?;
         let tags = bert.embed_text(&c.tag_ids, Some(&types), Some(&pos), ctx)?;
@@ -148,16 +170,29 @@ impl Decoder<'_> {
         let c = self.context_batch(ctxs, rows)?;
         let emb = self.context_embeddings(&c, &Ctx::eval())?;
         let (p, context_cols) = (c.len, c.valid);
-        let masks: Vec<f32> = context_cols.iter().flat_map(|cols| attention_mask::seq2seq_context(cols, p).into_vec()).collect();
+        let masks: Vec<f32> = context_cols
+            .iter()
+            .flat_map(|cols| attention_mask::seq2seq_context(cols, p).into_vec())
+            .collect();
         let mask = Tensor::from_vec(masks, (rows.len(), p, p), &self.device())?;
         let mut cache = KvCache::new();
         self.model.bert.encode_cached(&emb, &mask, &mut cache, p)?;
-        Ok(Cached { dec: self, cache, context_cols, context_len: p, committed: 0 })
+        Ok(Cached {
+            dec: self,
+            cache,
+            context_cols,
+            context_len: p,
+            committed: 0,
+        })
     }
 
     /// Starts the re-encoding decoder (the reference's way) for `rows`.
     pub fn reencode(&self, ctxs: &[ImageContext], rows: &[usize]) -> Result<Reencode<'_>> {
-        Ok(Reencode { dec: self, ctxs: rows.iter().map(|&r| ctxs[r].clone()).collect(), history: vec![vec![]; rows.len()] })
+        Ok(Reencode {
+            dec: self,
+            ctxs: rows.iter().map(|&r| ctxs[r].clone()).collect(),
+            history: vec![vec![]; rows.len()],
+        })
     }
 }
 
@@ -191,18 +226,34 @@ impl StepModel for Cached<'_> {
         let ids = Tensor::from_vec(ids, (n, 2), &dev)?;
         let pos = Tensor::from_vec(pos, (n, 2), &dev)?;
         let types = Tensor::zeros((n, 2), DType::U32, &dev)?;
-        let emb = self.dec.model.bert.embed_text(&ids, Some(&types), Some(&pos), &Ctx::eval())?;
+        let emb = self
+            .dec
+            .model
+            .bert
+            .embed_text(&ids, Some(&types), Some(&pos), &Ctx::eval())?;
         // Keys: the valid context, every committed word, then [last, MASK] causally.
-        let masks: Vec<f32> = self.context_cols.iter().flat_map(|cols| attention_mask::seq2seq_step(cols, self.context_len, t, 2).into_vec()).collect();
+        let masks: Vec<f32> = self
+            .context_cols
+            .iter()
+            .flat_map(|cols| attention_mask::seq2seq_step(cols, self.context_len, t, 2).into_vec())
+            .collect();
         let mask = Tensor::from_vec(masks, (n, 2, self.context_len + t + 2), &dev)?;
         // The last word joins the cache; the [MASK] slot is asked only once.
-        let h = self.dec.model.bert.encode_cached(&emb, &mask, &mut self.cache, 1)?;
+        let h = self
+            .dec
+            .model
+            .bert
+            .encode_cached(&emb, &mask, &mut self.cache, 1)?;
         self.committed += 1;
         self.dec.log_probs(&h.narrow(1, 1, 1)?.squeeze(1)?)
     }
 
     fn reorder(&mut self, rows: &[usize]) -> Result<()> {
-        let idx = Tensor::from_vec(rows.iter().map(|&r| r as u32).collect::<Vec<_>>(), rows.len(), &Device::Cpu)?;
+        let idx = Tensor::from_vec(
+            rows.iter().map(|&r| r as u32).collect::<Vec<_>>(),
+            rows.len(),
+            &Device::Cpu,
+        )?;
         self.cache.reorder(&idx)?;
         self.context_cols = rows.iter().map(|&r| self.context_cols[r].clone()).collect();
         Ok(())
@@ -222,7 +273,11 @@ impl StepModel for Reencode<'_> {
         for (h, &w) in self.history.iter_mut().zip(last) {
             h.push(w);
         }
-        let words: Vec<Vec<u32>> = self.history.iter().map(|h| h.iter().copied().chain([self.dec.special.mask]).collect()).collect();
+        let words: Vec<Vec<u32>> = self
+            .history
+            .iter()
+            .map(|h| h.iter().copied().chain([self.dec.special.mask]).collect())
+            .collect();
         let x = full_inputs(self.dec, &self.ctxs, &words, None)?;
         let seq = self.dec.model.bert.forward(&x, &Ctx::eval())?.sequence;
         let t = words[0].len() - 1;
@@ -240,18 +295,29 @@ impl StepModel for Reencode<'_> {
 /// regions under the seq2seq mask. `queries`: extra `[MASK]` rows for parallel scoring — for
 /// row b, `queries[b][j] = (position, k)` adds a `[MASK]` at `position` that attends words
 /// `0..k`, itself and the context (see [`sequence_logprobs`]).
-fn full_inputs(dec: &Decoder, ctxs: &[ImageContext], words: &[Vec<u32>], queries: Option<&[Vec<(usize, usize)>]>) -> Result<Inputs> {
+fn full_inputs(
+    dec: &Decoder,
+    ctxs: &[ImageContext],
+    words: &[Vec<u32>],
+    queries: Option<&[Vec<(usize, usize)>]>,
+) -> Result<Inputs> {
     let dev = Device::Cpu;
     let n = words.len();
     let lw = words.iter().map(Vec::len).max().unwrap_or(0);
-    let lq = queries.map(|q| q.iter().map(Vec::len).max().unwrap_or(0)).unwrap_or(0);
+    let lq = queries
+        .map(|q| q.iter().map(Vec::len).max().unwrap_or(0))
+        .unwrap_or(0);
     let lt = ctxs.iter().map(|c| c.tag_ids.len()).max().unwrap_or(0);
     let lr = ctxs.iter().map(|c| c.num_regions).max().unwrap_or(0).max(1);
     let dim = dec.model.bert.config().img_feature_dim;
     let t_len = lw + lq + lt;
     let l = t_len + lr;
     let s = dec.special;
-    let (mut ids, mut types, mut pos) = (vec![s.pad; n * t_len], vec![0u32; n * t_len], vec![0u32; n * t_len]);
+    let (mut ids, mut types, mut pos) = (
+        vec![s.pad; n * t_len],
+        vec![0u32; n * t_len],
+        vec![0u32; n * t_len],
+    );
     let mut feats = vec![0f32; n * lr * dim];
     let mut mask = vec![0f32; n * l * l];
     for b in 0..n {
@@ -273,12 +339,20 @@ fn full_inputs(dec: &Decoder, ctxs: &[ImageContext], words: &[Vec<u32>], queries
             pos[base + lw + lq + j] = (dec.tag_start + j) as u32;
         }
         feats[b * lr * dim..b * lr * dim + c.regions.len()].copy_from_slice(&c.regions);
-        let ctx_cols: Vec<usize> = (lw + lq..lw + lq + c.tag_ids.len()).chain(t_len..t_len + c.num_regions).collect();
+        let ctx_cols: Vec<usize> = (lw + lq..lw + lq + c.tag_ids.len())
+            .chain(t_len..t_len + c.num_regions)
+            .collect();
         // The words under the seq2seq layout; each query row sees words 0..k, itself and the context.
         let mut m = attention_mask::seq2seq(l, 0..w.len(), &ctx_cols);
         for (qi, &(_, k)) in q.iter().enumerate() {
             let r = lw + qi;
-            m.allow([r], &(0..k.min(w.len())).chain([r]).chain(ctx_cols.iter().copied()).collect::<Vec<_>>());
+            m.allow(
+                [r],
+                &(0..k.min(w.len()))
+                    .chain([r])
+                    .chain(ctx_cols.iter().copied())
+                    .collect::<Vec<_>>(),
+            );
         }
         mask[b * l * l..(b + 1) * l * l].copy_from_slice(m.as_slice());
     }
@@ -295,15 +369,38 @@ fn full_inputs(dec: &Decoder, ctxs: &[ImageContext], words: &[Vec<u32>], queries
 /// ending with `[SEP]` when the caption ended), computed in one forward pass: the words
 /// `[CLS] w1 … w(n−1)` plus n `[MASK]` queries, the j-th at position j seeing words `0..j`,
 /// exactly what step j of decoding computes. Differentiable (SCST's loss); `ctx` decides dropout.
-pub fn sequence_logprobs(dec: &Decoder, ctxs: &[ImageContext], tokens: &[Vec<u32>], ctx: &Ctx) -> Result<Tensor> {
+pub fn sequence_logprobs(
+    dec: &Decoder,
+    ctxs: &[ImageContext],
+    tokens: &[Vec<u32>],
+    ctx: &Ctx,
+) -> Result<Tensor> {
     if tokens.iter().any(|t| t.is_empty()) {
         candle_core::bail!("a caption with no generated token cannot be scored");
     }
-    let words: Vec<Vec<u32>> = tokens.iter().map(|t| std::iter::once(dec.special.cls).chain(t[..t.len() - 1].iter().copied()).collect()).collect();
+    let words: Vec<Vec<u32>> = tokens
+        .iter()
+        .map(|t| {
+            std::iter::once(dec.special.cls)
+                .chain(t[..t.len() - 1].iter().copied())
+                .collect()
+        })
+        .collect();
     let lw = words.iter().map(Vec::len).max().unwrap_or(0);
     // Pad words (never attended) so every row has lw words.
-    let padded: Vec<Vec<u32>> = words.iter().map(|w| w.iter().copied().chain(std::iter::repeat_n(dec.special.pad, lw - w.len())).collect()).collect();
-    let queries: Vec<Vec<(usize, usize)>> = tokens.iter().map(|t| (1..=t.len()).map(|j| (j, j)).collect()).collect();
+    let padded: Vec<Vec<u32>> = words
+        .iter()
+        .map(|w| {
+            w.iter()
+                .copied()
+                .chain(std::iter::repeat_n(dec.special.pad, lw - w.len()))
+                .collect()
+        })
+        .collect();
+    let queries: Vec<Vec<(usize, usize)>> = tokens
+        .iter()
+        .map(|t| (1..=t.len()).map(|j| (j, j)).collect())
+        .collect();
     let x = full_inputs(dec, ctxs, &padded, Some(&queries))?;
     let seq = dec.model.bert.forward(&x, ctx)?.sequence;
     let lq = queries.iter().map(Vec::len).max().unwrap_or(0);
@@ -319,12 +416,20 @@ pub fn sequence_logprobs(dec: &Decoder, ctxs: &[ImageContext], tokens: &[Vec<u32
         }
     }
     let dev = Device::Cpu;
-    let picked = logp.reshape((n * lq, v))?.gather(&Tensor::from_vec(idx, (n * lq, 1), &dev)?, 1)?.reshape((n, lq))?;
+    let picked = logp
+        .reshape((n * lq, v))?
+        .gather(&Tensor::from_vec(idx, (n * lq, 1), &dev)?, 1)?
+        .reshape((n, lq))?;
     (picked * Tensor::from_vec(weight, (n, lq), &dev)?)?.sum(1)
 }
 
 /// Greedy decoding of every row; rows stop at `[SEP]` (later steps feed `[PAD]`, ignored).
-pub fn greedy(m: &mut dyn StepModel, rows: usize, special: SpecialIds, max_gen_length: usize) -> Result<Vec<Generated>> {
+pub fn greedy(
+    m: &mut dyn StepModel,
+    rows: usize,
+    special: SpecialIds,
+    max_gen_length: usize,
+) -> Result<Vec<Generated>> {
     sample_or_greedy::<rand::rngs::StdRng>(m, rows, special, max_gen_length, None)
 }
 
@@ -338,12 +443,32 @@ pub struct Sampling<'r, R: Rng> {
 
 /// Multinomial sampling (temperature, then top-k, then top-p filtering, as HF's
 /// `top_k_top_p_filtering`); `logprob` records the unfiltered model log-probability.
-pub fn sample<R: Rng>(m: &mut dyn StepModel, rows: usize, special: SpecialIds, max_gen_length: usize, s: Sampling<R>) -> Result<Vec<Generated>> {
+pub fn sample<R: Rng>(
+    m: &mut dyn StepModel,
+    rows: usize,
+    special: SpecialIds,
+    max_gen_length: usize,
+    s: Sampling<R>,
+) -> Result<Vec<Generated>> {
     sample_or_greedy(m, rows, special, max_gen_length, Some(s))
 }
 
-fn sample_or_greedy<R: Rng>(m: &mut dyn StepModel, rows: usize, special: SpecialIds, max_gen_length: usize, mut s: Option<Sampling<R>>) -> Result<Vec<Generated>> {
-    let mut out: Vec<Generated> = vec![Generated { tokens: vec![], score: 0.0, logprob: 0.0, ended: false }; rows];
+fn sample_or_greedy<R: Rng>(
+    m: &mut dyn StepModel,
+    rows: usize,
+    special: SpecialIds,
+    max_gen_length: usize,
+    mut s: Option<Sampling<R>>,
+) -> Result<Vec<Generated>> {
+    let mut out: Vec<Generated> = vec![
+        Generated {
+            tokens: vec![],
+            score: 0.0,
+            logprob: 0.0,
+            ended: false
+        };
+        rows
+    ];
     let mut done = vec![false; rows];
     let mut last = vec![special.cls; rows];
     for _ in 1..max_gen_length {
@@ -377,12 +502,25 @@ fn sample_or_greedy<R: Rng>(m: &mut dyn StepModel, rows: usize, special: Special
 }
 
 fn argmax(v: &[f32]) -> usize {
-    v.iter().enumerate().fold((0, f32::NEG_INFINITY), |(bi, bv), (i, &x)| if x > bv { (i, x) } else { (bi, bv) }).0
+    v.iter()
+        .enumerate()
+        .fold((0, f32::NEG_INFINITY), |(bi, bv), (i, &x)| {
+            if x > bv {
+                (i, x)
+            } else {
+                (bi, bv)
+            }
+        })
+        .0
 }
 
 fn draw<R: Rng>(logp: &[f32], s: &mut Sampling<R>) -> usize {
     let t = s.temperature.max(1e-6);
-    let mut items: Vec<(usize, f64)> = logp.iter().enumerate().map(|(i, &l)| (i, l as f64 / t)).collect();
+    let mut items: Vec<(usize, f64)> = logp
+        .iter()
+        .enumerate()
+        .map(|(i, &l)| (i, l as f64 / t))
+        .collect();
     items.sort_by(|a, b| b.1.total_cmp(&a.1));
     if s.top_k > 0 {
         items.truncate(s.top_k);
@@ -428,7 +566,11 @@ pub(crate) struct Hypotheses {
 
 impl Hypotheses {
     pub fn new(num_beams: usize, length_penalty: f64) -> Self {
-        Hypotheses { items: vec![], num_beams, length_penalty }
+        Hypotheses {
+            items: vec![],
+            num_beams,
+            length_penalty,
+        }
     }
 
     /// `tokens` counts `[CLS]` + words (not `[SEP]`), as the reference's `len(hyp)`.
@@ -437,7 +579,12 @@ impl Hypotheses {
         if self.items.len() < self.num_beams || score > self.worst() {
             self.items.push((score, words, sum_logprobs, ended));
             if self.items.len() > self.num_beams {
-                let (wi, _) = self.items.iter().enumerate().min_by(|a, b| a.1 .0.total_cmp(&b.1 .0)).expect("non-empty");
+                let (wi, _) = self
+                    .items
+                    .iter()
+                    .enumerate()
+                    .min_by(|a, b| a.1 .0.total_cmp(&b.1 .0))
+                    .expect("non-empty");
                 self.items.remove(wi);
             }
         }
@@ -449,11 +596,20 @@ impl Hypotheses {
 
     /// No better hypothesis can come from a beam whose best sum is `best_sum` at `cur_len`.
     pub fn is_done(&self, best_sum: f64, cur_len: usize) -> bool {
-        self.items.len() >= self.num_beams && self.worst() >= best_sum / (cur_len as f64).powf(self.length_penalty)
+        self.items.len() >= self.num_beams
+            && self.worst() >= best_sum / (cur_len as f64).powf(self.length_penalty)
     }
 
     pub fn best(&self) -> Option<Generated> {
-        self.items.iter().max_by(|a, b| a.0.total_cmp(&b.0)).map(|(s, w, l, e)| Generated { tokens: w.clone(), score: *s, logprob: *l, ended: *e })
+        self.items
+            .iter()
+            .max_by(|a, b| a.0.total_cmp(&b.0))
+            .map(|(s, w, l, e)| Generated {
+                tokens: w.clone(),
+                score: *s,
+                logprob: *l,
+                ended: *e,
+            })
     }
 }
 
@@ -461,11 +617,20 @@ impl Hypotheses {
 /// reference's `_generate_beam_search`: 2·beams candidates per image and step, `[SEP]`
 /// candidates ranked within the beams become hypotheses, unfinished beams are added at the
 /// maximum length. `m` must have been started on `images·num_beams` rows (image-major).
-pub fn beam_search(m: &mut dyn StepModel, images: usize, special: SpecialIds, st: &DecodeSettings) -> Result<Vec<Generated>> {
+pub fn beam_search(
+    m: &mut dyn StepModel,
+    images: usize,
+    special: SpecialIds,
+    st: &DecodeSettings,
+) -> Result<Vec<Generated>> {
     let nb = st.num_beams.max(1);
-    let mut beam_scores: Vec<f64> = (0..images * nb).map(|r| if r % nb == 0 { 0.0 } else { -1e9 }).collect();
+    let mut beam_scores: Vec<f64> = (0..images * nb)
+        .map(|r| if r % nb == 0 { 0.0 } else { -1e9 })
+        .collect();
     let mut seqs: Vec<Vec<u32>> = vec![vec![]; images * nb];
-    let mut hyps: Vec<Hypotheses> = (0..images).map(|_| Hypotheses::new(nb, st.length_penalty)).collect();
+    let mut hyps: Vec<Hypotheses> = (0..images)
+        .map(|_| Hypotheses::new(nb, st.length_penalty))
+        .collect();
     let mut done = vec![false; images];
     let mut last = vec![special.cls; images * nb];
     let mut cur_len = 1;
@@ -541,5 +706,10 @@ pub fn beam_search(m: &mut dyn StepModel, images: usize, special: SpecialIds, st
             }
         }
     }
-    hyps.iter().map(|h| h.best().ok_or_else(|| candle_core::Error::Msg("beam search finished no hypothesis".into()))).collect()
+    hyps.iter()
+        .map(|h| {
+            h.best()
+                .ok_or_else(|| candle_core::Error::Msg("beam search finished no hypothesis".into()))
+        })
+        .collect()
 }

@@ -8,9 +8,6 @@ pub mod decode;
 pub mod scst;
 
 use super::finetune::{run_task, start, Optim, RunFiles};
-use crate::train::trainer::{EpochOrder, Metrics, StepLoss, TrainTask};
-use rand::rngs::StdRng;
-use rand::Rng;
 use crate::checkpoint::{load_model, read_checkpoint, save_pretrained, write_atomic, Fresh};
 use crate::config::OscarConfig;
 use crate::data::caption::{CaptionExample, CaptionLayout};
@@ -20,8 +17,13 @@ use crate::error::{Error, Result};
 use crate::model::{BertForImageCaptioning, Inputs};
 use crate::nn::Ctx;
 use crate::tokenizer::BertTokenizer;
+use crate::train::trainer::{EpochOrder, Metrics, StepLoss, TrainTask};
 use candle_core::{Device, Tensor};
-use decode::{beam_search, greedy, sample, DecodeSettings, Decoder, Generated, ImageContext, Sampling};
+use decode::{
+    beam_search, greedy, sample, DecodeSettings, Decoder, Generated, ImageContext, Sampling,
+};
+use rand::rngs::StdRng;
+use rand::Rng;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
@@ -80,7 +82,13 @@ impl Default for CaptionConfig {
 
 impl CaptionConfig {
     fn layout(&self) -> CaptionLayout {
-        CaptionLayout { max_seq_a_len: self.max_seq_a_length, max_seq_len: self.max_seq_length, max_img_seq_len: self.max_img_seq_length, max_masked_tokens: self.max_masked_tokens, mask_prob: self.mask_prob }
+        CaptionLayout {
+            max_seq_a_len: self.max_seq_a_length,
+            max_seq_len: self.max_seq_length,
+            max_img_seq_len: self.max_img_seq_length,
+            max_masked_tokens: self.max_masked_tokens,
+            mask_prob: self.mask_prob,
+        }
     }
 
     /// Position of the first tag at inference: `max(max_seq_a_length, max_gen_length)`.
@@ -101,14 +109,26 @@ pub struct CaptionSet {
 impl CaptionSet {
     /// Reads captions (Oscar's `[{image_id, caption}]` or COCO format), features and detector
     /// labels. Every captioned image needs features; images without a labels row have no tags.
-    pub fn open(captions: &Path, features: &Path, labels: Option<&Path>, img_feature_dim: usize) -> Result<Self> {
-        let caps = oscar_eval::captions::read_captions(captions, false).map_err(|e| Error::bad_file(captions, e.to_string()))?;
+    pub fn open(
+        captions: &Path,
+        features: &Path,
+        labels: Option<&Path>,
+        img_feature_dim: usize,
+    ) -> Result<Self> {
+        let caps = oscar_eval::captions::read_captions(captions, false)
+            .map_err(|e| Error::bad_file(captions, e.to_string()))?;
         let images: Vec<String> = caps.keys().cloned().collect();
         Self::for_images(images, caps, features, labels, img_feature_dim)
     }
 
     /// The given images (no references needed).
-    pub fn for_images(images: Vec<String>, captions: BTreeMap<String, Vec<String>>, features: &Path, labels: Option<&Path>, img_feature_dim: usize) -> Result<Self> {
+    pub fn for_images(
+        images: Vec<String>,
+        captions: BTreeMap<String, Vec<String>>,
+        features: &Path,
+        labels: Option<&Path>,
+        img_feature_dim: usize,
+    ) -> Result<Self> {
         let store = FeatureStore::open(features, img_feature_dim)?;
         let mut regions = HashMap::new();
         for img in &images {
@@ -121,31 +141,61 @@ impl CaptionSet {
             for img in &images {
                 if let Some(&row) = idx.get(img) {
                     let f = t.row(row)?;
-                    let d = parse_detections(f.get(1).map(String::as_str).unwrap_or(""), &format!("row {}", row + 1)).map_err(|e| Error::bad_file(l, e))?;
+                    let d = parse_detections(
+                        f.get(1).map(String::as_str).unwrap_or(""),
+                        &format!("row {}", row + 1),
+                    )
+                    .map_err(|e| Error::bad_file(l, e))?;
                     detections.insert(img.clone(), d.objects);
                 }
             }
         }
-        Ok(CaptionSet { images, regions, detections, captions })
+        Ok(CaptionSet {
+            images,
+            regions,
+            detections,
+            captions,
+        })
     }
 
     /// The image's tags as the reference's `od_labels`: class names in detection order.
     pub fn tags(&self, img: &str) -> String {
-        self.detections.get(img).map(|d| d.iter().map(|o| o.class.as_str()).collect::<Vec<_>>().join(" ")).unwrap_or_default()
+        self.detections
+            .get(img)
+            .map(|d| {
+                d.iter()
+                    .map(|o| o.class.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .unwrap_or_default()
     }
 
     /// (image, caption) training pairs.
     pub fn pairs(&self) -> Vec<(String, String)> {
-        self.captions.iter().flat_map(|(i, cs)| cs.iter().map(move |c| (i.clone(), c.clone()))).collect()
+        self.captions
+            .iter()
+            .flat_map(|(i, cs)| cs.iter().map(move |c| (i.clone(), c.clone())))
+            .collect()
     }
 }
 
 /// Stacks tensorized examples; regions are padded to the batch's largest count, not to
 /// `max_img_seq_length` (the cropped positions are masked anyway, so the numbers are unchanged).
-pub fn collate(examples: &[CaptionExample], t_len: usize, max_img: usize, dim: usize) -> Result<(Inputs, Tensor, Vec<u32>)> {
+pub fn collate(
+    examples: &[CaptionExample],
+    t_len: usize,
+    max_img: usize,
+    dim: usize,
+) -> Result<(Inputs, Tensor, Vec<u32>)> {
     let dev = Device::Cpu;
     let b = examples.len();
-    let r = examples.iter().map(|e| e.num_regions).max().unwrap_or(0).max(1);
+    let r = examples
+        .iter()
+        .map(|e| e.num_regions)
+        .max()
+        .unwrap_or(0)
+        .max(1);
     let (full, l) = (t_len + max_img, t_len + r);
     let mut ids: Vec<u32> = Vec::with_capacity(b * t_len);
     let mut types: Vec<u32> = Vec::with_capacity(b * t_len);
@@ -205,18 +255,43 @@ impl std::str::FromStr for Mode {
 
 /// Fine-tunes with the masked-caption objective on the one trainer (`files`: checkpoints,
 /// metrics, resume); `on_step(step, loss, masked-token accuracy)`.
-pub fn train(set: &CaptionSet, tok: &BertTokenizer, init: Option<&Path>, fresh: &OscarConfig, cfg: &CaptionConfig, files: &RunFiles, on_step: impl FnMut(u64, f64, f64)) -> Result<Captioner> {
-    let loaded = start::<BertForImageCaptioning>(files.resume.as_deref().or(init), fresh, &cfg.optim, |c| {
-        c.label_smoothing = cfg.label_smoothing;
-        c.drop_worst_ratio = cfg.drop_worst_ratio;
-        c.drop_worst_after = cfg.drop_worst_after;
-        if let Some(t) = cfg.tie_weights {
-            c.tie_weights = t;
-        }
-    })?;
-    let cap = Captioner { model: loaded.model, params: loaded.params, config: loaded.config, settings: cfg.clone() };
+pub fn train(
+    set: &CaptionSet,
+    tok: &BertTokenizer,
+    init: Option<&Path>,
+    fresh: &OscarConfig,
+    cfg: &CaptionConfig,
+    files: &RunFiles,
+    on_step: impl FnMut(u64, f64, f64),
+) -> Result<Captioner> {
+    let loaded = start::<BertForImageCaptioning>(
+        files.resume.as_deref().or(init),
+        fresh,
+        &cfg.optim,
+        |c| {
+            c.label_smoothing = cfg.label_smoothing;
+            c.drop_worst_ratio = cfg.drop_worst_ratio;
+            c.drop_worst_after = cfg.drop_worst_after;
+            if let Some(t) = cfg.tie_weights {
+                c.tie_weights = t;
+            }
+        },
+    )?;
+    let cap = Captioner {
+        model: loaded.model,
+        params: loaded.params,
+        config: loaded.config,
+        settings: cfg.clone(),
+    };
     let pairs = set.pairs();
-    let mut task = CaptionTask { set, tok, order: EpochOrder::new(pairs.len(), cfg.optim.seed)?, pairs, cap, vocab: files.vocab.clone() };
+    let mut task = CaptionTask {
+        set,
+        tok,
+        order: EpochOrder::new(pairs.len(), cfg.optim.seed)?,
+        pairs,
+        cap,
+        vocab: files.vocab.clone(),
+    };
     run_task(&mut task, &cfg.optim, files, "accuracy", on_step)?;
     Ok(task.cap)
 }
@@ -252,16 +327,39 @@ impl TrainTask for CaptionTask<'_> {
             .map(|&i| {
                 let (img, c) = &self.pairs[i];
                 let r = &self.set.regions[img];
-                let tags = if cfg.use_tags { Some(self.set.tags(img)) } else { None };
-                cfg.layout().tensorize(self.tok, Some(c), tags.as_deref(), &r.data, r.dim, Some(&mut *rng))
+                let tags = if cfg.use_tags {
+                    Some(self.set.tags(img))
+                } else {
+                    None
+                };
+                cfg.layout().tensorize(
+                    self.tok,
+                    Some(c),
+                    tags.as_deref(),
+                    &r.data,
+                    r.dim,
+                    Some(&mut *rng),
+                )
             })
             .collect::<Result<Vec<_>>>()?;
-        let (x, masked_pos, targets) = collate(&ex, cfg.max_seq_length, cfg.max_img_seq_length, self.cap.config.img_feature_dim)?;
-        let logits = self.cap.model.forward(&x, &masked_pos, &Ctx::train(rng.random()))?;
+        let (x, masked_pos, targets) = collate(
+            &ex,
+            cfg.max_seq_length,
+            cfg.max_img_seq_length,
+            self.cap.config.img_feature_dim,
+        )?;
+        let logits = self
+            .cap
+            .model
+            .forward(&x, &masked_pos, &Ctx::train(rng.random()))?;
         let loss = self.cap.model.loss(&logits, &targets, step as usize)?;
         let pred: Vec<u32> = logits.argmax(1)?.to_vec1()?;
-        let acc = pred.iter().zip(&targets).filter(|(p, t)| p == t).count() as f64 / targets.len().max(1) as f64;
-        Ok(StepLoss { loss, metrics: Metrics::from([("accuracy".to_string(), acc)]) })
+        let acc = pred.iter().zip(&targets).filter(|(p, t)| p == t).count() as f64
+            / targets.len().max(1) as f64;
+        Ok(StepLoss {
+            loss,
+            metrics: Metrics::from([("accuracy".to_string(), acc)]),
+        })
     }
 
     fn save(&self, dir: &Path) -> Result<()> {
@@ -272,18 +370,29 @@ impl TrainTask for CaptionTask<'_> {
 impl Captioner {
     pub fn load(dir: &Path) -> Result<Self> {
         let settings: CaptionConfig = super::finetune::saved_settings(dir, "caption.json")?;
-        let l = load_model::<BertForImageCaptioning>(read_checkpoint(dir)?, None, Fresh::Nothing, 0)?;
-        Ok(Captioner { model: l.model, params: l.params, config: l.config, settings })
+        let l =
+            load_model::<BertForImageCaptioning>(read_checkpoint(dir)?, None, Fresh::Nothing, 0)?;
+        Ok(Captioner {
+            model: l.model,
+            params: l.params,
+            config: l.config,
+            settings,
+        })
     }
 
     pub fn save(&self, dir: &Path, vocab: Option<&Path>) -> Result<()> {
         save_pretrained(dir, &self.params, &self.config, vocab)?;
-        let body = serde_json::to_string_pretty(&self.settings).map_err(|e| Error::Invalid(e.to_string()))?;
+        let body = serde_json::to_string_pretty(&self.settings)
+            .map_err(|e| Error::Invalid(e.to_string()))?;
         write_atomic(&dir.join("caption.json"), body.as_bytes())
     }
 
     pub fn decoder<'a>(&'a self, tok: &BertTokenizer) -> Decoder<'a> {
-        Decoder { model: &self.model, special: tok.special, tag_start: self.settings.tag_start() }
+        Decoder {
+            model: &self.model,
+            special: tok.special,
+            tag_start: self.settings.tag_start(),
+        }
     }
 
     /// What decoding needs of one image: its tags (truncated as in training, `[SEP]`-closed) and
@@ -291,30 +400,61 @@ impl Captioner {
     pub fn context(&self, tok: &BertTokenizer, tags: &str, r: &Regions) -> Result<ImageContext> {
         let s = &self.settings;
         if r.dim != self.config.img_feature_dim {
-            return Err(Error::Invalid(format!("{}-d region features, the model expects {}", r.dim, self.config.img_feature_dim)));
+            return Err(Error::Invalid(format!(
+                "{}-d region features, the model expects {}",
+                r.dim, self.config.img_feature_dim
+            )));
         }
-        let mut tag_ids = if s.use_tags && !tags.trim().is_empty() { tok.tokenize(tags)? } else { vec![] };
+        let mut tag_ids = if s.use_tags && !tags.trim().is_empty() {
+            tok.tokenize(tags)?
+        } else {
+            vec![]
+        };
         if !tag_ids.is_empty() {
             tag_ids.truncate(s.max_seq_length.saturating_sub(s.max_seq_a_length + 1));
             tag_ids.push(tok.special.sep);
         }
         let n = (r.data.len() / r.dim).min(s.max_img_seq_length);
-        Ok(ImageContext { tag_ids, regions: r.data[..n * r.dim].to_vec(), num_regions: n })
+        Ok(ImageContext {
+            tag_ids,
+            regions: r.data[..n * r.dim].to_vec(),
+            num_regions: n,
+        })
     }
 
     pub fn contexts(&self, tok: &BertTokenizer, set: &CaptionSet) -> Result<Vec<ImageContext>> {
-        set.images.iter().map(|i| self.context(tok, &set.tags(i), &set.regions[i])).collect()
+        set.images
+            .iter()
+            .map(|i| self.context(tok, &set.tags(i), &set.regions[i]))
+            .collect()
     }
 
     /// Captions for `ctxs`, `batch` images at a time, with the KV cache (or re-encoding).
-    pub fn generate(&self, tok: &BertTokenizer, ctxs: &[ImageContext], mode: Mode, st: &DecodeSettings, batch: usize, use_cache: bool, seed: u64, mut progress: impl FnMut(usize)) -> Result<Vec<Generated>> {
+    pub fn generate(
+        &self,
+        tok: &BertTokenizer,
+        ctxs: &[ImageContext],
+        mode: Mode,
+        st: &DecodeSettings,
+        batch: usize,
+        use_cache: bool,
+        seed: u64,
+        mut progress: impl FnMut(usize),
+    ) -> Result<Vec<Generated>> {
         let dec = self.decoder(tok);
         let mut out = Vec::with_capacity(ctxs.len());
         let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(seed);
         let idx: Vec<usize> = (0..ctxs.len()).collect();
         for chunk in idx.chunks(batch.max(1)) {
-            let per = if mode == Mode::Beam { st.num_beams.max(1) } else { 1 };
-            let rows: Vec<usize> = chunk.iter().flat_map(|&i| std::iter::repeat_n(i, per)).collect();
+            let per = if mode == Mode::Beam {
+                st.num_beams.max(1)
+            } else {
+                1
+            };
+            let rows: Vec<usize> = chunk
+                .iter()
+                .flat_map(|&i| std::iter::repeat_n(i, per))
+                .collect();
             let mut cached;
             let mut reenc;
             let m: &mut dyn decode::StepModel = if use_cache {
@@ -327,7 +467,18 @@ impl Captioner {
             let g = match mode {
                 Mode::Greedy => greedy(m, rows.len(), tok.special, st.max_gen_length)?,
                 Mode::Beam => beam_search(m, chunk.len(), tok.special, st)?,
-                Mode::Sample => sample(m, rows.len(), tok.special, st.max_gen_length, Sampling { temperature: st.temperature, top_k: st.top_k, top_p: st.top_p, rng: &mut rng })?,
+                Mode::Sample => sample(
+                    m,
+                    rows.len(),
+                    tok.special,
+                    st.max_gen_length,
+                    Sampling {
+                        temperature: st.temperature,
+                        top_k: st.top_k,
+                        top_p: st.top_p,
+                        rng: &mut rng,
+                    },
+                )?,
             };
             out.extend(g);
             progress(chunk.len());
@@ -338,7 +489,11 @@ impl Captioner {
 
 /// Captions as COCO results (`[{image_id, caption}]`).
 pub fn results_json(images: &[String], captions: &[String]) -> serde_json::Value {
-    images.iter().zip(captions).map(|(i, c)| serde_json::json!({"image_id": i, "caption": c})).collect()
+    images
+        .iter()
+        .zip(captions)
+        .map(|(i, c)| serde_json::json!({"image_id": i, "caption": c}))
+        .collect()
 }
 
 /// Captions as the reference's prediction TSV (`key \t [{"caption", "conf"}]`, conf = exp(score)).
@@ -346,7 +501,12 @@ pub fn results_tsv(images: &[String], captions: &[String], gens: &[Generated]) -
     images
         .iter()
         .zip(captions.iter().zip(gens))
-        .map(|(i, (c, g))| format!("{i}\t{}\n", serde_json::json!([{"caption": c, "conf": g.score.exp()}])))
+        .map(|(i, (c, g))| {
+            format!(
+                "{i}\t{}\n",
+                serde_json::json!([{"caption": c, "conf": g.score.exp()}])
+            )
+        })
         .collect()
 }
 
@@ -363,13 +523,26 @@ pub fn nearest_neighbour_captions(train: &CaptionSet, test: &CaptionSet) -> Vec<
         m.iter_mut().for_each(|x| *x /= norm);
         m
     };
-    let train_imgs: Vec<&String> = train.images.iter().filter(|i| train.captions.get(*i).is_some_and(|c| !c.is_empty())).collect();
-    let train_vecs: Vec<Vec<f32>> = train_imgs.iter().map(|i| mean(&train.regions[*i])).collect();
+    let train_imgs: Vec<&String> = train
+        .images
+        .iter()
+        .filter(|i| train.captions.get(*i).is_some_and(|c| !c.is_empty()))
+        .collect();
+    let train_vecs: Vec<Vec<f32>> = train_imgs
+        .iter()
+        .map(|i| mean(&train.regions[*i]))
+        .collect();
     test.images
         .iter()
         .map(|i| {
             let q = mean(&test.regions[i]);
-            let best = train_vecs.iter().enumerate().map(|(j, v)| (j, v.iter().zip(&q).map(|(a, b)| a * b).sum::<f32>())).max_by(|a, b| a.1.total_cmp(&b.1)).map(|(j, _)| j).unwrap_or(0);
+            let best = train_vecs
+                .iter()
+                .enumerate()
+                .map(|(j, v)| (j, v.iter().zip(&q).map(|(a, b)| a * b).sum::<f32>()))
+                .max_by(|a, b| a.1.total_cmp(&b.1))
+                .map(|(j, _)| j)
+                .unwrap_or(0);
             train.captions[train_imgs[best]][0].clone()
         })
         .collect()
@@ -385,21 +558,54 @@ pub struct CaptionEval {
 
 /// Decodes every image of `set` (`mode`, the KV cache) and scores the captions against the
 /// set's references with the COCO metrics (CIDEr-D too when `df` is given).
-pub fn evaluate(cap: &Captioner, tok: &BertTokenizer, set: &CaptionSet, mode: Mode, st: &DecodeSettings, opt: &oscar_eval::captions::CaptionOptions, progress: impl FnMut(usize)) -> Result<CaptionEval> {
+pub fn evaluate(
+    cap: &Captioner,
+    tok: &BertTokenizer,
+    set: &CaptionSet,
+    mode: Mode,
+    st: &DecodeSettings,
+    opt: &oscar_eval::captions::CaptionOptions,
+    progress: impl FnMut(usize),
+) -> Result<CaptionEval> {
     let t = std::time::Instant::now();
     let ctxs = cap.contexts(tok, set)?;
-    let generated = cap.generate(tok, &ctxs, mode, st, 16, true, cap.settings.optim.seed, progress)?;
+    let generated = cap.generate(
+        tok,
+        &ctxs,
+        mode,
+        st,
+        16,
+        true,
+        cap.settings.optim.seed,
+        progress,
+    )?;
     let captions: Vec<String> = generated.iter().map(|g| tok.decode(&g.tokens)).collect();
     let scores = score_captions(set, &captions, opt)?;
-    Ok(CaptionEval { captions, generated, scores, seconds: t.elapsed().as_secs_f64() })
+    Ok(CaptionEval {
+        captions,
+        generated,
+        scores,
+        seconds: t.elapsed().as_secs_f64(),
+    })
 }
 
 /// The COCO metrics of `captions` (one per image of `set`) against the set's references, or
 /// `None` when the set has none.
-pub fn score_captions(set: &CaptionSet, captions: &[String], opt: &oscar_eval::captions::CaptionOptions) -> Result<Option<oscar_eval::captions::CaptionScores>> {
+pub fn score_captions(
+    set: &CaptionSet,
+    captions: &[String],
+    opt: &oscar_eval::captions::CaptionOptions,
+) -> Result<Option<oscar_eval::captions::CaptionScores>> {
     if set.captions.values().all(|c| c.is_empty()) {
         return Ok(None);
     }
-    let preds: BTreeMap<String, Vec<String>> = set.images.iter().zip(captions).map(|(i, c)| (i.clone(), vec![c.clone()])).collect();
-    oscar_eval::captions::evaluate_captions(&set.captions, &preds, opt).map(Some).map_err(|e| Error::Invalid(e.to_string()))
+    let preds: BTreeMap<String, Vec<String>> = set
+        .images
+        .iter()
+        .zip(captions)
+        .map(|(i, c)| (i.clone(), vec![c.clone()]))
+        .collect();
+    oscar_eval::captions::evaluate_captions(&set.captions, &preds, opt)
+        .map(Some)
+        .map_err(|e| Error::Invalid(e.to_string()))
 }

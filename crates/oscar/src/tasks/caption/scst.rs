@@ -11,12 +11,12 @@ use super::{CaptionSet, Captioner};
 use crate::error::{Error, Result};
 use crate::nn::Ctx;
 use crate::tasks::finetune::{Optim, RunFiles};
-use crate::train::trainer::{EpochOrder, Metrics, StepLoss, TrainTask, Trainer};
-use rand::rngs::StdRng;
-use rand::Rng;
 use crate::tokenizer::BertTokenizer;
+use crate::train::trainer::{EpochOrder, Metrics, StepLoss, TrainTask, Trainer};
 use candle_core::Tensor;
 use oscar_eval::cider::{CiderD, DocFreqFile};
+use rand::rngs::StdRng;
+use rand::Rng;
 
 /// What a sample's reward is compared with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -41,14 +41,25 @@ impl std::str::FromStr for ScstBaseline {
 }
 
 /// The advantage of each sample (`rows[j]` is sample j's image): its reward minus the baseline.
-pub fn advantages(baseline: ScstBaseline, rows: &[usize], r_samples: &[f64], r_greedy: &[f64]) -> Vec<f32> {
+pub fn advantages(
+    baseline: ScstBaseline,
+    rows: &[usize],
+    r_samples: &[f64],
+    r_greedy: &[f64],
+) -> Vec<f32> {
     rows.iter()
         .enumerate()
         .map(|(j, &i)| {
             let b = match baseline {
                 ScstBaseline::Greedy => r_greedy[i],
                 ScstBaseline::SampleMean => {
-                    let others: Vec<f64> = rows.iter().zip(r_samples).enumerate().filter(|(k, (&ik, _))| *k != j && ik == i).map(|(_, (_, r))| *r).collect();
+                    let others: Vec<f64> = rows
+                        .iter()
+                        .zip(r_samples)
+                        .enumerate()
+                        .filter(|(k, (&ik, _))| *k != j && ik == i)
+                        .map(|(_, (_, r))| *r)
+                        .collect();
                     others.iter().sum::<f64>() / others.len().max(1) as f64
                 }
             };
@@ -68,18 +79,53 @@ pub struct ScstStep {
 
 /// Runs `optim.steps` SCST updates on `cap` (images of `set` with captions, `optim.batch_size`
 /// images per step) with the one trainer (`files`: checkpoints, metrics, resume).
-pub fn train_scst(cap: &mut Captioner, set: &CaptionSet, tok: &BertTokenizer, df: &DocFreqFile, optim: &Optim, files: &RunFiles, mut on_step: impl FnMut(u64, ScstStep)) -> Result<()> {
-    let images: Vec<String> = set.images.iter().filter(|i| set.captions.get(*i).is_some_and(|c| !c.is_empty())).cloned().collect();
+pub fn train_scst(
+    cap: &mut Captioner,
+    set: &CaptionSet,
+    tok: &BertTokenizer,
+    df: &DocFreqFile,
+    optim: &Optim,
+    files: &RunFiles,
+    mut on_step: impl FnMut(u64, ScstStep),
+) -> Result<()> {
+    let images: Vec<String> = set
+        .images
+        .iter()
+        .filter(|i| set.captions.get(*i).is_some_and(|c| !c.is_empty()))
+        .cloned()
+        .collect();
     let n = cap.settings.scst_samples.max(1);
     if cap.settings.scst_baseline == ScstBaseline::SampleMean && n < 2 {
-        return Err(Error::Invalid(format!("the sample-mean SCST baseline needs at least 2 samples per image, scst_samples is {n}")));
+        return Err(Error::Invalid(format!(
+            "the sample-mean SCST baseline needs at least 2 samples per image, scst_samples is {n}"
+        )));
     }
     let order = EpochOrder::new(images.len(), optim.seed)?;
-    let mut task = ScstTask { cap, set, tok, scorer: CiderD::new(df, &set.captions), images, order, batch_size: optim.batch_size, vocab: files.vocab.clone() };
+    let mut task = ScstTask {
+        cap,
+        set,
+        tok,
+        scorer: CiderD::new(df, &set.captions),
+        images,
+        order,
+        batch_size: optim.batch_size,
+        vocab: files.vocab.clone(),
+    };
     optim.validate()?;
-    let figure = |r: &crate::train::trainer::StepRecord, k: &str| r.metrics.get(k).copied().unwrap_or(f64::NAN);
+    let figure = |r: &crate::train::trainer::StepRecord, k: &str| {
+        r.metrics.get(k).copied().unwrap_or(f64::NAN)
+    };
     Trainer::new(optim.trainer_options(files))
-        .on_step(|r| on_step(r.step, ScstStep { loss: r.loss, sample_reward: figure(r, "sample_reward"), greedy_reward: figure(r, "greedy_reward") }))
+        .on_step(|r| {
+            on_step(
+                r.step,
+                ScstStep {
+                    loss: r.loss,
+                    sample_reward: figure(r, "sample_reward"),
+                    greedy_reward: figure(r, "greedy_reward"),
+                },
+            )
+        })
         .run(&mut task, files.resume.as_deref())?;
     Ok(())
 }
@@ -114,25 +160,76 @@ impl TrainTask for ScstTask<'_> {
         let n = self.cap.settings.scst_samples.max(1);
         let max_len = self.cap.settings.decode.max_gen_length;
         let idx = self.order.rows(examples_seen, self.batch_size);
-        let ctxs = idx.iter().map(|&i| self.cap.context(tok, &set.tags(&images[i]), &set.regions[&images[i]])).collect::<Result<Vec<_>>>()?;
+        let ctxs = idx
+            .iter()
+            .map(|&i| {
+                self.cap
+                    .context(tok, &set.tags(&images[i]), &set.regions[&images[i]])
+            })
+            .collect::<Result<Vec<_>>>()?;
         let dec = self.cap.decoder(tok);
         let all: Vec<usize> = (0..ctxs.len()).collect();
-        let base = greedy(&mut dec.cached(&ctxs, &all)?, ctxs.len(), tok.special, max_len)?;
-        let rows: Vec<usize> = all.iter().flat_map(|&i| std::iter::repeat_n(i, n)).collect();
-        let samples = sample(&mut dec.cached(&ctxs, &rows)?, rows.len(), tok.special, max_len, Sampling { temperature: 1.0, top_k: self.cap.settings.scst_top_k, top_p: 1.0, rng: &mut *rng })?;
+        let base = greedy(
+            &mut dec.cached(&ctxs, &all)?,
+            ctxs.len(),
+            tok.special,
+            max_len,
+        )?;
+        let rows: Vec<usize> = all
+            .iter()
+            .flat_map(|&i| std::iter::repeat_n(i, n))
+            .collect();
+        let samples = sample(
+            &mut dec.cached(&ctxs, &rows)?,
+            rows.len(),
+            tok.special,
+            max_len,
+            Sampling {
+                temperature: 1.0,
+                top_k: self.cap.settings.scst_top_k,
+                top_p: 1.0,
+                rng: &mut *rng,
+            },
+        )?;
         let base_text: Vec<String> = base.iter().map(|g| tok.decode(&g.tokens)).collect();
         let sample_text: Vec<String> = samples.iter().map(|g| tok.decode(&g.tokens)).collect();
-        let cider = |scorer: &mut CiderD, items: &[(&str, &str)]| scorer.score(items).map_err(|e| Error::Invalid(e.to_string()));
-        let r_base = cider(&mut self.scorer, &idx.iter().zip(&base_text).map(|(&i, c)| (images[i].as_str(), c.as_str())).collect::<Vec<_>>())?;
-        let r_samp = cider(&mut self.scorer, &rows.iter().zip(&sample_text).map(|(&i, c)| (images[idx[i]].as_str(), c.as_str())).collect::<Vec<_>>())?;
+        let cider = |scorer: &mut CiderD, items: &[(&str, &str)]| {
+            scorer
+                .score(items)
+                .map_err(|e| Error::Invalid(e.to_string()))
+        };
+        let r_base = cider(
+            &mut self.scorer,
+            &idx.iter()
+                .zip(&base_text)
+                .map(|(&i, c)| (images[i].as_str(), c.as_str()))
+                .collect::<Vec<_>>(),
+        )?;
+        let r_samp = cider(
+            &mut self.scorer,
+            &rows
+                .iter()
+                .zip(&sample_text)
+                .map(|(&i, c)| (images[idx[i]].as_str(), c.as_str()))
+                .collect::<Vec<_>>(),
+        )?;
         let advantage = advantages(self.cap.settings.scst_baseline, &rows, &r_samp, &r_base);
         let row_ctxs: Vec<_> = rows.iter().map(|&i| ctxs[i].clone()).collect();
-        let tokens: Vec<Vec<u32>> = samples.iter().map(|g| g.with_end(tok.special.sep)).collect();
+        let tokens: Vec<Vec<u32>> = samples
+            .iter()
+            .map(|g| g.with_end(tok.special.sep))
+            .collect();
         let avg_logprob = sequence_logprobs(&dec, &row_ctxs, &tokens, &Ctx::train(rng.random()))?;
         let adv = Tensor::from_vec(advantage, rows.len(), &candle_core::Device::Cpu)?;
         let loss = (avg_logprob * adv)?.mean_all()?.neg()?;
         let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
-        Ok(StepLoss { loss, metrics: Metrics::from([("sample_reward".to_string(), mean(&r_samp)), ("greedy_reward".to_string(), mean(&r_base))]) })
+        Ok(StepLoss {
+            loss,
+            metrics: Metrics::from([
+                ("sample_reward".to_string(), mean(&r_samp)),
+                ("greedy_reward".to_string(), mean(&r_base)),
+            ]),
+        })
     }
 
     fn save(&self, dir: &std::path::Path) -> Result<()> {
