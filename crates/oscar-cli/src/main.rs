@@ -80,6 +80,7 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once per process
 enum Cmd {
     /// Show a checkpoint: format, config, parameter count, heads, and every key with its shape.
     Inspect {

@@ -348,7 +348,7 @@ pub fn run_nlvr2(a: &Nlvr2Args) -> Result<Nlvr2Run> {
     };
     let mut splits = Vec::new();
     let mut details = serde_json::Map::new();
-    for p in evals.iter().filter(|p| a.eval.len() > 0 || p.exists()) {
+    for p in evals.iter().filter(|p| !a.eval.is_empty() || p.exists()) {
         let set = Nlvr2Set::open(p, &c.features(), dim)?;
         let e = model.evaluate(&tok, &set, 64)?;
         splits.push((

@@ -109,45 +109,44 @@ pub fn retrieve(a: &RetrieveArgs) -> Result<()> {
     let tok = BertTokenizer::from_vocab(&a.checkpoint.join("vocab.txt"))?;
     let (c, f, l) = world_paths(&a.data, &a.split);
     let mut set = RetrievalSet::open(&c, &f, &l, r.config.img_feature_dim, None)?;
-    let (pairs, label): (Vec<(usize, usize)>, Box<dyn Fn(&(usize, usize)) -> String>) =
-        match (&a.query, &a.image) {
-            (Some(q), None) => {
-                set.captions.push((0, q.clone()));
-                let qi = set.captions.len() - 1;
-                let mut cand: Vec<usize> = (0..set.images.len()).collect();
-                if let Some(k1) = a.first_stage_k {
-                    cand.sort_by(|x, y| {
-                        tag_overlap(&set, *y, qi).total_cmp(&tag_overlap(&set, *x, qi))
-                    });
-                    cand.truncate(k1);
-                }
-                let names = set.images.clone();
-                (
-                    cand.into_iter().map(|i| (i, qi)).collect(),
-                    Box::new(move |p: &(usize, usize)| names[p.0].clone()),
-                )
+    let (pairs, label): (Vec<(usize, usize)>, PairLabel) = match (&a.query, &a.image) {
+        (Some(q), None) => {
+            set.captions.push((0, q.clone()));
+            let qi = set.captions.len() - 1;
+            let mut cand: Vec<usize> = (0..set.images.len()).collect();
+            if let Some(k1) = a.first_stage_k {
+                cand.sort_by(|x, y| {
+                    tag_overlap(&set, *y, qi).total_cmp(&tag_overlap(&set, *x, qi))
+                });
+                cand.truncate(k1);
             }
-            (None, Some(img)) => {
-                let ii = set
-                    .images
-                    .iter()
-                    .position(|i| i == img)
-                    .ok_or_else(|| anyhow!("image {img} is not in the {} split", a.split))?;
-                let mut cand: Vec<usize> = (0..set.captions.len()).collect();
-                if let Some(k1) = a.first_stage_k {
-                    cand.sort_by(|x, y| {
-                        tag_overlap(&set, ii, *y).total_cmp(&tag_overlap(&set, ii, *x))
-                    });
-                    cand.truncate(k1);
-                }
-                let caps: Vec<String> = set.captions.iter().map(|(_, c)| c.clone()).collect();
-                (
-                    cand.into_iter().map(|c| (ii, c)).collect(),
-                    Box::new(move |p: &(usize, usize)| caps[p.1].clone()),
-                )
+            let names = set.images.clone();
+            (
+                cand.into_iter().map(|i| (i, qi)).collect(),
+                Box::new(move |p: &(usize, usize)| names[p.0].clone()),
+            )
+        }
+        (None, Some(img)) => {
+            let ii = set
+                .images
+                .iter()
+                .position(|i| i == img)
+                .ok_or_else(|| anyhow!("image {img} is not in the {} split", a.split))?;
+            let mut cand: Vec<usize> = (0..set.captions.len()).collect();
+            if let Some(k1) = a.first_stage_k {
+                cand.sort_by(|x, y| {
+                    tag_overlap(&set, ii, *y).total_cmp(&tag_overlap(&set, ii, *x))
+                });
+                cand.truncate(k1);
             }
-            _ => bail!("give --query TEXT or --image ID"),
-        };
+            let caps: Vec<String> = set.captions.iter().map(|(_, c)| c.clone()).collect();
+            (
+                cand.into_iter().map(|c| (ii, c)).collect(),
+                Box::new(move |p: &(usize, usize)| caps[p.1].clone()),
+            )
+        }
+        _ => bail!("give --query TEXT or --image ID"),
+    };
     let scores = r.score_pairs(&tok, &set, &pairs, &settings, 256, |_| {})?;
     let mut ranked: Vec<(f32, &(usize, usize))> = scores.into_iter().zip(&pairs).collect();
     ranked.sort_by(|x, y| y.0.total_cmp(&x.0));
@@ -162,3 +161,7 @@ pub fn retrieve(a: &RetrieveArgs) -> Result<()> {
     );
     Ok(())
 }
+
+/// Names a scored (image, caption) pair in the output: the image for a text query, the
+/// caption for an image query.
+type PairLabel = Box<dyn Fn(&(usize, usize)) -> String>;

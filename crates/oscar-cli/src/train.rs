@@ -72,28 +72,28 @@ pub fn run(cmd: &TrainCmd) -> Result<()> {
     let a = match cmd {
         TrainCmd::Retrieval(a) => a,
         TrainCmd::Vqa(a) => {
-            return Ok(crate::qa::print_qa(
-                &crate::qa::run_qa(QaKind::Vqa, a)?,
-                &a.common.out,
-            ))
+            return {
+                crate::qa::print_qa(&crate::qa::run_qa(QaKind::Vqa, a)?, &a.common.out);
+                Ok(())
+            }
         }
         TrainCmd::Gqa(a) => {
-            return Ok(crate::qa::print_qa(
-                &crate::qa::run_qa(QaKind::Gqa, a)?,
-                &a.common.out,
-            ))
+            return {
+                crate::qa::print_qa(&crate::qa::run_qa(QaKind::Gqa, a)?, &a.common.out);
+                Ok(())
+            }
         }
         TrainCmd::Caption(a) => {
-            return Ok(crate::caption::print_run(
-                &crate::caption::run_train(a)?,
-                &a.common.out,
-            ))
+            return {
+                crate::caption::print_run(&crate::caption::run_train(a)?, &a.common.out);
+                Ok(())
+            }
         }
         TrainCmd::Nlvr2(a) => {
-            return Ok(crate::qa::print_nlvr2(
-                &crate::qa::run_nlvr2(a)?,
-                &a.common.out,
-            ))
+            return {
+                crate::qa::print_nlvr2(&crate::qa::run_nlvr2(a)?, &a.common.out);
+                Ok(())
+            }
         }
     };
     let dim = match a.img_feature_dim {

@@ -1232,7 +1232,7 @@ fn training_commands_save_checkpoints_and_resume() {
         let text = std::fs::read_to_string(Path::new(d).join("metrics.jsonl")).unwrap();
         text.lines()
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["loss"].as_f64())
-            .last()
+            .next_back()
             .unwrap()
     };
     let (a, b) = (p("a"), p("b"));

@@ -141,11 +141,11 @@ fn sim(
             val[*n] += hv.min(rv) * rv;
         }
     }
-    for n in 0..4 {
+    for (n, v) in val.iter_mut().enumerate() {
         if hn.norm[n] != 0.0 && rn.norm[n] != 0.0 {
-            val[n] /= hn.norm[n] * rn.norm[n];
+            *v /= hn.norm[n] * rn.norm[n];
         }
-        val[n] *= std::f64::consts::E.powf(-(delta * delta) / (2.0 * sigma * sigma));
+        *v *= std::f64::consts::E.powf(-(delta * delta) / (2.0 * sigma * sigma));
     }
     val
 }

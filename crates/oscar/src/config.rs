@@ -162,9 +162,9 @@ fn flag_value(v: serde_json::Value) -> std::result::Result<Option<bool>, String>
     match v {
         serde_json::Value::Null => Ok(None),
         serde_json::Value::Bool(b) => Ok(Some(b)),
-        serde_json::Value::Number(n) => match n.as_f64() {
-            Some(x) if x == 0.0 => Ok(Some(false)),
-            Some(x) if x == 1.0 => Ok(Some(true)),
+        serde_json::Value::Number(n) => match n.as_f64().map(|x| (x == 0.0, x == 1.0)) {
+            Some((true, _)) => Ok(Some(false)),
+            Some((_, true)) => Ok(Some(true)),
             _ => Err(format!("expected 0, 1, true or false, got {n}")),
         },
         other => Err(format!("expected 0, 1, true or false, got {other}")),
@@ -264,7 +264,7 @@ impl OscarConfig {
                 return Err(format!("`{name}` must be positive"));
             }
         }
-        if self.hidden_size % self.num_attention_heads != 0 {
+        if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
             return Err(format!(
                 "`hidden_size` {} is not a multiple of `num_attention_heads` {}",
                 self.hidden_size, self.num_attention_heads

@@ -197,9 +197,6 @@ fn scoring_resumes_from_a_partial_file_and_masks_change_the_scores() {
         .unwrap()
         .to_vec1()
         .unwrap();
-    assert_eq!(
-        (lr[4 * l + 6], lr[0 * l + 6], lr[6 * l + 4]),
-        (1.0, 0.0, 1.0)
-    );
+    assert_eq!((lr[4 * l + 6], lr[6], lr[6 * l + 4]), (1.0, 0.0, 1.0));
     assert_eq!("cr".parse::<AttMask>().unwrap(), AttMask::CR);
 }

@@ -90,6 +90,8 @@ pub fn read_torch_object(path: &Path) -> Result<serde_json::Value> {
             let entry = zip
                 .by_name(&pkl)
                 .map_err(|e| Error::bad_file(path, format!("{pkl}: {e}")))?;
+            // Bound before `zip` is dropped: the entry borrows it.
+            #[allow(clippy::let_and_return)]
             let obj = unpickle(&mut BufReader::new(entry), path, "object")?;
             obj
         }

@@ -58,7 +58,7 @@ impl CaptionLayout {
                 self.max_seq_a_len, self.max_seq_len
             )));
         }
-        if dim == 0 || regions.len() % dim != 0 {
+        if dim == 0 || !regions.len().is_multiple_of(dim) {
             return Err(Error::Invalid(format!(
                 "{} region values are not a whole number of {dim}-d rows",
                 regions.len()

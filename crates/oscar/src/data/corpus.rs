@@ -38,8 +38,11 @@ pub struct PretrainCorpus {
     feature_dirs: HashMap<String, PathBuf>,
     dim: usize,
     features: RefCell<HashMap<PathBuf, std::rc::Rc<FeatureStore>>>,
-    labels: RefCell<HashMap<String, std::rc::Rc<(TsvFile, HashMap<String, usize>)>>>,
+    labels: RefCell<HashMap<String, std::rc::Rc<LabelFile>>>,
 }
+
+/// A detector label file and its key → row index.
+type LabelFile = (TsvFile, HashMap<String, usize>);
 
 /// Splits `img_info` as the reference does: dataset first (`cc` means googlecc), image id last,
 /// the chunk second-to-last for chunked datasets.

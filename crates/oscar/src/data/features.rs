@@ -6,6 +6,7 @@
 //!   reader;
 //! - scene_graph_benchmark `predictions.tsv` with a 2048-d `feature` per object: the 6 box
 //!   dims `[x1/W, y1/H, x2/W, y2/H, w/W, h/H]` are appended (what users otherwise do by hand).
+//!
 //! Every value is checked: width, counts, base64, NaN/Inf.
 
 use super::tsv::TsvFile;
@@ -52,7 +53,7 @@ pub fn regions_from(
     dim: usize,
     what: &str,
 ) -> std::result::Result<Regions, String> {
-    if dim == 0 || data.len() % dim != 0 {
+    if dim == 0 || !data.len().is_multiple_of(dim) {
         return Err(format!("{what}: {} values is not a whole number of boxes of {dim} (wrong feature width? expected img_feature_dim = {dim})", data.len()));
     }
     let n = data.len() / dim;

@@ -54,7 +54,7 @@ impl Layout {
                 self.max_seq_length
             )));
         }
-        if dim == 0 || regions.len() % dim != 0 {
+        if dim == 0 || !regions.len().is_multiple_of(dim) {
             return Err(Error::Invalid(format!(
                 "{} region values are not a whole number of {dim}-d rows",
                 regions.len()

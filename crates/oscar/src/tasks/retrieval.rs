@@ -469,6 +469,7 @@ impl Retriever {
 
 /// Scores every image × caption pair, resumable: with `partial`, progress is saved there (every
 /// `save_every` batches, atomically) and an interrupted run continues where it stopped.
+#[allow(clippy::too_many_arguments)]
 pub fn score_all(
     r: &Retriever,
     tok: &BertTokenizer,
@@ -574,6 +575,7 @@ pub struct TwoStage {
 /// The full protocol (every image × every caption) and, with `k`, the two-stage search: the
 /// first stage keeps each image's top-k captions and each caption's top-k images; only those
 /// pairs are scored by the model, the rest rank below them by first-stage score.
+#[allow(clippy::too_many_arguments)]
 pub fn evaluate(
     r: &Retriever,
     tok: &BertTokenizer,
@@ -611,6 +613,7 @@ pub fn evaluate(
                 idx.sort_by(|a, b| row[*b].total_cmp(&row[*a]));
                 keep.extend(idx.into_iter().take(k).map(|c| (i, c)));
             }
+            #[allow(clippy::needless_range_loop)] // column c of every row
             for c in 0..nc {
                 let mut idx: Vec<usize> = (0..ni).collect();
                 idx.sort_by(|a, b| first[*b][c].total_cmp(&first[*a][c]));

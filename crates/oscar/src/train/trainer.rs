@@ -181,9 +181,13 @@ pub struct TrainReport {
 /// The loop. `on_step` sees each update (progress bars, learning curves).
 pub struct Trainer<'a> {
     pub options: TrainerOptions,
-    on_step: Box<dyn FnMut(&StepRecord) + 'a>,
-    on_eval: Box<dyn FnMut(u64, &Metrics) + 'a>,
+    on_step: StepHook<'a>,
+    on_eval: EvalHook<'a>,
 }
+
+/// What the caller sees of each update, and of each evaluation.
+type StepHook<'a> = Box<dyn FnMut(&StepRecord) + 'a>;
+type EvalHook<'a> = Box<dyn FnMut(u64, &Metrics) + 'a>;
 
 impl<'a> Trainer<'a> {
     pub fn new(options: TrainerOptions) -> Self {
@@ -327,7 +331,7 @@ impl<'a> Trainer<'a> {
                 metrics,
             };
             window = std::time::Instant::now();
-            if o.log_every <= 1 || k % o.log_every == 0 || k == o.steps {
+            if o.log_every <= 1 || k.is_multiple_of(o.log_every) || k == o.steps {
                 log.write(&serde_json::to_value(&rec).map_err(|e| Error::Invalid(e.to_string()))?)?;
             }
             if let Some(b) = &bar {
@@ -346,10 +350,12 @@ impl<'a> Trainer<'a> {
             }
             (self.on_step)(&rec);
             report.records.push(rec);
-            if (o.eval_every > 0 && k % o.eval_every == 0) || k == o.steps {
+            if (o.eval_every > 0 && k.is_multiple_of(o.eval_every)) || k == o.steps {
                 self.evaluate(task, k, &mut state, &mut log, &mut report)?;
             }
-            if o.out.is_some() && ((o.save_every > 0 && k % o.save_every == 0) || k == o.steps) {
+            if o.out.is_some()
+                && ((o.save_every > 0 && k.is_multiple_of(o.save_every)) || k == o.steps)
+            {
                 let out = o.out.as_deref().unwrap_or(Path::new("."));
                 let dir = save_checkpoint(
                     out,

@@ -430,6 +430,7 @@ impl Captioner {
     }
 
     /// Captions for `ctxs`, `batch` images at a time, with the KV cache (or re-encoding).
+    #[allow(clippy::too_many_arguments)]
     pub fn generate(
         &self,
         tok: &BertTokenizer,
