@@ -413,11 +413,11 @@ pub struct AnswerArgs {
 }
 
 pub fn answer(a: &AnswerArgs) -> Result<()> {
-    let m = Answerer::load(&a.checkpoint)?;
-    let tok = BertTokenizer::from_vocab(&a.checkpoint.join("vocab.txt"))?;
-    let dim = m.config.img_feature_dim;
     match (&a.questions, &a.image, &a.question) {
         (Some(q), _, _) => {
+            let m = Answerer::load(&a.checkpoint)?;
+            let tok = BertTokenizer::from_vocab(&a.checkpoint.join("vocab.txt"))?;
+            let dim = m.config.img_feature_dim;
             let set = QaSet::open(q, &a.features, dim, m.answers.len())?;
             let bar = steps_bar(set.examples.len() as u64, "answer");
             let preds = m.predict(&tok, &set, 128, a.top, |n| bar.inc(n as u64))?;
@@ -432,14 +432,15 @@ pub fn answer(a: &AnswerArgs) -> Result<()> {
             }
         }
         (None, Some(img), Some(question)) => {
-            let regions = FeatureStore::open(&a.features, dim)?.get(img)?;
+            let api = oscar::infer::Answering::load(&a.checkpoint)?;
             let tags = image_tags(a.tags.as_deref(), a.labels.as_deref(), img)?;
-            let top = m.answer(&tok, question, &tags, &regions, a.top)?;
-            let out: Vec<_> = top
-                .iter()
-                .map(|(ans, p)| serde_json::json!({"answer": ans, "score": p}))
-                .collect();
-            crate::emit(&(serde_json::to_string_pretty(&out)? + "\n"))?;
+            let image = oscar::infer::ImageInput::from_store(
+                &FeatureStore::open(&a.features, api.feature_dim())?,
+                img,
+                tags.split_whitespace().map(str::to_string).collect(),
+            )?;
+            let top = api.answer(&[image], &[question.as_str()], a.top)?.remove(0);
+            crate::emit(&(serde_json::to_string_pretty(&top)? + "\n"))?;
         }
         _ => bail!("give --image and --question, or --questions FILE"),
     }

@@ -4,9 +4,9 @@
 use anyhow::{anyhow, bail, Result};
 use clap::Args;
 use oscar::data::features::{parse_detections, FeatureStore};
+use oscar::infer::ImageInput;
 use oscar::tasks::retrieval::{saved_settings, tag_overlap, world_paths, RetrievalSet, Retriever};
 use oscar::tokenizer::BertTokenizer;
-use std::collections::HashMap;
 use std::path::PathBuf;
 
 #[derive(Args)]
@@ -58,19 +58,16 @@ pub(crate) fn image_tags(
 }
 
 pub fn score(a: &ScoreArgs) -> Result<()> {
-    let r = Retriever::load(&a.checkpoint)?;
-    let settings = saved_settings(&a.checkpoint)?;
-    let tok = BertTokenizer::from_vocab(&a.checkpoint.join("vocab.txt"))?;
-    let regions = FeatureStore::open(&a.features, r.config.img_feature_dim)?.get(&a.image)?;
+    let m = oscar::infer::Matching::load(&a.checkpoint)?;
+    let store = FeatureStore::open(&a.features, m.feature_dim())?;
     let tags = image_tags(a.tags.as_deref(), a.labels.as_deref(), &a.image)?;
-    let set = RetrievalSet {
-        images: vec![a.image.clone()],
-        captions: a.text.iter().map(|t| (0, t.clone())).collect(),
-        features: HashMap::from([(a.image.clone(), regions)]),
-        tags: HashMap::from([(a.image.clone(), tags)]),
-    };
-    let pairs: Vec<(usize, usize)> = (0..a.text.len()).map(|c| (0, c)).collect();
-    let p = r.score_pairs(&tok, &set, &pairs, &settings, 64, |_| {})?;
+    let image = ImageInput::from_store(
+        &store,
+        &a.image,
+        tags.split_whitespace().map(str::to_string).collect(),
+    )?;
+    let pairs: Vec<(&ImageInput, &str)> = a.text.iter().map(|t| (&image, t.as_str())).collect();
+    let p = m.score(&pairs)?;
     let out: Vec<_> = a
         .text
         .iter()

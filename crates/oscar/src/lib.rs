@@ -5,6 +5,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod error;
+pub mod infer;
 pub mod model;
 pub mod nn;
 pub mod tasks;

@@ -313,6 +313,12 @@ pub fn parse_detections(json: &str, at: &str) -> std::result::Result<ImageDetect
     }
 }
 
+/// The 6 box dimensions VinVL appends to a region's detector feature: `[x1/W, y1/H, x2/W, y2/H,
+/// w/W, h/H]` for a box in pixels of a `w × h` image.
+pub fn box_dims([x1, y1, x2, y2]: [f32; 4], w: f32, h: f32) -> [f32; 6] {
+    [x1 / w, y1 / h, x2 / w, y2 / h, (x2 - x1) / w, (y2 - y1) / h]
+}
+
 impl ImageDetections {
     /// The detector-feature regions with the 6 box dims appended: `[feature(det_dim), x1/W, y1/H,
     /// x2/W, y2/H, w/W, h/H]`, so `det_dim + 6` values per box.
@@ -340,7 +346,7 @@ impl ImageDetections {
                 .rect
                 .ok_or_else(|| format!("{at}: object {i} ({}) has no `rect`", o.class))?;
             data.extend_from_slice(&r.data);
-            data.extend_from_slice(&[x1 / w, y1 / h, x2 / w, y2 / h, (x2 - x1) / w, (y2 - y1) / h]);
+            data.extend_from_slice(&box_dims([x1, y1, x2, y2], w, h));
         }
         regions_from(data, Some(self.objects.len()), det_dim + 6, at)
     }

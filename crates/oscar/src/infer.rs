@@ -1,0 +1,362 @@
+//! The inference API that the CLI, a server and Python bindings all call: a task model loaded
+//! from the directory training wrote (weights, `config.json`, `vocab.txt`, the task's settings),
+//! typed image inputs, plain outputs. It mirrors what the reference's `run_*.py --do_test`
+//! scripts do for one batch, without their dataset classes: [`Captioning::caption`],
+//! [`Answering::answer`], [`Matching::score`] / [`Matching::rank_texts`] /
+//! [`Matching::rank_images`].
+
+use crate::data::features::{box_dims, regions_from, FeatureStore, Regions};
+use crate::error::{Error, Result};
+use crate::tasks::caption::decode::DecodeSettings;
+use crate::tasks::caption::{Captioner, Mode};
+use crate::tasks::qa::{Answerer, QaSet};
+use crate::tasks::retrieval::{saved_settings, RetrievalSet, RetrievalTrainConfig, Retriever};
+use crate::tokenizer::BertTokenizer;
+use std::collections::HashMap;
+use std::path::Path;
+
+/// One image as the models read it: region features (rows of the model's region width — a
+/// detector's features plus the 6 box dimensions) and the detector's object tags.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageInput {
+    /// Row-major `[regions, width]`.
+    pub features: Vec<f32>,
+    pub tags: Vec<String>,
+}
+
+impl ImageInput {
+    pub fn new(features: Vec<f32>, tags: Vec<String>) -> Self {
+        ImageInput { features, tags }
+    }
+
+    /// From a detector's output: `det_dim`-wide features per box, the boxes `[x1, y1, x2, y2]`
+    /// in pixels of an image of `(width, height)`; the 6 box dimensions VinVL appends
+    /// (`[x1/W, y1/H, x2/W, y2/H, w/W, h/H]`) are added to each row.
+    pub fn with_boxes(
+        features: &[f32],
+        det_dim: usize,
+        boxes: &[[f32; 4]],
+        image_size: (f32, f32),
+        tags: Vec<String>,
+    ) -> Result<Self> {
+        let (w, h) = image_size;
+        if !(w > 0.0 && h > 0.0) {
+            return Err(Error::Invalid(format!(
+                "image size {w} × {h}: expected positive width and height"
+            )));
+        }
+        if det_dim == 0 || features.len() != boxes.len() * det_dim {
+            return Err(Error::Invalid(format!(
+                "{} feature values for {} boxes of width {det_dim}",
+                features.len(),
+                boxes.len()
+            )));
+        }
+        let mut out = Vec::with_capacity(boxes.len() * (det_dim + 6));
+        for (row, b) in features.chunks(det_dim).zip(boxes) {
+            out.extend_from_slice(row);
+            out.extend_from_slice(&box_dims(*b, w, h));
+        }
+        Ok(ImageInput {
+            features: out,
+            tags,
+        })
+    }
+
+    /// An image of a feature file (`features.tsv`, `*.feature.tsv`, a torch feature dict).
+    pub fn from_store(store: &FeatureStore, image_id: &str, tags: Vec<String>) -> Result<Self> {
+        Ok(ImageInput {
+            features: store.get(image_id)?.data,
+            tags,
+        })
+    }
+
+    /// The regions at the model's width (an error naming both widths otherwise).
+    fn regions(&self, dim: usize, which: usize) -> Result<Regions> {
+        regions_from(self.features.clone(), None, dim, &format!("image {which}"))
+            .map_err(Error::Invalid)
+    }
+
+    fn tag_text(&self) -> String {
+        self.tags.join(" ")
+    }
+}
+
+/// How to caption (the reference's test-time defaults: beam 5, 20 tokens).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct CaptionOptions {
+    pub mode: Mode,
+    pub num_beams: usize,
+    /// Tokens including `[CLS]`.
+    pub max_length: usize,
+    pub temperature: f64,
+    pub top_k: usize,
+    pub top_p: f64,
+    /// Sampling seed.
+    pub seed: u64,
+}
+
+impl Default for CaptionOptions {
+    fn default() -> Self {
+        let d = DecodeSettings::default();
+        CaptionOptions {
+            mode: Mode::Beam,
+            num_beams: d.num_beams,
+            max_length: d.max_gen_length,
+            temperature: d.temperature,
+            top_k: d.top_k,
+            top_p: d.top_p,
+            seed: 0,
+        }
+    }
+}
+
+/// A generated caption.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct CaptionOutput {
+    pub text: String,
+    /// Beam: sum of log-probabilities / length^penalty; greedy and sampling: the sum.
+    pub score: f64,
+    /// Whether the caption ended with `[SEP]` rather than at the length limit.
+    pub ended: bool,
+}
+
+/// A captioning model (`oscar train caption --out`).
+pub struct Captioning {
+    model: Captioner,
+    tok: BertTokenizer,
+}
+
+impl Captioning {
+    pub fn load(dir: &Path) -> Result<Self> {
+        Ok(Captioning {
+            model: Captioner::load(dir)?,
+            tok: BertTokenizer::from_vocab(&dir.join("vocab.txt"))?,
+        })
+    }
+
+    /// The region width the model reads.
+    pub fn feature_dim(&self) -> usize {
+        self.model.config.img_feature_dim
+    }
+
+    /// One caption per image (the KV cache, 16 images at a time).
+    pub fn caption(
+        &self,
+        images: &[ImageInput],
+        opts: &CaptionOptions,
+    ) -> Result<Vec<CaptionOutput>> {
+        let dim = self.feature_dim();
+        let ctxs = images
+            .iter()
+            .enumerate()
+            .map(|(i, im)| {
+                self.model
+                    .context(&self.tok, &im.tag_text(), &im.regions(dim, i)?)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let st = DecodeSettings {
+            max_gen_length: opts.max_length,
+            num_beams: opts.num_beams.max(1),
+            temperature: opts.temperature,
+            top_k: opts.top_k,
+            top_p: opts.top_p,
+            ..self.model.settings.decode.clone()
+        };
+        let gens = self.model.generate(
+            &self.tok,
+            &ctxs,
+            opts.mode,
+            &st,
+            16,
+            true,
+            opts.seed,
+            |_| {},
+        )?;
+        Ok(gens
+            .into_iter()
+            .map(|g| CaptionOutput {
+                text: self.tok.decode(&g.tokens),
+                score: g.score,
+                ended: g.ended,
+            })
+            .collect())
+    }
+}
+
+/// A ranked answer.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Answer {
+    pub answer: String,
+    /// Sigmoid probability (VQA's independent answers) or softmax probability (GQA).
+    pub score: f32,
+}
+
+/// A VQA / GQA model (`oscar train vqa|gqa --out`).
+pub struct Answering {
+    model: Answerer,
+    tok: BertTokenizer,
+}
+
+impl Answering {
+    pub fn load(dir: &Path) -> Result<Self> {
+        Ok(Answering {
+            model: Answerer::load(dir)?,
+            tok: BertTokenizer::from_vocab(&dir.join("vocab.txt"))?,
+        })
+    }
+
+    pub fn feature_dim(&self) -> usize {
+        self.model.config.img_feature_dim
+    }
+
+    /// The `top_k` answers to each (image, question) pair, batched.
+    pub fn answer(
+        &self,
+        images: &[ImageInput],
+        questions: &[&str],
+        top_k: usize,
+    ) -> Result<Vec<Vec<Answer>>> {
+        if images.len() != questions.len() {
+            return Err(Error::Invalid(format!(
+                "{} images for {} questions: give one image per question",
+                images.len(),
+                questions.len()
+            )));
+        }
+        let dim = self.feature_dim();
+        let mut set = QaSet {
+            examples: Vec::with_capacity(images.len()),
+            features: HashMap::with_capacity(images.len()),
+        };
+        for (i, (im, q)) in images.iter().zip(questions).enumerate() {
+            let id = i.to_string();
+            set.features.insert(id.clone(), im.regions(dim, i)?);
+            set.examples.push(crate::data::text::QaExample {
+                q_id: id.clone(),
+                img_id: id,
+                question: q.to_string(),
+                tags: im.tag_text(),
+                answers: Vec::new(),
+            });
+        }
+        let preds = self
+            .model
+            .predict(&self.tok, &set, 64, top_k.max(1), |_| {})?;
+        Ok(preds
+            .into_iter()
+            .map(|p| {
+                p.top
+                    .into_iter()
+                    .map(|(answer, score)| Answer { answer, score })
+                    .collect()
+            })
+            .collect())
+    }
+}
+
+/// A candidate's place in a ranking.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Ranked {
+    /// Index into the candidates given.
+    pub index: usize,
+    /// Match probability.
+    pub score: f32,
+}
+
+/// An image–text matching model (`oscar train retrieval --out`).
+pub struct Matching {
+    model: Retriever,
+    settings: RetrievalTrainConfig,
+    tok: BertTokenizer,
+}
+
+impl Matching {
+    pub fn load(dir: &Path) -> Result<Self> {
+        Ok(Matching {
+            model: Retriever::load(dir)?,
+            settings: saved_settings(dir)?,
+            tok: BertTokenizer::from_vocab(&dir.join("vocab.txt"))?,
+        })
+    }
+
+    pub fn feature_dim(&self) -> usize {
+        self.model.config.img_feature_dim
+    }
+
+    /// The match probability of each (image, text) pair, batched by length.
+    pub fn score(&self, pairs: &[(&ImageInput, &str)]) -> Result<Vec<f32>> {
+        let dim = self.feature_dim();
+        let mut set = RetrievalSet {
+            images: Vec::new(),
+            captions: Vec::new(),
+            features: HashMap::new(),
+            tags: HashMap::new(),
+        };
+        let mut idx = Vec::with_capacity(pairs.len());
+        for (i, (im, text)) in pairs.iter().enumerate() {
+            let id = i.to_string();
+            set.features.insert(id.clone(), im.regions(dim, i)?);
+            set.tags.insert(id.clone(), im.tag_text());
+            set.images.push(id);
+            set.captions.push((i, text.to_string()));
+            idx.push((i, i));
+        }
+        self.model
+            .score_pairs(&self.tok, &set, &idx, &self.settings, 64, |_| {})
+    }
+
+    /// `texts` ranked for one image, best first.
+    pub fn rank_texts(&self, image: &ImageInput, texts: &[&str]) -> Result<Vec<Ranked>> {
+        let pairs: Vec<(&ImageInput, &str)> = texts.iter().map(|t| (image, *t)).collect();
+        Ok(ranked(self.score(&pairs)?))
+    }
+
+    /// `images` ranked for one text, best first.
+    pub fn rank_images(&self, text: &str, images: &[ImageInput]) -> Result<Vec<Ranked>> {
+        let pairs: Vec<(&ImageInput, &str)> = images.iter().map(|im| (im, text)).collect();
+        Ok(ranked(self.score(&pairs)?))
+    }
+}
+
+fn ranked(scores: Vec<f32>) -> Vec<Ranked> {
+    let mut r: Vec<Ranked> = scores
+        .into_iter()
+        .enumerate()
+        .map(|(index, score)| Ranked { index, score })
+        .collect();
+    r.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.index.cmp(&b.index)));
+    r
+}
+
+/// Whichever task model a directory holds, told by the settings file its training wrote.
+pub enum TaskModel {
+    Captioning(Captioning),
+    Answering(Answering),
+    Matching(Matching),
+}
+
+impl TaskModel {
+    /// Loads `dir`: `caption.json` → captioning, `qa.json` → VQA/GQA, `retrieval.json` →
+    /// image–text matching.
+    pub fn load(dir: &Path) -> Result<Self> {
+        if dir.join("caption.json").exists() {
+            Ok(TaskModel::Captioning(Captioning::load(dir)?))
+        } else if dir.join("qa.json").exists() {
+            Ok(TaskModel::Answering(Answering::load(dir)?))
+        } else if dir.join("retrieval.json").exists() {
+            Ok(TaskModel::Matching(Matching::load(dir)?))
+        } else {
+            Err(Error::Invalid(format!("{}: not a task model directory (no caption.json, qa.json or retrieval.json beside the weights)", dir.display())))
+        }
+    }
+
+    pub fn task(&self) -> &'static str {
+        match self {
+            TaskModel::Captioning(_) => "captioning",
+            TaskModel::Answering(_) => "question answering",
+            TaskModel::Matching(_) => "image-text matching",
+        }
+    }
+}
