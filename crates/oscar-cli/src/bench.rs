@@ -2,7 +2,7 @@
 //! reference run by tools/reference/bench_pytorch.py (which runs this command too).
 
 use anyhow::Result;
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 use clap::{Args, ValueEnum};
 use oscar::checkpoint::build_fresh;
 use oscar::model::{BertImgForPreTraining, Inputs};
@@ -35,6 +35,9 @@ pub enum Workload {
 
 #[derive(Args)]
 pub struct BenchArgs {
+    /// Where to compute: cpu, cuda:N or metal:N (CUDA and Metal need a build with that support).
+    #[arg(long, default_value = "cpu", value_parser = crate::parse_device)]
+    device: candle_core::Device,
     #[arg(long, value_enum, default_value = "pretrain-step")]
     workload: Workload,
     #[arg(long, value_enum, default_value = "tiny")]
@@ -84,7 +87,7 @@ fn retrieval_score(a: &BenchArgs, cfg: &OscarConfig) -> Result<()> {
     use oscar::model::ImageBertForSequenceClassification;
     let mut cfg = cfg.clone();
     cfg.num_labels = 2;
-    let m = build_fresh::<ImageBertForSequenceClassification>(&cfg, 0)?;
+    let m = build_fresh::<ImageBertForSequenceClassification>(&cfg, 0, &a.device)?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(0);
     let (b, r, f) = (a.batch, a.regions, cfg.img_feature_dim);
     let lo = if cfg.vocab_size > 1000 { 1000 } else { 5 };
@@ -104,7 +107,7 @@ fn retrieval_score(a: &BenchArgs, cfg: &OscarConfig) -> Result<()> {
             .map(|_| rng.random::<f32>())
             .collect::<Vec<_>>(),
         (b, r, f),
-        &Device::Cpu,
+        &a.device,
     )?;
     let batch = |t: usize| -> Result<Inputs> {
         let mut flat = vec![0u32; b * t];
@@ -115,11 +118,11 @@ fn retrieval_score(a: &BenchArgs, cfg: &OscarConfig) -> Result<()> {
             mask[i * (t + r) + t..(i + 1) * (t + r)].fill(1.0);
         }
         Ok(Inputs {
-            input_ids: Tensor::from_vec(flat, (b, t), &Device::Cpu)?,
+            input_ids: Tensor::from_vec(flat, (b, t), &a.device)?,
             token_type_ids: None,
             position_ids: None,
             img_feats: Some(feats.clone()),
-            attention_mask: Some(Tensor::from_vec(mask, (b, t + r), &Device::Cpu)?),
+            attention_mask: Some(Tensor::from_vec(mask, (b, t + r), &a.device)?),
         })
     };
     let _no_grad = oscar::nn::NoGrad::new();
@@ -176,7 +179,7 @@ fn peak_rss_mib() -> f64 {
 /// produce the same captions (checked), and the speed-up is reported.
 fn caption_beam(a: &BenchArgs, cfg: &OscarConfig) -> Result<()> {
     use oscar::tasks::caption::decode::{beam_search, DecodeSettings, Decoder, ImageContext};
-    let m = build_fresh::<oscar::model::BertForImageCaptioning>(cfg, 0)?;
+    let m = build_fresh::<oscar::model::BertForImageCaptioning>(cfg, 0, &a.device)?;
     // bert-base-uncased's ids; the tiny vocabulary uses the first five.
     let special = if cfg.vocab_size > 1000 {
         oscar::tokenizer::SpecialIds {
@@ -273,7 +276,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         Workload::RetrievalScore => return retrieval_score(a, &cfg),
         Workload::PretrainStep => {}
     }
-    let m = build_fresh::<BertImgForPreTraining>(&cfg, 0)?;
+    let m = build_fresh::<BertImgForPreTraining>(&cfg, 0, &a.device)?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(0);
     let (b, t, r, f) = (a.batch, a.text, a.regions, cfg.img_feature_dim);
     let ids: Vec<u32> = (0..b * t)
@@ -281,10 +284,10 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         .collect();
     let feats: Vec<f32> = (0..b * r * f).map(|_| rng.random::<f32>()).collect();
     let x = Inputs {
-        input_ids: Tensor::from_vec(ids.clone(), (b, t), &Device::Cpu)?,
+        input_ids: Tensor::from_vec(ids.clone(), (b, t), &a.device)?,
         token_type_ids: None,
         position_ids: None,
-        img_feats: Some(Tensor::from_vec(feats, (b, r, f), &Device::Cpu)?),
+        img_feats: Some(Tensor::from_vec(feats, (b, r, f), &a.device)?),
         attention_mask: None,
     };
     let mlm: Vec<i64> = (0..b * (t + r))

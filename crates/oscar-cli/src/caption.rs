@@ -134,7 +134,7 @@ pub fn run_train(a: &CaptionTrainArgs) -> Result<CaptionRun> {
         let Some(init) = c.run.resume.as_ref().or(c.init.as_ref()) else {
             bail!("--scst starts from a captioning checkpoint: pass --init")
         };
-        let mut cap = Captioner::load(init)?;
+        let mut cap = Captioner::load(init, &c.run.device)?;
         if let Some(b) = a.scst_baseline {
             cap.settings.scst_baseline = b;
         }
@@ -271,6 +271,9 @@ pub fn print_run(r: &CaptionRun, out: &Path) {
 
 #[derive(Args)]
 pub struct CaptionArgs {
+    /// Where to compute: cpu, cuda:N or metal:N (CUDA and Metal need a build with that support).
+    #[arg(long, default_value = "cpu", value_parser = crate::parse_device)]
+    device: candle_core::Device,
     /// A captioning checkpoint (`oscar train caption --out`).
     #[arg(long)]
     checkpoint: PathBuf,
@@ -319,7 +322,7 @@ pub struct CaptionArgs {
 }
 
 pub fn caption(a: &CaptionArgs) -> Result<()> {
-    let cap = Captioner::load(&a.checkpoint)?;
+    let cap = Captioner::load(&a.checkpoint, &a.device)?;
     let tok = BertTokenizer::from_vocab(&a.checkpoint.join("vocab.txt"))?;
     let dim = cap.config.img_feature_dim;
     let set = match (&a.refs, a.image.is_empty()) {

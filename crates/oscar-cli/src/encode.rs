@@ -39,6 +39,9 @@ impl Task {
 
 #[derive(Args)]
 pub struct EncodeArgs {
+    /// Where to compute: cpu, cuda:N or metal:N (CUDA and Metal need a build with that support).
+    #[arg(long, default_value = "cpu", value_parser = crate::parse_device)]
+    device: candle_core::Device,
     /// Checkpoint directory or weights file (config.json and vocab.txt next to it).
     #[arg(long)]
     checkpoint: PathBuf,
@@ -215,7 +218,8 @@ pub fn encode(a: &EncodeArgs) -> Result<()> {
             )
         })?;
     let tok = BertTokenizer::from_vocab(&vocab)?;
-    let (head, model, _params, cfg, _report) = AnyModel::load(ckpt, None, Fresh::Nothing)?;
+    let (head, model, _params, cfg, _report) =
+        AnyModel::load(ckpt, None, Fresh::Nothing, &a.device)?;
     if tok.vocab_size() > cfg.vocab_size {
         bail!(
             "{} has {} tokens but the model's vocab_size is {}",
@@ -246,11 +250,11 @@ pub fn encode(a: &EncodeArgs) -> Result<()> {
     let mut outs: HashMap<&'static str, Vec<Tensor>> = HashMap::new();
     let _no_grad = oscar::nn::NoGrad::new();
     for chunk in encoded.chunks(a.batch_size) {
-        let x = collate(chunk, t, r, dim, &Device::Cpu)?;
+        let x = collate(chunk, t, r, dim, &a.device)?;
         let out = model.bert().forward(&x, &Ctx::eval())?;
         let heads = model.head_outputs(&out)?;
         let b = chunk.len();
-        let pos = Tensor::arange(0u32, t as u32, &Device::Cpu)?
+        let pos = Tensor::arange(0u32, t as u32, &a.device)?
             .unsqueeze(0)?
             .repeat((b, 1))?;
         let mut push = |k: &'static str, v: Tensor| outs.entry(k).or_default().push(v);

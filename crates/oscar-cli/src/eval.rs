@@ -105,6 +105,9 @@ pub struct DfArgs {
 
 #[derive(Args)]
 pub struct RetrievalArgs {
+    /// Where to compute: cpu, cuda:N or metal:N (CUDA and Metal need a build with that support).
+    #[arg(long, default_value = "cpu", value_parser = crate::parse_device)]
+    device: candle_core::Device,
     /// A score matrix: {"scores": [[image × caption]], "caption_image": [image of each caption]}.
     #[arg(long, conflicts_with = "checkpoint")]
     scores: Option<PathBuf>,
@@ -298,7 +301,7 @@ fn retrieval_protocol(a: &RetrievalArgs) -> Result<()> {
         .data
         .as_ref()
         .ok_or_else(|| anyhow!("--data is required with --checkpoint"))?;
-    let r = Retriever::load(ckpt)?;
+    let r = Retriever::load(ckpt, &a.device)?;
     let tok = oscar::tokenizer::BertTokenizer::from_vocab(&ckpt.join("vocab.txt"))?;
     let (c, f, l) = world_paths(data, &a.split);
     let mut set = RetrievalSet::open(&c, &f, &l, r.config.img_feature_dim, a.keys.as_deref())?;

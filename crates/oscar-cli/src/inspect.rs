@@ -93,6 +93,8 @@ pub fn convert(
         } else {
             Fresh::Nothing
         },
+        // Converting reads and writes files: the weights stay in host memory.
+        &candle_core::Device::Cpu,
     )?;
     for n in &report.notes {
         errln!("note: {n}");

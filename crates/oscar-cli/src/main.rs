@@ -232,6 +232,23 @@ fn check(dir: &std::path::Path, dim: Option<usize>, json: Option<&std::path::Pat
     Ok(())
 }
 
+/// `--device cpu|cuda:N|metal:N`: where a command computes.
+pub(crate) fn parse_device(s: &str) -> std::result::Result<candle_core::Device, String> {
+    let (kind, index) = s.split_once(':').unwrap_or((s, "0"));
+    let n: usize = index
+        .parse()
+        .map_err(|_| format!("device {s:?}: expected cpu, cuda:N or metal:N"))?;
+    let unsupported = |e: candle_core::Error| {
+        format!("device {s}: {e} (this binary has no {kind} support; the CPU always works)")
+    };
+    match kind {
+        "cpu" => Ok(candle_core::Device::Cpu),
+        "cuda" => candle_core::Device::new_cuda(n).map_err(unsupported),
+        "metal" => candle_core::Device::new_metal(n).map_err(unsupported),
+        _ => Err(format!("device {s:?}: expected cpu, cuda:N or metal:N")),
+    }
+}
+
 /// What every training command takes about its files: checkpoints, evaluation, resume.
 #[derive(clap::Args, Clone, Debug)]
 pub(crate) struct RunArgs {
@@ -250,6 +267,9 @@ pub(crate) struct RunArgs {
     /// Continue an interrupted run from one of its OUT/checkpoint-N directories (same settings).
     #[arg(long)]
     pub resume: Option<PathBuf>,
+    /// Where to train: cpu (AdamW's kernel is the CPU's; inference commands take other devices).
+    #[arg(long, default_value = "cpu", value_parser = parse_device)]
+    pub device: candle_core::Device,
 }
 
 impl RunArgs {
@@ -259,6 +279,7 @@ impl RunArgs {
         vocab: &std::path::Path,
     ) -> oscar::tasks::finetune::RunFiles {
         oscar::tasks::finetune::RunFiles {
+            device: self.device.clone(),
             out: Some(out.to_path_buf()),
             vocab: Some(vocab.to_path_buf()),
             save_every: self.save_every,

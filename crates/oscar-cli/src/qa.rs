@@ -386,6 +386,9 @@ pub fn print_nlvr2(run: &Nlvr2Run, out: &Path) {
 
 #[derive(Args)]
 pub struct AnswerArgs {
+    /// Where to compute: cpu, cuda:N or metal:N (CUDA and Metal need a build with that support).
+    #[arg(long, default_value = "cpu", value_parser = crate::parse_device)]
+    device: candle_core::Device,
     /// A VQA/GQA checkpoint (`oscar train vqa --out`).
     #[arg(long)]
     checkpoint: PathBuf,
@@ -415,7 +418,7 @@ pub struct AnswerArgs {
 pub fn answer(a: &AnswerArgs) -> Result<()> {
     match (&a.questions, &a.image, &a.question) {
         (Some(q), _, _) => {
-            let m = Answerer::load(&a.checkpoint)?;
+            let m = Answerer::load(&a.checkpoint, &a.device)?;
             let tok = BertTokenizer::from_vocab(&a.checkpoint.join("vocab.txt"))?;
             let dim = m.config.img_feature_dim;
             let set = QaSet::open(q, &a.features, dim, m.answers.len())?;
@@ -432,7 +435,7 @@ pub fn answer(a: &AnswerArgs) -> Result<()> {
             }
         }
         (None, Some(img), Some(question)) => {
-            let api = oscar::infer::Answering::load(&a.checkpoint)?;
+            let api = oscar::infer::Answering::load(&a.checkpoint, &a.device)?;
             let tags = image_tags(a.tags.as_deref(), a.labels.as_deref(), img)?;
             let image = oscar::infer::ImageInput::from_store(
                 &FeatureStore::open(&a.features, api.feature_dim())?,

@@ -11,6 +11,9 @@ use std::path::PathBuf;
 
 #[derive(Args)]
 pub struct ScoreArgs {
+    /// Where to compute: cpu, cuda:N or metal:N (CUDA and Metal need a build with that support).
+    #[arg(long, default_value = "cpu", value_parser = crate::parse_device)]
+    device: candle_core::Device,
     /// A retrieval checkpoint (`oscar train retrieval --out`).
     #[arg(long)]
     checkpoint: PathBuf,
@@ -58,7 +61,7 @@ pub(crate) fn image_tags(
 }
 
 pub fn score(a: &ScoreArgs) -> Result<()> {
-    let m = oscar::infer::Matching::load(&a.checkpoint)?;
+    let m = oscar::infer::Matching::load(&a.checkpoint, &a.device)?;
     let store = FeatureStore::open(&a.features, m.feature_dim())?;
     let tags = image_tags(a.tags.as_deref(), a.labels.as_deref(), &a.image)?;
     let image = ImageInput::from_store(
@@ -80,6 +83,9 @@ pub fn score(a: &ScoreArgs) -> Result<()> {
 
 #[derive(Args)]
 pub struct RetrieveArgs {
+    /// Where to compute: cpu, cuda:N or metal:N (CUDA and Metal need a build with that support).
+    #[arg(long, default_value = "cpu", value_parser = crate::parse_device)]
+    device: candle_core::Device,
     #[arg(long)]
     checkpoint: PathBuf,
     /// A world-style dataset directory (the gallery: retrieval/{split}_captions.json, features, labels).
@@ -101,7 +107,7 @@ pub struct RetrieveArgs {
 }
 
 pub fn retrieve(a: &RetrieveArgs) -> Result<()> {
-    let r = Retriever::load(&a.checkpoint)?;
+    let r = Retriever::load(&a.checkpoint, &a.device)?;
     let settings = saved_settings(&a.checkpoint)?;
     let tok = BertTokenizer::from_vocab(&a.checkpoint.join("vocab.txt"))?;
     let (c, f, l) = world_paths(&a.data, &a.split);

@@ -91,6 +91,7 @@ fn convert_writes_a_directory_that_loads_back_to_the_same_outputs() {
         None,
         Fresh::Nothing,
         0,
+        &candle_core::Device::Cpu,
     )
     .unwrap();
     assert!(m.report.unexpected.is_empty());
@@ -204,6 +205,7 @@ fn encode_writes_inputs_and_every_head_output_consistent_with_the_library() {
         None,
         Fresh::Nothing,
         0,
+        &candle_core::Device::Cpu,
     )
     .unwrap();
     let mut feats = vec![0f32; 2 * 4 * 14];
@@ -1312,4 +1314,35 @@ fn training_commands_save_checkpoints_and_resume() {
         .filter(|n| n.starts_with("checkpoint-"))
         .collect();
     assert_eq!(kept.len(), 2, "{kept:?}");
+}
+
+/// `--device`: the CPU by name, and a clear refusal of a device this build cannot use.
+#[test]
+fn devices_are_chosen_by_name_and_unsupported_ones_are_refused() {
+    let legacy = fixtures().join("pretrain/pytorch_model_legacy.bin");
+    let bench = [
+        "bench",
+        "--workload",
+        "retrieval-score",
+        "--size",
+        "tiny",
+        "--runs",
+        "1",
+        "--batch",
+        "2",
+    ];
+    let (ok, _, err) = oscar(&[&bench[..], &["--device", "cpu"]].concat());
+    assert!(ok, "{err}");
+    let (ok, _, err) = oscar(&[&bench[..], &["--device", "cuda:0"]].concat());
+    assert!(
+        !ok && err.contains("cuda:0") && err.contains("the CPU always works"),
+        "{err}"
+    );
+    let (ok, _, err) = oscar(&[&bench[..], &["--device", "tpu"]].concat());
+    assert!(
+        !ok && err.contains("expected cpu, cuda:N or metal:N"),
+        "{err}"
+    );
+    let (ok, _, _) = oscar(&["inspect", s(&legacy)]);
+    assert!(ok);
 }

@@ -12,6 +12,7 @@ use crate::tasks::caption::{Captioner, Mode};
 use crate::tasks::qa::{Answerer, QaSet};
 use crate::tasks::retrieval::{saved_settings, RetrievalSet, RetrievalTrainConfig, Retriever};
 use crate::tokenizer::BertTokenizer;
+use candle_core::Device;
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -129,9 +130,10 @@ pub struct Captioning {
 }
 
 impl Captioning {
-    pub fn load(dir: &Path) -> Result<Self> {
+    /// Loads the model onto `device` (`Device::Cpu`, or a CUDA / Metal device in such a build).
+    pub fn load(dir: &Path, device: &Device) -> Result<Self> {
         Ok(Captioning {
-            model: Captioner::load(dir)?,
+            model: Captioner::load(dir, device)?,
             tok: BertTokenizer::from_vocab(&dir.join("vocab.txt"))?,
         })
     }
@@ -200,9 +202,9 @@ pub struct Answering {
 }
 
 impl Answering {
-    pub fn load(dir: &Path) -> Result<Self> {
+    pub fn load(dir: &Path, device: &Device) -> Result<Self> {
         Ok(Answering {
-            model: Answerer::load(dir)?,
+            model: Answerer::load(dir, device)?,
             tok: BertTokenizer::from_vocab(&dir.join("vocab.txt"))?,
         })
     }
@@ -273,9 +275,9 @@ pub struct Matching {
 }
 
 impl Matching {
-    pub fn load(dir: &Path) -> Result<Self> {
+    pub fn load(dir: &Path, device: &Device) -> Result<Self> {
         Ok(Matching {
-            model: Retriever::load(dir)?,
+            model: Retriever::load(dir, device)?,
             settings: saved_settings(dir)?,
             tok: BertTokenizer::from_vocab(&dir.join("vocab.txt"))?,
         })
@@ -338,15 +340,15 @@ pub enum TaskModel {
 }
 
 impl TaskModel {
-    /// Loads `dir`: `caption.json` → captioning, `qa.json` → VQA/GQA, `retrieval.json` →
+    /// Loads `dir` onto `device`: `caption.json` → captioning, `qa.json` → VQA/GQA, `retrieval.json` →
     /// image–text matching.
-    pub fn load(dir: &Path) -> Result<Self> {
+    pub fn load(dir: &Path, device: &Device) -> Result<Self> {
         if dir.join("caption.json").exists() {
-            Ok(TaskModel::Captioning(Captioning::load(dir)?))
+            Ok(TaskModel::Captioning(Captioning::load(dir, device)?))
         } else if dir.join("qa.json").exists() {
-            Ok(TaskModel::Answering(Answering::load(dir)?))
+            Ok(TaskModel::Answering(Answering::load(dir, device)?))
         } else if dir.join("retrieval.json").exists() {
-            Ok(TaskModel::Matching(Matching::load(dir)?))
+            Ok(TaskModel::Matching(Matching::load(dir, device)?))
         } else {
             Err(Error::Invalid(format!("{}: not a task model directory (no caption.json, qa.json or retrieval.json beside the weights)", dir.display())))
         }

@@ -78,10 +78,16 @@ fn wrong_shapes_name_the_key_and_both_shapes() {
     let ckpt = read_checkpoint(&fixture("vqa", "pytorch_model.bin")).unwrap();
     let mut cfg = ckpt.config.clone().unwrap();
     cfg.num_labels = 7;
-    let e = load_model::<ImageBertForSequenceClassification>(ckpt, Some(cfg), Fresh::Nothing, 0)
-        .err()
-        .unwrap()
-        .to_string();
+    let e = load_model::<ImageBertForSequenceClassification>(
+        ckpt,
+        Some(cfg),
+        Fresh::Nothing,
+        0,
+        &candle_core::Device::Cpu,
+    )
+    .err()
+    .unwrap()
+    .to_string();
     assert!(e.contains("pytorch_model.bin"), "{e}");
     assert!(
         e.contains("classifier.weight: checkpoint [6, 32], model expects [7, 32]"),
@@ -92,10 +98,16 @@ fn wrong_shapes_name_the_key_and_both_shapes() {
 #[test]
 fn missing_head_is_an_error_unless_a_fresh_head_is_asked_for() {
     let ckpt = read_checkpoint(&fixture("vqa", "pytorch_model.bin")).unwrap();
-    let e = load_model::<BertImgForPreTraining>(ckpt, None, Fresh::Nothing, 0)
-        .err()
-        .unwrap()
-        .to_string();
+    let e = load_model::<BertImgForPreTraining>(
+        ckpt,
+        None,
+        Fresh::Nothing,
+        0,
+        &candle_core::Device::Cpu,
+    )
+    .err()
+    .unwrap()
+    .to_string();
     assert!(
         e.contains("missing keys") && e.contains("cls.seq_relationship.weight"),
         "{e}"
@@ -106,7 +118,9 @@ fn missing_head_is_an_error_unless_a_fresh_head_is_asked_for() {
     );
 
     let ckpt = read_checkpoint(&fixture("vqa", "pytorch_model.bin")).unwrap();
-    let m = load_model::<BertImgForPreTraining>(ckpt, None, Fresh::Head, 0).unwrap();
+    let m =
+        load_model::<BertImgForPreTraining>(ckpt, None, Fresh::Head, 0, &candle_core::Device::Cpu)
+            .unwrap();
     assert!(m
         .report
         .fresh
@@ -143,6 +157,7 @@ fn a_missing_backbone_key_is_never_made_fresh_by_a_fresh_head() {
         None,
         Fresh::Head,
         0,
+        &candle_core::Device::Cpu,
     )
     .err()
     .unwrap()
@@ -158,7 +173,14 @@ fn two_class_contrastive_head_loads_into_a_three_class_model_fresh() {
     let ckpt = read_checkpoint(&fixture("pretrain", "pytorch_model.bin")).unwrap();
     let mut cfg: OscarConfig = ckpt.config.clone().unwrap();
     cfg.num_contrast_classes = 2;
-    let m = load_model::<BertImgForPreTraining>(ckpt, Some(cfg), Fresh::Nothing, 0).unwrap();
+    let m = load_model::<BertImgForPreTraining>(
+        ckpt,
+        Some(cfg),
+        Fresh::Nothing,
+        0,
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
     assert!(m
         .report
         .fresh
@@ -183,6 +205,7 @@ fn weights_without_config_ask_for_one() {
         None,
         Fresh::Nothing,
         0,
+        &candle_core::Device::Cpu,
     )
     .err()
     .unwrap()

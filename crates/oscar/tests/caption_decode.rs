@@ -29,7 +29,7 @@ fn model(seed: u64) -> BertForImageCaptioning {
     // implementations may legitimately differ in the last bit) are unlikely.
     c.initializer_range = 0.3;
     c.max_position_embeddings = 64;
-    build_fresh::<BertForImageCaptioning>(&c, seed)
+    build_fresh::<BertForImageCaptioning>(&c, seed, &candle_core::Device::Cpu)
         .unwrap()
         .model
 }
@@ -223,7 +223,7 @@ fn captioning_trains_and_captions_a_small_world() {
     let last: f64 = losses[20..].iter().sum();
     assert!(last < first, "the loss falls: {losses:?}");
     cap.save(&p.join("m"), Some(&p.join("vocab.txt"))).unwrap();
-    let back = Captioner::load(&p.join("m")).unwrap();
+    let back = Captioner::load(&p.join("m"), &candle_core::Device::Cpu).unwrap();
     let test = CaptionSet::open(
         &p.join("captions/test_caption.json"),
         &p.join("features/features.tsv"),
@@ -293,7 +293,14 @@ fn a_masked_caption_token_sees_prefix_tags_and_regions_but_not_the_future() {
             num_regions: 2,
             seq_a_len: 7,
         };
-        let (x, p, _) = collate(&[e], 16, layout.max_img_seq_len, DIM).unwrap();
+        let (x, p, _) = collate(
+            &[e],
+            16,
+            layout.max_img_seq_len,
+            DIM,
+            &candle_core::Device::Cpu,
+        )
+        .unwrap();
         m.forward(&x, &p, &Ctx::eval())
             .unwrap()
             .flatten_all()

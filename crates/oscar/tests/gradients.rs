@@ -57,7 +57,7 @@ fn without_gradient(params: &Params, loss: &Tensor) -> Vec<String> {
 }
 
 fn fresh<M: Buildable>(c: &OscarConfig) -> Loaded<M> {
-    build_fresh::<M>(c, 3).unwrap()
+    build_fresh::<M>(c, 3, &candle_core::Device::Cpu).unwrap()
 }
 
 #[test]
@@ -227,4 +227,59 @@ fn pooled_forward_with_a_pruned_last_layer_equals_the_full_forward() {
     let (f, p) = (full(&x), pruned(&x));
     assert!(diff(&f, &p) < 1e-6);
     assert!(diff(&f, &before) > 1e-4, "the 3-D mask changes [CLS]");
+}
+
+/// What a GPU runs — candle's composite ops in place of the fused CPU kernels — gives the same
+/// pre-training losses and gradients as the fused path (checked on the CPU, where both run), and
+/// every parameter still gets its gradient.
+#[test]
+fn the_composite_path_other_devices_run_equals_the_fused_path() {
+    let m = fresh::<BertImgForPreTraining>(&cfg());
+    let x = batch(2);
+    let mut labels = vec![-1i64; 2 * 10];
+    labels[1] = 5;
+    labels[12] = 17;
+    let run = || {
+        let out = m.model.forward(&x, &Ctx::train(7)).unwrap();
+        let (loss, _, _) = m.model.loss(&out, &labels, &[0, 1]).unwrap();
+        let grads = loss.backward().unwrap();
+        let g: Vec<Vec<f32>> = m
+            .params
+            .entries
+            .iter()
+            .map(|(_, v)| {
+                grads
+                    .get(v.as_tensor())
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1()
+                    .unwrap()
+            })
+            .collect();
+        (loss.to_scalar::<f32>().unwrap(), g)
+    };
+    let (fused_loss, fused_grads) = run();
+    let (comp_loss, comp_grads) = oscar::nn::fused::composite_only(run);
+    assert!(
+        (fused_loss - comp_loss).abs() <= 1e-5 * fused_loss.abs(),
+        "{fused_loss} vs {comp_loss}"
+    );
+    for ((name, _), (a, b)) in m
+        .params
+        .entries
+        .iter()
+        .zip(fused_grads.iter().zip(&comp_grads))
+    {
+        let scale = a.iter().fold(0f32, |s, v| s.max(v.abs())).max(1e-12);
+        let diff = a.iter().zip(b).fold(0f32, |s, (p, q)| s.max((p - q).abs()));
+        // Keys' biases get only rounding noise (softmax ignores a per-row constant): absolute floor.
+        assert!(
+            diff <= 1e-4 * scale + 1e-8,
+            "{name}: gradients differ by {diff} (scale {scale})"
+        );
+    }
+    let out = oscar::nn::fused::composite_only(|| m.model.forward(&x, &Ctx::train(7)).unwrap());
+    let (loss, _, _) = m.model.loss(&out, &labels, &[0, 1]).unwrap();
+    assert_eq!(without_gradient(&m.params, &loss), Vec::<String>::new());
 }

@@ -141,7 +141,9 @@ fn each_call_equals_the_task_code_it_wraps() {
         .collect();
 
     // Captioning: the API's beam-2 captions are the captioner's on the same contexts.
-    let TaskModel::Captioning(api) = TaskModel::load(&m.join("caption")).unwrap() else {
+    let TaskModel::Captioning(api) =
+        TaskModel::load(&m.join("caption"), &candle_core::Device::Cpu).unwrap()
+    else {
         panic!("caption.json should load a captioner")
     };
     let opts = CaptionOptions {
@@ -150,7 +152,7 @@ fn each_call_equals_the_task_code_it_wraps() {
         ..CaptionOptions::default()
     };
     let got = api.caption(&images, &opts).unwrap();
-    let cap = Captioner::load(&m.join("caption")).unwrap();
+    let cap = Captioner::load(&m.join("caption"), &candle_core::Device::Cpu).unwrap();
     let st = oscar::tasks::caption::decode::DecodeSettings {
         num_beams: 2,
         max_gen_length: 10,
@@ -175,7 +177,9 @@ fn each_call_equals_the_task_code_it_wraps() {
     }
 
     // Question answering: batched answers equal one-at-a-time answers.
-    let TaskModel::Answering(api) = TaskModel::load(&m.join("vqa")).unwrap() else {
+    let TaskModel::Answering(api) =
+        TaskModel::load(&m.join("vqa"), &candle_core::Device::Cpu).unwrap()
+    else {
         panic!("qa.json should load an answerer")
     };
     let questions = [
@@ -185,7 +189,7 @@ fn each_call_equals_the_task_code_it_wraps() {
     ];
     let ims = &images[..3];
     let got = api.answer(ims, &questions, 3).unwrap();
-    let answerer = Answerer::load(&m.join("vqa")).unwrap();
+    let answerer = Answerer::load(&m.join("vqa"), &candle_core::Device::Cpu).unwrap();
     for ((im, q), g) in ims.iter().zip(questions).zip(&got) {
         let regions =
             oscar::data::features::regions_from(im.features.clone(), None, 14, "x").unwrap();
@@ -200,7 +204,9 @@ fn each_call_equals_the_task_code_it_wraps() {
     }
 
     // Matching: pair scores equal the retriever's; rankings are sorted and complete.
-    let TaskModel::Matching(api) = TaskModel::load(&m.join("retrieval")).unwrap() else {
+    let TaskModel::Matching(api) =
+        TaskModel::load(&m.join("retrieval"), &candle_core::Device::Cpu).unwrap()
+    else {
         panic!("retrieval.json should load a matcher")
     };
     let texts: Vec<&str> = caps.captions[&caps.images[0]]
@@ -211,7 +217,7 @@ fn each_call_equals_the_task_code_it_wraps() {
     let ranked = api.rank_texts(&images[0], &texts).unwrap();
     assert_eq!(ranked.len(), texts.len());
     assert!(ranked.windows(2).all(|p| p[0].score >= p[1].score));
-    let retr = Retriever::load(&m.join("retrieval")).unwrap();
+    let retr = Retriever::load(&m.join("retrieval"), &candle_core::Device::Cpu).unwrap();
     let settings = oscar::tasks::retrieval::saved_settings(&m.join("retrieval")).unwrap();
     let set = RetrievalSet {
         images: vec![caps.images[0].clone()],
@@ -244,7 +250,9 @@ fn bad_inputs_say_what_was_expected() {
     let (w, m) = (d.path().join("w"), d.path().join("m"));
     world(&w);
     train_all(&w, &m);
-    let TaskModel::Answering(api) = TaskModel::load(&m.join("vqa")).unwrap() else {
+    let TaskModel::Answering(api) =
+        TaskModel::load(&m.join("vqa"), &candle_core::Device::Cpu).unwrap()
+    else {
         panic!()
     };
     let wrong = ImageInput::new(vec![0.5; 10], vec!["dog".into()]);
@@ -258,7 +266,7 @@ fn bad_inputs_say_what_was_expected() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("2 images for 1 questions"), "{e}");
-    let e = TaskModel::load(&w)
+    let e = TaskModel::load(&w, &candle_core::Device::Cpu)
         .err()
         .map(|e| e.to_string())
         .unwrap_or_default();

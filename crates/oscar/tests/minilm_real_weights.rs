@@ -49,8 +49,14 @@ fn minilm_hidden_states_and_token_ids_match_transformers() {
     }
 
     // Hidden states: the backbone without regions; the image embedding is fresh and unused.
-    let m =
-        load_model::<Backbone>(read_checkpoint(&dir).unwrap(), None, Fresh::Missing, 0).unwrap();
+    let m = load_model::<Backbone>(
+        read_checkpoint(&dir).unwrap(),
+        None,
+        Fresh::Missing,
+        0,
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
     assert!(
         m.report
             .fresh

@@ -58,8 +58,8 @@ fn assert_close(name: &str, a: &Tensor, b: &Tensor, tol: f32) {
 
 fn load<M: Buildable>(model: &str, file: &str) -> Loaded<M> {
     let ckpt = read_checkpoint(&fixture(model, file)).unwrap_or_else(|e| panic!("{file}: {e}"));
-    let loaded =
-        load_model::<M>(ckpt, None, Fresh::Nothing, 0).unwrap_or_else(|e| panic!("{file}: {e}"));
+    let loaded = load_model::<M>(ckpt, None, Fresh::Nothing, 0, &candle_core::Device::Cpu)
+        .unwrap_or_else(|e| panic!("{file}: {e}"));
     assert!(
         loaded.report.unexpected.is_empty(),
         "{file}: unexpected {:?}",

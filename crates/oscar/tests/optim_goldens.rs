@@ -23,6 +23,7 @@ fn adamw_schedule_and_clipping_match_torch_for_three_steps() {
         None,
         Fresh::Nothing,
         0,
+        &candle_core::Device::Cpu,
     )
     .unwrap();
     let x = Inputs {

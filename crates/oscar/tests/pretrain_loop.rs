@@ -89,6 +89,7 @@ fn an_interrupted_save_leaves_the_previous_checkpoint_intact() {
         None,
         oscar::checkpoint::Fresh::Nothing,
         0,
+        &candle_core::Device::Cpu,
     )
     .unwrap();
     let opt = AdamW::new(&m.params, AdamWConfig::default(), &[]);

@@ -72,7 +72,7 @@ fn train_evaluate_two_stage_and_reload() {
     // Saved and loaded back, the model scores the same pairs identically.
     let out = d.path().join("model");
     r.save(&out, Some(&d.path().join("vocab.txt"))).unwrap();
-    let back = Retriever::load(&out).unwrap();
+    let back = Retriever::load(&out, &candle_core::Device::Cpu).unwrap();
     let pairs = [(0usize, 0usize), (1, 3), (2, 7)];
     let a = r.score_pairs(&tok, &test, &pairs, &cfg, 2, |_| {}).unwrap();
     let b = back
@@ -174,29 +174,41 @@ fn scoring_resumes_from_a_partial_file_and_masks_change_the_scores() {
     let e = layout
         .encode(&tok, "a dog", Some("dog"), &[0.5; 28], 14)
         .unwrap();
-    assert!(block_mask(std::slice::from_ref(&e), AttMask::CLR)
-        .unwrap()
-        .is_none());
-    let cl: Vec<f32> = block_mask(std::slice::from_ref(&e), AttMask::CL)
-        .unwrap()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap();
+    assert!(block_mask(
+        std::slice::from_ref(&e),
+        AttMask::CLR,
+        &candle_core::Device::Cpu
+    )
+    .unwrap()
+    .is_none());
+    let cl: Vec<f32> = block_mask(
+        std::slice::from_ref(&e),
+        AttMask::CL,
+        &candle_core::Device::Cpu,
+    )
+    .unwrap()
+    .unwrap()
+    .flatten_all()
+    .unwrap()
+    .to_vec1()
+    .unwrap();
     let l = e.input_ids.len() + 2; // [CLS] a dog [SEP] dog [SEP] + 2 regions
     let at = |i: usize, j: usize| cl[i * l + j];
     assert_eq!(
         (at(0, 1), at(0, 4), at(0, 6), at(6, 7), at(6, 0), at(4, 1)),
         (1.0, 1.0, 0.0, 1.0, 0.0, 1.0)
     );
-    let lr: Vec<f32> = block_mask(std::slice::from_ref(&e), AttMask::LR)
-        .unwrap()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap();
+    let lr: Vec<f32> = block_mask(
+        std::slice::from_ref(&e),
+        AttMask::LR,
+        &candle_core::Device::Cpu,
+    )
+    .unwrap()
+    .unwrap()
+    .flatten_all()
+    .unwrap()
+    .to_vec1()
+    .unwrap();
     assert_eq!((lr[4 * l + 6], lr[6], lr[6 * l + 4]), (1.0, 0.0, 1.0));
     assert_eq!("cr".parse::<AttMask>().unwrap(), AttMask::CR);
 }

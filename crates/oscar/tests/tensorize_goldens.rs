@@ -186,7 +186,7 @@ fn dynamic_padding_gives_the_same_outputs_at_real_positions() {
     let tok = BertTokenizer::from_vocab(&fx("tokenizer/bert-base-uncased-vocab.txt")).unwrap();
     let mut cfg = oscar::OscarConfig::tiny(tok.vocab_size(), 4);
     cfg.use_img_layernorm = Some(true);
-    let m = build_fresh::<Backbone>(&cfg, 5).unwrap();
+    let m = build_fresh::<Backbone>(&cfg, 5, &candle_core::Device::Cpu).unwrap();
     let layout = Layout {
         max_seq_length: 40,
         max_img_seq_length: 10,

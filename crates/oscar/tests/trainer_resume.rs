@@ -44,12 +44,10 @@ fn optim(lr: f64) -> Optim {
 fn files(out: &Path, resume: Option<PathBuf>) -> RunFiles {
     RunFiles {
         out: Some(out.to_path_buf()),
-        vocab: None,
         save_every: 3,
-        eval_every: 0,
         keep_last: 0,
-        keep_best: None,
         resume,
+        ..RunFiles::default()
     }
 }
 
@@ -199,7 +197,10 @@ fn every_fine_tuning_task_resumes_exactly_and_stops_on_a_diverging_loss() {
     let base = root.path().join("caption-a/checkpoint-6");
     let df = oscar_eval::captions::build_doc_freq(&caps.captions, false);
     check("scst", root.path(), |files, lr| {
-        let mut cap = Captioner::load(files.resume.as_deref().unwrap_or(&base))?;
+        let mut cap = Captioner::load(
+            files.resume.as_deref().unwrap_or(&base),
+            &candle_core::Device::Cpu,
+        )?;
         cap.settings.decode.max_gen_length = 8;
         train_scst(&mut cap, &caps, &tok, &df, &optim(lr), files, |_, _| {})
     });
@@ -293,7 +294,9 @@ fn evaluations_are_logged_and_the_best_model_is_kept() {
     )
     .unwrap();
     assert_eq!(state["best"]["value"].as_f64(), Some(best));
-    let kept = oscar::tasks::qa::Answerer::load(&out.path().join("best")).unwrap();
+    let kept =
+        oscar::tasks::qa::Answerer::load(&out.path().join("best"), &candle_core::Device::Cpu)
+            .unwrap();
     let score = kept.evaluate(&tok, &val, 32, |_| {}).unwrap().score;
     assert!(
         (score - best).abs() < 1e-9,

@@ -71,7 +71,7 @@ fn vqa_and_gqa_train_save_load_and_answer() {
         assert!(falls(&losses), "{kind:?}: {losses:?}");
         let dir = p.join(format!("m-{kind:?}"));
         m.save(&dir, Some(&p.join("vocab.txt"))).unwrap();
-        let back = Answerer::load(&dir).unwrap();
+        let back = Answerer::load(&dir, &candle_core::Device::Cpu).unwrap();
         assert_eq!(back.settings.task, kind);
         let e1 = m.evaluate(&tok, &set, 32, |_| {}).unwrap();
         let e2 = back.evaluate(&tok, &set, 7, |_| {}).unwrap();

@@ -50,32 +50,33 @@ fn wrap<M>(
 }
 
 impl AnyModel {
-    /// Builds the model of the checkpoint's own head.
+    /// Builds the model of the checkpoint's own head on `device`.
     pub fn load(
         ckpt: Checkpoint,
         cfg: Option<OscarConfig>,
         fresh: Fresh,
+        device: &candle_core::Device,
     ) -> Result<(HeadKind, AnyModel, Params, OscarConfig, LoadReport)> {
         let head = detect_head(&ckpt, cfg.as_ref());
         let (m, p, c, r) = match head {
             HeadKind::Backbone => wrap(
-                load_model::<Backbone>(ckpt, cfg, fresh, 0)?,
+                load_model::<Backbone>(ckpt, cfg, fresh, 0, device)?,
                 AnyModel::Backbone,
             ),
             HeadKind::PreTraining => wrap(
-                load_model::<BertImgForPreTraining>(ckpt, cfg, fresh, 0)?,
+                load_model::<BertImgForPreTraining>(ckpt, cfg, fresh, 0, device)?,
                 AnyModel::PreTraining,
             ),
             HeadKind::SequenceClassification => wrap(
-                load_model::<ImageBertForSequenceClassification>(ckpt, cfg, fresh, 0)?,
+                load_model::<ImageBertForSequenceClassification>(ckpt, cfg, fresh, 0, device)?,
                 AnyModel::SequenceClassification,
             ),
             HeadKind::MultipleChoice => wrap(
-                load_model::<ImageBertForMultipleChoice>(ckpt, cfg, fresh, 0)?,
+                load_model::<ImageBertForMultipleChoice>(ckpt, cfg, fresh, 0, device)?,
                 AnyModel::MultipleChoice,
             ),
             HeadKind::Captioning => wrap(
-                load_model::<BertForImageCaptioning>(ckpt, cfg, fresh, 0)?,
+                load_model::<BertForImageCaptioning>(ckpt, cfg, fresh, 0, device)?,
                 AnyModel::Captioning,
             ),
         };

@@ -198,10 +198,14 @@ pub struct Loaded<M> {
     pub report: LoadReport,
 }
 
-/// Builds a fresh model (HF initialisation, seeded).
-pub fn build_fresh<M: Buildable>(cfg: &OscarConfig, seed: u64) -> Result<Loaded<M>> {
+/// Builds a fresh model (HF initialisation, seeded) on `device`.
+pub fn build_fresh<M: Buildable>(
+    cfg: &OscarConfig,
+    seed: u64,
+    device: &Device,
+) -> Result<Loaded<M>> {
     cfg.validate().map_err(Error::Invalid)?;
-    let pb = ParamBuilder::fresh(seed, &Device::Cpu);
+    let pb = ParamBuilder::fresh(seed, device);
     let model = M::build(&pb, cfg)?;
     let (params, report) = pb.finish();
     Ok(Loaded {
@@ -218,6 +222,7 @@ pub fn load_model<M: Buildable>(
     config: Option<OscarConfig>,
     fresh: Fresh,
     seed: u64,
+    device: &Device,
 ) -> Result<Loaded<M>> {
     let path = ckpt.path.clone();
     let mut cfg = config.or(ckpt.config).ok_or_else(|| {
@@ -272,7 +277,7 @@ pub fn load_model<M: Buildable>(
     } else {
         FreshPolicy::Prefixes(prefixes)
     };
-    let pb = ParamBuilder::from_tensors(tensors, policy, seed, &Device::Cpu);
+    let pb = ParamBuilder::from_tensors(tensors, policy, seed, device);
     let model = M::build(&pb, &cfg)?;
     let (params, mut report) = pb.finish();
     report.notes.extend(notes);

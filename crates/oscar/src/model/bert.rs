@@ -36,6 +36,7 @@ pub struct BertImgModel {
     pub pooler: BertPooler,
     pub image: ImageEmbedding,
     pub cfg: OscarConfig,
+    device: candle_core::Device,
 }
 
 impl BertImgModel {
@@ -53,7 +54,13 @@ impl BertImgModel {
             },
             image: ImageEmbedding::new(pb, cfg)?,
             cfg: cfg.clone(),
+            device: pb.device(),
         })
+    }
+
+    /// The device the weights live on (inputs must be there too).
+    pub fn device(&self) -> &candle_core::Device {
+        &self.device
     }
 
     /// The model's configuration.

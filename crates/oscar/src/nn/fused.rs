@@ -1,7 +1,7 @@
 //! Fused CPU kernels with hand-written backward passes for the element-wise work of a BERT layer:
 //! LayerNorm, the attention softmax (scale + additive mask + softmax in one pass) and erf-GELU.
 //!
-//! The composite versions in [`super::ops`] record 6–20 candle ops each (one allocation and one
+//! The composite versions in [`super::composite`] record 6–20 candle ops each (one allocation and one
 //! pass over memory per op, more in the backward); these record one op whose backward is another
 //! single pass. Candle's own fused `layer_norm` / `softmax_last_dim` have no backward
 //! (rust-stack.md §4.1), which is why these exist. Rows are spread over candle's worker pool, so
@@ -42,6 +42,29 @@ fn op3<C: CustomOp3 + Send + Sync + 'static>(
     } else {
         x.apply_op3_no_bwd(y, z, &c)
     }
+}
+
+/// Whether the fused CPU kernels can run on these tensors (f32 on the CPU, and not switched off
+/// by [`composite_only`]); elsewhere the same function runs as candle's composite ops
+/// ([`super::composite`]), which every device supports.
+fn fused_path(ts: &[&Tensor]) -> bool {
+    !COMPOSITE_ONLY.with(|c| c.get())
+        && ts
+            .iter()
+            .all(|t| t.device().is_cpu() && t.dtype() == candle_core::DType::F32)
+}
+
+thread_local! {
+    static COMPOSITE_ONLY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with the composite ops in place of the fused kernels on this thread: what a GPU
+/// device runs, checked on the CPU against the fused path.
+pub fn composite_only<T>(f: impl FnOnce() -> T) -> T {
+    let before = COMPOSITE_ONLY.with(|c| c.replace(true));
+    let out = f();
+    COMPOSITE_ONLY.with(|c| c.set(before));
+    out
 }
 
 /// Below this many elements a kernel runs on the calling thread (waking the pool costs more).
@@ -93,6 +116,9 @@ fn mean_rstd(x: &[f32], eps: f32) -> (f32, f32) {
 
 /// `torch.nn.LayerNorm` over the last dimension: `(x − mean)/sqrt(var + eps)·w + b`.
 pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
+    if !fused_path(&[x, weight, bias]) {
+        return super::composite::layer_norm(x, weight, bias, eps);
+    }
     op3(
         &x.contiguous()?,
         &weight.contiguous()?,
@@ -272,6 +298,9 @@ impl CustomOp2 for LayerNormGradParams {
 /// bias is written first and the product accumulated onto it (no separate broadcast add); the
 /// backward is two products and a column sum of the output gradient, all through [`sgemm`].
 pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    if !fused_path(&[x, weight].into_iter().chain(bias).collect::<Vec<_>>()) {
+        return super::composite::linear(x, weight, bias);
+    }
     let (n, k) = weight.dims2()?;
     let dims = x.dims().to_vec();
     if dims.last() != Some(&k) {
@@ -473,6 +502,9 @@ impl CustomOp1 for ColumnSum {
 /// many small products are spread over the cores one per thread (candle's batched matmul runs
 /// each on all threads in turn, and waking them costs more than a 120×64×120 product).
 pub fn batched_matmul(a: &Tensor, b: &Tensor, transpose_b: bool) -> Result<Tensor> {
+    if !fused_path(&[a, b]) {
+        return super::composite::batched_matmul(a, b, transpose_b);
+    }
     op2(
         &a.contiguous()?,
         &b.contiguous()?,
@@ -567,6 +599,9 @@ impl CustomOp2 for BatchedProduct {
 /// Attention probabilities `softmax(scores·scale + mask)` over the last dimension. `scores` is
 /// `[B, nh, Lq, Lk]`; `mask` (additive, no gradient) is `[B, 1, 1|Lq, Lk]` or absent.
 pub fn attention_softmax(scores: &Tensor, mask: Option<&Tensor>, scale: f64) -> Result<Tensor> {
+    if !fused_path(&[scores].into_iter().chain(mask).collect::<Vec<_>>()) {
+        return super::composite::attention_softmax(scores, mask, scale);
+    }
     let scores = scores.contiguous()?;
     let (b, _, lq, lk) = scores.dims4()?;
     let mask = match mask {
@@ -594,6 +629,9 @@ pub fn attention_softmax(scores: &Tensor, mask: Option<&Tensor>, scale: f64) -> 
 
 /// Softmax over the last dimension of any tensor (no mask, no scale).
 pub fn softmax(x: &Tensor) -> Result<Tensor> {
+    if !fused_path(&[x]) {
+        return super::composite::softmax(x);
+    }
     let dims = x.dims().to_vec();
     let lk = *dims.last().unwrap_or(&1);
     let rows = x.elem_count() / lk.max(1);
@@ -706,6 +744,9 @@ impl CustomOp2 for SoftmaxGrad {
 /// `log_softmax` over the last dimension (max-shifted), as one op; backward
 /// `g − softmax(x)·Σg` from the saved result.
 pub fn log_softmax(x: &Tensor) -> Result<Tensor> {
+    if !fused_path(&[x]) {
+        return super::composite::log_softmax(x);
+    }
     op1(&x.contiguous()?, LogSoftmaxOp)
 }
 
@@ -769,6 +810,9 @@ impl CustomOp2 for LogSoftmaxGrad {
 
 /// erf-GELU `0.5·x·(1 + erf(x/√2))` (BERT's `gelu`), with its exact derivative as backward.
 pub fn gelu_erf(x: &Tensor) -> Result<Tensor> {
+    if !fused_path(&[x]) {
+        return super::composite::gelu_erf(x);
+    }
     op1(&x.contiguous()?, GeluOp)
 }
 
@@ -850,30 +894,10 @@ impl CustomOp2 for GeluGrad {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::{Device, Var, D};
+    use candle_core::{Device, Var};
 
     /// The composite, op-by-op versions (every op has candle's own backward): the oracle.
-    mod composite {
-        use super::*;
-        pub fn layer_norm(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64) -> Result<Tensor> {
-            let centered = x.broadcast_sub(&x.mean_keepdim(D::Minus1)?)?;
-            let var = centered.sqr()?.mean_keepdim(D::Minus1)?;
-            centered
-                .broadcast_div(&(var + eps)?.sqrt()?)?
-                .broadcast_mul(w)?
-                .broadcast_add(b)
-        }
-        pub fn softmax(x: &Tensor) -> Result<Tensor> {
-            let e = x
-                .broadcast_sub(&x.max_keepdim(D::Minus1)?.detach())?
-                .exp()?;
-            e.broadcast_div(&e.sum_keepdim(D::Minus1)?)
-        }
-        pub fn log_softmax(x: &Tensor) -> Result<Tensor> {
-            let shifted = x.broadcast_sub(&x.max_keepdim(D::Minus1)?.detach())?;
-            shifted.broadcast_sub(&shifted.exp()?.sum_keepdim(D::Minus1)?.log()?)
-        }
-    }
+    use crate::nn::composite;
     use composite as ops;
     use rand::{Rng, SeedableRng};
 

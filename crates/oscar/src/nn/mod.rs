@@ -1,6 +1,7 @@
 //! Differentiable building blocks on candle: parameters, layers and ops whose backward passes
 //! are recorded (candle's fused `LayerNorm` / `softmax_last_dim` are not, rust-stack.md §4.1).
 
+pub mod composite;
 pub mod fused;
 pub mod layers;
 pub mod ops;

@@ -98,6 +98,13 @@ impl Params {
     pub fn get(&self, key: &str) -> Option<&Var> {
         self.entries.iter().find(|(k, _)| k == key).map(|(_, v)| v)
     }
+    /// The device the parameters live on (the CPU for a model without parameters).
+    pub fn device(&self) -> candle_core::Device {
+        self.entries
+            .first()
+            .map(|(_, v)| v.device().clone())
+            .unwrap_or(candle_core::Device::Cpu)
+    }
     pub fn count(&self) -> usize {
         self.entries.iter().map(|(_, v)| v.elem_count()).sum()
     }

@@ -8,6 +8,7 @@ use crate::config::OscarConfig;
 use crate::error::{Error, Result};
 use crate::train::schedule::Schedule;
 use crate::train::trainer::{TrainReport, TrainTask, Trainer, TrainerOptions};
+use candle_core::Device;
 use std::path::{Path, PathBuf};
 
 /// Optimisation settings of a fine-tuning run (flattened into each task's TOML/JSON settings).
@@ -105,6 +106,7 @@ pub fn start<M: Buildable>(
     init: Option<&Path>,
     fresh: &OscarConfig,
     optim: &Optim,
+    device: &Device,
     adapt: impl Fn(&mut OscarConfig),
 ) -> Result<Loaded<M>> {
     optim.validate()?;
@@ -119,20 +121,22 @@ pub fn start<M: Buildable>(
             let ck = read_checkpoint(p)?;
             let mut c = ck.config.clone().unwrap_or_else(|| fresh.clone());
             finish(&mut c);
-            load_model::<M>(ck, Some(c), Fresh::Head, optim.seed)
+            load_model::<M>(ck, Some(c), Fresh::Head, optim.seed, device)
         }
         None => {
             let mut c = fresh.clone();
             finish(&mut c);
-            build_fresh::<M>(&c, optim.seed)
+            build_fresh::<M>(&c, optim.seed, device)
         }
     }
 }
 
 /// Where a fine-tuning run writes and how often (`--save-every`, `--eval-every`, `--keep-last`,
-/// `--keep-best`, `--resume`): the same for every task.
-#[derive(Debug, Clone, Default)]
+/// `--keep-best`, `--resume`), and where it computes: the same for every task.
+#[derive(Debug, Clone)]
 pub struct RunFiles {
+    /// Where the model is built and trained ([`crate::train::trainer::training_device`] by default).
+    pub device: Device,
     /// The run's directory: `metrics.jsonl`, `checkpoint-N/`, `best/` (none: nothing is written).
     pub out: Option<PathBuf>,
     /// The vocabulary to save beside every checkpoint.
@@ -143,6 +147,21 @@ pub struct RunFiles {
     pub keep_best: Option<String>,
     /// Continue from this `checkpoint-N` directory of an earlier run.
     pub resume: Option<PathBuf>,
+}
+
+impl Default for RunFiles {
+    fn default() -> Self {
+        RunFiles {
+            device: crate::train::trainer::training_device(),
+            out: None,
+            vocab: None,
+            save_every: 0,
+            eval_every: 0,
+            keep_last: 0,
+            keep_best: None,
+            resume: None,
+        }
+    }
 }
 
 impl Optim {

@@ -100,7 +100,13 @@ fn encode(
 }
 
 /// Rows (left, right) of each example, consecutive, as the multiple-choice head expects.
-fn batch(tok: &BertTokenizer, cfg: &Nlvr2Config, set: &Nlvr2Set, idx: &[usize]) -> Result<Inputs> {
+fn batch(
+    tok: &BertTokenizer,
+    cfg: &Nlvr2Config,
+    set: &Nlvr2Set,
+    idx: &[usize],
+    device: &Device,
+) -> Result<Inputs> {
     let mut items = Vec::with_capacity(2 * idx.len());
     for &i in idx {
         let e = &set.examples[i];
@@ -120,7 +126,7 @@ fn batch(tok: &BertTokenizer, cfg: &Nlvr2Config, set: &Nlvr2Set, idx: &[usize]) 
         )?);
     }
     let dim = set.features.values().next().map(|r| r.dim).unwrap_or(1);
-    collate_dynamic(&items, dim, &Device::Cpu)
+    collate_dynamic(&items, dim, device)
 }
 
 /// A trained NLVR2 model.
@@ -154,6 +160,7 @@ pub fn train(
         files.resume.as_deref().or(init),
         fresh,
         &cfg.optim,
+        &files.device,
         |c| {
             c.num_labels = 2;
             c.num_choice = 2;
@@ -211,7 +218,7 @@ impl TrainTask for Nlvr2Task<'_> {
             .map(|&i| self.set.examples[i].label.unwrap_or(0) as i64)
             .collect();
         let logits = self.model.model.forward(
-            &batch(self.tok, cfg, self.set, &idx)?,
+            &batch(self.tok, cfg, self.set, &idx, &self.model.params.device())?,
             &Ctx::train(rng.random()),
         )?;
         let loss = self
@@ -310,13 +317,15 @@ pub fn accuracy_and_consistency(
 }
 
 impl Nlvr2Model {
-    pub fn load(dir: &Path) -> Result<Self> {
+    /// Loads a model saved by `save` onto `device`.
+    pub fn load(dir: &Path, device: &Device) -> Result<Self> {
         let settings: Nlvr2Config = super::finetune::saved_settings(dir, "nlvr2.json")?;
         let l = load_model::<ImageBertForMultipleChoice>(
             read_checkpoint(dir)?,
             None,
             Fresh::Nothing,
             0,
+            device,
         )?;
         Ok(Nlvr2Model {
             model: l.model,
@@ -344,11 +353,10 @@ impl Nlvr2Model {
         let idx: Vec<usize> = (0..set.examples.len()).collect();
         let mut out = Vec::with_capacity(idx.len());
         for chunk in idx.chunks(batch_size.max(1)) {
-            let p = ops::softmax(
-                &self
-                    .model
-                    .forward(&batch(tok, &self.settings, set, chunk)?, &Ctx::eval())?,
-            )?;
+            let p = ops::softmax(&self.model.forward(
+                &batch(tok, &self.settings, set, chunk, &self.params.device())?,
+                &Ctx::eval(),
+            )?)?;
             out.extend(p.narrow(1, 1, 1)?.flatten_all()?.to_vec1::<f32>()?);
         }
         Ok(out)

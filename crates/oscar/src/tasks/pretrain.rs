@@ -16,9 +16,9 @@ use crate::nn::Params;
 use crate::tokenizer::BertTokenizer;
 use crate::train::schedule::Schedule;
 use crate::train::trainer::{
-    step_rng, EpochOrder, Metrics, StepLoss, TrainTask, Trainer, TrainerOptions,
+    step_rng, training_device, EpochOrder, Metrics, StepLoss, TrainTask, Trainer, TrainerOptions,
 };
-use candle_core::{Device, Tensor, D};
+use candle_core::{Tensor, D};
 use rand::rngs::StdRng;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -481,14 +481,16 @@ pub fn pretrain(cfg: &PretrainConfig, resume: Option<&Path>) -> Result<PretrainR
             None,
             Fresh::Nothing,
             cfg.seed,
+            &training_device(),
         )?,
         (None, Some(init)) => load_model::<BertImgForPreTraining>(
             read_checkpoint(init)?,
             Some(oc),
             Fresh::Missing,
             cfg.seed,
+            &training_device(),
         )?,
-        (None, None) => build_fresh::<BertImgForPreTraining>(&oc, cfg.seed)?,
+        (None, None) => build_fresh::<BertImgForPreTraining>(&oc, cfg.seed, &training_device())?,
     };
     std::fs::create_dir_all(&cfg.output_dir).map_err(|e| Error::io(&cfg.output_dir, e))?;
     let run_toml = cfg.to_toml();
@@ -620,7 +622,7 @@ impl TrainTask for PretrainTask<'_> {
                 &self.by_count,
                 rng,
             )?;
-            let x = collate_dynamic(&b.items, cfg.img_feature_dim, &Device::Cpu)?;
+            let x = collate_dynamic(&b.items, cfg.img_feature_dim, &self.params.device())?;
             debug_assert_eq!(x.input_ids.dims2()?.1, b.text_len);
             let _ = b.img_len;
             let out = self.model.forward(&x, &Ctx::train(rng.random()))?;
@@ -636,7 +638,8 @@ impl TrainTask for PretrainTask<'_> {
                         .map(|_| erows[rng.random_range(0..erows.len())])
                         .collect();
                     let eb = make_batch(cfg, ec, &self.tok, &pick, erows, &HashMap::new(), rng)?;
-                    let ex = collate_dynamic(&eb.items, cfg.img_feature_dim, &Device::Cpu)?;
+                    let ex =
+                        collate_dynamic(&eb.items, cfg.img_feature_dim, &self.params.device())?;
                     let eout = self.model.forward(&ex, &Ctx::train(rng.random()))?;
                     let (eloss, _, _) = self.model.loss(&eout, &eb.mlm_labels, &eb.contrastive)?;
                     ((loss * (1.0 - cfg.extra_loss_weight))? + (eloss * cfg.extra_loss_weight)?)?
@@ -719,7 +722,7 @@ fn evaluate(
         (0usize, 0usize, 0usize, 0usize, 0.0, 0usize);
     for chunk in rows.chunks(cfg.batch_size) {
         let b = make_batch(cfg, c, tok, chunk, pool, by_count, &mut rng)?;
-        let x = collate_dynamic(&b.items, cfg.img_feature_dim, &Device::Cpu)?;
+        let x = collate_dynamic(&b.items, cfg.img_feature_dim, model.bert.device())?;
         let out = model.forward(&x, &Ctx::eval())?;
         let v = out.mlm_logits.dim(2)?;
         let pred: Vec<u32> = out
@@ -820,7 +823,7 @@ fn tag_reliance(
         }
         total += targets.iter().map(Vec::len).sum::<usize>();
         for (k, items) in variants.iter().enumerate() {
-            let x = collate_dynamic(items, cfg.img_feature_dim, &Device::Cpu)?;
+            let x = collate_dynamic(items, cfg.img_feature_dim, model.bert.device())?;
             let logits = model.forward(&x, &Ctx::eval())?.mlm_logits;
             let l = logits.dim(1)?;
             let pred: Vec<u32> = logits.argmax(D::Minus1)?.flatten_all()?.to_vec1()?;

@@ -178,7 +178,13 @@ fn encode(
     cfg.layout().encode(tok, question, tags, &r.data, r.dim)
 }
 
-fn batch(tok: &BertTokenizer, cfg: &QaConfig, set: &QaSet, idx: &[usize]) -> Result<Inputs> {
+fn batch(
+    tok: &BertTokenizer,
+    cfg: &QaConfig,
+    set: &QaSet,
+    idx: &[usize],
+    device: &Device,
+) -> Result<Inputs> {
     let items = idx
         .iter()
         .map(|&i| {
@@ -186,7 +192,7 @@ fn batch(tok: &BertTokenizer, cfg: &QaConfig, set: &QaSet, idx: &[usize]) -> Res
             encode(tok, cfg, &e.question, &e.tags, &set.features[&e.img_id])
         })
         .collect::<Result<Vec<_>>>()?;
-    collate_dynamic(&items, set.dim(), &Device::Cpu)
+    collate_dynamic(&items, set.dim(), device)
 }
 
 /// Fine-tunes on `set` with the one trainer (`files`: checkpoints, metrics, resume; `eval`:
@@ -210,6 +216,7 @@ pub fn train(
         files.resume.as_deref().or(init),
         fresh,
         &cfg.optim,
+        &files.device,
         |c| {
             c.num_labels = n;
             c.classifier = cfg.classifier;
@@ -265,7 +272,8 @@ impl TrainTask for QaTask<'_> {
     fn loss(&mut self, _step: u64, examples_seen: u64, rng: &mut StdRng) -> Result<StepLoss> {
         let (cfg, set, n) = (&self.model.settings, self.set, self.model.answers.len());
         let idx = self.order.rows(examples_seen, cfg.optim.batch_size);
-        let x = batch(self.tok, cfg, set, &idx)?;
+        let dev = self.model.params.device();
+        let x = batch(self.tok, cfg, set, &idx, &dev)?;
         let logits = self.model.model.forward(&x, &Ctx::train(rng.random()))?;
         let loss = match cfg.task {
             QaKind::Vqa => {
@@ -277,7 +285,7 @@ impl TrainTask for QaTask<'_> {
                 }
                 self.model.model.loss(
                     &logits,
-                    ClassLabels::Dense(&Tensor::from_vec(t, (idx.len(), n), &Device::Cpu)?),
+                    ClassLabels::Dense(&Tensor::from_vec(t, (idx.len(), n), &dev)?),
                 )?
             }
             QaKind::Gqa => {
@@ -349,7 +357,8 @@ pub struct QaEval {
 
 impl Answerer {
     /// Loads a model saved by [`Answerer::save`] (weights, `qa.json`, `label2ans.json`).
-    pub fn load(dir: &Path) -> Result<Self> {
+    /// Loads a model saved by `save` onto `device`.
+    pub fn load(dir: &Path, device: &Device) -> Result<Self> {
         let settings: QaConfig = super::finetune::saved_settings(dir, "qa.json")?;
         let vocab_path = dir.join("label2ans.json");
         let answers = AnswerVocab::read(&vocab_path)?;
@@ -358,6 +367,7 @@ impl Answerer {
             None,
             Fresh::Nothing,
             0,
+            device,
         )?;
         if l.config.num_labels != answers.len() {
             return Err(Error::bad_file(
@@ -424,7 +434,13 @@ impl Answerer {
         let mut out = Vec::with_capacity(idx.len());
         for chunk in idx.chunks(batch_size.max(1)) {
             let p = self
-                .probabilities(&batch(tok, &self.settings, set, chunk)?)?
+                .probabilities(&batch(
+                    tok,
+                    &self.settings,
+                    set,
+                    chunk,
+                    &self.params.device(),
+                )?)?
                 .to_vec2::<f32>()?;
             for (&i, row) in chunk.iter().zip(&p) {
                 out.push(Prediction {
@@ -477,7 +493,7 @@ impl Answerer {
         }
         let e = encode(tok, &self.settings, question, tags, regions)?;
         let p = self
-            .probabilities(&collate_dynamic(&[e], regions.dim, &Device::Cpu)?)?
+            .probabilities(&collate_dynamic(&[e], regions.dim, &self.params.device())?)?
             .to_vec2::<f32>()?;
         Ok(self.top(&p[0], k))
     }

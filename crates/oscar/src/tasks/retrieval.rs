@@ -88,7 +88,11 @@ impl RetrievalSet {
 pub use crate::data::attention_mask::AttMask;
 
 /// The 3-D block mask of a dynamically padded batch for `kind` (None for CLR: the 1-D mask).
-pub fn block_mask(items: &[Encoded], kind: AttMask) -> Result<Option<candle_core::Tensor>> {
+pub fn block_mask(
+    items: &[Encoded],
+    kind: AttMask,
+    device: &Device,
+) -> Result<Option<candle_core::Tensor>> {
     if kind == AttMask::CLR {
         return Ok(None);
     }
@@ -112,7 +116,7 @@ pub fn block_mask(items: &[Encoded], kind: AttMask) -> Result<Option<candle_core
     Ok(Some(candle_core::Tensor::from_vec(
         m,
         (items.len(), l, l),
-        &Device::Cpu,
+        device,
     )?))
 }
 
@@ -152,9 +156,10 @@ fn batch_inputs(
     items: &[Encoded],
     dim: usize,
     cfg: &RetrievalTrainConfig,
+    device: &Device,
 ) -> Result<crate::model::Inputs> {
-    let mut x = collate_dynamic(items, dim, &Device::Cpu)?;
-    if let Some(m) = block_mask(items, cfg.att_mask)? {
+    let mut x = collate_dynamic(items, dim, device)?;
+    if let Some(m) = block_mask(items, cfg.att_mask, device)? {
         x.attention_mask = Some(m);
     }
     Ok(x)
@@ -205,6 +210,7 @@ pub fn train(
         files.resume.as_deref().or(init),
         fresh_config,
         &cfg.optim,
+        &files.device,
         |c| {
             c.num_labels = 2;
             c.loss_type = LossType::Sfmx;
@@ -302,7 +308,7 @@ impl TrainTask for RetrievalTask<'_> {
             labels.push(0);
         }
         let dim = set.features.values().next().map(|r| r.dim).unwrap_or(1);
-        let x = batch_inputs(&items, dim, cfg)?;
+        let x = batch_inputs(&items, dim, cfg, &self.model.params.device())?;
         let logits = self.model.model.forward(&x, &Ctx::train(rng.random()))?;
         let loss = self
             .model
@@ -408,12 +414,14 @@ pub fn saved_settings(dir: &Path) -> Result<RetrievalTrainConfig> {
 }
 
 impl Retriever {
-    pub fn load(dir: &Path) -> Result<Self> {
+    /// Loads a model saved by `save` onto `device`.
+    pub fn load(dir: &Path, device: &Device) -> Result<Self> {
         let l = load_model::<ImageBertForSequenceClassification>(
             read_checkpoint(dir)?,
             None,
             Fresh::Nothing,
             0,
+            device,
         )?;
         Ok(Retriever {
             model: l.model,
@@ -453,7 +461,7 @@ impl Retriever {
                 .iter()
                 .map(|&k| encode(tok, set, pairs[k].0, &set.captions[pairs[k].1].1, cfg))
                 .collect::<Result<Vec<_>>>()?;
-            let x = batch_inputs(&items, dim, cfg)?;
+            let x = batch_inputs(&items, dim, cfg, &self.params.device())?;
             let p = ops::softmax(&self.model.forward(&x, &Ctx::eval())?)?;
             for (&k, v) in chunk
                 .iter()

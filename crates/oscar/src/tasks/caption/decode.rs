@@ -97,7 +97,7 @@ struct ContextBatch {
 
 impl Decoder<'_> {
     fn device(&self) -> Device {
-        Device::Cpu
+        self.model.bert.device().clone()
     }
 
     /// Pads the contexts of `rows` (indices into `ctxs`) to common lengths.
@@ -216,7 +216,7 @@ pub struct Cached<'a> {
 
 impl StepModel for Cached<'_> {
     fn step(&mut self, last: &[u32]) -> Result<Tensor> {
-        let dev = Device::Cpu;
+        let dev = self.dec.device();
         let n = last.len();
         let t = self.committed;
         let _no_grad = crate::nn::NoGrad::new();
@@ -252,7 +252,7 @@ impl StepModel for Cached<'_> {
         let idx = Tensor::from_vec(
             rows.iter().map(|&r| r as u32).collect::<Vec<_>>(),
             rows.len(),
-            &Device::Cpu,
+            &self.dec.device(),
         )?;
         self.cache.reorder(&idx)?;
         self.context_cols = rows.iter().map(|&r| self.context_cols[r].clone()).collect();
@@ -301,7 +301,7 @@ fn full_inputs(
     words: &[Vec<u32>],
     queries: Option<&[Vec<(usize, usize)>]>,
 ) -> Result<Inputs> {
-    let dev = Device::Cpu;
+    let dev = dec.device();
     let n = words.len();
     let lw = words.iter().map(Vec::len).max().unwrap_or(0);
     let lq = queries
@@ -415,7 +415,7 @@ pub fn sequence_logprobs(
             weight[b * lq + j] = 1.0 / t.len() as f32;
         }
     }
-    let dev = Device::Cpu;
+    let dev = logp.device().clone();
     let picked = logp
         .reshape((n * lq, v))?
         .gather(&Tensor::from_vec(idx, (n * lq, 1), &dev)?, 1)?

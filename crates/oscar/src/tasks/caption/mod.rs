@@ -187,8 +187,8 @@ pub fn collate(
     t_len: usize,
     max_img: usize,
     dim: usize,
+    dev: &Device,
 ) -> Result<(Inputs, Tensor, Vec<u32>)> {
-    let dev = Device::Cpu;
     let b = examples.len();
     let r = examples
         .iter()
@@ -215,13 +215,13 @@ pub fn collate(
         targets.extend(&e.masked_ids[..n.min(e.masked_ids.len())]);
     }
     let x = Inputs {
-        input_ids: Tensor::from_vec(ids, (b, t_len), &dev)?,
-        token_type_ids: Some(Tensor::from_vec(types, (b, t_len), &dev)?),
+        input_ids: Tensor::from_vec(ids, (b, t_len), dev)?,
+        token_type_ids: Some(Tensor::from_vec(types, (b, t_len), dev)?),
         position_ids: None,
-        img_feats: Some(Tensor::from_vec(feats, (b, r, dim), &dev)?),
-        attention_mask: Some(Tensor::from_vec(mask, (b, l, l), &dev)?),
+        img_feats: Some(Tensor::from_vec(feats, (b, r, dim), dev)?),
+        attention_mask: Some(Tensor::from_vec(mask, (b, l, l), dev)?),
     };
-    Ok((x, Tensor::from_vec(pos, (b, t_len), &dev)?, targets))
+    Ok((x, Tensor::from_vec(pos, (b, t_len), dev)?, targets))
 }
 
 /// A captioning model with its settings.
@@ -268,6 +268,7 @@ pub fn train(
         files.resume.as_deref().or(init),
         fresh,
         &cfg.optim,
+        &files.device,
         |c| {
             c.label_smoothing = cfg.label_smoothing;
             c.drop_worst_ratio = cfg.drop_worst_ratio;
@@ -347,6 +348,7 @@ impl TrainTask for CaptionTask<'_> {
             cfg.max_seq_length,
             cfg.max_img_seq_length,
             self.cap.config.img_feature_dim,
+            &self.cap.params.device(),
         )?;
         let logits = self
             .cap
@@ -368,10 +370,16 @@ impl TrainTask for CaptionTask<'_> {
 }
 
 impl Captioner {
-    pub fn load(dir: &Path) -> Result<Self> {
+    /// Loads a model saved by `save` onto `device`.
+    pub fn load(dir: &Path, device: &Device) -> Result<Self> {
         let settings: CaptionConfig = super::finetune::saved_settings(dir, "caption.json")?;
-        let l =
-            load_model::<BertForImageCaptioning>(read_checkpoint(dir)?, None, Fresh::Nothing, 0)?;
+        let l = load_model::<BertForImageCaptioning>(
+            read_checkpoint(dir)?,
+            None,
+            Fresh::Nothing,
+            0,
+            device,
+        )?;
         Ok(Captioner {
             model: l.model,
             params: l.params,

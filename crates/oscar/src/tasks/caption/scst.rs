@@ -220,7 +220,7 @@ impl TrainTask for ScstTask<'_> {
             .map(|g| g.with_end(tok.special.sep))
             .collect();
         let avg_logprob = sequence_logprobs(&dec, &row_ctxs, &tokens, &Ctx::train(rng.random()))?;
-        let adv = Tensor::from_vec(advantage, rows.len(), &candle_core::Device::Cpu)?;
+        let adv = Tensor::from_vec(advantage, rows.len(), avg_logprob.device())?;
         let loss = (avg_logprob * adv)?.mean_all()?.neg()?;
         let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
         Ok(StepLoss {
