@@ -299,9 +299,15 @@ pub fn run(a: &DemoArgs) -> Result<()> {
 
     outln!("[6/6] report");
     let titles = [
-        "retrieval fine-tuning: matching accuracy (%) vs step",
-        "captioning fine-tuning: masked-token accuracy (%) vs step",
-        "VQA fine-tuning: batch soft score (%) vs step",
+        (
+            "retrieval fine-tuning",
+            "matching accuracy (%), mean of 20 steps",
+        ),
+        (
+            "captioning fine-tuning",
+            "masked-token accuracy (%), mean of 20 steps",
+        ),
+        ("VQA fine-tuning", "batch soft score (%), mean of 20 steps"),
     ];
     let files = [
         "retrieval_learning_curves.png",
@@ -313,7 +319,13 @@ pub fn run(a: &DemoArgs) -> Result<()> {
             .iter()
             .map(|r| (r.name.to_string(), r.curves[t].clone()))
             .collect();
-        oscar_world::render::line_chart(titles[t], &series).save(a.out.join(files[t]))?;
+        oscar::plot::line_chart(
+            &a.out.join(files[t]),
+            titles[t].0,
+            "step",
+            titles[t].1,
+            &series,
+        )?;
     }
     std::fs::copy(
         world_dir.join("images/contact_sheet.png"),

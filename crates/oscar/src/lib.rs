@@ -8,6 +8,7 @@ pub mod error;
 pub mod infer;
 pub mod model;
 pub mod nn;
+pub mod plot;
 pub mod tasks;
 pub mod tokenizer;
 pub mod train;

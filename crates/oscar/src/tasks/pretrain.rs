@@ -853,10 +853,13 @@ fn plot_curves(out: &Path, logs: &[StepLog], evals: &[EvalLog]) -> Result<()> {
                 .collect(),
         ),
     ];
-    let img = oscar_world::render::line_chart("pre-training loss", &series);
-    let p = out.join("loss.png");
-    img.save(&p)
-        .map_err(|e| Error::Invalid(format!("{}: {e}", p.display())))?;
+    crate::plot::line_chart(
+        &out.join("loss.png"),
+        "pre-training loss",
+        "step",
+        "loss",
+        &series,
+    )?;
     if !evals.is_empty() {
         let series = vec![
             (
@@ -874,10 +877,13 @@ fn plot_curves(out: &Path, logs: &[StepLog], evals: &[EvalLog]) -> Result<()> {
                     .collect(),
             ),
         ];
-        let p = out.join("eval.png");
-        oscar_world::render::line_chart("held-out accuracy", &series)
-            .save(&p)
-            .map_err(|e| Error::Invalid(format!("{}: {e}", p.display())))?;
+        crate::plot::line_chart(
+            &out.join("eval.png"),
+            "held-out accuracy",
+            "step",
+            "accuracy",
+            &series,
+        )?;
     }
     Ok(())
 }
