@@ -222,7 +222,12 @@ fn encode_writes_inputs_and_every_head_output_consistent_with_the_library() {
         img_feats: Some(Tensor::from_vec(feats, (2, 4, 14), &Device::Cpu).unwrap()),
         attention_mask: Some(t["attention_mask"].clone()),
     };
-    let seq = m.model.bert.forward(&x, &Ctx::eval()).unwrap().sequence;
+    let seq = m
+        .model
+        .backbone()
+        .forward(&x, &Ctx::eval())
+        .unwrap()
+        .sequence;
     let d: f32 = seq
         .sub(&t["sequence"])
         .unwrap()

@@ -201,8 +201,8 @@ fn training_mode_applies_dropout_and_eval_mode_does_not() {
 fn pooled_forward_with_a_pruned_last_layer_equals_the_full_forward() {
     let m = fresh::<ImageBertForSequenceClassification>(&cfg());
     let mut x = batch(3);
-    let full = |x: &Inputs| m.model.bert.forward(x, &Ctx::eval()).unwrap().pooled;
-    let pruned = |x: &Inputs| m.model.bert.forward_pooled(x, &Ctx::eval()).unwrap();
+    let full = |x: &Inputs| m.model.backbone().forward(x, &Ctx::eval()).unwrap().pooled;
+    let pruned = |x: &Inputs| m.model.backbone().forward_pooled(x, &Ctx::eval()).unwrap();
     let diff = |a: &Tensor, b: &Tensor| -> f32 {
         (a - b)
             .unwrap()

@@ -82,7 +82,7 @@ fn pretraining_outputs_losses_and_gradients_match_pytorch_from_every_format() {
     ] {
         let m = load::<BertImgForPreTraining>("pretrain", file);
         assert_eq!(m.config.use_img_layernorm, Some(true));
-        let bert = m.model.bert.forward(&x, &Ctx::eval()).unwrap();
+        let bert = m.model.backbone().forward(&x, &Ctx::eval()).unwrap();
         assert_close(
             &format!("{file} sequence"),
             &bert.sequence,

@@ -10,7 +10,7 @@ use candle_core::{bail, DType, Result, Tensor};
 
 /// HF `BertPooler`: `tanh(dense(h[:, 0]))`.
 pub struct BertPooler {
-    pub dense: Linear,
+    pub(crate) dense: Linear,
 }
 
 impl BertPooler {
@@ -31,11 +31,11 @@ pub struct EncoderOutput {
 
 /// The backbone, keys `bert.*`.
 pub struct BertImgModel {
-    pub embeddings: BertEmbeddings,
-    pub encoder: BertEncoder,
-    pub pooler: BertPooler,
-    pub image: ImageEmbedding,
-    pub cfg: OscarConfig,
+    pub(crate) embeddings: BertEmbeddings,
+    pub(crate) encoder: BertEncoder,
+    pub(crate) pooler: BertPooler,
+    pub(crate) image: ImageEmbedding,
+    pub(crate) cfg: OscarConfig,
     device: candle_core::Device,
 }
 

@@ -10,9 +10,9 @@ use crate::nn::{ops, Ctx, ParamBuilder};
 use candle_core::{bail, DType, Result, Tensor};
 
 pub struct BertForImageCaptioning {
-    pub bert: BertImgModel,
+    pub(crate) bert: BertImgModel,
     /// `cls.predictions`.
-    pub predictions: BertLMPredictionHead,
+    pub(crate) predictions: BertLMPredictionHead,
     label_smoothing: f64,
     drop_worst_ratio: f64,
     drop_worst_after: usize,
@@ -39,6 +39,11 @@ impl BertForImageCaptioning {
 
     /// Logits `[M, V]` at the positions where `masked_pos` (`[B, S]`, S ≤ T, 0/1) is 1, in
     /// row-major order, as the reference's `sequence_output[masked_pos == 1]`.
+    /// The `bert` backbone under the head.
+    pub fn backbone(&self) -> &BertImgModel {
+        &self.bert
+    }
+
     pub fn forward(&self, x: &Inputs, masked_pos: &Tensor, ctx: &Ctx) -> Result<Tensor> {
         let out = self.bert.forward(x, ctx)?;
         let (b, s) = masked_pos.dims2()?;

@@ -67,8 +67,8 @@ fn check_dense(t: &Tensor, b: usize, n: usize) -> Result<()> {
 
 /// `classifier(dropout(pooled))`, keys `bert.*` and `classifier.*`.
 pub struct ImageBertForSequenceClassification {
-    pub bert: BertImgModel,
-    pub classifier: Classifier,
+    pub(crate) bert: BertImgModel,
+    pub(crate) classifier: Classifier,
     dropout: f64,
     loss_type: LossType,
 }
@@ -84,6 +84,11 @@ impl ImageBertForSequenceClassification {
     }
 
     /// `[B, num_labels]` logits.
+    /// The `bert` backbone under the head.
+    pub fn backbone(&self) -> &BertImgModel {
+        &self.bert
+    }
+
     pub fn forward(&self, x: &Inputs, ctx: &Ctx) -> Result<Tensor> {
         let pooled = self.bert.forward_pooled(x, ctx)?;
         self.classifier
@@ -98,8 +103,8 @@ impl ImageBertForSequenceClassification {
 /// NLVR2: the statement with each of `num_choice` images; the pooled outputs are concatenated
 /// (`[B, C·H]`) and classified by `classifier` (MLP with LayerNorm when `use_img_layernorm`).
 pub struct ImageBertForMultipleChoice {
-    pub bert: BertImgModel,
-    pub classifier: Classifier,
+    pub(crate) bert: BertImgModel,
+    pub(crate) classifier: Classifier,
     num_choice: usize,
     dropout: f64,
     loss_type: LossType,
@@ -122,6 +127,11 @@ impl ImageBertForMultipleChoice {
     }
 
     /// `x` holds `B·C` rows, the C choices of each item consecutive. Returns `[B, num_labels]`.
+    /// The `bert` backbone under the head.
+    pub fn backbone(&self) -> &BertImgModel {
+        &self.bert
+    }
+
     pub fn forward(&self, x: &Inputs, ctx: &Ctx) -> Result<Tensor> {
         let rows = x.input_ids.dim(0)?;
         if rows % self.num_choice != 0 {

@@ -7,10 +7,10 @@ use candle_core::{DType, Result, Tensor};
 
 /// HF `BertEmbeddings` (keys `bert.embeddings.*`).
 pub struct BertEmbeddings {
-    pub word_embeddings: Embedding,
-    pub position_embeddings: Embedding,
-    pub token_type_embeddings: Embedding,
-    pub layer_norm: LayerNorm,
+    pub(crate) word_embeddings: Embedding,
+    pub(crate) position_embeddings: Embedding,
+    pub(crate) token_type_embeddings: Embedding,
+    pub(crate) layer_norm: LayerNorm,
     dropout: f64,
 }
 
@@ -71,8 +71,8 @@ impl BertEmbeddings {
 
 /// Oscar's region embedding (`bert.img_embedding`, `bert.LayerNorm` when `use_img_layernorm`).
 pub struct ImageEmbedding {
-    pub img_embedding: Linear,
-    pub layer_norm: Option<LayerNorm>,
+    pub(crate) img_embedding: Linear,
+    pub(crate) layer_norm: Option<LayerNorm>,
     dropout: f64,
 }
 

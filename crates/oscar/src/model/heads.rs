@@ -7,8 +7,8 @@ use candle_core::{Result, Tensor};
 
 /// `transform`: dense → activation → LayerNorm.
 pub struct BertPredictionHeadTransform {
-    pub dense: Linear,
-    pub layer_norm: LayerNorm,
+    pub(crate) dense: Linear,
+    pub(crate) layer_norm: LayerNorm,
     act: String,
 }
 
@@ -34,10 +34,10 @@ impl BertPredictionHeadTransform {
 
 /// `cls.predictions`: transform, then `decoder` (`[V, H]`, no bias) plus `bias[V]`.
 pub struct BertLMPredictionHead {
-    pub transform: BertPredictionHeadTransform,
+    pub(crate) transform: BertPredictionHeadTransform,
     /// The word-embedding matrix itself when tied, else the head's own `decoder.weight`.
-    pub decoder_weight: Tensor,
-    pub bias: Tensor,
+    pub(crate) decoder_weight: Tensor,
+    pub(crate) bias: Tensor,
 }
 
 impl BertLMPredictionHead {

@@ -10,11 +10,11 @@ use crate::nn::{ops, Ctx, Linear, ParamBuilder};
 use candle_core::{Result, Tensor};
 
 pub struct BertImgForPreTraining {
-    pub bert: BertImgModel,
+    pub(crate) bert: BertImgModel,
     /// `cls.predictions`.
-    pub predictions: BertLMPredictionHead,
+    pub(crate) predictions: BertLMPredictionHead,
     /// `cls.seq_relationship`.
-    pub seq_relationship: Linear,
+    pub(crate) seq_relationship: Linear,
 }
 
 /// Logits of both objectives.
@@ -40,6 +40,11 @@ impl BertImgForPreTraining {
             )?,
             bert,
         })
+    }
+
+    /// The `bert` backbone under the head.
+    pub fn backbone(&self) -> &BertImgModel {
+        &self.bert
     }
 
     pub fn forward(&self, x: &Inputs, ctx: &Ctx) -> Result<PreTrainingOutput> {
