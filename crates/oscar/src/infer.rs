@@ -3,17 +3,21 @@
 //! typed image inputs, plain outputs. It mirrors what the reference's `run_*.py --do_test`
 //! scripts do for one batch, without their dataset classes: [`Captioning::caption`],
 //! [`Answering::answer`], [`Matching::score`] / [`Matching::rank_texts`] /
-//! [`Matching::rank_images`].
+//! [`Matching::rank_images`], and [`Encoder::encode`] (every output of any checkpoint).
 
+use crate::checkpoint::{read_checkpoint, AnyModel, Fresh, HeadKind};
+use crate::config::OscarConfig;
 use crate::data::features::{box_dims, regions_from, FeatureStore, Regions};
+use crate::data::items::Item;
+use crate::data::tensorize::{collate, Encoded, Layout};
 use crate::error::{Error, Result};
 use crate::tasks::caption::decode::DecodeSettings;
 use crate::tasks::caption::{Captioner, Mode};
 use crate::tasks::qa::{Answerer, QaSet};
 use crate::tasks::retrieval::{saved_settings, RetrievalSet, RetrievalTrainConfig, Retriever};
 use crate::tokenizer::BertTokenizer;
-use candle_core::Device;
-use std::collections::HashMap;
+use candle_core::{DType, Device, Tensor};
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 /// One image as the models read it: region features (rows of the model's region width — a
@@ -360,5 +364,110 @@ impl TaskModel {
             TaskModel::Answering(_) => "question answering",
             TaskModel::Matching(_) => "image-text matching",
         }
+    }
+}
+
+/// Every output of any checkpoint's model for free-form items (`oscar encode`): the tensorized
+/// inputs, the sequence and pooled states and each head's logits, as named tensors in item order.
+/// What a user needs for embeddings, and for checking numerics against another implementation.
+pub struct Encoder {
+    model: AnyModel,
+    head: HeadKind,
+    config: OscarConfig,
+    tok: BertTokenizer,
+    device: Device,
+}
+
+impl Encoder {
+    /// Loads a checkpoint (directory or weights file) with the model its keys describe; `vocab`
+    /// when no `vocab.txt` sits beside it.
+    pub fn load(checkpoint: &Path, vocab: Option<&Path>, device: &Device) -> Result<Self> {
+        let ckpt = read_checkpoint(checkpoint)?;
+        let vocab = vocab
+            .map(Path::to_path_buf)
+            .or_else(|| ckpt.vocab.clone())
+            .ok_or_else(|| {
+                Error::Invalid(format!(
+                    "{}: no vocab.txt next to the checkpoint: give one",
+                    checkpoint.display()
+                ))
+            })?;
+        let tok = BertTokenizer::from_vocab(&vocab)?;
+        let (head, model, _params, config, _report) =
+            AnyModel::load(ckpt, None, Fresh::Nothing, device)?;
+        if tok.vocab_size() > config.vocab_size {
+            return Err(Error::Invalid(format!(
+                "{} has {} tokens but the model's vocab_size is {}",
+                vocab.display(),
+                tok.vocab_size(),
+                config.vocab_size
+            )));
+        }
+        Ok(Encoder {
+            model,
+            head,
+            config,
+            tok,
+            device: device.clone(),
+        })
+    }
+
+    /// The head the checkpoint's keys describe.
+    pub fn head(&self) -> HeadKind {
+        self.head
+    }
+
+    pub fn feature_dim(&self) -> usize {
+        self.config.img_feature_dim
+    }
+
+    /// Tensorizes `items` with `layout` (fixed padding to its lengths) and runs the model,
+    /// `batch_size` items at a time; `progress` gets the items done per batch.
+    pub fn encode(
+        &self,
+        items: &[Item],
+        layout: &Layout,
+        batch_size: usize,
+        mut progress: impl FnMut(usize),
+    ) -> Result<Vec<(String, Tensor)>> {
+        if batch_size == 0 {
+            return Err(Error::Invalid("the batch size must be positive".into()));
+        }
+        let dim = self.feature_dim();
+        let (t, r) = (layout.max_seq_length, layout.max_img_seq_length);
+        let encoded: Vec<Encoded> = items
+            .iter()
+            .map(|it| layout.encode(&self.tok, &it.text, it.tags.as_deref(), &it.features, dim))
+            .collect::<Result<_>>()?;
+        let mut outs: BTreeMap<&'static str, Vec<Tensor>> = BTreeMap::new();
+        let _no_grad = crate::nn::NoGrad::new();
+        for chunk in encoded.chunks(batch_size) {
+            let x = collate(chunk, t, r, dim, &self.device)?;
+            let out = self.model.bert().forward(&x, &crate::nn::Ctx::eval())?;
+            let heads = self.model.head_outputs(&out)?;
+            let b = chunk.len();
+            let pos = Tensor::arange(0u32, t as u32, &self.device)?
+                .unsqueeze(0)?
+                .repeat((b, 1))?;
+            let mut push = |k: &'static str, v: Tensor| outs.entry(k).or_default().push(v);
+            // Ids as int64, what torch and numpy users index with.
+            push("input_ids", x.input_ids.to_dtype(DType::I64)?);
+            if let Some(types) = &x.token_type_ids {
+                push("token_type_ids", types.to_dtype(DType::I64)?);
+            }
+            push("position_ids", pos.to_dtype(DType::I64)?);
+            if let Some(mask) = &x.attention_mask {
+                push("attention_mask", mask.clone());
+            }
+            push("sequence", out.sequence);
+            push("pooled", out.pooled);
+            for (k, v) in heads {
+                push(k, v);
+            }
+            progress(b);
+        }
+        outs.into_iter()
+            .map(|(k, parts)| Ok((k.to_string(), Tensor::cat(&parts, 0)?)))
+            .collect()
     }
 }

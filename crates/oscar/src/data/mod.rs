@@ -6,6 +6,7 @@ pub mod caption;
 pub mod check;
 pub mod corpus;
 pub mod features;
+pub mod items;
 pub mod masking;
 pub mod tensorize;
 pub mod text;
