@@ -80,7 +80,7 @@ pub fn convert(
         return convert_detector_predictions(input, output);
     }
     let ckpt = read_checkpoint(input)?;
-    if let Some(dim) = feature_dict_width(&ckpt) {
+    if let Some(dim) = oscar::data::convert::feature_dict_width(&ckpt) {
         return convert_features(input, output, dim);
     }
     let cfg = config.map(OscarConfig::from_file).transpose()?;
@@ -128,87 +128,28 @@ pub fn convert(
     Ok(())
 }
 
-/// A torch dict of `[num_boxes, D]` tensors keyed by image id (`*_img_frcnn_feats.pt`), not a
-/// model: every tensor 2-D with one width and no model key.
-fn feature_dict_width(ckpt: &oscar::checkpoint::Checkpoint) -> Option<usize> {
-    let model_like = ckpt.tensors.keys().any(|k| {
-        k.contains("embeddings")
-            || k.contains("encoder.")
-            || k.contains("weight")
-            || k.contains("bias")
-    });
-    let mut widths = ckpt.tensors.values().map(|t| {
-        if t.rank() == 2 {
-            Some(t.dims()[1])
-        } else {
-            None
-        }
-    });
-    let first = widths.next()??;
-    (!model_like && widths.all(|w| w == Some(first))).then_some(first)
-}
-
 /// `oscar convert feats.pt OUT_DIR`: region features to `features.tsv` + `.lineidx` + `imageid2idx.json`.
 fn convert_features(input: &Path, output: &Path, dim: usize) -> Result<()> {
-    use oscar::data::features::{write_feature_tsv, FeatureStore};
-    let store = FeatureStore::open_torch_dict(input, dim)?;
-    let items: Vec<(String, oscar::data::features::Regions)> = store
-        .keys()
-        .into_iter()
-        .map(|k| store.get(&k).map(|r| (k, r)))
-        .collect::<oscar::Result<_>>()?;
-    let tsv = write_feature_tsv(output, &items)?;
+    let c = oscar::data::convert::torch_features_to_tsv(input, output, dim)?;
     outln!(
         "wrote {} ({} images, {dim}-d regions) with features.lineidx and imageid2idx.json",
-        tsv.display(),
-        items.len()
+        c.path.display(),
+        c.images
     );
     Ok(())
 }
 
-/// `oscar convert predictions.tsv OUT_DIR`: scene_graph_benchmark / VinVL detector output with a
-/// base64 `feature` per object becomes Oscar's region features, the 6 box dims appended
-/// (`[x1/W, y1/H, x2/W, y2/H, w/W, h/H]`, what users otherwise do by hand).
+/// `oscar convert predictions.tsv OUT_DIR`: detector output with a base64 `feature` per object
+/// becomes Oscar's region features, the 6 box dims appended.
 fn convert_detector_predictions(input: &Path, output: &Path) -> Result<()> {
-    use base64::Engine;
-    use oscar::data::features::{parse_detections, write_feature_tsv};
-    let tsv = oscar::data::tsv::TsvFile::open(input)?;
-    let mut items = Vec::with_capacity(tsv.num_rows());
-    let mut det_dim = None;
-    for i in 0..tsv.num_rows() {
-        let at = format!("{}: row {}", input.display(), i + 1);
-        let f = tsv.row(i)?;
-        anyhow::ensure!(
-            f.len() == 2,
-            "{at}: {} columns, expected `image_id<TAB>json`",
-            f.len()
-        );
-        let d = parse_detections(&f[1], &at).map_err(anyhow::Error::msg)?;
-        let dim = match det_dim {
-            Some(d) => d,
-            None => {
-                let first = d.objects.iter().find_map(|o| o.feature.as_ref()).ok_or_else(|| anyhow::anyhow!("{at}: objects carry no `feature`: run the detector with feature output"))?;
-                let n = base64::engine::general_purpose::STANDARD
-                    .decode(first.trim())
-                    .map_err(|e| anyhow::anyhow!("{at}: bad base64 feature: {e}"))?
-                    .len()
-                    / 4;
-                *det_dim.insert(n)
-            }
-        };
-        items.push((
-            f[0].clone(),
-            d.regions_with_boxes(dim, &at).map_err(anyhow::Error::msg)?,
-        ));
-    }
-    let dim = det_dim.unwrap_or(0);
-    let out = write_feature_tsv(output, &items)?;
+    let c = oscar::data::convert::detector_predictions_to_tsv(input, output)?;
+    let dim = c.detector_dim.unwrap_or(0);
     outln!(
         "wrote {} ({} images, {}-d detector features + 6 box dims = {})",
-        out.display(),
-        items.len(),
+        c.path.display(),
+        c.images,
         dim,
-        dim + 6
+        c.region_dim
     );
     Ok(())
 }

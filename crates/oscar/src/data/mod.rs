@@ -4,6 +4,7 @@
 pub mod attention_mask;
 pub mod caption;
 pub mod check;
+pub mod convert;
 pub mod corpus;
 pub mod features;
 pub mod items;
