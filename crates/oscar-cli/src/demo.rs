@@ -54,6 +54,93 @@ struct Arm {
     curves: [Vec<(f64, f64)>; 3],
 }
 
+/// What `results.json` holds (and the report is written from).
+#[derive(serde::Serialize)]
+struct DemoResults {
+    quick: bool,
+    seconds: f64,
+    world: WorldSize,
+    budget: BudgetOut,
+    pretraining: Vec<PretrainArm>,
+    retrieval: Vec<RetrievalArm>,
+    captioning: Vec<CaptionArm>,
+    /// Why METEOR is n/a, when it is.
+    meteor_missing: Option<String>,
+    captioning_nearest_neighbour: CaptionFigures,
+    vqa: Vec<VqaArm>,
+    vqa_majority: Majority,
+}
+
+#[derive(serde::Serialize)]
+struct WorldSize {
+    images: usize,
+    region_dim: usize,
+    test_images: usize,
+}
+
+#[derive(serde::Serialize)]
+struct BudgetOut {
+    pretrain_steps: u64,
+    finetune_steps: u64,
+}
+
+#[derive(serde::Serialize)]
+struct PretrainArm {
+    arm: String,
+    steps: u64,
+    final_loss: Option<f64>,
+    held_out: Option<oscar::tasks::pretrain::EvalLog>,
+}
+
+#[derive(serde::Serialize)]
+struct RetrievalArm {
+    arm: String,
+    recall: std::collections::BTreeMap<&'static str, f64>,
+    images: usize,
+    captions: usize,
+}
+
+#[derive(serde::Serialize)]
+struct CaptionFigures {
+    bleu4: f64,
+    meteor: Option<f64>,
+    rouge_l: f64,
+    cider: f64,
+    cider_d: Option<f64>,
+}
+
+impl CaptionFigures {
+    fn of(s: &oscar_eval::captions::CaptionScores) -> Self {
+        CaptionFigures {
+            bleu4: s.bleu[3],
+            meteor: s.meteor,
+            rouge_l: s.rouge_l,
+            cider: s.cider,
+            cider_d: s.cider_d,
+        }
+    }
+}
+
+#[derive(serde::Serialize)]
+struct CaptionArm {
+    arm: String,
+    #[serde(flatten)]
+    figures: CaptionFigures,
+}
+
+#[derive(serde::Serialize)]
+struct VqaArm {
+    arm: String,
+    accuracy: f64,
+    per_question_type: std::collections::BTreeMap<String, f64>,
+}
+
+#[derive(serde::Serialize)]
+struct Majority {
+    overall: f64,
+    per_question_type: f64,
+}
+
 pub fn run(a: &DemoArgs) -> Result<()> {
     let t0 = Instant::now();
     let b = if a.quick {
@@ -356,24 +443,63 @@ pub fn run(a: &DemoArgs) -> Result<()> {
         oscar_eval::vqa::evaluate_vqa(&vqa_anns, &overall, false)?.overall,
         oscar_eval::vqa::evaluate_vqa(&vqa_anns, &typed, false)?.overall,
     );
-    let json = serde_json::json!({
-        "quick": a.quick,
-        "seconds": t0.elapsed().as_secs_f64(),
-        "world": {"images": b.images, "region_dim": dim, "test_images": b.test_images},
-        "budget": {"pretrain_steps": b.pretrain_steps, "finetune_steps": b.finetune_steps},
-        "pretraining": pre.iter().map(|(n, r)| serde_json::json!({"arm": n, "steps": r.steps, "final_loss": r.logs.last().map(|l| l.loss), "held_out": r.evals.last()})).collect::<Vec<_>>(),
-        "retrieval": results.iter().map(|r| serde_json::json!({"arm": r.name, "recall": summary(&r.retrieval.full), "images": r.retrieval.images, "captions": r.retrieval.captions})).collect::<Vec<_>>(),
-        "captioning": results.iter().map(|r| serde_json::json!({"arm": r.name, "bleu4": r.caption.bleu[3], "meteor": r.caption.meteor, "rouge_l": r.caption.rouge_l, "cider": r.caption.cider, "cider_d": r.caption.cider_d})).collect::<Vec<_>>(),
-        "meteor_missing": meteor_missing,
-        "captioning_nearest_neighbour": {"bleu4": nn_scores.bleu[3], "meteor": nn_scores.meteor, "rouge_l": nn_scores.rouge_l, "cider": nn_scores.cider, "cider_d": nn_scores.cider_d},
-        "vqa": results.iter().map(|r| serde_json::json!({"arm": r.name, "accuracy": r.vqa.overall, "per_question_type": r.vqa.per_question_type})).collect::<Vec<_>>(),
-        "vqa_majority": {"overall": maj.0, "per_question_type": maj.1},
-    });
+    let results_out = DemoResults {
+        quick: a.quick,
+        seconds: t0.elapsed().as_secs_f64(),
+        world: WorldSize {
+            images: b.images,
+            region_dim: dim,
+            test_images: b.test_images,
+        },
+        budget: BudgetOut {
+            pretrain_steps: b.pretrain_steps,
+            finetune_steps: b.finetune_steps,
+        },
+        pretraining: pre
+            .iter()
+            .map(|(n, r)| PretrainArm {
+                arm: n.to_string(),
+                steps: r.steps,
+                final_loss: r.logs.last().map(|l| l.loss),
+                held_out: r.evals.last().cloned(),
+            })
+            .collect(),
+        retrieval: results
+            .iter()
+            .map(|r| RetrievalArm {
+                arm: r.name.into(),
+                recall: summary(&r.retrieval.full),
+                images: r.retrieval.images,
+                captions: r.retrieval.captions,
+            })
+            .collect(),
+        captioning: results
+            .iter()
+            .map(|r| CaptionArm {
+                arm: r.name.into(),
+                figures: CaptionFigures::of(&r.caption),
+            })
+            .collect(),
+        meteor_missing,
+        captioning_nearest_neighbour: CaptionFigures::of(&nn_scores),
+        vqa: results
+            .iter()
+            .map(|r| VqaArm {
+                arm: r.name.into(),
+                accuracy: r.vqa.overall,
+                per_question_type: r.vqa.per_question_type.clone(),
+            })
+            .collect(),
+        vqa_majority: Majority {
+            overall: maj.0,
+            per_question_type: maj.1,
+        },
+    };
     oscar::checkpoint::write_atomic(
         &a.out.join("results.json"),
-        serde_json::to_string_pretty(&json)?.as_bytes(),
+        serde_json::to_string_pretty(&results_out)?.as_bytes(),
     )?;
-    write_report(&a.out, &json, showcase.is_some())?;
+    write_report(&a.out, &results_out, showcase.is_some())?;
     outln!();
     outln!(
         "{:<26} {:>7} {:>6} {:>6} {:>7} {:>6} {:>6} | {:>7} {:>7} {:>7} | {:>6}",
@@ -452,34 +578,30 @@ fn showcase_lines(
     Ok(out)
 }
 
-fn write_report(out: &Path, j: &serde_json::Value, scenes: bool) -> Result<()> {
-    let f = |v: &serde_json::Value| {
-        v.as_f64()
-            .map(|x| format!("{x:.3}"))
-            .unwrap_or_else(|| "n/a".into())
-    };
+fn write_report(out: &Path, j: &DemoResults, scenes: bool) -> Result<()> {
+    let f = |v: Option<f64>| v.map(|x| format!("{x:.3}")).unwrap_or_else(|| "n/a".into());
     let mut md = String::from("# oscar-rs demo\n\nThe synthetic world, a small Oscar pre-trained with and without object tags (same steps, same seed), and three arms (no pre-training, without tags, with tags) each fine-tuned with the same budget for image–text retrieval, captioning and VQA, evaluated with the official metrics. The numbers are whatever this run gave; `results.json` holds them all.\n\n![world](world.png)\n\n");
-    md += &format!("Budget: {} pre-training steps per arm, {} fine-tuning steps per task and arm; {} s in all.\n\n## Pre-training (held-out)\n\nMasked-token loss on matched pairs only; polluting tags drawn from other images' tags, half of them with as many tags as the true ones (README, \"What the world shows\"). Masked caption words are also scored with the image's own tags and regions, and with another image's tags (and regions): the gap is how much the words read the tags.\n\n| arm | steps | final loss | MLM accuracy | contrastive accuracy | caption words, own tags | other image's tags | other image |\n|---|---|---|---|---|---|---|---|\n", j["budget"]["pretrain_steps"], j["budget"]["finetune_steps"], j["seconds"].as_f64().unwrap_or(0.0).round());
-    for p in j["pretraining"].as_array().into_iter().flatten() {
-        let h = &p["held_out"];
+    md += &format!("Budget: {} pre-training steps per arm, {} fine-tuning steps per task and arm; {} s in all.\n\n## Pre-training (held-out)\n\nMasked-token loss on matched pairs only; polluting tags drawn from other images' tags, half of them with as many tags as the true ones (README, \"What the world shows\"). Masked caption words are also scored with the image's own tags and regions, and with another image's tags (and regions): the gap is how much the words read the tags.\n\n| arm | steps | final loss | MLM accuracy | contrastive accuracy | caption words, own tags | other image's tags | other image |\n|---|---|---|---|---|---|---|---|\n", j.budget.pretrain_steps, j.budget.finetune_steps, j.seconds.round());
+    for p in &j.pretraining {
+        let h = p.held_out.as_ref();
         md += &format!(
             "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
-            p["arm"].as_str().unwrap_or(""),
-            p["steps"],
-            f(&p["final_loss"]),
-            f(&h["mlm_accuracy"]),
-            f(&h["contrastive_accuracy"]),
-            f(&h["caption_accuracy_own_tags"]),
-            f(&h["caption_accuracy_other_tags"]),
-            f(&h["caption_accuracy_other_image"])
+            p.arm,
+            p.steps,
+            f(p.final_loss),
+            f(h.map(|h| h.mlm_accuracy)),
+            f(h.map(|h| h.contrastive_accuracy)),
+            f(h.and_then(|h| h.caption_accuracy_own_tags)),
+            f(h.and_then(|h| h.caption_accuracy_other_tags)),
+            f(h.and_then(|h| h.caption_accuracy_other_image))
         );
     }
-    md += &format!("\n## Retrieval (recall in %, {} test images × their captions; chance R@1 = 100/images; half the training negatives same-shape, see README)\n\n| arm | i2t R@1 | R@5 | R@10 | t2i R@1 | R@5 | R@10 |\n|---|---|---|---|---|---|---|\n", j["world"]["test_images"]);
-    for r in j["retrieval"].as_array().into_iter().flatten() {
-        let v = |k: &str| r["recall"][k].as_f64().unwrap_or(f64::NAN);
+    md += &format!("\n## Retrieval (recall in %, {} test images × their captions; chance R@1 = 100/images; half the training negatives same-shape, see README)\n\n| arm | i2t R@1 | R@5 | R@10 | t2i R@1 | R@5 | R@10 |\n|---|---|---|---|---|---|---|\n", j.world.test_images);
+    for r in &j.retrieval {
+        let v = |k: &str| r.recall.get(k).copied().unwrap_or(f64::NAN);
         md += &format!(
             "| {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} |\n",
-            r["arm"].as_str().unwrap_or(""),
+            r.arm,
             v("i2t_r1"),
             v("i2t_r5"),
             v("i2t_r10"),
@@ -489,45 +611,33 @@ fn write_report(out: &Path, j: &serde_json::Value, scenes: bool) -> Result<()> {
         );
     }
     md += "\n![retrieval curves](retrieval_learning_curves.png)\n\n## Captioning (beam 5; pycocoevalcap scale)\n\n| arm | BLEU-4 | METEOR | ROUGE-L | CIDEr | CIDEr-D (train df) |\n|---|---|---|---|---|---|\n";
-    for r in j["captioning"].as_array().into_iter().flatten() {
-        md += &format!(
-            "| {} | {} | {} | {} | {} | {} |\n",
-            r["arm"].as_str().unwrap_or(""),
-            f(&r["bleu4"]),
-            f(&r["meteor"]),
-            f(&r["rouge_l"]),
-            f(&r["cider"]),
-            f(&r["cider_d"])
-        );
+    let row = |name: &str, c: &CaptionFigures| {
+        format!(
+            "| {name} | {} | {} | {} | {} | {} |\n",
+            f(Some(c.bleu4)),
+            f(c.meteor),
+            f(Some(c.rouge_l)),
+            f(Some(c.cider)),
+            f(c.cider_d)
+        )
+    };
+    for r in &j.captioning {
+        md += &row(&r.arm, &r.figures);
     }
-    let nn = &j["captioning_nearest_neighbour"];
-    md += &format!(
-        "| nearest-neighbour caption | {} | {} | {} | {} | {} |\n",
-        f(&nn["bleu4"]),
-        f(&nn["meteor"]),
-        f(&nn["rouge_l"]),
-        f(&nn["cider"]),
-        f(&nn["cider_d"])
-    );
-    if let Some(why) = j["meteor_missing"].as_str() {
+    md += &row("nearest-neighbour caption", &j.captioning_nearest_neighbour);
+    if let Some(why) = &j.meteor_missing {
         md += &format!("\nMETEOR is n/a: {why}.\n");
     }
     md += "\n![captioning curves](caption_learning_curves.png)\n\n## VQA (official accuracy, %)\n\nMLP answer head. The per-type skills take tens of thousands of steps to appear, far more than this budget: README, \"VQA, GQA, NLVR2\", has 50,000-step runs on a 10,000-image world.\n\n| arm | overall | by question type |\n|---|---|---|\n";
-    for r in j["vqa"].as_array().into_iter().flatten() {
-        let types: Vec<String> = r["per_question_type"]
-            .as_object()
-            .into_iter()
-            .flatten()
-            .map(|(k, v)| format!("{k}: {:.1}", v.as_f64().unwrap_or(f64::NAN)))
+    for r in &j.vqa {
+        let types: Vec<String> = r
+            .per_question_type
+            .iter()
+            .map(|(k, v)| format!("{k}: {v:.1}"))
             .collect();
-        md += &format!(
-            "| {} | {:.1} | {} |\n",
-            r["arm"].as_str().unwrap_or(""),
-            r["accuracy"].as_f64().unwrap_or(f64::NAN),
-            types.join("; ")
-        );
+        md += &format!("| {} | {:.1} | {} |\n", r.arm, r.accuracy, types.join("; "));
     }
-    md += &format!("| majority answer | {:.1} | per question type: {:.1} |\n\n![VQA curves](vqa_learning_curves.png)\n", j["vqa_majority"]["overall"].as_f64().unwrap_or(f64::NAN), j["vqa_majority"]["per_question_type"].as_f64().unwrap_or(f64::NAN));
+    md += &format!("| majority answer | {:.1} | per question type: {:.1} |\n\n![VQA curves](vqa_learning_curves.png)\n", j.vqa_majority.overall, j.vqa_majority.per_question_type);
     if scenes {
         md += "\n## Test scenes (the arm pre-trained with tags)\n\nUnder each scene: its detector tags, the generated caption, the best-scoring caption among all test captions, and the answers to its questions.\n\n![scenes](test_scenes.png)\n";
     }
