@@ -267,7 +267,7 @@ pub(crate) struct RunArgs {
     /// Continue an interrupted run from one of its OUT/checkpoint-N directories (same settings).
     #[arg(long)]
     pub resume: Option<PathBuf>,
-    /// Where to train: cpu (AdamW's kernel is the CPU's; inference commands take other devices).
+    /// Where to train: cpu, cuda:N or metal:N (CUDA and Metal need a build with that support).
     #[arg(long, default_value = "cpu", value_parser = parse_device)]
     pub device: candle_core::Device,
 }

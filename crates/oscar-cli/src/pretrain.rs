@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 use clap::Args;
-use oscar::tasks::pretrain::{pretrain, PretrainConfig};
+use oscar::tasks::pretrain::{pretrain_on, PretrainConfig};
 use std::path::PathBuf;
 
 #[derive(Args)]
@@ -46,6 +46,9 @@ pub struct PretrainArgs {
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
+    /// Where to train: cpu, cuda:N or metal:N (CUDA and Metal need a build with that support).
+    #[arg(long, default_value = "cpu", value_parser = crate::parse_device)]
+    device: candle_core::Device,
 }
 
 pub fn run(a: &PretrainArgs) -> Result<()> {
@@ -77,7 +80,7 @@ pub fn run(a: &PretrainArgs) -> Result<()> {
     if a.quiet {
         cfg.progress = false;
     }
-    let r = pretrain(&cfg, a.resume.as_deref())?;
+    let r = pretrain_on(&cfg, a.resume.as_deref(), &a.device)?;
     let last = r.logs.last();
     outln!(
         "pre-trained {} steps in {:.1} s: final loss {:.4}{}; curves in {}",

@@ -327,3 +327,46 @@ fn evaluations_are_logged_and_the_best_model_is_kept() {
     .unwrap_or_default();
     assert!(e.contains("bleu") && e.contains("score"), "{e}");
 }
+
+/// Training as another device runs it — candle's composite ops and AdamW's tensor-op update in
+/// place of the CPU kernels — follows the CPU run step for step.
+#[test]
+fn training_on_the_composite_path_follows_the_cpu_run() {
+    let d = world();
+    let p = d.path();
+    let tok = BertTokenizer::from_vocab(&p.join("vocab.txt")).unwrap();
+    let feats = p.join("features/features.tsv");
+    let answers = AnswerVocab::read(&p.join("vqa/ans2label.json")).unwrap();
+    let qa = QaSet::open(&p.join("vqa/train.json"), &feats, 14, answers.len()).unwrap();
+    let cfg = QaConfig {
+        optim: optim(1e-3),
+        ..QaConfig::default()
+    };
+    let tiny = OscarConfig::tiny(tok.vocab_size(), 14);
+    let run = || {
+        let mut losses = Vec::new();
+        oscar::tasks::qa::train(
+            &qa,
+            &tok,
+            &answers,
+            None,
+            &tiny,
+            &cfg,
+            &RunFiles::default(),
+            None,
+            |_, l, _| losses.push(l),
+        )
+        .unwrap();
+        losses
+    };
+    let cpu = run();
+    let composite = oscar::nn::fused::composite_only(run);
+    assert_eq!(cpu.len(), STEPS as usize);
+    for (k, (a, b)) in cpu.iter().zip(&composite).enumerate() {
+        assert!(
+            (a - b).abs() <= 1e-4 * a.abs().max(1.0),
+            "step {}: {a} vs {b}",
+            k + 1
+        );
+    }
+}

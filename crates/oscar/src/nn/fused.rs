@@ -47,7 +47,7 @@ fn op3<C: CustomOp3 + Send + Sync + 'static>(
 /// Whether the fused CPU kernels can run on these tensors (f32 on the CPU, and not switched off
 /// by [`composite_only`]); elsewhere the same function runs as candle's composite ops
 /// ([`super::composite`]), which every device supports.
-fn fused_path(ts: &[&Tensor]) -> bool {
+pub(crate) fn fused_path(ts: &[&Tensor]) -> bool {
     !COMPOSITE_ONLY.with(|c| c.get())
         && ts
             .iter()

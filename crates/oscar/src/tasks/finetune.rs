@@ -135,7 +135,7 @@ pub fn start<M: Buildable>(
 /// `--keep-best`, `--resume`), and where it computes: the same for every task.
 #[derive(Debug, Clone)]
 pub struct RunFiles {
-    /// Where the model is built and trained ([`crate::train::trainer::training_device`] by default).
+    /// Where the model is built and trained (the CPU by default).
     pub device: Device,
     /// The run's directory: `metrics.jsonl`, `checkpoint-N/`, `best/` (none: nothing is written).
     pub out: Option<PathBuf>,

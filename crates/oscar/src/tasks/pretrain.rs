@@ -399,6 +399,15 @@ fn make_batch(
 
 /// Trains; `resume` continues from a checkpoint directory written by a previous run.
 pub fn pretrain(cfg: &PretrainConfig, resume: Option<&Path>) -> Result<PretrainReport> {
+    pretrain_on(cfg, resume, &training_device())
+}
+
+/// [`pretrain`] with the model on `device`.
+pub fn pretrain_on(
+    cfg: &PretrainConfig,
+    resume: Option<&Path>,
+    device: &candle_core::Device,
+) -> Result<PretrainReport> {
     cfg.validate()?;
     let started = std::time::Instant::now();
     let corpus = PretrainCorpus::open(&cfg.dataset, cfg.img_feature_dim)?;
@@ -481,16 +490,16 @@ pub fn pretrain(cfg: &PretrainConfig, resume: Option<&Path>) -> Result<PretrainR
             None,
             Fresh::Nothing,
             cfg.seed,
-            &training_device(),
+            device,
         )?,
         (None, Some(init)) => load_model::<BertImgForPreTraining>(
             read_checkpoint(init)?,
             Some(oc),
             Fresh::Missing,
             cfg.seed,
-            &training_device(),
+            device,
         )?,
-        (None, None) => build_fresh::<BertImgForPreTraining>(&oc, cfg.seed, &training_device())?,
+        (None, None) => build_fresh::<BertImgForPreTraining>(&oc, cfg.seed, device)?,
     };
     std::fs::create_dir_all(&cfg.output_dir).map_err(|e| Error::io(&cfg.output_dir, e))?;
     let run_toml = cfg.to_toml();

@@ -41,6 +41,9 @@ struct Slot {
     name: String,
     m: Vec<f32>,
     v: Vec<f32>,
+    /// The moments as tensors beside a parameter that is not an f32 CPU tensor (a GPU's): the
+    /// update then runs as tensor ops there. Created from `m`/`v` on first use.
+    on_device: Option<(Tensor, Tensor)>,
     decay: bool,
     frozen: bool,
 }
@@ -134,6 +137,7 @@ impl AdamW {
                 name: name.clone(),
                 m: vec![0.0; var.elem_count()],
                 v: vec![0.0; var.elem_count()],
+                on_device: None,
                 decay: decays(name),
                 frozen: frozen.iter().any(|f| name.starts_with(f)),
             })
@@ -193,12 +197,16 @@ impl AdamW {
             let Some(g) = grads.get(var.as_tensor()) else {
                 continue;
             };
-            let g: Vec<f32> = g.flatten_all()?.to_vec1()?;
             let wd = if slot.decay {
                 self.cfg.weight_decay
             } else {
                 0.0
             };
+            if !crate::nn::fused::fused_path(&[var.as_tensor()]) {
+                step_on_device(self.cfg, self.step, slot, var, g, scale, lr, wd)?;
+                continue;
+            }
+            let g: Vec<f32> = g.flatten_all()?.to_vec1()?;
             let op = Update {
                 grad: &g,
                 scale,
@@ -214,11 +222,22 @@ impl AdamW {
         Ok(norm)
     }
 
-    /// Moments as tensors (`{name}.exp_avg`, `{name}.exp_avg_sq`) for checkpoints.
+    /// Moments as tensors (`{name}.exp_avg`, `{name}.exp_avg_sq`) for checkpoints, in host memory.
     pub fn state_tensors(&self) -> Result<Vec<(String, Tensor)>> {
         let dev = candle_core::Device::Cpu;
         let mut out = Vec::with_capacity(2 * self.slots.len());
         for s in &self.slots {
+            if let Some((m, v)) = &s.on_device {
+                out.push((
+                    format!("{}.exp_avg", s.name),
+                    m.flatten_all()?.to_device(&dev)?,
+                ));
+                out.push((
+                    format!("{}.exp_avg_sq", s.name),
+                    v.flatten_all()?.to_device(&dev)?,
+                ));
+                continue;
+            }
             out.push((
                 format!("{}.exp_avg", s.name),
                 Tensor::from_slice(&s.m, s.m.len(), &dev)?,
@@ -253,10 +272,45 @@ impl AdamW {
                 }
                 *buf = v;
             }
+            s.on_device = None;
         }
         self.step = step;
         Ok(())
     }
+}
+
+/// The same update as the CPU kernel, as tensor ops on the parameter's own device (what a GPU
+/// runs): `p ← p·(1 − lr·wd) − lr/bc1 · m / (√v/√bc2 + eps)` after the moment updates.
+#[allow(clippy::too_many_arguments)]
+fn step_on_device(
+    cfg: AdamWConfig,
+    step: u64,
+    slot: &mut Slot,
+    var: &candle_core::Var,
+    g: &Tensor,
+    scale: f32,
+    lr: f64,
+    wd: f64,
+) -> Result<()> {
+    let p = var.as_tensor();
+    let (m, v) = match slot.on_device.take() {
+        Some(mv) => mv,
+        None => (
+            Tensor::from_slice(&slot.m, p.shape(), p.device())?,
+            Tensor::from_slice(&slot.v, p.shape(), p.device())?,
+        ),
+    };
+    let (b1, b2) = (cfg.beta1, cfg.beta2);
+    let bc1 = 1.0 - b1.powi(step as i32);
+    let bc2_sqrt = (1.0 - b2.powi(step as i32)).sqrt();
+    let g = (g.detach() * scale as f64)?;
+    let m = ((m * b1)? + (&g * (1.0 - b1))?)?;
+    let v = ((v * b2)? + (g.sqr()? * (1.0 - b2))?)?;
+    let denom = ((v.sqrt()? / bc2_sqrt)? + cfg.eps)?;
+    let updated = ((p.detach() * (1.0 - lr * wd))? - ((&m / denom)? * (lr / bc1))?)?;
+    var.set(&updated)?;
+    slot.on_device = Some((m, v));
+    Ok(())
 }
 
 #[cfg(test)]
@@ -338,5 +392,74 @@ mod tests {
         for (i, v) in b.iter().enumerate() {
             assert_eq!(v.to_bits(), s[i % period].to_bits(), "element {i}");
         }
+    }
+
+    /// The tensor-op update a GPU runs equals the CPU kernel's over several steps (clipping,
+    /// weight decay, bias corrections), and its moments checkpoint and restore the same way.
+    #[test]
+    fn the_device_update_equals_the_cpu_kernel() {
+        let n = 257;
+        let init: Vec<f32> = (0..n).map(|i| (i as f32 * 0.31).sin()).collect();
+        let make = || {
+            let w = Var::from_tensor(&Tensor::from_vec(init.clone(), n, &Device::Cpu).unwrap())
+                .unwrap();
+            let b =
+                Var::from_tensor(&Tensor::from_vec(init[..7].to_vec(), 7, &Device::Cpu).unwrap())
+                    .unwrap();
+            Params {
+                entries: vec![("layer.weight".into(), w), ("layer.bias".into(), b)],
+            }
+        };
+        let cfg = AdamWConfig {
+            lr: 1e-2,
+            weight_decay: 0.05,
+            ..AdamWConfig::default()
+        };
+        let run = |p: &Params, opt: &mut AdamW| {
+            for k in 0..4 {
+                let w = p.entries[0].1.as_tensor();
+                let b = p.entries[1].1.as_tensor();
+                let loss = ((w.sqr().unwrap().sum_all().unwrap() * (0.5 + k as f64)).unwrap()
+                    + b.sum_all().unwrap())
+                .unwrap();
+                opt.step(p, &loss.backward().unwrap(), 1e-2, 0.5).unwrap();
+            }
+        };
+        let (pk, pd) = (make(), make());
+        let (mut ok, mut od) = (AdamW::new(&pk, cfg, &[]), AdamW::new(&pd, cfg, &[]));
+        run(&pk, &mut ok);
+        crate::nn::fused::composite_only(|| run(&pd, &mut od));
+        assert!(
+            od.slots.iter().all(|s| s.on_device.is_some()),
+            "the device path ran"
+        );
+        for ((_, a), (_, b)) in pk.entries.iter().zip(&pd.entries) {
+            let (a, b): (Vec<f32>, Vec<f32>) = (
+                a.as_tensor().to_vec1().unwrap(),
+                b.as_tensor().to_vec1().unwrap(),
+            );
+            let d = a
+                .iter()
+                .zip(&b)
+                .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+            assert!(d < 1e-6, "parameters differ by {d}");
+        }
+        let (sk, sd) = (ok.state_tensors().unwrap(), od.state_tensors().unwrap());
+        for ((ka, a), (kb, b)) in sk.iter().zip(&sd) {
+            assert_eq!(ka, kb);
+            let d = (a - b)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(d < 1e-6, "{ka} differs by {d}");
+        }
+        // Restored moments replace the device ones.
+        let map: std::collections::HashMap<String, Tensor> = sk.into_iter().collect();
+        od.load_state(&map, 4).unwrap();
+        assert!(od.slots.iter().all(|s| s.on_device.is_none()));
     }
 }
