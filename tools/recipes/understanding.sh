@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # VQA and NLVR2 on a 10,000-image world, with and without pre-training (issue 8; README,
-# "VQA, GQA, NLVR2"). About 35 minutes alone on two cores. Usage: tools/recipes/understanding.sh OUT
+# "VQA, GQA, NLVR2"). About 35–40 minutes on two cores (38 min 45 s in the last run). Usage: tools/recipes/understanding.sh OUT
 set -euo pipefail
 OUT=${1:?usage: understanding.sh OUT}
 HERE=$(cd "$(dirname "$0")" && pwd)
