@@ -66,11 +66,9 @@ fn split_set(
     Ok(s)
 }
 
-/// Scores of one evaluated split, for eval.json and the demo.
+/// The caption figures papers quote: BLEU-4, METEOR, ROUGE-L, CIDEr, CIDEr-D.
 #[derive(serde::Serialize, Clone)]
-pub struct SplitScores {
-    pub split: String,
-    pub images: usize,
+pub struct CaptionFigures {
     pub bleu4: f64,
     pub meteor: Option<f64>,
     pub rouge_l: f64,
@@ -78,16 +76,33 @@ pub struct SplitScores {
     pub cider_d: Option<f64>,
 }
 
-impl SplitScores {
-    fn from(split: &str, s: &oscar_eval::captions::CaptionScores) -> Self {
-        SplitScores {
-            split: split.into(),
-            images: s.images,
+impl CaptionFigures {
+    pub fn of(s: &oscar_eval::captions::CaptionScores) -> Self {
+        CaptionFigures {
             bleu4: s.bleu[3],
             meteor: s.meteor,
             rouge_l: s.rouge_l,
             cider: s.cider,
             cider_d: s.cider_d,
+        }
+    }
+}
+
+/// Scores of one evaluated split, for eval.json.
+#[derive(serde::Serialize, Clone)]
+pub struct SplitScores {
+    pub split: String,
+    pub images: usize,
+    #[serde(flatten)]
+    pub figures: CaptionFigures,
+}
+
+impl SplitScores {
+    fn from(split: &str, s: &oscar_eval::captions::CaptionScores) -> Self {
+        SplitScores {
+            split: split.into(),
+            images: s.images,
+            figures: CaptionFigures::of(s),
         }
     }
 }
@@ -242,6 +257,7 @@ fn write_outputs(
 
 pub fn print_run(r: &CaptionRun, out: &Path) {
     let row = |n: &str, s: &SplitScores| {
+        let s = &s.figures;
         outln!(
             "{n:<20} BLEU-4 {:.3}  METEOR {}  ROUGE-L {:.3}  CIDEr {:.3}  CIDEr-D {}",
             s.bleu4,

@@ -4,6 +4,7 @@
 //! with the same budget, evaluate with the official metrics, and write a report with learning
 //! curves and annotated test scenes.
 
+use crate::caption::CaptionFigures;
 use crate::StepLog;
 use anyhow::{Context, Result};
 use oscar::data::text::AnswerVocab;
@@ -98,27 +99,6 @@ struct RetrievalArm {
     recall: std::collections::BTreeMap<&'static str, f64>,
     images: usize,
     captions: usize,
-}
-
-#[derive(serde::Serialize)]
-struct CaptionFigures {
-    bleu4: f64,
-    meteor: Option<f64>,
-    rouge_l: f64,
-    cider: f64,
-    cider_d: Option<f64>,
-}
-
-impl CaptionFigures {
-    fn of(s: &oscar_eval::captions::CaptionScores) -> Self {
-        CaptionFigures {
-            bleu4: s.bleu[3],
-            meteor: s.meteor,
-            rouge_l: s.rouge_l,
-            cider: s.cider,
-            cider_d: s.cider_d,
-        }
-    }
 }
 
 #[derive(serde::Serialize)]

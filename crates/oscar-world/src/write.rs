@@ -242,39 +242,30 @@ pub fn write_world(world: &World, out: &Path, render: usize) -> Result<Summary> 
             .filter(|&i| scenes[i].split == sp)
             .collect();
         let mut items = Vec::new();
+        let tags = |i: usize| {
+            scenes[i]
+                .tags
+                .iter()
+                .map(|t| t.class.as_str())
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let pair = |k: usize, l: usize, r: usize, rng: &mut StdRng| {
+            let (stmt, truth) = nlvr2_statement(&scenes[l], &scenes[r], ncat, rng);
+            json!({"q_id": format!("{name_}-{k}"), "q": stmt, "img_id": {"left": scenes[l].id, "right": scenes[r].id},
+                "o": {"left": tags(l), "right": tags(r)}, "label": u8::from(truth)})
+        };
         if idx.len() >= 2 {
             for k in 0..idx.len() {
                 let (l, r) = (idx[k], idx[rng.random_range(0..idx.len())]);
-                if l == r {
-                    continue;
+                if l != r {
+                    items.push(pair(k, l, r, &mut rng));
                 }
-                let (stmt, truth) = nlvr2_statement(&scenes[l], &scenes[r], ncat, &mut rng);
-                let tags = |i: usize| {
-                    scenes[i]
-                        .tags
-                        .iter()
-                        .map(|t| t.class.as_str())
-                        .collect::<Vec<_>>()
-                        .join(" ")
-                };
-                items.push(json!({"q_id": format!("{name_}-{k}"), "q": stmt, "img_id": {"left": scenes[l].id, "right": scenes[r].id},
-                    "o": {"left": tags(l), "right": tags(r)}, "label": u8::from(truth)}));
             }
             // A small split whose random partners all drew the image itself still gets a pair
             // (`oscar check` and the NLVR2 readers refuse an empty list).
             if items.is_empty() {
-                let (l, r) = (idx[0], idx[1]);
-                let (stmt, truth) = nlvr2_statement(&scenes[l], &scenes[r], ncat, &mut rng);
-                let tags = |i: usize| {
-                    scenes[i]
-                        .tags
-                        .iter()
-                        .map(|t| t.class.as_str())
-                        .collect::<Vec<_>>()
-                        .join(" ")
-                };
-                items.push(json!({"q_id": format!("{name_}-0"), "q": stmt, "img_id": {"left": scenes[l].id, "right": scenes[r].id},
-                    "o": {"left": tags(l), "right": tags(r)}, "label": u8::from(truth)}));
+                items.push(pair(0, idx[0], idx[1], &mut rng));
             }
         }
         n_nlvr.insert(name_.to_string(), items.len());
