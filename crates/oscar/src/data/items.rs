@@ -97,64 +97,7 @@ pub fn read_items(path: &Path, dim: usize) -> Result<Vec<Item>> {
                 )))
             }
         };
-        let features = match obj.get("features") {
-            None | Some(Value::Null) => vec![],
-            Some(Value::Array(rows)) => {
-                let mut out = Vec::with_capacity(rows.len() * dim);
-                for (r, row) in rows.iter().enumerate() {
-                    let row = row
-                        .as_array()
-                        .ok_or_else(|| at(format!("features row {r} is not a list")))?;
-                    if row.len() != dim {
-                        return Err(at(format!(
-                            "features row {r} has {} values, expected img_feature_dim = {dim}",
-                            row.len()
-                        )));
-                    }
-                    for x in row {
-                        out.push(
-                            x.as_f64()
-                                .ok_or_else(|| at(format!("features row {r} holds a non-number")))?
-                                as f32,
-                        );
-                    }
-                }
-                out
-            }
-            Some(Value::Object(src)) => {
-                let file = src
-                    .get("file")
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| at("features.file (a path) is required".into()))?;
-                let key = src
-                    .get("key")
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| at("features.key (a tensor name) is required".into()))?;
-                let fp = base.join(file);
-                if !files.contains_key(&fp) {
-                    // Read into host memory; the batches go to the model's device later.
-                    let t = candle_core::safetensors::load(&fp, &Device::Cpu)
-                        .map_err(|e| at(format!("cannot read {}: {e}", fp.display())))?;
-                    files.insert(fp.clone(), t);
-                }
-                let t = files[&fp]
-                    .get(key)
-                    .ok_or_else(|| at(format!("{} has no tensor `{key}`", fp.display())))?;
-                let d = t.dims();
-                if d.len() != 2 || d[1] != dim {
-                    return Err(at(format!(
-                        "{}:{key} has shape {d:?}, expected [num_boxes, {dim}]",
-                        fp.display()
-                    )));
-                }
-                t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?
-            }
-            Some(other) => {
-                return Err(at(format!(
-                    "`features` must be a list of rows or {{file, key}}, got {other}"
-                )))
-            }
-        };
+        let features = read_features(obj.get("features"), dim, base, &mut files, &at)?;
         if let Some(bad) = features.iter().position(|x| !x.is_finite()) {
             return Err(at(format!(
                 "features hold a non-finite value (row {}, column {})",
@@ -176,4 +119,73 @@ pub fn read_items(path: &Path, dim: usize) -> Result<Vec<Item>> {
         )));
     }
     Ok(items)
+}
+
+/// The `features` of one item: rows given inline, or a tensor of a safetensors file (read once
+/// per file, relative to the item file).
+fn read_features(
+    features: Option<&Value>,
+    dim: usize,
+    base: &Path,
+    files: &mut HashMap<PathBuf, HashMap<String, Tensor>>,
+    at: &dyn Fn(String) -> Error,
+) -> Result<Vec<f32>> {
+    Ok(match features {
+        None | Some(Value::Null) => vec![],
+        Some(Value::Array(rows)) => {
+            let mut out = Vec::with_capacity(rows.len() * dim);
+            for (r, row) in rows.iter().enumerate() {
+                let row = row
+                    .as_array()
+                    .ok_or_else(|| at(format!("features row {r} is not a list")))?;
+                if row.len() != dim {
+                    return Err(at(format!(
+                        "features row {r} has {} values, expected img_feature_dim = {dim}",
+                        row.len()
+                    )));
+                }
+                for x in row {
+                    out.push(
+                        x.as_f64()
+                            .ok_or_else(|| at(format!("features row {r} holds a non-number")))?
+                            as f32,
+                    );
+                }
+            }
+            out
+        }
+        Some(Value::Object(src)) => {
+            let file = src
+                .get("file")
+                .and_then(Value::as_str)
+                .ok_or_else(|| at("features.file (a path) is required".into()))?;
+            let key = src
+                .get("key")
+                .and_then(Value::as_str)
+                .ok_or_else(|| at("features.key (a tensor name) is required".into()))?;
+            let fp = base.join(file);
+            if !files.contains_key(&fp) {
+                // Read into host memory; the batches go to the model's device later.
+                let t = candle_core::safetensors::load(&fp, &Device::Cpu)
+                    .map_err(|e| at(format!("cannot read {}: {e}", fp.display())))?;
+                files.insert(fp.clone(), t);
+            }
+            let t = files[&fp]
+                .get(key)
+                .ok_or_else(|| at(format!("{} has no tensor `{key}`", fp.display())))?;
+            let d = t.dims();
+            if d.len() != 2 || d[1] != dim {
+                return Err(at(format!(
+                    "{}:{key} has shape {d:?}, expected [num_boxes, {dim}]",
+                    fp.display()
+                )));
+            }
+            t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?
+        }
+        Some(other) => {
+            return Err(at(format!(
+                "`features` must be a list of rows or {{file, key}}, got {other}"
+            )))
+        }
+    })
 }
