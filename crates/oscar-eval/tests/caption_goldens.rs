@@ -138,27 +138,7 @@ fn the_whole_pipeline_from_raw_captions_equals_pycocoevalcap() {
 #[test]
 fn cider_d_with_training_document_frequencies_equals_the_reference() {
     let g = goldens();
-    let df = build_doc_freq(&set(&g["train_captions"]), false);
-    assert_eq!(df.ref_len, 400.0);
-    let opt = CaptionOptions {
-        cider_df: Some(df),
-        ..Default::default()
-    };
-    let s = evaluate_captions(&set(&g["refs"]), &set(&g["preds"]), &opt).unwrap();
-    close(
-        "CIDEr-D",
-        s.cider_d.unwrap(),
-        g["scores"]["cider_d_train"].as_f64().unwrap(),
-    );
-    for im in &s.per_image {
-        close(
-            &im.image_id,
-            im.cider_d.unwrap(),
-            g["per_image"][&im.image_id]["cider_d_train"]
-                .as_f64()
-                .unwrap(),
-        );
-    }
+    check_cider_d(&g);
 }
 
 #[test]
@@ -171,23 +151,7 @@ fn meteor_equals_the_jar_when_java_and_the_jar_are_present() {
         }
     };
     let g = goldens();
-    let opt = CaptionOptions {
-        meteor_jar: Some(jar),
-        ..Default::default()
-    };
-    let s = evaluate_captions(&set(&g["refs"]), &set(&g["preds"]), &opt).unwrap();
-    close(
-        "METEOR",
-        s.meteor.unwrap(),
-        g["scores"]["meteor"].as_f64().unwrap(),
-    );
-    for im in &s.per_image {
-        close(
-            &im.image_id,
-            im.meteor.unwrap(),
-            g["per_image"][&im.image_id]["meteor"].as_f64().unwrap(),
-        );
-    }
+    check_meteor(&g, jar);
 }
 
 #[test]
@@ -305,6 +269,24 @@ fn generated_hard_captions_score_as_pycocoevalcap_from_raw_text() {
 #[test]
 fn generated_hard_captions_cider_d_equals_the_reference() {
     let g = goldens_at(PTB_SET);
+    check_cider_d(&g);
+}
+
+#[test]
+fn generated_hard_captions_meteor_equals_the_jar_when_present() {
+    let jar = match oscar_eval::meteor::find_jar(None) {
+        Ok(j) => j,
+        Err(e) => {
+            eprintln!("skipped: {e}");
+            return;
+        }
+    };
+    let g = goldens_at(PTB_SET);
+    check_meteor(&g, jar);
+}
+
+/// CIDEr-D with the fixture's training-caption frequencies, overall and per image.
+fn check_cider_d(g: &Value) {
     let df = build_doc_freq(&set(&g["train_captions"]), false);
     assert_eq!(df.ref_len, 400.0);
     let opt = CaptionOptions {
@@ -328,16 +310,8 @@ fn generated_hard_captions_cider_d_equals_the_reference() {
     }
 }
 
-#[test]
-fn generated_hard_captions_meteor_equals_the_jar_when_present() {
-    let jar = match oscar_eval::meteor::find_jar(None) {
-        Ok(j) => j,
-        Err(e) => {
-            eprintln!("skipped: {e}");
-            return;
-        }
-    };
-    let g = goldens_at(PTB_SET);
+/// METEOR through the jar, overall and per image.
+fn check_meteor(g: &Value, jar: std::path::PathBuf) {
     let opt = CaptionOptions {
         meteor_jar: Some(jar),
         ..Default::default()
