@@ -247,16 +247,8 @@ fn captioning_trains_and_captions_a_small_world() {
 /// run_captioning.py), and neither do the padding slots between caption and tags.
 #[test]
 fn a_masked_caption_token_sees_prefix_tags_and_regions_but_not_the_future() {
-    use oscar::data::caption::CaptionLayout;
     use oscar::tasks::caption::collate;
     let m = model(5);
-    let layout = CaptionLayout {
-        max_seq_a_len: 10,
-        max_seq_len: 16,
-        max_img_seq_len: 4,
-        max_masked_tokens: 1,
-        mask_prob: 0.15,
-    };
     // Hand-made example: [CLS] 5 6 [MASK] 8 9 [SEP] pad… | 10 11 [SEP] | 2 regions.
     let base = {
         let mut ids = vec![SPECIAL.cls, 5, 6, SPECIAL.mask, 8, 9, SPECIAL.sep];
@@ -279,28 +271,31 @@ fn a_masked_caption_token_sees_prefix_tags_and_regions_but_not_the_future() {
                 mask[r * l + c] = f32::from(u8::from(on));
             }
         }
-        let mut feats = regions.to_vec();
-        feats.resize(4 * DIM, 0.0);
+        // The example's own positions: 16 tokens, then its 2 regions (the first 18 of the
+        // padded layout).
+        let mut block = oscar::data::attention_mask::BlockMask::square(18);
+        for r in 0..18 {
+            let cols: Vec<usize> = (0..18).filter(|c| mask[r * l + c] > 0.0).collect();
+            block.allow([r], &cols);
+        }
         let mut pos = vec![0u32; 16];
         pos[3] = 1;
         let e = oscar::data::caption::CaptionExample {
-            input_ids: ids.to_vec(),
-            token_type_ids: types,
-            attention_mask: mask,
+            encoded: oscar::data::tensorize::Encoded {
+                input_ids: ids.to_vec(),
+                token_type_ids: types,
+                position_ids: None,
+                text_a_len: 5,
+                tags_len: 2,
+                regions: regions.to_vec(),
+                num_regions: 2,
+                mask: Some(block),
+            },
             masked_pos: pos,
             masked_ids: vec![7],
-            regions: feats,
-            num_regions: 2,
             seq_a_len: 7,
         };
-        let (x, p, _) = collate(
-            &[e],
-            16,
-            layout.max_img_seq_len,
-            DIM,
-            &candle_core::Device::Cpu,
-        )
-        .unwrap();
+        let (x, p, _) = collate(&[e], 16, DIM, &candle_core::Device::Cpu).unwrap();
         m.forward(&x, &p, &Ctx::eval())
             .unwrap()
             .flatten_all()

@@ -104,7 +104,8 @@ fn train_evaluate_two_stage_and_reload() {
 
 #[test]
 fn scoring_resumes_from_a_partial_file_and_masks_change_the_scores() {
-    use oscar::tasks::retrieval::{block_mask, score_all, AttMask};
+    use oscar::data::tensorize::collate_dynamic;
+    use oscar::tasks::retrieval::{score_all, with_att_mask, AttMask};
     let d = tempfile::tempdir().unwrap();
     let wc = oscar_world::WorldConfig {
         images: 40,
@@ -174,41 +175,30 @@ fn scoring_resumes_from_a_partial_file_and_masks_change_the_scores() {
     let e = layout
         .encode(&tok, "a dog", Some("dog"), &[0.5; 28], 14)
         .unwrap();
-    assert!(block_mask(
-        std::slice::from_ref(&e),
-        AttMask::CLR,
-        &candle_core::Device::Cpu
-    )
-    .unwrap()
-    .is_none());
-    let cl: Vec<f32> = block_mask(
-        std::slice::from_ref(&e),
-        AttMask::CL,
-        &candle_core::Device::Cpu,
-    )
-    .unwrap()
-    .unwrap()
-    .flatten_all()
-    .unwrap()
-    .to_vec1()
-    .unwrap();
+    let mask_of = |kind| -> candle_core::Tensor {
+        let e = with_att_mask(e.clone(), kind);
+        collate_dynamic(&[e], 14, &candle_core::Device::Cpu)
+            .unwrap()
+            .attention_mask
+            .unwrap()
+    };
+    assert_eq!(mask_of(AttMask::CLR).rank(), 2, "CLR: the 1-D padding mask");
+    let cl: Vec<f32> = mask_of(AttMask::CL)
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
     let l = e.input_ids.len() + 2; // [CLS] a dog [SEP] dog [SEP] + 2 regions
     let at = |i: usize, j: usize| cl[i * l + j];
     assert_eq!(
         (at(0, 1), at(0, 4), at(0, 6), at(6, 7), at(6, 0), at(4, 1)),
         (1.0, 1.0, 0.0, 1.0, 0.0, 1.0)
     );
-    let lr: Vec<f32> = block_mask(
-        std::slice::from_ref(&e),
-        AttMask::LR,
-        &candle_core::Device::Cpu,
-    )
-    .unwrap()
-    .unwrap()
-    .flatten_all()
-    .unwrap()
-    .to_vec1()
-    .unwrap();
+    let lr: Vec<f32> = mask_of(AttMask::LR)
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
     assert_eq!((lr[4 * l + 6], lr[6], lr[6 * l + 4]), (1.0, 0.0, 1.0));
     assert_eq!("cr".parse::<AttMask>().unwrap(), AttMask::CR);
 }

@@ -139,17 +139,32 @@ fn pretraining_and_captioning_inputs_equal_the_reference_rules() {
                     Some(&mut rng),
                 )
                 .unwrap();
-            assert_eq!(ex.input_ids, u32s(&c["input_ids"]), "case {ci} ids");
+            let e = &ex.encoded;
+            assert_eq!(e.input_ids, u32s(&c["input_ids"]), "case {ci} ids");
             assert_eq!(
-                ex.token_type_ids,
+                e.token_type_ids,
                 u32s(&c["token_type_ids"]),
                 "case {ci} types"
             );
+            // The reference pads regions to max_img_seq_len: the collator, asked for that
+            // padding, must give its (T+R)² mask exactly.
+            let batch = oscar::data::tensorize::collate(
+                std::slice::from_ref(e),
+                layout.max_seq_len,
+                layout.max_img_seq_len,
+                dim,
+                &candle_core::Device::Cpu,
+            )
+            .unwrap();
+            let mask: Vec<f32> = batch
+                .attention_mask
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
             assert_eq!(
-                ex.attention_mask
-                    .iter()
-                    .map(|v| *v as u32)
-                    .collect::<Vec<_>>(),
+                mask.iter().map(|v| *v as u32).collect::<Vec<_>>(),
                 u32s(&c["attention_mask"]),
                 "case {ci} mask"
             );

@@ -2,9 +2,11 @@
 //! `[CLS] caption [SEP]` padded to `max_seq_a_len`, then `tags [SEP]`, padded to `max_seq_len`
 //! (so tags sit at positions `max_seq_a_len..`), regions after; the seq2seq mask (caption causal,
 //! caption sees tags and regions, tags and regions never see the caption); in training, the
-//! masked caption positions and their ids.
+//! masked caption positions and their ids. Batches go through the one collator,
+//! [`super::tensorize::collate`].
 
 use super::masking::{mask_caption, Draws, MaskIds};
+use super::tensorize::Encoded;
 use crate::error::{Error, Result};
 use crate::tokenizer::BertTokenizer;
 
@@ -24,18 +26,13 @@ pub struct CaptionLayout {
 /// One tensorized captioning example.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CaptionExample {
-    /// `max_seq_len` ids.
-    pub input_ids: Vec<u32>,
-    pub token_type_ids: Vec<u32>,
-    /// Row-major `(T+R)²` 0/1 mask.
-    pub attention_mask: Vec<f32>,
+    /// `max_seq_len` ids (`[PAD]`-padded, tags at `max_seq_a_len..`), the regions kept, and the
+    /// seq2seq mask over those `max_seq_len + regions` positions; [`collate`](super::tensorize::collate) batches it.
+    pub encoded: Encoded,
     /// `max_seq_len` flags (training: the masked positions; inference: all ones).
     pub masked_pos: Vec<u32>,
     /// `max_masked_tokens` ids, `[PAD]`-padded (empty at inference).
     pub masked_ids: Vec<u32>,
-    /// `max_img_seq_len · dim` features, zero-padded.
-    pub regions: Vec<f32>,
-    pub num_regions: usize,
     /// Length of `[CLS] caption [SEP]`.
     pub seq_a_len: usize,
 }
@@ -76,6 +73,7 @@ impl CaptionLayout {
         let seq_a_len = ids.len();
         let mut types = vec![0u32; seq_a_len];
         let mut seq_len = seq_a_len;
+        let mut tags_len = 0;
         let has_tags = tags.is_some_and(|t| !t.trim().is_empty());
         if has_tags {
             // Caption padded to its fixed length, so tags always start at max_seq_a_len.
@@ -83,6 +81,7 @@ impl CaptionLayout {
             types.resize(self.max_seq_a_len, 0);
             let mut b = tok.tokenize(tags.unwrap_or(""))?;
             b.truncate(self.max_seq_len - self.max_seq_a_len - 1);
+            tags_len = b.len();
             ids.extend(&b);
             ids.push(s.sep);
             types.resize(ids.len(), 1);
@@ -122,10 +121,7 @@ impl CaptionLayout {
         types.resize(self.max_seq_len, 0);
 
         let n = (regions.len() / dim).min(self.max_img_seq_len);
-        let mut feats = regions[..n * dim].to_vec();
-        feats.resize(self.max_img_seq_len * dim, 0.0);
-
-        let l = self.max_seq_len + self.max_img_seq_len;
+        let l = self.max_seq_len + n;
         let tags_r = if has_tags {
             self.max_seq_a_len..seq_len
         } else {
@@ -134,15 +130,19 @@ impl CaptionLayout {
         let context: Vec<usize> = tags_r
             .chain(self.max_seq_len..self.max_seq_len + n)
             .collect();
-        let mask = super::attention_mask::seq2seq(l, 0..seq_a_len, &context).into_vec();
         Ok(CaptionExample {
-            input_ids: ids,
-            token_type_ids: types,
-            attention_mask: mask,
+            encoded: Encoded {
+                input_ids: ids,
+                token_type_ids: types,
+                position_ids: None,
+                text_a_len: seq_a_len - 2,
+                tags_len,
+                regions: regions[..n * dim].to_vec(),
+                num_regions: n,
+                mask: Some(super::attention_mask::seq2seq(l, 0..seq_a_len, &context)),
+            },
             masked_pos,
             masked_ids,
-            regions: feats,
-            num_regions: n,
             seq_a_len,
         })
     }

@@ -1,7 +1,10 @@
 //! Oscar's input layout (oscar-spec §1.1): `[CLS] text_a [SEP] tags [SEP] [PAD…] | regions`,
-//! token types 0 for the first segment and 1 for the tags, region truncation and zero padding,
-//! and the 1-D attention mask over text then regions.
+//! token types 0 for the first segment and 1 for the tags, region truncation and zero padding —
+//! and the one collator every task batches with: fixed padding (the reference's maxima) or
+//! dynamic (the batch's longest), the 1-D padding mask, or each item's own block mask
+//! (captioning's seq2seq layout, retrieval's CL/CR/LR, decoding's query rows) placed in a 3-D one.
 
+use crate::data::attention_mask::BlockMask;
 use crate::error::{Error, Result};
 use crate::model::Inputs;
 use crate::tokenizer::BertTokenizer;
@@ -30,12 +33,28 @@ pub struct Layout {
 pub struct Encoded {
     pub input_ids: Vec<u32>,
     pub token_type_ids: Vec<u32>,
+    /// Position ids of the tokens; `None`: 0, 1, 2, … (only decoding's query rows need others).
+    pub position_ids: Option<Vec<u32>>,
     /// Word pieces of text_a (after `[CLS]`) and of the tags (after text_a's `[SEP]`).
     pub text_a_len: usize,
     pub tags_len: usize,
     /// Region features kept (at most `max_img_seq_length` rows of `dim` floats).
     pub regions: Vec<f32>,
     pub num_regions: usize,
+    /// Who attends to whom over this item's own `input_ids.len() + num_regions` positions
+    /// (tokens, then regions); `None`: every real position sees every other.
+    pub mask: Option<BlockMask>,
+}
+
+impl Encoded {
+    /// Text tokens, then regions.
+    pub fn len(&self) -> usize {
+        self.input_ids.len() + self.num_regions
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 impl Layout {
@@ -100,18 +119,23 @@ impl Layout {
         Ok(Encoded {
             input_ids: ids,
             token_type_ids: types,
+            position_ids: None,
             text_a_len: a.len(),
             tags_len,
             regions: regions[..n * dim].to_vec(),
             num_regions: n,
+            mask: None,
         })
     }
 }
 
 /// Pads a batch to `text_len` tokens and `img_len` regions (the reference pads to the layout's
-/// maxima; dynamic padding passes the batch's longest) and builds the 1-D attention mask.
-pub fn collate(
-    items: &[Encoded],
+/// maxima; dynamic padding passes the batch's longest). The attention mask is 1-D `[b, T+R]`
+/// when no item has a block mask, else 3-D `[b, T+R, T+R]` with each item's mask moved to the
+/// batch's columns (its tokens at `0..`, its regions at `text_len..`); padding rows and columns
+/// stay blocked. Position ids are emitted when some item has its own.
+pub fn collate<E: std::borrow::Borrow<Encoded>>(
+    items: &[E],
     text_len: usize,
     img_len: usize,
     dim: usize,
@@ -121,30 +145,83 @@ pub fn collate(
     if b == 0 {
         return Err(Error::Invalid("cannot collate an empty batch".into()));
     }
+    let l = text_len + img_len;
+    let items: Vec<&Encoded> = items.iter().map(|e| e.borrow()).collect();
+    let blocks = items.iter().any(|e| e.mask.is_some());
     let mut ids = vec![0u32; b * text_len];
     let mut types = vec![0u32; b * text_len];
+    let mut pos = items
+        .iter()
+        .any(|e| e.position_ids.is_some())
+        .then(|| vec![0u32; b * text_len]);
     let mut feats = vec![0f32; b * img_len * dim];
-    let mut mask = vec![0f32; b * (text_len + img_len)];
+    let mut mask = vec![0f32; b * if blocks { l * l } else { l }];
     for (i, e) in items.iter().enumerate() {
         let t = e.input_ids.len();
         if t > text_len || e.num_regions > img_len {
             return Err(Error::Invalid(format!("item {i} has {t} tokens and {} regions, more than the batch's {text_len} and {img_len}", e.num_regions)));
         }
+        if e.regions.len() != e.num_regions * dim || e.token_type_ids.len() != t {
+            return Err(Error::Invalid(format!("item {i}: {} token types and {} region values for {t} tokens and {} {dim}-d regions", e.token_type_ids.len(), e.regions.len(), e.num_regions)));
+        }
         ids[i * text_len..i * text_len + t].copy_from_slice(&e.input_ids);
         types[i * text_len..i * text_len + t].copy_from_slice(&e.token_type_ids);
+        if let Some(pos) = pos.as_mut() {
+            let row = &mut pos[i * text_len..(i + 1) * text_len];
+            match &e.position_ids {
+                Some(p) if p.len() == t => row[..t].copy_from_slice(p),
+                Some(p) => {
+                    return Err(Error::Invalid(format!(
+                        "item {i}: {} position ids for {t} tokens",
+                        p.len()
+                    )))
+                }
+                None => row.iter_mut().enumerate().for_each(|(k, v)| *v = k as u32),
+            }
+        }
         feats[i * img_len * dim..i * img_len * dim + e.regions.len()].copy_from_slice(&e.regions);
-        let row = &mut mask[i * (text_len + img_len)..(i + 1) * (text_len + img_len)];
-        row[..t].fill(1.0);
-        row[text_len..text_len + e.num_regions].fill(1.0);
+        // Own position → batch column: tokens stay, regions move behind the padded text.
+        let at = |p: usize| if p < t { p } else { text_len + p - t };
+        let real: Vec<usize> = (0..e.len()).map(at).collect();
+        if !blocks {
+            let row = &mut mask[i * l..(i + 1) * l];
+            real.iter().for_each(|&c| row[c] = 1.0);
+            continue;
+        }
+        let m = &mut mask[i * l * l..(i + 1) * l * l];
+        match &e.mask {
+            Some(own) => {
+                if own.dims() != (e.len(), e.len()) {
+                    return Err(Error::Invalid(format!(
+                        "item {i}: a {:?} attention mask for {} positions",
+                        own.dims(),
+                        e.len()
+                    )));
+                }
+                for (r, row) in own.as_slice().chunks(e.len()).enumerate() {
+                    for (c, v) in row.iter().enumerate() {
+                        m[real[r] * l + real[c]] = *v;
+                    }
+                }
+            }
+            None => {
+                for &r in &real {
+                    real.iter().for_each(|&c| m[r * l + c] = 1.0);
+                }
+            }
+        }
     }
+    let mask_shape: Vec<usize> = if blocks { vec![b, l, l] } else { vec![b, l] };
     Ok(Inputs {
         input_ids: Tensor::from_vec(ids, (b, text_len), device)?,
         token_type_ids: Some(Tensor::from_vec(types, (b, text_len), device)?),
-        position_ids: None,
+        position_ids: pos
+            .map(|p| Tensor::from_vec(p, (b, text_len), device))
+            .transpose()?,
         img_feats: (img_len > 0)
             .then(|| Tensor::from_vec(feats, (b, img_len, dim), device))
             .transpose()?,
-        attention_mask: Some(Tensor::from_vec(mask, (b, text_len + img_len), device)?),
+        attention_mask: Some(Tensor::from_vec(mask, mask_shape, device)?),
     })
 }
 
@@ -214,5 +291,68 @@ mod tests {
             .to_vec1()
             .unwrap();
         assert_eq!(m, vec![1., 1., 1., 1., 1., 1., 1., 1., 0., 0., 0., 0.]);
+    }
+
+    fn rows(x: &Inputs) -> Vec<String> {
+        let m: Vec<Vec<Vec<f32>>> = x.attention_mask.as_ref().unwrap().to_vec3().unwrap();
+        m.iter()
+            .flat_map(|b| {
+                b.iter()
+                    .map(|r| r.iter().map(|v| if *v > 0.0 { '1' } else { '.' }).collect())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn block_masks_move_to_the_batch_columns_and_padding_stays_blocked() {
+        // Item 0: 2 tokens + 1 region under a causal mask with explicit positions; item 1:
+        // 3 tokens + 2 regions, no mask of its own (full attention over its real positions).
+        let mut causal = BlockMask::square(3);
+        causal.causal(0..3);
+        let a = Encoded {
+            input_ids: vec![5, 6],
+            token_type_ids: vec![0, 1],
+            position_ids: Some(vec![0, 7]),
+            text_a_len: 1,
+            tags_len: 1,
+            regions: vec![1.0, 2.0],
+            num_regions: 1,
+            mask: Some(causal),
+        };
+        let b = Encoded {
+            input_ids: vec![5, 6, 7],
+            token_type_ids: vec![0, 0, 0],
+            position_ids: None,
+            text_a_len: 1,
+            tags_len: 0,
+            regions: vec![3.0; 4],
+            num_regions: 2,
+            mask: None,
+        };
+        let x = collate_dynamic(&[a.clone(), b], 2, &Device::Cpu).unwrap();
+        // Batch columns: tokens 0..3, regions 3..5.
+        assert_eq!(
+            rows(&x),
+            [
+                // item 0: its region (own position 2) is batch column 3
+                "1....", "11...", ".....", "11.1.", ".....", "11111", "11111", "11111", "11111",
+                "11111",
+            ]
+        );
+        let pos: Vec<Vec<u32>> = x.position_ids.unwrap().to_vec2().unwrap();
+        assert_eq!(pos, [[0, 7, 0], [0, 1, 2]]);
+        let feats: Vec<f32> = x
+            .img_feats
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert_eq!(feats, [1., 2., 0., 0., 3., 3., 3., 3.]);
+        // A mask of the wrong size names the item.
+        let mut bad = a;
+        bad.mask = Some(BlockMask::square(4));
+        let e = collate(&[bad], 2, 1, 2, &Device::Cpu).unwrap_err();
+        assert!(e.to_string().contains("item 0"), "{e}");
     }
 }

@@ -87,37 +87,20 @@ impl RetrievalSet {
 
 pub use crate::data::attention_mask::AttMask;
 
-/// The 3-D block mask of a dynamically padded batch for `kind` (None for CLR: the 1-D mask).
-pub fn block_mask(
-    items: &[Encoded],
-    kind: AttMask,
-    device: &Device,
-) -> Result<Option<candle_core::Tensor>> {
-    if kind == AttMask::CLR {
-        return Ok(None);
+/// Attaches `kind`'s block mask to a laid-out pair, over its own positions (none for CLR: full
+/// attention is the 1-D padding mask); the collator places it in the batch.
+pub fn with_att_mask(mut e: Encoded, kind: AttMask) -> Encoded {
+    if kind != AttMask::CLR {
+        let (a_len, t) = (e.text_a_len + 2, e.input_ids.len());
+        e.mask = Some(crate::data::attention_mask::retrieval(
+            e.len(),
+            0..a_len,
+            a_len..t,
+            t..t + e.num_regions,
+            kind,
+        ));
     }
-    let t = items.iter().map(|e| e.input_ids.len()).max().unwrap_or(0);
-    let r = items.iter().map(|e| e.num_regions).max().unwrap_or(0);
-    let l = t + r;
-    let mut m = Vec::with_capacity(items.len() * l * l);
-    for e in items {
-        let a_len = e.text_a_len + 2;
-        m.extend(
-            crate::data::attention_mask::retrieval(
-                l,
-                0..a_len,
-                a_len..e.input_ids.len(),
-                t..t + e.num_regions,
-                kind,
-            )
-            .into_vec(),
-        );
-    }
-    Ok(Some(candle_core::Tensor::from_vec(
-        m,
-        (items.len(), l, l),
-        device,
-    )?))
+    e
 }
 
 /// Fine-tuning settings (defaults: the reference's layout, optimisation scaled for the world).
@@ -151,20 +134,6 @@ impl Default for RetrievalTrainConfig {
     }
 }
 
-/// Collates a batch with the configured attention mask.
-fn batch_inputs(
-    items: &[Encoded],
-    dim: usize,
-    cfg: &RetrievalTrainConfig,
-    device: &Device,
-) -> Result<crate::model::Inputs> {
-    let mut x = collate_dynamic(items, dim, device)?;
-    if let Some(m) = block_mask(items, cfg.att_mask, device)? {
-        x.attention_mask = Some(m);
-    }
-    Ok(x)
-}
-
 fn encode(
     tok: &BertTokenizer,
     set: &RetrievalSet,
@@ -179,12 +148,13 @@ fn encode(
     } else {
         None
     };
-    Layout {
+    let e = Layout {
         max_seq_length: cfg.max_seq_length,
         max_img_seq_length: cfg.max_img_seq_length,
         truncation: Truncation::TextFirst,
     }
-    .encode(tok, caption, tags, &r.data, r.dim)
+    .encode(tok, caption, tags, &r.data, r.dim)?;
+    Ok(with_att_mask(e, cfg.att_mask))
 }
 
 /// A trained (or loaded) retrieval model.
@@ -308,7 +278,7 @@ impl TrainTask for RetrievalTask<'_> {
             labels.push(0);
         }
         let dim = set.features.values().next().map(|r| r.dim).unwrap_or(1);
-        let x = batch_inputs(&items, dim, cfg, &self.model.params.device())?;
+        let x = collate_dynamic(&items, dim, &self.model.params.device())?;
         let logits = self.model.model.forward(&x, &Ctx::train(rng.random()))?;
         let loss = self
             .model
@@ -461,7 +431,7 @@ impl Retriever {
                 .iter()
                 .map(|&k| encode(tok, set, pairs[k].0, &set.captions[pairs[k].1].1, cfg))
                 .collect::<Result<Vec<_>>>()?;
-            let x = batch_inputs(&items, dim, cfg, &self.params.device())?;
+            let x = collate_dynamic(&items, dim, &self.params.device())?;
             let p = ops::softmax(&self.model.forward(&x, &Ctx::eval())?)?;
             for (&k, v) in chunk
                 .iter()

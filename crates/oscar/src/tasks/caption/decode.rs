@@ -9,6 +9,7 @@
 //! test proves they give the same captions and scores.
 
 use crate::data::attention_mask;
+use crate::data::tensorize::{collate, Encoded};
 use crate::model::{BertForImageCaptioning, Inputs, KvCache};
 use crate::nn::{ops, Ctx};
 use crate::tokenizer::SpecialIds;
@@ -301,68 +302,59 @@ fn full_inputs(
     words: &[Vec<u32>],
     queries: Option<&[Vec<(usize, usize)>]>,
 ) -> Result<Inputs> {
-    let dev = dec.device();
-    let n = words.len();
-    let lw = words.iter().map(Vec::len).max().unwrap_or(0);
-    let lq = queries
-        .map(|q| q.iter().map(Vec::len).max().unwrap_or(0))
-        .unwrap_or(0);
-    let lt = ctxs.iter().map(|c| c.tag_ids.len()).max().unwrap_or(0);
-    let lr = ctxs.iter().map(|c| c.num_regions).max().unwrap_or(0).max(1);
-    let dim = dec.model.bert.config().img_feature_dim;
-    let t_len = lw + lq + lt;
-    let l = t_len + lr;
     let s = dec.special;
-    let (mut ids, mut types, mut pos) = (
-        vec![s.pad; n * t_len],
-        vec![0u32; n * t_len],
-        vec![0u32; n * t_len],
-    );
-    let mut feats = vec![0f32; n * lr * dim];
-    let mut mask = vec![0f32; n * l * l];
-    for b in 0..n {
-        let c = &ctxs[b];
-        let w = &words[b];
-        let q: &[(usize, usize)] = queries.map(|q| q[b].as_slice()).unwrap_or(&[]);
-        let base = b * t_len;
-        for (i, &id) in w.iter().enumerate() {
-            ids[base + i] = id;
-            pos[base + i] = i as u32;
-        }
-        for (j, &(p, _)) in q.iter().enumerate() {
-            ids[base + lw + j] = s.mask;
-            pos[base + lw + j] = p as u32;
-        }
-        for (j, &id) in c.tag_ids.iter().enumerate() {
-            ids[base + lw + lq + j] = id;
-            types[base + lw + lq + j] = 1;
-            pos[base + lw + lq + j] = (dec.tag_start + j) as u32;
-        }
-        feats[b * lr * dim..b * lr * dim + c.regions.len()].copy_from_slice(&c.regions);
-        let ctx_cols: Vec<usize> = (lw + lq..lw + lq + c.tag_ids.len())
-            .chain(t_len..t_len + c.num_regions)
-            .collect();
-        // The words under the seq2seq layout; each query row sees words 0..k, itself and the context.
-        let mut m = attention_mask::seq2seq(l, 0..w.len(), &ctx_cols);
-        for (qi, &(_, k)) in q.iter().enumerate() {
-            let r = lw + qi;
-            m.allow(
-                [r],
-                &(0..k.min(w.len()))
-                    .chain([r])
-                    .chain(ctx_cols.iter().copied())
-                    .collect::<Vec<_>>(),
-            );
-        }
-        mask[b * l * l..(b + 1) * l * l].copy_from_slice(m.as_slice());
-    }
-    Ok(Inputs {
-        input_ids: Tensor::from_vec(ids, (n, t_len), &dev)?,
-        token_type_ids: Some(Tensor::from_vec(types, (n, t_len), &dev)?),
-        position_ids: Some(Tensor::from_vec(pos, (n, t_len), &dev)?),
-        img_feats: Some(Tensor::from_vec(feats, (n, lr, dim), &dev)?),
-        attention_mask: Some(Tensor::from_vec(mask, (n, l, l), &dev)?),
-    })
+    let items: Vec<Encoded> = words
+        .iter()
+        .enumerate()
+        .map(|(b, w)| {
+            let c = &ctxs[b];
+            let q: &[(usize, usize)] = queries.map(|q| q[b].as_slice()).unwrap_or(&[]);
+            // Tokens: the words, the queries, the tags; each with its own position id.
+            let (lw, lq, lt) = (w.len(), q.len(), c.tag_ids.len());
+            let mut ids = w.clone();
+            ids.extend(std::iter::repeat_n(s.mask, lq));
+            ids.extend(&c.tag_ids);
+            let mut pos: Vec<u32> = (0..lw as u32).collect();
+            pos.extend(q.iter().map(|&(p, _)| p as u32));
+            pos.extend((0..lt).map(|j| (dec.tag_start + j) as u32));
+            let mut types = vec![0u32; lw + lq];
+            types.resize(lw + lq + lt, 1);
+            let t = ids.len();
+            let ctx_cols: Vec<usize> = (lw + lq..t).chain(t..t + c.num_regions).collect();
+            // The words under the seq2seq layout; each query row sees words 0..k, itself and
+            // the context.
+            let mut m = attention_mask::seq2seq(t + c.num_regions, 0..lw, &ctx_cols);
+            for (qi, &(_, k)) in q.iter().enumerate() {
+                let r = lw + qi;
+                m.allow(
+                    [r],
+                    &(0..k.min(lw))
+                        .chain([r])
+                        .chain(ctx_cols.iter().copied())
+                        .collect::<Vec<_>>(),
+                );
+            }
+            Encoded {
+                input_ids: ids,
+                token_type_ids: types,
+                position_ids: Some(pos),
+                text_a_len: lw,
+                tags_len: lt,
+                regions: c.regions.clone(),
+                num_regions: c.num_regions,
+                mask: Some(m),
+            }
+        })
+        .collect();
+    let t_len = items.iter().map(|e| e.input_ids.len()).max().unwrap_or(0);
+    let r_len = items
+        .iter()
+        .map(|e| e.num_regions)
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    let dim = dec.model.bert.config().img_feature_dim;
+    collate(&items, t_len, r_len, dim, &dec.device()).map_err(candle_core::Error::wrap)
 }
 
 /// Mean log-probability per token of given captions (`tokens[b]`: the generated word pieces,

@@ -12,6 +12,7 @@ use crate::checkpoint::{load_model, read_checkpoint, save_pretrained, write_atom
 use crate::config::OscarConfig;
 use crate::data::caption::{CaptionExample, CaptionLayout};
 use crate::data::features::{parse_detections, Detection, FeatureStore, Regions};
+use crate::data::tensorize::Encoded;
 use crate::data::tsv::TsvFile;
 use crate::error::{Error, Result};
 use crate::model::{BertForImageCaptioning, Inputs};
@@ -180,48 +181,35 @@ impl CaptionSet {
     }
 }
 
-/// Stacks tensorized examples; regions are padded to the batch's largest count, not to
-/// `max_img_seq_length` (the cropped positions are masked anyway, so the numbers are unchanged).
+/// A training batch: the examples through the one collator (text at its fixed `t_len`, regions
+/// padded to the batch's largest count — cropped positions are masked, so the numbers equal
+/// padding to `max_img_seq_length`), the masked-position flags and the masked tokens' ids.
 pub fn collate(
     examples: &[CaptionExample],
     t_len: usize,
-    max_img: usize,
     dim: usize,
     dev: &Device,
 ) -> Result<(Inputs, Tensor, Vec<u32>)> {
-    let b = examples.len();
     let r = examples
         .iter()
-        .map(|e| e.num_regions)
+        .map(|e| e.encoded.num_regions)
         .max()
         .unwrap_or(0)
         .max(1);
-    let (full, l) = (t_len + max_img, t_len + r);
-    let mut ids: Vec<u32> = Vec::with_capacity(b * t_len);
-    let mut types: Vec<u32> = Vec::with_capacity(b * t_len);
-    let mut feats: Vec<f32> = Vec::with_capacity(b * r * dim);
-    let mut mask: Vec<f32> = Vec::with_capacity(b * l * l);
-    let mut pos: Vec<u32> = Vec::with_capacity(b * t_len);
+    let encoded: Vec<&Encoded> = examples.iter().map(|e| &e.encoded).collect();
+    let x = crate::data::tensorize::collate(&encoded, t_len, r, dim, dev)?;
+    let mut pos: Vec<u32> = Vec::with_capacity(examples.len() * t_len);
     let mut targets = Vec::new();
     for e in examples {
-        ids.extend(&e.input_ids);
-        types.extend(&e.token_type_ids);
-        feats.extend(&e.regions[..r * dim]);
-        for i in 0..l {
-            mask.extend(&e.attention_mask[i * full..i * full + l]);
-        }
         pos.extend(&e.masked_pos);
         let n = e.masked_pos.iter().filter(|f| **f == 1).count();
         targets.extend(&e.masked_ids[..n.min(e.masked_ids.len())]);
     }
-    let x = Inputs {
-        input_ids: Tensor::from_vec(ids, (b, t_len), dev)?,
-        token_type_ids: Some(Tensor::from_vec(types, (b, t_len), dev)?),
-        position_ids: None,
-        img_feats: Some(Tensor::from_vec(feats, (b, r, dim), dev)?),
-        attention_mask: Some(Tensor::from_vec(mask, (b, l, l), dev)?),
-    };
-    Ok((x, Tensor::from_vec(pos, (b, t_len), dev)?, targets))
+    Ok((
+        x,
+        Tensor::from_vec(pos, (examples.len(), t_len), dev)?,
+        targets,
+    ))
 }
 
 /// A captioning model with its settings.
@@ -346,7 +334,6 @@ impl TrainTask for CaptionTask<'_> {
         let (x, masked_pos, targets) = collate(
             &ex,
             cfg.max_seq_length,
-            cfg.max_img_seq_length,
             self.cap.config.img_feature_dim,
             &self.cap.params.device(),
         )?;
