@@ -5,7 +5,8 @@ use crate::qa::CommonTrain;
 use crate::{steps_bar, StepLog};
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use oscar::tasks::caption::cbs::{constrained_beam_search, select_constraints, ConstraintConfig};
+use oscar::infer::{CaptionOutput, ImageInput};
+use oscar::tasks::caption::cbs::ConstraintConfig;
 use oscar::tasks::caption::decode::DecodeSettings;
 use oscar::tasks::caption::scst::train_scst;
 use oscar::tasks::caption::{
@@ -250,7 +251,12 @@ fn write_outputs(
     )?;
     oscar::checkpoint::write_atomic(
         &out.join(format!("{name}_pred.tsv")),
-        results_tsv(images, captions, gens).as_bytes(),
+        results_tsv(
+            images,
+            captions,
+            &gens.iter().map(|g| g.score).collect::<Vec<_>>(),
+        )
+        .as_bytes(),
     )?;
     Ok(())
 }
@@ -338,9 +344,8 @@ pub struct CaptionArgs {
 }
 
 pub fn caption(a: &CaptionArgs) -> Result<()> {
-    let cap = Captioner::load(&a.checkpoint, &a.device)?;
-    let tok = BertTokenizer::from_vocab(&a.checkpoint.join("vocab.txt"))?;
-    let dim = cap.config.img_feature_dim;
+    let api = oscar::infer::Captioning::load(&a.checkpoint, &a.device)?;
+    let dim = api.feature_dim();
     let set = match (&a.refs, a.image.is_empty()) {
         (Some(r), _) => CaptionSet::open(r, &a.features, a.labels.as_deref(), dim)?,
         (None, false) => CaptionSet::for_images(
@@ -352,19 +357,27 @@ pub fn caption(a: &CaptionArgs) -> Result<()> {
         )?,
         (None, true) => bail!("give --image ID (repeatable) or --refs FILE"),
     };
-    let st = DecodeSettings {
-        max_gen_length: a.max_length,
-        num_beams: a.beams.max(1),
+    let images: Vec<ImageInput> = set
+        .images
+        .iter()
+        .map(|i| {
+            let tags = set.tags(i).split_whitespace().map(str::to_string).collect();
+            ImageInput::new(set.regions[i].data.clone(), tags)
+        })
+        .collect();
+    let opts = oscar::infer::CaptionOptions {
+        mode: a.mode,
+        num_beams: a.beams,
+        max_length: a.max_length,
         temperature: a.temperature,
         top_k: a.top_k,
         top_p: a.top_p,
-        ..cap.settings.decode.clone()
+        seed: a.seed,
+        use_cache: !a.no_cache,
     };
-    let ctxs = cap.contexts(&tok, &set)?;
     let bar = steps_bar(set.images.len() as u64, "caption");
     let t = std::time::Instant::now();
-    let mut extra: Vec<serde_json::Value> = vec![];
-    let gens = if a.cbs {
+    let (outs, constraints): (Vec<CaptionOutput>, Vec<String>) = if a.cbs {
         if a.labels.is_none() {
             bail!("--cbs takes its constraints from the detections: pass --labels");
         }
@@ -372,44 +385,39 @@ pub fn caption(a: &CaptionArgs) -> Result<()> {
             blacklist: a.cbs_blacklist.clone(),
             ..ConstraintConfig::default()
         };
-        let dec = cap.decoder(&tok);
-        let mut out = Vec::new();
-        for (img, ctx) in set.images.iter().zip(&ctxs) {
-            let cs = select_constraints(
-                set.detections.get(img).map(Vec::as_slice).unwrap_or(&[]),
-                &tok,
-                &cc,
-            )?;
-            let r = constrained_beam_search(&dec, ctx, &cs, &st, cc.min_satisfied)?;
-            extra.push(serde_json::json!({"image_id": img, "constraints": r.constraints, "satisfied": r.satisfied}));
-            out.push(r.caption);
-            bar.inc(1);
-        }
-        out
+        let dets: Vec<_> = set
+            .images
+            .iter()
+            .map(|i| set.detections.get(i).cloned().unwrap_or_default())
+            .collect();
+        api.caption_constrained(&images, &dets, &opts, &cc, |n| bar.inc(n as u64))?
+            .into_iter()
+            .map(|c| {
+                let cons = format!("  (constraints {})", serde_json::json!(c.constraints));
+                (c.caption, cons)
+            })
+            .unzip()
     } else {
-        cap.generate(&tok, &ctxs, a.mode, &st, 16, !a.no_cache, a.seed, |n| {
-            bar.inc(n as u64)
-        })?
+        let outs = api.caption_with_progress(&images, &opts, |n| bar.inc(n as u64))?;
+        let none = vec![String::new(); outs.len()];
+        (outs, none)
     };
     bar.finish_and_clear();
     let secs = t.elapsed().as_secs_f64();
-    let captions: Vec<String> = gens.iter().map(|g| tok.decode(&g.tokens)).collect();
+    let captions: Vec<String> = outs.iter().map(|o| o.text.clone()).collect();
+    let scores: Vec<f64> = outs.iter().map(|o| o.score).collect();
     match &a.out {
         Some(p) if p.extension().is_some_and(|e| e == "tsv") => oscar::checkpoint::write_atomic(
             p,
-            results_tsv(&set.images, &captions, &gens).as_bytes(),
+            results_tsv(&set.images, &captions, &scores).as_bytes(),
         )?,
         Some(p) => oscar::checkpoint::write_atomic(
             p,
             serde_json::to_string_pretty(&results_json(&set.images, &captions))?.as_bytes(),
         )?,
         None => {
-            for (i, (img, c)) in set.images.iter().zip(&captions).enumerate() {
-                let cons = extra
-                    .get(i)
-                    .map(|e| format!("  (constraints {})", e["constraints"]))
-                    .unwrap_or_default();
-                outln!("{img}\t{c}\t(conf {:.3}){cons}", gens[i].score.exp());
+            for ((img, o), cons) in set.images.iter().zip(&outs).zip(&constraints) {
+                outln!("{img}\t{}\t(conf {:.3}){cons}", o.text, o.score.exp());
             }
         }
     }

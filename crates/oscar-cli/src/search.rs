@@ -4,9 +4,8 @@
 use anyhow::{anyhow, bail, Result};
 use clap::Args;
 use oscar::data::features::{parse_detections, FeatureStore};
-use oscar::infer::ImageInput;
-use oscar::tasks::retrieval::{saved_settings, tag_overlap, world_paths, RetrievalSet, Retriever};
-use oscar::tokenizer::BertTokenizer;
+use oscar::infer::{ImageInput, Ranked};
+use oscar::tasks::retrieval::{world_paths, RetrievalSet};
 use std::path::PathBuf;
 
 #[derive(Args)]
@@ -107,64 +106,41 @@ pub struct RetrieveArgs {
 }
 
 pub fn retrieve(a: &RetrieveArgs) -> Result<()> {
-    let r = Retriever::load(&a.checkpoint, &a.device)?;
-    let settings = saved_settings(&a.checkpoint)?;
-    let tok = BertTokenizer::from_vocab(&a.checkpoint.join("vocab.txt"))?;
+    let m = oscar::infer::Matching::load(&a.checkpoint, &a.device)?;
     let (c, f, l) = world_paths(&a.data, &a.split);
-    let mut set = RetrievalSet::open(&c, &f, &l, r.config.img_feature_dim, None)?;
-    let (pairs, label): (Vec<(usize, usize)>, PairLabel) = match (&a.query, &a.image) {
-        (Some(q), None) => {
-            set.captions.push((0, q.clone()));
-            let qi = set.captions.len() - 1;
-            let mut cand: Vec<usize> = (0..set.images.len()).collect();
-            if let Some(k1) = a.first_stage_k {
-                cand.sort_by(|x, y| {
-                    tag_overlap(&set, *y, qi).total_cmp(&tag_overlap(&set, *x, qi))
-                });
-                cand.truncate(k1);
-            }
-            let names = set.images.clone();
-            (
-                cand.into_iter().map(|i| (i, qi)).collect(),
-                Box::new(move |p: &(usize, usize)| names[p.0].clone()),
-            )
-        }
+    let set = RetrievalSet::open(&c, &f, &l, m.feature_dim(), None)?;
+    let images: Vec<ImageInput> = set
+        .images
+        .iter()
+        .map(|i| {
+            let tags = set.tags[i].split_whitespace().map(str::to_string).collect();
+            ImageInput::new(set.features[i].data.clone(), tags)
+        })
+        .collect();
+    let (ranked, names): (Vec<Ranked>, Vec<&str>) = match (&a.query, &a.image) {
+        (Some(q), None) => (
+            m.rank_images(q, &images, a.first_stage_k)?,
+            set.images.iter().map(String::as_str).collect(),
+        ),
         (None, Some(img)) => {
             let ii = set
                 .images
                 .iter()
                 .position(|i| i == img)
                 .ok_or_else(|| anyhow!("image {img} is not in the {} split", a.split))?;
-            let mut cand: Vec<usize> = (0..set.captions.len()).collect();
-            if let Some(k1) = a.first_stage_k {
-                cand.sort_by(|x, y| {
-                    tag_overlap(&set, ii, *y).total_cmp(&tag_overlap(&set, ii, *x))
-                });
-                cand.truncate(k1);
-            }
-            let caps: Vec<String> = set.captions.iter().map(|(_, c)| c.clone()).collect();
-            (
-                cand.into_iter().map(|c| (ii, c)).collect(),
-                Box::new(move |p: &(usize, usize)| caps[p.1].clone()),
-            )
+            let texts: Vec<&str> = set.captions.iter().map(|(_, c)| c.as_str()).collect();
+            (m.rank_texts(&images[ii], &texts, a.first_stage_k)?, texts)
         }
         _ => bail!("give --query TEXT or --image ID"),
     };
-    let scores = r.score_pairs(&tok, &set, &pairs, &settings, 256, |_| {})?;
-    let mut ranked: Vec<(f32, &(usize, usize))> = scores.into_iter().zip(&pairs).collect();
-    ranked.sort_by(|x, y| y.0.total_cmp(&x.0));
     let out: Vec<_> = ranked
         .iter()
         .take(a.k)
-        .map(|(s, p)| serde_json::json!({"match": label(p), "match_probability": s}))
+        .map(|r| serde_json::json!({"match": names[r.index], "match_probability": r.score}))
         .collect();
     outln!(
         "{}",
-        serde_json::to_string_pretty(&serde_json::json!({"scored": pairs.len(), "top": out}))?
+        serde_json::to_string_pretty(&serde_json::json!({"scored": ranked.len(), "top": out}))?
     );
     Ok(())
 }
-
-/// Names a scored (image, caption) pair in the output: the image for a text query, the
-/// caption for an image query.
-type PairLabel = Box<dyn Fn(&(usize, usize)) -> String>;

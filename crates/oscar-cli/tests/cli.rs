@@ -788,6 +788,129 @@ fn retrieval_train_evaluate_score_and_retrieve_from_the_command_line() {
     assert!(!ok && err.contains("nope"), "{err}");
 }
 
+/// `oscar caption` through the inference API: the cache and re-encoding agree, constrained beam
+/// search reports its constraints, references are scored, and the reference's TSV is written.
+#[test]
+fn caption_command_decodes_constrains_scores_and_writes_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = dir.path().join("world");
+    let (ok, _, err) = oscar(&[
+        "world",
+        "generate",
+        "--out",
+        s(&w),
+        "--images",
+        "60",
+        "--feature-dim",
+        "8",
+        "--render",
+        "0",
+    ]);
+    assert!(ok, "{err}");
+    let m = dir.path().join("cap");
+    let (ok, _, err) = oscar(&[
+        "train",
+        "caption",
+        "--data",
+        s(&w),
+        "--out",
+        s(&m),
+        "--steps",
+        "2",
+        "--batch-size",
+        "4",
+        "--eval-images",
+        "2",
+    ]);
+    assert!(ok, "{err}");
+    let feats = w.join("features/features.tsv");
+    let labels = w.join("labels/predictions.tsv");
+    let base = [
+        "caption",
+        "--checkpoint",
+        s(&m),
+        "--features",
+        s(&feats),
+        "--labels",
+        s(&labels),
+        "--image",
+        "img000000",
+        "--image",
+        "img000001",
+        "--beams",
+        "2",
+        "--max-length",
+        "6",
+    ];
+    let (ok, cached, err) = oscar(&base);
+    assert!(ok, "{err}");
+    let lines: Vec<&str> = cached.lines().collect();
+    assert_eq!(lines.len(), 2, "{cached}");
+    assert!(lines[0].starts_with("img000000\t") && lines[1].starts_with("img000001\t"));
+    let (ok, reenc, err) = oscar(&[&base[..], &["--no-cache"]].concat());
+    assert!(ok, "{err}");
+    assert_eq!(
+        reenc, cached,
+        "re-encoding every step gives the cached captions"
+    );
+    let (ok, cbs, err) = oscar(&[&base[..], &["--cbs"]].concat());
+    assert!(ok, "{err}");
+    assert!(
+        cbs.lines().count() == 2 && cbs.lines().all(|l| l.contains("(constraints [\"")),
+        "{cbs}"
+    );
+    let no_labels: Vec<&str> = base
+        .iter()
+        .copied()
+        .filter(|a| *a != "--labels" && *a != s(&labels))
+        .collect();
+    let (ok, _, err) = oscar(&[&no_labels[..], &["--cbs"]].concat());
+    assert!(!ok && err.contains("--labels"), "{err}");
+
+    let refs = w.join("captions/test_caption.json");
+    let tsv = dir.path().join("pred.tsv");
+    let (ok, stdout, err) = oscar(&[
+        "caption",
+        "--checkpoint",
+        s(&m),
+        "--features",
+        s(&feats),
+        "--labels",
+        s(&labels),
+        "--refs",
+        s(&refs),
+        "--train-captions",
+        s(&w.join("captions/train_caption.json")),
+        "--beams",
+        "1",
+        "--max-length",
+        "6",
+        "--out",
+        s(&tsv),
+    ]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["split"], "refs");
+    assert!(
+        v["cider"].as_f64().is_some() && v["cider_d"].as_f64().is_some(),
+        "{v}"
+    );
+    let n_refs = oscar_eval::captions::read_captions(&refs, false)
+        .unwrap()
+        .len();
+    let rows = std::fs::read_to_string(&tsv).unwrap();
+    assert_eq!(rows.lines().count(), n_refs);
+    for row in rows.lines() {
+        let (_, json) = row.split_once('\t').unwrap();
+        let r: serde_json::Value = serde_json::from_str(json).unwrap();
+        let conf = r[0]["conf"].as_f64().unwrap();
+        assert!(
+            r[0]["caption"].is_string() && conf > 0.0 && conf <= 1.0,
+            "{row}"
+        );
+    }
+}
+
 #[test]
 fn the_quick_demo_writes_a_complete_report_of_computed_numbers() {
     let dir = tempfile::tempdir().unwrap();

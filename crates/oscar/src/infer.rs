@@ -7,14 +7,18 @@
 
 use crate::checkpoint::{read_checkpoint, AnyModel, Fresh, HeadKind};
 use crate::config::OscarConfig;
+use crate::data::features::Detection;
 use crate::data::features::{box_dims, regions_from, FeatureStore, Regions};
 use crate::data::items::Item;
 use crate::data::tensorize::{collate, Encoded, Layout};
 use crate::error::{Error, Result};
-use crate::tasks::caption::decode::DecodeSettings;
+use crate::tasks::caption::cbs::{constrained_beam_search, select_constraints, ConstraintConfig};
+use crate::tasks::caption::decode::{DecodeSettings, Generated, ImageContext};
 use crate::tasks::caption::{Captioner, Mode};
 use crate::tasks::qa::{Answerer, QaSet};
-use crate::tasks::retrieval::{saved_settings, RetrievalSet, RetrievalTrainConfig, Retriever};
+use crate::tasks::retrieval::{
+    saved_settings, tag_overlap, RetrievalSet, RetrievalTrainConfig, Retriever,
+};
 use crate::tokenizer::BertTokenizer;
 use candle_core::{DType, Device, Tensor};
 use std::collections::{BTreeMap, HashMap};
@@ -100,6 +104,9 @@ pub struct CaptionOptions {
     pub top_p: f64,
     /// Sampling seed.
     pub seed: u64,
+    /// Decode with the KV cache (`false`: re-encode the whole prefix at every step, the
+    /// reference's way; the same captions, slower).
+    pub use_cache: bool,
 }
 
 impl Default for CaptionOptions {
@@ -113,6 +120,7 @@ impl Default for CaptionOptions {
             top_k: d.top_k,
             top_p: d.top_p,
             seed: 0,
+            use_cache: true,
         }
     }
 }
@@ -147,48 +155,112 @@ impl Captioning {
         self.model.config.img_feature_dim
     }
 
-    /// One caption per image (the KV cache, 16 images at a time).
+    /// One caption per image, 16 images at a time.
     pub fn caption(
         &self,
         images: &[ImageInput],
         opts: &CaptionOptions,
     ) -> Result<Vec<CaptionOutput>> {
+        self.caption_with_progress(images, opts, |_| {})
+    }
+
+    /// [`Self::caption`], with `progress` told the images done after each batch.
+    pub fn caption_with_progress(
+        &self,
+        images: &[ImageInput],
+        opts: &CaptionOptions,
+        progress: impl FnMut(usize),
+    ) -> Result<Vec<CaptionOutput>> {
+        let ctxs = self.contexts(images)?;
+        let gens = self.model.generate(
+            &self.tok,
+            &ctxs,
+            opts.mode,
+            &self.settings(opts),
+            16,
+            opts.use_cache,
+            opts.seed,
+            progress,
+        )?;
+        Ok(gens.iter().map(|g| self.output(g)).collect())
+    }
+
+    /// Constrained beam search (NoCaps' CBS, oscar-spec §3.5): each image's constraints are
+    /// chosen from its detections (`detections[i]`, class and confidence) by `constraints`, and
+    /// its caption is the best beam that satisfies enough of them (or the best beam overall
+    /// when none does). `opts.mode` is ignored: this is always beam search.
+    pub fn caption_constrained(
+        &self,
+        images: &[ImageInput],
+        detections: &[Vec<Detection>],
+        opts: &CaptionOptions,
+        constraints: &ConstraintConfig,
+        mut progress: impl FnMut(usize),
+    ) -> Result<Vec<ConstrainedCaption>> {
+        if images.len() != detections.len() {
+            return Err(Error::Invalid(format!(
+                "{} images with {} detection lists: give one list per image",
+                images.len(),
+                detections.len()
+            )));
+        }
+        let st = self.settings(opts);
+        let dec = self.model.decoder(&self.tok);
+        let ctxs = self.contexts(images)?;
+        let mut out = Vec::with_capacity(images.len());
+        for (ctx, dets) in ctxs.iter().zip(detections) {
+            let cs = select_constraints(dets, &self.tok, constraints)?;
+            let r = constrained_beam_search(&dec, ctx, &cs, &st, constraints.min_satisfied)?;
+            out.push(ConstrainedCaption {
+                caption: self.output(&r.caption),
+                constraints: r.constraints,
+                satisfied: r.satisfied,
+            });
+            progress(1);
+        }
+        Ok(out)
+    }
+
+    fn contexts(&self, images: &[ImageInput]) -> Result<Vec<ImageContext>> {
         let dim = self.feature_dim();
-        let ctxs = images
+        images
             .iter()
             .enumerate()
             .map(|(i, im)| {
                 self.model
                     .context(&self.tok, &im.tag_text(), &im.regions(dim, i)?)
             })
-            .collect::<Result<Vec<_>>>()?;
-        let st = DecodeSettings {
+            .collect()
+    }
+
+    fn settings(&self, opts: &CaptionOptions) -> DecodeSettings {
+        DecodeSettings {
             max_gen_length: opts.max_length,
             num_beams: opts.num_beams.max(1),
             temperature: opts.temperature,
             top_k: opts.top_k,
             top_p: opts.top_p,
             ..self.model.settings.decode.clone()
-        };
-        let gens = self.model.generate(
-            &self.tok,
-            &ctxs,
-            opts.mode,
-            &st,
-            16,
-            true,
-            opts.seed,
-            |_| {},
-        )?;
-        Ok(gens
-            .into_iter()
-            .map(|g| CaptionOutput {
-                text: self.tok.decode(&g.tokens),
-                score: g.score,
-                ended: g.ended,
-            })
-            .collect())
+        }
     }
+
+    fn output(&self, g: &Generated) -> CaptionOutput {
+        CaptionOutput {
+            text: self.tok.decode(&g.tokens),
+            score: g.score,
+            ended: g.ended,
+        }
+    }
+}
+
+/// A caption from constrained beam search.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ConstrainedCaption {
+    #[serde(flatten)]
+    pub caption: CaptionOutput,
+    /// The constraint words chosen from the detections, and which of them the caption satisfies.
+    pub constraints: Vec<String>,
+    pub satisfied: Vec<bool>,
 }
 
 /// A ranked answer.
@@ -313,24 +385,53 @@ impl Matching {
             .score_pairs(&self.tok, &set, &idx, &self.settings, 64, |_| {})
     }
 
-    /// `texts` ranked for one image, best first.
-    pub fn rank_texts(&self, image: &ImageInput, texts: &[&str]) -> Result<Vec<Ranked>> {
-        let pairs: Vec<(&ImageInput, &str)> = texts.iter().map(|t| (image, *t)).collect();
-        Ok(ranked(self.score(&pairs)?))
+    /// `texts` ranked for one image, best first. With `first_stage: Some(k)`, only the `k`
+    /// texts sharing most words with the image's tags are scored by the model (the cheap first
+    /// stage of two-stage retrieval), and only they are returned.
+    pub fn rank_texts(
+        &self,
+        image: &ImageInput,
+        texts: &[&str],
+        first_stage: Option<usize>,
+    ) -> Result<Vec<Ranked>> {
+        let tags = image.tag_text();
+        let cand = shortlist(texts.len(), first_stage, |i| tag_overlap(&tags, texts[i]));
+        let pairs: Vec<(&ImageInput, &str)> = cand.iter().map(|&i| (image, texts[i])).collect();
+        Ok(ranked(&cand, self.score(&pairs)?))
     }
 
-    /// `images` ranked for one text, best first.
-    pub fn rank_images(&self, text: &str, images: &[ImageInput]) -> Result<Vec<Ranked>> {
-        let pairs: Vec<(&ImageInput, &str)> = images.iter().map(|im| (im, text)).collect();
-        Ok(ranked(self.score(&pairs)?))
+    /// `images` ranked for one text, best first; `first_stage` as in [`Self::rank_texts`].
+    pub fn rank_images(
+        &self,
+        text: &str,
+        images: &[ImageInput],
+        first_stage: Option<usize>,
+    ) -> Result<Vec<Ranked>> {
+        let cand = shortlist(images.len(), first_stage, |i| {
+            tag_overlap(&images[i].tag_text(), text)
+        });
+        let pairs: Vec<(&ImageInput, &str)> = cand.iter().map(|&i| (&images[i], text)).collect();
+        Ok(ranked(&cand, self.score(&pairs)?))
     }
 }
 
-fn ranked(scores: Vec<f32>) -> Vec<Ranked> {
-    let mut r: Vec<Ranked> = scores
-        .into_iter()
-        .enumerate()
-        .map(|(index, score)| Ranked { index, score })
+/// The candidates the model scores: all of `n`, or the `k` with the highest first-stage score
+/// (ties by index).
+fn shortlist(n: usize, k: Option<usize>, first: impl Fn(usize) -> f32) -> Vec<usize> {
+    let mut cand: Vec<usize> = (0..n).collect();
+    if let Some(k) = k {
+        let s: Vec<f32> = cand.iter().map(|&i| first(i)).collect();
+        cand.sort_by(|&x, &y| s[y].total_cmp(&s[x]).then(x.cmp(&y)));
+        cand.truncate(k);
+    }
+    cand
+}
+
+fn ranked(candidates: &[usize], scores: Vec<f32>) -> Vec<Ranked> {
+    let mut r: Vec<Ranked> = candidates
+        .iter()
+        .zip(scores)
+        .map(|(&index, score)| Ranked { index, score })
         .collect();
     r.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.index.cmp(&b.index)));
     r

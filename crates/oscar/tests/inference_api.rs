@@ -175,6 +175,58 @@ fn each_call_equals_the_task_code_it_wraps() {
         assert_eq!(g.text, tok.decode(&w.tokens));
         assert!((g.score - w.score).abs() < 1e-9);
     }
+    // Re-encoding every step (the reference's way) gives the cached captions.
+    let reenc = api
+        .caption(
+            &images[..4],
+            &CaptionOptions {
+                use_cache: false,
+                ..opts.clone()
+            },
+        )
+        .unwrap();
+    for (g, w) in reenc.iter().zip(&got) {
+        assert_eq!(g.text, w.text);
+        assert!(
+            (g.score - w.score).abs() < 1e-4,
+            "{} vs {}",
+            g.score,
+            w.score
+        );
+    }
+    // Constrained beam search: the API's outcome is the task code's on the same detections.
+    let dets: Vec<_> = caps.images[..4]
+        .iter()
+        .map(|i| caps.detections.get(i).cloned().unwrap_or_default())
+        .collect();
+    let cc = oscar::tasks::caption::cbs::ConstraintConfig::default();
+    let mut done = 0;
+    let cons = api
+        .caption_constrained(&images[..4], &dets, &opts, &cc, |n| done += n)
+        .unwrap();
+    assert_eq!(done, 4);
+    let ctxs = cap.contexts(&tok, &caps).unwrap();
+    for ((c, d), ctx) in cons.iter().zip(&dets).zip(&ctxs) {
+        let cs = oscar::tasks::caption::cbs::select_constraints(d, &tok, &cc).unwrap();
+        let w = oscar::tasks::caption::cbs::constrained_beam_search(
+            &cap.decoder(&tok),
+            ctx,
+            &cs,
+            &st,
+            cc.min_satisfied,
+        )
+        .unwrap();
+        assert!(
+            !c.constraints.is_empty(),
+            "the world's images have detections"
+        );
+        assert_eq!(c.constraints, w.constraints);
+        assert_eq!(c.satisfied, w.satisfied);
+        assert_eq!(c.caption.text, tok.decode(&w.caption.tokens));
+    }
+    assert!(api
+        .caption_constrained(&images[..2], &dets[..1], &opts, &cc, |_| {})
+        .is_err());
 
     // Question answering: batched answers equal one-at-a-time answers.
     let TaskModel::Answering(api) =
@@ -214,7 +266,7 @@ fn each_call_equals_the_task_code_it_wraps() {
         .map(String::as_str)
         .chain(["a purple submarine"])
         .collect();
-    let ranked = api.rank_texts(&images[0], &texts).unwrap();
+    let ranked = api.rank_texts(&images[0], &texts, None).unwrap();
     assert_eq!(ranked.len(), texts.len());
     assert!(ranked.windows(2).all(|p| p[0].score >= p[1].score));
     let retr = Retriever::load(&m.join("retrieval"), &candle_core::Device::Cpu).unwrap();
@@ -238,10 +290,30 @@ fn each_call_equals_the_task_code_it_wraps() {
     for r in &ranked {
         assert!((r.score - want[r.index]).abs() < 1e-6);
     }
-    let by_image = api.rank_images(texts[0], &images).unwrap();
+    let by_image = api.rank_images(texts[0], &images, None).unwrap();
     let mut idx: Vec<usize> = by_image.iter().map(|r| r.index).collect();
     idx.sort();
     assert_eq!(idx, (0..images.len()).collect::<Vec<_>>());
+    // Two stages: the model scores only the k images whose tags the text names most, with the
+    // scores it gives them in the full ranking.
+    let overlap: Vec<f32> = images
+        .iter()
+        .map(|im| oscar::tasks::retrieval::tag_overlap(&im.tags.join(" "), texts[0]))
+        .collect();
+    let two = api.rank_images(texts[0], &images, Some(3)).unwrap();
+    assert_eq!(two.len(), 3);
+    let mut kth: Vec<f32> = overlap.clone();
+    kth.sort_by(|a, b| b.total_cmp(a));
+    for r in &two {
+        assert!(
+            overlap[r.index] >= kth[2],
+            "image {} is not in the first stage's top 3",
+            r.index
+        );
+        let full = by_image.iter().find(|f| f.index == r.index).unwrap();
+        assert!((full.score - r.score).abs() < 1e-5);
+    }
+    assert!(two.windows(2).all(|p| p[0].score >= p[1].score));
 }
 
 #[test]

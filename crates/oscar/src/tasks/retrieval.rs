@@ -503,12 +503,10 @@ pub fn score_all(
     Ok(scores)
 }
 
-/// The cheap first stage: how many of an image's tag words occur in a caption (plus a tiny
-/// tie-breaker from the feature norm, so the ordering is total).
-pub fn tag_overlap(set: &RetrievalSet, img: usize, caption: usize) -> f32 {
-    let tags = &set.tags[&set.images[img]];
-    let cap: std::collections::HashSet<String> = set.captions[caption]
-        .1
+/// The cheap first stage: how many of an image's distinct tag words occur in a caption (as
+/// written, or singular: "dogs" and "boxes" match "dog" and "box").
+pub fn tag_overlap(tags: &str, caption: &str) -> f32 {
+    let cap: std::collections::HashSet<String> = caption
         .split_whitespace()
         .map(|w| {
             w.trim_matches(|c: char| !c.is_alphanumeric())
@@ -528,6 +526,11 @@ pub fn tag_overlap(set: &RetrievalSet, img: usize, caption: usize) -> f32 {
         .iter()
         .filter(|t| cap.contains(**t) || cap_s.contains(**t))
         .count() as f32
+}
+
+/// [`tag_overlap`] of image `img` and caption `caption` of a set.
+fn set_overlap(set: &RetrievalSet, img: usize, caption: usize) -> f32 {
+    tag_overlap(&set.tags[&set.images[img]], &set.captions[caption].1)
 }
 
 /// Full-protocol and two-stage results.
@@ -579,7 +582,7 @@ pub fn evaluate(
             let first: Vec<Vec<f32>> = (0..ni)
                 .map(|i| {
                     (0..nc)
-                        .map(|c| tag_overlap(set, i, c) + 1e-3 * (c as f32 / nc as f32))
+                        .map(|c| set_overlap(set, i, c) + 1e-3 * (c as f32 / nc as f32))
                         .collect()
                 })
                 .collect();

@@ -493,14 +493,14 @@ pub fn results_json(images: &[String], captions: &[String]) -> serde_json::Value
 }
 
 /// Captions as the reference's prediction TSV (`key \t [{"caption", "conf"}]`, conf = exp(score)).
-pub fn results_tsv(images: &[String], captions: &[String], gens: &[Generated]) -> String {
+pub fn results_tsv(images: &[String], captions: &[String], scores: &[f64]) -> String {
     images
         .iter()
-        .zip(captions.iter().zip(gens))
-        .map(|(i, (c, g))| {
+        .zip(captions.iter().zip(scores))
+        .map(|(i, (c, s))| {
             format!(
                 "{i}\t{}\n",
-                serde_json::json!([{"caption": c, "conf": g.score.exp()}])
+                serde_json::json!([{"caption": c, "conf": s.exp()}])
             )
         })
         .collect()
