@@ -28,6 +28,24 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
+/// `oscar world generate` of `images` images with 8-d features and no renders, into `dir`.
+fn small_world(dir: &Path, images: usize) -> PathBuf {
+    let (ok, _, err) = oscar(&[
+        "world",
+        "generate",
+        "--out",
+        s(dir),
+        "--images",
+        &images.to_string(),
+        "--feature-dim",
+        "8",
+        "--render",
+        "0",
+    ]);
+    assert!(ok, "{err}");
+    dir.to_path_buf()
+}
+
 #[test]
 fn inspect_reports_format_head_and_keys_as_json() {
     let (ok, out, err) = oscar(&[
@@ -537,20 +555,7 @@ fn world_generate_then_check_and_feature_dict_conversion() {
 #[test]
 fn vqa_trains_with_the_chosen_head_and_scratch_shape_then_answers_one_question() {
     let dir = tempfile::tempdir().unwrap();
-    let w = dir.path().join("world");
-    let (ok, _, err) = oscar(&[
-        "world",
-        "generate",
-        "--out",
-        s(&w),
-        "--images",
-        "40",
-        "--feature-dim",
-        "8",
-        "--render",
-        "0",
-    ]);
-    assert!(ok, "{err}");
+    let w = small_world(&dir.path().join("world"), 40);
     let vocab_size = std::fs::read_to_string(w.join("vocab.txt"))
         .unwrap()
         .lines()
@@ -644,20 +649,7 @@ fn vqa_trains_with_the_chosen_head_and_scratch_shape_then_answers_one_question()
 #[test]
 fn retrieval_train_evaluate_score_and_retrieve_from_the_command_line() {
     let dir = tempfile::tempdir().unwrap();
-    let w = dir.path().join("world");
-    let (ok, _, err) = oscar(&[
-        "world",
-        "generate",
-        "--out",
-        s(&w),
-        "--images",
-        "60",
-        "--feature-dim",
-        "8",
-        "--render",
-        "0",
-    ]);
-    assert!(ok, "{err}");
+    let w = small_world(&dir.path().join("world"), 60);
     let m = dir.path().join("ret");
     let (ok, stdout, err) = oscar(&[
         "train",
@@ -793,20 +785,7 @@ fn retrieval_train_evaluate_score_and_retrieve_from_the_command_line() {
 #[test]
 fn caption_command_decodes_constrains_scores_and_writes_results() {
     let dir = tempfile::tempdir().unwrap();
-    let w = dir.path().join("world");
-    let (ok, _, err) = oscar(&[
-        "world",
-        "generate",
-        "--out",
-        s(&w),
-        "--images",
-        "60",
-        "--feature-dim",
-        "8",
-        "--render",
-        "0",
-    ]);
-    assert!(ok, "{err}");
+    let w = small_world(&dir.path().join("world"), 60);
     let m = dir.path().join("cap");
     let (ok, _, err) = oscar(&[
         "train",
@@ -1050,19 +1029,7 @@ fn every_printing_command_ends_quietly_when_its_reader_is_gone() {
     let dir = tempfile::tempdir().unwrap();
     let p = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
     let w = p("world");
-    let (ok, _, err) = oscar(&[
-        "world",
-        "generate",
-        "--out",
-        &w,
-        "--images",
-        "60",
-        "--feature-dim",
-        "8",
-        "--render",
-        "0",
-    ]);
-    assert!(ok, "{err}");
+    small_world(Path::new(&w), 60);
     let tiny = ["--steps", "2", "--batch-size", "4"];
     for (task, extra) in [
         ("retrieval", vec!["--test-images", "4"]),
@@ -1345,19 +1312,7 @@ fn training_commands_save_checkpoints_and_resume() {
     let dir = tempfile::tempdir().unwrap();
     let p = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
     let w = p("world");
-    let (ok, _, err) = oscar(&[
-        "world",
-        "generate",
-        "--out",
-        &w,
-        "--images",
-        "40",
-        "--feature-dim",
-        "8",
-        "--render",
-        "0",
-    ]);
-    assert!(ok, "{err}");
+    small_world(Path::new(&w), 40);
     let last_loss = |d: &str| -> f64 {
         let text = std::fs::read_to_string(Path::new(d).join("metrics.jsonl")).unwrap();
         text.lines()
