@@ -373,6 +373,7 @@ pub fn caption(a: &CaptionArgs) -> Result<()> {
         top_k: a.top_k,
         top_p: a.top_p,
         seed: a.seed,
+        num_return_sequences: 1,
         use_cache: !a.no_cache,
     };
     let bar = steps_bar(set.images.len() as u64, "caption");

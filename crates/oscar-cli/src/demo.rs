@@ -344,6 +344,12 @@ pub fn run(a: &DemoArgs) -> Result<()> {
             .collect();
         let vqa = oscar_eval::vqa::evaluate_vqa(&vqa_anns, &answered, false)?;
         if *name == "pre-trained with tags" {
+            // The models `oscar serve --demo OUT` serves.
+            let models = a.out.join("models");
+            let vocab = world_dir.join("vocab.txt");
+            ret.save_with_settings(&models.join("retrieval"), Some(&vocab), &rcfg)?;
+            cap.save(&models.join("caption"), Some(&vocab))?;
+            qa.save(&models.join("vqa"), Some(&vocab))?;
             showcase = Some(showcase_lines(
                 &ret,
                 &tok,
@@ -509,6 +515,11 @@ pub fn run(a: &DemoArgs) -> Result<()> {
         "\ndone in {:.0} s: report in {}",
         t0.elapsed().as_secs_f64(),
         a.out.join("report.md").display()
+    );
+    outln!(
+        "the tags arm's models are in {}: serve them with `oscar serve --demo {}`",
+        a.out.join("models").display(),
+        a.out.display()
     );
     Ok(())
 }

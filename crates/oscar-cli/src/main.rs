@@ -29,6 +29,7 @@ mod inspect;
 mod pretrain;
 mod qa;
 mod search;
+mod serve;
 mod train;
 mod world;
 
@@ -145,6 +146,11 @@ enum Cmd {
     /// Evaluate captions, VQA answers or retrieval scores with the official metrics.
     #[command(subcommand)]
     Eval(eval::EvalCmd),
+    /// An HTTP inference server: captioning, VQA, ranking, scoring and embeddings with dynamic
+    /// batching, Prometheus metrics, OpenAPI and a web page (docs/serve.md).
+    Serve(serve::ServeArgs),
+    /// Drive a running `oscar serve` at fixed concurrency: requests/s and latency percentiles.
+    Loadtest(serve::LoadArgs),
     /// The main job: the synthetic world, pre-training with and without tags, retrieval,
     /// captioning and VQA fine-tuning of three arms, evaluation, and a report (`--quick`: about a minute).
     Demo(demo::DemoArgs),
@@ -184,6 +190,8 @@ fn main() {
             json,
         } => check(&dir, img_feature_dim, json.as_deref()),
         Cmd::Demo(a) => demo::run(&a),
+        Cmd::Serve(a) => serve::serve(&a),
+        Cmd::Loadtest(a) => serve::loadtest(&a),
     };
     if let Err(e) = res {
         errln!("error: {e:#}");

@@ -131,12 +131,7 @@ pub fn run(cmd: &TrainCmd) -> Result<()> {
         |k, loss, acc| steps.record(k, loss, acc),
     )?;
     steps.finish();
-    r.save(&a.out, Some(&vocab))?;
-    // The input settings travel with the model, so evaluation and search lay inputs out the same way.
-    oscar::checkpoint::write_atomic(
-        &a.out.join("retrieval.json"),
-        serde_json::to_string_pretty(&cfg)?.as_bytes(),
-    )?;
+    r.save_with_settings(&a.out, Some(&vocab), &cfg)?;
     let (c, f, l) = world_paths(&a.data, "test");
     let mut test = RetrievalSet::open(&c, &f, &l, dim, None)?;
     test.images.truncate(a.test_images);

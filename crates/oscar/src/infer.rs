@@ -86,7 +86,8 @@ impl ImageInput {
             .map_err(Error::Invalid)
     }
 
-    fn tag_text(&self) -> String {
+    /// The tags as the models read them: space-separated.
+    pub fn tag_text(&self) -> String {
         self.tags.join(" ")
     }
 }
@@ -104,6 +105,8 @@ pub struct CaptionOptions {
     pub top_p: f64,
     /// Sampling seed.
     pub seed: u64,
+    /// Captions per image for [`Captioning::caption_n`] (beam search: at most `num_beams`).
+    pub num_return_sequences: usize,
     /// Decode with the KV cache (`false`: re-encode the whole prefix at every step, the
     /// reference's way; the same captions, slower).
     pub use_cache: bool,
@@ -120,6 +123,7 @@ impl Default for CaptionOptions {
             top_k: d.top_k,
             top_p: d.top_p,
             seed: 0,
+            num_return_sequences: 1,
             use_cache: true,
         }
     }
@@ -155,6 +159,12 @@ impl Captioning {
         self.model.config.img_feature_dim
     }
 
+    /// The longest caption the model can write, in tokens with `[CLS]`: its caption slots
+    /// (`max_seq_a_length`; the tags' positions start after them).
+    pub fn max_caption_length(&self) -> usize {
+        self.model.settings.max_seq_a_length
+    }
+
     /// One caption per image, 16 images at a time.
     pub fn caption(
         &self,
@@ -171,8 +181,26 @@ impl Captioning {
         opts: &CaptionOptions,
         progress: impl FnMut(usize),
     ) -> Result<Vec<CaptionOutput>> {
+        let one = CaptionOptions {
+            num_return_sequences: 1,
+            ..opts.clone()
+        };
+        Ok(self
+            .caption_n(images, &one, progress)?
+            .into_iter()
+            .flatten()
+            .collect())
+    }
+
+    /// The `opts.num_return_sequences` best captions of each image, best first.
+    pub fn caption_n(
+        &self,
+        images: &[ImageInput],
+        opts: &CaptionOptions,
+        progress: impl FnMut(usize),
+    ) -> Result<Vec<Vec<CaptionOutput>>> {
         let ctxs = self.contexts(images)?;
-        let gens = self.model.generate(
+        let gens = self.model.generate_n(
             &self.tok,
             &ctxs,
             opts.mode,
@@ -182,7 +210,10 @@ impl Captioning {
             opts.seed,
             progress,
         )?;
-        Ok(gens.iter().map(|g| self.output(g)).collect())
+        Ok(gens
+            .iter()
+            .map(|g| g.iter().map(|g| self.output(g)).collect())
+            .collect())
     }
 
     /// Constrained beam search (NoCaps' CBS, oscar-spec §3.5): each image's constraints are
@@ -240,6 +271,7 @@ impl Captioning {
             temperature: opts.temperature,
             top_k: opts.top_k,
             top_p: opts.top_p,
+            num_return_sequences: opts.num_return_sequences.max(1),
             ..self.model.settings.decode.clone()
         }
     }
@@ -394,8 +426,7 @@ impl Matching {
         texts: &[&str],
         first_stage: Option<usize>,
     ) -> Result<Vec<Ranked>> {
-        let tags = image.tag_text();
-        let cand = shortlist(texts.len(), first_stage, |i| tag_overlap(&tags, texts[i]));
+        let cand = text_candidates(image, texts, first_stage);
         let pairs: Vec<(&ImageInput, &str)> = cand.iter().map(|&i| (image, texts[i])).collect();
         Ok(ranked(&cand, self.score(&pairs)?))
     }
@@ -407,12 +438,32 @@ impl Matching {
         images: &[ImageInput],
         first_stage: Option<usize>,
     ) -> Result<Vec<Ranked>> {
-        let cand = shortlist(images.len(), first_stage, |i| {
-            tag_overlap(&images[i].tag_text(), text)
-        });
+        let cand = image_candidates(text, images, first_stage);
         let pairs: Vec<(&ImageInput, &str)> = cand.iter().map(|&i| (&images[i], text)).collect();
         Ok(ranked(&cand, self.score(&pairs)?))
     }
+}
+
+/// The texts a ranking for `image` scores (indices into `texts`): all, or with `first_stage:
+/// Some(k)` the `k` sharing most words with the image's tags (ties by index).
+pub fn text_candidates(
+    image: &ImageInput,
+    texts: &[&str],
+    first_stage: Option<usize>,
+) -> Vec<usize> {
+    let tags = image.tag_text();
+    shortlist(texts.len(), first_stage, |i| tag_overlap(&tags, texts[i]))
+}
+
+/// The images a ranking for `text` scores; `first_stage` as in [`text_candidates`].
+pub fn image_candidates(
+    text: &str,
+    images: &[ImageInput],
+    first_stage: Option<usize>,
+) -> Vec<usize> {
+    shortlist(images.len(), first_stage, |i| {
+        tag_overlap(&images[i].tag_text(), text)
+    })
 }
 
 /// The candidates the model scores: all of `n`, or the `k` with the highest first-stage score
@@ -427,7 +478,8 @@ fn shortlist(n: usize, k: Option<usize>, first: impl Fn(usize) -> f32) -> Vec<us
     cand
 }
 
-fn ranked(candidates: &[usize], scores: Vec<f32>) -> Vec<Ranked> {
+/// `candidates` with their match probabilities `scores`, best first (ties by index).
+pub fn ranked(candidates: &[usize], scores: Vec<f32>) -> Vec<Ranked> {
     let mut r: Vec<Ranked> = candidates
         .iter()
         .zip(scores)

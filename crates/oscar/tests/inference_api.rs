@@ -175,6 +175,24 @@ fn each_call_equals_the_task_code_it_wraps() {
         assert_eq!(g.text, tok.decode(&w.tokens));
         assert!((g.score - w.score).abs() < 1e-9);
     }
+    // Several captions per image: the best is the single caption, scores fall, and beam search
+    // cannot return more than its beams.
+    let n2 = CaptionOptions {
+        num_return_sequences: 2,
+        ..opts.clone()
+    };
+    let all = api.caption_n(&images, &n2, |_| {}).unwrap();
+    for (a, g) in all.iter().zip(&got) {
+        assert_eq!(a.len(), 2);
+        assert_eq!(&a[0], g);
+        assert!(a[0].score >= a[1].score);
+    }
+    let too_many = CaptionOptions {
+        num_return_sequences: 3,
+        ..opts.clone()
+    };
+    let e = api.caption_n(&images, &too_many, |_| {}).unwrap_err();
+    assert!(e.to_string().contains("at most 2"), "{e}");
     // Re-encoding every step (the reference's way) gives the cached captions.
     let reenc = api
         .caption(

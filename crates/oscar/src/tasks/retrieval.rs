@@ -297,12 +297,9 @@ impl TrainTask for RetrievalTask<'_> {
         })
     }
 
-    /// The model and its input settings (`retrieval.json`), as `oscar train retrieval` saves them.
     fn save(&self, dir: &Path) -> Result<()> {
-        self.model.save(dir, self.vocab.as_deref())?;
-        let body =
-            serde_json::to_string_pretty(self.cfg).map_err(|e| Error::Invalid(e.to_string()))?;
-        crate::checkpoint::write_atomic(&dir.join("retrieval.json"), body.as_bytes())
+        self.model
+            .save_with_settings(dir, self.vocab.as_deref(), self.cfg)
     }
 }
 
@@ -402,6 +399,19 @@ impl Retriever {
 
     pub fn save(&self, dir: &Path, vocab: Option<&Path>) -> Result<()> {
         save_pretrained(dir, &self.params, &self.config, vocab)
+    }
+
+    /// The model and the input settings it was trained with (`retrieval.json`): a directory
+    /// that evaluation, search and [`crate::infer::Matching`] lay inputs out from the same way.
+    pub fn save_with_settings(
+        &self,
+        dir: &Path,
+        vocab: Option<&Path>,
+        cfg: &RetrievalTrainConfig,
+    ) -> Result<()> {
+        self.save(dir, vocab)?;
+        let body = serde_json::to_string_pretty(cfg).map_err(|e| Error::Invalid(e.to_string()))?;
+        crate::checkpoint::write_atomic(&dir.join("retrieval.json"), body.as_bytes())
     }
 
     /// Match probabilities `softmax(logits)[1]` of (image, caption) pairs, in batches.

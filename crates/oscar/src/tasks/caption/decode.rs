@@ -30,6 +30,9 @@ pub struct DecodeSettings {
     pub top_k: usize,
     /// 1.0: off.
     pub top_p: f64,
+    /// Captions returned per image, best first (beam search: at most `num_beams`; greedy and
+    /// sampling: 1). The reference's `num_return_sequences`.
+    pub num_return_sequences: usize,
 }
 
 impl Default for DecodeSettings {
@@ -41,6 +44,7 @@ impl Default for DecodeSettings {
             temperature: 1.0,
             top_k: 0,
             top_p: 1.0,
+            num_return_sequences: 1,
         }
     }
 }
@@ -593,15 +597,23 @@ impl Hypotheses {
     }
 
     pub fn best(&self) -> Option<Generated> {
-        self.items
-            .iter()
-            .max_by(|a, b| a.0.total_cmp(&b.0))
+        self.top(1).pop()
+    }
+
+    /// The `n` best hypotheses, best first (the reference's `num_return_sequences`).
+    pub fn top(&self, n: usize) -> Vec<Generated> {
+        let mut items: Vec<&(f64, Vec<u32>, f64, bool)> = self.items.iter().collect();
+        items.sort_by(|a, b| b.0.total_cmp(&a.0));
+        items
+            .into_iter()
+            .take(n)
             .map(|(s, w, l, e)| Generated {
                 tokens: w.clone(),
                 score: *s,
                 logprob: *l,
                 ended: *e,
             })
+            .collect()
     }
 }
 
@@ -615,6 +627,20 @@ pub fn beam_search(
     special: SpecialIds,
     st: &DecodeSettings,
 ) -> Result<Vec<Generated>> {
+    Ok(beam_search_n(m, images, special, st, 1)?
+        .into_iter()
+        .flatten()
+        .collect())
+}
+
+/// [`beam_search`] returning each image's `n` best hypotheses (at most `num_beams`), best first.
+pub fn beam_search_n(
+    m: &mut dyn StepModel,
+    images: usize,
+    special: SpecialIds,
+    st: &DecodeSettings,
+    n: usize,
+) -> Result<Vec<Vec<Generated>>> {
     let nb = st.num_beams.max(1);
     let mut beam_scores: Vec<f64> = (0..images * nb)
         .map(|r| if r % nb == 0 { 0.0 } else { -1e9 })
@@ -699,9 +725,11 @@ pub fn beam_search(
         }
     }
     hyps.iter()
-        .map(|h| {
-            h.best()
-                .ok_or_else(|| candle_core::Error::Msg("beam search finished no hypothesis".into()))
+        .map(|h| match h.top(n.max(1)) {
+            v if v.is_empty() => Err(candle_core::Error::Msg(
+                "beam search finished no hypothesis".into(),
+            )),
+            v => Ok(v),
         })
         .collect()
 }

@@ -21,7 +21,7 @@ use crate::tokenizer::BertTokenizer;
 use crate::train::trainer::{EpochOrder, Metrics, StepLoss, TrainTask};
 use candle_core::{Device, Tensor};
 use decode::{
-    beam_search, greedy, sample, DecodeSettings, Decoder, Generated, ImageContext, Sampling,
+    beam_search_n, greedy, sample, DecodeSettings, Decoder, Generated, ImageContext, Sampling,
 };
 use rand::rngs::StdRng;
 use rand::Rng;
@@ -424,7 +424,8 @@ impl Captioner {
             .collect()
     }
 
-    /// Captions for `ctxs`, `batch` images at a time, with the KV cache (or re-encoding).
+    /// Captions for `ctxs`, `batch` images at a time, with the KV cache (or re-encoding): the
+    /// best of each image.
     #[allow(clippy::too_many_arguments)]
     pub fn generate(
         &self,
@@ -435,8 +436,41 @@ impl Captioner {
         batch: usize,
         use_cache: bool,
         seed: u64,
-        mut progress: impl FnMut(usize),
+        progress: impl FnMut(usize),
     ) -> Result<Vec<Generated>> {
+        let st = DecodeSettings {
+            num_return_sequences: 1,
+            ..st.clone()
+        };
+        let all = self.generate_n(tok, ctxs, mode, &st, batch, use_cache, seed, progress)?;
+        Ok(all.into_iter().flatten().collect())
+    }
+
+    /// [`Self::generate`] with each image's `st.num_return_sequences` best captions, best first
+    /// (more than one only for beam search, at most `num_beams`: an error otherwise).
+    #[allow(clippy::too_many_arguments)]
+    pub fn generate_n(
+        &self,
+        tok: &BertTokenizer,
+        ctxs: &[ImageContext],
+        mode: Mode,
+        st: &DecodeSettings,
+        batch: usize,
+        use_cache: bool,
+        seed: u64,
+        mut progress: impl FnMut(usize),
+    ) -> Result<Vec<Vec<Generated>>> {
+        let n = st.num_return_sequences.max(1);
+        let most = if mode == Mode::Beam {
+            st.num_beams.max(1)
+        } else {
+            1
+        };
+        if n > most {
+            return Err(Error::Invalid(format!(
+                "{n} captions per image: {mode:?} decoding gives at most {most} (beam search gives up to num_beams)"
+            )));
+        }
         let dec = self.decoder(tok);
         let mut out = Vec::with_capacity(ctxs.len());
         let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(seed);
@@ -460,10 +494,11 @@ impl Captioner {
                 reenc = dec.reencode(ctxs, &rows)?;
                 &mut reenc
             };
+            let one = |g: Vec<Generated>| g.into_iter().map(|g| vec![g]).collect::<Vec<_>>();
             let g = match mode {
-                Mode::Greedy => greedy(m, rows.len(), tok.special, st.max_gen_length)?,
-                Mode::Beam => beam_search(m, chunk.len(), tok.special, st)?,
-                Mode::Sample => sample(
+                Mode::Greedy => one(greedy(m, rows.len(), tok.special, st.max_gen_length)?),
+                Mode::Beam => beam_search_n(m, chunk.len(), tok.special, st, n)?,
+                Mode::Sample => one(sample(
                     m,
                     rows.len(),
                     tok.special,
@@ -474,7 +509,7 @@ impl Captioner {
                         top_p: st.top_p,
                         rng: &mut rng,
                     },
-                )?,
+                )?),
             };
             out.extend(g);
             progress(chunk.len());

@@ -1,0 +1,81 @@
+// Browser test of the page `oscar serve` serves at GET / (tools/web_test.sh runs it):
+// Debian's chromium driven by playwright-core, which never downloads a browser.
+// Env: OSCAR_URL (the server), OSCAR_SCREENSHOT (a PNG to write), CHROMIUM (the browser binary),
+// PLAYWRIGHT_CORE (the playwright-core package directory; ESM imports ignore NODE_PATH).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createRequire } from 'node:module';
+
+const require = createRequire(import.meta.url);
+const { chromium } = require(process.env.PLAYWRIGHT_CORE || 'playwright-core');
+
+const URL = (process.env.OSCAR_URL || 'http://127.0.0.1:3000').replace(/\/$/, '');
+const SHOT = process.env.OSCAR_SCREENSHOT || 'target/web-page.png';
+const ACTION_MS = 60_000; // the server runs a small model on the CPU
+
+test('the web page captions, answers, ranks and searches', { timeout: 6 * ACTION_MS }, async () => {
+  const browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    headless: true,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+  const consoleErrors = [];
+  const failed = [];
+  const timings = {};
+  let page, shot = false;
+  try {
+    page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+    page.setDefaultTimeout(ACTION_MS);
+    page.on('console', (m) => { if (m.type() === 'error') consoleErrors.push(m.text()); });
+    page.on('pageerror', (e) => consoleErrors.push(`uncaught: ${e.message}`));
+    page.on('requestfailed', (r) => failed.push(`${r.method()} ${r.url()}: ${r.failure()?.errorText}`));
+    page.on('response', (r) => { if (r.status() >= 400) failed.push(`${r.request().method()} ${r.url()}: ${r.status()}`); });
+
+    // Clicks `button` and waits until `ready` (a function run in the page) holds; returns the ms.
+    const timed = async (name, button, ready) => {
+      assert.equal(await page.isDisabled(button), false, `${button} is disabled: is its model loaded?`);
+      const t0 = Date.now();
+      await page.click(button);
+      await page.waitForFunction(ready, null, { timeout: ACTION_MS });
+      timings[name] = Date.now() - t0;
+      const err = await page.textContent('#error');
+      assert.ok(await page.isHidden('#error'), `${name} showed an error: ${err}`);
+    };
+
+    await page.goto(`${URL}/`, { waitUntil: 'load' });
+    await page.waitForSelector('#gallery .tile, #gallery-note:not([hidden])', { timeout: ACTION_MS });
+    assert.ok(await page.isHidden('#gallery-note'), `no gallery: ${await page.textContent('#gallery-note')}`);
+    const first = page.locator('#gallery .tile').first();
+    const id = await first.getAttribute('data-id');
+    assert.ok(id, 'gallery tiles carry data-id');
+    await first.click();
+    assert.equal(await page.textContent('#detail-id'), id);
+
+    await timed('caption', '#caption-btn', () =>
+      [...document.querySelectorAll('#captions li')].some((li) => li.textContent.trim() !== ''));
+    // The page prefills a question about the scene's first object; type it again (or a default).
+    await page.fill('#question', (await page.inputValue('#question')).trim() || 'what color is the dog?');
+    await timed('ask', '#ask-btn', () => document.querySelectorAll('#answers .bar').length > 0);
+    await timed('rank', '#rank-btn', () => document.querySelectorAll('#ranked-captions li').length > 0);
+    await page.fill('#search', 'dog');
+    await timed('search', '#search-btn', () => document.querySelectorAll('#search-results .hit').length > 0);
+
+    assert.match(await page.textContent('#latency'), /\d+ ms/);
+    await page.screenshot({ path: SHOT, fullPage: true });
+    shot = true;
+    console.log(`timings: ${JSON.stringify({ ...timings, screenshot: SHOT })}`);
+
+    // A hit selects its scene.
+    const hit = page.locator('#search-results .hit').first();
+    const hitId = await hit.getAttribute('data-id');
+    await hit.click();
+    assert.equal(await page.textContent('#detail-id'), hitId);
+    assert.deepEqual(consoleErrors, [], 'console errors');
+    assert.deepEqual(failed, [], 'failed requests');
+  } finally {
+    // On a failure, a screenshot of where the page stood.
+    if (page && !shot) await page.screenshot({ path: SHOT, fullPage: true }).catch(() => {});
+    await browser.close();
+  }
+});
