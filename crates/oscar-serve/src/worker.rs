@@ -242,38 +242,44 @@ fn run(q: &Queue, models: &Models, max_rows: usize) {
         let batch = {
             let mut st = lock(&q.state);
             loop {
-                let before = st.pending.len();
-                st.pending.retain(|p| !p.reply.is_closed());
-                let dropped = before - st.pending.len();
-                if dropped > 0 {
-                    metrics::counter!("oscar_request_failure", "err" => "dropped")
-                        .increment(dropped as u64);
+                if let Some(b) = take_batch(&mut st.pending, max_rows) {
+                    break b;
                 }
-                if !st.pending.is_empty() || st.closed {
-                    break;
+                if st.closed {
+                    return;
                 }
                 st = q.ready.wait(st).unwrap_or_else(|p| p.into_inner());
             }
-            let Some(first) = st.pending.pop_front() else {
-                return;
-            };
-            let mut rows = first.job.rows();
-            let mut batch = vec![first];
-            let mut i = 0;
-            while i < st.pending.len() {
-                let p = &st.pending[i];
-                if p.key == batch[0].key && rows + p.job.rows() <= max_rows {
-                    rows += p.job.rows();
-                    batch.extend(st.pending.remove(i));
-                } else {
-                    i += 1;
-                }
-            }
-            metrics::gauge!("oscar_queue_size").set(st.pending.len() as f64);
-            batch
         };
         run_batch(models, batch);
     }
+}
+
+/// Drops the jobs whose client has gone, then takes the oldest job and every later one with
+/// its key that fits `max_rows` (the oldest always runs, even alone over the budget); the rest
+/// keep their order. `None` when nothing is waiting.
+fn take_batch(pending: &mut VecDeque<Pending>, max_rows: usize) -> Option<Vec<Pending>> {
+    let before = pending.len();
+    pending.retain(|p| !p.reply.is_closed());
+    let dropped = before - pending.len();
+    if dropped > 0 {
+        metrics::counter!("oscar_request_failure", "err" => "dropped").increment(dropped as u64);
+    }
+    let first = pending.pop_front()?;
+    let mut rows = first.job.rows();
+    let mut batch = vec![first];
+    let mut i = 0;
+    while i < pending.len() {
+        let p = &pending[i];
+        if p.key == batch[0].key && rows + p.job.rows() <= max_rows {
+            rows += p.job.rows();
+            batch.extend(pending.remove(i));
+        } else {
+            i += 1;
+        }
+    }
+    metrics::gauge!("oscar_queue_size").set(pending.len() as f64);
+    Some(batch)
 }
 
 /// Runs jobs of one task and key as one call and answers each.
@@ -410,5 +416,61 @@ fn split(out: Output, units: &[usize]) -> Vec<Output> {
             .into_iter()
             .map(Output::Embeddings)
             .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pending(key: &str, pairs: usize) -> (Pending, oneshot::Receiver<Done>) {
+        let (tx, rx) = oneshot::channel();
+        let im = ImageInput::new(vec![0.0; 2], vec![]);
+        let job = Job::Score {
+            pairs: vec![(im, String::new()); pairs],
+        };
+        let p = Pending {
+            job,
+            key: key.into(),
+            reply: tx,
+            enqueued: Instant::now(),
+        };
+        (p, rx)
+    }
+
+    #[test]
+    fn batches_take_the_oldest_key_within_the_row_budget_and_drop_abandoned_jobs() {
+        let mut q = VecDeque::new();
+        let mut keep = Vec::new();
+        for (key, rows, abandoned) in [
+            ("a", 3, false),
+            ("b", 1, false),
+            ("a", 1, true),
+            ("a", 2, false),
+            ("a", 2, false),
+        ] {
+            let (p, rx) = pending(key, rows);
+            q.push_back(p);
+            if !abandoned {
+                keep.push(rx);
+            }
+        }
+        // Budget 5: a(3) + a(2); the abandoned a(1) is dropped; b(1) and the last a(2) wait.
+        let b = take_batch(&mut q, 5).unwrap();
+        assert_eq!(b.iter().map(|p| p.job.rows()).collect::<Vec<_>>(), [3, 2]);
+        assert_eq!(
+            q.iter()
+                .map(|p| (p.key.as_str(), p.job.rows()))
+                .collect::<Vec<_>>(),
+            [("b", 1), ("a", 2)]
+        );
+        // The oldest runs even when it alone exceeds the budget.
+        let (big, _rx) = pending("c", 9);
+        q.push_front(big);
+        assert_eq!(take_batch(&mut q, 5).unwrap().len(), 1);
+        assert_eq!(take_batch(&mut q, 5).unwrap()[0].key, "b");
+        assert_eq!(take_batch(&mut q, 5).unwrap()[0].key, "a");
+        assert!(take_batch(&mut q, 5).is_none());
+        drop(keep);
     }
 }
