@@ -435,7 +435,13 @@ fn read_json(path: &Path) -> Result<serde_json::Value> {
 /// Reads the official annotation file (`{"annotations": [{question_id, question_type,
 /// answer_type, answers: [{answer}]}]}`).
 pub fn read_annotations(path: &Path) -> Result<Vec<Annotation>> {
-    let v = read_json(path)?;
+    parse_annotations(&read_json(path)?, path)
+}
+
+/// The annotations of an official annotation file already parsed (`source` names it in
+/// errors).
+pub fn parse_annotations(v: &serde_json::Value, source: &Path) -> Result<Vec<Annotation>> {
+    let path = source;
     let list = v
         .get("annotations")
         .and_then(|a| a.as_array())
@@ -542,7 +548,12 @@ pub fn read_questions(path: &Path, anns: &[Annotation]) -> Result<HashMap<String
 
 /// Reads a results file (`[{question_id, answer}]`); a question answered twice is an error.
 pub fn read_results(path: &Path) -> Result<HashMap<String, String>> {
-    let v = read_json(path)?;
+    parse_results(&read_json(path)?, path)
+}
+
+/// The answers of a results list already parsed (`source` names it in errors).
+pub fn parse_results(v: &serde_json::Value, source: &Path) -> Result<HashMap<String, String>> {
+    let path = source;
     let list = v
         .as_array()
         .ok_or_else(|| EvalError::bad_file(path, "expected a list of {question_id, answer}"))?;

@@ -41,6 +41,17 @@ impl TaskLayout {
     }
 }
 
+impl std::str::FromStr for TaskLayout {
+    type Err = String;
+
+    /// The serialized names: `vqa`, `gqa`, `nlvr2`, `pretrain`, `retrieval`, `caption`.
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        serde_json::from_value(serde_json::Value::String(s.to_ascii_lowercase())).map_err(|_| {
+            format!("layout {s:?}: expected vqa, gqa, nlvr2, pretrain, retrieval or caption")
+        })
+    }
+}
+
 /// One item: a text, optional tags, region features (rows of the model's width).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Item {
