@@ -37,3 +37,7 @@ if [ -f "$P" ] && command -v java >/dev/null; then
 fi
 
 cargo test --workspace --locked "$@"
+
+# The Python package (crates/oscar-py, its own cargo workspace): a wheel built with maturin,
+# installed into a fresh virtual environment, tested with pytest against the binary just built.
+bash tools/test_python.sh

@@ -31,6 +31,10 @@ pub enum Workload {
     /// reference's fixed 70 text positions, and the same pairs dynamically padded (text lengths
     /// drawn from `--text-min..=--text`, the batch padded to its longest).
     RetrievalScore,
+    /// `oscar::infer::Matching::score` of `--batch` pairs with a saved model (`--checkpoint`):
+    /// the first images of `--features` (sorted ids, no tags) with the texts "a photo number K" —
+    /// the same call the Python bindings and the server make (tools/bench_python.py).
+    ScorePairs,
 }
 
 #[derive(Args)]
@@ -54,6 +58,12 @@ pub struct BenchArgs {
     /// Shortest text of the dynamically padded retrieval pairs.
     #[arg(long, default_value_t = 20)]
     text_min: usize,
+    /// score-pairs: the retrieval model directory.
+    #[arg(long)]
+    checkpoint: Option<std::path::PathBuf>,
+    /// score-pairs: the feature file the images come from.
+    #[arg(long)]
+    features: Option<std::path::PathBuf>,
 }
 
 /// Median and minimum of `runs` timed calls after one warm-up.
@@ -79,6 +89,47 @@ fn encoder_flops(cfg: &OscarConfig, tokens: f64, seq: f64, regions: f64) -> f64 
     );
     tokens * l * (2.0 * (4.0 * h * h + 2.0 * h * ff) + 4.0 * seq * h)
         + regions * 2.0 * cfg.img_feature_dim as f64 * h
+}
+
+/// The inference API's pair scoring on a saved model: what a Python caller's time is compared to.
+fn score_pairs(a: &BenchArgs) -> Result<()> {
+    let (Some(ckpt), Some(feats)) = (&a.checkpoint, &a.features) else {
+        anyhow::bail!("--workload score-pairs needs --checkpoint DIR and --features FILE");
+    };
+    let m = oscar::infer::Matching::load(ckpt, &a.device)?;
+    let store = oscar::data::features::FeatureStore::open(feats, m.feature_dim())?;
+    let keys = store.keys();
+    if keys.len() < a.batch {
+        anyhow::bail!(
+            "{} has {} images, fewer than --batch {}",
+            feats.display(),
+            keys.len(),
+            a.batch
+        );
+    }
+    let images = keys[..a.batch]
+        .iter()
+        .map(|k| oscar::infer::ImageInput::from_store(&store, k, vec![]))
+        .collect::<oscar::Result<Vec<_>>>()?;
+    let texts: Vec<String> = (0..a.batch)
+        .map(|k| format!("a photo number {k}"))
+        .collect();
+    let pairs: Vec<(&oscar::infer::ImageInput, &str)> = images
+        .iter()
+        .zip(&texts)
+        .map(|(i, t)| (i, t.as_str()))
+        .collect();
+    let mut scores = Vec::new();
+    let (median, min) = time_runs(a.runs, || {
+        scores = m.score(&pairs)?;
+        Ok(())
+    })?;
+    outln!(
+        "{}",
+        serde_json::json!({"workload": "score-pairs", "pairs": a.batch, "median_s": median, "min_s": min, "runs": a.runs,
+            "first_scores": &scores[..scores.len().min(4)]})
+    );
+    Ok(())
 }
 
 /// Pair scoring as `oscar eval retrieval` does it: forward of the matching head in inference
@@ -274,6 +325,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     match a.workload {
         Workload::CaptionBeam => return caption_beam(a, &cfg),
         Workload::RetrievalScore => return retrieval_score(a, &cfg),
+        Workload::ScorePairs => return score_pairs(a),
         Workload::PretrainStep => {}
     }
     let m = build_fresh::<BertImgForPreTraining>(&cfg, 0, &a.device)?;

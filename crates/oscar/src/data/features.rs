@@ -182,6 +182,14 @@ impl FeatureStore {
         k
     }
 
+    /// Whether the file has features for image `key`.
+    pub fn contains(&self, key: &str) -> bool {
+        match self {
+            FeatureStore::Tsv { keys, .. } => keys.contains_key(key),
+            FeatureStore::Memory { map, .. } => map.contains_key(key),
+        }
+    }
+
     /// The regions of image `key`.
     pub fn get(&self, key: &str) -> Result<Regions> {
         match self {
