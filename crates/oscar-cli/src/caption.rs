@@ -68,7 +68,7 @@ fn split_set(
 }
 
 /// The caption figures papers quote: BLEU-4, METEOR, ROUGE-L, CIDEr, CIDEr-D.
-#[derive(serde::Serialize, Clone)]
+#[derive(serde::Serialize, serde::Deserialize, Clone)]
 pub struct CaptionFigures {
     pub bleu4: f64,
     pub meteor: Option<f64>,

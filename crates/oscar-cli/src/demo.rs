@@ -28,12 +28,12 @@ use std::time::Instant;
 pub struct DemoArgs {
     /// Where the world, the runs and the report go.
     #[arg(long, default_value = "oscar-demo")]
-    out: PathBuf,
+    pub(crate) out: PathBuf,
     /// A small run (about two minutes on two cores) that exercises every stage.
     #[arg(long)]
-    quick: bool,
+    pub(crate) quick: bool,
     #[arg(long, default_value_t = 0)]
-    seed: u64,
+    pub(crate) seed: u64,
 }
 
 struct Budget {
@@ -56,69 +56,69 @@ struct Arm {
 }
 
 /// What `results.json` holds (and the report is written from).
-#[derive(serde::Serialize)]
-struct DemoResults {
-    quick: bool,
-    seconds: f64,
-    world: WorldSize,
-    budget: BudgetOut,
-    pretraining: Vec<PretrainArm>,
-    retrieval: Vec<RetrievalArm>,
-    captioning: Vec<CaptionArm>,
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(crate) struct DemoResults {
+    pub(crate) quick: bool,
+    pub(crate) seconds: f64,
+    pub(crate) world: WorldSize,
+    pub(crate) budget: BudgetOut,
+    pub(crate) pretraining: Vec<PretrainArm>,
+    pub(crate) retrieval: Vec<RetrievalArm>,
+    pub(crate) captioning: Vec<CaptionArm>,
     /// Why METEOR is n/a, when it is.
-    meteor_missing: Option<String>,
-    captioning_nearest_neighbour: CaptionFigures,
-    vqa: Vec<VqaArm>,
-    vqa_majority: Majority,
+    pub(crate) meteor_missing: Option<String>,
+    pub(crate) captioning_nearest_neighbour: CaptionFigures,
+    pub(crate) vqa: Vec<VqaArm>,
+    pub(crate) vqa_majority: Majority,
 }
 
-#[derive(serde::Serialize)]
-struct WorldSize {
-    images: usize,
-    region_dim: usize,
-    test_images: usize,
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(crate) struct WorldSize {
+    pub(crate) images: usize,
+    pub(crate) region_dim: usize,
+    pub(crate) test_images: usize,
 }
 
-#[derive(serde::Serialize)]
-struct BudgetOut {
-    pretrain_steps: u64,
-    finetune_steps: u64,
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(crate) struct BudgetOut {
+    pub(crate) pretrain_steps: u64,
+    pub(crate) finetune_steps: u64,
 }
 
-#[derive(serde::Serialize)]
-struct PretrainArm {
-    arm: String,
-    steps: u64,
-    final_loss: Option<f64>,
-    held_out: Option<oscar::tasks::pretrain::EvalLog>,
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(crate) struct PretrainArm {
+    pub(crate) arm: String,
+    pub(crate) steps: u64,
+    pub(crate) final_loss: Option<f64>,
+    pub(crate) held_out: Option<oscar::tasks::pretrain::EvalLog>,
 }
 
-#[derive(serde::Serialize)]
-struct RetrievalArm {
-    arm: String,
-    recall: std::collections::BTreeMap<&'static str, f64>,
-    images: usize,
-    captions: usize,
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(crate) struct RetrievalArm {
+    pub(crate) arm: String,
+    pub(crate) recall: std::collections::BTreeMap<String, f64>,
+    pub(crate) images: usize,
+    pub(crate) captions: usize,
 }
 
-#[derive(serde::Serialize)]
-struct CaptionArm {
-    arm: String,
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(crate) struct CaptionArm {
+    pub(crate) arm: String,
     #[serde(flatten)]
-    figures: CaptionFigures,
+    pub(crate) figures: CaptionFigures,
 }
 
-#[derive(serde::Serialize)]
-struct VqaArm {
-    arm: String,
-    accuracy: f64,
-    per_question_type: std::collections::BTreeMap<String, f64>,
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(crate) struct VqaArm {
+    pub(crate) arm: String,
+    pub(crate) accuracy: f64,
+    pub(crate) per_question_type: std::collections::BTreeMap<String, f64>,
 }
 
-#[derive(serde::Serialize)]
-struct Majority {
-    overall: f64,
-    per_question_type: f64,
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(crate) struct Majority {
+    pub(crate) overall: f64,
+    pub(crate) per_question_type: f64,
 }
 
 pub fn run(a: &DemoArgs) -> Result<()> {
@@ -454,7 +454,10 @@ pub fn run(a: &DemoArgs) -> Result<()> {
             .iter()
             .map(|r| RetrievalArm {
                 arm: r.name.into(),
-                recall: summary(&r.retrieval.full),
+                recall: summary(&r.retrieval.full)
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v))
+                    .collect(),
                 images: r.retrieval.images,
                 captions: r.retrieval.captions,
             })

@@ -25,6 +25,7 @@ mod caption;
 mod demo;
 mod encode;
 mod eval;
+mod experiment;
 mod inspect;
 mod pretrain;
 mod qa;
@@ -151,6 +152,10 @@ enum Cmd {
     Serve(serve::ServeArgs),
     /// Drive a running `oscar serve` at fixed concurrency: requests/s and latency percentiles.
     Loadtest(serve::LoadArgs),
+    /// Experiments over several runs: `ablation` runs the demo's arms over seeds and reports
+    /// what holds across them.
+    #[command(subcommand)]
+    Experiment(experiment::ExperimentCmd),
     /// The main job: the synthetic world, pre-training with and without tags, retrieval,
     /// captioning and VQA fine-tuning of three arms, evaluation, and a report (`--quick`: about a minute).
     Demo(demo::DemoArgs),
@@ -190,6 +195,7 @@ fn main() {
             json,
         } => check(&dir, img_feature_dim, json.as_deref()),
         Cmd::Demo(a) => demo::run(&a),
+        Cmd::Experiment(c) => experiment::run(&c),
         Cmd::Serve(a) => serve::serve(&a),
         Cmd::Loadtest(a) => serve::loadtest(&a),
     };
