@@ -97,12 +97,14 @@ fn prometheus() -> PrometheusHandle {
             // text-embeddings-inference's buckets: 35 geometric from 15 µs, ×1.5.
             let durations: Vec<f64> = (0..35).map(|i| 1.5e-5 * 1.5f64.powi(i)).collect();
             let sizes: Vec<f64> = (0..13).map(|i| 2f64.powi(i)).collect();
+            // The bucket lists are never empty, the only way setting them fails; a builder
+            // without them (summaries instead of histograms) is the fallback all the same.
             let b = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &durations)
                 .and_then(|b| {
                     b.set_buckets_for_metric(Matcher::Prefix("oscar_batch_".into()), &sizes)
                 })
-                .expect("non-empty buckets");
+                .unwrap_or_else(|_| PrometheusBuilder::new());
             let recorder = b.build_recorder();
             let handle = recorder.handle();
             // Another recorder may already be installed (an embedding application's): then
@@ -163,7 +165,8 @@ impl AppState {
                     .with_context(|| format!("reading the world {}", w.display()))
             })
             .transpose()?;
-        let worker = Worker::start(models, cfg.limits.max_batch_rows);
+        let worker = Worker::start(models, cfg.limits.max_batch_rows)
+            .context("starting the model thread")?;
         let model = |d: &Option<PathBuf>| d.as_ref().map(|d| serde_json::json!({"dir": d}));
         let info = serde_json::json!({
             "version": env!("CARGO_PKG_VERSION"),

@@ -142,7 +142,8 @@ fn timed<T: Serialize>(task: Task, t0: Instant, done: &Done, body: &T) -> Respon
     let mut r = Json(body).into_response();
     let h = r.headers_mut();
     let ms = |d: std::time::Duration| {
-        HeaderValue::from_str(&format!("{:.3}", d.as_secs_f64() * 1e3)).expect("digits")
+        HeaderValue::try_from(format!("{:.3}", d.as_secs_f64() * 1e3))
+            .unwrap_or(HeaderValue::from_static("0"))
     };
     h.insert("x-total-time", ms(total));
     h.insert("x-queue-time", ms(done.queue));

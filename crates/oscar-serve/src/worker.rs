@@ -164,7 +164,7 @@ pub struct Loaded {
 impl Worker {
     /// Starts the model thread; batches hold at most `max_batch_rows` rows (a single larger job
     /// still runs, alone).
-    pub fn start(models: Models, max_batch_rows: usize) -> Self {
+    pub fn start(models: Models, max_batch_rows: usize) -> std::io::Result<Self> {
         let loaded = Loaded {
             caption: models.caption.is_some(),
             vqa: models.vqa.is_some(),
@@ -183,14 +183,13 @@ impl Worker {
             .spawn(move || {
                 run(&q, &models, max_batch_rows.max(1));
                 a.store(false, Ordering::SeqCst);
-            })
-            .expect("spawning the model thread");
-        Worker {
+            })?;
+        Ok(Worker {
             queue,
             alive,
             handle: Mutex::new(Some(handle)),
             loaded,
-        }
+        })
     }
 
     /// Queues `job`; the receiver gets its [`Done`]. Dropping the receiver abandons the job.
