@@ -1,7 +1,11 @@
 #!/usr/bin/env python3
 """Scoring Oscar-B pairs from Python (`oscar_rs`, the PyO3 bindings) against the same call in Rust
-(`oscar bench --workload score-pairs`: `oscar::infer::Matching::score`), same model, same pairs,
-one run of this script; the scores must agree.
+(`oscar bench --workload score-pairs`: `oscar::infer::Matching::score`) and against PyTorch +
+transformers running the reference's modeling code (tools/reference/make_model_goldens.py:
+Oscar's BertImgModel on transformers' BertEncoder, eager attention) with the same weights, inputs
+laid out as run_retrieval.py does (text padded to 70, regions to 50); same model, same pairs, one
+run of this script; the three sides' scores must agree. The PyTorch side runs when torch and
+transformers import (else it says it was skipped).
 
 Usage (repository root, with oscar_rs installed in the interpreter that runs this):
     python tools/bench_python.py target/release/oscar [runs] [pairs]
@@ -62,6 +66,7 @@ def main():
             times.append(time.perf_counter() - t0)
         agree = bool(np.allclose(scores[:4], rust["first_scores"], atol=1e-6))
         py = {"median_s": statistics.median(times), "min_s": min(times)}
+        pt = pytorch_side(model, images, texts, scores, runs)
         regions = sum(i.features.shape[0] for i in images) / len(images)
         print(json.dumps({
             "pairs": pairs, "runs": runs, "model": "Oscar-B shape (12 layers, hidden 768, 2054-d regions)",
@@ -70,7 +75,65 @@ def main():
             "python_oscar_rs": py,
             "python_over_rust_median": py["median_s"] / rust["median_s"],
             "scores_agree": agree,
+            "pytorch_reference": pt,
+            "pytorch_over_python_median": pt["median_s"] / py["median_s"] if "median_s" in pt else None,
         }))
+
+
+def pytorch_side(model_dir, images, texts, want, runs):
+    """The reference's modeling code in PyTorch with the model's weights, inputs padded as
+    run_retrieval.py pads them (70 text positions, 50 regions)."""
+    try:
+        import importlib.util
+        import torch
+        from safetensors.torch import load_file
+        from transformers import BertTokenizer
+    except ImportError as e:
+        return {"skipped": f"no torch/transformers ({e})"}
+    here = os.path.join(os.path.dirname(os.path.abspath(__file__)), "reference")
+    spec = importlib.util.spec_from_file_location("mg", os.path.join(here, "make_model_goldens.py"))
+    mg = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mg)
+    c = json.load(open(os.path.join(model_dir, "config.json")))
+    cfg = mg.bert_config(vocab_size=c["vocab_size"], hidden_size=c["hidden_size"], num_hidden_layers=c["num_hidden_layers"],
+                         num_attention_heads=c["num_attention_heads"], intermediate_size=c["intermediate_size"],
+                         max_position_embeddings=c["max_position_embeddings"], layer_norm_eps=c["layer_norm_eps"])
+    ocfg = mg.oscar_config(img_feature_dim=c["img_feature_dim"], use_img_layernorm=int(c["use_img_layernorm"]),
+                           img_layer_norm_eps=c["img_layer_norm_eps"], num_labels=2, classifier=c["classifier"])
+    m = mg.SeqClassification(cfg, ocfg).eval()
+    missing, unexpected = m.load_state_dict(load_file(os.path.join(model_dir, "model.safetensors")), strict=False)
+    missing = [k for k in missing if not k.endswith(("position_ids", "token_type_ids"))]
+    if missing or unexpected:
+        return {"skipped": f"the weights do not fit the reference model: missing {missing}, unexpected {unexpected}"}
+    torch.set_num_threads(2)
+    tok = BertTokenizer(os.path.join(model_dir, "vocab.txt"), do_lower_case=True)
+    T, R = 70, 50
+    b = len(texts)
+    ids = torch.zeros(b, T, dtype=torch.long)
+    mask = torch.zeros(b, T + R)
+    feats = torch.zeros(b, R, c["img_feature_dim"])
+    for i, (im, t) in enumerate(zip(images, texts)):
+        x = tok.encode(t, add_special_tokens=True)[:T]
+        ids[i, :len(x)] = torch.tensor(x)
+        mask[i, :len(x)] = 1
+        f = torch.from_numpy(np.ascontiguousarray(im.features[:R]))
+        feats[i, :len(f)] = f
+        mask[i, T:T + len(f)] = 1
+    types = torch.zeros(b, T, dtype=torch.long)
+
+    def score():
+        _, pooled = m.bert(ids, types, mask, feats)
+        return torch.softmax(m.classifier(pooled), -1)[:, 1]
+
+    with torch.inference_mode():
+        got = score().numpy()
+        times = []
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            score()
+            times.append(time.perf_counter() - t0)
+    return {"torch": torch.__version__, "median_s": statistics.median(times), "min_s": min(times),
+            "max_abs_diff_vs_oscar_rs": float(np.abs(got - want).max())}
 
 
 if __name__ == "__main__":
