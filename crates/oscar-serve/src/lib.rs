@@ -179,7 +179,11 @@ impl AppState {
                 "embed": model(&cfg.embed.clone().or(cfg.retrieval.clone())),
             },
             "limits": cfg.limits,
-            "world": world.as_ref().map(|w| serde_json::json!({"dir": w.dir, "images": w.images.len()})),
+            "world": world.as_ref().map(|w| serde_json::json!({
+                "dir": w.dir,
+                "images": w.images.len(),
+                "ids": w.images.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(),
+            })),
         });
         Ok(AppState {
             worker,

@@ -187,6 +187,11 @@ async fn every_request_shape_answers_what_the_library_computes() {
             > 2
     );
     assert_eq!(info["world"]["images"], 50);
+    assert_eq!(info["world"]["ids"].as_array().unwrap().len(), 50);
+    assert!(info["world"]["ids"]
+        .as_array()
+        .unwrap()
+        .contains(&json!(ids[0])));
     let (_, _, w) = call(&app, "GET", "/world", None).await;
     assert_eq!(w["images"].as_array().unwrap().len(), 50);
     assert!(w["images"][0]["objects"][0]["rect"].is_array());
