@@ -3,111 +3,15 @@
 //! bad inputs are errors that say what was expected.
 
 use oscar::data::features::FeatureStore;
-use oscar::data::text::AnswerVocab;
 use oscar::infer::{CaptionOptions, ImageInput, TaskModel};
-use oscar::tasks::caption::{CaptionConfig, CaptionSet, Captioner, Mode};
-use oscar::tasks::finetune::{Optim, RunFiles};
-use oscar::tasks::qa::{Answerer, QaConfig, QaSet};
-use oscar::tasks::retrieval::{world_paths, RetrievalSet, RetrievalTrainConfig, Retriever};
+use oscar::tasks::caption::{CaptionSet, Captioner, Mode};
+use oscar::tasks::qa::Answerer;
+use oscar::tasks::retrieval::{RetrievalSet, Retriever};
 use oscar::tokenizer::BertTokenizer;
-use oscar::OscarConfig;
-use std::path::Path;
 
-fn world(dir: &Path) {
-    let wc = oscar_world::WorldConfig {
-        images: 50,
-        seed: 2,
-        feature_dim: 8,
-        ..Default::default()
-    };
-    oscar_world::write::write_world(&oscar_world::generate(&wc).unwrap(), dir, 0).unwrap();
-}
-
-fn optim() -> Optim {
-    Optim {
-        steps: 3,
-        batch_size: 4,
-        ..Optim::default()
-    }
-}
-
-/// Trains and saves a tiny model of each task into `dir/{caption,vqa,retrieval}`.
-fn train_all(w: &Path, dir: &Path) {
-    let tok = BertTokenizer::from_vocab(&w.join("vocab.txt")).unwrap();
-    let tiny = OscarConfig::tiny(tok.vocab_size(), 14);
-    let feats = w.join("features/features.tsv");
-    let labels = w.join("labels/predictions.tsv");
-    let vocab = Some(w.join("vocab.txt"));
-    let files = |name: &str| RunFiles {
-        out: Some(dir.join(format!("{name}-run"))),
-        vocab: vocab.clone(),
-        keep_last: 1,
-        ..RunFiles::default()
-    };
-
-    let caps = CaptionSet::open(
-        &w.join("captions/train_caption.json"),
-        &feats,
-        Some(&labels),
-        14,
-    )
-    .unwrap();
-    let cap = oscar::tasks::caption::train(
-        &caps,
-        &tok,
-        None,
-        &tiny,
-        &CaptionConfig {
-            optim: optim(),
-            ..CaptionConfig::default()
-        },
-        &files("caption"),
-        |_, _, _| {},
-    )
-    .unwrap();
-    cap.save(&dir.join("caption"), vocab.as_deref()).unwrap();
-
-    let answers = AnswerVocab::read(&w.join("vqa/ans2label.json")).unwrap();
-    let qa = QaSet::open(&w.join("vqa/train.json"), &feats, 14, answers.len()).unwrap();
-    let m = oscar::tasks::qa::train(
-        &qa,
-        &tok,
-        &answers,
-        None,
-        &tiny,
-        &QaConfig {
-            optim: optim(),
-            ..QaConfig::default()
-        },
-        &files("vqa"),
-        None,
-        |_, _, _| {},
-    )
-    .unwrap();
-    m.save(&dir.join("vqa"), vocab.as_deref()).unwrap();
-
-    let (c, f, l) = world_paths(w, "train");
-    let set = RetrievalSet::open(&c, &f, &l, 14, None).unwrap();
-    oscar::tasks::retrieval::train(
-        &set,
-        &tok,
-        None,
-        &tiny,
-        &RetrievalTrainConfig {
-            optim: optim(),
-            ..RetrievalTrainConfig::default()
-        },
-        &files("retrieval"),
-        |_, _, _| {},
-    )
-    .unwrap();
-    // The run's last checkpoint is a complete retrieval model directory (retrieval.json included).
-    std::fs::rename(
-        dir.join("retrieval-run/checkpoint-3"),
-        dir.join("retrieval"),
-    )
-    .unwrap();
-}
+#[path = "support/tiny_models.rs"]
+mod tiny_models;
+use tiny_models::{train_all, world};
 
 #[test]
 fn each_call_equals_the_task_code_it_wraps() {

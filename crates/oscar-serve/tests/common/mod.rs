@@ -2,15 +2,8 @@
 
 use axum::body::Body;
 use axum::http::{HeaderMap, Request, StatusCode};
-use oscar::data::text::AnswerVocab;
-use oscar::tasks::caption::{CaptionConfig, CaptionSet};
-use oscar::tasks::finetune::{Optim, RunFiles};
-use oscar::tasks::qa::{QaConfig, QaSet};
-use oscar::tasks::retrieval::{world_paths, RetrievalSet, RetrievalTrainConfig};
-use oscar::tokenizer::BertTokenizer;
-use oscar::OscarConfig;
 use oscar_serve::{AppState, Limits, ServeConfig};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use tower::ServiceExt;
 
@@ -20,100 +13,24 @@ pub struct Fixture {
     pub models: PathBuf,
 }
 
-/// A 50-image world and a captioning, a VQA and a retrieval model (3 steps each) trained on it.
+#[path = "../../../oscar/tests/support/tiny_models.rs"]
+mod tiny_models;
+
+/// The shared tiny world and models (`crates/oscar/tests/support/tiny_models.rs`), once per
+/// test binary.
 pub fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
     F.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
         let (w, m) = (dir.path().join("world"), dir.path().join("models"));
-        let wc = oscar_world::WorldConfig {
-            images: 50,
-            seed: 3,
-            feature_dim: 8,
-            ..Default::default()
-        };
-        oscar_world::write::write_world(&oscar_world::generate(&wc).unwrap(), &w, 0).unwrap();
-        train_all(&w, &m);
+        tiny_models::world(&w);
+        tiny_models::train_all(&w, &m);
         Fixture {
             _dir: dir,
             world: w,
             models: m,
         }
     })
-}
-
-fn train_all(w: &Path, dir: &Path) {
-    let tok = BertTokenizer::from_vocab(&w.join("vocab.txt")).unwrap();
-    let tiny = OscarConfig::tiny(tok.vocab_size(), 14);
-    let feats = w.join("features/features.tsv");
-    let labels = w.join("labels/predictions.tsv");
-    let vocab = w.join("vocab.txt");
-    let optim = Optim {
-        steps: 3,
-        batch_size: 4,
-        ..Optim::default()
-    };
-    let caps = CaptionSet::open(
-        &w.join("captions/train_caption.json"),
-        &feats,
-        Some(&labels),
-        14,
-    )
-    .unwrap();
-    let ccfg = CaptionConfig {
-        optim: optim.clone(),
-        ..CaptionConfig::default()
-    };
-    oscar::tasks::caption::train(
-        &caps,
-        &tok,
-        None,
-        &tiny,
-        &ccfg,
-        &RunFiles::default(),
-        |_, _, _| {},
-    )
-    .unwrap()
-    .save(&dir.join("caption"), Some(&vocab))
-    .unwrap();
-    let answers = AnswerVocab::read(&w.join("vqa/ans2label.json")).unwrap();
-    let qa = QaSet::open(&w.join("vqa/train.json"), &feats, 14, answers.len()).unwrap();
-    let qcfg = QaConfig {
-        optim: optim.clone(),
-        ..QaConfig::default()
-    };
-    oscar::tasks::qa::train(
-        &qa,
-        &tok,
-        &answers,
-        None,
-        &tiny,
-        &qcfg,
-        &RunFiles::default(),
-        None,
-        |_, _, _| {},
-    )
-    .unwrap()
-    .save(&dir.join("vqa"), Some(&vocab))
-    .unwrap();
-    let (c, f, l) = world_paths(w, "train");
-    let set = RetrievalSet::open(&c, &f, &l, 14, None).unwrap();
-    let rcfg = RetrievalTrainConfig {
-        optim,
-        ..RetrievalTrainConfig::default()
-    };
-    oscar::tasks::retrieval::train(
-        &set,
-        &tok,
-        None,
-        &tiny,
-        &rcfg,
-        &RunFiles::default(),
-        |_, _, _| {},
-    )
-    .unwrap()
-    .save_with_settings(&dir.join("retrieval"), Some(&vocab), &rcfg)
-    .unwrap();
 }
 
 /// Every model and the world, with `limits`.
