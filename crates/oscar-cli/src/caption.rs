@@ -406,22 +406,7 @@ pub fn caption(a: &CaptionArgs) -> Result<()> {
     bar.finish_and_clear();
     let secs = t.elapsed().as_secs_f64();
     let captions: Vec<String> = outs.iter().map(|o| o.text.clone()).collect();
-    let scores: Vec<f64> = outs.iter().map(|o| o.score).collect();
-    match &a.out {
-        Some(p) if p.extension().is_some_and(|e| e == "tsv") => oscar::checkpoint::write_atomic(
-            p,
-            results_tsv(&set.images, &captions, &scores).as_bytes(),
-        )?,
-        Some(p) => oscar::checkpoint::write_atomic(
-            p,
-            serde_json::to_string_pretty(&results_json(&set.images, &captions))?.as_bytes(),
-        )?,
-        None => {
-            for ((img, o), cons) in set.images.iter().zip(&outs).zip(&constraints) {
-                outln!("{img}\t{}\t(conf {:.3}){cons}", o.text, o.score.exp());
-            }
-        }
-    }
+    write_captions(a.out.as_deref(), &set.images, &outs, &constraints)?;
     errln!(
         "{} captions in {secs:.2} s ({:.1} images/s)",
         captions.len(),
@@ -442,6 +427,33 @@ pub fn caption(a: &CaptionArgs) -> Result<()> {
         if let Some(s) = score_captions(&set, &captions, &opts)? {
             let ss = SplitScores::from("refs", &s);
             outln!("{}", serde_json::to_string_pretty(&ss)?);
+        }
+    }
+    Ok(())
+}
+
+/// `oscar caption`'s output: the reference's TSV or COCO results JSON at `out`, else one line
+/// per image (with its constraints under CBS) on stdout.
+fn write_captions(
+    out: Option<&Path>,
+    images: &[String],
+    outs: &[CaptionOutput],
+    constraints: &[String],
+) -> Result<()> {
+    let captions: Vec<String> = outs.iter().map(|o| o.text.clone()).collect();
+    let scores: Vec<f64> = outs.iter().map(|o| o.score).collect();
+    match out {
+        Some(p) if p.extension().is_some_and(|e| e == "tsv") => {
+            oscar::checkpoint::write_atomic(p, results_tsv(images, &captions, &scores).as_bytes())?
+        }
+        Some(p) => oscar::checkpoint::write_atomic(
+            p,
+            serde_json::to_string_pretty(&results_json(images, &captions))?.as_bytes(),
+        )?,
+        None => {
+            for ((img, o), cons) in images.iter().zip(outs).zip(constraints) {
+                outln!("{img}\t{}\t(conf {:.3}){cons}", o.text, o.score.exp());
+            }
         }
     }
     Ok(())

@@ -3,37 +3,13 @@
 //! users, and a way to cross-check numerics.
 
 use anyhow::Result;
-use clap::{Args, ValueEnum};
+use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use oscar::checkpoint::write_atomic;
 use oscar::data::items::{read_items, TaskLayout};
 use oscar::infer::Encoder;
 use std::collections::HashMap;
 use std::path::PathBuf;
-
-/// The task whose layout (lengths, truncation) the items follow (oscar-spec §3).
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum Task {
-    Vqa,
-    Gqa,
-    Nlvr2,
-    Pretrain,
-    Retrieval,
-    Caption,
-}
-
-impl From<Task> for TaskLayout {
-    fn from(t: Task) -> Self {
-        match t {
-            Task::Vqa => TaskLayout::Vqa,
-            Task::Gqa => TaskLayout::Gqa,
-            Task::Nlvr2 => TaskLayout::Nlvr2,
-            Task::Pretrain => TaskLayout::Pretrain,
-            Task::Retrieval => TaskLayout::Retrieval,
-            Task::Caption => TaskLayout::Caption,
-        }
-    }
-}
 
 #[derive(Args)]
 pub struct EncodeArgs {
@@ -49,9 +25,10 @@ pub struct EncodeArgs {
     /// Output safetensors file.
     #[arg(long)]
     out: PathBuf,
-    /// Layout of the inputs: lengths and truncation rule of this task.
-    #[arg(long, value_enum, default_value = "retrieval")]
-    task: Task,
+    /// Layout of the inputs: lengths and truncation rule of this task (vqa, gqa, nlvr2,
+    /// pretrain, retrieval, caption).
+    #[arg(long, default_value = "retrieval")]
+    task: TaskLayout,
     /// Override the task's max_seq_length.
     #[arg(long)]
     max_seq_length: Option<usize>,
@@ -69,7 +46,7 @@ pub struct EncodeArgs {
 pub fn encode(a: &EncodeArgs) -> Result<()> {
     let enc = Encoder::load(&a.checkpoint, a.vocab.as_deref(), &a.device)?;
     let items = read_items(&a.input, enc.feature_dim())?;
-    let mut layout = TaskLayout::from(a.task).layout();
+    let mut layout = a.task.layout();
     if let Some(t) = a.max_seq_length {
         layout.max_seq_length = t;
     }

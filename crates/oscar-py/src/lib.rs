@@ -198,7 +198,7 @@ impl FeatureStore {
                 )
                 .map_err(PyValueError::new_err)?;
                 tags.insert(
-                    row[0].clone(),
+                    row.first().cloned().unwrap_or_default(),
                     d.tags(0.0, false)
                         .split_whitespace()
                         .map(str::to_string)
