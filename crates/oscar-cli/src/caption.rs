@@ -300,8 +300,10 @@ pub struct CaptionArgs {
     #[arg(long)]
     checkpoint: PathBuf,
     /// Region features (features.tsv, *.feature.tsv or a torch feature dict).
-    #[arg(long)]
-    features: PathBuf,
+    #[arg(long, required_unless_present = "image_file")]
+    features: Option<PathBuf>,
+    #[command(flatten)]
+    photos: crate::detect::PhotoArgs,
     /// Detector labels (predictions.tsv / *.label.tsv): tags, and constraints with --cbs.
     #[arg(long)]
     labels: Option<PathBuf>,
@@ -346,25 +348,44 @@ pub struct CaptionArgs {
 pub fn caption(a: &CaptionArgs) -> Result<()> {
     let api = oscar::infer::Captioning::load(&a.checkpoint, &a.device)?;
     let dim = api.feature_dim();
-    let set = match (&a.refs, a.image.is_empty()) {
-        (Some(r), _) => CaptionSet::open(r, &a.features, a.labels.as_deref(), dim)?,
-        (None, false) => CaptionSet::for_images(
-            a.image.clone(),
-            Default::default(),
-            &a.features,
-            a.labels.as_deref(),
-            dim,
-        )?,
-        (None, true) => bail!("give --image ID (repeatable) or --refs FILE"),
+    let (set, images) = if a.photos.is_empty() {
+        let Some(features) = &a.features else {
+            bail!("give --features FILE (or --image-file with --detector)")
+        };
+        let set = match (&a.refs, a.image.is_empty()) {
+            (Some(r), _) => CaptionSet::open(r, features, a.labels.as_deref(), dim)?,
+            (None, false) => CaptionSet::for_images(
+                a.image.clone(),
+                Default::default(),
+                features,
+                a.labels.as_deref(),
+                dim,
+            )?,
+            (None, true) => bail!("give --image ID (repeatable) or --refs FILE"),
+        };
+        let images: Vec<ImageInput> = set
+            .images
+            .iter()
+            .map(|i| {
+                let tags = set.tags(i).split_whitespace().map(str::to_string).collect();
+                ImageInput::new(set.regions[i].data.clone(), tags)
+            })
+            .collect();
+        (set, images)
+    } else {
+        if a.refs.is_some() || !a.image.is_empty() || a.labels.is_some() {
+            bail!("--image-file takes its regions and tags from the detector: drop --refs, --image and --labels");
+        }
+        let photos = a.photos.detect()?;
+        let mut set = CaptionSet::default();
+        let mut images = Vec::new();
+        for p in photos {
+            set.images.push(p.id.clone());
+            set.detections.insert(p.id, p.objects);
+            images.push(p.input);
+        }
+        (set, images)
     };
-    let images: Vec<ImageInput> = set
-        .images
-        .iter()
-        .map(|i| {
-            let tags = set.tags(i).split_whitespace().map(str::to_string).collect();
-            ImageInput::new(set.regions[i].data.clone(), tags)
-        })
-        .collect();
     let opts = oscar::infer::CaptionOptions {
         mode: a.mode,
         num_beams: a.beams,
@@ -379,8 +400,10 @@ pub fn caption(a: &CaptionArgs) -> Result<()> {
     let bar = steps_bar(set.images.len() as u64, "caption");
     let t = std::time::Instant::now();
     let (outs, constraints): (Vec<CaptionOutput>, Vec<String>) = if a.cbs {
-        if a.labels.is_none() {
-            bail!("--cbs takes its constraints from the detections: pass --labels");
+        if a.labels.is_none() && a.photos.is_empty() {
+            bail!(
+                "--cbs takes its constraints from the detections: pass --labels (or --image-file)"
+            );
         }
         let cc = ConstraintConfig {
             blacklist: a.cbs_blacklist.clone(),

@@ -23,6 +23,7 @@ macro_rules! errln {
 mod bench;
 mod caption;
 mod demo;
+mod detect;
 mod encode;
 mod eval;
 mod experiment;
@@ -109,7 +110,14 @@ enum Cmd {
         /// with BERT's initialisation instead of failing; they are listed.
         #[arg(long)]
         init_missing: bool,
+        /// INPUT is a VinVL detector folder (.pth + label map): write model.safetensors,
+        /// detector.json and labelmap.json to OUTPUT.
+        #[arg(long, conflicts_with_all = ["config", "vocab", "init_missing"])]
+        detector: bool,
     },
+    /// VinVL's object detector over image files: boxes, classes, attributes and 2048-d region
+    /// features, written as features.tsv + predictions.tsv (resumable).
+    Detect(detect::DetectArgs),
     /// Tensorize items (text, tags, region features) and run the model: writes the inputs and
     /// every output (sequence, pooled, each head's logits) to a safetensors file.
     Encode(encode::EncodeArgs),
@@ -169,9 +177,18 @@ fn main() {
         Cmd::Convert {
             input,
             output,
+            detector: true,
+            ..
+        } => oscar_detect::convert::convert(&input, &output)
+            .map(|_| outln!("detector converted to {}", output.display()))
+            .map_err(Into::into),
+        Cmd::Convert {
+            input,
+            output,
             config,
             vocab,
             init_missing,
+            detector: false,
         } => inspect::convert(
             &input,
             &output,
@@ -180,6 +197,7 @@ fn main() {
             init_missing,
         ),
         Cmd::Encode(args) => encode::encode(&args),
+        Cmd::Detect(a) => detect::detect(&a),
         Cmd::Eval(cmd) => eval::run(&cmd),
         Cmd::World(cmd) => world::run(&cmd),
         Cmd::Pretrain(a) => pretrain::run(&a),

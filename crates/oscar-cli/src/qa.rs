@@ -393,8 +393,10 @@ pub struct AnswerArgs {
     #[arg(long)]
     checkpoint: PathBuf,
     /// Region features (features.tsv, *.feature.tsv or a torch feature dict).
-    #[arg(long)]
-    features: PathBuf,
+    #[arg(long, required_unless_present = "image_file")]
+    features: Option<PathBuf>,
+    #[command(flatten)]
+    photos: crate::detect::PhotoArgs,
     /// One image's id in the feature file (with --question)…
     #[arg(long, requires = "question")]
     image: Option<String>,
@@ -416,12 +418,36 @@ pub struct AnswerArgs {
 }
 
 pub fn answer(a: &AnswerArgs) -> Result<()> {
+    if !a.photos.is_empty() {
+        let Some(question) = &a.question else {
+            bail!("--image-file needs --question")
+        };
+        if a.questions.is_some() || a.image.is_some() || a.tags.is_some() || a.labels.is_some() {
+            bail!("--image-file takes its regions and tags from the detector: drop --questions, --image, --tags and --labels");
+        }
+        let api = oscar::infer::Answering::load(&a.checkpoint, &a.device)?;
+        let photos = a.photos.detect()?;
+        let images: Vec<_> = photos.into_iter().map(|p| p.input).collect();
+        let questions = vec![question.as_str(); images.len()];
+        let answers = api.answer(&images, &questions, a.top)?;
+        let out: Vec<_> = a
+            .photos
+            .image_file
+            .iter()
+            .zip(answers)
+            .map(|(f, top)| serde_json::json!({"image_file": f, "answers": top}))
+            .collect();
+        return crate::emit(&(serde_json::to_string_pretty(&out)? + "\n"));
+    }
+    let Some(features) = &a.features else {
+        bail!("give --features FILE (or --image-file with --detector)")
+    };
     match (&a.questions, &a.image, &a.question) {
         (Some(q), _, _) => {
             let m = Answerer::load(&a.checkpoint, &a.device)?;
             let tok = BertTokenizer::from_vocab(&a.checkpoint.join("vocab.txt"))?;
             let dim = m.config.img_feature_dim;
-            let set = QaSet::open(q, &a.features, dim, m.answers.len())?;
+            let set = QaSet::open(q, features, dim, m.answers.len())?;
             let bar = steps_bar(set.examples.len() as u64, "answer");
             let preds = m.predict(&tok, &set, 128, a.top, |n| bar.inc(n as u64))?;
             bar.finish_and_clear();
@@ -438,7 +464,7 @@ pub fn answer(a: &AnswerArgs) -> Result<()> {
             let api = oscar::infer::Answering::load(&a.checkpoint, &a.device)?;
             let tags = image_tags(a.tags.as_deref(), a.labels.as_deref(), img)?;
             let image = oscar::infer::ImageInput::from_store(
-                &FeatureStore::open(&a.features, api.feature_dim())?,
+                &FeatureStore::open(features, api.feature_dim())?,
                 img,
                 tags.split_whitespace().map(str::to_string).collect(),
             )?;

@@ -17,11 +17,14 @@ pub struct ScoreArgs {
     #[arg(long)]
     checkpoint: PathBuf,
     /// Region features (features.tsv, *.feature.tsv or a torch feature dict).
-    #[arg(long)]
-    features: PathBuf,
-    /// The image's id in the feature file.
-    #[arg(long)]
-    image: String,
+    #[arg(long, requires = "image")]
+    features: Option<PathBuf>,
+    /// The image's id in the feature file…
+    #[arg(long, required_unless_present = "image_file")]
+    image: Option<String>,
+    /// …or a photo run through the detector.
+    #[command(flatten)]
+    photos: crate::detect::PhotoArgs,
     /// Detector labels (predictions.tsv / *.label.tsv) for the image's tags…
     #[arg(long, conflicts_with = "tags")]
     labels: Option<PathBuf>,
@@ -61,13 +64,19 @@ pub(crate) fn image_tags(
 
 pub fn score(a: &ScoreArgs) -> Result<()> {
     let m = oscar::infer::Matching::load(&a.checkpoint, &a.device)?;
-    let store = FeatureStore::open(&a.features, m.feature_dim())?;
-    let tags = image_tags(a.tags.as_deref(), a.labels.as_deref(), &a.image)?;
-    let image = ImageInput::from_store(
-        &store,
-        &a.image,
-        tags.split_whitespace().map(str::to_string).collect(),
-    )?;
+    let image = match (&a.image, &a.features) {
+        (Some(id), Some(features)) => {
+            let store = FeatureStore::open(features, m.feature_dim())?;
+            let tags = image_tags(a.tags.as_deref(), a.labels.as_deref(), id)?;
+            ImageInput::from_store(
+                &store,
+                id,
+                tags.split_whitespace().map(str::to_string).collect(),
+            )?
+        }
+        (Some(_), None) => bail!("--image ID needs --features FILE"),
+        (None, _) => one_photo(&a.photos)?,
+    };
     let pairs: Vec<(&ImageInput, &str)> = a.text.iter().map(|t| (&image, t.as_str())).collect();
     let p = m.score(&pairs)?;
     let out: Vec<_> = a
@@ -95,9 +104,12 @@ pub struct RetrieveArgs {
     /// A text query: the best-matching images…
     #[arg(long, conflicts_with = "image")]
     query: Option<String>,
-    /// …or an image id: the best-matching captions of the gallery.
+    /// …or an image id: the best-matching captions of the gallery…
     #[arg(long)]
     image: Option<String>,
+    /// …or a photo run through the detector (--image-file, --detector).
+    #[command(flatten)]
+    photos: crate::detect::PhotoArgs,
     #[arg(long, default_value_t = 5)]
     k: usize,
     /// Score only the first stage's top candidates (tag–word overlap) with the model.
@@ -117,7 +129,20 @@ pub fn retrieve(a: &RetrieveArgs) -> Result<()> {
             ImageInput::new(set.features[i].data.clone(), tags)
         })
         .collect();
+    if !a.photos.is_empty() && (a.query.is_some() || a.image.is_some()) {
+        bail!("give one of --query, --image and --image-file");
+    }
+    let photo = if a.photos.is_empty() {
+        None
+    } else {
+        Some(one_photo(&a.photos)?)
+    };
     let (ranked, names): (Vec<Ranked>, Vec<&str>) = match (&a.query, &a.image) {
+        (None, None) if photo.is_some() => {
+            let texts: Vec<&str> = set.captions.iter().map(|(_, c)| c.as_str()).collect();
+            let image = photo.as_ref().ok_or_else(|| anyhow!("no photo"))?;
+            (m.rank_texts(image, &texts, a.first_stage_k)?, texts)
+        }
         (Some(q), None) => (
             m.rank_images(q, &images, a.first_stage_k)?,
             set.images.iter().map(String::as_str).collect(),
@@ -131,7 +156,7 @@ pub fn retrieve(a: &RetrieveArgs) -> Result<()> {
             let texts: Vec<&str> = set.captions.iter().map(|(_, c)| c.as_str()).collect();
             (m.rank_texts(&images[ii], &texts, a.first_stage_k)?, texts)
         }
-        _ => bail!("give --query TEXT or --image ID"),
+        _ => bail!("give --query TEXT, --image ID or --image-file PHOTO"),
     };
     let out: Vec<_> = ranked
         .iter()
@@ -143,4 +168,12 @@ pub fn retrieve(a: &RetrieveArgs) -> Result<()> {
         serde_json::to_string_pretty(&serde_json::json!({"scored": ranked.len(), "top": out}))?
     );
     Ok(())
+}
+
+/// The single photo of `--image-file` (an error for none or several).
+fn one_photo(photos: &crate::detect::PhotoArgs) -> Result<ImageInput> {
+    if photos.image_file.len() != 1 {
+        bail!("give one image: --image ID with --features, or one --image-file with --detector");
+    }
+    Ok(photos.detect()?.remove(0).input)
 }

@@ -24,6 +24,10 @@ pub enum Error {
     /// An argument given by the caller is out of range or inconsistent.
     #[error("invalid input: {0}")]
     Invalid(String),
+
+    /// The object detector refused an image or its files.
+    #[error("{0}")]
+    Detect(#[from] oscar_detect::Error),
 }
 
 impl Error {

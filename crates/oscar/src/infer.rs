@@ -72,6 +72,22 @@ impl ImageInput {
         })
     }
 
+    /// From VinVL's detector run on a photo: its 2048-d region features with the 6 box
+    /// dimensions, and its class names as tags, best first (`run_captioning.py`'s
+    /// `get_od_labels` joins every object's class).
+    pub fn from_detections(d: &oscar_detect::Detections) -> Result<Self> {
+        let det_dim = d.objects.first().map_or(1, |o| o.feature.len());
+        let features: Vec<f32> = d
+            .objects
+            .iter()
+            .flat_map(|o| o.feature.iter().copied())
+            .collect();
+        let boxes: Vec<[f32; 4]> = d.objects.iter().map(|o| o.rect).collect();
+        let tags = d.objects.iter().map(|o| o.class.clone()).collect();
+        let (w, h) = d.image_size;
+        Self::with_boxes(&features, det_dim, &boxes, (w as f32, h as f32), tags)
+    }
+
     /// An image of a feature file (`features.tsv`, `*.feature.tsv`, a torch feature dict).
     pub fn from_store(store: &FeatureStore, image_id: &str, tags: Vec<String>) -> Result<Self> {
         Ok(ImageInput {

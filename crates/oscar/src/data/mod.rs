@@ -6,6 +6,7 @@ pub mod caption;
 pub mod check;
 pub mod convert;
 pub mod corpus;
+pub mod detections;
 pub mod features;
 pub mod items;
 pub mod masking;

@@ -99,6 +99,7 @@ impl CaptionConfig {
 }
 
 /// Images of one split: features, detections (tags), and reference captions when known.
+#[derive(Default)]
 pub struct CaptionSet {
     pub images: Vec<String>,
     pub regions: HashMap<String, Regions>,
