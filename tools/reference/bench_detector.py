@@ -17,7 +17,9 @@ Setup: as in make_detector_goldens.py (SGB snapshot + .venv-ref with yacs, torch
 --image: any image; it is decoded as SGB's demo does (cv2.imread) and then, to time the
 600x1000 case, padded/cropped to 5:3 landscape and scaled to 1000x600 before SGB's
 transforms (which then keep 1000x600). Without --image a synthetic 1000x600 image is used.
---save-pth writes {"model": state_dict} (~600 MB) so the Rust side can load the same weights.
+--save-pth writes {"model": state_dict} (~600 MB) so the Rust side can load the same weights;
+--dump-detections writes the detections so tools/compare_detections.py can match them with
+what `oscar detect` finds in the same image with those weights.
 
 Prints one JSON object: seconds_per_image (the N timed runs: transforms + model forward,
 batch 1, no_grad), median, peak_rss_mb (ru_maxrss of the process, which includes building
@@ -46,6 +48,9 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--save-pth", default=None)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--dump-detections", default=None,
+                    help="write the last run's detections (boxes in the 1000x600 image's pixels, "
+                         "labels, scores) as JSON, to compare with oscar detect on the same image")
     ap.add_argument("--seed", type=int, default=20240611)
     ap.add_argument("--nms", choices=("torchvision", "legacy"), default="torchvision",
                     help="torchvision: SGB@8e14944 as it runs (torchvision.ops.nms, compiled); "
@@ -124,6 +129,11 @@ def main():
         "saved_pth": args.save_pth,
         "total_seconds": round(time.time() - t_start, 1),
     }
+    if args.dump_detections:
+        with open(args.dump_detections, "w") as f:
+            json.dump({"boxes": pred.bbox.tolist(), "labels": pred.get_field("labels").tolist(),
+                       "scores": pred.get_field("scores").tolist(),
+                       "box_features": pred.get_field("box_features").tolist()}, f)
     print(json.dumps(out))
 
 

@@ -376,7 +376,7 @@ pub fn caption(a: &CaptionArgs) -> Result<()> {
         if a.refs.is_some() || !a.image.is_empty() || a.labels.is_some() {
             bail!("--image-file takes its regions and tags from the detector: drop --refs, --image and --labels");
         }
-        let photos = a.photos.detect()?;
+        let photos = a.photos.detect(dim)?;
         let mut set = CaptionSet::default();
         let mut images = Vec::new();
         for p in photos {

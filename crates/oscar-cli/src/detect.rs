@@ -234,12 +234,21 @@ impl PhotoArgs {
         self.image_file.is_empty()
     }
 
-    /// Detects every photo; an unreadable one is an error naming it.
-    pub fn detect(&self) -> Result<Vec<Photo>> {
+    /// Detects every photo for a model reading `model_dim`-wide regions; an unreadable photo
+    /// is an error naming it.
+    pub fn detect(&self, model_dim: usize) -> Result<Vec<Photo>> {
         let Some(dir) = &self.detector else {
             bail!("--image-file needs --detector DIR")
         };
         let det = load_detector(dir)?;
+        let width = det.config.feature_dim() + 6;
+        if width != model_dim {
+            bail!(
+                "the detector in {} gives regions of {width} values ({}-d features + 6 box dimensions) but the model reads img_feature_dim {model_dim}: use a model trained on this detector's features",
+                dir.display(),
+                det.config.feature_dim()
+            );
+        }
         self.image_file
             .iter()
             .map(|p| {

@@ -426,7 +426,7 @@ pub fn answer(a: &AnswerArgs) -> Result<()> {
             bail!("--image-file takes its regions and tags from the detector: drop --questions, --image, --tags and --labels");
         }
         let api = oscar::infer::Answering::load(&a.checkpoint, &a.device)?;
-        let photos = a.photos.detect()?;
+        let photos = a.photos.detect(api.feature_dim())?;
         let images: Vec<_> = photos.into_iter().map(|p| p.input).collect();
         let questions = vec![question.as_str(); images.len()];
         let answers = api.answer(&images, &questions, a.top)?;

@@ -75,7 +75,7 @@ pub fn score(a: &ScoreArgs) -> Result<()> {
             )?
         }
         (Some(_), None) => bail!("--image ID needs --features FILE"),
-        (None, _) => one_photo(&a.photos)?,
+        (None, _) => one_photo(&a.photos, m.feature_dim())?,
     };
     let pairs: Vec<(&ImageInput, &str)> = a.text.iter().map(|t| (&image, t.as_str())).collect();
     let p = m.score(&pairs)?;
@@ -135,7 +135,7 @@ pub fn retrieve(a: &RetrieveArgs) -> Result<()> {
     let photo = if a.photos.is_empty() {
         None
     } else {
-        Some(one_photo(&a.photos)?)
+        Some(one_photo(&a.photos, m.feature_dim())?)
     };
     let (ranked, names): (Vec<Ranked>, Vec<&str>) = match (&a.query, &a.image) {
         (None, None) if photo.is_some() => {
@@ -171,9 +171,9 @@ pub fn retrieve(a: &RetrieveArgs) -> Result<()> {
 }
 
 /// The single photo of `--image-file` (an error for none or several).
-fn one_photo(photos: &crate::detect::PhotoArgs) -> Result<ImageInput> {
+fn one_photo(photos: &crate::detect::PhotoArgs, model_dim: usize) -> Result<ImageInput> {
     if photos.image_file.len() != 1 {
         bail!("give one image: --image ID with --features, or one --image-file with --detector");
     }
-    Ok(photos.detect()?.remove(0).input)
+    Ok(photos.detect(model_dim)?.remove(0).input)
 }

@@ -100,7 +100,7 @@ fn decode_jpeg(bytes: &[u8]) -> std::result::Result<RgbImage, String> {
         let d = mozjpeg::Decompress::new_mem(bytes)?;
         let mut started = d.rgb()?;
         let (width, height) = (started.width(), started.height());
-        let data = started.read_scanlines_flat()?;
+        let data: Vec<u8> = started.read_scanlines()?;
         started.finish()?;
         RgbImage::new(width, height, data).map_err(|e| std::io::Error::other(e.to_string()))
     };

@@ -20,7 +20,8 @@ impl Pickle {
     }
     fn global(&mut self, module: &str, name: &str) {
         self.op(b'c');
-        self.0.extend_from_slice(format!("{module}\n{name}\n").as_bytes());
+        self.0
+            .extend_from_slice(format!("{module}\n{name}\n").as_bytes());
     }
     fn int(&mut self, v: usize) {
         self.op(b'J');
@@ -41,7 +42,10 @@ impl Pickle {
 }
 
 /// Saves `(key, shape, values)` tensors as `{"model": state_dict}` in torch's zip format.
-pub fn save_state_dict(path: &Path, tensors: &[(String, Vec<usize>, Vec<f32>)]) -> std::io::Result<()> {
+pub fn save_state_dict(
+    path: &Path,
+    tensors: &[(String, Vec<usize>, Vec<f32>)],
+) -> std::io::Result<()> {
     let mut p = Pickle(vec![0x80, 2]);
     p.op(b'}');
     p.unicode("model");
@@ -77,7 +81,8 @@ pub fn save_state_dict(path: &Path, tensors: &[(String, Vec<usize>, Vec<f32>)]) 
     p.op(b'.');
     let file = std::fs::File::create(path)?;
     let mut zip = zip::ZipWriter::new(std::io::BufWriter::new(file));
-    let opts = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    let opts =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
     zip.start_file("archive/data.pkl", opts)?;
     zip.write_all(&p.0)?;
     for (i, (_, _, values)) in tensors.iter().enumerate() {
