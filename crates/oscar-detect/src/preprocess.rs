@@ -49,6 +49,12 @@ impl Prepared {
 /// `u8 / 255 * 255 - mean` (not always exactly `u8 - mean`).
 pub fn prepare(img: &RgbImage, cfg: &DetectorConfig) -> Result<Prepared> {
     let (ow, oh) = target_size(img.width, img.height, cfg.min_size_test, cfg.max_size_test);
+    if ow == 0 || oh == 0 {
+        return Err(crate::error::Error::Invalid(format!(
+            "a {}×{} image is too elongated: resized to fit {}/{} it would be {ow}×{oh} pixels",
+            img.width, img.height, cfg.min_size_test, cfg.max_size_test
+        )));
+    }
     let resized = resize_bilinear(img, ow, oh);
     let tensor = normalize(&resized, cfg.pixel_mean)?;
     Ok(Prepared {
@@ -86,5 +92,17 @@ mod tests {
         assert_eq!(target_size(1920, 1080, 600, 1000), (999, 562));
         assert_eq!(target_size(333, 500, 600, 1000), (600, 900));
         assert_eq!(target_size(600, 900, 600, 1000), (600, 900));
+    }
+
+    #[test]
+    fn an_image_too_thin_to_resize_is_an_error_not_a_panic() {
+        let img = RgbImage::new(1, 3000, vec![9; 3000 * 3]).unwrap();
+        let err = prepare(&img, &DetectorConfig::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("1×3000") && err.contains("too elongated"),
+            "{err}"
+        );
     }
 }

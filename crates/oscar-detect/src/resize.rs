@@ -76,8 +76,17 @@ fn clip8(v: i64) -> u8 {
     }
 }
 
-/// Resizes to `out_w × out_h` exactly as Pillow's BILINEAR filter does.
+/// Resizes to `out_w × out_h` exactly as Pillow's BILINEAR filter does (Pillow ≤ 12.1, which
+/// always runs the horizontal pass first; 12.2 and later may start with the vertical one).
+/// A zero width or height gives an empty image.
 pub fn resize_bilinear(img: &RgbImage, out_w: usize, out_h: usize) -> RgbImage {
+    if out_w == 0 || out_h == 0 || img.width == 0 || img.height == 0 {
+        return RgbImage {
+            width: out_w,
+            height: out_h,
+            data: vec![0; out_w * out_h * 3],
+        };
+    }
     if out_w == img.width && out_h == img.height {
         return img.clone();
     }
