@@ -209,21 +209,27 @@ fn box_head_matches_when_fed_the_reference_proposals() {
     }
 }
 
+/// The post-processing run on the reference's class logits and proposals.
+fn kept_from_reference_logits(
+    det: &Detector,
+    g: &HashMap<String, Tensor>,
+) -> Vec<oscar_detect::postprocess::Kept> {
+    let wh = i64s(&g["resized_wh"]);
+    det.postprocess(
+        &g["class_logits"],
+        None,
+        &boxes(&g["proposals"]),
+        (wh[0] as usize, wh[1] as usize),
+    )
+    .unwrap()
+}
+
 #[test]
 fn postprocessing_keeps_the_same_detections() {
     let det = detector();
     for (name, _) in images() {
         let g = load(&name);
-        let props = boxes(&g["proposals"]);
-        let wh = i64s(&g["resized_wh"]);
-        let kept = det
-            .postprocess(
-                &g["class_logits"],
-                None,
-                &props,
-                (wh[0] as usize, wh[1] as usize),
-            )
-            .unwrap();
+        let kept = kept_from_reference_logits(&det, &g);
         let idx: Vec<i64> = kept.iter().map(|k| k.proposal as i64).collect();
         assert_eq!(
             idx,
@@ -245,16 +251,7 @@ fn attributes_match_when_fed_the_reference_detections() {
     let det = detector();
     for (name, _) in images() {
         let g = load(&name);
-        let props = boxes(&g["proposals"]);
-        let wh = i64s(&g["resized_wh"]);
-        let kept = det
-            .postprocess(
-                &g["class_logits"],
-                None,
-                &props,
-                (wh[0] as usize, wh[1] as usize),
-            )
-            .unwrap();
+        let kept = kept_from_reference_logits(&det, &g);
         let logits = det
             .attribute_logits(&g["c4"], &g["box_features"], &kept)
             .unwrap()
