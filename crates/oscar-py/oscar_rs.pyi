@@ -94,6 +94,18 @@ class Encoder:
         """The inputs (``input_ids``, ``token_type_ids``, ``position_ids``, ``attention_mask``),
         ``sequence``, ``pooled`` and each head's logits, as numpy arrays in item order."""
 
+class Detector:
+    """VinVL's object detector (`oscar detect`) from a folder: the weights (.pth or
+    model.safetensors), the label map, optionally detector.json."""
+    def __init__(self, path: str) -> None: ...
+    def detect(self, image: Union[str, bytes]) -> Dict[str, Any]:
+        """{"image_size": (w, h), "objects": [{"rect", "label", "class", "conf",
+        "attributes": [(name, p)]}], "features": ndarray [objects, 2048]}, best first."""
+    def image(self, image: Union[str, bytes]) -> Image:
+        """The photo as a model input: regions with VinVL's 6 box dimensions, classes as tags."""
+    @property
+    def classes(self) -> List[str]: ...
+
 def load(path: str, device: str = "cpu") -> Union[Captioner, Answerer, Matcher, Encoder]:
     """The task model a directory holds (``caption.json`` → Captioner, ``qa.json`` → Answerer,
     ``retrieval.json`` → Matcher); any other checkpoint as an Encoder."""

@@ -461,6 +461,116 @@ impl Encoder {
     }
 }
 
+fn detect_err(e: oscar_detect::Error) -> PyErr {
+    let msg = e.to_string();
+    match e {
+        oscar_detect::Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+            PyFileNotFoundError::new_err(msg)
+        }
+        oscar_detect::Error::Io { .. } => PyOSError::new_err(msg),
+        oscar_detect::Error::Candle(_) => PyRuntimeError::new_err(msg),
+        _ => PyValueError::new_err(msg),
+    }
+}
+
+/// VinVL's object detector (`oscar detect`): a folder with the weights (`.pth` or
+/// `model.safetensors`), the label map and optionally `detector.json`.
+#[pyclass(frozen, module = "oscar_rs")]
+struct Detector {
+    det: oscar_detect::Detector,
+}
+
+impl Detector {
+    /// Decodes a path or the bytes of a JPEG/PNG file and detects, without the GIL.
+    fn run(&self, py: Python<'_>, image: &Bound<'_, PyAny>) -> PyResult<oscar_detect::Detections> {
+        let max = self.det.config.max_image_pixels;
+        if let Ok(bytes) = image.extract::<Vec<u8>>() {
+            if !image.is_instance_of::<pyo3::types::PyBytes>() {
+                return Err(PyValueError::new_err(
+                    "image: a path or the bytes of a JPEG/PNG file",
+                ));
+            }
+            return py
+                .detach(|| {
+                    let rgb = oscar_detect::decode_image(&bytes, max)
+                        .map_err(oscar_detect::Error::Invalid)?;
+                    self.det.detect(&rgb)
+                })
+                .map_err(detect_err);
+        }
+        let path: PathBuf = image.extract()?;
+        py.detach(|| self.det.detect_file(&path))
+            .map_err(detect_err)
+    }
+}
+
+#[pymethods]
+impl Detector {
+    #[new]
+    fn new(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
+        let det = py
+            .detach(|| oscar_detect::Detector::load(&path))
+            .map_err(detect_err)?;
+        Ok(Detector { det })
+    }
+
+    /// `{"image_size": (w, h), "objects": [{"rect", "label", "class", "conf", "attributes":
+    /// [(name, p)]}], "features": ndarray [objects, 2048]}`, best first.
+    fn detect(&self, py: Python<'_>, image: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        let d = self.run(py, image)?;
+        let names = &self.det.labels.attributes;
+        let objects: Vec<serde_json::Value> = d
+            .objects
+            .iter()
+            .map(|o| {
+                let attrs: Vec<(String, f32)> =
+                    o.attributes.iter().map(|&(a, p)| (names.get(a).cloned().unwrap_or_default(), p)).collect();
+                serde_json::json!({"rect": o.rect, "label": o.label, "class": o.class, "conf": o.conf, "attributes": attrs})
+            })
+            .collect();
+        let out = to_py(
+            py,
+            &serde_json::json!({"image_size": [d.image_size.0, d.image_size.1], "objects": objects}),
+        )?;
+        let dim = d
+            .objects
+            .first()
+            .map_or(self.det.config.feature_dim(), |o| o.feature.len());
+        let flat: Vec<f32> = d
+            .objects
+            .iter()
+            .flat_map(|o| o.feature.iter().copied())
+            .collect();
+        let feats = PyArray1::from_vec(py, flat).reshape([d.objects.len(), dim])?;
+        out.bind(py).set_item("features", feats)?;
+        Ok(out)
+    }
+
+    /// The photo as a model input: the regions with VinVL's 6 box dimensions, the classes as tags.
+    fn image(&self, py: Python<'_>, image: &Bound<'_, PyAny>) -> PyResult<Image> {
+        let d = self.run(py, image)?;
+        let inner = ImageInput::from_detections(&d).map_err(py_err)?;
+        Ok(Image {
+            inner,
+            width: self.det.config.feature_dim() + 6,
+        })
+    }
+
+    #[getter]
+    fn classes(&self) -> Vec<String> {
+        self.det.labels.classes.clone()
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Detector({} classes, {} attributes, {}-d features)",
+            self.det.config.num_classes,
+            self.det.config.num_attributes,
+            self.det.config.feature_dim()
+        )
+    }
+}
+
 /// Loads the task model a directory holds (told by the settings file its training wrote):
 /// a `Captioner`, an `Answerer` or a `Matcher`; any other checkpoint as an `Encoder`.
 #[pyfunction]
@@ -586,6 +696,7 @@ fn oscar_rs(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Answerer>()?;
     m.add_class::<Matcher>()?;
     m.add_class::<Encoder>()?;
+    m.add_class::<Detector>()?;
     m.add_function(wrap_pyfunction!(load, m)?)?;
     let eval = PyModule::new(py, "eval")?;
     eval.add_function(wrap_pyfunction!(caption_scores, &eval)?)?;

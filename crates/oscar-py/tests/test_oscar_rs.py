@@ -187,3 +187,30 @@ def test_two_threads_scoring_at_once_take_less_time_than_one_after_the_other(wor
     parallel = time.perf_counter() - t0
     print(f"two scoring calls: {sequential:.3f} s one after the other, {parallel:.3f} s in two threads")
     assert parallel < 0.85 * sequential
+
+
+DETECTOR = REPO / "crates" / "oscar-detect" / "tests" / "fixtures" / "detector"
+
+
+def test_detector_equals_oscar_detect(tmp_path):
+    det = oscar_rs.Detector(str(DETECTOR))
+    photo = DETECTOR / "images" / "rocket.jpg"
+    got = det.detect(str(photo))
+    from_bytes = det.detect(photo.read_bytes())
+    assert from_bytes["objects"] == got["objects"]
+    out = tmp_path / "out"
+    oscar("detect", "--detector", str(DETECTOR), "--out", str(out), str(photo))
+    row = (out / "predictions.tsv").read_text().split("\n")[0].split("\t", 1)[1]
+    want = json.loads(row)["objects"]
+    assert [o["class"] for o in got["objects"]] == [o["class"] for o in want]
+    assert np.allclose([o["rect"] for o in got["objects"]], [o["rect"] for o in want], atol=1e-4)
+    assert got["features"].shape == (len(want), 128)
+    img = det.image(str(photo))
+    assert img.features.shape == (len(want), 134) and img.tags == [o["class"] for o in want]
+    assert np.allclose(img.features[:, :128], got["features"])
+    with pytest.raises(FileNotFoundError):
+        det.detect(str(tmp_path / "missing.jpg"))
+    with pytest.raises(ValueError, match="empty"):
+        det.detect(b"")
+    with pytest.raises(FileNotFoundError):
+        oscar_rs.Detector(str(tmp_path / "nowhere"))
