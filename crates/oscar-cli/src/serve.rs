@@ -24,6 +24,10 @@ pub struct ServeArgs {
     /// web page shows them.
     #[arg(long)]
     world: Option<PathBuf>,
+    /// VinVL's detector folder (`oscar detect --help`): requests may send photos, `"image":
+    /// base64 of a JPEG/PNG file`, instead of region features.
+    #[arg(long)]
+    detector: Option<PathBuf>,
     /// Serve what `oscar demo --out DIR` saved: DIR/models/{caption,vqa,retrieval} and DIR/world.
     #[arg(long, conflicts_with_all = ["caption", "vqa", "retrieval", "world"])]
     demo: Option<PathBuf>,
@@ -96,6 +100,7 @@ pub fn serve(a: &ServeArgs) -> Result<()> {
         retrieval,
         embed: a.embed.clone(),
         world,
+        detector: a.detector.clone(),
         device: a.device.clone(),
         limits: oscar_serve::Limits {
             max_concurrent_requests: a.max_concurrent_requests,

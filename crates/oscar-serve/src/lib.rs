@@ -34,6 +34,8 @@ pub struct ServeConfig {
     pub embed: Option<PathBuf>,
     /// A world directory whose images requests may name by id.
     pub world: Option<PathBuf>,
+    /// VinVL's detector (`oscar detect`): requests may then send photos (`"image": base64`).
+    pub detector: Option<PathBuf>,
     pub device: Device,
     pub limits: Limits,
 }
@@ -79,6 +81,9 @@ impl Default for Limits {
 pub struct AppState {
     pub worker: Worker,
     pub world: Option<ServedWorld>,
+    /// Turns photos into regions and tags; one photo at a time (it uses every core).
+    pub detector: Option<Arc<oscar_detect::Detector>>,
+    detect_gate: Arc<Semaphore>,
     /// The region width every loaded model reads.
     pub feature_dim: usize,
     pub limits: Limits,
@@ -165,6 +170,23 @@ impl AppState {
                     .with_context(|| format!("reading the world {}", w.display()))
             })
             .transpose()?;
+        let detector = cfg
+            .detector
+            .as_ref()
+            .map(|d| {
+                let det = oscar_detect::Detector::load(d)
+                    .with_context(|| format!("loading the detector from {}", d.display()))?;
+                let width = det.config.feature_dim() + 6;
+                if width != feature_dim {
+                    anyhow::bail!(
+                        "the detector in {} gives {width}-d regions ({}-d features + 6 box dimensions) but the models read {feature_dim}-d",
+                        d.display(),
+                        det.config.feature_dim()
+                    );
+                }
+                anyhow::Ok(Arc::new(det))
+            })
+            .transpose()?;
         let worker = Worker::start(models, cfg.limits.max_batch_rows)
             .context("starting the model thread")?;
         let model = |d: &Option<PathBuf>| d.as_ref().map(|d| serde_json::json!({"dir": d}));
@@ -179,6 +201,12 @@ impl AppState {
                 "embed": model(&cfg.embed.clone().or(cfg.retrieval.clone())),
             },
             "limits": cfg.limits,
+            "detector": detector.as_ref().map(|d| serde_json::json!({
+                "dir": cfg.detector,
+                "classes": d.config.num_classes - 1,
+                "attributes": d.config.num_attributes.saturating_sub(1),
+                "feature_dim": d.config.feature_dim(),
+            })),
             "world": world.as_ref().map(|w| serde_json::json!({
                 "dir": w.dir,
                 "images": w.images.len(),
@@ -188,6 +216,8 @@ impl AppState {
         Ok(AppState {
             worker,
             world,
+            detector,
+            detect_gate: Arc::new(Semaphore::new(1)),
             feature_dim,
             limits: cfg.limits.clone(),
             permits: Arc::new(Semaphore::new(cfg.limits.max_concurrent_requests)),

@@ -13,6 +13,7 @@ use axum::http::HeaderValue;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use base64::Engine;
 use oscar::data::items::Item;
 use oscar::infer::{image_candidates, ranked, text_candidates, CaptionOptions, ImageInput};
 use oscar::tasks::caption::Mode;
@@ -84,6 +85,60 @@ impl AppState {
             return Err(ApiError::too_many(format!(
                 "{n} {what}: at most {most} per request"
             )));
+        }
+        Ok(())
+    }
+
+    /// Runs the detector on every photo of a request (`"image": base64`), one photo at a time
+    /// off the async threads, and puts its regions, boxes and tags in the photo's place.
+    async fn detect_photos(
+        &self,
+        req: &mut impl crate::schema::ImageSpecs,
+    ) -> Result<(), ApiError> {
+        for (at, spec) in req.image_specs() {
+            let Some(b64) = spec.image.take() else {
+                continue;
+            };
+            if spec.world_id.is_some() || spec.features.is_some() || spec.boxes.is_some() {
+                return Err(ApiError::validation(format!(
+                    "{at}: give image, world_id or features, one of them"
+                )));
+            }
+            let Some(det) = self.detector.clone() else {
+                return Err(ApiError::validation(format!(
+                    "{at}.image: photos need a server started with --detector DIR"
+                )));
+            };
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(b64.trim())
+                .map_err(|e| ApiError::validation(format!("{at}.image: not base64 ({e})")))?;
+            let _one = self
+                .detect_gate
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|_| ApiError::backend("the detector is closed"))?;
+            let found = tokio::task::spawn_blocking(move || {
+                let rgb = oscar_detect::decode_image(&bytes, det.config.max_image_pixels)?;
+                det.detect(&rgb).map_err(|e| e.to_string())
+            })
+            .await
+            .map_err(|e| ApiError::backend(format!("the detector stopped: {e}")))?
+            .map_err(|e| ApiError::validation(format!("{at}.image: {e}")))?;
+            metrics::counter!("oscar_photos_detected").increment(1);
+            if found.objects.is_empty() {
+                return Err(ApiError::validation(format!(
+                    "{at}.image: the detector found no object"
+                )));
+            }
+            spec.features = Some(crate::schema::Features::Rows(
+                found.objects.iter().map(|o| o.feature.clone()).collect(),
+            ));
+            spec.boxes = Some(found.objects.iter().map(|o| o.rect).collect());
+            spec.image_size = Some([found.image_size.0 as f32, found.image_size.1 as f32]);
+            if spec.tags.is_none() {
+                spec.tags = Some(found.objects.iter().map(|o| o.class.clone()).collect());
+            }
         }
         Ok(())
     }
@@ -222,12 +277,13 @@ fn caption_options(
     responses((status = 200, body = [GeneratedText]), (status = "4XX", body = ErrorBody)))]
 async fn caption(
     State(st): St,
-    ApiJson(req): ApiJson<CaptionRequest>,
+    ApiJson(mut req): ApiJson<CaptionRequest>,
 ) -> Result<Response, ApiError> {
     let t0 = Instant::now();
     if !st.worker.loaded.caption {
         return Err(ApiError::not_loaded("captioning", "--caption"));
     }
+    st.detect_photos(&mut req).await?;
     let (specs, one) = req.inputs.into_vec();
     st.check_count(specs.len(), "images", st.limits.max_client_batch_size)?;
     let opts = caption_options(
@@ -283,11 +339,12 @@ async fn caption(
 /// The top answers to each question, by probability.
 #[utoipa::path(post, path = "/vqa", request_body = VqaRequest,
     responses((status = 200, body = [AnswerOut]), (status = "4XX", body = ErrorBody)))]
-async fn vqa(State(st): St, ApiJson(req): ApiJson<VqaRequest>) -> Result<Response, ApiError> {
+async fn vqa(State(st): St, ApiJson(mut req): ApiJson<VqaRequest>) -> Result<Response, ApiError> {
     let t0 = Instant::now();
     if !st.worker.loaded.vqa {
         return Err(ApiError::not_loaded("question answering", "--vqa"));
     }
+    st.detect_photos(&mut req).await?;
     let (inputs, one) = req.inputs.into_vec();
     st.check_count(inputs.len(), "questions", st.limits.max_client_batch_size)?;
     let top_k = req.parameters.top_k.unwrap_or(5);
@@ -344,11 +401,12 @@ async fn vqa(State(st): St, ApiJson(req): ApiJson<VqaRequest>) -> Result<Respons
 /// Texts ranked for an image, or images for a text, best first.
 #[utoipa::path(post, path = "/rank", request_body = RankRequest,
     responses((status = 200, body = [RankOut]), (status = "4XX", body = ErrorBody)))]
-async fn rank(State(st): St, ApiJson(req): ApiJson<RankRequest>) -> Result<Response, ApiError> {
+async fn rank(State(st): St, ApiJson(mut req): ApiJson<RankRequest>) -> Result<Response, ApiError> {
     let t0 = Instant::now();
     if !st.worker.loaded.matching {
         return Err(ApiError::not_loaded("image-text matching", "--retrieval"));
     }
+    st.detect_photos(&mut req).await?;
     let most = st.limits.max_candidates;
     let (pairs, cand, texts): (Vec<Pair>, Vec<usize>, Option<Vec<String>>) =
         match (req.image, req.texts, req.text, req.images) {
@@ -414,11 +472,15 @@ async fn rank(State(st): St, ApiJson(req): ApiJson<RankRequest>) -> Result<Respo
 /// Match probabilities of (image, text) pairs, in order.
 #[utoipa::path(post, path = "/score", request_body = ScoreRequest,
     responses((status = 200, body = [f32]), (status = "4XX", body = ErrorBody)))]
-async fn score(State(st): St, ApiJson(req): ApiJson<ScoreRequest>) -> Result<Response, ApiError> {
+async fn score(
+    State(st): St,
+    ApiJson(mut req): ApiJson<ScoreRequest>,
+) -> Result<Response, ApiError> {
     let t0 = Instant::now();
     if !st.worker.loaded.matching {
         return Err(ApiError::not_loaded("image-text matching", "--retrieval"));
     }
+    st.detect_photos(&mut req).await?;
     st.check_count(req.pairs.len(), "pairs", st.limits.max_candidates)?;
     let pairs = req
         .pairs
@@ -443,11 +505,15 @@ async fn score(State(st): St, ApiJson(req): ApiJson<ScoreRequest>) -> Result<Res
 /// The pooled `[CLS]` state of each item (unit length with `normalize`).
 #[utoipa::path(post, path = "/embed", request_body = EmbedRequest,
     responses((status = 200, body = [Vec<f32>]), (status = "4XX", body = ErrorBody)))]
-async fn embed(State(st): St, ApiJson(req): ApiJson<EmbedRequest>) -> Result<Response, ApiError> {
+async fn embed(
+    State(st): St,
+    ApiJson(mut req): ApiJson<EmbedRequest>,
+) -> Result<Response, ApiError> {
     let t0 = Instant::now();
     if !st.worker.loaded.embed {
         return Err(ApiError::not_loaded("embedding", "--embed or --retrieval"));
     }
+    st.detect_photos(&mut req).await?;
     st.check_count(req.inputs.len(), "inputs", st.limits.max_client_batch_size)?;
     let items = req
         .inputs

@@ -34,13 +34,16 @@ pub enum Features {
     Base64(String),
 }
 
-/// An image: an id of the served world, or region features (with the detector's boxes and the
-/// image size, or already with the 6 box dimensions) and tags.
+/// An image: an id of the served world, a photo (with a server started with `--detector`), or
+/// region features (with the detector's boxes and the image size, or already with the 6 box
+/// dimensions) and tags.
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ImageSpec {
     /// An image of the served world (`GET /world`).
     pub world_id: Option<String>,
+    /// A JPEG or PNG file, base64: VinVL's detector gives its regions and tags (`--detector`).
+    pub image: Option<String>,
     pub features: Option<Features>,
     /// `[x1, y1, x2, y2]` in pixels, one per feature row (then rows are `feature_dim − 6` wide).
     pub boxes: Option<Vec<[f32; 4]>>,
@@ -101,6 +104,11 @@ impl ImageSpec {
         world: Option<&crate::world::ServedWorld>,
         at: &str,
     ) -> Result<ImageInput, ApiError> {
+        if self.image.is_some() {
+            return Err(ApiError::validation(format!(
+                "{at}.image: photos need a server started with --detector DIR"
+            )));
+        }
         match (&self.world_id, &self.features) {
             (Some(id), None) => {
                 if self.boxes.is_some() || self.image_size.is_some() {
@@ -288,4 +296,81 @@ pub struct EmbedRequest {
 
 fn yes() -> bool {
     true
+}
+
+/// Every image of a request, for the detector's pass over photos before the model's.
+pub trait ImageSpecs {
+    fn image_specs(&mut self) -> Vec<(String, &mut ImageSpec)>;
+}
+
+impl<T> OneOrMany<T> {
+    fn each_mut(&mut self) -> Vec<(String, &mut T)> {
+        match self {
+            OneOrMany::One(t) => vec![("inputs".to_string(), t)],
+            OneOrMany::Many(v) => v
+                .iter_mut()
+                .enumerate()
+                .map(|(i, t)| (format!("inputs[{i}]"), t))
+                .collect(),
+        }
+    }
+}
+
+impl ImageSpecs for CaptionRequest {
+    fn image_specs(&mut self) -> Vec<(String, &mut ImageSpec)> {
+        self.inputs.each_mut()
+    }
+}
+
+impl ImageSpecs for VqaRequest {
+    fn image_specs(&mut self) -> Vec<(String, &mut ImageSpec)> {
+        self.inputs
+            .each_mut()
+            .into_iter()
+            .map(|(at, i)| (format!("{at}.image"), &mut i.image))
+            .collect()
+    }
+}
+
+impl ImageSpecs for RankRequest {
+    fn image_specs(&mut self) -> Vec<(String, &mut ImageSpec)> {
+        let mut v: Vec<(String, &mut ImageSpec)> = self
+            .image
+            .iter_mut()
+            .map(|s| ("image".to_string(), s))
+            .collect();
+        if let Some(images) = &mut self.images {
+            v.extend(
+                images
+                    .iter_mut()
+                    .enumerate()
+                    .map(|(i, s)| (format!("images[{i}]"), s)),
+            );
+        }
+        v
+    }
+}
+
+impl ImageSpecs for ScoreRequest {
+    fn image_specs(&mut self) -> Vec<(String, &mut ImageSpec)> {
+        self.pairs
+            .iter_mut()
+            .enumerate()
+            .map(|(i, p)| (format!("pairs[{i}].image"), &mut p.image))
+            .collect()
+    }
+}
+
+impl ImageSpecs for EmbedRequest {
+    fn image_specs(&mut self) -> Vec<(String, &mut ImageSpec)> {
+        self.inputs
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(i, inp)| {
+                inp.image
+                    .as_mut()
+                    .map(|s| (format!("inputs[{i}].image"), s))
+            })
+            .collect()
+    }
 }

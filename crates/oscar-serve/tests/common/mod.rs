@@ -33,6 +33,27 @@ pub fn fixture() -> &'static Fixture {
     })
 }
 
+/// Tiny models on a world of 128-d regions (the detector fixture's width), once per binary.
+pub fn photo_fixture() -> &'static Fixture {
+    static F: OnceLock<Fixture> = OnceLock::new();
+    F.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let (w, m) = (dir.path().join("world"), dir.path().join("models"));
+        tiny_models::world_with(&w, 128);
+        tiny_models::train_all_with(&w, &m, 134);
+        Fixture {
+            _dir: dir,
+            world: w,
+            models: m,
+        }
+    })
+}
+
+/// The reduced-width VinVL detector of `crates/oscar-detect/tests/fixtures/detector`.
+pub fn detector_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../oscar-detect/tests/fixtures/detector")
+}
+
 /// Every model and the world, with `limits`.
 pub fn config(limits: Limits) -> ServeConfig {
     let f = fixture();
@@ -42,6 +63,7 @@ pub fn config(limits: Limits) -> ServeConfig {
         retrieval: Some(f.models.join("retrieval")),
         embed: None,
         world: Some(f.world.clone()),
+        detector: None,
         device: candle_core::Device::Cpu,
         limits,
     }

@@ -14,10 +14,15 @@ use oscar::OscarConfig;
 use std::path::Path;
 
 pub fn world(dir: &Path) {
+    world_with(dir, 8);
+}
+
+/// The 50-image world with `feature_dim`-d detector features (+ 6 box dimensions).
+pub fn world_with(dir: &Path, feature_dim: usize) {
     let wc = oscar_world::WorldConfig {
         images: 50,
         seed: 2,
-        feature_dim: 8,
+        feature_dim,
         ..Default::default()
     };
     oscar_world::write::write_world(&oscar_world::generate(&wc).unwrap(), dir, 0).unwrap();
@@ -33,8 +38,13 @@ fn optim() -> Optim {
 
 /// Trains and saves a tiny model of each task into `dir/{caption,vqa,retrieval}`.
 pub fn train_all(w: &Path, dir: &Path) {
+    train_all_with(w, dir, 14);
+}
+
+/// [`train_all`] for a world whose regions are `region_dim` wide (features + 6).
+pub fn train_all_with(w: &Path, dir: &Path, region_dim: usize) {
     let tok = BertTokenizer::from_vocab(&w.join("vocab.txt")).unwrap();
-    let tiny = OscarConfig::tiny(tok.vocab_size(), 14);
+    let tiny = OscarConfig::tiny(tok.vocab_size(), region_dim);
     let feats = w.join("features/features.tsv");
     let labels = w.join("labels/predictions.tsv");
     let vocab = Some(w.join("vocab.txt"));
@@ -49,7 +59,7 @@ pub fn train_all(w: &Path, dir: &Path) {
         &w.join("captions/train_caption.json"),
         &feats,
         Some(&labels),
-        14,
+        region_dim,
     )
     .unwrap();
     let cap = oscar::tasks::caption::train(
@@ -68,7 +78,7 @@ pub fn train_all(w: &Path, dir: &Path) {
     cap.save(&dir.join("caption"), vocab.as_deref()).unwrap();
 
     let answers = AnswerVocab::read(&w.join("vqa/ans2label.json")).unwrap();
-    let qa = QaSet::open(&w.join("vqa/train.json"), &feats, 14, answers.len()).unwrap();
+    let qa = QaSet::open(&w.join("vqa/train.json"), &feats, region_dim, answers.len()).unwrap();
     let m = oscar::tasks::qa::train(
         &qa,
         &tok,
@@ -87,7 +97,7 @@ pub fn train_all(w: &Path, dir: &Path) {
     m.save(&dir.join("vqa"), vocab.as_deref()).unwrap();
 
     let (c, f, l) = world_paths(w, "train");
-    let set = RetrievalSet::open(&c, &f, &l, 14, None).unwrap();
+    let set = RetrievalSet::open(&c, &f, &l, region_dim, None).unwrap();
     oscar::tasks::retrieval::train(
         &set,
         &tok,
