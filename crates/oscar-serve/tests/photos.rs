@@ -52,7 +52,10 @@ async fn a_photo_is_detected_then_captioned_answered_and_scored() {
         num_beams: 2,
         ..CaptionOptions::default()
     };
-    let want = lib.caption(&[want_input.clone()], &opts).unwrap().remove(0);
+    let want = lib
+        .caption(std::slice::from_ref(&want_input), &opts)
+        .unwrap()
+        .remove(0);
     assert_eq!(v[0]["generated_text"], want.text.as_str());
 
     let (s, _, v) = call(
@@ -65,7 +68,7 @@ async fn a_photo_is_detected_then_captioned_answered_and_scored() {
     assert_eq!(s, StatusCode::OK, "{v}");
     let qa = Answering::load(&f.models.join("vqa"), &dev).unwrap();
     let want = qa
-        .answer(&[want_input.clone()], &["what color is it?"], 1)
+        .answer(std::slice::from_ref(&want_input), &["what color is it?"], 1)
         .unwrap();
     assert_eq!(v[0]["answer"], want[0][0].answer.as_str());
 

@@ -1,5 +1,8 @@
 //! Tiny task models trained on a small world, once per test binary, and a request helper.
 
+// Each test binary uses a part of these helpers.
+#![allow(dead_code)]
+
 use axum::body::Body;
 use axum::http::{HeaderMap, Request, StatusCode};
 use oscar_serve::{AppState, Limits, ServeConfig};
