@@ -159,3 +159,36 @@ fn to_rgb8(img: DynamicImage) -> RgbImage {
         data,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn png(w: u32, h: u32) -> Vec<u8> {
+        let img = image::RgbImage::from_pixel(w, h, image::Rgb([10, 20, 30]));
+        let mut out = Vec::new();
+        img.write_to(&mut Cursor::new(&mut out), image::ImageFormat::Png)
+            .unwrap();
+        out
+    }
+
+    #[test]
+    fn the_pixel_limit_is_checked_from_the_header_and_named() {
+        let bytes = png(40, 30);
+        assert_eq!(decode_image(&bytes, 0).unwrap().data[..3], [10, 20, 30]);
+        let err = decode_image(&bytes, 1000).unwrap_err();
+        assert!(
+            err.contains("40×30 = 1200 pixels") && err.contains("limit of 1000"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn empty_non_image_and_cut_files_are_sentences_not_panics() {
+        assert!(decode_image(b"", 0).unwrap_err().contains("empty"));
+        assert!(decode_image(b"GIF89a not really", 0).is_err());
+        let bytes = png(64, 64);
+        assert!(decode_image(&bytes[..bytes.len() / 2], 0).is_err());
+        assert!(decode_image(&[0xFF, 0xD8, 0xFF, 0xE0, 0, 16], 0).is_err());
+    }
+}
