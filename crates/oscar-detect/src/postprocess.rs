@@ -188,11 +188,9 @@ fn filter_per_class(
         }
         let boxes: Vec<Box4> = inds.iter().map(|&i| c.get(i, j, k)).collect();
         let scores: Vec<f32> = inds.iter().map(|&i| probs[i * k + j]).collect();
-        let mut keep = rule.nms(&boxes, &scores, cfg.roi_nms_thresh);
-        if rule.plus_one {
-            // maskrcnn's compiled NMS returns the survivors in input (index) order.
-            keep.sort_unstable();
-        }
+        // Survivors in descending score order, as maskrcnn's CUDA kernel (the released features'
+        // GPU extraction) and torchvision return them (its CPU kernel gave index order).
+        let keep = rule.nms(&boxes, &scores, cfg.roi_nms_thresh);
         out.extend(keep.into_iter().map(|t| Kept {
             proposal: inds[t],
             label: j,
