@@ -33,6 +33,10 @@ pub struct DetectArgs {
     /// Threads for the convolutions and ROIAlign (default: every core).
     #[arg(long)]
     threads: Option<usize>,
+    /// Only part K of N of the inputs (0 ≤ K < N; dealt round-robin in input order), for a
+    /// cluster's array job; join the shards' folders with `oscar merge-detections`.
+    #[arg(long, default_value = "0/1")]
+    shard: oscar::data::shard::Shard,
 }
 
 /// What `oscar detect` prints at the end, as JSON.
@@ -63,10 +67,16 @@ pub fn set_threads(threads: Option<usize>) {
 
 pub fn detect(a: &DetectArgs) -> Result<()> {
     set_threads(a.threads);
-    let inputs = gather(a)?;
-    if inputs.is_empty() {
+    let all = gather(a)?;
+    if all.is_empty() {
         bail!("no images: give files, --images-dir or --list");
     }
+    let inputs: Vec<(String, PathBuf)> = all
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| a.shard.keeps(*i))
+        .map(|(_, x)| x)
+        .collect();
     let det = load_detector(&a.detector)?;
     let (mut writer, done) = DetectionWriter::open(&a.out)?;
     let done: std::collections::HashSet<String> = done.into_iter().collect();
@@ -286,4 +296,25 @@ fn tag_preview(d: &oscar_detect::Detections) -> String {
         tags.join(" "),
         if d.objects.len() > 8 { " …" } else { "" }
     )
+}
+
+#[derive(Args)]
+pub struct MergeArgs {
+    /// The output folders of `oscar detect --shard K/N` runs.
+    #[arg(required = true)]
+    parts: Vec<PathBuf>,
+    /// The joined folder (features.tsv, predictions.tsv and their indexes).
+    #[arg(long)]
+    out: PathBuf,
+}
+
+/// `oscar merge-detections`: the shards' rows in one VinVL feature folder.
+pub fn merge(a: &MergeArgs) -> Result<()> {
+    let n = oscar::data::detections::merge(&a.out, &a.parts)?;
+    outln!(
+        "{n} images from {} folders merged into {}",
+        a.parts.len(),
+        a.out.display()
+    );
+    Ok(())
 }

@@ -118,6 +118,8 @@ enum Cmd {
     /// VinVL's object detector over image files: boxes, classes, attributes and 2048-d region
     /// features, written as features.tsv + predictions.tsv (resumable).
     Detect(detect::DetectArgs),
+    /// Join the folders of `oscar detect --shard K/N` runs into one (ids must not repeat).
+    MergeDetections(detect::MergeArgs),
     /// Tensorize items (text, tags, region features) and run the model: writes the inputs and
     /// every output (sequence, pooled, each head's logits) to a safetensors file.
     Encode(encode::EncodeArgs),
@@ -198,6 +200,7 @@ fn main() {
         ),
         Cmd::Encode(args) => encode::encode(&args),
         Cmd::Detect(a) => detect::detect(&a),
+        Cmd::MergeDetections(a) => detect::merge(&a),
         Cmd::Eval(cmd) => eval::run(&cmd),
         Cmd::World(cmd) => world::run(&cmd),
         Cmd::Pretrain(a) => pretrain::run(&a),

@@ -241,3 +241,78 @@ fn a_photo_goes_through_the_detector_into_captioning_and_scoring() {
         "widths named: {stderr}"
     );
 }
+
+/// Three shards merged equal one run, row for row; a repeated id is refused.
+#[test]
+fn three_shards_merged_equal_one_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let det = detector();
+    let imgs = det.join("images");
+    let run = |out: &Path, shard: &str| {
+        let (code, _, err) = oscar(&[
+            "detect",
+            "--detector",
+            s(&det),
+            "--images-dir",
+            s(&imgs),
+            "--out",
+            s(out),
+            "--shard",
+            shard,
+        ]);
+        assert_eq!(code, Some(0), "{err}");
+    };
+    let whole = tmp.path().join("whole");
+    run(&whole, "0/1");
+    let parts: Vec<PathBuf> = (0..3)
+        .map(|k| tmp.path().join(format!("part{k}")))
+        .collect();
+    for (k, p) in parts.iter().enumerate() {
+        run(p, &format!("{k}/3"));
+    }
+    let merged = tmp.path().join("merged");
+    let mut args = vec!["merge-detections", "--out", s(&merged)];
+    args.extend(parts.iter().map(|p| s(p)));
+    let (code, stdout, err) = oscar(&args);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(stdout.contains("11 images from 3 folders"), "{stdout}");
+    let rows = |dir: &Path, file: &str| {
+        let mut v: Vec<String> = std::fs::read_to_string(dir.join(file))
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect();
+        v.sort();
+        v
+    };
+    for file in ["features.tsv", "predictions.tsv"] {
+        assert_eq!(rows(&merged, file), rows(&whole, file), "{file}");
+    }
+    assert_eq!(
+        FeatureStore::open(&merged.join("features.tsv"), 134)
+            .unwrap()
+            .len(),
+        11
+    );
+    let (code, _, err) = oscar(&[
+        "merge-detections",
+        "--out",
+        s(&tmp.path().join("twice")),
+        s(&parts[0]),
+        s(&parts[0]),
+    ]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("is in both"), "{err}");
+    let (code, _, err) = oscar(&[
+        "detect",
+        "--detector",
+        s(&det),
+        "--out",
+        s(&whole),
+        "--shard",
+        "3/3",
+        s(&imgs.join("rocket.jpg")),
+    ]);
+    assert_eq!(code, Some(2), "a bad --shard is a usage error");
+    assert!(err.contains("0 ≤ K < N"), "{err}");
+}

@@ -126,6 +126,18 @@ impl DetectionWriter {
         Ok(())
     }
 
+    /// Appends one image's rows as already written by another run (newline-terminated).
+    fn append_lines(&mut self, feature: &str, prediction: &str) -> Result<()> {
+        let fpath = self.dir.join("features.tsv");
+        let ppath = self.dir.join("predictions.tsv");
+        self.features
+            .write_all(feature.as_bytes())
+            .map_err(|e| Error::io(&fpath, e))?;
+        self.predictions
+            .write_all(prediction.as_bytes())
+            .map_err(|e| Error::io(&ppath, e))
+    }
+
     /// Writes `features.lineidx`, `predictions.lineidx` and `imageid2idx.json` for every row
     /// now in the files.
     pub fn finish(self) -> Result<()> {
@@ -158,6 +170,63 @@ impl DetectionWriter {
         let json = serde_json::to_string(&map).map_err(|e| Error::Invalid(e.to_string()))?;
         write_atomic(&self.dir.join("imageid2idx.json"), json.as_bytes())
     }
+}
+
+/// Joins the outputs of several `oscar detect` runs (the shards of one job) into `out`: every row
+/// of each folder, in the order given; an image id in two folders is an error naming both. Rows
+/// already in `out` are kept, so a merge that stopped can be run again.
+pub fn merge(out: &Path, parts: &[PathBuf]) -> Result<usize> {
+    let (mut w, done) = DetectionWriter::open(out)?;
+    let mut seen: std::collections::HashMap<String, PathBuf> =
+        done.into_iter().map(|id| (id, out.to_path_buf())).collect();
+    let mut added = 0;
+    for dir in parts {
+        let (fpath, ppath) = (dir.join("features.tsv"), dir.join("predictions.tsv"));
+        let ftext = std::fs::read_to_string(&fpath).map_err(|e| Error::io(&fpath, e))?;
+        let ptext = std::fs::read_to_string(&ppath).map_err(|e| Error::io(&ppath, e))?;
+        let flines: Vec<&str> = ftext
+            .split_inclusive('\n')
+            .filter(|l| l.ends_with('\n'))
+            .collect();
+        let plines: Vec<&str> = ptext
+            .split_inclusive('\n')
+            .filter(|l| l.ends_with('\n'))
+            .collect();
+        if flines.len() != plines.len() {
+            return Err(Error::bad_file(
+                dir,
+                format!("{} feature rows but {} prediction rows: an unfinished run? run `oscar detect` on it again first", flines.len(), plines.len()),
+            ));
+        }
+        for (n, (f, p)) in flines.iter().zip(&plines).enumerate() {
+            let id = f.split('\t').next().unwrap_or_default();
+            if p.split('\t').next() != Some(id) {
+                return Err(Error::bad_file(
+                    &ppath,
+                    format!(
+                        "line {}: not the image of features.tsv line {} ({id})",
+                        n + 1,
+                        n + 1
+                    ),
+                ));
+            }
+            if let Some(prev) = seen.get(id) {
+                if prev.as_path() == out {
+                    continue; // merged by an earlier run of this merge
+                }
+                return Err(Error::Invalid(format!(
+                    "image {id} is in both {} and {}",
+                    prev.display(),
+                    dir.display()
+                )));
+            }
+            w.append_lines(f, p)?;
+            seen.insert(id.to_string(), dir.clone());
+            added += 1;
+        }
+    }
+    w.finish()?;
+    Ok(added)
 }
 
 /// `(first column, byte offset)` of every complete (newline-terminated) line; none if the

@@ -10,6 +10,7 @@ pub mod detections;
 pub mod features;
 pub mod items;
 pub mod masking;
+pub mod shard;
 pub mod tensorize;
 pub mod text;
 pub mod tsv;
