@@ -287,6 +287,28 @@ def main():
             tensors["%s.%s.labels" % (name, vname)] = labels
             tensors["%s.%s.scores" % (name, vname)] = scores
             tensors["%s.%s.proposal_index" % (name, vname)] = pidx
+        # The minimum-detections retry (PostProcessor.forward halves SCORE_THRESH up to 10 times
+        # while fewer than MIN_DETECTIONS_PER_IMG are kept): filter 0 with the minimum raised to
+        # the cap, 30, which no image reaches at 0.2. Stored as `f0_noreg_min30`.
+        rcfg = R.make_cfg(sgb, R.EXTRACTION_OPTS + MDG.REDUCED_OPTS + [
+            "MODEL.ROI_HEADS.NMS_FILTER", 0, "TEST.IGNORE_BOX_REGRESSION", True,
+            "MODEL.ROI_HEADS.MIN_DETECTIONS_PER_IMG", 30])
+        rpp = make_roi_box_post_processor(rcfg)
+        rpp.eval()
+        assert rpp.min_detections_per_img == 30 and rpp.score_thresh == 0.2
+        res, retries = run_variant(rpp, class_logits, box_regression, proposals, x)
+        assert rpp.score_thresh == 0.2, "forward restores the threshold"
+        rp = match_proposals(res.get_field("box_features"), box_features)
+        vname = "f0_noreg_min30"
+        counts[name][vname] = len(res)
+        details[name][vname] = {"n": len(res), "score_thresh_retries": len(retries),
+                                "distinct_labels": int(res.get_field("labels").unique().numel()),
+                                "n_score_ge_0.2": int((res.get_field("scores") >= 0.2).sum()),
+                                "retry_messages": [r.strip() for r in retries]}
+        tensors["%s.%s.boxes" % (name, vname)] = res.bbox
+        tensors["%s.%s.labels" % (name, vname)] = res.get_field("labels")
+        tensors["%s.%s.scores" % (name, vname)] = res.get_field("scores")
+        tensors["%s.%s.proposal_index" % (name, vname)] = rp
         # the fixture's variant must reproduce the fixture's own end-to-end detections
         fx = {"det_proposal_index": tensors[name + ".f1_noreg.proposal_index"],
               "det_boxes": tensors[name + ".f1_noreg.boxes"],
@@ -304,9 +326,12 @@ def main():
     # non-trivial results: every variant has detections above the threshold; filter 0 several labels
     for name in counts:
         for vname, d in details[name].items():
-            assert d["n"] > 0 and d["n_score_ge_0.2"] > 0, (name, vname, d)
+            assert d["n"] > 0 and d.get("n_score_ge_0.2", 1) > 0, (name, vname, d)
         assert details[name]["f0_noreg"]["distinct_labels"] > 1 and details[name]["f0_reg"]["distinct_labels"] > 1
 
+
+    assert sum(details[n]["f0_noreg_min30"]["score_thresh_retries"] for n in details) > 0, \
+        "the retry path must run on some image"
     tensors = {k: v.detach().contiguous() for k, v in tensors.items()}
     out_st = os.path.join(gold_dir, OUT_NAME + ".safetensors")
     out_js = os.path.join(gold_dir, OUT_NAME + ".json")

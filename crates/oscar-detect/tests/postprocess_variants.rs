@@ -97,3 +97,50 @@ fn every_filter_with_and_without_regression_keeps_what_the_reference_keeps() {
     }
     assert!(checked >= 18, "variants checked: {checked}");
 }
+
+/// `PostProcessor.forward`'s retry: fewer than `MIN_DETECTIONS_PER_IMG` kept, so the score
+/// threshold is halved (up to 10 times) — filter 0 with the minimum raised to 30.
+#[test]
+fn the_minimum_detections_retry_halves_the_threshold_as_the_reference() {
+    let g: HashMap<String, Tensor> = candle_core::safetensors::load(
+        fixtures().join("goldens/postprocess_variants.safetensors"),
+        &Device::Cpu,
+    )
+    .unwrap();
+    let mut det = Detector::load(&fixtures()).unwrap();
+    det.config.nms_filter = 0;
+    det.config.min_detections_per_img = 30;
+    let mut images: Vec<&str> = g
+        .keys()
+        .filter_map(|k| k.strip_suffix(".f0_noreg_min30.labels"))
+        .collect();
+    images.sort();
+    assert!(!images.is_empty());
+    for img in images {
+        let props: Vec<[f32; 4]> = f32s(&g[&format!("{img}.proposals")])
+            .chunks_exact(4)
+            .map(|c| [c[0], c[1], c[2], c[3]])
+            .collect();
+        let wh = i64s(&g[&format!("{img}.image_wh")]);
+        let kept = det
+            .postprocess(
+                &g[&format!("{img}.class_logits")],
+                None,
+                &props,
+                (wh[0] as usize, wh[1] as usize),
+            )
+            .unwrap();
+        let idx: Vec<i64> = kept.iter().map(|k| k.proposal as i64).collect();
+        assert_eq!(
+            idx,
+            i64s(&g[&format!("{img}.f0_noreg_min30.proposal_index")]),
+            "{img}"
+        );
+        let labels: Vec<i64> = kept.iter().map(|k| k.label as i64).collect();
+        assert_eq!(
+            labels,
+            i64s(&g[&format!("{img}.f0_noreg_min30.labels")]),
+            "{img}"
+        );
+    }
+}
