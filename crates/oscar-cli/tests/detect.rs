@@ -316,3 +316,37 @@ fn three_shards_merged_equal_one_run() {
     assert_eq!(code, Some(2), "a bad --shard is a usage error");
     assert!(err.contains("0 ≤ K < N"), "{err}");
 }
+
+/// `oscar convert --detector`: safetensors + detector.json + labelmap.json that detect exactly
+/// as the `.pth` folder does.
+#[test]
+fn a_converted_detector_detects_the_same() {
+    let tmp = tempfile::tempdir().unwrap();
+    let det = detector();
+    let conv = tmp.path().join("converted");
+    let (code, stdout, err) = oscar(&["convert", "--detector", s(&det), s(&conv)]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(stdout.contains("detector converted"), "{stdout}");
+    for f in ["model.safetensors", "detector.json", "labelmap.json"] {
+        assert!(conv.join(f).is_file(), "{f}");
+    }
+    let photo = det.join("images/wide_strip.jpg");
+    let run = |d: &Path, out: &Path| {
+        let (code, _, err) = oscar(&["detect", "--detector", s(d), "--out", s(out), s(&photo)]);
+        assert_eq!(code, Some(0), "{err}");
+        std::fs::read_to_string(out.join("features.tsv")).unwrap()
+    };
+    assert_eq!(
+        run(&det, &tmp.path().join("a")),
+        run(&conv, &tmp.path().join("b"))
+    );
+    // A folder without weights says what it needs.
+    let (code, _, err) = oscar(&[
+        "convert",
+        "--detector",
+        s(tmp.path()),
+        s(&tmp.path().join("c")),
+    ]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("no detector weights"), "{err}");
+}
