@@ -19,13 +19,23 @@ fn i64s(t: &Tensor) -> Vec<i64> {
     t.flatten_all().unwrap().to_vec1().unwrap()
 }
 
+fn goldens() -> HashMap<String, Tensor> {
+    let p = fixtures().join("goldens/postprocess_variants.safetensors");
+    candle_core::safetensors::load(&p, &Device::Cpu).unwrap()
+}
+
+/// An image's proposals and its `(width, height)` as `i64`s.
+fn proposals_and_size(g: &HashMap<String, Tensor>, img: &str) -> (Vec<[f32; 4]>, Vec<i64>) {
+    let props = f32s(&g[&format!("{img}.proposals")])
+        .chunks_exact(4)
+        .map(|c| [c[0], c[1], c[2], c[3]])
+        .collect();
+    (props, i64s(&g[&format!("{img}.image_wh")]))
+}
+
 #[test]
 fn every_filter_with_and_without_regression_keeps_what_the_reference_keeps() {
-    let g: HashMap<String, Tensor> = candle_core::safetensors::load(
-        fixtures().join("goldens/postprocess_variants.safetensors"),
-        &Device::Cpu,
-    )
-    .unwrap();
+    let g = goldens();
     let mut images: Vec<&str> = g
         .keys()
         .filter_map(|k| k.strip_suffix(".class_logits"))
@@ -35,11 +45,7 @@ fn every_filter_with_and_without_regression_keeps_what_the_reference_keeps() {
     let mut det = Detector::load(&fixtures()).unwrap();
     let mut checked = 0;
     for img in images {
-        let props: Vec<[f32; 4]> = f32s(&g[&format!("{img}.proposals")])
-            .chunks_exact(4)
-            .map(|c| [c[0], c[1], c[2], c[3]])
-            .collect();
-        let wh = i64s(&g[&format!("{img}.image_wh")]);
+        let (props, wh) = proposals_and_size(&g, img);
         let size = (wh[0] as usize, wh[1] as usize);
         let deltas = f32s(&g[&format!("{img}.box_regression")]);
         let logits = &g[&format!("{img}.class_logits")];
@@ -102,11 +108,7 @@ fn every_filter_with_and_without_regression_keeps_what_the_reference_keeps() {
 /// threshold is halved (up to 10 times) — filter 0 with the minimum raised to 30.
 #[test]
 fn the_minimum_detections_retry_halves_the_threshold_as_the_reference() {
-    let g: HashMap<String, Tensor> = candle_core::safetensors::load(
-        fixtures().join("goldens/postprocess_variants.safetensors"),
-        &Device::Cpu,
-    )
-    .unwrap();
+    let g = goldens();
     let mut det = Detector::load(&fixtures()).unwrap();
     det.config.nms_filter = 0;
     det.config.min_detections_per_img = 30;
@@ -117,11 +119,7 @@ fn the_minimum_detections_retry_halves_the_threshold_as_the_reference() {
     images.sort();
     assert!(!images.is_empty());
     for img in images {
-        let props: Vec<[f32; 4]> = f32s(&g[&format!("{img}.proposals")])
-            .chunks_exact(4)
-            .map(|c| [c[0], c[1], c[2], c[3]])
-            .collect();
-        let wh = i64s(&g[&format!("{img}.image_wh")]);
+        let (props, wh) = proposals_and_size(&g, img);
         let kept = det
             .postprocess(
                 &g[&format!("{img}.class_logits")],
