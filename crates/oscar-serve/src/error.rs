@@ -144,3 +144,44 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
         }
     }
 }
+
+/// A body that is either the endpoint's JSON or, with `content-type: image/…`, the raw bytes of
+/// one photo (HF image-to-text's binary upload: `curl --data-binary @photo.jpg -H
+/// 'content-type: image/jpeg' …/caption`).
+pub struct JsonOrPhoto<T>(pub T);
+
+/// A request made of one photo and the endpoint's defaults.
+pub trait FromPhoto {
+    fn from_photo(base64: String) -> Self;
+}
+
+impl<S: Send + Sync, T: DeserializeOwned + FromPhoto> FromRequest<S> for JsonOrPhoto<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let is_image = req
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| ct.starts_with("image/"));
+        if !is_image {
+            return ApiJson::<T>::from_request(req, state)
+                .await
+                .map(|ApiJson(v)| JsonOrPhoto(v));
+        }
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|r| {
+                let kind = if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    "payload_too_large"
+                } else {
+                    "bad_body"
+                };
+                ApiError::new(r.status(), kind, r.body_text())
+            })?;
+        use base64::Engine;
+        Ok(JsonOrPhoto(T::from_photo(
+            base64::engine::general_purpose::STANDARD.encode(bytes),
+        )))
+    }
+}

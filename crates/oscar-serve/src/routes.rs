@@ -3,7 +3,7 @@
 //! answers JSON with where the time went (`x-total-time`, `x-queue-time`, `x-inference-time`,
 //! `x-batch-rows`).
 
-use crate::error::{ApiError, ApiJson, ErrorBody};
+use crate::error::{ApiError, ApiJson, ErrorBody, JsonOrPhoto};
 use crate::schema::*;
 use crate::worker::{Done, Job, Output, Task};
 use crate::world::WorldImage;
@@ -272,12 +272,13 @@ fn caption_options(
     })
 }
 
-/// Captions, best first: a list per image (a single image: its list).
+/// Captions, best first: a list per image (a single image: its list). The body may also be one
+/// photo's bytes with `content-type: image/jpeg` or `image/png` (with `--detector`).
 #[utoipa::path(post, path = "/caption", request_body = CaptionRequest,
     responses((status = 200, body = [GeneratedText]), (status = "4XX", body = ErrorBody)))]
 async fn caption(
     State(st): St,
-    ApiJson(mut req): ApiJson<CaptionRequest>,
+    JsonOrPhoto(mut req): JsonOrPhoto<CaptionRequest>,
 ) -> Result<Response, ApiError> {
     let t0 = Instant::now();
     if !st.worker.loaded.caption {
