@@ -348,44 +348,7 @@ pub struct CaptionArgs {
 pub fn caption(a: &CaptionArgs) -> Result<()> {
     let api = oscar::infer::Captioning::load(&a.checkpoint, &a.device)?;
     let dim = api.feature_dim();
-    let (set, images) = if a.photos.is_empty() {
-        let Some(features) = &a.features else {
-            bail!("give --features FILE (or --image-file with --detector)")
-        };
-        let set = match (&a.refs, a.image.is_empty()) {
-            (Some(r), _) => CaptionSet::open(r, features, a.labels.as_deref(), dim)?,
-            (None, false) => CaptionSet::for_images(
-                a.image.clone(),
-                Default::default(),
-                features,
-                a.labels.as_deref(),
-                dim,
-            )?,
-            (None, true) => bail!("give --image ID (repeatable) or --refs FILE"),
-        };
-        let images: Vec<ImageInput> = set
-            .images
-            .iter()
-            .map(|i| {
-                let tags = set.tags(i).split_whitespace().map(str::to_string).collect();
-                ImageInput::new(set.regions[i].data.clone(), tags)
-            })
-            .collect();
-        (set, images)
-    } else {
-        if a.refs.is_some() || !a.image.is_empty() || a.labels.is_some() {
-            bail!("--image-file takes its regions and tags from the detector: drop --refs, --image and --labels");
-        }
-        let photos = a.photos.detect(dim)?;
-        let mut set = CaptionSet::default();
-        let mut images = Vec::new();
-        for p in photos {
-            set.images.push(p.id.clone());
-            set.detections.insert(p.id, p.objects);
-            images.push(p.input);
-        }
-        (set, images)
-    };
+    let (set, images) = caption_inputs(a, dim)?;
     let opts = oscar::infer::CaptionOptions {
         mode: a.mode,
         num_beams: a.beams,
@@ -453,6 +416,49 @@ pub fn caption(a: &CaptionArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The images to caption and their detections: ids in a feature file (`--image`, or every
+/// image of `--refs`), or photos run through the detector (`--image-file`).
+fn caption_inputs(a: &CaptionArgs, dim: usize) -> Result<(CaptionSet, Vec<ImageInput>)> {
+    Ok(if a.photos.is_empty() {
+        let Some(features) = &a.features else {
+            bail!("give --features FILE (or --image-file with --detector)")
+        };
+        let set = match (&a.refs, a.image.is_empty()) {
+            (Some(r), _) => CaptionSet::open(r, features, a.labels.as_deref(), dim)?,
+            (None, false) => CaptionSet::for_images(
+                a.image.clone(),
+                Default::default(),
+                features,
+                a.labels.as_deref(),
+                dim,
+            )?,
+            (None, true) => bail!("give --image ID (repeatable) or --refs FILE"),
+        };
+        let images: Vec<ImageInput> = set
+            .images
+            .iter()
+            .map(|i| {
+                let tags = set.tags(i).split_whitespace().map(str::to_string).collect();
+                ImageInput::new(set.regions[i].data.clone(), tags)
+            })
+            .collect();
+        (set, images)
+    } else {
+        if a.refs.is_some() || !a.image.is_empty() || a.labels.is_some() {
+            bail!("--image-file takes its regions and tags from the detector: drop --refs, --image and --labels");
+        }
+        let photos = a.photos.detect(dim)?;
+        let mut set = CaptionSet::default();
+        let mut images = Vec::new();
+        for p in photos {
+            set.images.push(p.id.clone());
+            set.detections.insert(p.id, p.objects);
+            images.push(p.input);
+        }
+        (set, images)
+    })
 }
 
 /// `oscar caption`'s output: the reference's TSV or COCO results JSON at `out`, else one line

@@ -193,53 +193,6 @@ fn a_photo_goes_through_the_detector_into_captioning_and_scoring() {
     ]);
     assert_eq!(code, Some(0), "{stderr}");
     assert!(stdout.contains("answers"), "{stdout}");
-
-    // A model whose region width is not the detector's says so.
-    let small = tmp.path().join("w8");
-    oscar(&[
-        "world",
-        "generate",
-        "--out",
-        s(&small),
-        "--images",
-        "30",
-        "--feature-dim",
-        "8",
-        "--render",
-        "0",
-    ]);
-    let m8 = tmp.path().join("cap8");
-    let (code, _, err) = oscar(
-        &[
-            &[
-                "train",
-                "caption",
-                "--data",
-                s(&small),
-                "--out",
-                s(&m8),
-                "--eval-images",
-                "2",
-            ][..],
-            &tiny,
-        ]
-        .concat(),
-    );
-    assert_eq!(code, Some(0), "{err}");
-    let (code, _, stderr) = oscar(&[
-        "caption",
-        "--checkpoint",
-        s(&m8),
-        "--image-file",
-        s(&photo),
-        "--detector",
-        s(&det),
-    ]);
-    assert_eq!(code, Some(1));
-    assert!(
-        stderr.contains("134") && stderr.contains("14"),
-        "widths named: {stderr}"
-    );
 }
 
 /// Three shards merged equal one run, row for row; a repeated id is refused.
@@ -349,4 +302,58 @@ fn a_converted_detector_detects_the_same() {
     ]);
     assert_eq!(code, Some(1));
     assert!(err.contains("no detector weights"), "{err}");
+}
+
+/// A model whose region width is not the detector's says so, naming both widths.
+#[test]
+fn a_model_of_another_width_refuses_the_detector() {
+    let tmp = tempfile::tempdir().unwrap();
+    let det = detector();
+    let photo = det.join("images/coffee_exif6.jpg");
+    let tiny = ["--steps", "2", "--batch-size", "4"];
+    let small = tmp.path().join("w8");
+    oscar(&[
+        "world",
+        "generate",
+        "--out",
+        s(&small),
+        "--images",
+        "30",
+        "--feature-dim",
+        "8",
+        "--render",
+        "0",
+    ]);
+    let m8 = tmp.path().join("cap8");
+    let (code, _, err) = oscar(
+        &[
+            &[
+                "train",
+                "caption",
+                "--data",
+                s(&small),
+                "--out",
+                s(&m8),
+                "--eval-images",
+                "2",
+            ][..],
+            &tiny,
+        ]
+        .concat(),
+    );
+    assert_eq!(code, Some(0), "{err}");
+    let (code, _, stderr) = oscar(&[
+        "caption",
+        "--checkpoint",
+        s(&m8),
+        "--image-file",
+        s(&photo),
+        "--detector",
+        s(&det),
+    ]);
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.contains("134") && stderr.contains("14"),
+        "widths named: {stderr}"
+    );
 }

@@ -170,23 +170,7 @@ impl AppState {
                     .with_context(|| format!("reading the world {}", w.display()))
             })
             .transpose()?;
-        let detector = cfg
-            .detector
-            .as_ref()
-            .map(|d| {
-                let det = oscar_detect::Detector::load(d)
-                    .with_context(|| format!("loading the detector from {}", d.display()))?;
-                let width = det.config.feature_dim() + 6;
-                if width != feature_dim {
-                    anyhow::bail!(
-                        "the detector in {} gives {width}-d regions ({}-d features + 6 box dimensions) but the models read {feature_dim}-d",
-                        d.display(),
-                        det.config.feature_dim()
-                    );
-                }
-                anyhow::Ok(Arc::new(det))
-            })
-            .transpose()?;
+        let detector = load_detector(cfg.detector.as_deref(), feature_dim)?;
         let worker = Worker::start(models, cfg.limits.max_batch_rows)
             .context("starting the model thread")?;
         let model = |d: &Option<PathBuf>| d.as_ref().map(|d| serde_json::json!({"dir": d}));
@@ -226,6 +210,25 @@ impl AppState {
             shutting_down: AtomicBool::new(false),
         })
     }
+}
+
+/// VinVL's detector for photos, whose regions must be as wide as the models read.
+fn load_detector(
+    dir: Option<&std::path::Path>,
+    feature_dim: usize,
+) -> anyhow::Result<Option<Arc<oscar_detect::Detector>>> {
+    let Some(d) = dir else { return Ok(None) };
+    let det = oscar_detect::Detector::load(d)
+        .with_context(|| format!("loading the detector from {}", d.display()))?;
+    let width = det.config.feature_dim() + 6;
+    if width != feature_dim {
+        anyhow::bail!(
+            "the detector in {} gives {width}-d regions ({}-d features + 6 box dimensions) but the models read {feature_dim}-d",
+            d.display(),
+            det.config.feature_dim()
+        );
+    }
+    Ok(Some(Arc::new(det)))
 }
 
 /// The HTTP routes over a loaded state.
