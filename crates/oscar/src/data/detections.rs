@@ -14,8 +14,8 @@ use crate::checkpoint::write_atomic;
 use crate::error::{Error, Result};
 use base64::Engine;
 use oscar_detect::Detections;
-use std::collections::{BTreeMap, HashSet};
-use std::io::Write;
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 
 /// One row of `predictions.tsv` as JSON (scene_graph_benchmark's `convert_predictions_to_tsv`
@@ -55,11 +55,82 @@ pub fn region_rows(d: &Detections) -> Vec<f32> {
     out
 }
 
+/// The rows of one TSV: `(first column, byte offset)` of each line, and where the next line starts.
+#[derive(Default)]
+struct Rows {
+    rows: Vec<(String, u64)>,
+    end: u64,
+}
+
+impl Rows {
+    /// Scans the complete (newline-terminated) lines of `path` without holding the file in
+    /// memory (a large extraction writes hundreds of gigabytes); none if it does not exist.
+    fn scan(path: &Path) -> Result<Self> {
+        let file = match std::fs::File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Rows::default()),
+            Err(e) => return Err(Error::io(path, e)),
+        };
+        let mut r = std::io::BufReader::with_capacity(1 << 20, file);
+        let mut out = Rows::default();
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            let n = r
+                .read_until(b'\n', &mut line)
+                .map_err(|e| Error::io(path, e))?;
+            if n == 0 || line.last() != Some(&b'\n') {
+                return Ok(out);
+            }
+            let id = line
+                .split(|&c| c == b'\t' || c == b'\n')
+                .next()
+                .unwrap_or_default();
+            let id = std::str::from_utf8(id).map_err(|_| {
+                Error::bad_file(
+                    path,
+                    format!("line {}: the image id is not UTF-8", out.rows.len() + 1),
+                )
+            })?;
+            out.rows.push((id.to_string(), out.end));
+            out.end += n as u64;
+        }
+    }
+
+    /// Keeps the first `n` rows, cutting the file after them (drops a half-written line too).
+    fn keep(&mut self, path: &Path, n: usize) -> Result<()> {
+        if let Some(&(_, off)) = self.rows.get(n) {
+            self.end = off;
+        }
+        self.rows.truncate(n);
+        match std::fs::metadata(path) {
+            Ok(m) if m.len() > self.end => std::fs::OpenOptions::new()
+                .write(true)
+                .open(path)
+                .and_then(|f| f.set_len(self.end))
+                .map_err(|e| Error::io(path, e)),
+            _ => Ok(()),
+        }
+    }
+
+    fn push(&mut self, id: &str, len: usize) {
+        self.rows.push((id.to_string(), self.end));
+        self.end += len as u64;
+    }
+
+    fn lineidx(&self) -> String {
+        self.rows.iter().map(|r| format!("{}\n", r.1)).collect()
+    }
+}
+
 /// Appends detections to `features.tsv` and `predictions.tsv` in a folder.
 pub struct DetectionWriter {
     dir: PathBuf,
     features: std::fs::File,
     predictions: std::fs::File,
+    /// What the files hold, kept as rows are appended (the indexes are written from it).
+    frows: Rows,
+    prows: Rows,
 }
 
 impl DetectionWriter {
@@ -68,16 +139,17 @@ impl DetectionWriter {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let fpath = dir.join("features.tsv");
         let ppath = dir.join("predictions.tsv");
-        let f_ids = complete_rows(&fpath)?;
-        let p_ids = complete_rows(&ppath)?;
+        let mut frows = Rows::scan(&fpath)?;
+        let mut prows = Rows::scan(&ppath)?;
         // An image counts as done only when both of its rows were written.
-        let n = f_ids
+        let n = frows
+            .rows
             .iter()
-            .zip(&p_ids)
+            .zip(&prows.rows)
             .take_while(|(a, b)| a.0 == b.0)
             .count();
-        truncate_to(&fpath, f_ids.get(n).map(|r| r.1))?;
-        truncate_to(&ppath, p_ids.get(n).map(|r| r.1))?;
+        frows.keep(&fpath, n)?;
+        prows.keep(&ppath, n)?;
         let open = |p: &Path| {
             std::fs::OpenOptions::new()
                 .create(true)
@@ -85,12 +157,14 @@ impl DetectionWriter {
                 .open(p)
                 .map_err(|e| Error::io(p, e))
         };
-        let done = f_ids.into_iter().take(n).map(|r| r.0).collect();
+        let done = frows.rows.iter().map(|r| r.0.clone()).collect();
         Ok((
             DetectionWriter {
                 dir: dir.to_path_buf(),
                 features: open(&fpath)?,
                 predictions: open(&ppath)?,
+                frows,
+                prows,
             },
             done,
         ))
@@ -113,29 +187,24 @@ impl DetectionWriter {
             base64::engine::general_purpose::STANDARD.encode(bytes)
         );
         let prow = format!("{id}\t{}\n", prediction_row(d, attribute_names));
-        let fpath = self.dir.join("features.tsv");
-        let ppath = self.dir.join("predictions.tsv");
-        self.features
-            .write_all(frow.as_bytes())
-            .and_then(|_| self.features.flush())
-            .map_err(|e| Error::io(&fpath, e))?;
-        self.predictions
-            .write_all(prow.as_bytes())
-            .and_then(|_| self.predictions.flush())
-            .map_err(|e| Error::io(&ppath, e))?;
-        Ok(())
+        self.append_lines(id, &frow, &prow)
     }
 
-    /// Appends one image's rows as already written by another run (newline-terminated).
-    fn append_lines(&mut self, feature: &str, prediction: &str) -> Result<()> {
+    /// Appends one image's rows (newline-terminated) and flushes them.
+    fn append_lines(&mut self, id: &str, feature: &str, prediction: &str) -> Result<()> {
         let fpath = self.dir.join("features.tsv");
         let ppath = self.dir.join("predictions.tsv");
         self.features
             .write_all(feature.as_bytes())
+            .and_then(|_| self.features.flush())
             .map_err(|e| Error::io(&fpath, e))?;
         self.predictions
             .write_all(prediction.as_bytes())
-            .map_err(|e| Error::io(&ppath, e))
+            .and_then(|_| self.predictions.flush())
+            .map_err(|e| Error::io(&ppath, e))?;
+        self.frows.push(id, feature.len());
+        self.prows.push(id, prediction.len());
+        Ok(())
     }
 
     /// Writes `features.lineidx`, `predictions.lineidx` and `imageid2idx.json` for every row
@@ -147,67 +216,65 @@ impl DetectionWriter {
         self.predictions
             .sync_all()
             .map_err(|e| Error::io(&ppath, e))?;
-        let rows = complete_rows(&fpath)?;
         let mut map = BTreeMap::new();
-        let mut seen = HashSet::new();
-        let mut idx = String::new();
-        for (i, (id, off)) in rows.iter().enumerate() {
-            if !seen.insert(id.clone()) {
+        for (i, (id, _)) in self.frows.rows.iter().enumerate() {
+            if map.insert(id.clone(), i).is_some() {
                 return Err(Error::bad_file(
                     &fpath,
                     format!("image id {id:?} appears twice"),
                 ));
             }
-            idx.push_str(&format!("{off}\n"));
-            map.insert(id.clone(), i);
         }
-        write_atomic(&self.dir.join("features.lineidx"), idx.as_bytes())?;
-        let pidx: String = complete_rows(&ppath)?
-            .iter()
-            .map(|r| format!("{}\n", r.1))
-            .collect();
-        write_atomic(&self.dir.join("predictions.lineidx"), pidx.as_bytes())?;
+        write_atomic(
+            &self.dir.join("features.lineidx"),
+            self.frows.lineidx().as_bytes(),
+        )?;
+        write_atomic(
+            &self.dir.join("predictions.lineidx"),
+            self.prows.lineidx().as_bytes(),
+        )?;
         let json = serde_json::to_string(&map).map_err(|e| Error::Invalid(e.to_string()))?;
         write_atomic(&self.dir.join("imageid2idx.json"), json.as_bytes())
     }
 }
 
 /// Joins the outputs of several `oscar detect` runs (the shards of one job) into `out`: every row
-/// of each folder, in the order given; an image id in two folders is an error naming both. Rows
-/// already in `out` are kept, so a merge that stopped can be run again.
+/// of each folder, in the order given, streamed; an image id in two folders is an error naming
+/// both. Rows already in `out` are kept, so a merge that stopped can be run again.
 pub fn merge(out: &Path, parts: &[PathBuf]) -> Result<usize> {
     let (mut w, done) = DetectionWriter::open(out)?;
-    let mut seen: std::collections::HashMap<String, PathBuf> =
+    let mut seen: HashMap<String, PathBuf> =
         done.into_iter().map(|id| (id, out.to_path_buf())).collect();
     let mut added = 0;
     for dir in parts {
         let (fpath, ppath) = (dir.join("features.tsv"), dir.join("predictions.tsv"));
-        let ftext = std::fs::read_to_string(&fpath).map_err(|e| Error::io(&fpath, e))?;
-        let ptext = std::fs::read_to_string(&ppath).map_err(|e| Error::io(&ppath, e))?;
-        let flines: Vec<&str> = ftext
-            .split_inclusive('\n')
-            .filter(|l| l.ends_with('\n'))
-            .collect();
-        let plines: Vec<&str> = ptext
-            .split_inclusive('\n')
-            .filter(|l| l.ends_with('\n'))
-            .collect();
-        if flines.len() != plines.len() {
-            return Err(Error::bad_file(
-                dir,
-                format!("{} feature rows but {} prediction rows: an unfinished run? run `oscar detect` on it again first", flines.len(), plines.len()),
-            ));
-        }
-        for (n, (f, p)) in flines.iter().zip(&plines).enumerate() {
+        let open = |p: &Path| {
+            std::fs::File::open(p)
+                .map(|f| std::io::BufReader::with_capacity(1 << 20, f))
+                .map_err(|e| Error::io(p, e))
+        };
+        let (mut fr, mut pr) = (open(&fpath)?, open(&ppath)?);
+        let (mut f, mut p) = (String::new(), String::new());
+        for n in 1.. {
+            f.clear();
+            p.clear();
+            let fl = fr.read_line(&mut f).map_err(|e| Error::io(&fpath, e))?;
+            let pl = pr.read_line(&mut p).map_err(|e| Error::io(&ppath, e))?;
+            let (fdone, pdone) = (!f.ends_with('\n'), !p.ends_with('\n'));
+            if fdone && pdone && fl + pl == 0 {
+                break;
+            }
+            if fdone || pdone {
+                return Err(Error::bad_file(
+                    dir,
+                    format!("features.tsv and predictions.tsv differ at row {n} (an unfinished run? run `oscar detect` on it again first)"),
+                ));
+            }
             let id = f.split('\t').next().unwrap_or_default();
             if p.split('\t').next() != Some(id) {
                 return Err(Error::bad_file(
                     &ppath,
-                    format!(
-                        "line {}: not the image of features.tsv line {} ({id})",
-                        n + 1,
-                        n + 1
-                    ),
+                    format!("line {n}: not the image of features.tsv line {n} ({id})"),
                 ));
             }
             if let Some(prev) = seen.get(id) {
@@ -220,64 +287,12 @@ pub fn merge(out: &Path, parts: &[PathBuf]) -> Result<usize> {
                     dir.display()
                 )));
             }
-            w.append_lines(f, p)?;
-            seen.insert(id.to_string(), dir.clone());
+            let id = id.to_string();
+            w.append_lines(&id, &f, &p)?;
+            seen.insert(id, dir.clone());
             added += 1;
         }
     }
     w.finish()?;
     Ok(added)
-}
-
-/// `(first column, byte offset)` of every complete (newline-terminated) line; none if the
-/// file does not exist.
-fn complete_rows(path: &Path) -> Result<Vec<(String, u64)>> {
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(Error::io(path, e)),
-    };
-    let mut rows = Vec::new();
-    let mut start = 0usize;
-    for (i, &b) in bytes.iter().enumerate() {
-        if b == b'\n' {
-            let line = &bytes[start..i];
-            let id = line.split(|&c| c == b'\t').next().unwrap_or_default();
-            let id = std::str::from_utf8(id).map_err(|_| {
-                Error::bad_file(
-                    path,
-                    format!("line {}: the image id is not UTF-8", rows.len() + 1),
-                )
-            })?;
-            rows.push((id.to_string(), start as u64));
-            start = i + 1;
-        }
-    }
-    Ok(rows)
-}
-
-/// Cuts a file at `offset` (the first row not kept), or at its last complete line.
-fn truncate_to(path: &Path, offset: Option<u64>) -> Result<()> {
-    let len = match std::fs::metadata(path) {
-        Ok(m) => m.len(),
-        Err(_) => return Ok(()),
-    };
-    let keep = match offset {
-        Some(o) => o,
-        None => {
-            let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-            bytes
-                .iter()
-                .rposition(|&b| b == b'\n')
-                .map_or(0, |p| p as u64 + 1)
-        }
-    };
-    if keep < len {
-        let f = std::fs::OpenOptions::new()
-            .write(true)
-            .open(path)
-            .map_err(|e| Error::io(path, e))?;
-        f.set_len(keep).map_err(|e| Error::io(path, e))?;
-    }
-    Ok(())
 }
