@@ -12,6 +12,7 @@ use crate::data::features::{box_dims, regions_from, FeatureStore, Regions};
 use crate::data::items::Item;
 use crate::data::tensorize::{collate, Encoded, Layout};
 use crate::error::{Error, Result};
+pub use crate::nn::int8::Precision;
 use crate::tasks::caption::cbs::{constrained_beam_search, select_constraints, ConstraintConfig};
 use crate::tasks::caption::decode::{DecodeSettings, Generated, ImageContext};
 use crate::tasks::caption::{Captioner, Mode};
@@ -164,8 +165,13 @@ pub struct Captioning {
 impl Captioning {
     /// Loads the model onto `device` (`Device::Cpu`, or a CUDA / Metal device in such a build).
     pub fn load(dir: &Path, device: &Device) -> Result<Self> {
+        Self::load_at(dir, device, Precision::F32)
+    }
+
+    /// [`Self::load`] with the `Linear` layers at `precision` (`Precision::Int8`: dynamic int8).
+    pub fn load_at(dir: &Path, device: &Device, precision: Precision) -> Result<Self> {
         Ok(Captioning {
-            model: Captioner::load(dir, device)?,
+            model: Captioner::load_at(dir, device, precision)?,
             tok: BertTokenizer::from_vocab(&dir.join("vocab.txt"))?,
         })
     }
@@ -327,8 +333,13 @@ pub struct Answering {
 
 impl Answering {
     pub fn load(dir: &Path, device: &Device) -> Result<Self> {
+        Self::load_at(dir, device, Precision::F32)
+    }
+
+    /// [`Self::load`] with the `Linear` layers at `precision` (`Precision::Int8`: dynamic int8).
+    pub fn load_at(dir: &Path, device: &Device, precision: Precision) -> Result<Self> {
         Ok(Answering {
-            model: Answerer::load(dir, device)?,
+            model: Answerer::load_at(dir, device, precision)?,
             tok: BertTokenizer::from_vocab(&dir.join("vocab.txt"))?,
         })
     }
@@ -400,8 +411,13 @@ pub struct Matching {
 
 impl Matching {
     pub fn load(dir: &Path, device: &Device) -> Result<Self> {
+        Self::load_at(dir, device, Precision::F32)
+    }
+
+    /// [`Self::load`] with the `Linear` layers at `precision` (`Precision::Int8`: dynamic int8).
+    pub fn load_at(dir: &Path, device: &Device, precision: Precision) -> Result<Self> {
         Ok(Matching {
-            model: Retriever::load(dir, device)?,
+            model: Retriever::load_at(dir, device, precision)?,
             settings: saved_settings(dir)?,
             tok: BertTokenizer::from_vocab(&dir.join("vocab.txt"))?,
         })
@@ -516,12 +532,23 @@ impl TaskModel {
     /// Loads `dir` onto `device`: `caption.json` → captioning, `qa.json` → VQA/GQA, `retrieval.json` →
     /// image–text matching.
     pub fn load(dir: &Path, device: &Device) -> Result<Self> {
+        Self::load_at(dir, device, Precision::F32)
+    }
+
+    /// [`Self::load`] with the `Linear` layers at `precision` (`Precision::Int8`: dynamic int8).
+    pub fn load_at(dir: &Path, device: &Device, precision: Precision) -> Result<Self> {
         if dir.join("caption.json").exists() {
-            Ok(TaskModel::Captioning(Captioning::load(dir, device)?))
+            Ok(TaskModel::Captioning(Captioning::load_at(
+                dir, device, precision,
+            )?))
         } else if dir.join("qa.json").exists() {
-            Ok(TaskModel::Answering(Answering::load(dir, device)?))
+            Ok(TaskModel::Answering(Answering::load_at(
+                dir, device, precision,
+            )?))
         } else if dir.join("retrieval.json").exists() {
-            Ok(TaskModel::Matching(Matching::load(dir, device)?))
+            Ok(TaskModel::Matching(Matching::load_at(
+                dir, device, precision,
+            )?))
         } else {
             Err(Error::Invalid(format!("{}: not a task model directory (no caption.json, qa.json or retrieval.json beside the weights)", dir.display())))
         }
@@ -551,6 +578,16 @@ impl Encoder {
     /// Loads a checkpoint (directory or weights file) with the model its keys describe; `vocab`
     /// when no `vocab.txt` sits beside it.
     pub fn load(checkpoint: &Path, vocab: Option<&Path>, device: &Device) -> Result<Self> {
+        Self::load_at(checkpoint, vocab, device, Precision::F32)
+    }
+
+    /// [`Self::load`] with the `Linear` layers at `precision` (`Precision::Int8`: dynamic int8).
+    pub fn load_at(
+        checkpoint: &Path,
+        vocab: Option<&Path>,
+        device: &Device,
+        precision: Precision,
+    ) -> Result<Self> {
         let ckpt = read_checkpoint(checkpoint)?;
         let vocab = vocab
             .map(Path::to_path_buf)
@@ -562,8 +599,11 @@ impl Encoder {
                 ))
             })?;
         let tok = BertTokenizer::from_vocab(&vocab)?;
-        let (head, model, _params, config, _report) =
+        let (head, mut model, mut params, config, _report) =
             AnyModel::load(ckpt, None, Fresh::Nothing, device)?;
+        if precision == Precision::Int8 {
+            crate::checkpoint::quantize_linears(model.linears(), &mut params)?;
+        }
         if tok.vocab_size() > config.vocab_size {
             return Err(Error::Invalid(format!(
                 "{} has {} tokens but the model's vocab_size is {}",

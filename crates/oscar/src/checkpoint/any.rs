@@ -83,6 +83,17 @@ impl AnyModel {
         Ok((head, m, p, c, r))
     }
 
+    /// Every `Linear` layer, for int8 inference ([`super::quantize_linears`]).
+    pub fn linears(&mut self) -> Vec<&mut crate::nn::Linear> {
+        match self {
+            AnyModel::Backbone(m) => m.0.linears(),
+            AnyModel::PreTraining(m) => m.linears(),
+            AnyModel::SequenceClassification(m) => m.linears(),
+            AnyModel::MultipleChoice(m) => m.linears(),
+            AnyModel::Captioning(m) => m.linears(),
+        }
+    }
+
     pub fn bert(&self) -> &BertImgModel {
         match self {
             AnyModel::Backbone(m) => &m.0,

@@ -10,8 +10,9 @@ use crate::model::{
     BertForImageCaptioning, BertImgForPreTraining, BertImgModel, ImageBertForMultipleChoice,
     ImageBertForSequenceClassification,
 };
+use crate::nn::int8::Precision;
 use crate::nn::params::FreshPolicy;
-use crate::nn::{LoadReport, ParamBuilder, Params};
+use crate::nn::{Linear, LoadReport, ParamBuilder, Params};
 use candle_core::{Device, Tensor};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -74,6 +75,42 @@ pub fn read_checkpoint(path: &Path) -> Result<Checkpoint> {
     })
 }
 
+/// An int8 weight written by `save_pretrained_int8` (`KEY` I8 `[out, in]`, `KEY_scale` F32
+/// `[out]`, removed from `map`) as the f32 `q · scale`.
+fn dequantize(
+    name: &str,
+    view: &safetensors::tensor::TensorView<'_>,
+    map: &mut HashMap<String, Tensor>,
+) -> std::result::Result<Tensor, String> {
+    let scale_key = format!("{name}_scale");
+    let &[n, k] = view.shape() else {
+        return Err(format!(
+            "int8 tensor `{name}` has shape {:?}, expected [out, in]",
+            view.shape()
+        ));
+    };
+    let scale = map
+        .remove(&scale_key)
+        .ok_or_else(|| format!("int8 tensor `{name}` has no `{scale_key}` beside it"))?;
+    let scale = scale
+        .to_dtype(candle_core::DType::F32)
+        .and_then(|s| s.flatten_all()?.to_vec1::<f32>())
+        .map_err(|e| format!("`{scale_key}`: {e}"))?;
+    if scale.len() != n {
+        return Err(format!(
+            "`{scale_key}` holds {} scales for the {n} rows of `{name}`",
+            scale.len()
+        ));
+    }
+    let w: Vec<f32> = view
+        .data()
+        .iter()
+        .enumerate()
+        .map(|(i, &b)| b as i8 as f32 * scale[i / k.max(1)])
+        .collect();
+    Tensor::from_vec(w, (n, k), &Device::Cpu).map_err(|e| format!("`{name}`: {e}"))
+}
+
 fn read_weights(file: &Path) -> Result<(HashMap<String, Tensor>, &'static str)> {
     if let Some(fmt) = sniff(file)? {
         let list = read_torch_file(file)?;
@@ -94,9 +131,18 @@ fn read_weights(file: &Path) -> Result<(HashMap<String, Tensor>, &'static str)> 
         Error::bad_file(file, format!("not a checkpoint: neither a PyTorch file (zip or legacy) nor valid safetensors ({e})"))
     })?;
     let mut map = HashMap::new();
+    let mut int8 = Vec::new();
     for (name, view) in st.tensors() {
+        if view.dtype() == safetensors::Dtype::I8 {
+            int8.push((name, view));
+            continue;
+        }
         let t = candle_core::safetensors::Load::load(&view, &Device::Cpu)
             .map_err(|e| Error::bad_file(file, format!("tensor `{name}`: {e}")))?;
+        map.insert(name, t);
+    }
+    for (name, view) in int8 {
+        let t = dequantize(&name, &view, &mut map).map_err(|e| Error::bad_file(file, e))?;
         map.insert(name, t);
     }
     if map.is_empty() {
@@ -118,6 +164,42 @@ pub trait Buildable: Sized {
     }
     /// Key prefixes of the task head, created fresh when the caller asks for a new head.
     fn head_prefixes() -> &'static [&'static str];
+    /// Every `Linear` layer of the backbone and the head, for int8 inference.
+    fn linears(&mut self) -> Vec<&mut Linear>;
+}
+
+/// Switches every `Linear` layer of `loaded` to dynamic int8 and drops their f32 weights from
+/// its parameters, so they are freed (a tied word-prediction matrix stays, as the word
+/// embedding). The model is then for inference only.
+pub fn quantize<M: Buildable>(loaded: &mut Loaded<M>) -> Result<()> {
+    quantize_linears(loaded.model.linears(), &mut loaded.params)
+}
+
+/// [`quantize`] for layers gathered by the caller.
+pub fn quantize_linears(linears: Vec<&mut Linear>, params: &mut Params) -> Result<()> {
+    let mut released = std::collections::HashSet::new();
+    for l in linears {
+        released.insert(l.quantize()?);
+    }
+    params.entries.retain(|(k, v)| {
+        let t = v.as_tensor();
+        !super::save::is_linear_weight(k, t.dims()) || !released.contains(&t.id())
+    });
+    Ok(())
+}
+
+/// Loads with [`load_model`], then quantizes when `precision` asks for it.
+pub fn load_model_at<M: Buildable>(
+    ckpt: Checkpoint,
+    fresh: Fresh,
+    device: &Device,
+    precision: Precision,
+) -> Result<Loaded<M>> {
+    let mut loaded = load_model::<M>(ckpt, None, fresh, 0, device)?;
+    if precision == Precision::Int8 {
+        quantize(&mut loaded)?;
+    }
+    Ok(loaded)
 }
 
 /// `BertImgModel` on its own (keys `bert.*`).
@@ -130,6 +212,9 @@ impl Buildable for Backbone {
     }
     fn head_prefixes() -> &'static [&'static str] {
         &[]
+    }
+    fn linears(&mut self) -> Vec<&mut Linear> {
+        self.0.linears()
     }
 }
 
@@ -144,6 +229,9 @@ impl Buildable for BertImgForPreTraining {
     fn head_prefixes() -> &'static [&'static str] {
         &["cls."]
     }
+    fn linears(&mut self) -> Vec<&mut Linear> {
+        self.linears()
+    }
 }
 
 impl Buildable for ImageBertForSequenceClassification {
@@ -154,6 +242,9 @@ impl Buildable for ImageBertForSequenceClassification {
     fn head_prefixes() -> &'static [&'static str] {
         &["classifier."]
     }
+    fn linears(&mut self) -> Vec<&mut Linear> {
+        self.linears()
+    }
 }
 
 impl Buildable for ImageBertForMultipleChoice {
@@ -163,6 +254,9 @@ impl Buildable for ImageBertForMultipleChoice {
     }
     fn head_prefixes() -> &'static [&'static str] {
         &["classifier."]
+    }
+    fn linears(&mut self) -> Vec<&mut Linear> {
+        self.linears()
     }
 }
 
@@ -176,6 +270,9 @@ impl Buildable for BertForImageCaptioning {
     }
     fn head_prefixes() -> &'static [&'static str] {
         &["cls."]
+    }
+    fn linears(&mut self) -> Vec<&mut Linear> {
+        self.linears()
     }
 }
 

@@ -12,6 +12,7 @@ pub mod torch_pickle;
 pub use any::{detect_head, AnyModel};
 pub use keys::{normalize_keys, HeadKind};
 pub use load::{
-    build_fresh, load_model, read_checkpoint, Backbone, Buildable, Checkpoint, Fresh, Loaded,
+    build_fresh, load_model, load_model_at, quantize, quantize_linears, read_checkpoint, Backbone,
+    Buildable, Checkpoint, Fresh, Loaded,
 };
-pub use save::{save_pretrained, write_atomic};
+pub use save::{is_linear_weight, save_pretrained, save_pretrained_int8, write_atomic};

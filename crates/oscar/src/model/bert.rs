@@ -40,6 +40,33 @@ pub struct BertImgModel {
 }
 
 impl BertImgModel {
+    /// Every `Linear` layer (for [`crate::nn::int8`] quantization): the region embedding, each
+    /// layer's query, key, value, attention output, intermediate and output, and the pooler.
+    pub(crate) fn linears(&mut self) -> Vec<&mut Linear> {
+        let mut v = vec![&mut self.image.img_embedding, &mut self.pooler.dense];
+        for l in &mut self.encoder.layers {
+            let a = &mut l.attention;
+            let sa = &mut a.self_attention;
+            v.extend([
+                &mut sa.query,
+                &mut sa.key,
+                &mut sa.value,
+                &mut a.output.dense,
+                &mut l.intermediate.dense,
+                &mut l.output.dense,
+            ]);
+        }
+        v
+    }
+
+    /// Whether the encoder's layers run in int8 ([`crate::checkpoint::quantize`]).
+    pub fn encoder_is_quantized(&self) -> bool {
+        self.encoder
+            .layers
+            .iter()
+            .all(|l| l.intermediate.dense.is_quantized())
+    }
+
     pub fn new(pb: &ParamBuilder, cfg: &OscarConfig) -> Result<Self> {
         Ok(BertImgModel {
             embeddings: BertEmbeddings::new(&pb.pp("embeddings"), cfg)?,

@@ -19,6 +19,12 @@ pub struct BertForImageCaptioning {
 }
 
 impl BertForImageCaptioning {
+    pub(crate) fn linears(&mut self) -> Vec<&mut crate::nn::Linear> {
+        let mut v = self.bert.linears();
+        v.extend(self.predictions.linears());
+        v
+    }
+
     pub fn new(pb: &ParamBuilder, cfg: &OscarConfig) -> Result<Self> {
         let bert = BertImgModel::new(&pb.pp("bert"), cfg)?;
         let tied = cfg

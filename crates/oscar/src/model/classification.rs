@@ -74,6 +74,12 @@ pub struct ImageBertForSequenceClassification {
 }
 
 impl ImageBertForSequenceClassification {
+    pub(crate) fn linears(&mut self) -> Vec<&mut crate::nn::Linear> {
+        let mut v = self.bert.linears();
+        v.extend(self.classifier.linears());
+        v
+    }
+
     pub fn new(pb: &ParamBuilder, cfg: &OscarConfig) -> Result<Self> {
         Ok(ImageBertForSequenceClassification {
             bert: BertImgModel::new(&pb.pp("bert"), cfg)?,
@@ -111,6 +117,12 @@ pub struct ImageBertForMultipleChoice {
 }
 
 impl ImageBertForMultipleChoice {
+    pub(crate) fn linears(&mut self) -> Vec<&mut crate::nn::Linear> {
+        let mut v = self.bert.linears();
+        v.extend(self.classifier.linears());
+        v
+    }
+
     pub fn new(pb: &ParamBuilder, cfg: &OscarConfig) -> Result<Self> {
         Ok(ImageBertForMultipleChoice {
             bert: BertImgModel::new(&pb.pp("bert"), cfg)?,

@@ -35,9 +35,9 @@ impl BertPredictionHeadTransform {
 /// `cls.predictions`: transform, then `decoder` (`[V, H]`, no bias) plus `bias[V]`.
 pub struct BertLMPredictionHead {
     pub(crate) transform: BertPredictionHeadTransform,
-    /// The word-embedding matrix itself when tied, else the head's own `decoder.weight`.
-    pub(crate) decoder_weight: Tensor,
-    pub(crate) bias: Tensor,
+    /// Weight: the word-embedding matrix itself when tied, else the head's own
+    /// `decoder.weight`; bias: `cls.predictions.bias`.
+    pub(crate) decoder: Linear,
 }
 
 impl BertLMPredictionHead {
@@ -53,18 +53,20 @@ impl BertLMPredictionHead {
         };
         Ok(BertLMPredictionHead {
             transform: BertPredictionHeadTransform::new(&pb.pp("transform"), cfg)?,
-            decoder_weight,
-            bias: pb.get(cfg.vocab_size, "bias", Init::Zeros)?,
+            decoder: Linear::from_tensors(
+                decoder_weight,
+                Some(pb.get(cfg.vocab_size, "bias", Init::Zeros)?),
+            ),
         })
+    }
+
+    pub(crate) fn linears(&mut self) -> Vec<&mut Linear> {
+        vec![&mut self.transform.dense, &mut self.decoder]
     }
 
     /// `[N, H]` or `[B, L, H]` hidden states → vocabulary logits of the same leading shape.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        crate::nn::fused::linear(
-            &self.transform.forward(x)?,
-            &self.decoder_weight,
-            Some(&self.bias),
-        )
+        self.decoder.forward(&self.transform.forward(x)?)
     }
 }
 
@@ -80,6 +82,13 @@ pub enum Classifier {
 }
 
 impl Classifier {
+    pub(crate) fn linears(&mut self) -> Vec<&mut Linear> {
+        match self {
+            Classifier::Linear(l) => vec![l],
+            Classifier::Mlp { fc1, fc2, .. } => vec![fc1, fc2],
+        }
+    }
+
     /// `pb` is the builder at `classifier`; `with_norm` adds the NLVR2 LayerNorm.
     pub fn new(
         pb: &ParamBuilder,

@@ -26,6 +26,13 @@ pub struct PreTrainingOutput {
 }
 
 impl BertImgForPreTraining {
+    pub(crate) fn linears(&mut self) -> Vec<&mut Linear> {
+        let mut v = self.bert.linears();
+        v.extend(self.predictions.linears());
+        v.push(&mut self.seq_relationship);
+        v
+    }
+
     pub fn new(pb: &ParamBuilder, cfg: &OscarConfig) -> Result<Self> {
         let bert = BertImgModel::new(&pb.pp("bert"), cfg)?;
         let cls = pb.pp("cls");

@@ -5,30 +5,68 @@ use super::ops;
 use super::{Init, ParamBuilder};
 use candle_core::{Result, Tensor};
 
-/// `torch.nn.Linear`: `y = x·Wᵀ + b`, `W` stored `[out, in]`.
+/// `torch.nn.Linear`: `y = x·Wᵀ + b`, `W` stored `[out, in]`. After [`Linear::quantize`] it
+/// computes the same product in int8 ([`super::int8`]) and no longer holds the f32 weight.
 #[derive(Clone)]
 pub struct Linear {
     pub weight: Tensor,
     pub bias: Option<Tensor>,
+    int8: Option<super::int8::Int8Linear>,
 }
 
 impl Linear {
     pub fn new(pb: &ParamBuilder, in_dim: usize, out_dim: usize, std: f64) -> Result<Self> {
-        Ok(Linear {
-            weight: pb.get((out_dim, in_dim), "weight", Init::Normal(std))?,
-            bias: Some(pb.get(out_dim, "bias", Init::Zeros)?),
-        })
+        Ok(Self::from_tensors(
+            pb.get((out_dim, in_dim), "weight", Init::Normal(std))?,
+            Some(pb.get(out_dim, "bias", Init::Zeros)?),
+        ))
     }
 
     pub fn no_bias(pb: &ParamBuilder, in_dim: usize, out_dim: usize, std: f64) -> Result<Self> {
-        Ok(Linear {
-            weight: pb.get((out_dim, in_dim), "weight", Init::Normal(std))?,
-            bias: None,
-        })
+        Ok(Self::from_tensors(
+            pb.get((out_dim, in_dim), "weight", Init::Normal(std))?,
+            None,
+        ))
+    }
+
+    /// A layer over existing tensors (a tied word-prediction matrix, say).
+    pub fn from_tensors(weight: Tensor, bias: Option<Tensor>) -> Self {
+        Linear {
+            weight,
+            bias,
+            int8: None,
+        }
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        super::fused::linear(x, &self.weight, self.bias.as_ref())
+        match &self.int8 {
+            Some(q) => q.forward(x),
+            None => super::fused::linear(x, &self.weight, self.bias.as_ref()),
+        }
+    }
+
+    /// Switches the layer to dynamic int8 and releases its f32 weight (the field keeps an empty
+    /// `[0, in]` tensor; the layer can no longer be trained). Returns the released weight's id.
+    pub fn quantize(&mut self) -> Result<candle_core::TensorId> {
+        let id = self.weight.id();
+        if self.int8.is_none() {
+            self.int8 = Some(super::int8::Int8Linear::new(
+                &self.weight,
+                self.bias.as_ref(),
+            )?);
+            let k = self.weight.dim(1)?;
+            self.weight = Tensor::zeros((0, k), self.weight.dtype(), self.weight.device())?;
+        }
+        Ok(id)
+    }
+
+    pub fn is_quantized(&self) -> bool {
+        self.int8.is_some()
+    }
+
+    /// Bytes of the int8 weights (packed, with scales), 0 for an f32 layer.
+    pub fn int8_bytes(&self) -> usize {
+        self.int8.as_ref().map_or(0, |q| q.packed().bytes())
     }
 }
 

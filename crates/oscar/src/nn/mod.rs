@@ -3,6 +3,7 @@
 
 pub mod composite;
 pub mod fused;
+pub mod int8;
 pub mod layers;
 pub mod ops;
 pub mod params;

@@ -5,7 +5,7 @@
 //! statements whose every image pair is judged right).
 
 use super::finetune::{run_task, start, Optim, RunFiles};
-use crate::checkpoint::{load_model, read_checkpoint, save_pretrained, write_atomic, Fresh};
+use crate::checkpoint::{load_model_at, read_checkpoint, save_pretrained, write_atomic, Fresh};
 use crate::config::{ClassifierKind, LossType, OscarConfig};
 use crate::data::features::{FeatureStore, Regions};
 use crate::data::tensorize::{collate_dynamic, Encoded, Layout, Truncation};
@@ -319,13 +319,21 @@ pub fn accuracy_and_consistency(
 impl Nlvr2Model {
     /// Loads a model saved by `save` onto `device`.
     pub fn load(dir: &Path, device: &Device) -> Result<Self> {
+        Self::load_at(dir, device, crate::nn::int8::Precision::F32)
+    }
+
+    /// [`Self::load`], with the `Linear` layers at `precision` (int8: inference only).
+    pub fn load_at(
+        dir: &Path,
+        device: &Device,
+        precision: crate::nn::int8::Precision,
+    ) -> Result<Self> {
         let settings: Nlvr2Config = super::finetune::saved_settings(dir, "nlvr2.json")?;
-        let l = load_model::<ImageBertForMultipleChoice>(
+        let l = load_model_at::<ImageBertForMultipleChoice>(
             read_checkpoint(dir)?,
-            None,
             Fresh::Nothing,
-            0,
             device,
+            precision,
         )?;
         Ok(Nlvr2Model {
             model: l.model,

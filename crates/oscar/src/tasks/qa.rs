@@ -5,7 +5,7 @@
 //! training and by the official accuracy after; GQA: cross-entropy on the answer, accuracy.
 
 use super::finetune::{run_task, start, Optim, RunFiles};
-use crate::checkpoint::{load_model, read_checkpoint, save_pretrained, write_atomic, Fresh};
+use crate::checkpoint::{load_model_at, read_checkpoint, save_pretrained, write_atomic, Fresh};
 use crate::config::{ClassifierKind, LossType, OscarConfig};
 use crate::data::features::{FeatureStore, Regions};
 use crate::data::tensorize::{collate_dynamic, Encoded, Layout, Truncation};
@@ -359,15 +359,23 @@ impl Answerer {
     /// Loads a model saved by [`Answerer::save`] (weights, `qa.json`, `label2ans.json`).
     /// Loads a model saved by `save` onto `device`.
     pub fn load(dir: &Path, device: &Device) -> Result<Self> {
+        Self::load_at(dir, device, crate::nn::int8::Precision::F32)
+    }
+
+    /// [`Self::load`], with the `Linear` layers at `precision` (int8: inference only).
+    pub fn load_at(
+        dir: &Path,
+        device: &Device,
+        precision: crate::nn::int8::Precision,
+    ) -> Result<Self> {
         let settings: QaConfig = super::finetune::saved_settings(dir, "qa.json")?;
         let vocab_path = dir.join("label2ans.json");
         let answers = AnswerVocab::read(&vocab_path)?;
-        let l = load_model::<ImageBertForSequenceClassification>(
+        let l = load_model_at::<ImageBertForSequenceClassification>(
             read_checkpoint(dir)?,
-            None,
             Fresh::Nothing,
-            0,
             device,
+            precision,
         )?;
         if l.config.num_labels != answers.len() {
             return Err(Error::bad_file(

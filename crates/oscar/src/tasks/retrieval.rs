@@ -5,7 +5,7 @@
 //! keeps the top-k candidates for the model to re-rank.
 
 use super::finetune::{run_task, start, Optim, RunFiles};
-use crate::checkpoint::{load_model, read_checkpoint, save_pretrained, Fresh};
+use crate::checkpoint::{load_model_at, read_checkpoint, save_pretrained, Fresh};
 use crate::config::{LossType, OscarConfig};
 use crate::data::features::{parse_detections, FeatureStore, Regions};
 use crate::data::tensorize::{collate_dynamic, Encoded, Layout, Truncation};
@@ -383,12 +383,20 @@ pub fn saved_settings(dir: &Path) -> Result<RetrievalTrainConfig> {
 impl Retriever {
     /// Loads a model saved by `save` onto `device`.
     pub fn load(dir: &Path, device: &Device) -> Result<Self> {
-        let l = load_model::<ImageBertForSequenceClassification>(
+        Self::load_at(dir, device, crate::nn::int8::Precision::F32)
+    }
+
+    /// [`Self::load`], with the `Linear` layers at `precision` (int8: inference only).
+    pub fn load_at(
+        dir: &Path,
+        device: &Device,
+        precision: crate::nn::int8::Precision,
+    ) -> Result<Self> {
+        let l = load_model_at::<ImageBertForSequenceClassification>(
             read_checkpoint(dir)?,
-            None,
             Fresh::Nothing,
-            0,
             device,
+            precision,
         )?;
         Ok(Retriever {
             model: l.model,

@@ -8,7 +8,7 @@ pub mod decode;
 pub mod scst;
 
 use super::finetune::{run_task, start, Optim, RunFiles};
-use crate::checkpoint::{load_model, read_checkpoint, save_pretrained, write_atomic, Fresh};
+use crate::checkpoint::{load_model_at, read_checkpoint, save_pretrained, write_atomic, Fresh};
 use crate::config::OscarConfig;
 use crate::data::caption::{CaptionExample, CaptionLayout};
 use crate::data::features::{parse_detections, Detection, FeatureStore, Regions};
@@ -360,13 +360,21 @@ impl TrainTask for CaptionTask<'_> {
 impl Captioner {
     /// Loads a model saved by `save` onto `device`.
     pub fn load(dir: &Path, device: &Device) -> Result<Self> {
+        Self::load_at(dir, device, crate::nn::int8::Precision::F32)
+    }
+
+    /// [`Self::load`], with the `Linear` layers at `precision` (int8: inference only).
+    pub fn load_at(
+        dir: &Path,
+        device: &Device,
+        precision: crate::nn::int8::Precision,
+    ) -> Result<Self> {
         let settings: CaptionConfig = super::finetune::saved_settings(dir, "caption.json")?;
-        let l = load_model::<BertForImageCaptioning>(
+        let l = load_model_at::<BertForImageCaptioning>(
             read_checkpoint(dir)?,
-            None,
             Fresh::Nothing,
-            0,
             device,
+            precision,
         )?;
         Ok(Captioner {
             model: l.model,
