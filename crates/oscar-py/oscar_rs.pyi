@@ -83,7 +83,9 @@ class Matcher:
 class Encoder:
     """Any checkpoint's model: every output for free-form items (``oscar encode``)."""
 
-    def __init__(self, path: str, vocab: Optional[str] = None, device: str = "cpu") -> None: ...
+    def __init__(
+        self, path: str, vocab: Optional[str] = None, device: str = "cpu", quantize: str = "f32"
+    ) -> None: ...
     def encode(
         self,
         texts: Sequence[str],
@@ -106,9 +108,12 @@ class Detector:
     @property
     def classes(self) -> List[str]: ...
 
-def load(path: str, device: str = "cpu") -> Union[Captioner, Answerer, Matcher, Encoder]:
+def load(
+    path: str, device: str = "cpu", quantize: str = "f32"
+) -> Union[Captioner, Answerer, Matcher, Encoder]:
     """The task model a directory holds (``caption.json`` → Captioner, ``qa.json`` → Answerer,
-    ``retrieval.json`` → Matcher); any other checkpoint as an Encoder."""
+    ``retrieval.json`` → Matcher); any other checkpoint as an Encoder. ``quantize="int8"``: the
+    Linear layers in dynamic int8 (CPU)."""
 
 class eval:  # the submodule oscar_rs.eval
     @staticmethod

@@ -6,6 +6,7 @@ use candle_core::Tensor;
 use clap::{Args, ValueEnum};
 use oscar::checkpoint::build_fresh;
 use oscar::model::{BertImgForPreTraining, Inputs};
+use oscar::nn::int8::Precision;
 use oscar::nn::Ctx;
 use oscar::train::optim::{AdamW, AdamWConfig};
 use oscar::OscarConfig;
@@ -42,6 +43,10 @@ pub struct BenchArgs {
     /// Where to compute: cpu, cuda:N or metal:N (CUDA and Metal need a build with that support).
     #[arg(long, default_value = "cpu", value_parser = crate::parse_device)]
     device: candle_core::Device,
+    /// Linear layers in dynamic int8 (`int8`: weights per channel, activations per row; about
+    /// twice the f32 speed on AVX2 CPUs) or `f32` (the reference's numerics).
+    #[arg(long, value_name = "int8|f32", default_value = "f32")]
+    quantize: oscar::nn::int8::Precision,
     #[arg(long, value_enum, default_value = "pretrain-step")]
     workload: Workload,
     #[arg(long, value_enum, default_value = "tiny")]
@@ -64,6 +69,53 @@ pub struct BenchArgs {
     /// score-pairs: the feature file the images come from.
     #[arg(long)]
     features: Option<std::path::PathBuf>,
+    /// Stay warm and time on request, for interleaved comparisons
+    /// (tools/reference/bench_int8.py): after setup print one JSON line describing the inputs,
+    /// then for each variant named on a stdin line (retrieval-score: `fixed`, `dynamic`;
+    /// caption-beam: `cached`, `reencode`) run it once and print `{"variant", "s"}`; at the
+    /// end of stdin print the peak memory.
+    #[arg(long)]
+    driven: bool,
+}
+
+/// Bytes of a model's weights as held: the f32 parameters left plus the int8 layers.
+fn weights_mib<M: oscar::checkpoint::Buildable>(m: &mut oscar::checkpoint::Loaded<M>) -> f64 {
+    let f32_bytes: usize = m
+        .params
+        .entries
+        .iter()
+        .map(|(_, v)| v.as_tensor().elem_count() * 4)
+        .sum();
+    let int8: usize = m.model.linears().iter().map(|l| l.int8_bytes()).sum();
+    (f32_bytes + int8) as f64 / (1 << 20) as f64
+}
+
+/// The `--driven` loop: `setup` is printed first, then every stdin line is a variant to run
+/// once and time.
+fn drive(
+    setup: serde_json::Value,
+    variants: &mut [(&str, &mut dyn FnMut() -> Result<()>)],
+) -> Result<()> {
+    outln!("{setup}");
+    for line in std::io::stdin().lines() {
+        let line = line?;
+        let name = line.trim();
+        if name.is_empty() {
+            continue;
+        }
+        let Some((_, f)) = variants.iter_mut().find(|(n, _)| *n == name) else {
+            let known: Vec<&str> = variants.iter().map(|(n, _)| *n).collect();
+            anyhow::bail!("--driven: unknown variant {name:?} (this workload has {known:?})")
+        };
+        let t0 = Instant::now();
+        f()?;
+        outln!(
+            "{}",
+            serde_json::json!({"variant": name, "s": t0.elapsed().as_secs_f64()})
+        );
+    }
+    outln!("{}", serde_json::json!({"peak_rss_mib": peak_rss_mib()}));
+    Ok(())
 }
 
 /// Median and minimum of `runs` timed calls after one warm-up.
@@ -96,7 +148,7 @@ fn score_pairs(a: &BenchArgs) -> Result<()> {
     let (Some(ckpt), Some(feats)) = (&a.checkpoint, &a.features) else {
         anyhow::bail!("--workload score-pairs needs --checkpoint DIR and --features FILE");
     };
-    let m = oscar::infer::Matching::load(ckpt, &a.device)?;
+    let m = oscar::infer::Matching::load_at(ckpt, &a.device, a.quantize)?;
     let store = oscar::data::features::FeatureStore::open(feats, m.feature_dim())?;
     let keys = store.keys();
     if keys.len() < a.batch {
@@ -126,7 +178,7 @@ fn score_pairs(a: &BenchArgs) -> Result<()> {
     })?;
     outln!(
         "{}",
-        serde_json::json!({"workload": "score-pairs", "pairs": a.batch, "median_s": median, "min_s": min, "runs": a.runs,
+        serde_json::json!({"workload": "score-pairs", "precision": a.quantize, "pairs": a.batch, "median_s": median, "min_s": min, "runs": a.runs,
             "first_scores": &scores[..scores.len().min(4)]})
     );
     Ok(())
@@ -138,7 +190,11 @@ fn retrieval_score(a: &BenchArgs, cfg: &OscarConfig) -> Result<()> {
     use oscar::model::ImageBertForSequenceClassification;
     let mut cfg = cfg.clone();
     cfg.num_labels = 2;
-    let m = build_fresh::<ImageBertForSequenceClassification>(&cfg, 0, &a.device)?;
+    let mut m = build_fresh::<ImageBertForSequenceClassification>(&cfg, 0, &a.device)?;
+    if a.quantize == Precision::Int8 {
+        oscar::checkpoint::quantize(&mut m)?;
+    }
+    let mib = weights_mib(&mut m);
     let mut rng = rand::rngs::StdRng::seed_from_u64(0);
     let (b, r, f) = (a.batch, a.regions, cfg.img_feature_dim);
     let lo = if cfg.vocab_size > 1000 { 1000 } else { 5 };
@@ -185,6 +241,19 @@ fn retrieval_score(a: &BenchArgs, cfg: &OscarConfig) -> Result<()> {
     let fixed = batch(FIXED_TEXT)?;
     let longest = *lens.iter().max().unwrap_or(&1);
     let dynamic = batch(longest)?;
+    if a.driven {
+        let setup = serde_json::json!({"workload": "retrieval_score", "precision": a.quantize,
+            "weights_mib": mib,
+            "batch": b, "regions": r, "fixed_text": FIXED_TEXT, "dynamic_text_lengths": lens,
+            "dynamic_padded_to": longest});
+        return drive(
+            setup,
+            &mut [
+                ("fixed", &mut || score(&fixed)),
+                ("dynamic", &mut || score(&dynamic)),
+            ],
+        );
+    }
     let (fixed_med, fixed_min) = time_runs(a.runs, || score(&fixed))?;
     let (dyn_med, dyn_min) = time_runs(a.runs, || score(&dynamic))?;
     // Work actually done: the last layer computes keys/values of every position but the rest of
@@ -201,7 +270,7 @@ fn retrieval_score(a: &BenchArgs, cfg: &OscarConfig) -> Result<()> {
     outln!(
         "{}",
         serde_json::json!({
-            "workload": "retrieval_score", "size": format!("{:?}", a.size).to_lowercase(), "batch": b, "regions": r,
+            "workload": "retrieval_score", "precision": a.quantize, "size": format!("{:?}", a.size).to_lowercase(), "batch": b, "regions": r,
             "fixed_text": FIXED_TEXT, "fixed_median_s": fixed_med, "fixed_min_s": fixed_min, "fixed_pairs_per_s": b as f64 / fixed_med,
             "fixed_gflops": flops(FIXED_TEXT) / fixed_med / 1e9,
             "dynamic_text_lengths": lens, "dynamic_padded_to": longest, "dynamic_median_s": dyn_med, "dynamic_min_s": dyn_min,
@@ -230,7 +299,11 @@ fn peak_rss_mib() -> f64 {
 /// produce the same captions (checked), and the speed-up is reported.
 fn caption_beam(a: &BenchArgs, cfg: &OscarConfig) -> Result<()> {
     use oscar::tasks::caption::decode::{beam_search, DecodeSettings, Decoder, ImageContext};
-    let m = build_fresh::<oscar::model::BertForImageCaptioning>(cfg, 0, &a.device)?;
+    let mut m = build_fresh::<oscar::model::BertForImageCaptioning>(cfg, 0, &a.device)?;
+    if a.quantize == Precision::Int8 {
+        oscar::checkpoint::quantize(&mut m)?;
+    }
+    let mib = weights_mib(&mut m);
     // bert-base-uncased's ids; the tiny vocabulary uses the first five.
     let special = if cfg.vocab_size > 1000 {
         oscar::tokenizer::SpecialIds {
@@ -289,12 +362,32 @@ fn caption_beam(a: &BenchArgs, cfg: &OscarConfig) -> Result<()> {
         }
         Ok((best, caps))
     };
+    if a.driven {
+        let setup = serde_json::json!({"workload": "caption_beam5", "precision": a.quantize,
+            "weights_mib": mib,
+            "images": a.batch, "regions": a.regions, "max_gen_length": st.max_gen_length});
+        let run = |cached: bool| -> Result<()> {
+            if cached {
+                beam_search(&mut dec.cached(&ctxs, &rows)?, a.batch, special, &st)?;
+            } else {
+                beam_search(&mut dec.reencode(&ctxs, &rows)?, a.batch, special, &st)?;
+            }
+            Ok(())
+        };
+        return drive(
+            setup,
+            &mut [
+                ("cached", &mut || run(true)),
+                ("reencode", &mut || run(false)),
+            ],
+        );
+    }
     let (tc, cc) = time(true)?;
     let (tr, cr) = time(false)?;
     outln!(
         "{}",
         serde_json::json!({
-            "workload": "caption_beam5", "size": format!("{:?}", a.size).to_lowercase(), "images": a.batch, "regions": a.regions, "max_gen_length": st.max_gen_length,
+            "workload": "caption_beam5", "precision": a.quantize, "size": format!("{:?}", a.size).to_lowercase(), "images": a.batch, "regions": a.regions, "max_gen_length": st.max_gen_length,
             "cached_s": tc, "reencode_s": tr, "speedup": tr / tc, "same_captions": cc == cr,
             "cached_images_per_s": a.batch as f64 / tc, "peak_rss_mib": peak_rss_mib(),
         })
@@ -326,6 +419,9 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         Workload::CaptionBeam => return caption_beam(a, &cfg),
         Workload::RetrievalScore => return retrieval_score(a, &cfg),
         Workload::ScorePairs => return score_pairs(a),
+        Workload::PretrainStep if a.quantize == Precision::Int8 => {
+            anyhow::bail!("--quantize int8 is for inference: the pre-training step trains")
+        }
         Workload::PretrainStep => {}
     }
     let m = build_fresh::<BertImgForPreTraining>(&cfg, 0, &a.device)?;

@@ -75,6 +75,7 @@ pub fn convert(
     config: Option<&Path>,
     vocab: Option<&Path>,
     init_missing: bool,
+    precision: oscar::nn::int8::Precision,
 ) -> Result<()> {
     if input.extension().is_some_and(|e| e == "tsv") {
         return convert_detector_predictions(input, output);
@@ -113,12 +114,23 @@ pub fn convert(
             report.unexpected.join(", ")
         );
     }
-    save_pretrained(output, &params, &cfg, vocab.as_deref())
-        .with_context(|| format!("writing {}", output.display()))?;
+    match precision {
+        oscar::nn::int8::Precision::F32 => save_pretrained(output, &params, &cfg, vocab.as_deref()),
+        oscar::nn::int8::Precision::Int8 => {
+            oscar::checkpoint::save_pretrained_int8(output, &params, &cfg, vocab.as_deref())
+        }
+    }
+    .with_context(|| format!("writing {}", output.display()))?;
+    let copied = copy_task_settings(input, output)?;
     outln!(
-        "wrote {} ({head:?}, {} parameters{})",
+        "wrote {} ({head:?}, {} parameters, {precision} weights{}{})",
         output.display(),
         params.count(),
+        if copied.is_empty() {
+            String::new()
+        } else {
+            format!(", with {}", copied.join(", "))
+        },
         if vocab.is_some() {
             ", with vocab.txt"
         } else {
@@ -126,6 +138,31 @@ pub fn convert(
         }
     );
     Ok(())
+}
+
+/// Copies a task model directory's settings (what `oscar caption`, `answer`, `score` and the
+/// server read beside the weights) into the converted one; returns the names copied.
+fn copy_task_settings(input: &Path, output: &Path) -> Result<Vec<&'static str>> {
+    let mut copied = Vec::new();
+    if !input.is_dir() {
+        return Ok(copied);
+    }
+    for name in [
+        "caption.json",
+        "qa.json",
+        "label2ans.json",
+        "retrieval.json",
+        "nlvr2.json",
+    ] {
+        let src = input.join(name);
+        if src.exists() {
+            let bytes =
+                std::fs::read(&src).with_context(|| format!("reading {}", src.display()))?;
+            oscar::checkpoint::write_atomic(&output.join(name), &bytes)?;
+            copied.push(name);
+        }
+    }
+    Ok(copied)
 }
 
 /// `oscar convert feats.pt OUT_DIR`: region features to `features.tsv` + `.lineidx` + `imageid2idx.json`.

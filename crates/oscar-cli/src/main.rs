@@ -112,8 +112,13 @@ enum Cmd {
         init_missing: bool,
         /// INPUT is a VinVL detector folder (.pth + label map): write model.safetensors,
         /// detector.json and labelmap.json to OUTPUT.
-        #[arg(long, conflicts_with_all = ["config", "vocab", "init_missing"])]
+        #[arg(long, conflicts_with_all = ["config", "vocab", "init_missing", "quantize"])]
         detector: bool,
+        /// `int8`: store every Linear weight as int8 with a per-channel scale (`KEY_scale`), a
+        /// quarter of the f32 size; serve it with `--quantize int8`. A task model's settings
+        /// (caption.json, qa.json, …) are copied along.
+        #[arg(long, value_name = "int8|f32", default_value = "f32")]
+        quantize: oscar::nn::int8::Precision,
     },
     /// VinVL's object detector over image files: boxes, classes, attributes and 2048-d region
     /// features, written as features.tsv + predictions.tsv (resumable).
@@ -191,12 +196,14 @@ fn main() {
             vocab,
             init_missing,
             detector: false,
+            quantize,
         } => inspect::convert(
             &input,
             &output,
             config.as_deref(),
             vocab.as_deref(),
             init_missing,
+            quantize,
         ),
         Cmd::Encode(args) => encode::encode(&args),
         Cmd::Detect(a) => detect::detect(&a),

@@ -13,6 +13,10 @@ pub struct ScoreArgs {
     /// Where to compute: cpu, cuda:N or metal:N (CUDA and Metal need a build with that support).
     #[arg(long, default_value = "cpu", value_parser = crate::parse_device)]
     device: candle_core::Device,
+    /// Linear layers in dynamic int8 (`int8`: weights per channel, activations per row; about
+    /// twice the f32 speed on AVX2 CPUs) or `f32` (the reference's numerics).
+    #[arg(long, value_name = "int8|f32", default_value = "f32")]
+    quantize: oscar::nn::int8::Precision,
     /// A retrieval checkpoint (`oscar train retrieval --out`).
     #[arg(long)]
     checkpoint: PathBuf,
@@ -63,7 +67,7 @@ pub(crate) fn image_tags(
 }
 
 pub fn score(a: &ScoreArgs) -> Result<()> {
-    let m = oscar::infer::Matching::load(&a.checkpoint, &a.device)?;
+    let m = oscar::infer::Matching::load_at(&a.checkpoint, &a.device, a.quantize)?;
     let image = match (&a.image, &a.features) {
         (Some(id), Some(features)) => {
             let store = FeatureStore::open(features, m.feature_dim())?;
@@ -94,6 +98,10 @@ pub struct RetrieveArgs {
     /// Where to compute: cpu, cuda:N or metal:N (CUDA and Metal need a build with that support).
     #[arg(long, default_value = "cpu", value_parser = crate::parse_device)]
     device: candle_core::Device,
+    /// Linear layers in dynamic int8 (`int8`: weights per channel, activations per row; about
+    /// twice the f32 speed on AVX2 CPUs) or `f32` (the reference's numerics).
+    #[arg(long, value_name = "int8|f32", default_value = "f32")]
+    quantize: oscar::nn::int8::Precision,
     #[arg(long)]
     checkpoint: PathBuf,
     /// A world-style dataset directory (the gallery: retrieval/{split}_captions.json, features, labels).
@@ -118,7 +126,7 @@ pub struct RetrieveArgs {
 }
 
 pub fn retrieve(a: &RetrieveArgs) -> Result<()> {
-    let m = oscar::infer::Matching::load(&a.checkpoint, &a.device)?;
+    let m = oscar::infer::Matching::load_at(&a.checkpoint, &a.device, a.quantize)?;
     let (c, f, l) = world_paths(&a.data, &a.split);
     let set = RetrievalSet::open(&c, &f, &l, m.feature_dim(), None)?;
     let images: Vec<ImageInput> = set

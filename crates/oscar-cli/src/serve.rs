@@ -36,6 +36,9 @@ pub struct ServeArgs {
     /// 0: any free port (the address is printed).
     #[arg(long, default_value_t = 3000)]
     port: u16,
+    /// Linear layers in dynamic int8 (`int8`, CPU only) or `f32`.
+    #[arg(long, value_name = "int8|f32", default_value = "f32")]
+    quantize: oscar::infer::Precision,
     /// Where the models compute: cpu, cuda:N or metal:N.
     #[arg(long, default_value = "cpu", value_parser = crate::parse_device)]
     device: candle_core::Device,
@@ -102,6 +105,7 @@ pub fn serve(a: &ServeArgs) -> Result<()> {
         world,
         detector: a.detector.clone(),
         device: a.device.clone(),
+        precision: a.quantize,
         limits: oscar_serve::Limits {
             max_concurrent_requests: a.max_concurrent_requests,
             max_client_batch_size: a.max_client_batch_size,

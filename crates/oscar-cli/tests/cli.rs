@@ -749,6 +749,56 @@ fn retrieval_train_evaluate_score_and_retrieve_from_the_command_line() {
             && v[0]["match_probability"].as_f64().unwrap() <= 1.0
     );
 
+    // The same pairs in dynamic int8: close to f32, not equal (the int8 path ran).
+    let score_at = |m: &Path, precision: &str| -> Vec<f64> {
+        let (ok, stdout, err) = oscar(&[
+            "score",
+            "--checkpoint",
+            s(m),
+            "--features",
+            s(&w.join("features/features.tsv")),
+            "--image",
+            img,
+            "--labels",
+            s(&w.join("labels/predictions.tsv")),
+            "--text",
+            cap,
+            "--text",
+            "a purple submarine",
+            "--quantize",
+            precision,
+        ]);
+        assert!(ok, "{err}");
+        let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["match_probability"].as_f64().unwrap())
+            .collect()
+    };
+    let (f, q) = (score_at(&m, "f32"), score_at(&m, "int8"));
+    assert!(
+        f.iter().zip(&q).all(|(a, b)| (a - b).abs() < 0.02) && f != q,
+        "f32 {f:?} vs int8 {q:?}"
+    );
+    // Stored int8: smaller, a working task folder, and the same int8 scores.
+    let mq = dir.path().join("ret-int8");
+    let (ok, stdout, err) = oscar(&["convert", s(&m), s(&mq), "--quantize", "int8"]);
+    assert!(ok && stdout.contains("retrieval.json"), "{stdout}{err}");
+    let size = |d: &Path| {
+        std::fs::metadata(d.join("model.safetensors"))
+            .unwrap()
+            .len()
+    };
+    assert!(size(&mq) < size(&m), "{} vs {}", size(&mq), size(&m));
+    let q2 = score_at(&mq, "int8");
+    assert!(
+        q.iter().zip(&q2).all(|(a, b)| (a - b).abs() < 1e-6),
+        "{q:?} vs {q2:?}"
+    );
+    let (ok, _, err) = oscar(&["score", "--checkpoint", s(&m), "--quantize", "int4"]);
+    assert!(!ok && err.contains("int4") && err.contains("int8"), "{err}");
+
     let (ok, stdout, err) = oscar(&[
         "retrieve",
         "--checkpoint",

@@ -404,11 +404,16 @@ struct Encoder {
 #[pymethods]
 impl Encoder {
     #[new]
-    #[pyo3(signature = (path, vocab=None, device="cpu"))]
-    fn new(path: PathBuf, vocab: Option<PathBuf>, device: &str) -> PyResult<Self> {
+    #[pyo3(signature = (path, vocab=None, device="cpu", quantize="f32"))]
+    fn new(path: PathBuf, vocab: Option<PathBuf>, device: &str, quantize: &str) -> PyResult<Self> {
         Ok(Encoder {
-            m: infer::Encoder::load(&path, vocab.as_deref(), &self::device(device)?)
-                .map_err(py_err)?,
+            m: infer::Encoder::load_at(
+                &path,
+                vocab.as_deref(),
+                &self::device(device)?,
+                precision(quantize)?,
+            )
+            .map_err(py_err)?,
         })
     }
 
@@ -571,12 +576,19 @@ impl Detector {
     }
 }
 
+/// `quantize="int8"|"f32"` → the precision of the `Linear` layers.
+fn precision(quantize: &str) -> PyResult<infer::Precision> {
+    quantize.parse().map_err(PyValueError::new_err)
+}
+
 /// Loads the task model a directory holds (told by the settings file its training wrote):
 /// a `Captioner`, an `Answerer` or a `Matcher`; any other checkpoint as an `Encoder`.
+/// `quantize="int8"`: the `Linear` layers in dynamic int8.
 #[pyfunction]
-#[pyo3(signature = (path, device="cpu"))]
-fn load(py: Python<'_>, path: PathBuf, device: &str) -> PyResult<Py<PyAny>> {
+#[pyo3(signature = (path, device="cpu", quantize="f32"))]
+fn load(py: Python<'_>, path: PathBuf, device: &str, quantize: &str) -> PyResult<Py<PyAny>> {
     let dev = self::device(device)?;
+    let precision = precision(quantize)?;
     let task = ["caption.json", "qa.json", "retrieval.json"]
         .iter()
         .any(|f| path.join(f).exists());
@@ -588,12 +600,12 @@ fn load(py: Python<'_>, path: PathBuf, device: &str) -> PyResult<Py<PyAny>> {
             )));
         }
         let m = py
-            .detach(|| infer::Encoder::load(&path, None, &dev))
+            .detach(|| infer::Encoder::load_at(&path, None, &dev, precision))
             .map_err(py_err)?;
         return Ok(Py::new(py, Encoder { m })?.into_any());
     }
     let m = py
-        .detach(|| infer::TaskModel::load(&path, &dev))
+        .detach(|| infer::TaskModel::load_at(&path, &dev, precision))
         .map_err(py_err)?;
     Ok(match m {
         infer::TaskModel::Captioning(m) => Py::new(py, Captioner { m })?.into_any(),

@@ -76,6 +76,24 @@ def test_scores_and_ranks_equal_the_cli(world):
     assert len(m.rank_images("a dog", [s[j] for j in world["ids"]])) == len(world["ids"])
 
 
+def test_int8_scores_equal_the_cli_and_stay_close_to_f32(world):
+    d = str(world["models"]["retrieval"])
+    s = store(world)
+    i = world["ids"][0]
+    texts = ["a dog", "two cats", "a red bus"]
+    f = oscar_rs.load(d).score([s[i]] * 3, texts)
+    q = oscar_rs.load(d, quantize="int8").score([s[i]] * 3, texts)
+    args = ["score", "--checkpoint", d, "--features", str(world["features"]), "--image", i,
+            "--labels", str(world["labels"]), "--quantize", "int8"]
+    for t in texts:
+        args += ["--text", t]
+    cli = json.loads(oscar(*args))
+    assert np.allclose(q, [c["match_probability"] for c in cli], atol=1e-6)
+    assert np.abs(q - f).max() < 0.02 and not np.array_equal(q, f)
+    with pytest.raises(ValueError, match="int4"):
+        oscar_rs.load(d, quantize="int4")
+
+
 def read_safetensors(path):
     raw = path.read_bytes()
     n = struct.unpack("<Q", raw[:8])[0]

@@ -37,6 +37,8 @@ pub struct ServeConfig {
     /// VinVL's detector (`oscar detect`): requests may then send photos (`"image": base64`).
     pub detector: Option<PathBuf>,
     pub device: Device,
+    /// The models' `Linear` layers in f32 or dynamic int8.
+    pub precision: oscar::infer::Precision,
     pub limits: Limits,
 }
 
@@ -129,22 +131,26 @@ impl AppState {
         let mut models = Models::default();
         let mut dims: Vec<(String, usize)> = Vec::new();
         if let Some(d) = &cfg.caption {
-            let m = Captioning::load(d, dev).with_context(|| ctx("captioning", d))?;
+            let m =
+                Captioning::load_at(d, dev, cfg.precision).with_context(|| ctx("captioning", d))?;
             dims.push((format!("--caption {}", d.display()), m.feature_dim()));
             models.caption = Some(m);
         }
         if let Some(d) = &cfg.vqa {
-            let m = Answering::load(d, dev).with_context(|| ctx("question answering", d))?;
+            let m = Answering::load_at(d, dev, cfg.precision)
+                .with_context(|| ctx("question answering", d))?;
             dims.push((format!("--vqa {}", d.display()), m.feature_dim()));
             models.vqa = Some(m);
         }
         if let Some(d) = &cfg.retrieval {
-            let m = Matching::load(d, dev).with_context(|| ctx("retrieval", d))?;
+            let m =
+                Matching::load_at(d, dev, cfg.precision).with_context(|| ctx("retrieval", d))?;
             dims.push((format!("--retrieval {}", d.display()), m.feature_dim()));
             models.matching = Some(m);
         }
         if let Some(d) = cfg.embed.as_ref().or(cfg.retrieval.as_ref()) {
-            let m = Encoder::load(d, None, dev).with_context(|| ctx("embedding", d))?;
+            let m = Encoder::load_at(d, None, dev, cfg.precision)
+                .with_context(|| ctx("embedding", d))?;
             let s = saved_settings(d)?;
             let layout = oscar::data::tensorize::Layout {
                 max_seq_length: s.max_seq_length,
@@ -177,6 +183,7 @@ impl AppState {
         let info = serde_json::json!({
             "version": env!("CARGO_PKG_VERSION"),
             "device": format!("{:?}", cfg.device),
+            "precision": cfg.precision,
             "feature_dim": feature_dim,
             "models": {
                 "caption": cfg.caption.as_ref().map(|d| serde_json::json!({"dir": d, "max_caption_length": worker.loaded.max_caption_length})),

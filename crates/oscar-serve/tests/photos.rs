@@ -21,6 +21,7 @@ fn photo_config() -> ServeConfig {
         world: None,
         detector: Some(detector_dir()),
         device: candle_core::Device::Cpu,
+        precision: oscar::infer::Precision::F32,
         limits: Limits::default(),
     }
 }

@@ -68,6 +68,7 @@ pub fn config(limits: Limits) -> ServeConfig {
         world: Some(f.world.clone()),
         detector: None,
         device: candle_core::Device::Cpu,
+        precision: oscar::infer::Precision::F32,
         limits,
     }
 }
