@@ -14,7 +14,7 @@ use oscar::tasks::finetune::RunFiles;
 use oscar::tasks::pretrain::{pretrain, PretrainConfig};
 use oscar::tasks::qa::{QaConfig, QaSet};
 use oscar::tasks::retrieval::{
-    evaluate, summary, train, world_paths, RetrievalSet, RetrievalTrainConfig,
+    evaluate, summary, train, world_paths, EvalPlan, RetrievalSet, RetrievalTrainConfig,
 };
 use oscar::tokenizer::BertTokenizer;
 use oscar::OscarConfig;
@@ -46,10 +46,17 @@ struct Budget {
     test_images: usize,
 }
 
+/// One arm's retrieval test: the full protocol's recall over images × captions.
+struct ArmRetrieval {
+    images: usize,
+    captions: usize,
+    recall: oscar_eval::retrieval::RecallScores,
+}
+
 /// One arm's fine-tuning results.
 struct Arm {
     name: &'static str,
-    retrieval: oscar::tasks::retrieval::RetrievalEval,
+    retrieval: ArmRetrieval,
     caption: oscar_eval::captions::CaptionScores,
     vqa: oscar_eval::vqa::VqaScores,
     curves: [Vec<(f64, f64)>; 3],
@@ -290,7 +297,21 @@ pub fn run(a: &DemoArgs) -> Result<()> {
             |k, loss, acc| steps.record(k, loss, acc),
         )?;
         let ret_curve = steps.finish();
-        let re = evaluate(&ret, &tok, &ret_test, &rcfg, 256, None, None, |_, _| {})?;
+        let plan = EvalPlan {
+            batch: 256,
+            full: true,
+            two_stage: None,
+            partial: None,
+        };
+        let e = evaluate(&ret, &tok, &ret_test, &rcfg, &plan, |_, _| {})?;
+        let re = ArmRetrieval {
+            images: e.images,
+            captions: e.captions,
+            recall: e
+                .full
+                .ok_or_else(|| anyhow::anyhow!("the full retrieval protocol did not run"))?
+                .recall,
+        };
 
         outln!(
             "[4/6] {name}: captioning fine-tuning ({} steps), beam-5 captions of {} test images",
@@ -454,7 +475,7 @@ pub fn run(a: &DemoArgs) -> Result<()> {
             .iter()
             .map(|r| RetrievalArm {
                 arm: r.name.into(),
-                recall: summary(&r.retrieval.full)
+                recall: summary(&r.retrieval.recall)
                     .into_iter()
                     .map(|(k, v)| (k.to_string(), v))
                     .collect(),
@@ -505,7 +526,7 @@ pub fn run(a: &DemoArgs) -> Result<()> {
         "VQA"
     );
     for r in &results {
-        let (i, t) = (&r.retrieval.full.i2t, &r.retrieval.full.t2i);
+        let (i, t) = (&r.retrieval.recall.i2t, &r.retrieval.recall.t2i);
         let m = r
             .caption
             .meteor

@@ -129,9 +129,17 @@ pub struct RetrievalArgs {
     /// Only these images (a key file such as test_img_keys_1k.tsv, one id per line).
     #[arg(long)]
     keys: Option<PathBuf>,
-    /// Also run the two-stage search with this many first-stage candidates.
+    /// Also run the two-stage search with this many first-stage candidates per image and per
+    /// caption.
     #[arg(long)]
     two_stage_k: Option<usize>,
+    /// The two-stage search's first stage: `tags` (tag–word overlap) or `learned` (the
+    /// embeddings `oscar train first-stage` fitted next to the checkpoint).
+    #[arg(long, value_name = "tags|learned", default_value = "tags")]
+    first_stage: oscar::tasks::first_stage::FirstStageChoice,
+    /// Run only the two-stage search, not the full protocol (what a large gallery needs).
+    #[arg(long)]
+    two_stage_only: bool,
     /// Where partial scores are kept, so an interrupted evaluation continues (default: in the checkpoint).
     #[arg(long)]
     partial: Option<PathBuf>,
@@ -299,7 +307,8 @@ fn caption(a: &CaptionArgs) -> Result<()> {
 }
 
 fn retrieval_protocol(a: &RetrievalArgs) -> Result<()> {
-    use oscar::tasks::retrieval::{evaluate, summary, world_paths, RetrievalSet, Retriever};
+    use oscar::tasks::first_stage::{FirstStage, FirstStageChoice, FirstStageKind};
+    use oscar::tasks::retrieval::{evaluate, world_paths, EvalPlan, RetrievalSet, Retriever};
     let ckpt = a.checkpoint.as_ref().expect("checked by the caller");
     let data = a
         .data
@@ -323,35 +332,64 @@ fn retrieval_protocol(a: &RetrievalArgs) -> Result<()> {
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     let settings = oscar::tasks::retrieval::saved_settings(ckpt)?;
-    let e = evaluate(
-        &r,
-        &tok,
-        &set,
-        &settings,
-        256,
-        a.two_stage_k,
-        Some(&partial),
-        |done, total| {
-            bar.set_length(total as u64);
-            bar.set_position(done as u64);
-        },
-    )?;
+    let learned = match (a.two_stage_k, a.first_stage) {
+        (Some(_), FirstStageChoice::Learned) => Some(FirstStage::load(ckpt, &a.device)?),
+        (None, FirstStageChoice::Learned) => {
+            return Err(anyhow!("--first-stage learned needs --two-stage-k K"))
+        }
+        _ => None,
+    };
+    let two_stage = a.two_stage_k.map(|k| {
+        (
+            k,
+            match &learned {
+                Some(fs) => FirstStageKind::Learned(fs),
+                None => FirstStageKind::Tags,
+            },
+        )
+    });
+    if a.two_stage_only && two_stage.is_none() {
+        return Err(anyhow!("--two-stage-only needs --two-stage-k K"));
+    }
+    let plan = EvalPlan {
+        batch: 256,
+        full: !a.two_stage_only,
+        two_stage,
+        partial: Some(&partial),
+    };
+    let e = evaluate(&r, &tok, &set, &settings, &plan, |done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    })?;
     bar.finish_and_clear();
     let _ = std::fs::remove_file(&partial);
-    outln!(
-        "{} images × {} captions: {:?} ({} forwards)",
-        e.images,
-        e.captions,
-        summary(&e.full),
-        e.full_forwards
-    );
-    if let Some(t) = &e.two_stage {
+    print_retrieval(&e);
+    write_json(a.json.as_deref(), &e)
+}
+
+/// Prints a retrieval evaluation's recalls, forwards and times.
+pub(crate) fn print_retrieval(e: &oscar::tasks::retrieval::RetrievalEval) {
+    use oscar::tasks::retrieval::summary;
+    if let Some(f) = &e.full {
         outln!(
-            "two-stage (k = {}): {:?} ({} forwards)",
-            t.k,
-            summary(&t.recall),
-            t.forwards
+            "{} images × {} captions, full protocol: {:?} ({} forwards, {:.1} s)",
+            e.images,
+            e.captions,
+            summary(&f.recall),
+            f.forwards,
+            f.seconds
         );
     }
-    write_json(a.json.as_deref(), &e)
+    if let Some(t) = &e.two_stage {
+        outln!(
+            "two-stage ({} first stage, k = {}): {:?} ({} forwards + {} single-modality passes, {:.1} s); first stage alone: {:?}",
+            t.first_stage,
+            t.k,
+            summary(&t.recall),
+            t.forwards,
+            t.single_passes,
+            t.seconds,
+            summary(&t.first_stage_only)
+        );
+    }
 }

@@ -5,6 +5,7 @@ use anyhow::{anyhow, bail, Result};
 use clap::Args;
 use oscar::data::features::{parse_detections, FeatureStore};
 use oscar::infer::{ImageInput, Ranked};
+use oscar::tasks::first_stage::FirstStageChoice;
 use oscar::tasks::retrieval::{world_paths, RetrievalSet};
 use std::path::PathBuf;
 
@@ -120,13 +121,24 @@ pub struct RetrieveArgs {
     photos: crate::detect::PhotoArgs,
     #[arg(long, default_value_t = 5)]
     k: usize,
-    /// Score only the first stage's top candidates (tag–word overlap) with the model.
+    /// Score only the first stage's top candidates with the model.
     #[arg(long)]
     first_stage_k: Option<usize>,
+    /// The first stage: `tags` (tag–word overlap) or `learned` (the embeddings `oscar train
+    /// first-stage` fitted next to the checkpoint).
+    #[arg(long, value_name = "tags|learned", default_value = "tags")]
+    first_stage: FirstStageChoice,
 }
 
 pub fn retrieve(a: &RetrieveArgs) -> Result<()> {
     let m = oscar::infer::Matching::load_at(&a.checkpoint, &a.device, a.quantize)?;
+    if a.first_stage_k.is_none() && a.first_stage == FirstStageChoice::Learned {
+        bail!("--first-stage learned needs --first-stage-k K (how many candidates it keeps)");
+    }
+    let shortlist = a.first_stage_k.map(|k| oscar::infer::Shortlist {
+        k,
+        by: a.first_stage,
+    });
     let (c, f, l) = world_paths(&a.data, &a.split);
     let set = RetrievalSet::open(&c, &f, &l, m.feature_dim(), None)?;
     let images: Vec<ImageInput> = set
@@ -149,10 +161,10 @@ pub fn retrieve(a: &RetrieveArgs) -> Result<()> {
         (None, None) if photo.is_some() => {
             let texts: Vec<&str> = set.captions.iter().map(|(_, c)| c.as_str()).collect();
             let image = photo.as_ref().ok_or_else(|| anyhow!("no photo"))?;
-            (m.rank_texts(image, &texts, a.first_stage_k)?, texts)
+            (m.rank_texts(image, &texts, shortlist)?, texts)
         }
         (Some(q), None) => (
-            m.rank_images(q, &images, a.first_stage_k)?,
+            m.rank_images(q, &images, shortlist)?,
             set.images.iter().map(String::as_str).collect(),
         ),
         (None, Some(img)) => {
@@ -162,7 +174,7 @@ pub fn retrieve(a: &RetrieveArgs) -> Result<()> {
                 .position(|i| i == img)
                 .ok_or_else(|| anyhow!("image {img} is not in the {} split", a.split))?;
             let texts: Vec<&str> = set.captions.iter().map(|(_, c)| c.as_str()).collect();
-            (m.rank_texts(&images[ii], &texts, a.first_stage_k)?, texts)
+            (m.rank_texts(&images[ii], &texts, shortlist)?, texts)
         }
         _ => bail!("give --query TEXT, --image ID or --image-file PHOTO"),
     };

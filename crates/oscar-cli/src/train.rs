@@ -4,7 +4,8 @@ use anyhow::Result;
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use oscar::tasks::finetune::Optim;
-use oscar::tasks::retrieval::{summary, train, world_paths, RetrievalSet, RetrievalTrainConfig};
+use oscar::tasks::first_stage::FirstStageConfig;
+use oscar::tasks::retrieval::{train, world_paths, RetrievalSet, RetrievalTrainConfig};
 use oscar::tokenizer::BertTokenizer;
 use std::path::PathBuf;
 
@@ -22,6 +23,118 @@ pub enum TrainCmd {
     Gqa(crate::qa::QaArgs),
     /// NLVR2: a statement about two images, pair head; accuracy and consistency.
     Nlvr2(crate::qa::Nlvr2Args),
+    /// The learned first stage of two-stage retrieval for a retrieval checkpoint: projections of
+    /// its image-only and caption-only passes fitted with an in-batch contrastive loss on the
+    /// training split, written next to the checkpoint (`first_stage.safetensors`, `.json`).
+    FirstStage(FirstStageArgs),
+}
+
+#[derive(Args)]
+pub struct FirstStageArgs {
+    /// The retrieval checkpoint (`oscar train retrieval --out`); the first stage is written into it.
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// A world-style dataset directory (retrieval/{split}_captions.json, features/, labels/).
+    #[arg(long)]
+    data: PathBuf,
+    #[arg(long, default_value = "train")]
+    split: String,
+    /// A split whose first-stage recall is reported (skipped when the dataset has none).
+    #[arg(long, default_value = "val")]
+    held_out: String,
+    #[arg(long, default_value_t = FirstStageConfig::default().steps)]
+    steps: u64,
+    #[arg(long, default_value_t = FirstStageConfig::default().batch_size)]
+    batch_size: usize,
+    #[arg(long, default_value_t = FirstStageConfig::default().lr)]
+    lr: f64,
+    /// Width of the shared embedding space.
+    #[arg(long, default_value_t = FirstStageConfig::default().dim)]
+    dim: usize,
+    /// Width of each projection's GELU hidden layer (0: linear projections).
+    #[arg(long, default_value_t = FirstStageConfig::default().hidden)]
+    hidden: usize,
+    #[arg(long, default_value_t = FirstStageConfig::default().temperature)]
+    temperature: f64,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Where to compute: cpu, cuda:N or metal:N (CUDA and Metal need a build with that support).
+    #[arg(long, default_value = "cpu", value_parser = crate::parse_device)]
+    device: candle_core::Device,
+}
+
+/// `oscar train first-stage`.
+fn first_stage(a: &FirstStageArgs) -> Result<()> {
+    use oscar::tasks::first_stage::{fit, FitProgress};
+    let r = oscar::tasks::retrieval::Retriever::load(&a.checkpoint, &a.device)?;
+    let settings = oscar::tasks::retrieval::saved_settings(&a.checkpoint)?;
+    let tok = BertTokenizer::from_vocab(&a.checkpoint.join("vocab.txt"))?;
+    let dim = r.config.img_feature_dim;
+    let (c, f, l) = world_paths(&a.data, &a.split);
+    let train_set = RetrievalSet::open(&c, &f, &l, dim, None)?;
+    let (hc, hf, hl) = world_paths(&a.data, &a.held_out);
+    let held = match hc.exists() {
+        true => Some(RetrievalSet::open(&hc, &hf, &hl, dim, None)?),
+        false => {
+            outln!(
+                "no {} split in {}: no held-out recall",
+                a.held_out,
+                a.data.display()
+            );
+            None
+        }
+    };
+    let cfg = FirstStageConfig {
+        dim: a.dim,
+        hidden: a.hidden,
+        steps: a.steps,
+        batch_size: a.batch_size,
+        lr: a.lr,
+        temperature: a.temperature,
+        seed: a.seed,
+        ..FirstStageConfig::default()
+    };
+    let bar = ProgressBar::new((train_set.images.len() + train_set.captions.len()) as u64);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "encode {bar:30} {pos}/{len} single-modality passes · ETA {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let mut steps: Option<crate::StepLog> = None;
+    let fs = fit(
+        &r,
+        &tok,
+        &settings,
+        &train_set,
+        held.as_ref().map(|h| (a.held_out.as_str(), h)),
+        &cfg,
+        |p| match p {
+            FitProgress::Features(n, _) => bar.inc(n as u64),
+            FitProgress::Step(k, loss, acc) => {
+                if !bar.is_finished() {
+                    bar.finish_and_clear();
+                }
+                steps
+                    .get_or_insert_with(|| {
+                        crate::StepLog::new(a.steps, "fit first stage", "batch_accuracy")
+                    })
+                    .record(k, loss, acc)
+            }
+        },
+    )?;
+    if let Some(s) = steps {
+        s.finish();
+    }
+    fs.save(&a.checkpoint)?;
+    outln!("{}", serde_json::to_string_pretty(&fs.saved)?);
+    outln!(
+        "first stage written to {}: use it with `oscar eval retrieval --checkpoint {} --data {} --two-stage-k K --first-stage learned`",
+        a.checkpoint.display(),
+        a.checkpoint.display(),
+        a.data.display()
+    );
+    Ok(())
 }
 
 #[derive(Args)]
@@ -54,7 +167,8 @@ pub struct RetrievalArgs {
     /// Test images to score (all captions of those images).
     #[arg(long, default_value_t = 100)]
     test_images: usize,
-    /// Two-stage search: candidates kept by the tag-overlap first stage.
+    /// Two-stage search: candidates kept by the tag-overlap first stage (for the learned one,
+    /// `oscar train first-stage` then `oscar eval retrieval --first-stage learned`).
     #[arg(long)]
     two_stage_k: Option<usize>,
     /// Share of same-shape negatives (a caption with as many words, an image with as many
@@ -95,6 +209,7 @@ pub fn run(cmd: &TrainCmd) -> Result<()> {
                 Ok(())
             }
         }
+        TrainCmd::FirstStage(a) => return first_stage(a),
     };
     let dim = match a.img_feature_dim {
         Some(d) => d,
@@ -142,43 +257,25 @@ pub fn run(cmd: &TrainCmd) -> Result<()> {
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let partial = a.out.join("scores.partial.json");
-    let e = oscar::tasks::retrieval::evaluate(
-        &r,
-        &tok,
-        &test,
-        &cfg,
-        256,
-        a.two_stage_k,
-        Some(&partial),
-        |done, total| {
-            bar.set_length(total as u64);
-            bar.set_position(done as u64);
-        },
-    )?;
+    let plan = oscar::tasks::retrieval::EvalPlan {
+        batch: 256,
+        full: true,
+        two_stage: a
+            .two_stage_k
+            .map(|k| (k, oscar::tasks::first_stage::FirstStageKind::Tags)),
+        partial: Some(&partial),
+    };
+    let e = oscar::tasks::retrieval::evaluate(&r, &tok, &test, &cfg, &plan, |done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    })?;
     bar.finish_and_clear();
     let _ = std::fs::remove_file(&partial);
     oscar::checkpoint::write_atomic(
         &a.out.join("eval.json"),
         serde_json::to_string_pretty(&e)?.as_bytes(),
     )?;
-    outln!(
-        "retrieval on {} test images × {} captions: {:?} ({} forwards, {:.1} s)",
-        e.images,
-        e.captions,
-        summary(&e.full),
-        e.full_forwards,
-        e.full_seconds
-    );
-    if let Some(t) = &e.two_stage {
-        outln!(
-            "two-stage (k = {}): {:?} ({} forwards, {:.1} s); first stage alone: {:?}",
-            t.k,
-            summary(&t.recall),
-            t.forwards,
-            t.seconds,
-            summary(&t.first_stage_only)
-        );
-    }
+    crate::eval::print_retrieval(&e);
     outln!("model and eval.json in {}", a.out.display());
     Ok(())
 }

@@ -671,8 +671,8 @@ fn retrieval_train_evaluate_score_and_retrieve_from_the_command_line() {
     ]);
     assert!(ok, "{err}");
     assert!(
-        stdout.contains("retrieval on 4 test images × 20 captions")
-            && stdout.contains("two-stage (k = 2)"),
+        stdout.contains("4 images × 20 captions, full protocol")
+            && stdout.contains("two-stage (tags first stage, k = 2)"),
         "{stdout}"
     );
     assert!(
@@ -698,7 +698,7 @@ fn retrieval_train_evaluate_score_and_retrieve_from_the_command_line() {
     assert!(stdout.contains("4 images × 20 captions"), "{stdout}");
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
-    assert_eq!(v["full_forwards"], 80);
+    assert_eq!(v["full"]["forwards"], 80);
     let keys: Vec<String> = std::fs::read_to_string(w.join("retrieval/test_img_keys.tsv"))
         .unwrap()
         .lines()
@@ -810,6 +810,93 @@ fn retrieval_train_evaluate_score_and_retrieve_from_the_command_line() {
         "nope",
     ]);
     assert!(!ok && err.contains("nope"), "{err}");
+
+    // The learned first stage: asked for before it is fitted, the error says how to fit it.
+    let learned = |extra: &[&str]| {
+        let mut args = vec![
+            "eval",
+            "retrieval",
+            "--checkpoint",
+            s(&m),
+            "--data",
+            s(&w),
+            "--images",
+            "4",
+            "--first-stage",
+            "learned",
+        ];
+        args.extend_from_slice(extra);
+        oscar(&args)
+    };
+    let (ok, _, err) = learned(&["--two-stage-k", "2"]);
+    assert!(!ok && err.contains("oscar train first-stage"), "{err}");
+    let (ok, stdout, err) = oscar(&[
+        "train",
+        "first-stage",
+        "--checkpoint",
+        s(&m),
+        "--data",
+        s(&w),
+        "--steps",
+        "30",
+        "--batch-size",
+        "8",
+    ]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value =
+        serde_json::from_str(&stdout[..stdout.rfind('}').unwrap() + 1]).unwrap();
+    assert_eq!(v["report"]["held_out_split"], "val", "{stdout}");
+    assert!(m.join("first_stage.safetensors").exists() && m.join("first_stage.json").exists());
+    // Two-stage only, learned: no full protocol, the shortlist's forwards and the passes spent.
+    let out = dir.path().join("two.json");
+    let (ok, stdout, err) = learned(&["--two-stage-k", "2", "--two-stage-only", "--json", s(&out)]);
+    assert!(ok, "{err}");
+    assert!(
+        !stdout.contains("full protocol") && stdout.contains("learned first stage, k = 2"),
+        "{stdout}"
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let t = &v["two_stage"];
+    assert!(v["full"].is_null() && t["first_stage"] == "learned", "{v}");
+    assert_eq!(t["single_passes"], 4 + 20);
+    let f = t["forwards"].as_u64().unwrap();
+    assert!((2 * 20..80).contains(&f), "{f} forwards");
+    let (ok, _, err) = learned(&[]);
+    assert!(!ok && err.contains("--two-stage-k"), "{err}");
+    let (ok, _, err) = oscar(&[
+        "eval",
+        "retrieval",
+        "--checkpoint",
+        s(&m),
+        "--data",
+        s(&w),
+        "--two-stage-k",
+        "2",
+        "--first-stage",
+        "bm25",
+    ]);
+    assert!(
+        !ok && err.contains("bm25") && err.contains("learned"),
+        "{err}"
+    );
+    // `oscar retrieve` with the learned shortlist scores only its k candidates.
+    let (ok, stdout, err) = oscar(&[
+        "retrieve",
+        "--checkpoint",
+        s(&m),
+        "--data",
+        s(&w),
+        "--query",
+        cap,
+        "--first-stage-k",
+        "4",
+        "--first-stage",
+        "learned",
+    ]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["scored"].as_u64(), Some(4));
 }
 
 /// `oscar caption` through the inference API: the cache and re-encoding agree, constrained beam

@@ -171,6 +171,13 @@ fn inputs(images: &[PyRef<'_, Image>]) -> Vec<ImageInput> {
     images.iter().map(|i| i.inner.clone()).collect()
 }
 
+/// A ranking's shortlist from Python's `first_stage_k` and `first_stage` arguments.
+fn shortlist(k: Option<usize>, by: &str) -> PyResult<Option<oscar::infer::Shortlist>> {
+    let by: oscar::tasks::first_stage::FirstStageChoice =
+        by.parse().map_err(PyValueError::new_err)?;
+    Ok(k.map(|k| oscar::infer::Shortlist { k, by }))
+}
+
 /// Region features by image id from a feature file (`features.tsv`, `*.feature.tsv`, a torch
 /// feature dict), with tags from a detector label file (`predictions.tsv`, `*.label.tsv`).
 #[pyclass(frozen, module = "oscar_rs")]
@@ -356,35 +363,42 @@ impl Matcher {
     }
 
     /// `texts` ranked for `image`, best first, as `(index, probability)`; with `first_stage_k`
-    /// only the k texts sharing most words with the tags are scored.
-    #[pyo3(signature = (image, texts, first_stage_k=None))]
+    /// only the k best texts by the first stage are scored: `first_stage="tags"` (sharing most
+    /// words with the tags) or `"learned"` (nearest in the embedding space `oscar train
+    /// first-stage` fitted).
+    #[pyo3(signature = (image, texts, first_stage_k=None, first_stage="tags"))]
     fn rank(
         &self,
         py: Python<'_>,
         image: PyRef<'_, Image>,
         texts: Vec<String>,
         first_stage_k: Option<usize>,
+        first_stage: &str,
     ) -> PyResult<Vec<(usize, f32)>> {
         let im = image.inner.clone();
         let t: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let sl = shortlist(first_stage_k, first_stage)?;
         let r = py
-            .detach(|| self.m.rank_texts(&im, &t, first_stage_k))
+            .detach(|| self.m.rank_texts(&im, &t, sl))
             .map_err(py_err)?;
         Ok(r.into_iter().map(|x| (x.index, x.score)).collect())
     }
 
-    /// `images` ranked for `text`, best first, as `(index, probability)`.
-    #[pyo3(signature = (text, images, first_stage_k=None))]
+    /// `images` ranked for `text`, best first, as `(index, probability)`; `first_stage_k` and
+    /// `first_stage` as in `rank`.
+    #[pyo3(signature = (text, images, first_stage_k=None, first_stage="tags"))]
     fn rank_images(
         &self,
         py: Python<'_>,
         text: String,
         images: Vec<PyRef<'_, Image>>,
         first_stage_k: Option<usize>,
+        first_stage: &str,
     ) -> PyResult<Vec<(usize, f32)>> {
         let ims = inputs(&images);
+        let sl = shortlist(first_stage_k, first_stage)?;
         let r = py
-            .detach(|| self.m.rank_images(&text, &ims, first_stage_k))
+            .detach(|| self.m.rank_images(&text, &ims, sl))
             .map_err(py_err)?;
         Ok(r.into_iter().map(|x| (x.index, x.score)).collect())
     }

@@ -150,7 +150,9 @@ async fn every_request_shape_answers_what_the_library_computes() {
     .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     let ims: Vec<ImageInput> = ids.iter().map(|i| world_input(i)).collect();
-    let want = m.rank_images("a dog", &ims, Some(2)).unwrap();
+    let want = m
+        .rank_images("a dog", &ims, Some(oscar::infer::Shortlist::tags(2)))
+        .unwrap();
     assert_eq!(v.as_array().unwrap().len(), 2);
     assert_eq!(v[0]["index"], want[0].index);
     assert!(v[0].get("text").is_none());

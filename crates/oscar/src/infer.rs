@@ -16,6 +16,7 @@ pub use crate::nn::int8::Precision;
 use crate::tasks::caption::cbs::{constrained_beam_search, select_constraints, ConstraintConfig};
 use crate::tasks::caption::decode::{DecodeSettings, Generated, ImageContext};
 use crate::tasks::caption::{Captioner, Mode};
+use crate::tasks::first_stage::{FirstStage, FirstStageChoice};
 use crate::tasks::qa::{Answerer, QaSet};
 use crate::tasks::retrieval::{
     saved_settings, tag_overlap, RetrievalSet, RetrievalTrainConfig, Retriever,
@@ -402,11 +403,38 @@ pub struct Ranked {
     pub score: f32,
 }
 
-/// An image–text matching model (`oscar train retrieval --out`).
+/// An image–text matching model (`oscar train retrieval --out`), with the learned first stage
+/// fitted next to it (`oscar train first-stage`) when there is one.
 pub struct Matching {
     model: Retriever,
     settings: RetrievalTrainConfig,
     tok: BertTokenizer,
+    first_stage: Option<Box<FirstStage>>,
+}
+
+/// Which candidates a ranking scores with the cross-encoder: the `k` best by the first stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shortlist {
+    pub k: usize,
+    pub by: FirstStageChoice,
+}
+
+impl Shortlist {
+    /// The `k` candidates sharing most words with the image's tags.
+    pub fn tags(k: usize) -> Self {
+        Shortlist {
+            k,
+            by: FirstStageChoice::Tags,
+        }
+    }
+
+    /// The `k` candidates nearest in the learned embedding space.
+    pub fn learned(k: usize) -> Self {
+        Shortlist {
+            k,
+            by: FirstStageChoice::Learned,
+        }
+    }
 }
 
 impl Matching {
@@ -416,10 +444,15 @@ impl Matching {
 
     /// [`Self::load`] with the `Linear` layers at `precision` (`Precision::Int8`: dynamic int8).
     pub fn load_at(dir: &Path, device: &Device, precision: Precision) -> Result<Self> {
+        let first_stage = match FirstStage::exists(dir) {
+            true => Some(Box::new(FirstStage::load(dir, device)?)),
+            false => None,
+        };
         Ok(Matching {
             model: Retriever::load_at(dir, device, precision)?,
             settings: saved_settings(dir)?,
             tok: BertTokenizer::from_vocab(&dir.join("vocab.txt"))?,
+            first_stage,
         })
     }
 
@@ -427,8 +460,19 @@ impl Matching {
         self.model.config.img_feature_dim
     }
 
-    /// The match probability of each (image, text) pair, batched by length.
-    pub fn score(&self, pairs: &[(&ImageInput, &str)]) -> Result<Vec<f32>> {
+    /// Whether a learned first stage was found next to the model.
+    pub fn has_learned_first_stage(&self) -> bool {
+        self.first_stage.is_some()
+    }
+
+    /// Images and texts as a retrieval set (image `i` is named `i`; text `c` is paired with
+    /// image `pair_of(c)`, which only the cross-encoder's batching looks at).
+    fn as_set(
+        &self,
+        images: &[&ImageInput],
+        texts: &[&str],
+        pair_of: impl Fn(usize) -> usize,
+    ) -> Result<RetrievalSet> {
         let dim = self.feature_dim();
         let mut set = RetrievalSet {
             images: Vec::new(),
@@ -436,29 +480,61 @@ impl Matching {
             features: HashMap::new(),
             tags: HashMap::new(),
         };
-        let mut idx = Vec::with_capacity(pairs.len());
-        for (i, (im, text)) in pairs.iter().enumerate() {
+        for (i, im) in images.iter().enumerate() {
             let id = i.to_string();
             set.features.insert(id.clone(), im.regions(dim, i)?);
             set.tags.insert(id.clone(), im.tag_text());
             set.images.push(id);
-            set.captions.push((i, text.to_string()));
-            idx.push((i, i));
         }
+        for (c, text) in texts.iter().enumerate() {
+            set.captions.push((pair_of(c), text.to_string()));
+        }
+        Ok(set)
+    }
+
+    /// The match probability of each (image, text) pair, batched by length.
+    pub fn score(&self, pairs: &[(&ImageInput, &str)]) -> Result<Vec<f32>> {
+        let images: Vec<&ImageInput> = pairs.iter().map(|p| p.0).collect();
+        let texts: Vec<&str> = pairs.iter().map(|p| p.1).collect();
+        let set = self.as_set(&images, &texts, |c| c)?;
+        let idx: Vec<(usize, usize)> = (0..pairs.len()).map(|i| (i, i)).collect();
         self.model
             .score_pairs(&self.tok, &set, &idx, &self.settings, 64, |_| {})
     }
 
-    /// `texts` ranked for one image, best first. With `first_stage: Some(k)`, only the `k`
-    /// texts sharing most words with the image's tags are scored by the model (the cheap first
-    /// stage of two-stage retrieval), and only they are returned.
+    /// Cosine similarities of `images` × `texts` in the learned embedding space (one
+    /// single-modality pass per image and per text).
+    pub fn similarities(&self, images: &[&ImageInput], texts: &[&str]) -> Result<Vec<Vec<f32>>> {
+        let fs = self.first_stage.as_ref().ok_or_else(|| {
+            Error::Invalid(
+                "this matching model has no learned first stage: fit one with `oscar train \
+                 first-stage --checkpoint DIR --data DIR`"
+                    .into(),
+            )
+        })?;
+        let set = self.as_set(images, texts, |_| 0)?;
+        fs.similarities(&self.model, &self.tok, &set, &self.settings)
+    }
+
+    /// `texts` ranked for one image, best first. With a shortlist, only its `k` best texts by
+    /// the first stage (tag–word overlap, or the learned embeddings) are scored by the model,
+    /// and only they are returned.
     pub fn rank_texts(
         &self,
         image: &ImageInput,
         texts: &[&str],
-        first_stage: Option<usize>,
+        first_stage: Option<Shortlist>,
     ) -> Result<Vec<Ranked>> {
-        let cand = text_candidates(image, texts, first_stage);
+        let cand = match first_stage {
+            Some(Shortlist {
+                k,
+                by: FirstStageChoice::Learned,
+            }) => {
+                let sims = self.similarities(&[image], texts)?.remove(0);
+                shortlist(texts.len(), Some(k), |i| sims[i])
+            }
+            other => text_candidates(image, texts, other.map(|s| s.k)),
+        };
         let pairs: Vec<(&ImageInput, &str)> = cand.iter().map(|&i| (image, texts[i])).collect();
         Ok(ranked(&cand, self.score(&pairs)?))
     }
@@ -468,9 +544,19 @@ impl Matching {
         &self,
         text: &str,
         images: &[ImageInput],
-        first_stage: Option<usize>,
+        first_stage: Option<Shortlist>,
     ) -> Result<Vec<Ranked>> {
-        let cand = image_candidates(text, images, first_stage);
+        let cand = match first_stage {
+            Some(Shortlist {
+                k,
+                by: FirstStageChoice::Learned,
+            }) => {
+                let refs: Vec<&ImageInput> = images.iter().collect();
+                let sims = self.similarities(&refs, &[text])?;
+                shortlist(images.len(), Some(k), |i| sims[i][0])
+            }
+            other => image_candidates(text, images, other.map(|s| s.k)),
+        };
         let pairs: Vec<(&ImageInput, &str)> = cand.iter().map(|&i| (&images[i], text)).collect();
         Ok(ranked(&cand, self.score(&pairs)?))
     }

@@ -3,7 +3,7 @@
 //! bad inputs are errors that say what was expected.
 
 use oscar::data::features::FeatureStore;
-use oscar::infer::{CaptionOptions, ImageInput, TaskModel};
+use oscar::infer::{CaptionOptions, ImageInput, Shortlist, TaskModel};
 use oscar::tasks::caption::{CaptionSet, Captioner, Mode};
 use oscar::tasks::qa::Answerer;
 use oscar::tasks::retrieval::{RetrievalSet, Retriever};
@@ -222,7 +222,9 @@ fn each_call_equals_the_task_code_it_wraps() {
         .iter()
         .map(|im| oscar::tasks::retrieval::tag_overlap(&im.tags.join(" "), texts[0]))
         .collect();
-    let two = api.rank_images(texts[0], &images, Some(3)).unwrap();
+    let two = api
+        .rank_images(texts[0], &images, Some(Shortlist::tags(3)))
+        .unwrap();
     assert_eq!(two.len(), 3);
     let mut kth: Vec<f32> = overlap.clone();
     kth.sort_by(|a, b| b.total_cmp(a));

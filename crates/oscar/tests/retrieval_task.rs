@@ -3,8 +3,10 @@
 //! saved and loaded back scores the same.
 
 use oscar::tasks::finetune::Optim;
+use oscar::tasks::first_stage::FirstStageKind;
 use oscar::tasks::retrieval::{
-    evaluate, tag_overlap, train, world_paths, RetrievalSet, RetrievalTrainConfig, Retriever,
+    evaluate, tag_overlap, train, world_paths, EvalPlan, RetrievalSet, RetrievalTrainConfig,
+    Retriever,
 };
 use oscar::tokenizer::BertTokenizer;
 use oscar::OscarConfig;
@@ -54,11 +56,25 @@ fn train_evaluate_two_stage_and_reload() {
     let mut test = RetrievalSet::open(&c, &f, &l, 14, None).unwrap();
     test.images.truncate(6);
     test.captions.retain(|(i, _)| *i < 6);
-    let e = evaluate(&r, &tok, &test, &cfg, 7, Some(2), None, |_, _| {}).unwrap();
-    assert_eq!(e.full_forwards, 6 * 30);
+    let plan = EvalPlan {
+        batch: 7,
+        full: true,
+        two_stage: Some((2, FirstStageKind::Tags)),
+        partial: None,
+    };
+    let e = evaluate(&r, &tok, &test, &cfg, &plan, |_, _| {}).unwrap();
+    let full = e.full.as_ref().unwrap();
+    assert_eq!(full.forwards, 6 * 30);
     let t = e.two_stage.as_ref().unwrap();
-    assert!(t.forwards < e.full_forwards && t.forwards >= 2 * 30);
-    for v in e.full.i2t.iter().chain(&e.full.t2i).chain(&t.recall.i2t) {
+    assert_eq!((t.first_stage, t.single_passes), ("tags", 0));
+    assert!(t.forwards < full.forwards && t.forwards >= 2 * 30);
+    for v in full
+        .recall
+        .i2t
+        .iter()
+        .chain(&full.recall.t2i)
+        .chain(&t.recall.i2t)
+    {
         assert!((0.0..=100.0).contains(v));
     }
     // The first stage counts distinct tag words in the caption, plural or not; a caption of the

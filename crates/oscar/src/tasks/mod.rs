@@ -2,6 +2,7 @@
 
 pub mod caption;
 pub mod finetune;
+pub mod first_stage;
 pub mod nlvr2;
 pub mod pretrain;
 pub mod qa;

@@ -1,8 +1,9 @@
 //! Image–text retrieval (oscar-spec §3.4; `oscar/run_retrieval.py`): binary matching fine-tuning
 //! (each positive with one negative — a wrong caption or a wrong image, 50/50 — and 2-way
 //! cross-entropy on [CLS]), the full cross-scoring evaluation (every image against every caption,
-//! score = softmax(logits)[1]), and a two-stage search whose cheap first stage (tag–word overlap)
-//! keeps the top-k candidates for the model to re-rank.
+//! score = softmax(logits)[1]), and a two-stage search whose cheap first stage (tag–word overlap,
+//! or the learned embeddings of [`super::first_stage`]) keeps the top-k candidates for the model
+//! to re-rank.
 
 use super::finetune::{run_task, start, Optim, RunFiles};
 use crate::checkpoint::{load_model_at, read_checkpoint, save_pretrained, Fresh};
@@ -556,98 +557,170 @@ fn set_overlap(set: &RetrievalSet, img: usize, caption: usize) -> f32 {
 pub struct RetrievalEval {
     pub images: usize,
     pub captions: usize,
-    pub full: oscar_eval::retrieval::RecallScores,
-    pub full_forwards: usize,
-    pub full_seconds: f64,
+    pub full: Option<FullProtocol>,
     pub two_stage: Option<TwoStage>,
+}
+
+/// The reference protocol: every image × every caption scored by the cross-encoder.
+#[derive(Debug, serde::Serialize)]
+pub struct FullProtocol {
+    pub recall: oscar_eval::retrieval::RecallScores,
+    pub forwards: usize,
+    pub seconds: f64,
 }
 
 #[derive(Debug, serde::Serialize)]
 pub struct TwoStage {
+    /// `tags` or `learned`.
+    pub first_stage: &'static str,
     pub k: usize,
     pub recall: oscar_eval::retrieval::RecallScores,
+    /// Cross-encoder forwards of (image, caption) pairs.
     pub forwards: usize,
+    /// Single-modality passes the learned first stage spent embedding both sides (0 for tags).
+    pub single_passes: usize,
     pub seconds: f64,
+    pub first_stage_seconds: f64,
     pub first_stage_only: oscar_eval::retrieval::RecallScores,
 }
 
-/// The full protocol (every image × every caption) and, with `k`, the two-stage search: the
-/// first stage keeps each image's top-k captions and each caption's top-k images; only those
-/// pairs are scored by the model, the rest rank below them by first-stage score.
-#[allow(clippy::too_many_arguments)]
+/// What an evaluation runs: the full protocol, a two-stage search, or both.
+pub struct EvalPlan<'a> {
+    /// Pairs per cross-encoder batch.
+    pub batch: usize,
+    /// Score every pair (the reference protocol).
+    pub full: bool,
+    /// The two-stage search: `k` candidates per image and per caption from this first stage.
+    pub two_stage: Option<(usize, super::first_stage::FirstStageKind<'a>)>,
+    /// Where the full protocol's partial scores are kept, so an interrupted run continues.
+    pub partial: Option<&'a Path>,
+}
+
+/// The full protocol (every image × every caption) and/or the two-stage search: the first
+/// stage keeps each image's top-k captions and each caption's top-k images; only those pairs
+/// are scored by the model, the rest rank below them by first-stage score.
 pub fn evaluate(
     r: &Retriever,
     tok: &BertTokenizer,
     set: &RetrievalSet,
     cfg: &RetrievalTrainConfig,
-    batch: usize,
-    k: Option<usize>,
-    partial: Option<&Path>,
+    plan: &EvalPlan,
     progress: impl FnMut(usize, usize),
 ) -> Result<RetrievalEval> {
+    if !plan.full && plan.two_stage.is_none() {
+        return Err(Error::Invalid(
+            "nothing to evaluate: neither the full protocol nor a two-stage search".into(),
+        ));
+    }
     let (ni, nc) = (set.images.len(), set.captions.len());
     let cap_img: Vec<usize> = set.captions.iter().map(|(i, _)| *i).collect();
-    let t = std::time::Instant::now();
-    let flat = score_all(r, tok, set, cfg, batch, partial, 20, progress)?;
-    let full_seconds = t.elapsed().as_secs_f64();
-    let matrix: Vec<Vec<f32>> = flat.chunks(nc).map(|c| c.to_vec()).collect();
-    let full = oscar_eval::retrieval::recall_at_k(&matrix, &cap_img)
-        .map_err(|e| Error::Invalid(e.to_string()))?;
-    let two_stage = match k {
-        None => None,
-        Some(k) => {
+    let full = match plan.full {
+        false => None,
+        true => {
             let t = std::time::Instant::now();
-            let first: Vec<Vec<f32>> = (0..ni)
-                .map(|i| {
-                    (0..nc)
-                        .map(|c| set_overlap(set, i, c) + 1e-3 * (c as f32 / nc as f32))
-                        .collect()
-                })
-                .collect();
-            let first_stage_only = oscar_eval::retrieval::recall_at_k(&first, &cap_img)
-                .map_err(|e| Error::Invalid(e.to_string()))?;
-            let mut keep: std::collections::BTreeSet<(usize, usize)> = Default::default();
-            for (i, row) in first.iter().enumerate() {
-                let mut idx: Vec<usize> = (0..nc).collect();
-                idx.sort_by(|a, b| row[*b].total_cmp(&row[*a]));
-                keep.extend(idx.into_iter().take(k).map(|c| (i, c)));
-            }
-            #[allow(clippy::needless_range_loop)] // column c of every row
-            for c in 0..nc {
-                let mut idx: Vec<usize> = (0..ni).collect();
-                idx.sort_by(|a, b| first[*b][c].total_cmp(&first[*a][c]));
-                keep.extend(idx.into_iter().take(k).map(|i| (i, c)));
-            }
-            let pairs: Vec<(usize, usize)> = keep.into_iter().collect();
-            let scores = r.score_pairs(tok, set, &pairs, cfg, batch, |_| {})?;
-            // Re-ranked pairs score in [1, 2]; the others keep their first-stage order below 1.
-            let max_first = first.iter().flatten().fold(0f32, |a, b| a.max(*b)) + 1.0;
-            let mut m: Vec<Vec<f32>> = first
-                .iter()
-                .map(|row| row.iter().map(|s| s / max_first).collect())
-                .collect();
-            for ((i, c), s) in pairs.iter().zip(&scores) {
-                m[*i][*c] = 1.0 + s;
-            }
-            let recall = oscar_eval::retrieval::recall_at_k(&m, &cap_img)
-                .map_err(|e| Error::Invalid(e.to_string()))?;
-            Some(TwoStage {
-                k,
-                recall,
-                forwards: pairs.len(),
-                seconds: t.elapsed().as_secs_f64(),
-                first_stage_only,
+            let flat = score_all(r, tok, set, cfg, plan.batch, plan.partial, 20, progress)?;
+            let seconds = t.elapsed().as_secs_f64();
+            let matrix: Vec<Vec<f32>> = flat.chunks(nc).map(|c| c.to_vec()).collect();
+            Some(FullProtocol {
+                recall: oscar_eval::retrieval::recall_at_k(&matrix, &cap_img)
+                    .map_err(|e| Error::Invalid(e.to_string()))?,
+                forwards: ni * nc,
+                seconds,
             })
         }
+    };
+    let two_stage = match plan.two_stage {
+        None => None,
+        Some((k, first)) => Some(two_stage(r, tok, set, cfg, plan.batch, k, first)?),
     };
     Ok(RetrievalEval {
         images: ni,
         captions: nc,
         full,
-        full_forwards: ni * nc,
-        full_seconds,
         two_stage,
     })
+}
+
+/// The two-stage search of [`evaluate`].
+fn two_stage(
+    r: &Retriever,
+    tok: &BertTokenizer,
+    set: &RetrievalSet,
+    cfg: &RetrievalTrainConfig,
+    batch: usize,
+    k: usize,
+    kind: super::first_stage::FirstStageKind,
+) -> Result<TwoStage> {
+    use super::first_stage::FirstStageKind;
+    let (ni, nc) = (set.images.len(), set.captions.len());
+    let cap_img: Vec<usize> = set.captions.iter().map(|(i, _)| *i).collect();
+    let t = std::time::Instant::now();
+    let (first, single_passes) = match kind {
+        // Ties (equal overlap) by caption order.
+        FirstStageKind::Tags => (
+            (0..ni)
+                .map(|i| {
+                    (0..nc)
+                        .map(|c| set_overlap(set, i, c) + 1e-3 * (c as f32 / nc as f32))
+                        .collect()
+                })
+                .collect::<Vec<Vec<f32>>>(),
+            0,
+        ),
+        FirstStageKind::Learned(fs) => (fs.similarities(r, tok, set, cfg)?, ni + nc),
+    };
+    let first_stage_seconds = t.elapsed().as_secs_f64();
+    let first_stage_only = oscar_eval::retrieval::recall_at_k(&first, &cap_img)
+        .map_err(|e| Error::Invalid(e.to_string()))?;
+    let pairs = shortlist_pairs(&first, k);
+    let scores = r.score_pairs(tok, set, &pairs, cfg, batch, |_| {})?;
+    // Re-ranked pairs score in [1, 2]; the others keep their first-stage order in [0, 1).
+    let (lo, hi) = first
+        .iter()
+        .flatten()
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), s| {
+            (a.min(*s), b.max(*s))
+        });
+    let span = (hi - lo).max(f32::MIN_POSITIVE) * 1.001;
+    let mut m: Vec<Vec<f32>> = first
+        .iter()
+        .map(|row| row.iter().map(|s| (s - lo) / span).collect())
+        .collect();
+    for ((i, c), s) in pairs.iter().zip(&scores) {
+        m[*i][*c] = 1.0 + s;
+    }
+    let recall = oscar_eval::retrieval::recall_at_k(&m, &cap_img)
+        .map_err(|e| Error::Invalid(e.to_string()))?;
+    Ok(TwoStage {
+        first_stage: kind.name(),
+        k,
+        recall,
+        forwards: pairs.len(),
+        single_passes,
+        seconds: t.elapsed().as_secs_f64(),
+        first_stage_seconds,
+        first_stage_only,
+    })
+}
+
+/// The pairs a two-stage search scores: each image's top-`k` captions and each caption's
+/// top-`k` images by first-stage score (ties by index), each pair once, in (image, caption)
+/// order.
+pub fn shortlist_pairs(first: &[Vec<f32>], k: usize) -> Vec<(usize, usize)> {
+    let (ni, nc) = (first.len(), first.first().map_or(0, Vec::len));
+    let mut keep: std::collections::BTreeSet<(usize, usize)> = Default::default();
+    for (i, row) in first.iter().enumerate() {
+        let mut idx: Vec<usize> = (0..nc).collect();
+        idx.sort_by(|a, b| row[*b].total_cmp(&row[*a]).then(a.cmp(b)));
+        keep.extend(idx.into_iter().take(k).map(|c| (i, c)));
+    }
+    #[allow(clippy::needless_range_loop)] // column c of every row
+    for c in 0..nc {
+        let mut idx: Vec<usize> = (0..ni).collect();
+        idx.sort_by(|a, b| first[*b][c].total_cmp(&first[*a][c]).then(a.cmp(b)));
+        keep.extend(idx.into_iter().take(k).map(|i| (i, c)));
+    }
+    keep.into_iter().collect()
 }
 
 /// Paths of a world-style dataset directory for one split.
@@ -676,6 +749,23 @@ pub fn summary(r: &oscar_eval::retrieval::RecallScores) -> BTreeMap<&'static str
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_shortlist_is_each_rows_and_each_columns_top_k_once() {
+        // 3 images × 4 captions. Row tops (k = 1): (0,3), (1,0), (2,0) — row 2 ties 0 and 2,
+        // the lower index wins. Column tops: (1,0), (2,1), (0,2), (0,3).
+        let first = vec![
+            vec![0.1, 0.2, 0.9, 1.0],
+            vec![0.8, 0.1, 0.0, 0.3],
+            vec![0.5, 0.4, 0.5, 0.2],
+        ];
+        assert_eq!(
+            shortlist_pairs(&first, 1),
+            vec![(0, 2), (0, 3), (1, 0), (2, 0), (2, 1)]
+        );
+        assert_eq!(shortlist_pairs(&first, 4).len(), 12, "k ≥ n: every pair");
+        assert!(shortlist_pairs(&first, 0).is_empty());
+    }
 
     #[test]
     fn same_shape_negatives_match_word_and_detection_counts_of_another_image() {
