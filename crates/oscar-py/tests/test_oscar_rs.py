@@ -2,6 +2,7 @@
 exceptions for bad inputs, and the GIL released while computing."""
 
 import json
+import shutil
 import struct
 import threading
 import time
@@ -74,6 +75,26 @@ def test_scores_and_ranks_equal_the_cli(world):
     assert [k for k, _ in ranked] == list(np.argsort(-got, kind="stable"))
     assert len(m.rank(s[i], texts, first_stage_k=2)) == 2
     assert len(m.rank_images("a dog", [s[j] for j in world["ids"]])) == len(world["ids"])
+
+
+def test_learned_first_stage_shortlists_and_scores_as_the_model(world, tmp_path):
+    d = tmp_path / "retrieval"
+    shutil.copytree(world["models"]["retrieval"], d)
+    s = store(world)
+    i = world["ids"][0]
+    texts = ["a dog", "two cats", "a red bus", "a green ball on grass"]
+    with pytest.raises(ValueError, match="oscar train first-stage"):
+        oscar_rs.load(str(d)).rank(s[i], texts, first_stage_k=2, first_stage="learned")
+    oscar("train", "first-stage", "--checkpoint", str(d), "--data", str(world["world"]),
+          "--steps", "20", "--batch-size", "8")
+    m = oscar_rs.load(str(d))
+    got = m.rank(s[i], texts, first_stage_k=2, first_stage="learned")
+    assert len(got) == 2
+    want = m.score([s[i]] * 2, [texts[k] for k, _ in got])
+    assert np.allclose([p for _, p in got], want, atol=1e-6)
+    assert len(m.rank_images("a dog", [s[j] for j in world["ids"]], first_stage_k=3, first_stage="learned")) == 3
+    with pytest.raises(ValueError, match="learned"):
+        m.rank(s[i], texts, first_stage_k=2, first_stage="bm25")
 
 
 def test_int8_scores_equal_the_cli_and_stay_close_to_f32(world):

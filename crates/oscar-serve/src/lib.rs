@@ -188,7 +188,7 @@ impl AppState {
             "models": {
                 "caption": cfg.caption.as_ref().map(|d| serde_json::json!({"dir": d, "max_caption_length": worker.loaded.max_caption_length})),
                 "vqa": model(&cfg.vqa),
-                "retrieval": model(&cfg.retrieval),
+                "retrieval": cfg.retrieval.as_ref().map(|d| serde_json::json!({"dir": d, "first_stages": if worker.loaded.learned_first_stage { vec!["tags", "learned"] } else { vec!["tags"] }})),
                 "embed": model(&cfg.embed.clone().or(cfg.retrieval.clone())),
             },
             "limits": cfg.limits,

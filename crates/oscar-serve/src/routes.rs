@@ -15,8 +15,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine;
 use oscar::data::items::Item;
-use oscar::infer::{image_candidates, ranked, text_candidates, CaptionOptions, ImageInput};
+use oscar::infer::{image_candidates, ranked, text_candidates, top_k, CaptionOptions, ImageInput};
 use oscar::tasks::caption::Mode;
+use oscar::tasks::first_stage::FirstStageChoice;
 use serde::Serialize;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -409,13 +410,31 @@ async fn rank(State(st): St, ApiJson(mut req): ApiJson<RankRequest>) -> Result<R
     }
     st.detect_photos(&mut req).await?;
     let most = st.limits.max_candidates;
+    let learned = req.first_stage == Some(FirstStageChoice::Learned);
+    if learned && req.first_stage_k.is_none() {
+        return Err(ApiError::validation(
+            "first_stage \"learned\" needs first_stage_k (how many candidates it keeps)",
+        ));
+    }
+    if learned && !st.worker.loaded.learned_first_stage {
+        return Err(ApiError::validation(
+            "the served retrieval model has no learned first stage: fit one with `oscar train \
+             first-stage --checkpoint DIR --data DIR`, or ask for first_stage \"tags\"",
+        ));
+    }
     let (pairs, cand, texts): (Vec<Pair>, Vec<usize>, Option<Vec<String>>) =
         match (req.image, req.texts, req.text, req.images) {
             (Some(image), Some(texts), None, None) => {
                 st.check_count(texts.len(), "texts", most)?;
                 let image = st.resolve(&image, "image")?;
                 let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-                let cand = text_candidates(&image, &refs, req.first_stage_k);
+                let cand = match (learned, req.first_stage_k) {
+                    (true, Some(k)) => {
+                        let sims = similarities(&st, vec![image.clone()], texts.clone()).await?;
+                        top_k(&sims[0], k)
+                    }
+                    _ => text_candidates(&image, &refs, req.first_stage_k),
+                };
                 let pairs = cand
                     .iter()
                     .map(|&i| (image.clone(), texts[i].clone()))
@@ -429,7 +448,14 @@ async fn rank(State(st): St, ApiJson(mut req): ApiJson<RankRequest>) -> Result<R
                     .enumerate()
                     .map(|(i, s)| st.resolve(s, &format!("images[{i}]")))
                     .collect::<Result<Vec<_>, _>>()?;
-                let cand = image_candidates(&text, &images, req.first_stage_k);
+                let cand = match (learned, req.first_stage_k) {
+                    (true, Some(k)) => {
+                        let sims = similarities(&st, images.clone(), vec![text.clone()]).await?;
+                        let column: Vec<f32> = sims.iter().map(|row| row[0]).collect();
+                        top_k(&column, k)
+                    }
+                    _ => image_candidates(&text, &images, req.first_stage_k),
+                };
                 let pairs = cand
                     .iter()
                     .map(|&i| (images[i].clone(), text.clone()))
@@ -468,6 +494,26 @@ async fn rank(State(st): St, ApiJson(mut req): ApiJson<RankRequest>) -> Result<R
         out.truncate(n);
     }
     Ok(timed(Task::Score, t0, &done, &out))
+}
+
+/// The learned first stage's images × texts similarities, computed on the model thread.
+async fn similarities(
+    st: &AppState,
+    images: Vec<ImageInput>,
+    texts: Vec<String>,
+) -> Result<Vec<Vec<f32>>, ApiError> {
+    let rows = images.len() + texts.len();
+    let done = st
+        .run(
+            rows,
+            Job::Similarities { images, texts },
+            "shortlist".into(),
+        )
+        .await?;
+    match done.output? {
+        Output::Similarities(mut m) if m.len() == 1 => Ok(m.remove(0)),
+        _ => Err(wrong_output()),
+    }
 }
 
 /// Match probabilities of (image, text) pairs, in order.

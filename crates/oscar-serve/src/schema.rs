@@ -242,8 +242,12 @@ pub struct RankRequest {
     pub images: Option<Vec<ImageSpec>>,
     /// Return only the best `top_n`.
     pub top_n: Option<usize>,
-    /// Score only the `k` candidates sharing most words with the tags (two-stage retrieval).
+    /// Score only the first stage's best `k` candidates (two-stage retrieval).
     pub first_stage_k: Option<usize>,
+    /// The first stage: `tags` (sharing most words with the tags; the default) or `learned`
+    /// (nearest in the embedding space `oscar train first-stage` fitted beside the model).
+    #[schema(value_type = Option<String>)]
+    pub first_stage: Option<oscar::tasks::first_stage::FirstStageChoice>,
     /// With `texts`: each result carries its text.
     #[serde(default)]
     pub return_text: bool,

@@ -33,6 +33,8 @@ pub enum Task {
     Caption,
     Vqa,
     Score,
+    /// The learned first stage's similarities, for `/rank`'s shortlist.
+    Shortlist,
     Embed,
 }
 
@@ -42,6 +44,7 @@ impl Task {
             Task::Caption => "caption",
             Task::Vqa => "vqa",
             Task::Score => "score",
+            Task::Shortlist => "shortlist",
             Task::Embed => "embed",
         }
     }
@@ -62,6 +65,11 @@ pub enum Job {
     Score {
         pairs: Vec<(ImageInput, String)>,
     },
+    /// Learned first-stage similarities of images × texts (one matrix per job).
+    Similarities {
+        images: Vec<ImageInput>,
+        texts: Vec<String>,
+    },
     Embed {
         items: Vec<Item>,
     },
@@ -73,6 +81,7 @@ impl Job {
             Job::Caption { .. } => Task::Caption,
             Job::Vqa { .. } => Task::Vqa,
             Job::Score { .. } => Task::Score,
+            Job::Similarities { .. } => Task::Shortlist,
             Job::Embed { .. } => Task::Embed,
         }
     }
@@ -89,6 +98,7 @@ impl Job {
             }
             Job::Vqa { images, .. } => images.len(),
             Job::Score { pairs } => pairs.len(),
+            Job::Similarities { images, texts } => images.len() + texts.len(),
             Job::Embed { items } => items.len(),
         }
     }
@@ -97,6 +107,7 @@ impl Job {
         match self {
             Job::Caption { images, .. } | Job::Vqa { images, .. } => images.len(),
             Job::Score { pairs } => pairs.len(),
+            Job::Similarities { .. } => 1,
             Job::Embed { items } => items.len(),
         }
     }
@@ -108,6 +119,8 @@ pub enum Output {
     Captions(Vec<Vec<CaptionOutput>>),
     Answers(Vec<Vec<Answer>>),
     Scores(Vec<f32>),
+    /// One images × texts matrix per job.
+    Similarities(Vec<Vec<Vec<f32>>>),
     Embeddings(Vec<Vec<f32>>),
 }
 
@@ -156,6 +169,8 @@ pub struct Loaded {
     pub caption: bool,
     pub vqa: bool,
     pub matching: bool,
+    /// The matching model has a learned first stage beside it.
+    pub learned_first_stage: bool,
     pub embed: bool,
     /// The longest caption the captioning model can write (tokens with `[CLS]`).
     pub max_caption_length: usize,
@@ -169,6 +184,10 @@ impl Worker {
             caption: models.caption.is_some(),
             vqa: models.vqa.is_some(),
             matching: models.matching.is_some(),
+            learned_first_stage: models
+                .matching
+                .as_ref()
+                .is_some_and(Matching::has_learned_first_stage),
             embed: models.embed.is_some(),
             max_caption_length: models
                 .caption
@@ -373,6 +392,21 @@ fn compute(models: &Models, jobs: Vec<Job>) -> Result<Output, ApiError> {
                 pairs.iter().map(|(i, t)| (i, t.as_str())).collect();
             Ok(Output::Scores(m.score(&refs).map_err(e)?))
         }
+        Task::Shortlist => {
+            let m = models
+                .matching
+                .as_ref()
+                .ok_or_else(|| ApiError::not_loaded("image-text matching", "--retrieval"))?;
+            let mut out = Vec::with_capacity(jobs.len());
+            for j in jobs {
+                if let Job::Similarities { images, texts } = j {
+                    let ims: Vec<&ImageInput> = images.iter().collect();
+                    let ts: Vec<&str> = texts.iter().map(String::as_str).collect();
+                    out.push(m.similarities(&ims, &ts).map_err(e)?);
+                }
+            }
+            Ok(Output::Similarities(out))
+        }
         Task::Embed => {
             let (m, layout) = models
                 .embed
@@ -411,6 +445,10 @@ fn split(out: Output, units: &[usize]) -> Vec<Output> {
         Output::Captions(v) => parts(v, units).into_iter().map(Output::Captions).collect(),
         Output::Answers(v) => parts(v, units).into_iter().map(Output::Answers).collect(),
         Output::Scores(v) => parts(v, units).into_iter().map(Output::Scores).collect(),
+        Output::Similarities(v) => parts(v, units)
+            .into_iter()
+            .map(Output::Similarities)
+            .collect(),
         Output::Embeddings(v) => parts(v, units)
             .into_iter()
             .map(Output::Embeddings)

@@ -625,3 +625,95 @@ async fn overload_is_refused_at_once_and_no_request_is_lost() {
     .await;
     assert_eq!(s, StatusCode::TOO_MANY_REQUESTS);
 }
+
+/// `/rank` with `first_stage: "learned"`: the shortlist the library's learned first stage makes,
+/// scored as the library scores it; refused, naming the command that fits one, when the served
+/// model has none; `/info` lists the first stages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rank_shortlists_by_the_learned_first_stage() {
+    use oscar::tasks::first_stage::{fit, FirstStageConfig};
+    use oscar::tasks::retrieval::{saved_settings, world_paths, RetrievalSet, Retriever};
+    let f = fixture();
+    let (_, st_plain) = app(&config(Limits::default()));
+    let dir = tempfile::tempdir().unwrap();
+    let m = dir.path().join("retrieval");
+    std::fs::create_dir_all(&m).unwrap();
+    for e in std::fs::read_dir(f.models.join("retrieval")).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_file() {
+            std::fs::copy(&p, m.join(p.file_name().unwrap())).unwrap();
+        }
+    }
+    let dev = candle_core::Device::Cpu;
+    let r = Retriever::load(&m, &dev).unwrap();
+    let tok = oscar::tokenizer::BertTokenizer::from_vocab(&m.join("vocab.txt")).unwrap();
+    let (c, fe, l) = world_paths(&f.world, "train");
+    let train = RetrievalSet::open(&c, &fe, &l, r.config.img_feature_dim, None).unwrap();
+    let cfg = FirstStageConfig {
+        steps: 20,
+        batch_size: 8,
+        ..FirstStageConfig::default()
+    };
+    let settings = saved_settings(&m).unwrap();
+    fit(&r, &tok, &settings, &train, None, &cfg, |_| {})
+        .unwrap()
+        .save(&m)
+        .unwrap();
+
+    let mut serve = config(Limits::default());
+    serve.retrieval = Some(m.clone());
+    let (app_l, _st) = app(&serve);
+    let ids = test_ids(3);
+    let texts = ["a dog", "two cats", "a red bus", "a clock", "a green ball"];
+    let lib = Matching::load(&m, &dev).unwrap();
+    let want = lib
+        .rank_texts(
+            &world_input(&ids[0]),
+            &texts,
+            Some(oscar::infer::Shortlist::learned(2)),
+        )
+        .unwrap();
+    let (s, _, v) = call(&app_l, "POST", "/rank", Some(json!({"image": {"world_id": ids[0]}, "texts": texts, "first_stage_k": 2, "first_stage": "learned"}))).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let got = v.as_array().unwrap();
+    assert_eq!(got.len(), 2);
+    for (g, w) in got.iter().zip(&want) {
+        assert_eq!(g["index"], w.index);
+        assert!(close(g["score"].as_f64().unwrap(), w.score as f64, 1e-5));
+    }
+    let images: Vec<Value> = ids.iter().map(|i| json!({"world_id": i})).collect();
+    let ims: Vec<ImageInput> = ids.iter().map(|i| world_input(i)).collect();
+    let want = lib
+        .rank_images("a dog", &ims, Some(oscar::infer::Shortlist::learned(2)))
+        .unwrap();
+    let (s, _, v) = call(&app_l, "POST", "/rank", Some(json!({"text": "a dog", "images": images, "first_stage_k": 2, "first_stage": "learned"}))).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let got: Vec<u64> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["index"].as_u64().unwrap())
+        .collect();
+    assert_eq!(got, want.iter().map(|w| w.index as u64).collect::<Vec<_>>());
+    let (_, _, info) = call(&app_l, "GET", "/info", None).await;
+    assert_eq!(
+        info["models"]["retrieval"]["first_stages"],
+        json!(["tags", "learned"])
+    );
+    // Without k, or from a model with no learned first stage: 422 saying what to do.
+    let (s, _, v) = call(
+        &app_l,
+        "POST",
+        "/rank",
+        Some(json!({"image": {"world_id": ids[0]}, "texts": texts, "first_stage": "learned"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert!(v.to_string().contains("first_stage_k"), "{v}");
+    let plain = oscar_serve::app(st_plain);
+    let (s, _, v) = call(&plain, "POST", "/rank", Some(json!({"image": {"world_id": ids[0]}, "texts": texts, "first_stage_k": 2, "first_stage": "learned"}))).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert!(v.to_string().contains("oscar train first-stage"), "{v}");
+    let (s, _, v) = call(&plain, "POST", "/rank", Some(json!({"image": {"world_id": ids[0]}, "texts": texts, "first_stage_k": 2, "first_stage": "bm25"}))).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+}

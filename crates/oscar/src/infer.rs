@@ -531,7 +531,7 @@ impl Matching {
                 by: FirstStageChoice::Learned,
             }) => {
                 let sims = self.similarities(&[image], texts)?.remove(0);
-                shortlist(texts.len(), Some(k), |i| sims[i])
+                top_k(&sims, k)
             }
             other => text_candidates(image, texts, other.map(|s| s.k)),
         };
@@ -582,6 +582,12 @@ pub fn image_candidates(
     shortlist(images.len(), first_stage, |i| {
         tag_overlap(&images[i].tag_text(), text)
     })
+}
+
+/// The indices of the `k` highest `scores` (ties by index), best first: a shortlist from
+/// first-stage scores computed elsewhere (the server's model thread).
+pub fn top_k(scores: &[f32], k: usize) -> Vec<usize> {
+    shortlist(scores.len(), Some(k), |i| scores[i])
 }
 
 /// The candidates the model scores: all of `n`, or the `k` with the highest first-stage score

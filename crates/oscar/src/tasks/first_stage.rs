@@ -5,8 +5,11 @@
 //! encoder of CLIP/ALIGN placed in front of it, built from the retrieval model itself so that no
 //! second network has to be trained or shipped. Each side is a single-modality pass of the
 //! frozen retrieval checkpoint — an image as `[CLS] [SEP] tags [SEP] regions`, a caption as
-//! `[CLS] caption [SEP]` — pooled two ways (the mean of the last layer over the real positions,
-//! and BERT's pooled `[CLS]`). A light projection per side (LayerNorm, an optional GELU hidden
+//! `[CLS] caption [SEP]` — pooled three ways over its real positions: the mean of the last layer,
+//! BERT's pooled `[CLS]`, and the mean of the embedding layer (a bag of the word pieces and
+//! region embeddings, which on the world lifted the first stage's held-out R@1 from about 32 to
+//! 57 % both ways: a caption-only pass of a cross-encoder was never trained to summarise the
+//! caption in its last layer). A light projection per side (LayerNorm, an optional GELU hidden
 //! layer, a linear map, L2 normalisation) is then fitted with CLIP's symmetric in-batch
 //! contrastive loss on the training split's (image, caption) pairs. The pooled features are
 //! computed once, so fitting costs one pass per training image and caption plus a few seconds
@@ -86,7 +89,7 @@ pub struct FitReport {
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Saved {
     pub config: FirstStageConfig,
-    /// Width of the pooled single-modality features (2 × the model's hidden size).
+    /// Width of the pooled single-modality features (3 × the model's hidden size).
     pub feature_dim: usize,
     pub report: Option<FitReport>,
 }
@@ -302,9 +305,10 @@ fn layout(cfg: &RetrievalTrainConfig) -> Layout {
     }
 }
 
-/// `[n, 2·hidden]` pooled features of laid-out single-modality items: the mean of the last
-/// layer over each item's real positions, then the pooled `[CLS]`. Items of similar length are
-/// batched together (dynamic padding); rows come back in `items`' order.
+/// `[n, 3·hidden]` pooled features of laid-out single-modality items: the mean of the last
+/// layer over each item's real positions, the pooled `[CLS]`, and the mean of the embedding
+/// layer's outputs. Items of similar length are batched together (dynamic padding); rows come
+/// back in `items`' order.
 fn pooled(
     r: &Retriever,
     items: &[Encoded],
@@ -317,21 +321,30 @@ fn pooled(
     let mut order: Vec<usize> = (0..items.len()).collect();
     order.sort_by_key(|&k| items[k].len());
     let h = r.config.hidden_size;
-    let mut out = vec![0f32; items.len() * 2 * h];
+    let mut out = vec![0f32; items.len() * 3 * h];
     for chunk in order.chunks(BATCH) {
         let batch: Vec<Encoded> = chunk.iter().map(|&k| items[k].clone()).collect();
         let x = collate_dynamic(&batch, dim, &device)?;
-        let o = r.model.backbone().forward(&x, &Ctx::eval())?;
+        let bert = r.model.backbone();
+        let o = bert.forward(&x, &Ctx::eval())?;
         let mask = x.mask_or_ones()?.unsqueeze(2)?;
-        let sum = o.sequence.broadcast_mul(&mask)?.sum(1)?;
-        let mean = sum.broadcast_div(&mask.sum(1)?)?;
-        let rows: Vec<Vec<f32>> = Tensor::cat(&[mean, o.pooled], 1)?.to_vec2()?;
+        let count = mask.sum(1)?;
+        let mean = |t: &Tensor| -> Result<Tensor> {
+            Ok(t.broadcast_mul(&mask)?.sum(1)?.broadcast_div(&count)?)
+        };
+        let text = bert.embed_text(&x.input_ids, x.token_type_ids.as_ref(), None, &Ctx::eval())?;
+        let emb = match &x.img_feats {
+            Some(f) => Tensor::cat(&[text, bert.embed_regions(f, &Ctx::eval())?], 1)?,
+            None => text,
+        };
+        let rows: Vec<Vec<f32>> =
+            Tensor::cat(&[mean(&o.sequence)?, o.pooled, mean(&emb)?], 1)?.to_vec2()?;
         for (&k, row) in chunk.iter().zip(rows) {
-            out[k * 2 * h..(k + 1) * 2 * h].copy_from_slice(&row);
+            out[k * 3 * h..(k + 1) * 3 * h].copy_from_slice(&row);
         }
         progress(chunk.len());
     }
-    Ok(Tensor::from_vec(out, (items.len(), 2 * h), &device)?)
+    Ok(Tensor::from_vec(out, (items.len(), 3 * h), &device)?)
 }
 
 /// Pooled single-modality features of every image of `set`.
