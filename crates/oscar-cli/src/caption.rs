@@ -118,14 +118,10 @@ pub struct CaptionRun {
     pub seconds: f64,
 }
 
+/// The metric options for a world-style dataset: CIDEr-D's document frequencies from its
+/// training captions.
 fn metric_options(data: &Path) -> Result<CaptionOptions> {
-    let train =
-        oscar_eval::captions::read_captions(&data.join("captions/train_caption.json"), false)?;
-    Ok(CaptionOptions {
-        cider_df: Some(build_doc_freq(&train, false)),
-        meteor_jar: oscar_eval::meteor::find_jar(None).ok(),
-        ..CaptionOptions::default()
-    })
+    metric_options_with(Some(&data.join("captions/train_caption.json")))
 }
 
 pub fn run_train(a: &CaptionTrainArgs) -> Result<CaptionRun> {
@@ -347,6 +343,58 @@ pub struct CaptionArgs {
     out: Option<PathBuf>,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Caption only part K of N of the images (round-robin; 0-based K, as a Slurm array's task
+    /// id) into the part file `--out` (saved as it goes: a rerun resumes); join the parts with
+    /// `oscar merge` (which scores them with `--refs`).
+    #[arg(long, requires = "out")]
+    shard: Option<oscar::data::shard::Shard>,
+}
+
+/// One image's caption in a shard's part file.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct CaptionRow {
+    pub image_id: String,
+    pub caption: String,
+    /// The sequence's log-probability score.
+    pub score: f64,
+}
+
+/// Writes merged captions as `oscar caption --out` does: `.tsv` (the reference's) or COCO
+/// results JSON.
+pub fn write_merged(out: &Path, rows: &[CaptionRow]) -> Result<()> {
+    let images: Vec<String> = rows.iter().map(|r| r.image_id.clone()).collect();
+    let captions: Vec<String> = rows.iter().map(|r| r.caption.clone()).collect();
+    let scores: Vec<f64> = rows.iter().map(|r| r.score).collect();
+    let body = match out.extension().is_some_and(|e| e == "tsv") {
+        true => results_tsv(&images, &captions, &scores),
+        false => serde_json::to_string_pretty(&results_json(&images, &captions))?,
+    };
+    Ok(oscar::checkpoint::write_atomic(out, body.as_bytes())?)
+}
+
+/// Merged captions scored against `refs` as `oscar caption --refs` scores them.
+pub fn score_rows(rows: &[CaptionRow], refs: &Path, train: Option<&Path>) -> Result<SplitScores> {
+    let gts = oscar_eval::captions::read_captions(refs, false)?;
+    let preds: oscar_eval::captions::CaptionSet = rows
+        .iter()
+        .map(|r| (r.image_id.clone(), vec![r.caption.clone()]))
+        .collect();
+    let s = oscar_eval::captions::evaluate_captions(&gts, &preds, &metric_options_with(train)?)?;
+    Ok(SplitScores::from("refs", &s))
+}
+
+/// The metric options of `oscar caption --refs`: CIDEr-D's document frequencies from the
+/// training captions when given, METEOR where its jar is found.
+fn metric_options_with(train: Option<&Path>) -> Result<CaptionOptions> {
+    Ok(CaptionOptions {
+        cider_df: train
+            .map(|p| {
+                oscar_eval::captions::read_captions(p, false).map(|t| build_doc_freq(&t, false))
+            })
+            .transpose()?,
+        meteor_jar: oscar_eval::meteor::find_jar(None).ok(),
+        ..CaptionOptions::default()
+    })
 }
 
 pub fn caption(a: &CaptionArgs) -> Result<()> {
@@ -364,35 +412,16 @@ pub fn caption(a: &CaptionArgs) -> Result<()> {
         num_return_sequences: 1,
         use_cache: !a.no_cache,
     };
+    if a.cbs && a.labels.is_none() && a.photos.is_empty() {
+        bail!("--cbs takes its constraints from the detections: pass --labels (or --image-file)");
+    }
+    if let (Some(shard), Some(out)) = (a.shard, &a.out) {
+        return caption_shard(a, &api, &set, &images, &opts, shard, out);
+    }
     let bar = steps_bar(set.images.len() as u64, "caption");
     let t = std::time::Instant::now();
-    let (outs, constraints): (Vec<CaptionOutput>, Vec<String>) = if a.cbs {
-        if a.labels.is_none() && a.photos.is_empty() {
-            bail!(
-                "--cbs takes its constraints from the detections: pass --labels (or --image-file)"
-            );
-        }
-        let cc = ConstraintConfig {
-            blacklist: a.cbs_blacklist.clone(),
-            ..ConstraintConfig::default()
-        };
-        let dets: Vec<_> = set
-            .images
-            .iter()
-            .map(|i| set.detections.get(i).cloned().unwrap_or_default())
-            .collect();
-        api.caption_constrained(&images, &dets, &opts, &cc, |n| bar.inc(n as u64))?
-            .into_iter()
-            .map(|c| {
-                let cons = format!("  (constraints {})", serde_json::json!(c.constraints));
-                (c.caption, cons)
-            })
-            .unzip()
-    } else {
-        let outs = api.caption_with_progress(&images, &opts, |n| bar.inc(n as u64))?;
-        let none = vec![String::new(); outs.len()];
-        (outs, none)
-    };
+    let all: Vec<usize> = (0..images.len()).collect();
+    let (outs, constraints) = decode(a, &api, &set, &images, &all, &opts, |n| bar.inc(n as u64))?;
     bar.finish_and_clear();
     let secs = t.elapsed().as_secs_f64();
     let captions: Vec<String> = outs.iter().map(|o| o.text.clone()).collect();
@@ -403,22 +432,109 @@ pub fn caption(a: &CaptionArgs) -> Result<()> {
         captions.len() as f64 / secs.max(1e-9)
     );
     if a.refs.is_some() {
-        let opts = CaptionOptions {
-            cider_df: a
-                .train_captions
-                .as_ref()
-                .map(|p| {
-                    oscar_eval::captions::read_captions(p, false).map(|t| build_doc_freq(&t, false))
-                })
-                .transpose()?,
-            meteor_jar: oscar_eval::meteor::find_jar(None).ok(),
-            ..CaptionOptions::default()
-        };
+        let opts = metric_options_with(a.train_captions.as_deref())?;
         if let Some(s) = score_captions(&set, &captions, &opts)? {
             let ss = SplitScores::from("refs", &s);
             outln!("{}", serde_json::to_string_pretty(&ss)?);
         }
     }
+    Ok(())
+}
+
+/// Captions of `images[idx]` (with their constraints, printed after them, under `--cbs`).
+fn decode(
+    a: &CaptionArgs,
+    api: &oscar::infer::Captioning,
+    set: &CaptionSet,
+    images: &[ImageInput],
+    idx: &[usize],
+    opts: &oscar::infer::CaptionOptions,
+    mut progress: impl FnMut(usize),
+) -> Result<(Vec<CaptionOutput>, Vec<String>)> {
+    let some: Vec<ImageInput> = idx.iter().map(|&i| images[i].clone()).collect();
+    if !a.cbs {
+        let outs = api.caption_with_progress(&some, opts, &mut progress)?;
+        let none = vec![String::new(); outs.len()];
+        return Ok((outs, none));
+    }
+    let cc = ConstraintConfig {
+        blacklist: a.cbs_blacklist.clone(),
+        ..ConstraintConfig::default()
+    };
+    let dets: Vec<_> = idx
+        .iter()
+        .map(|&i| {
+            set.detections
+                .get(&set.images[i])
+                .cloned()
+                .unwrap_or_default()
+        })
+        .collect();
+    Ok(api
+        .caption_constrained(&some, &dets, opts, &cc, progress)?
+        .into_iter()
+        .map(|c| {
+            let cons = format!("  (constraints {})", serde_json::json!(c.constraints));
+            (c.caption, cons)
+        })
+        .unzip())
+}
+
+/// `oscar caption --shard K/N`: this shard's images, 16 at a time, each block saved to the part
+/// file before the next (a rerun resumes after the last saved block).
+fn caption_shard(
+    a: &CaptionArgs,
+    api: &oscar::infer::Captioning,
+    set: &CaptionSet,
+    images: &[ImageInput],
+    opts: &oscar::infer::CaptionOptions,
+    shard: oscar::data::shard::Shard,
+    out: &Path,
+) -> Result<()> {
+    if out.extension().is_some_and(|e| e == "tsv") {
+        bail!(
+            "{}: a shard's part file is JSON; `oscar merge --out X.tsv` writes the TSV",
+            out.display()
+        );
+    }
+    // Every part of one job must decode alike: the options are the part's shared context.
+    let context = serde_json::json!({
+        "checkpoint": a.checkpoint, "mode": format!("{:?}", a.mode), "beams": a.beams,
+        "max_length": a.max_length, "temperature": a.temperature, "top_k": a.top_k,
+        "top_p": a.top_p, "seed": a.seed, "cbs": a.cbs, "cbs_blacklist": a.cbs_blacklist,
+    });
+    let mut part = oscar::data::shard::Part::<CaptionRow>::resume(
+        out,
+        "captions",
+        shard,
+        &set.images,
+        context,
+    )?;
+    let bar = steps_bar(
+        (part.todo(shard).len() + part.results.len()) as u64,
+        "caption",
+    );
+    bar.set_position(part.results.len() as u64);
+    part.fill(out, shard, 16, |block| -> Result<Vec<CaptionRow>> {
+        let (outs, _) = decode(a, api, set, images, block, opts, |n| bar.inc(n as u64))?;
+        Ok(block
+            .iter()
+            .zip(outs)
+            .map(|(&i, o)| CaptionRow {
+                image_id: set.images[i].clone(),
+                caption: o.text,
+                score: o.score,
+            })
+            .collect())
+    })?;
+    bar.finish_and_clear();
+    outln!(
+        "shard {}: {} of {} images captioned into {} (join the parts with `oscar merge`)",
+        part.shard,
+        part.results.len(),
+        part.total,
+        out.display()
+    );
     Ok(())
 }
 

@@ -140,6 +140,11 @@ pub struct RetrievalArgs {
     /// Run only the two-stage search, not the full protocol (what a large gallery needs).
     #[arg(long)]
     two_stage_only: bool,
+    /// Score only part K of N of the images (round-robin; 0-based K, as a Slurm array's task id)
+    /// against every caption, into the part file `--json` (resumable); join the parts with
+    /// `oscar merge`.
+    #[arg(long, requires = "json", conflicts_with_all = ["two_stage_k", "two_stage_only"])]
+    shard: Option<oscar::data::shard::Shard>,
     /// Where partial scores are kept, so an interrupted evaluation continues (default: in the checkpoint).
     #[arg(long)]
     partial: Option<PathBuf>,
@@ -332,6 +337,31 @@ fn retrieval_protocol(a: &RetrievalArgs) -> Result<()> {
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     let settings = oscar::tasks::retrieval::saved_settings(ckpt)?;
+    if let (Some(shard), Some(out)) = (a.shard, &a.json) {
+        let part = oscar::tasks::retrieval::score_shard(
+            &r,
+            &tok,
+            &set,
+            &settings,
+            256,
+            shard,
+            out,
+            |done, total| {
+                bar.set_length(total as u64);
+                bar.set_position(done as u64);
+            },
+        )?;
+        bar.finish_and_clear();
+        outln!(
+            "shard {}: {} of {} images × {} captions scored into {} (join the parts with `oscar merge`)",
+            part.shard,
+            part.results.len(),
+            part.total,
+            set.captions.len(),
+            out.display()
+        );
+        return Ok(());
+    }
     let learned = match (a.two_stage_k, a.first_stage) {
         (Some(_), FirstStageChoice::Learned) => Some(FirstStage::load(ckpt, &a.device)?),
         (None, FirstStageChoice::Learned) => {

@@ -28,6 +28,7 @@ mod encode;
 mod eval;
 mod experiment;
 mod inspect;
+mod merge;
 mod pretrain;
 mod qa;
 mod search;
@@ -125,6 +126,9 @@ enum Cmd {
     Detect(detect::DetectArgs),
     /// Join the folders of `oscar detect --shard K/N` runs into one (ids must not repeat).
     MergeDetections(detect::MergeArgs),
+    /// Join the part files of `--shard K/N` runs of `oscar eval retrieval`, `oscar caption` or
+    /// `oscar answer` into what one run writes, with its metrics.
+    Merge(merge::MergeArgs),
     /// Tensorize items (text, tags, region features) and run the model: writes the inputs and
     /// every output (sequence, pooled, each head's logits) to a safetensors file.
     Encode(encode::EncodeArgs),
@@ -208,6 +212,7 @@ fn main() {
         Cmd::Encode(args) => encode::encode(&args),
         Cmd::Detect(a) => detect::detect(&a),
         Cmd::MergeDetections(a) => detect::merge(&a),
+        Cmd::Merge(a) => merge::run(&a),
         Cmd::Eval(cmd) => eval::run(&cmd),
         Cmd::World(cmd) => world::run(&cmd),
         Cmd::Pretrain(a) => pretrain::run(&a),

@@ -419,6 +419,49 @@ pub struct AnswerArgs {
     tags: Option<String>,
     #[arg(long, default_value_t = 5)]
     top: usize,
+    /// With --questions: answer only part K of N of them (round-robin; 0-based K, as a Slurm
+    /// array's task id) into the part file `--out` (resumable); join the parts with `oscar merge`
+    /// (which scores them with `--annotations`).
+    #[arg(long, requires_all = ["out", "questions"])]
+    shard: Option<oscar::data::shard::Shard>,
+}
+
+/// `oscar answer --questions F --shard K/N --out PART`: this shard's questions, 512 at a time,
+/// each block saved to the part file before the next (a rerun resumes).
+fn answer_shard(
+    m: &Answerer,
+    tok: &BertTokenizer,
+    set: &QaSet,
+    a: &AnswerArgs,
+    shard: oscar::data::shard::Shard,
+    out: &std::path::Path,
+) -> Result<()> {
+    let ids: Vec<&str> = set.examples.iter().map(|e| e.q_id.as_str()).collect();
+    let context = serde_json::json!({"checkpoint": a.checkpoint});
+    let mut part = oscar::data::shard::Part::<serde_json::Value>::resume(
+        out, "answers", shard, &ids, context,
+    )?;
+    let bar = steps_bar(
+        (part.todo(shard).len() + part.results.len()) as u64,
+        "answer",
+    );
+    bar.set_position(part.results.len() as u64);
+    part.fill(out, shard, 512, |block| -> Result<Vec<serde_json::Value>> {
+        let preds = m.predict_some(tok, set, block, 128, a.top, |n| bar.inc(n as u64))?;
+        Ok(oscar::tasks::qa::submission(&preds)
+            .as_array()
+            .cloned()
+            .unwrap_or_default())
+    })?;
+    bar.finish_and_clear();
+    outln!(
+        "shard {}: {} of {} questions answered into {} (join the parts with `oscar merge`)",
+        part.shard,
+        part.results.len(),
+        part.total,
+        out.display()
+    );
+    Ok(())
 }
 
 pub fn answer(a: &AnswerArgs) -> Result<()> {
@@ -452,6 +495,9 @@ pub fn answer(a: &AnswerArgs) -> Result<()> {
             let tok = BertTokenizer::from_vocab(&a.checkpoint.join("vocab.txt"))?;
             let dim = m.config.img_feature_dim;
             let set = QaSet::open(q, features, dim, m.answers.len())?;
+            if let (Some(shard), Some(out)) = (a.shard, &a.out) {
+                return answer_shard(&m, &tok, &set, a, shard, out);
+            }
             let bar = steps_bar(set.examples.len() as u64, "answer");
             let preds = m.predict(&tok, &set, 128, a.top, |n| bar.inc(n as u64))?;
             bar.finish_and_clear();

@@ -1548,3 +1548,271 @@ fn devices_are_chosen_by_name_and_unsupported_ones_are_refused() {
     let (ok, _, _) = oscar(&["inspect", s(&legacy)]);
     assert!(ok);
 }
+
+/// `--shard K/N` on `eval retrieval`, `caption` and `answer`, joined by `oscar merge`: three
+/// shards equal one (scores, recall, captions, answers and their metrics), a shard cut short
+/// resumes, and the merge refuses a missing shard.
+#[test]
+fn sharded_runs_merged_equal_one_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = small_world(&dir.path().join("world"), 60);
+    let d = dir.path();
+    let train = |task: &str, extra: &[&str]| -> PathBuf {
+        let m = d.join(task);
+        let mut args = vec![
+            "train",
+            task,
+            "--data",
+            s(&w),
+            "--out",
+            s(&m),
+            "--steps",
+            "3",
+            "--batch-size",
+            "4",
+        ];
+        args.extend_from_slice(extra);
+        let (ok, _, err) = oscar(&args);
+        assert!(ok, "{err}");
+        m
+    };
+    let ret = train("retrieval", &["--test-images", "2"]);
+    let cap = train("caption", &["--eval-images", "2"]);
+    let vqa = train("vqa", &[]);
+    let json = |p: &Path| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+    };
+    // Runs every shard of `n` (the part files `{name}-{k}.json`), then merges them into `{name}-{n}.out.json`.
+    let sharded =
+        |name: &str, n: usize, cmd: &dyn Fn(&str, &Path) -> Vec<String>, merge_extra: &[&str]| {
+            let parts: Vec<PathBuf> = (0..n)
+                .map(|k| d.join(format!("{name}-{n}-{k}.json")))
+                .collect();
+            for (k, p) in parts.iter().enumerate() {
+                let args = cmd(&format!("{k}/{n}"), p);
+                let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+                let (ok, stdout, err) = oscar(&refs);
+                assert!(
+                    ok && stdout.contains(&format!("shard {k}/{n}")),
+                    "{stdout}{err}"
+                );
+            }
+            let out = d.join(format!("{name}-{n}.out.json"));
+            let mut args = vec!["merge", "--out", s(&out)];
+            args.extend_from_slice(merge_extra);
+            args.extend(parts.iter().map(|p| s(p)));
+            let (ok, stdout, err) = oscar(&args);
+            assert!(ok, "{err}");
+            (out, stdout, parts)
+        };
+
+    // Retrieval: 6 test images × 30 captions.
+    let ret_cmd = |shard: &str, p: &Path| -> Vec<String> {
+        [
+            "eval",
+            "retrieval",
+            "--checkpoint",
+            s(&ret),
+            "--data",
+            s(&w),
+            "--images",
+            "6",
+            "--shard",
+            shard,
+            "--json",
+            s(p),
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let (one, _, _) = sharded("ret", 1, &ret_cmd, &[]);
+    let (three, stdout, parts) = sharded("ret", 3, &ret_cmd, &[]);
+    assert!(
+        stdout.contains("6 images × 30 captions from 3 parts"),
+        "{stdout}"
+    );
+    let (a, b) = (json(&one), json(&three));
+    assert_eq!(a["full"]["recall"], b["full"]["recall"]);
+    assert_eq!(a["caption_image"], b["caption_image"]);
+    let close = |x: &serde_json::Value, y: &serde_json::Value| {
+        let f = |v: &serde_json::Value| -> Vec<f64> {
+            v.as_array()
+                .unwrap()
+                .iter()
+                .flat_map(|r| r.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()))
+                .collect()
+        };
+        let (x, y) = (f(x), f(y));
+        x.len() == y.len() && x.iter().zip(&y).all(|(a, b)| (a - b).abs() < 1e-5)
+    };
+    assert!(close(&a["scores"], &b["scores"]) && a["scores"].as_array().unwrap().len() == 6);
+    // The same recall as the unsharded full protocol.
+    let full = d.join("full.json");
+    let (ok, _, err) = oscar(&[
+        "eval",
+        "retrieval",
+        "--checkpoint",
+        s(&ret),
+        "--data",
+        s(&w),
+        "--images",
+        "6",
+        "--json",
+        s(&full),
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(json(&full)["full"]["recall"], a["full"]["recall"]);
+    // The merged file is a score file `oscar eval retrieval --scores` reads.
+    let (ok, stdout, err) = oscar(&["eval", "retrieval", "--scores", s(&three)]);
+    assert!(ok && stdout.contains("R@1"), "{stdout}{err}");
+    // A shard cut short resumes: drop one row of shard 1, rerun it, merge again.
+    let mut p1 = json(&parts[1]);
+    let first = p1["results"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .next()
+        .unwrap()
+        .clone();
+    p1["results"].as_object_mut().unwrap().remove(&first);
+    std::fs::write(&parts[1], p1.to_string()).unwrap();
+    let (ok, _, err) = oscar(&[
+        "merge",
+        "--out",
+        s(&d.join("x.json")),
+        s(&parts[0]),
+        s(&parts[1]),
+        s(&parts[2]),
+    ]);
+    assert!(!ok && err.contains("unfinished"), "{err}");
+    let refs: Vec<String> = ret_cmd("1/3", &parts[1]);
+    let (ok, _, err) = oscar(&refs.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(ok, "{err}");
+    let (ok, _, err) = oscar(&[
+        "merge",
+        "--out",
+        s(&d.join("x.json")),
+        s(&parts[0]),
+        s(&parts[1]),
+        s(&parts[2]),
+    ]);
+    assert!(ok, "{err}");
+    assert!(close(&json(&d.join("x.json"))["scores"], &a["scores"]));
+    let (ok, _, err) = oscar(&[
+        "merge",
+        "--out",
+        s(&d.join("x.json")),
+        s(&parts[0]),
+        s(&parts[2]),
+    ]);
+    assert!(!ok && err.contains("shard 1/3 is missing"), "{err}");
+
+    // Captions of 5 test images, scored against their references.
+    let all: Vec<serde_json::Value> =
+        serde_json::from_value(json(&w.join("captions/test_caption.json"))).unwrap();
+    let mut ids: Vec<String> = all
+        .iter()
+        .map(|c| c["image_id"].as_str().unwrap().to_string())
+        .collect();
+    ids.dedup();
+    ids.truncate(5);
+    let some: Vec<&serde_json::Value> = all
+        .iter()
+        .filter(|c| ids.contains(&c["image_id"].as_str().unwrap().to_string()))
+        .collect();
+    let refs = d.join("refs.json");
+    std::fs::write(&refs, serde_json::to_string(&some).unwrap()).unwrap();
+    let feats = w.join("features/features.tsv");
+    let labels = w.join("labels/predictions.tsv");
+    let cap_args = |extra: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = [
+            "caption",
+            "--checkpoint",
+            s(&cap),
+            "--features",
+            s(&feats),
+            "--labels",
+            s(&labels),
+            "--refs",
+            s(&refs),
+            "--beams",
+            "2",
+            "--max-length",
+            "8",
+        ]
+        .map(String::from)
+        .to_vec();
+        v.extend(extra.iter().map(|x| x.to_string()));
+        v
+    };
+    let one_cap = d.join("one_cap.json");
+    let args = cap_args(&["--out", s(&one_cap)]);
+    let (ok, one_stdout, err) = oscar(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(ok, "{err}");
+    let cap_cmd = |shard: &str, p: &Path| cap_args(&["--shard", shard, "--out", s(p)]);
+    let (merged, stdout, _) = sharded("cap", 3, &cap_cmd, &["--refs", s(&refs)]);
+    assert_eq!(json(&merged), json(&one_cap));
+    let cider = |t: &str| {
+        t.lines()
+            .find(|l| l.contains("\"cider\""))
+            .map(str::to_string)
+    };
+    assert!(
+        cider(&stdout).is_some() && cider(&stdout) == cider(&one_stdout),
+        "{stdout} vs {one_stdout}"
+    );
+
+    // Answers to every test question, with the official accuracy.
+    let qs = w.join("vqa/test.json");
+    let one_ans = d.join("one_ans.json");
+    let (ok, _, err) = oscar(&[
+        "answer",
+        "--checkpoint",
+        s(&vqa),
+        "--features",
+        s(&feats),
+        "--questions",
+        s(&qs),
+        "--out",
+        s(&one_ans),
+    ]);
+    assert!(ok, "{err}");
+    let ans_cmd = |shard: &str, p: &Path| -> Vec<String> {
+        [
+            "answer",
+            "--checkpoint",
+            s(&vqa),
+            "--features",
+            s(&feats),
+            "--questions",
+            s(&qs),
+            "--shard",
+            shard,
+            "--out",
+            s(p),
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let anns = w.join("vqa/test_annotations.json");
+    let (merged, stdout, _) = sharded("ans", 3, &ans_cmd, &["--annotations", s(&anns)]);
+    assert_eq!(json(&merged), json(&one_ans));
+    let (ok, one_acc, err) = oscar(&[
+        "eval",
+        "vqa",
+        "--annotations",
+        s(&anns),
+        "--results",
+        s(&one_ans),
+    ]);
+    assert!(ok, "{err}");
+    let overall: f64 =
+        serde_json::from_str::<serde_json::Value>(&stdout[stdout.find('{').unwrap()..]).unwrap()
+            ["overall"]
+            .as_f64()
+            .unwrap();
+    assert!(
+        one_acc.contains(&format!("{overall:.2}")),
+        "{one_acc} vs {overall}"
+    );
+}

@@ -436,9 +436,22 @@ impl Answerer {
         set: &QaSet,
         batch_size: usize,
         k: usize,
-        mut progress: impl FnMut(usize),
+        progress: impl FnMut(usize),
     ) -> Result<Vec<Prediction>> {
         let idx: Vec<usize> = (0..set.examples.len()).collect();
+        self.predict_some(tok, set, &idx, batch_size, k, progress)
+    }
+
+    /// [`Self::predict`] for the questions at positions `idx` of `set` (a shard's), in that order.
+    pub fn predict_some(
+        &self,
+        tok: &BertTokenizer,
+        set: &QaSet,
+        idx: &[usize],
+        batch_size: usize,
+        k: usize,
+        mut progress: impl FnMut(usize),
+    ) -> Result<Vec<Prediction>> {
         let mut out = Vec::with_capacity(idx.len());
         for chunk in idx.chunks(batch_size.max(1)) {
             let p = self

@@ -522,6 +522,81 @@ pub fn score_all(
     Ok(scores)
 }
 
+/// One shard of the full protocol: the images at this shard's positions (round-robin over the
+/// set's image list), each scored against every caption, saved to the part file at `path` after
+/// every `rows_per_save` images, so a rerun resumes. The part's context holds each caption's
+/// image and a digest of the captions, which [`merge_scores`] needs and checks.
+#[allow(clippy::too_many_arguments)]
+pub fn score_shard(
+    r: &Retriever,
+    tok: &BertTokenizer,
+    set: &RetrievalSet,
+    cfg: &RetrievalTrainConfig,
+    batch: usize,
+    shard: crate::data::shard::Shard,
+    path: &Path,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<crate::data::shard::Part<Vec<f32>>> {
+    use crate::data::shard::{digest, Part};
+    let nc = set.captions.len();
+    let texts: Vec<&str> = set.captions.iter().map(|(_, c)| c.as_str()).collect();
+    let context = serde_json::json!({
+        "caption_image": set.captions.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
+        "captions_digest": digest(&texts),
+    });
+    let mut part = Part::resume(path, "retrieval-scores", shard, &set.images, context)?;
+    let total = part.todo(shard).len() + part.results.len();
+    let mut done = part.results.len();
+    let rows_per_save = (batch.max(1) * 20).div_ceil(nc.max(1)).max(1);
+    part.fill(
+        path,
+        shard,
+        rows_per_save,
+        |rows| -> Result<Vec<Vec<f32>>> {
+            let pairs: Vec<(usize, usize)> = rows
+                .iter()
+                .flat_map(|&i| (0..nc).map(move |c| (i, c)))
+                .collect();
+            let scores = r.score_pairs(tok, set, &pairs, cfg, batch, |_| {})?;
+            done += rows.len();
+            progress(done, total);
+            Ok(scores.chunks(nc.max(1)).map(<[f32]>::to_vec).collect())
+        },
+    )?;
+    Ok(part)
+}
+
+/// The full protocol from the parts of a sharded run ([`score_shard`]): the images × captions
+/// score matrix, each caption's image, and the recall.
+pub struct MergedScores {
+    pub scores: Vec<Vec<f32>>,
+    pub caption_image: Vec<usize>,
+    pub recall: oscar_eval::retrieval::RecallScores,
+}
+
+/// Joins [`score_shard`]'s part files (every shard of one run) and computes the recall.
+pub fn merge_scores(parts: &[PathBuf]) -> Result<MergedScores> {
+    let m = crate::data::shard::merge::<Vec<f32>>(parts)?;
+    let caption_image: Vec<usize> = serde_json::from_value(m.context["caption_image"].clone())
+        .map_err(|e| {
+            Error::Invalid(format!("the parts' context has no caption_image list: {e}"))
+        })?;
+    if let Some(row) = m.results.iter().find(|r| r.len() != caption_image.len()) {
+        return Err(Error::Invalid(format!(
+            "a score row has {} values for {} captions",
+            row.len(),
+            caption_image.len()
+        )));
+    }
+    let recall = oscar_eval::retrieval::recall_at_k(&m.results, &caption_image)
+        .map_err(|e| Error::Invalid(e.to_string()))?;
+    Ok(MergedScores {
+        scores: m.results,
+        caption_image,
+        recall,
+    })
+}
+
 /// The cheap first stage: how many of an image's distinct tag words occur in a caption (as
 /// written, or singular: "dogs" and "boxes" match "dog" and "box").
 pub fn tag_overlap(tags: &str, caption: &str) -> f32 {
