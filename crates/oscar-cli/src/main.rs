@@ -286,7 +286,20 @@ pub(crate) fn parse_device(s: &str) -> std::result::Result<candle_core::Device, 
         .parse()
         .map_err(|_| format!("device {s:?}: expected cpu, cuda:N or metal:N"))?;
     let unsupported = |e: candle_core::Error| {
-        format!("device {s}: {e} (this binary has no {kind} support; the CPU always works)")
+        // The first line only: candle appends a backtrace when RUST_BACKTRACE is set.
+        let e = e.to_string();
+        let e = e.lines().next().unwrap_or_default();
+        let built = match kind {
+            "cuda" => candle_core::utils::cuda_is_available(),
+            _ => candle_core::utils::metal_is_available(),
+        };
+        match built {
+            true => format!("device {s}: no usable {kind} device: {e} (the CPU always works)"),
+            false => format!(
+                "device {s}: {e} (this binary has no {kind} support: build it with `--features \
+                 {kind}`; the CPU always works)"
+            ),
+        }
     };
     match kind {
         "cpu" => Ok(candle_core::Device::Cpu),
