@@ -75,10 +75,15 @@ class Matcher:
     feature_dim: int
     def score(self, images: Sequence[Image], texts: Sequence[str]) -> npt.NDArray[np.float32]:
         """Match probabilities of the pairs ``(images[i], texts[i])``."""
-    def rank(self, image: Image, texts: Sequence[str], first_stage_k: Optional[int] = None) -> List[Tuple[int, float]]:
-        """``texts`` ranked for ``image``, best first, as ``(index, probability)``."""
-    def rank_images(self, text: str, images: Sequence[Image], first_stage_k: Optional[int] = None) -> List[Tuple[int, float]]:
-        """``images`` ranked for ``text``, best first, as ``(index, probability)``."""
+    def rank(self, image: Image, texts: Sequence[str], first_stage_k: Optional[int] = None,
+             first_stage: str = "tags") -> List[Tuple[int, float]]:
+        """``texts`` ranked for ``image``, best first, as ``(index, probability)``; with
+        ``first_stage_k`` only the first stage's k best are scored: ``first_stage="tags"`` (tag–word
+        overlap) or ``"learned"`` (the embeddings ``oscar train first-stage`` fitted)."""
+    def rank_images(self, text: str, images: Sequence[Image], first_stage_k: Optional[int] = None,
+                    first_stage: str = "tags") -> List[Tuple[int, float]]:
+        """``images`` ranked for ``text``, best first, as ``(index, probability)``; the first stage
+        as in ``rank``."""
 
 class Encoder:
     """Any checkpoint's model: every output for free-form items (``oscar encode``)."""

@@ -346,6 +346,7 @@ fn retrieval_protocol(a: &RetrievalArgs) -> Result<()> {
             256,
             shard,
             out,
+            serde_json::json!({"checkpoint": ckpt, "split": a.split, "quantize": a.quantize}),
             |done, total| {
                 bar.set_length(total as u64);
                 bar.set_position(done as u64);

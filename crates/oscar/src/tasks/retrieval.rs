@@ -524,8 +524,9 @@ pub fn score_all(
 
 /// One shard of the full protocol: the images at this shard's positions (round-robin over the
 /// set's image list), each scored against every caption, saved to the part file at `path` after
-/// every `rows_per_save` images, so a rerun resumes. The part's context holds each caption's
-/// image and a digest of the captions, which [`merge_scores`] needs and checks.
+/// every block of images, so a rerun resumes. The part's context holds each caption's image
+/// and a digest of the captions, which [`merge_scores`] needs and checks, and `job` (what else
+/// every part must share, such as the checkpoint).
 #[allow(clippy::too_many_arguments)]
 pub fn score_shard(
     r: &Retriever,
@@ -535,6 +536,7 @@ pub fn score_shard(
     batch: usize,
     shard: crate::data::shard::Shard,
     path: &Path,
+    job: serde_json::Value,
     mut progress: impl FnMut(usize, usize),
 ) -> Result<crate::data::shard::Part<Vec<f32>>> {
     use crate::data::shard::{digest, Part};
@@ -543,6 +545,7 @@ pub fn score_shard(
     let context = serde_json::json!({
         "caption_image": set.captions.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
         "captions_digest": digest(&texts),
+        "job": job,
     });
     let mut part = Part::resume(path, "retrieval-scores", shard, &set.images, context)?;
     let total = part.todo(shard).len() + part.results.len();
