@@ -53,6 +53,32 @@ struct ArmRetrieval {
     recall: oscar_eval::retrieval::RecallScores,
 }
 
+impl ArmRetrieval {
+    /// The full protocol on the test set.
+    fn evaluate(
+        r: &oscar::tasks::retrieval::Retriever,
+        tok: &BertTokenizer,
+        test: &RetrievalSet,
+        cfg: &RetrievalTrainConfig,
+    ) -> Result<Self> {
+        let plan = EvalPlan {
+            batch: 256,
+            full: true,
+            two_stage: None,
+            partial: None,
+        };
+        let e = evaluate(r, tok, test, cfg, &plan, |_, _| {})?;
+        let full = e
+            .full
+            .ok_or_else(|| anyhow::anyhow!("the full retrieval protocol did not run"))?;
+        Ok(ArmRetrieval {
+            images: e.images,
+            captions: e.captions,
+            recall: full.recall,
+        })
+    }
+}
+
 /// One arm's fine-tuning results.
 struct Arm {
     name: &'static str,
@@ -297,21 +323,7 @@ pub fn run(a: &DemoArgs) -> Result<()> {
             |k, loss, acc| steps.record(k, loss, acc),
         )?;
         let ret_curve = steps.finish();
-        let plan = EvalPlan {
-            batch: 256,
-            full: true,
-            two_stage: None,
-            partial: None,
-        };
-        let e = evaluate(&ret, &tok, &ret_test, &rcfg, &plan, |_, _| {})?;
-        let re = ArmRetrieval {
-            images: e.images,
-            captions: e.captions,
-            recall: e
-                .full
-                .ok_or_else(|| anyhow::anyhow!("the full retrieval protocol did not run"))?
-                .recall,
-        };
+        let re = ArmRetrieval::evaluate(&ret, &tok, &ret_test, &rcfg)?;
 
         outln!(
             "[4/6] {name}: captioning fine-tuning ({} steps), beam-5 captions of {} test images",

@@ -392,21 +392,7 @@ fn compute(models: &Models, jobs: Vec<Job>) -> Result<Output, ApiError> {
                 pairs.iter().map(|(i, t)| (i, t.as_str())).collect();
             Ok(Output::Scores(m.score(&refs).map_err(e)?))
         }
-        Task::Shortlist => {
-            let m = models
-                .matching
-                .as_ref()
-                .ok_or_else(|| ApiError::not_loaded("image-text matching", "--retrieval"))?;
-            let mut out = Vec::with_capacity(jobs.len());
-            for j in jobs {
-                if let Job::Similarities { images, texts } = j {
-                    let ims: Vec<&ImageInput> = images.iter().collect();
-                    let ts: Vec<&str> = texts.iter().map(String::as_str).collect();
-                    out.push(m.similarities(&ims, &ts).map_err(e)?);
-                }
-            }
-            Ok(Output::Similarities(out))
-        }
+        Task::Shortlist => similarities(models, jobs),
         Task::Embed => {
             let (m, layout) = models
                 .embed
@@ -430,6 +416,24 @@ fn compute(models: &Models, jobs: Vec<Job>) -> Result<Output, ApiError> {
             Ok(Output::Embeddings(rows))
         }
     }
+}
+
+/// The learned first stage's similarities, one matrix per job (they differ in shape, so each
+/// runs alone; the queue only saves them a wait).
+fn similarities(models: &Models, jobs: Vec<Job>) -> Result<Output, ApiError> {
+    let m = models
+        .matching
+        .as_ref()
+        .ok_or_else(|| ApiError::not_loaded("image-text matching", "--retrieval"))?;
+    let mut out = Vec::with_capacity(jobs.len());
+    for j in jobs {
+        if let Job::Similarities { images, texts } = j {
+            let ims: Vec<&ImageInput> = images.iter().collect();
+            let ts: Vec<&str> = texts.iter().map(String::as_str).collect();
+            out.push(m.similarities(&ims, &ts).map_err(ApiError::from_oscar)?);
+        }
+    }
+    Ok(Output::Similarities(out))
 }
 
 /// Splits a batch's output into the jobs' parts (`units[i]` values each, in order).

@@ -423,9 +423,43 @@ pub fn fit(
     })?;
     let feature_seconds = t0.elapsed().as_secs_f64();
     let t1 = std::time::Instant::now();
-    let device = r.params.device();
-    let (mut fs, _) =
-        FirstStage::build(ParamBuilder::fresh(cfg.seed, &device), images.dim(1)?, cfg)?;
+    let (mut fs, _) = FirstStage::build(
+        ParamBuilder::fresh(cfg.seed, &r.params.device()),
+        images.dim(1)?,
+        cfg,
+    )?;
+    let tail = train_projections(&mut fs, &images, &texts, train, cfg, &mut progress)?;
+    let mean = |f: fn(&(f64, f64)) -> f64| tail.iter().map(f).sum::<f64>() / tail.len() as f64;
+    let held_out_recall = match held_out {
+        Some((_, set)) => Some(first_stage_recall(&fs, r, tok, set, settings)?),
+        None => None,
+    };
+    fs.saved.report = Some(FitReport {
+        train_images: ni,
+        train_captions: nc,
+        single_passes: total,
+        feature_seconds,
+        fit_seconds: t1.elapsed().as_secs_f64(),
+        final_loss: mean(|x| x.0),
+        final_batch_accuracy: mean(|x| x.1),
+        held_out_split: held_out.map(|(s, _)| s.to_string()),
+        held_out_recall,
+    });
+    Ok(fs)
+}
+
+/// The contrastive fit of the projections on pooled features (`images` `[ni, f]`, `texts`
+/// `[nc, f]`, rows in `train`'s order): `cfg.steps` AdamW steps with warm-up and cosine decay.
+/// Returns the last 50 steps' (loss, in-batch accuracy).
+fn train_projections(
+    fs: &mut FirstStage,
+    images: &Tensor,
+    texts: &Tensor,
+    train: &RetrievalSet,
+    cfg: &FirstStageConfig,
+    progress: &mut impl FnMut(FitProgress),
+) -> Result<Vec<(f64, f64)>> {
+    let (ni, device) = (train.images.len(), images.device().clone());
     let mut by_image: Vec<Vec<u32>> = vec![Vec::new(); ni];
     for (c, (i, _)) in train.captions.iter().enumerate() {
         by_image[*i].push(c as u32);
@@ -480,34 +514,25 @@ pub fn fit(
         }
         progress(FitProgress::Step(step, l, acc));
     }
-    let mean = |f: fn(&(f64, f64)) -> f64| tail.iter().map(f).sum::<f64>() / tail.len() as f64;
-    let held_out_recall = match held_out {
-        Some((_, set)) => {
-            let sims = fs.similarities(r, tok, set, settings)?;
-            let cap_img: Vec<usize> = set.captions.iter().map(|(i, _)| *i).collect();
-            let rec = oscar_eval::retrieval::recall_at_k(&sims, &cap_img)
-                .map_err(|e| Error::Invalid(e.to_string()))?;
-            Some(
-                super::retrieval::summary(&rec)
-                    .into_iter()
-                    .map(|(k, v)| (k.to_string(), v))
-                    .collect(),
-            )
-        }
-        None => None,
-    };
-    fs.saved.report = Some(FitReport {
-        train_images: ni,
-        train_captions: nc,
-        single_passes: total,
-        feature_seconds,
-        fit_seconds: t1.elapsed().as_secs_f64(),
-        final_loss: mean(|x| x.0),
-        final_batch_accuracy: mean(|x| x.1),
-        held_out_split: held_out.map(|(s, _)| s.to_string()),
-        held_out_recall,
-    });
-    Ok(fs)
+    Ok(tail)
+}
+
+/// Recall@1/5/10 both ways (×100) of the first stage alone on `set`.
+fn first_stage_recall(
+    fs: &FirstStage,
+    r: &Retriever,
+    tok: &BertTokenizer,
+    set: &RetrievalSet,
+    settings: &RetrievalTrainConfig,
+) -> Result<std::collections::BTreeMap<String, f64>> {
+    let sims = fs.similarities(r, tok, set, settings)?;
+    let cap_img: Vec<usize> = set.captions.iter().map(|(i, _)| *i).collect();
+    let rec = oscar_eval::retrieval::recall_at_k(&sims, &cap_img)
+        .map_err(|e| Error::Invalid(e.to_string()))?;
+    Ok(super::retrieval::summary(&rec)
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect())
 }
 
 /// Which first stage shortlists the pairs of a two-stage search.
