@@ -180,10 +180,54 @@ enum Cmd {
     Demo(demo::DemoArgs),
 }
 
+/// Whether `cmd` trains data-parallel when an MPI launcher starts it (`mpirun -np N oscar …`).
+fn trains_data_parallel(cmd: &Cmd) -> bool {
+    matches!(cmd, Cmd::Pretrain(_))
+        || matches!(cmd, Cmd::Train(t) if !matches!(t, train::TrainCmd::FirstStage(_)))
+}
+
 fn main() {
     tune_allocator();
     let cli = Cli::parse();
-    let res: Result<()> = match cli.cmd {
+    // Under `mpirun`, every rank runs the same command; the trainer splits each batch over the
+    // ranks, and ranks other than 0 end once training is over (rank 0 evaluates and writes).
+    let comm = match oscar::train::collective::from_environment() {
+        Ok(c) => c,
+        Err(e) => {
+            errln!("error: {e}");
+            std::process::exit(2);
+        }
+    };
+    if comm.size() > 1 {
+        if !trains_data_parallel(&cli.cmd) {
+            if comm.rank() == 0 {
+                errln!(
+                    "error: started by an MPI launcher with {} ranks, but only `oscar pretrain` \
+                     and `oscar train <task>` (not first-stage) train data-parallel; batch \
+                     inference splits over processes with --shard K/N and `oscar merge`",
+                    comm.size()
+                );
+            }
+            comm.abort(2);
+        }
+        oscar::train::collective::install(comm.clone(), true);
+    }
+    let res = run(cli.cmd);
+    if let Err(e) = res {
+        if comm.size() > 1 {
+            errln!("error (rank {} of {}): {e:#}", comm.rank(), comm.size());
+            comm.abort(1);
+        }
+        errln!("error: {e:#}");
+        std::process::exit(1);
+    }
+    // The last handle of an MPI collective finalises MPI.
+    drop(oscar::train::collective::uninstall());
+    drop(comm);
+}
+
+fn run(cmd: Cmd) -> Result<()> {
+    match cmd {
         Cmd::Inspect { path, json } => inspect::inspect(&path, json),
         Cmd::Convert {
             input,
@@ -231,10 +275,6 @@ fn main() {
         Cmd::Experiment(c) => experiment::run(&c),
         Cmd::Serve(a) => serve::serve(&a),
         Cmd::Loadtest(a) => serve::loadtest(&a),
-    };
-    if let Err(e) = res {
-        errln!("error: {e:#}");
-        std::process::exit(1);
     }
 }
 

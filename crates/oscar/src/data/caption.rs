@@ -37,6 +37,15 @@ pub struct CaptionExample {
     pub seq_a_len: usize,
 }
 
+impl CaptionExample {
+    /// The number of masked tokens the loss reads (flagged positions, at most
+    /// `max_masked_tokens`).
+    pub fn targets(&self) -> usize {
+        let n = self.masked_pos.iter().filter(|f| **f == 1).count();
+        n.min(self.masked_ids.len())
+    }
+}
+
 impl CaptionLayout {
     /// Tensorizes one example. `caption: None` is the inference layout (`[MASK]`s in the caption
     /// slots); `rng` is needed in training only.

@@ -228,9 +228,23 @@ pub fn collate<E: std::borrow::Borrow<Encoded>>(
 /// Pads a batch only to its own longest text and region count (dynamic padding): the outputs
 /// at real positions equal those of [`collate`] to the layout's maxima, with less work.
 pub fn collate_dynamic(items: &[Encoded], dim: usize, device: &Device) -> Result<Inputs> {
+    collate_rows(items, 0..items.len(), dim, device)
+}
+
+/// [`collate_dynamic`] of `items[rows]` alone, padded to the longest of all `items`: one
+/// rank's rows of a data-parallel batch, shaped as the whole batch's rows are.
+pub fn collate_rows(
+    items: &[Encoded],
+    rows: std::ops::Range<usize>,
+    dim: usize,
+    device: &Device,
+) -> Result<Inputs> {
     let t = items.iter().map(|e| e.input_ids.len()).max().unwrap_or(0);
     let r = items.iter().map(|e| e.num_regions).max().unwrap_or(0);
-    collate(items, t, r, dim, device)
+    let part = items
+        .get(rows.clone())
+        .ok_or_else(|| Error::Invalid(format!("rows {rows:?} of a batch of {}", items.len())))?;
+    collate(part, t, r, dim, device)
 }
 
 #[cfg(test)]

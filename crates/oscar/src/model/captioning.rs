@@ -7,6 +7,7 @@ use super::heads::BertLMPredictionHead;
 use super::inputs::Inputs;
 use crate::config::OscarConfig;
 use crate::nn::{ops, Ctx, ParamBuilder};
+use crate::train::collective::Replica;
 use candle_core::{bail, DType, Result, Tensor};
 
 pub struct BertForImageCaptioning {
@@ -89,6 +90,43 @@ impl BertForImageCaptioning {
         self.predictions.forward(h)
     }
 
+    /// This rank's share of [`Self::loss`] over a data-parallel batch whose ranks hold
+    /// `counts` masked tokens each (this rank's `targets` among them): drop-worst, when on,
+    /// keeps the smallest token losses of the whole batch, as one process would.
+    pub fn loss_share(
+        &self,
+        logits: &Tensor,
+        targets: &[u32],
+        iteration: usize,
+        part: Replica<'_>,
+        counts: &[usize],
+    ) -> crate::error::Result<Tensor> {
+        if part.size() == 1 {
+            return Ok(self.loss(logits, targets, iteration)?);
+        }
+        let global: usize = counts.iter().sum();
+        if targets.is_empty() {
+            return part.share(None, 0, global, logits);
+        }
+        let per_token = captioning_token_losses(logits, targets, self.label_smoothing)?;
+        if !(self.drop_worst_ratio > 0.0 && iteration > self.drop_worst_after) {
+            return part.share(Some(per_token.mean_all()?), targets.len(), global, logits);
+        }
+        let all = part.gather(&per_token.to_vec1::<f32>()?, counts)?;
+        let kept = drop_worst_kept(&all, self.drop_worst_ratio)?;
+        let start: usize = counts[..part.rank()].iter().sum();
+        let mine: Vec<u32> = kept
+            .iter()
+            .filter(|&&i| (start..start + targets.len()).contains(&(i as usize)))
+            .map(|&i| i - start as u32)
+            .collect();
+        if mine.is_empty() {
+            return part.share(None, 0, kept.len(), logits);
+        }
+        let picked = per_token.index_select(&Tensor::new(mine.as_slice(), logits.device())?, 0)?;
+        Ok((picked.sum_all()? / kept.len() as f64)?)
+    }
+
     pub fn loss(&self, logits: &Tensor, targets: &[u32], iteration: usize) -> Result<Tensor> {
         captioning_loss(
             logits,
@@ -110,6 +148,18 @@ pub fn captioning_loss(
     drop_worst_after: usize,
     iteration: usize,
 ) -> Result<Tensor> {
+    let per_token = captioning_token_losses(logits, targets, eps)?;
+    let kept = if drop_worst_ratio > 0.0 && iteration > drop_worst_after {
+        let order = drop_worst_kept(&per_token.to_vec1::<f32>()?, drop_worst_ratio)?;
+        per_token.index_select(&Tensor::new(order.as_slice(), logits.device())?, 0)?
+    } else {
+        per_token
+    };
+    kept.mean_all()
+}
+
+/// The smoothed-KL loss of each of the M masked tokens (`[M]`), before drop-worst and the mean.
+pub fn captioning_token_losses(logits: &Tensor, targets: &[u32], eps: f64) -> Result<Tensor> {
     let (m, v) = logits.dims2()?;
     if targets.len() != m {
         bail!("{} target ids for {m} masked positions", targets.len());
@@ -122,19 +172,19 @@ pub fn captioning_loss(
         smooth[i * v + t as usize] = (1.0 - eps) as f32;
     }
     let smooth = Tensor::from_vec(smooth, (m, v), logits.device())?;
-    let per_token = ops::kl_div_pointwise(&ops::log_softmax(logits)?, &smooth)?.sum(1)?;
-    let kept = if drop_worst_ratio > 0.0 && iteration > drop_worst_after {
-        let k = (m as f64 * (1.0 - drop_worst_ratio)) as usize;
-        let vals = per_token.to_vec1::<f32>()?;
-        let mut order: Vec<u32> = (0..m as u32).collect();
-        order.sort_by(|a, b| vals[*a as usize].total_cmp(&vals[*b as usize]));
-        order.truncate(k);
-        if order.is_empty() {
-            bail!("drop_worst_ratio {drop_worst_ratio} leaves no token of {m}");
-        }
-        per_token.index_select(&Tensor::new(order.as_slice(), logits.device())?, 0)?
-    } else {
-        per_token
-    };
-    kept.mean_all()
+    ops::kl_div_pointwise(&ops::log_softmax(logits)?, &smooth)?.sum(1)
+}
+
+/// Which of the `values` drop-worst keeps: the indices of the `int(M·(1−ratio))` smallest,
+/// ties by position (a stable sort, as the reference's `topk` of the negated losses).
+pub fn drop_worst_kept(values: &[f32], ratio: f64) -> Result<Vec<u32>> {
+    let m = values.len();
+    let k = (m as f64 * (1.0 - ratio)) as usize;
+    let mut order: Vec<u32> = (0..m as u32).collect();
+    order.sort_by(|a, b| values[*a as usize].total_cmp(&values[*b as usize]));
+    order.truncate(k);
+    if order.is_empty() {
+        bail!("drop_worst_ratio {ratio} leaves no token of {m}");
+    }
+    Ok(order)
 }

@@ -51,19 +51,42 @@ pub(crate) fn grad_enabled() -> bool {
 /// Whether a forward pass trains (dropout on, drawn from a seeded generator) or infers.
 pub struct Ctx {
     rng: Option<RefCell<StdRng>>,
+    /// Data parallelism: this forward holds rows `lo..hi` of a batch of `total`, and dropout
+    /// draws the masks of exactly those rows from the whole batch's stream.
+    window: Option<(usize, usize, usize)>,
 }
 
 impl Ctx {
     /// Inference: dropout is the identity.
     pub fn eval() -> Self {
-        Ctx { rng: None }
+        Ctx {
+            rng: None,
+            window: None,
+        }
     }
 
     /// Training: dropout masks come from a generator seeded with `seed`, so runs repeat exactly.
     pub fn train(seed: u64) -> Self {
         Ctx {
             rng: Some(RefCell::new(StdRng::seed_from_u64(seed))),
+            window: None,
         }
+    }
+
+    /// Training on rows `lo..hi` of a batch of `total` rows (one rank's part, see
+    /// [`crate::train::collective::Replica`]): each dropout mask is the part of the mask
+    /// [`Ctx::train`]`(seed)` draws for the whole batch that falls on these rows, so the ranks
+    /// together compute what one process computes.
+    pub fn train_rows(seed: u64, lo: usize, hi: usize, total: usize) -> Self {
+        let mut c = Self::train(seed);
+        if (lo, hi) != (0, total) {
+            c.window = Some((lo, hi, total));
+        }
+        c
+    }
+
+    pub(crate) fn window(&self) -> Option<(usize, usize, usize)> {
+        self.window
     }
 
     pub fn is_train(&self) -> bool {

@@ -4,7 +4,7 @@
 
 use super::{fused, Ctx};
 use candle_core::{DType, Result, Tensor};
-use rand::Rng;
+use rand::{Rng, RngCore};
 
 /// `torch.nn.LayerNorm` over the last dimension (biased variance); fused, with a backward.
 pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
@@ -45,6 +45,26 @@ pub fn dropout(x: &Tensor, p: f64, ctx: &Ctx) -> Result<Tensor> {
     let scale = (1.0 / keep) as f32;
     let n = x.elem_count();
     let mut rng = rng.borrow_mut();
+    // A rank's rows of a larger batch: skip the draws of the rows before it and after it (one
+    // u64 per element, as `random::<f64>` draws), so its mask is the whole batch's on its rows.
+    let (before, after) = match ctx.window() {
+        Some((lo, hi, total)) => {
+            let rows = x.dims().first().copied().unwrap_or(0);
+            if rows != hi - lo || !n.is_multiple_of(rows.max(1)) {
+                candle_core::bail!(
+                    "dropout on {:?} in a forward of rows {lo}..{hi} of {total}: the first \
+                     dimension must be those rows",
+                    x.dims()
+                );
+            }
+            let per_row = n / rows.max(1);
+            (lo * per_row, (total - hi) * per_row)
+        }
+        None => (0, 0),
+    };
+    for _ in 0..before {
+        rng.next_u64();
+    }
     let mask: Vec<f32> = (0..n)
         .map(|_| {
             if rng.random::<f64>() < keep {
@@ -54,6 +74,9 @@ pub fn dropout(x: &Tensor, p: f64, ctx: &Ctx) -> Result<Tensor> {
             }
         })
         .collect();
+    for _ in 0..after {
+        rng.next_u64();
+    }
     let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
     x.mul(&mask)
 }
@@ -165,6 +188,33 @@ mod tests {
             let n: f32 = g.abs().unwrap().sum_all().unwrap().to_scalar().unwrap();
             assert!(n > 0.0);
         }
+    }
+
+    #[test]
+    fn a_ranks_dropout_masks_are_the_whole_batchs_on_its_rows() {
+        let x = Tensor::ones((5, 2, 3), DType::F32, &Device::Cpu).unwrap();
+        let whole = Ctx::train(11);
+        // Two dropouts in a row: the stream must stay in step after each.
+        let w1 = dropout(&x, 0.4, &whole).unwrap();
+        let w2 = dropout(&x, 0.4, &whole).unwrap();
+        let mut parts1 = Vec::new();
+        let mut parts2 = Vec::new();
+        for (lo, hi) in [(0, 2), (2, 3), (3, 5)] {
+            let ctx = Ctx::train_rows(11, lo, hi, 5);
+            let xs = x.narrow(0, lo, hi - lo).unwrap();
+            parts1.push(dropout(&xs, 0.4, &ctx).unwrap());
+            parts2.push(dropout(&xs, 0.4, &ctx).unwrap());
+        }
+        for (w, parts) in [(w1, parts1), (w2, parts2)] {
+            let joined = Tensor::cat(&parts, 0).unwrap();
+            let a: Vec<f32> = w.flatten_all().unwrap().to_vec1().unwrap();
+            let b: Vec<f32> = joined.flatten_all().unwrap().to_vec1().unwrap();
+            assert_eq!(a, b);
+            assert!(a.contains(&0.0) && a.iter().any(|v| *v > 1.0));
+        }
+        // A tensor whose first dimension is not the window's rows is refused.
+        let ctx = Ctx::train_rows(11, 0, 2, 5);
+        assert!(dropout(&x, 0.4, &ctx).is_err());
     }
 
     #[test]

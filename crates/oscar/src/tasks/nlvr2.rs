@@ -8,12 +8,13 @@ use super::finetune::{run_task, start, Optim, RunFiles};
 use crate::checkpoint::{load_model_at, read_checkpoint, save_pretrained, write_atomic, Fresh};
 use crate::config::{ClassifierKind, LossType, OscarConfig};
 use crate::data::features::{FeatureStore, Regions};
-use crate::data::tensorize::{collate_dynamic, Encoded, Layout, Truncation};
+use crate::data::tensorize::{collate_rows, Encoded, Layout, Truncation};
 use crate::data::text::{read_nlvr2, Nlvr2Example};
 use crate::error::{Error, Result};
 use crate::model::{ClassLabels, ImageBertForMultipleChoice, Inputs};
 use crate::nn::{ops, Ctx};
 use crate::tokenizer::BertTokenizer;
+use crate::train::collective::Replica;
 use crate::train::trainer::{EpochOrder, Metrics, StepLoss, TrainTask};
 use candle_core::Device;
 use rand::rngs::StdRng;
@@ -107,6 +108,19 @@ fn batch(
     idx: &[usize],
     device: &Device,
 ) -> Result<Inputs> {
+    batch_rows(tok, cfg, set, idx, 0..2 * idx.len(), device)
+}
+
+/// The encoder `rows` (two per statement) of the batch `idx`, padded to the whole batch's
+/// lengths.
+fn batch_rows(
+    tok: &BertTokenizer,
+    cfg: &Nlvr2Config,
+    set: &Nlvr2Set,
+    idx: &[usize],
+    rows: std::ops::Range<usize>,
+    device: &Device,
+) -> Result<Inputs> {
     let mut items = Vec::with_capacity(2 * idx.len());
     for &i in idx {
         let e = &set.examples[i];
@@ -126,7 +140,7 @@ fn batch(
         )?);
     }
     let dim = set.features.values().next().map(|r| r.dim).unwrap_or(1);
-    collate_dynamic(&items, dim, device)
+    collate_rows(&items, rows, dim, device)
 }
 
 /// A trained NLVR2 model.
@@ -210,28 +224,44 @@ impl TrainTask for Nlvr2Task<'_> {
         self.model.settings.optim.batch_size as u64
     }
 
-    fn loss(&mut self, _step: u64, examples_seen: u64, rng: &mut StdRng) -> Result<StepLoss> {
+    fn loss(
+        &mut self,
+        _step: u64,
+        examples_seen: u64,
+        rng: &mut StdRng,
+        part: Replica<'_>,
+    ) -> Result<StepLoss> {
         let cfg = &self.model.settings;
-        let idx = self.order.rows(examples_seen, cfg.optim.batch_size);
-        let labels: Vec<i64> = idx
+        part.check_batch(self.what(), cfg.optim.batch_size)?;
+        let all = self.order.rows(examples_seen, cfg.optim.batch_size);
+        let (b, rows) = (all.len(), part.rows(all.len()));
+        let labels: Vec<i64> = all[rows.clone()]
             .iter()
             .map(|&i| self.set.examples[i].label.unwrap_or(0) as i64)
             .collect();
-        let logits = self.model.model.forward(
-            &batch(self.tok, cfg, self.set, &idx, &self.model.params.device())?,
-            &Ctx::train(rng.random()),
+        // Two encoder rows per statement: the window is in rows.
+        let x = batch_rows(
+            self.tok,
+            cfg,
+            self.set,
+            &all,
+            2 * rows.start..2 * rows.end,
+            &self.model.params.device(),
         )?;
+        let ctx = Ctx::train_rows(rng.random(), 2 * rows.start, 2 * rows.end, 2 * b);
+        let logits = self.model.model.forward(&x, &ctx)?;
         let loss = self
             .model
             .model
             .loss(&logits, ClassLabels::Index(&labels))?;
+        let loss = part.share(Some(loss), labels.len(), b, &logits)?;
         let pred: Vec<u32> = logits.argmax(1)?.to_vec1()?;
         let acc = pred
             .iter()
             .zip(&labels)
             .filter(|(p, l)| **p as i64 == **l)
             .count() as f64
-            / labels.len() as f64;
+            / b as f64;
         Ok(StepLoss {
             loss,
             metrics: Metrics::from([("accuracy".to_string(), acc)]),

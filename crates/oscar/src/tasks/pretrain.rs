@@ -8,12 +8,13 @@ use crate::checkpoint::{build_fresh, load_model, read_checkpoint, save_pretraine
 use crate::config::OscarConfig;
 use crate::data::corpus::PretrainCorpus;
 use crate::data::masking::{mask_words_and_tags, MaskIds};
-use crate::data::tensorize::{collate_dynamic, Encoded, Layout, Truncation};
+use crate::data::tensorize::{collate_dynamic, collate_rows, Encoded, Layout, Truncation};
 use crate::error::{Error, Result};
 use crate::model::BertImgForPreTraining;
 use crate::nn::Ctx;
 use crate::nn::Params;
 use crate::tokenizer::BertTokenizer;
+use crate::train::collective::Replica;
 use crate::train::schedule::Schedule;
 use crate::train::trainer::{
     step_rng, training_device, EpochOrder, Metrics, StepLoss, TrainTask, Trainer, TrainerOptions,
@@ -585,6 +586,45 @@ struct PretrainTask<'a> {
     evals: Vec<EvalLog>,
 }
 
+impl PretrainTask<'_> {
+    /// This rank's share of one batch's `CE(MLM, ignore −1) + CE(contrastive)` (the whole loss
+    /// in a single process, as `BertImgForPreTraining::loss` computes it), and the two terms'
+    /// shares as numbers. `seed` seeds the forward's dropout.
+    fn batch_loss(&self, b: &Batch, seed: u64, part: Replica<'_>) -> Result<(Tensor, f64, f64)> {
+        let n = b.items.len();
+        let rows = part.rows(n);
+        let x = collate_rows(
+            &b.items,
+            rows.clone(),
+            self.cfg.img_feature_dim,
+            &self.params.device(),
+        )?;
+        debug_assert_eq!(x.input_ids.dims2()?.1, b.text_len);
+        let out = self.model.forward(&x, &part.ctx(seed, n))?;
+        let width = b.text_len + b.img_len;
+        let mlm_labels = &b.mlm_labels[rows.start * width..rows.end * width];
+        let con_labels = &b.contrastive[rows];
+        let labelled = |l: &[i64]| l.iter().filter(|v| **v != -1).count();
+        let v = out.mlm_logits.dim(2)?;
+        let mlm = crate::nn::ops::cross_entropy(&out.mlm_logits.reshape(((), v))?, mlm_labels, -1)?;
+        let anchor = &out.contrastive_logits;
+        let mlm = part.share(mlm, labelled(mlm_labels), labelled(&b.mlm_labels), anchor)?;
+        if labelled(&b.contrastive) == 0 {
+            return Err(Error::Invalid(
+                "every contrastive label is -1: nothing to learn from".into(),
+            ));
+        }
+        let con = crate::nn::ops::cross_entropy(&out.contrastive_logits, con_labels, -1)?;
+        let con = part.share(con, labelled(con_labels), labelled(&b.contrastive), anchor)?;
+        let (mlm_v, con_v) = (
+            mlm.to_scalar::<f32>()? as f64,
+            con.to_scalar::<f32>()? as f64,
+        );
+        let total = mlm.add(&con)?;
+        Ok((total, mlm_v, con_v))
+    }
+}
+
 impl TrainTask for PretrainTask<'_> {
     fn what(&self) -> &str {
         "pretrain"
@@ -608,8 +648,15 @@ impl TrainTask for PretrainTask<'_> {
 
     /// The micro-batches of the step, their losses summed (each divided by the number of
     /// micro-batches) into one graph, as accumulation over `backward` calls would give.
-    fn loss(&mut self, _step: u64, examples_seen: u64, rng: &mut StdRng) -> Result<StepLoss> {
+    fn loss(
+        &mut self,
+        _step: u64,
+        examples_seen: u64,
+        rng: &mut StdRng,
+        part: Replica<'_>,
+    ) -> Result<StepLoss> {
         let cfg = self.cfg;
+        part.check_batch("pretrain", cfg.batch_size)?;
         let mut total: Option<Tensor> = None;
         let (mut mlm_sum, mut con_sum) = (0.0, 0.0);
         for micro in 0..cfg.gradient_accumulation_steps {
@@ -631,26 +678,16 @@ impl TrainTask for PretrainTask<'_> {
                 &self.by_count,
                 rng,
             )?;
-            let x = collate_dynamic(&b.items, cfg.img_feature_dim, &self.params.device())?;
-            debug_assert_eq!(x.input_ids.dims2()?.1, b.text_len);
-            let _ = b.img_len;
-            let out = self.model.forward(&x, &Ctx::train(rng.random()))?;
-            let (loss, mlm, con) = self.model.loss(&out, &b.mlm_labels, &b.contrastive)?;
-            mlm_sum += mlm
-                .map(|m| m.to_scalar::<f32>())
-                .transpose()?
-                .unwrap_or(0.0) as f64;
-            con_sum += con.to_scalar::<f32>()? as f64;
+            let (loss, mlm, con) = self.batch_loss(&b, rng.random(), part)?;
+            mlm_sum += mlm;
+            con_sum += con;
             let loss = match &self.extra {
                 Some((ec, erows)) => {
                     let pick: Vec<usize> = (0..cfg.batch_size)
                         .map(|_| erows[rng.random_range(0..erows.len())])
                         .collect();
                     let eb = make_batch(cfg, ec, &self.tok, &pick, erows, &HashMap::new(), rng)?;
-                    let ex =
-                        collate_dynamic(&eb.items, cfg.img_feature_dim, &self.params.device())?;
-                    let eout = self.model.forward(&ex, &Ctx::train(rng.random()))?;
-                    let (eloss, _, _) = self.model.loss(&eout, &eb.mlm_labels, &eb.contrastive)?;
+                    let (eloss, _, _) = self.batch_loss(&eb, rng.random(), part)?;
                     ((loss * (1.0 - cfg.extra_loss_weight))? + (eloss * cfg.extra_loss_weight)?)?
                 }
                 None => loss,

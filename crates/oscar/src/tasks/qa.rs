@@ -8,12 +8,13 @@ use super::finetune::{run_task, start, Optim, RunFiles};
 use crate::checkpoint::{load_model_at, read_checkpoint, save_pretrained, write_atomic, Fresh};
 use crate::config::{ClassifierKind, LossType, OscarConfig};
 use crate::data::features::{FeatureStore, Regions};
-use crate::data::tensorize::{collate_dynamic, Encoded, Layout, Truncation};
+use crate::data::tensorize::{collate_dynamic, collate_rows, Encoded, Layout, Truncation};
 use crate::data::text::{read_qa, AnswerVocab, QaExample};
 use crate::error::{Error, Result};
 use crate::model::{ClassLabels, ImageBertForSequenceClassification, Inputs};
 use crate::nn::{ops, Ctx};
 use crate::tokenizer::BertTokenizer;
+use crate::train::collective::Replica;
 use crate::train::trainer::{EpochOrder, Metrics, StepLoss, TrainTask};
 use candle_core::{Device, Tensor};
 use rand::rngs::StdRng;
@@ -185,6 +186,18 @@ fn batch(
     idx: &[usize],
     device: &Device,
 ) -> Result<Inputs> {
+    batch_rows(tok, cfg, set, idx, 0..idx.len(), device)
+}
+
+/// The `rows` of the batch of questions `idx`, padded to the whole batch's lengths.
+fn batch_rows(
+    tok: &BertTokenizer,
+    cfg: &QaConfig,
+    set: &QaSet,
+    idx: &[usize],
+    rows: std::ops::Range<usize>,
+    device: &Device,
+) -> Result<Inputs> {
     let items = idx
         .iter()
         .map(|&i| {
@@ -192,7 +205,7 @@ fn batch(
             encode(tok, cfg, &e.question, &e.tags, &set.features[&e.img_id])
         })
         .collect::<Result<Vec<_>>>()?;
-    collate_dynamic(&items, set.dim(), device)
+    collate_rows(&items, rows, set.dim(), device)
 }
 
 /// Fine-tunes on `set` with the one trainer (`files`: checkpoints, metrics, resume; `eval`:
@@ -269,12 +282,24 @@ impl TrainTask for QaTask<'_> {
         self.model.settings.optim.batch_size as u64
     }
 
-    fn loss(&mut self, _step: u64, examples_seen: u64, rng: &mut StdRng) -> Result<StepLoss> {
+    fn loss(
+        &mut self,
+        _step: u64,
+        examples_seen: u64,
+        rng: &mut StdRng,
+        part: Replica<'_>,
+    ) -> Result<StepLoss> {
         let (cfg, set, n) = (&self.model.settings, self.set, self.model.answers.len());
-        let idx = self.order.rows(examples_seen, cfg.optim.batch_size);
+        part.check_batch(self.what(), cfg.optim.batch_size)?;
+        let all = self.order.rows(examples_seen, cfg.optim.batch_size);
+        let rows = part.rows(all.len());
         let dev = self.model.params.device();
-        let x = batch(self.tok, cfg, set, &idx, &dev)?;
-        let logits = self.model.model.forward(&x, &Ctx::train(rng.random()))?;
+        let x = batch_rows(self.tok, cfg, set, &all, rows.clone(), &dev)?;
+        let logits = self
+            .model
+            .model
+            .forward(&x, &part.ctx(rng.random(), all.len()))?;
+        let idx = &all[rows];
         let loss = match cfg.task {
             QaKind::Vqa => {
                 let mut t = vec![0f32; idx.len() * n];
@@ -283,24 +308,32 @@ impl TrainTask for QaTask<'_> {
                         t[row * n + a] = s;
                     }
                 }
-                self.model.model.loss(
+                let l = self.model.model.loss(
                     &logits,
                     ClassLabels::Dense(&Tensor::from_vec(t, (idx.len(), n), &dev)?),
-                )?
+                )?;
+                part.share(Some(l), idx.len(), all.len(), &logits)?
             }
             QaKind::Gqa => {
                 // Unanswered training questions are ignored (-100), as CrossEntropyLoss would.
-                let labels: Vec<i64> = idx
-                    .iter()
-                    .map(|&i| {
-                        best_answer(&set.examples[i])
-                            .map(|a| a as i64)
-                            .unwrap_or(-100)
-                    })
-                    .collect();
-                self.model
-                    .model
-                    .loss(&logits, ClassLabels::Index(&labels))?
+                let label = |i: usize| best_answer(&set.examples[i]).map_or(-100, |a| a as i64);
+                let labels: Vec<i64> = idx.iter().map(|&i| label(i)).collect();
+                let answered = |l: &[i64]| l.iter().filter(|l| **l != -100).count();
+                let global: Vec<i64> = all.iter().map(|&i| label(i)).collect();
+                if answered(&global) == 0 {
+                    return Err(Error::Invalid(
+                        "GQA: no question of the batch has an answer in the answer list".into(),
+                    ));
+                }
+                let l = match answered(&labels) {
+                    0 => None,
+                    _ => Some(
+                        self.model
+                            .model
+                            .loss(&logits, ClassLabels::Index(&labels))?,
+                    ),
+                };
+                part.share(l, answered(&labels), answered(&global), &logits)?
             }
         };
         let pred: Vec<u32> = logits.argmax(1)?.to_vec1()?;
@@ -309,7 +342,7 @@ impl TrainTask for QaTask<'_> {
             .zip(&pred)
             .map(|(&i, &p)| batch_credit(cfg.task, &set.examples[i], p as usize))
             .sum::<f64>()
-            / idx.len() as f64;
+            / all.len() as f64;
         Ok(StepLoss {
             loss,
             metrics: Metrics::from([("batch_score".to_string(), score)]),

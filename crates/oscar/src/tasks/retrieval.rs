@@ -9,12 +9,13 @@ use super::finetune::{run_task, start, Optim, RunFiles};
 use crate::checkpoint::{load_model_at, read_checkpoint, save_pretrained, Fresh};
 use crate::config::{LossType, OscarConfig};
 use crate::data::features::{parse_detections, FeatureStore, Regions};
-use crate::data::tensorize::{collate_dynamic, Encoded, Layout, Truncation};
+use crate::data::tensorize::{collate_dynamic, collate_rows, Encoded, Layout, Truncation};
 use crate::data::tsv::TsvFile;
 use crate::error::{Error, Result};
 use crate::model::{ClassLabels, ImageBertForSequenceClassification};
 use crate::nn::{ops, Ctx};
 use crate::tokenizer::BertTokenizer;
+use crate::train::collective::Replica;
 use crate::train::trainer::{Metrics, StepLoss, TrainTask};
 use candle_core::Device;
 use rand::rngs::StdRng;
@@ -242,7 +243,13 @@ impl TrainTask for RetrievalTask<'_> {
     /// Positives drawn with replacement, each with one negative. The step's draws come from a
     /// generator of its own seeded by (seed, step) as before the one trainer, so retrieval runs
     /// repeat the figures measured then; it is as resumable as the trainer's.
-    fn loss(&mut self, k: u64, _examples_seen: u64, _rng: &mut StdRng) -> Result<StepLoss> {
+    fn loss(
+        &mut self,
+        k: u64,
+        _examples_seen: u64,
+        _rng: &mut StdRng,
+        part: Replica<'_>,
+    ) -> Result<StepLoss> {
         let (set, tok, cfg) = (self.set, self.tok, self.cfg);
         let o = &cfg.optim;
         let n_img = set.images.len();
@@ -279,19 +286,20 @@ impl TrainTask for RetrievalTask<'_> {
             labels.push(0);
         }
         let dim = set.features.values().next().map(|r| r.dim).unwrap_or(1);
-        let x = collate_dynamic(&items, dim, &self.model.params.device())?;
-        let logits = self.model.model.forward(&x, &Ctx::train(rng.random()))?;
-        let loss = self
-            .model
-            .model
-            .loss(&logits, ClassLabels::Index(&labels))?;
+        let n = items.len();
+        let rows = part.rows(n);
+        let x = collate_rows(&items, rows.clone(), dim, &self.model.params.device())?;
+        let logits = self.model.model.forward(&x, &part.ctx(rng.random(), n))?;
+        let labels = &labels[rows];
+        let loss = self.model.model.loss(&logits, ClassLabels::Index(labels))?;
+        let loss = part.share(Some(loss), labels.len(), n, &logits)?;
         let pred: Vec<u32> = logits.argmax(1)?.to_vec1()?;
         let acc = pred
             .iter()
-            .zip(&labels)
+            .zip(labels)
             .filter(|(p, l)| **p as i64 == **l)
             .count() as f64
-            / labels.len() as f64;
+            / n as f64;
         Ok(StepLoss {
             loss,
             metrics: Metrics::from([("accuracy".to_string(), acc)]),

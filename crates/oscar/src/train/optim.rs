@@ -250,6 +250,30 @@ impl AdamW {
         Ok(out)
     }
 
+    /// Which parameters (in the order of the `Params` it was built for) it updates.
+    pub fn trainable(&self) -> Vec<bool> {
+        self.slots.iter().map(|s| !s.frozen).collect()
+    }
+
+    /// Rank 0's moments and step count on every rank (a resumed data-parallel run: rank 0 read
+    /// the checkpoint).
+    pub fn broadcast_from_rank0(
+        &mut self,
+        comm: &dyn crate::train::collective::Collective,
+        step: u64,
+    ) -> Result<()> {
+        for s in &mut self.slots {
+            if let Some((m, v)) = s.on_device.take() {
+                s.m = m.flatten_all()?.to_vec1()?;
+                s.v = v.flatten_all()?.to_vec1()?;
+            }
+            comm.broadcast_f32(&mut s.m)?;
+            comm.broadcast_f32(&mut s.v)?;
+        }
+        self.step = step;
+        Ok(())
+    }
+
     /// Restores moments saved by [`AdamW::state_tensors`].
     pub fn load_state(
         &mut self,

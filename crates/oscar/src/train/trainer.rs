@@ -7,10 +7,19 @@
 //!
 //! A task ([`TrainTask`]) contributes only what is its own: the loss of step k, an evaluation,
 //! and how its model is saved. The loop, the files and the failure handling are here.
+//!
+//! Data parallelism (`DistributedDataParallel`'s role) is here too: with a [`Collective`] of R
+//! ranks, every rank draws the same global batch, computes the loss of its own rows (normalised
+//! by the whole batch's counts, so the ranks' losses add up to the single process's), and the
+//! gradients are summed over the ranks before the (replicated) optimizer step. The initial
+//! weights and a resumed run's state come from rank 0, which alone evaluates, logs and writes
+//! checkpoints. R ranks with a global batch B compute what one process with batch B computes,
+//! and a run resumes on any number of ranks.
 
 use super::checkpoint::{
     list_checkpoints, read_trainer_state, save_checkpoint, BestModel, TrainerState,
 };
+use super::collective::{broadcast_vec, current, follower_done, Collective, Replica};
 use super::optim::{AdamW, AdamWConfig};
 use super::schedule::Schedule;
 use crate::error::{Error, Result};
@@ -23,6 +32,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 /// The device a run uses unless told otherwise: the CPU, whose fused kernels (and AdamW's
 /// in-place update) are the fast path; elsewhere candle's composite ops and AdamW's tensor-op
@@ -82,7 +92,8 @@ impl EpochOrder {
     }
 }
 
-/// The loss of one step and the figures to log beside it.
+/// The loss of one step and the figures to log beside it. Under data parallelism, both are this
+/// rank's share: summed over the ranks they give the whole batch's values.
 pub struct StepLoss {
     pub loss: Tensor,
     pub metrics: Metrics,
@@ -101,8 +112,16 @@ pub trait TrainTask {
     /// Training examples one step reads (the data position advances by this much).
     fn examples_per_step(&self) -> u64;
     /// The loss of step `step`, reading examples from position `examples_seen` on; `rng` is the
-    /// step's own generator (dropout, masking, sampling, negatives).
-    fn loss(&mut self, step: u64, examples_seen: u64, rng: &mut StdRng) -> Result<StepLoss>;
+    /// step's own generator (dropout, masking, sampling, negatives). Every rank draws the same
+    /// batch; `part` says which of its rows this rank computes (all of them in a single
+    /// process) and gives the sums over ranks that the loss's denominators need.
+    fn loss(
+        &mut self,
+        step: u64,
+        examples_seen: u64,
+        rng: &mut StdRng,
+        part: Replica<'_>,
+    ) -> Result<StepLoss>;
     /// A held-out evaluation of the model as it is after `step` updates (none by default).
     fn evaluate(&mut self, _step: u64) -> Result<Option<Metrics>> {
         Ok(None)
@@ -167,6 +186,9 @@ pub struct StepRecord {
     pub lr: f64,
     pub grad_norm: f64,
     pub examples_per_s: f64,
+    /// Seconds this step spent summing gradients over the ranks (data-parallel runs only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allreduce_s: Option<f64>,
     #[serde(flatten)]
     pub metrics: Metrics,
 }
@@ -183,6 +205,8 @@ pub struct TrainReport {
     pub last_checkpoint: Option<PathBuf>,
     pub best: Option<BestModel>,
     pub seconds: f64,
+    /// Processes that trained together (1: a single process).
+    pub ranks: usize,
 }
 
 /// The loop. `on_step` sees each update (progress bars, learning curves).
@@ -190,6 +214,7 @@ pub struct Trainer<'a> {
     pub options: TrainerOptions,
     on_step: StepHook<'a>,
     on_eval: EvalHook<'a>,
+    comm: Rc<dyn Collective>,
 }
 
 /// What the caller sees of each update, and of each evaluation.
@@ -202,7 +227,15 @@ impl<'a> Trainer<'a> {
             options,
             on_step: Box::new(|_| {}),
             on_eval: Box::new(|_, _| {}),
+            comm: current(),
         }
+    }
+
+    /// Trains data-parallel over `comm`'s ranks (every rank runs the same task and call);
+    /// by default, the collective [`install`](super::collective::install)ed on this thread.
+    pub fn collective(mut self, comm: Rc<dyn Collective>) -> Self {
+        self.comm = comm;
+        self
     }
 
     pub fn on_step(mut self, f: impl FnMut(&StepRecord) + 'a) -> Self {
@@ -256,27 +289,26 @@ impl<'a> Trainer<'a> {
             seed: o.seed,
             best: None,
         };
+        let comm_rc = self.comm.clone();
+        let comm: &dyn Collective = &*comm_rc;
+        let lead = comm.rank() == 0;
         let mut last_good: Option<PathBuf> = None;
         if let Some(dir) = resume {
-            let (s, moments) = read_trainer_state(dir)?;
-            if s.seed != o.seed {
-                return Err(Error::bad_file(
-                    dir.join("trainer_state.json"),
-                    format!(
-                        "the run was seeded with {}, this one with {}: resume with --seed {}",
-                        s.seed, o.seed, s.seed
-                    ),
-                ));
-            }
-            opt.load_state(&moments, s.step)?;
-            state = s;
+            state = resume_state(comm, dir, &mut opt, o.seed)?;
             last_good = Some(dir.to_path_buf());
         }
-        let mut log = MetricsLog::open(o.out.as_deref(), state.step)?;
+        if comm.size() > 1 {
+            broadcast_weights(comm, task.params())?;
+        }
+        let mut log = if lead {
+            MetricsLog::open(o.out.as_deref(), state.step)?
+        } else {
+            MetricsLog { file: None }
+        };
         if let Some(out) = &o.out {
             last_good = last_good.or_else(|| list_checkpoints(out).pop().map(|c| c.1));
         }
-        let bar = o.progress.then(|| {
+        let bar = (o.progress && lead).then(|| {
             let b = indicatif::ProgressBar::new(o.steps);
             b.set_style(
                 indicatif::ProgressStyle::with_template(&format!(
@@ -296,13 +328,17 @@ impl<'a> Trainer<'a> {
             last_checkpoint: None,
             best: state.best.clone(),
             seconds: 0.0,
+            ranks: comm.size(),
         };
+        let trainable = opt.trainable();
         let mut window = std::time::Instant::now();
         while state.step < o.steps {
             let k = state.step + 1;
             let mut rng = step_rng(o.seed, k, 1);
-            let StepLoss { loss, metrics } = task.loss(k, state.examples_seen, &mut rng)?;
-            let loss_v = loss.to_scalar::<f32>()? as f64;
+            let StepLoss { loss, metrics } =
+                task.loss(k, state.examples_seen, &mut rng, Replica::new(comm))?;
+            let (loss_v, metrics) =
+                sum_figures(comm, loss.to_scalar::<f32>()? as f64, metrics, task.what())?;
             let stopped = |why: String| {
                 Error::Invalid(format!(
                     "{} step {k}: {why}; training stopped. {}",
@@ -321,7 +357,14 @@ impl<'a> Trainer<'a> {
             if !loss_v.is_finite() {
                 return Err(stopped(format!("the loss is {loss_v}")));
             }
-            let grads = loss.backward()?;
+            let mut grads = loss.backward()?;
+            let allreduce_s = if comm.size() > 1 {
+                let t = std::time::Instant::now();
+                sum_gradients(comm, task.params(), &trainable, &mut grads)?;
+                Some(t.elapsed().as_secs_f64())
+            } else {
+                None
+            };
             let lr = o.schedule.lr_for_update(o.lr, k, o.warmup_steps, o.steps);
             // A finite loss can still give non-finite gradients (the optimizer refuses them).
             let grad_norm = opt
@@ -335,6 +378,7 @@ impl<'a> Trainer<'a> {
                 lr,
                 grad_norm,
                 examples_per_s: per_step as f64 / window.elapsed().as_secs_f64().max(1e-9),
+                allreduce_s,
                 metrics,
             };
             window = std::time::Instant::now();
@@ -355,12 +399,15 @@ impl<'a> Trainer<'a> {
                     lr
                 ));
             }
-            (self.on_step)(&rec);
+            if lead {
+                (self.on_step)(&rec);
+            }
             report.records.push(rec);
-            if (o.eval_every > 0 && k.is_multiple_of(o.eval_every)) || k == o.steps {
+            if lead && ((o.eval_every > 0 && k.is_multiple_of(o.eval_every)) || k == o.steps) {
                 self.evaluate(task, k, &mut state, &mut log, &mut report)?;
             }
-            if o.out.is_some()
+            if lead
+                && o.out.is_some()
                 && ((o.save_every > 0 && k.is_multiple_of(o.save_every)) || k == o.steps)
             {
                 let out = o.out.as_deref().unwrap_or(Path::new("."));
@@ -379,13 +426,14 @@ impl<'a> Trainer<'a> {
         if let Some(b) = &bar {
             b.finish_and_clear();
         }
-        if report.records.is_empty() {
+        if report.records.is_empty() && lead {
             // Resumed at (or past) the last step: nothing to train, so evaluate the checkpoint.
             self.evaluate(task, state.step, &mut state, &mut log, &mut report)?;
         }
         report.steps = state.step;
         report.best = state.best.clone();
         report.seconds = started.elapsed().as_secs_f64();
+        follower_done(comm_rc);
         Ok(report)
     }
 
@@ -427,6 +475,136 @@ impl<'a> Trainer<'a> {
         report.evals.push((step, m));
         Ok(())
     }
+}
+
+/// A checkpoint's trainer state and optimizer moments, read by rank 0 and sent to the others.
+fn resume_state(
+    comm: &dyn Collective,
+    dir: &Path,
+    opt: &mut AdamW,
+    seed: u64,
+) -> Result<TrainerState> {
+    let mut state = None;
+    if comm.rank() == 0 {
+        let (s, moments) = read_trainer_state(dir)?;
+        if s.seed != seed {
+            return Err(Error::bad_file(
+                dir.join("trainer_state.json"),
+                format!(
+                    "the run was seeded with {}, this one with {seed}: resume with --seed {}",
+                    s.seed, s.seed
+                ),
+            ));
+        }
+        opt.load_state(&moments, s.step)?;
+        state = Some(s);
+    }
+    if comm.size() == 1 {
+        return state.ok_or_else(|| Error::Invalid("no trainer state read".into()));
+    }
+    let json = state
+        .as_ref()
+        .map(|s| serde_json::to_vec(s).map_err(|e| Error::Invalid(e.to_string())))
+        .transpose()?;
+    let bytes = broadcast_vec(comm, json)?;
+    let state: TrainerState = serde_json::from_slice(&bytes)
+        .map_err(|e| Error::Invalid(format!("the trainer state rank 0 sent: {e}")))?;
+    opt.broadcast_from_rank0(comm, state.step)?;
+    Ok(state)
+}
+
+/// Rank 0's parameter values on every rank (`DistributedDataParallel`'s broadcast at start).
+fn broadcast_weights(comm: &dyn Collective, params: &Params) -> Result<()> {
+    for (_, var) in &params.entries {
+        let t = var.as_tensor();
+        let mut v: Vec<f32> = t
+            .flatten_all()?
+            .to_dtype(candle_core::DType::F32)?
+            .to_vec1()?;
+        comm.broadcast_f32(&mut v)?;
+        if comm.rank() != 0 {
+            var.set(&Tensor::from_vec(v, t.shape(), t.device())?.to_dtype(t.dtype())?)?;
+        }
+    }
+    Ok(())
+}
+
+/// Replaces each trainable parameter's gradient by its sum over the ranks, in one all-reduce
+/// of one flat buffer (with a presence flag per parameter: a parameter no rank's loss reached
+/// keeps no gradient, as in a single process).
+fn sum_gradients(
+    comm: &dyn Collective,
+    params: &Params,
+    trainable: &[bool],
+    grads: &mut candle_core::backprop::GradStore,
+) -> Result<()> {
+    let live: Vec<&candle_core::Var> = params
+        .entries
+        .iter()
+        .zip(trainable)
+        .filter(|(_, t)| **t)
+        .map(|((_, v), _)| v)
+        .collect();
+    let total: usize = live.iter().map(|v| v.elem_count()).sum();
+    let mut flat = Vec::with_capacity(total + live.len());
+    let mut present = Vec::with_capacity(live.len());
+    for var in &live {
+        match grads.get(var.as_tensor()) {
+            Some(g) => {
+                flat.extend(
+                    g.flatten_all()?
+                        .to_dtype(candle_core::DType::F32)?
+                        .to_vec1::<f32>()?,
+                );
+                present.push(1f32);
+            }
+            None => {
+                flat.resize(flat.len() + var.elem_count(), 0.0);
+                present.push(0.0);
+            }
+        }
+    }
+    flat.extend(present);
+    comm.all_reduce_sum(&mut flat)?;
+    let mut off = 0;
+    for (i, var) in live.iter().enumerate() {
+        let t = var.as_tensor();
+        let n = t.elem_count();
+        if flat[total + i] > 0.0 {
+            let g = Tensor::from_slice(&flat[off..off + n], t.shape(), t.device())?
+                .to_dtype(t.dtype())?;
+            grads.insert(t, g);
+        }
+        off += n;
+    }
+    Ok(())
+}
+
+/// The step's loss and figures summed over the ranks (each rank holds its share).
+fn sum_figures(
+    comm: &dyn Collective,
+    loss: f64,
+    metrics: Metrics,
+    what: &str,
+) -> Result<(f64, Metrics)> {
+    if comm.size() == 1 {
+        return Ok((loss, metrics));
+    }
+    let mut v = vec![loss, metrics.len() as f64];
+    v.extend(metrics.values());
+    comm.all_reduce_sum_f64(&mut v)?;
+    if v[1] != (metrics.len() * comm.size()) as f64 {
+        return Err(Error::Invalid(format!(
+            "{what}: the ranks report different step figures ({} here)",
+            metrics.keys().cloned().collect::<Vec<_>>().join(", ")
+        )));
+    }
+    let summed = metrics
+        .keys()
+        .cloned()
+        .zip(v[2..].iter().copied())
+        .collect();
+    Ok((v[0], summed))
 }
 
 /// `metrics.jsonl`: one JSON line per logged step and per evaluation. A resumed run keeps the

@@ -16,8 +16,8 @@ use crate::data::tensorize::Encoded;
 use crate::data::tsv::TsvFile;
 use crate::error::{Error, Result};
 use crate::model::{BertForImageCaptioning, Inputs};
-use crate::nn::Ctx;
 use crate::tokenizer::BertTokenizer;
+use crate::train::collective::Replica;
 use crate::train::trainer::{EpochOrder, Metrics, StepLoss, TrainTask};
 use candle_core::{Device, Tensor};
 use decode::{
@@ -191,20 +191,32 @@ pub fn collate(
     dim: usize,
     dev: &Device,
 ) -> Result<(Inputs, Tensor, Vec<u32>)> {
-    let r = examples
+    collate_rows(examples, 0..examples.len(), t_len, dim, dev)
+}
+
+/// [`collate`] of `examples[rows]` alone, with the regions padded to the count of all
+/// `examples`: one rank's rows of a data-parallel batch.
+pub fn collate_rows(
+    all: &[CaptionExample],
+    rows: std::ops::Range<usize>,
+    t_len: usize,
+    dim: usize,
+    dev: &Device,
+) -> Result<(Inputs, Tensor, Vec<u32>)> {
+    let r = all
         .iter()
         .map(|e| e.encoded.num_regions)
         .max()
         .unwrap_or(0)
         .max(1);
+    let examples = &all[rows];
     let encoded: Vec<&Encoded> = examples.iter().map(|e| &e.encoded).collect();
     let x = crate::data::tensorize::collate(&encoded, t_len, r, dim, dev)?;
     let mut pos: Vec<u32> = Vec::with_capacity(examples.len() * t_len);
     let mut targets = Vec::new();
     for e in examples {
         pos.extend(&e.masked_pos);
-        let n = e.masked_pos.iter().filter(|f| **f == 1).count();
-        targets.extend(&e.masked_ids[..n.min(e.masked_ids.len())]);
+        targets.extend(&e.masked_ids[..e.targets()]);
     }
     Ok((
         x,
@@ -309,8 +321,15 @@ impl TrainTask for CaptionTask<'_> {
         self.cap.settings.optim.batch_size as u64
     }
 
-    fn loss(&mut self, step: u64, examples_seen: u64, rng: &mut StdRng) -> Result<StepLoss> {
+    fn loss(
+        &mut self,
+        step: u64,
+        examples_seen: u64,
+        rng: &mut StdRng,
+        part: Replica<'_>,
+    ) -> Result<StepLoss> {
         let cfg = &self.cap.settings;
+        part.check_batch(self.what(), cfg.optim.batch_size)?;
         let idx = self.order.rows(examples_seen, cfg.optim.batch_size);
         let ex = idx
             .iter()
@@ -332,8 +351,10 @@ impl TrainTask for CaptionTask<'_> {
                 )
             })
             .collect::<Result<Vec<_>>>()?;
-        let (x, masked_pos, targets) = collate(
+        let rows = part.rows(ex.len());
+        let (x, masked_pos, targets) = collate_rows(
             &ex,
+            rows,
             cfg.max_seq_length,
             self.cap.config.img_feature_dim,
             &self.cap.params.device(),
@@ -341,11 +362,23 @@ impl TrainTask for CaptionTask<'_> {
         let logits = self
             .cap
             .model
-            .forward(&x, &masked_pos, &Ctx::train(rng.random()))?;
-        let loss = self.cap.model.loss(&logits, &targets, step as usize)?;
+            .forward(&x, &masked_pos, &part.ctx(rng.random(), ex.len()))?;
+        // Each rank's number of masked tokens (the loss is a mean over the whole batch's).
+        let counts: Vec<usize> = (0..part.size())
+            .map(|r| {
+                ex[part.rows_of(r, ex.len())]
+                    .iter()
+                    .map(CaptionExample::targets)
+                    .sum()
+            })
+            .collect();
+        let loss = self
+            .cap
+            .model
+            .loss_share(&logits, &targets, step as usize, part, &counts)?;
         let pred: Vec<u32> = logits.argmax(1)?.to_vec1()?;
         let acc = pred.iter().zip(&targets).filter(|(p, t)| p == t).count() as f64
-            / targets.len().max(1) as f64;
+            / counts.iter().sum::<usize>().max(1) as f64;
         Ok(StepLoss {
             loss,
             metrics: Metrics::from([("accuracy".to_string(), acc)]),

@@ -12,11 +12,12 @@ use crate::error::{Error, Result};
 use crate::nn::Ctx;
 use crate::tasks::finetune::{Optim, RunFiles};
 use crate::tokenizer::BertTokenizer;
+use crate::train::collective::Replica;
 use crate::train::trainer::{EpochOrder, Metrics, StepLoss, TrainTask, Trainer};
 use candle_core::Tensor;
 use oscar_eval::cider::{CiderD, DocFreqFile};
 use rand::rngs::StdRng;
-use rand::Rng;
+use rand::{Rng, SeedableRng};
 
 /// What a sample's reward is compared with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -155,11 +156,30 @@ impl TrainTask for ScstTask<'_> {
         self.batch_size as u64
     }
 
-    fn loss(&mut self, _step: u64, examples_seen: u64, rng: &mut StdRng) -> Result<StepLoss> {
+    /// Data-parallel, each rank decodes and samples its own images with a generator of its own
+    /// (seeded from the step's and its rank), as each GPU does under DDP: the sampled captions
+    /// depend on the number of ranks, unlike every other task's batches.
+    fn loss(
+        &mut self,
+        _step: u64,
+        examples_seen: u64,
+        step_rng: &mut StdRng,
+        part: Replica<'_>,
+    ) -> Result<StepLoss> {
         let (tok, set, images) = (self.tok, self.set, &self.images);
         let n = self.cap.settings.scst_samples.max(1);
         let max_len = self.cap.settings.decode.max_gen_length;
-        let idx = self.order.rows(examples_seen, self.batch_size);
+        part.check_batch(self.what(), self.batch_size)?;
+        let all = self.order.rows(examples_seen, self.batch_size);
+        let idx = &all[part.rows(all.len())];
+        let mut own;
+        let rng = if part.size() == 1 {
+            step_rng
+        } else {
+            let salt = (part.rank() as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            own = StdRng::seed_from_u64(step_rng.random::<u64>() ^ salt);
+            &mut own
+        };
         let ctxs = idx
             .iter()
             .map(|&i| {
@@ -222,12 +242,16 @@ impl TrainTask for ScstTask<'_> {
         let avg_logprob = sequence_logprobs(&dec, &row_ctxs, &tokens, &Ctx::train(rng.random()))?;
         let adv = Tensor::from_vec(advantage, rows.len(), avg_logprob.device())?;
         let loss = (avg_logprob * adv)?.mean_all()?.neg()?;
-        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+        let loss = part.share(Some(loss.clone()), rows.len(), all.len() * n, &loss)?;
+        // This rank's shares of the whole batch's mean rewards (`n` samples per image).
+        let mean = |v: &[f64], per_image: usize| {
+            v.iter().sum::<f64>() / (all.len() * per_image).max(1) as f64
+        };
         Ok(StepLoss {
             loss,
             metrics: Metrics::from([
-                ("sample_reward".to_string(), mean(&r_samp)),
-                ("greedy_reward".to_string(), mean(&r_base)),
+                ("sample_reward".to_string(), mean(&r_samp, n)),
+                ("greedy_reward".to_string(), mean(&r_base, 1)),
             ]),
         })
     }
