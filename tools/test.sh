@@ -36,7 +36,10 @@ if [ -f "$P" ] && command -v java >/dev/null; then
   export OSCAR_PTB_JAR="$PWD/$P"
 fi
 
-cargo test --workspace --locked "$@"
+# Data-parallel training's mpirun tests build with --features mpi where MPI and libclang are
+# installed (.ci/run installs them); elsewhere they report themselves skipped.
+read -r -a MPI_FEATURES <<< "$(bash tools/mpi_features.sh)"
+cargo test --workspace --locked "${MPI_FEATURES[@]}" "$@"
 
 # The Python package (crates/oscar-py, its own cargo workspace): a wheel built with maturin,
 # installed into a fresh virtual environment, tested with pytest against the binary just built.

@@ -1,5 +1,5 @@
 //! `oscar merge`: joins the part files of a sharded run (`--shard K/N` on `oscar eval retrieval`,
-//! `oscar caption` and `oscar answer`) into what one run writes, and computes its metrics.
+//! `oscar caption`, `oscar answer` and `oscar encode`) into what one run writes, and computes its metrics.
 
 use anyhow::{bail, Result};
 use clap::Args;
@@ -28,6 +28,9 @@ pub struct MergeArgs {
 }
 
 pub fn run(a: &MergeArgs) -> Result<()> {
+    if crate::encode::is_encoded_part(&a.parts[0]) {
+        return crate::encode::merge_encoded(&a.parts, &a.out);
+    }
     let kind = part_kind(&a.parts[0])?;
     match kind.as_str() {
         "retrieval-scores" => retrieval(a),

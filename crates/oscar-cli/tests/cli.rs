@@ -154,6 +154,108 @@ fn tiny_vocab(dir: &Path) -> PathBuf {
 }
 
 #[test]
+fn encode_shards_merged_equal_one_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let vocab = tiny_vocab(dir.path());
+    let items = dir.path().join("items.jsonl");
+    let lines: Vec<String> = (0..7)
+        .map(|i| {
+            let row: Vec<String> = (0..14).map(|j| format!("{}", (i * 14 + j) as f32 / 50.0)).collect();
+            let text = ["a man riding a wave .", "a dog", "a man", "a wave"][i % 4];
+            format!("{{\"id\": \"it{i}\", \"text\": \"{text}\", \"tags\": [\"man\"], \"features\": [[{}]]}}", row.join(","))
+        })
+        .collect();
+    std::fs::write(&items, lines.join("\n")).unwrap();
+    let ck = fixtures().join("pretrain");
+    let enc = |out: &Path, extra: &[&str]| {
+        let mut a = vec![
+            "encode",
+            "--checkpoint",
+            s(&ck),
+            "--vocab",
+            s(&vocab),
+            "--input",
+            s(&items),
+            "--out",
+            s(out),
+            "--task",
+            "vqa",
+            "--max-seq-length",
+            "12",
+            "--max-img-seq-length",
+            "4",
+            "--batch-size",
+            "2",
+        ];
+        a.extend_from_slice(extra);
+        oscar(&a)
+    };
+    let whole = dir.path().join("whole.safetensors");
+    let (ok, _, err) = enc(&whole, &[]);
+    assert!(ok, "{err}");
+    let parts: Vec<PathBuf> = (0..3)
+        .map(|k| dir.path().join(format!("part{k}.safetensors")))
+        .collect();
+    for (k, part) in parts.iter().enumerate() {
+        let (ok, stdout, err) = enc(part, &["--shard", &format!("{k}/3")]);
+        assert!(ok, "{err}");
+        assert!(
+            stdout.contains(if k == 0 { "3 items" } else { "2 items" }),
+            "{stdout}"
+        );
+    }
+    let merged = dir.path().join("merged.safetensors");
+    let mut m = vec!["merge", "--out", s(&merged)];
+    m.extend(parts.iter().rev().map(|p| s(p)));
+    let (ok, stdout, err) = oscar(&m);
+    assert!(ok, "{err}");
+    assert!(stdout.contains("7 items from 3 parts"), "{stdout}");
+    let meta = |p: &Path| {
+        let bytes = std::fs::read(p).unwrap();
+        let (_, h) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+        h.metadata().clone().unwrap()
+    };
+    assert_eq!(meta(&whole), meta(&merged));
+    let (a, b) = (
+        candle_core::safetensors::load(&whole, &Device::Cpu).unwrap(),
+        candle_core::safetensors::load(&merged, &Device::Cpu).unwrap(),
+    );
+    assert_eq!(a.len(), b.len());
+    for (k, t) in &a {
+        assert_eq!(t.dims(), b[k].dims(), "{k}");
+        let d = (t.to_dtype(DType::F32).unwrap() - b[k].to_dtype(DType::F32).unwrap())
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(d <= 1e-5, "{k} differs by {d}");
+    }
+    // A missing shard, and a part of another job, are refused by name.
+    let (ok, _, err) = oscar(&["merge", "--out", s(&merged), s(&parts[0]), s(&parts[1])]);
+    assert!(!ok && err.contains("shard 2/3 is missing"), "{err}");
+    let other = dir.path().join("other.safetensors");
+    let (ok, _, err) = enc(&other, &["--shard", "2/3", "--quantize", "int8"]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = oscar(&[
+        "merge",
+        "--out",
+        s(&merged),
+        s(&parts[0]),
+        s(&parts[1]),
+        s(&other),
+    ]);
+    assert!(
+        !ok && err.contains("other.safetensors") && err.contains("another job"),
+        "{err}"
+    );
+}
+
+#[test]
 fn encode_writes_inputs_and_every_head_output_consistent_with_the_library() {
     let dir = tempfile::tempdir().unwrap();
     let vocab = tiny_vocab(dir.path());
