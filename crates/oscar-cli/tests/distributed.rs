@@ -240,6 +240,20 @@ fn two_ranks_train_as_one_process_and_a_two_rank_run_resumes_on_one() {
         "captioning",
     );
 
+    // SCST: each rank samples its own images' captions (so no equality with one process);
+    // it trains, and rank 0 alone writes.
+    let mut scst = caption(&p("s2"));
+    scst[7] = "2".into();
+    scst.extend(["--scst".into(), "--init".into(), s(&p("c1")).into()]);
+    let (ok, _, err) = mpirun(2, &args(&scst));
+    assert!(ok, "{err}");
+    let rec = steps(&p("s2"));
+    assert_eq!(rec.len(), 2);
+    assert!(
+        rec.iter().all(|r| r.1.is_finite() && r.2.is_finite()),
+        "{rec:?}"
+    );
+
     // The other fine-tuning tasks, 6 steps of a batch of 5.
     for task in ["retrieval", "vqa", "gqa", "nlvr2"] {
         let mut a = [

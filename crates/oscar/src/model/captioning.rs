@@ -91,8 +91,8 @@ impl BertForImageCaptioning {
     }
 
     /// This rank's share of [`Self::loss`] over a data-parallel batch whose ranks hold
-    /// `counts` masked tokens each (this rank's `targets` among them): drop-worst, when on,
-    /// keeps the smallest token losses of the whole batch, as one process would.
+    /// `counts` masked tokens each (this rank's `targets` among them); see
+    /// [`captioning_loss_share`].
     pub fn loss_share(
         &self,
         logits: &Tensor,
@@ -104,27 +104,16 @@ impl BertForImageCaptioning {
         if part.size() == 1 {
             return Ok(self.loss(logits, targets, iteration)?);
         }
-        let global: usize = counts.iter().sum();
-        if targets.is_empty() {
-            return part.share(None, 0, global, logits);
-        }
-        let per_token = captioning_token_losses(logits, targets, self.label_smoothing)?;
-        if !(self.drop_worst_ratio > 0.0 && iteration > self.drop_worst_after) {
-            return part.share(Some(per_token.mean_all()?), targets.len(), global, logits);
-        }
-        let all = part.gather(&per_token.to_vec1::<f32>()?, counts)?;
-        let kept = drop_worst_kept(&all, self.drop_worst_ratio)?;
-        let start: usize = counts[..part.rank()].iter().sum();
-        let mine: Vec<u32> = kept
-            .iter()
-            .filter(|&&i| (start..start + targets.len()).contains(&(i as usize)))
-            .map(|&i| i - start as u32)
-            .collect();
-        if mine.is_empty() {
-            return part.share(None, 0, kept.len(), logits);
-        }
-        let picked = per_token.index_select(&Tensor::new(mine.as_slice(), logits.device())?, 0)?;
-        Ok((picked.sum_all()? / kept.len() as f64)?)
+        let drop_worst = (self.drop_worst_ratio > 0.0 && iteration > self.drop_worst_after)
+            .then_some(self.drop_worst_ratio);
+        captioning_loss_share(
+            logits,
+            targets,
+            self.label_smoothing,
+            drop_worst,
+            part,
+            counts,
+        )
     }
 
     pub fn loss(&self, logits: &Tensor, targets: &[u32], iteration: usize) -> Result<Tensor> {
@@ -156,6 +145,48 @@ pub fn captioning_loss(
         per_token
     };
     kept.mean_all()
+}
+
+/// One rank's share of [`captioning_loss`] over a batch whose ranks hold `counts` masked
+/// tokens each, this rank's `targets` among them: summed over the ranks, the shares give the
+/// whole batch's loss. Drop-worst (`Some(ratio)`) keeps the smallest token losses of the whole
+/// batch, as one process would; the per-token losses are gathered from every rank.
+pub fn captioning_loss_share(
+    logits: &Tensor,
+    targets: &[u32],
+    eps: f64,
+    drop_worst: Option<f64>,
+    part: Replica<'_>,
+    counts: &[usize],
+) -> crate::error::Result<Tensor> {
+    let global: usize = counts.iter().sum();
+    let per_token = match targets.is_empty() {
+        true => None,
+        false => Some(captioning_token_losses(logits, targets, eps)?),
+    };
+    let Some(ratio) = drop_worst else {
+        let mean = per_token.map(|t| t.mean_all()).transpose()?;
+        return part.share(mean, targets.len(), global, logits);
+    };
+    let local: Vec<f32> = match &per_token {
+        Some(t) => t.to_vec1()?,
+        None => Vec::new(),
+    };
+    let all = part.gather(&local, counts)?;
+    let kept = drop_worst_kept(&all, ratio)?;
+    let start: usize = counts[..part.rank()].iter().sum();
+    let mine: Vec<u32> = kept
+        .iter()
+        .filter(|&&i| (start..start + targets.len()).contains(&(i as usize)))
+        .map(|&i| i - start as u32)
+        .collect();
+    match (per_token, mine.is_empty()) {
+        (Some(t), false) => {
+            let picked = t.index_select(&Tensor::new(mine.as_slice(), logits.device())?, 0)?;
+            Ok((picked.sum_all()? / kept.len() as f64)?)
+        }
+        _ => part.share(None, 0, kept.len(), logits),
+    }
 }
 
 /// The smoothed-KL loss of each of the M masked tokens (`[M]`), before drop-worst and the mean.

@@ -403,4 +403,135 @@ mod tests {
         let err = Replica::new(&f).gather(&[1.0], &[2, 1, 1]).unwrap_err();
         assert!(err.to_string().contains("counts"), "{err}");
     }
+
+    /// Ranks as threads of one process: each all-reduce posts this rank's buffer, waits for
+    /// every rank's, and sums them in rank order.
+    struct Threads {
+        rank: usize,
+        group: std::sync::Arc<(std::sync::Barrier, std::sync::Mutex<Vec<Vec<f32>>>)>,
+    }
+
+    impl Collective for Threads {
+        fn rank(&self) -> usize {
+            self.rank
+        }
+        fn size(&self) -> usize {
+            self.group.1.lock().unwrap().len()
+        }
+        fn backend(&self) -> String {
+            "threads".into()
+        }
+        fn all_reduce_sum(&self, buf: &mut [f32]) -> Result<()> {
+            let (barrier, slots) = &*self.group;
+            slots.lock().unwrap()[self.rank] = buf.to_vec();
+            barrier.wait();
+            buf.fill(0.0);
+            for slot in slots.lock().unwrap().iter() {
+                for (b, v) in buf.iter_mut().zip(slot) {
+                    *b += v;
+                }
+            }
+            barrier.wait();
+            Ok(())
+        }
+        fn all_reduce_sum_f64(&self, _: &mut [f64]) -> Result<()> {
+            unreachable!("not used by the loss")
+        }
+        fn broadcast_bytes(&self, _: &mut [u8]) -> Result<()> {
+            unreachable!("not used by the loss")
+        }
+        fn broadcast_f32(&self, _: &mut [f32]) -> Result<()> {
+            unreachable!("not used by the loss")
+        }
+        fn barrier(&self) -> Result<()> {
+            self.group.0.wait();
+            Ok(())
+        }
+        fn abort(&self, code: i32) -> ! {
+            std::process::exit(code)
+        }
+    }
+
+    /// Captioning's loss split over 3 ranks, with and without drop-worst: the ranks' shares add
+    /// up to the whole batch's loss, and each rank's gradient is the whole gradient's rows.
+    #[test]
+    fn captioning_loss_shares_add_up_to_the_whole_batch_and_its_gradient() {
+        use crate::model::captioning::{captioning_loss, captioning_loss_share};
+        use candle_core::{Device, Var};
+        let (m, v) = (11, 6);
+        let vals: Vec<f32> = (0..m * v)
+            .map(|i| ((i * 37 % 23) as f32 - 11.0) / 4.0)
+            .collect();
+        let targets: Vec<u32> = (0..m).map(|i| (i * 5 % v) as u32).collect();
+        let counts = [4usize, 3, 4];
+        for drop_worst in [None, Some(0.3)] {
+            let whole = Var::from_vec(vals.clone(), (m, v), &Device::Cpu).unwrap();
+            let (ratio, after) = (drop_worst.unwrap_or(0.0), 0);
+            let loss = captioning_loss(whole.as_tensor(), &targets, 0.1, ratio, after, 1).unwrap();
+            let grad: Vec<f32> = loss
+                .backward()
+                .unwrap()
+                .get(whole.as_tensor())
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            let group = std::sync::Arc::new((
+                std::sync::Barrier::new(3),
+                std::sync::Mutex::new(vec![Vec::new(); 3]),
+            ));
+            let shares: Vec<(f32, Vec<f32>)> = std::thread::scope(|sc| {
+                let handles: Vec<_> = (0..3)
+                    .map(|rank| {
+                        let group = group.clone();
+                        let (vals, targets) = (&vals, &targets);
+                        sc.spawn(move || {
+                            let comm = Threads { rank, group };
+                            let start: usize = counts[..rank].iter().sum();
+                            let rows = start..start + counts[rank];
+                            let mine = Var::from_vec(
+                                vals[rows.start * v..rows.end * v].to_vec(),
+                                (counts[rank], v),
+                                &Device::Cpu,
+                            )
+                            .unwrap();
+                            let share = captioning_loss_share(
+                                mine.as_tensor(),
+                                &targets[rows],
+                                0.1,
+                                drop_worst,
+                                Replica::new(&comm),
+                                &counts,
+                            )
+                            .unwrap();
+                            let g = share.backward().unwrap();
+                            let g: Vec<f32> = g
+                                .get(mine.as_tensor())
+                                .map(|g| g.flatten_all().unwrap().to_vec1().unwrap())
+                                .unwrap_or_else(|| vec![0.0; counts[rank] * v]);
+                            (share.to_scalar::<f32>().unwrap(), g)
+                        })
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            let total: f32 = shares.iter().map(|s| s.0).sum();
+            let want = loss.to_scalar::<f32>().unwrap();
+            assert!(
+                (total - want).abs() < 1e-5,
+                "{drop_worst:?}: {total} vs {want}"
+            );
+            let joined: Vec<f32> = shares.into_iter().flat_map(|s| s.1).collect();
+            for (a, b) in joined.iter().zip(&grad) {
+                assert!((a - b).abs() < 1e-6, "{drop_worst:?}: gradient {a} vs {b}");
+            }
+            if drop_worst.is_some() {
+                assert!(
+                    grad.iter().filter(|g| **g == 0.0).count() >= 3 * v,
+                    "rows dropped"
+                );
+            }
+        }
+    }
 }

@@ -258,68 +258,19 @@ impl<'a> Trainer<'a> {
         resume: Option<&Path>,
     ) -> Result<TrainReport> {
         let o = self.options.clone();
-        if o.steps == 0 {
-            return Err(Error::Invalid(format!(
-                "{}: steps must be at least 1",
-                task.what()
-            )));
-        }
-        if !(o.lr.is_finite() && o.lr >= 0.0) {
-            return Err(Error::Invalid(format!(
-                "{}: lr is {}, expected a finite value ≥ 0",
-                task.what(),
-                o.lr
-            )));
-        }
+        o.check(task.what())?;
         let started = std::time::Instant::now();
-        let frozen = task.frozen();
-        let frozen: Vec<&str> = frozen.iter().map(String::as_str).collect();
-        let mut opt = AdamW::new(
-            task.params(),
-            AdamWConfig {
-                lr: o.lr,
-                weight_decay: o.weight_decay,
-                ..AdamWConfig::default()
-            },
-            &frozen,
-        );
-        let mut state = TrainerState {
-            step: 0,
-            examples_seen: 0,
-            seed: o.seed,
-            best: None,
-        };
+        let mut opt = o.optimizer(task);
         let comm_rc = self.comm.clone();
         let comm: &dyn Collective = &*comm_rc;
         let lead = comm.rank() == 0;
-        let mut last_good: Option<PathBuf> = None;
-        if let Some(dir) = resume {
-            state = resume_state(comm, dir, &mut opt, o.seed)?;
-            last_good = Some(dir.to_path_buf());
-        }
-        if comm.size() > 1 {
-            broadcast_weights(comm, task.params())?;
-        }
+        let (mut state, mut last_good) = start(comm, &o, task.params(), resume, &mut opt)?;
         let mut log = if lead {
             MetricsLog::open(o.out.as_deref(), state.step)?
         } else {
             MetricsLog { file: None }
         };
-        if let Some(out) = &o.out {
-            last_good = last_good.or_else(|| list_checkpoints(out).pop().map(|c| c.1));
-        }
-        let bar = (o.progress && lead).then(|| {
-            let b = indicatif::ProgressBar::new(o.steps);
-            b.set_style(
-                indicatif::ProgressStyle::with_template(&format!(
-                    "{} {{bar:30}} {{pos}}/{{len}} · {{msg}} · ETA {{eta}}",
-                    task.what()
-                ))
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-            );
-            b.set_position(state.step);
-            b
-        });
+        let bar = (o.progress && lead).then(|| progress_bar(task.what(), o.steps, state.step));
         let per_step = task.examples_per_step();
         let mut report = TrainReport {
             steps: state.step,
@@ -339,32 +290,12 @@ impl<'a> Trainer<'a> {
                 task.loss(k, state.examples_seen, &mut rng, Replica::new(comm))?;
             let (loss_v, metrics) =
                 sum_figures(comm, loss.to_scalar::<f32>()? as f64, metrics, task.what())?;
-            let stopped = |why: String| {
-                Error::Invalid(format!(
-                    "{} step {k}: {why}; training stopped. {}",
-                    task.what(),
-                    match &last_good {
-                        Some(p) => format!(
-                            "The last good checkpoint is {} (resume with --resume {})",
-                            p.display(),
-                            p.display()
-                        ),
-                        None => "No checkpoint had been saved yet (--save-every N saves them)"
-                            .to_string(),
-                    }
-                ))
-            };
+            let stopped = |why: String| stopped(task.what(), k, why, last_good.as_deref());
             if !loss_v.is_finite() {
                 return Err(stopped(format!("the loss is {loss_v}")));
             }
             let mut grads = loss.backward()?;
-            let allreduce_s = if comm.size() > 1 {
-                let t = std::time::Instant::now();
-                sum_gradients(comm, task.params(), &trainable, &mut grads)?;
-                Some(t.elapsed().as_secs_f64())
-            } else {
-                None
-            };
+            let allreduce_s = sum_gradients(comm, task.params(), &trainable, &mut grads)?;
             let lr = o.schedule.lr_for_update(o.lr, k, o.warmup_steps, o.steps);
             // A finite loss can still give non-finite gradients (the optimizer refuses them).
             let grad_norm = opt
@@ -386,18 +317,7 @@ impl<'a> Trainer<'a> {
                 log.write(&serde_json::to_value(&rec).map_err(|e| Error::Invalid(e.to_string()))?)?;
             }
             if let Some(b) = &bar {
-                b.set_position(k);
-                let figures: Vec<String> = rec
-                    .metrics
-                    .iter()
-                    .map(|(n, v)| format!("{} {v:.3}", n.replace('_', " ")))
-                    .collect();
-                b.set_message(format!(
-                    "loss {:.3} {} · lr {:.2e}",
-                    rec.loss,
-                    figures.join(" "),
-                    lr
-                ));
+                show_step(b, &rec);
             }
             if lead {
                 (self.on_step)(&rec);
@@ -406,19 +326,12 @@ impl<'a> Trainer<'a> {
             if lead && ((o.eval_every > 0 && k.is_multiple_of(o.eval_every)) || k == o.steps) {
                 self.evaluate(task, k, &mut state, &mut log, &mut report)?;
             }
-            if lead
-                && o.out.is_some()
-                && ((o.save_every > 0 && k.is_multiple_of(o.save_every)) || k == o.steps)
+            let out = o.out.as_deref().filter(|_| lead);
+            if let Some(out) =
+                out.filter(|_| (o.save_every > 0 && k.is_multiple_of(o.save_every)) || k == o.steps)
             {
-                let out = o.out.as_deref().unwrap_or(Path::new("."));
-                let dir = save_checkpoint(
-                    out,
-                    &|d| task.save(d),
-                    &opt,
-                    &state,
-                    o.keep_last,
-                    &mut |_| Ok(()),
-                )?;
+                let save = |d: &Path| task.save(d);
+                let dir = save_checkpoint(out, &save, &opt, &state, o.keep_last, &mut |_| Ok(()))?;
                 last_good = Some(dir.clone());
                 report.last_checkpoint = Some(dir);
             }
@@ -477,6 +390,110 @@ impl<'a> Trainer<'a> {
     }
 }
 
+impl TrainerOptions {
+    /// Refuses settings no run can use.
+    fn check(&self, what: &str) -> Result<()> {
+        if self.steps == 0 {
+            return Err(Error::Invalid(format!("{what}: steps must be at least 1")));
+        }
+        if !(self.lr.is_finite() && self.lr >= 0.0) {
+            return Err(Error::Invalid(format!(
+                "{what}: lr is {}, expected a finite value ≥ 0",
+                self.lr
+            )));
+        }
+        Ok(())
+    }
+
+    /// AdamW over the task's parameters, its frozen ones left out.
+    fn optimizer<T: TrainTask>(&self, task: &T) -> AdamW {
+        let frozen = task.frozen();
+        let frozen: Vec<&str> = frozen.iter().map(String::as_str).collect();
+        AdamW::new(
+            task.params(),
+            AdamWConfig {
+                lr: self.lr,
+                weight_decay: self.weight_decay,
+                ..AdamWConfig::default()
+            },
+            &frozen,
+        )
+    }
+}
+
+/// The run's progress bar, at `position` of `steps`.
+fn progress_bar(what: &str, steps: u64, position: u64) -> indicatif::ProgressBar {
+    let b = indicatif::ProgressBar::new(steps);
+    b.set_style(
+        indicatif::ProgressStyle::with_template(&format!(
+            "{what} {{bar:30}} {{pos}}/{{len}} · {{msg}} · ETA {{eta}}"
+        ))
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    b.set_position(position);
+    b
+}
+
+/// A step's figures on the progress bar.
+fn show_step(b: &indicatif::ProgressBar, rec: &StepRecord) {
+    b.set_position(rec.step);
+    let figures: Vec<String> = rec
+        .metrics
+        .iter()
+        .map(|(n, v)| format!("{} {v:.3}", n.replace('_', " ")))
+        .collect();
+    b.set_message(format!(
+        "loss {:.3} {} · lr {:.2e}",
+        rec.loss,
+        figures.join(" "),
+        rec.lr
+    ));
+}
+
+/// Why step `k` stopped the run, and where to resume from.
+fn stopped(what: &str, k: u64, why: String, last_good: Option<&Path>) -> Error {
+    Error::Invalid(format!(
+        "{what} step {k}: {why}; training stopped. {}",
+        match last_good {
+            Some(p) => format!(
+                "The last good checkpoint is {} (resume with --resume {})",
+                p.display(),
+                p.display()
+            ),
+            None => "No checkpoint had been saved yet (--save-every N saves them)".to_string(),
+        }
+    ))
+}
+
+/// The state a run starts from: a fresh one, or a resumed checkpoint's (read by rank 0, sent to
+/// the others, with rank 0's weights); and the last good checkpoint so far.
+fn start(
+    comm: &dyn Collective,
+    o: &TrainerOptions,
+    params: &Params,
+    resume: Option<&Path>,
+    opt: &mut AdamW,
+) -> Result<(TrainerState, Option<PathBuf>)> {
+    let mut state = TrainerState {
+        step: 0,
+        examples_seen: 0,
+        seed: o.seed,
+        best: None,
+    };
+    let mut last_good: Option<PathBuf> = None;
+    if let Some(dir) = resume {
+        state = resume_state(comm, dir, opt, o.seed)?;
+        last_good = Some(dir.to_path_buf());
+    }
+    if comm.size() > 1 {
+        broadcast_weights(comm, params)?;
+    }
+    if let Some(out) = &o.out {
+        last_good = last_good.or_else(|| list_checkpoints(out).pop().map(|c| c.1));
+    }
+    Ok((state, last_good))
+}
+
 /// A checkpoint's trainer state and optimizer moments, read by rank 0 and sent to the others.
 fn resume_state(
     comm: &dyn Collective,
@@ -531,13 +548,18 @@ fn broadcast_weights(comm: &dyn Collective, params: &Params) -> Result<()> {
 
 /// Replaces each trainable parameter's gradient by its sum over the ranks, in one all-reduce
 /// of one flat buffer (with a presence flag per parameter: a parameter no rank's loss reached
-/// keeps no gradient, as in a single process).
+/// keeps no gradient, as in a single process). Returns the seconds it took (none for a single
+/// process, which has nothing to sum).
 fn sum_gradients(
     comm: &dyn Collective,
     params: &Params,
     trainable: &[bool],
     grads: &mut candle_core::backprop::GradStore,
-) -> Result<()> {
+) -> Result<Option<f64>> {
+    if comm.size() == 1 {
+        return Ok(None);
+    }
+    let started = std::time::Instant::now();
     let live: Vec<&candle_core::Var> = params
         .entries
         .iter()
@@ -577,7 +599,7 @@ fn sum_gradients(
         }
         off += n;
     }
-    Ok(())
+    Ok(Some(started.elapsed().as_secs_f64()))
 }
 
 /// The step's loss and figures summed over the ranks (each rank holds its share).
