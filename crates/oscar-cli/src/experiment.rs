@@ -186,6 +186,14 @@ fn seed_results(a: &AblationArgs, seed: u64) -> Result<DemoResults> {
             }
         );
     }
+    if r.recipe != crate::demo::RECIPE {
+        anyhow::bail!(
+            "{} was run with the demo's recipe {} and this build runs recipe {} (recipe 2 ties the captioning decoder to the word embeddings; recipe 1's started from random numbers): use another --out, or delete seed-{seed} to re-run it",
+            path.display(),
+            r.recipe,
+            crate::demo::RECIPE
+        );
+    }
     Ok(r)
 }
 
@@ -454,7 +462,7 @@ mod tests {
     ) -> DemoResults {
         let name = |i: usize| ARMS[i];
         let v = serde_json::json!({
-            "quick": quick, "seconds": 1.0,
+            "recipe": crate::demo::RECIPE, "quick": quick, "seconds": 1.0,
             "world": {"images": 10, "region_dim": 14, "test_images": 2},
             "budget": {"pretrain_steps": 1, "finetune_steps": 1},
             "pretraining": [{"arm": "with-tags", "steps": 1, "final_loss": null,
@@ -546,6 +554,16 @@ mod tests {
             panic!("a quick seed read by a default-budget ablation")
         };
         assert!(e.to_string().contains("--quick"), "{e}");
+        // A seed of the older recipe (its results.json has no `recipe`) is refused too.
+        let mut old = serde_json::to_value(&per[0]).unwrap();
+        old.as_object_mut().unwrap().remove("recipe");
+        let dir = d.path().join("seed-9");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("results.json"), old.to_string()).unwrap();
+        let Err(e) = seed_results(&a, 9) else {
+            panic!("a seed of the untied recipe mixed into the ablation")
+        };
+        assert!(e.to_string().contains("recipe 1"), "{e}");
         let ab = aggregate(&a, vec![1, 2, 3], rows);
         let claim = |k: usize| (ab.claims[k].holds_on, ab.claims[k].fails_on.clone());
         assert_eq!(claim(0), (2, vec![3]), "seed 3: t2i 8 < none's 9");

@@ -124,25 +124,35 @@ fn multiple_choice_every_parameter_gets_a_gradient() {
 
 #[test]
 fn captioning_every_parameter_but_the_unused_pooler_gets_a_gradient() {
-    let mut c = cfg();
-    c.label_smoothing = 0.1;
-    let m = fresh::<BertForImageCaptioning>(&c);
-    let masked = Tensor::from_vec(
-        vec![0u32, 1, 0, 1, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0],
-        (2, 7),
-        &Device::Cpu,
-    )
-    .unwrap();
-    let logits = m.model.forward(&batch(2), &masked, &Ctx::train(4)).unwrap();
-    let loss = m.model.loss(&logits, &[3, 4, 5], 1).unwrap();
-    // The reference's captioning model never reads the pooled output either.
-    assert_eq!(
-        without_gradient(&m.params, &loss),
-        vec![
-            "bert.pooler.dense.weight".to_string(),
-            "bert.pooler.dense.bias".to_string()
-        ]
-    );
+    // Untied (the script's default) and tied to the word embeddings (VinVL's `--tie_weights`,
+    // the demo's setting): tied, the decoder is the embeddings and receives its gradient there.
+    for tie in [false, true] {
+        let mut c = cfg();
+        c.label_smoothing = 0.1;
+        c.tie_weights = tie;
+        let m = fresh::<BertForImageCaptioning>(&c);
+        assert_eq!(
+            m.params.get("cls.predictions.decoder.weight").is_none(),
+            tie,
+            "tie_weights {tie}"
+        );
+        let masked = Tensor::from_vec(
+            vec![0u32, 1, 0, 1, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0],
+            (2, 7),
+            &Device::Cpu,
+        )
+        .unwrap();
+        let logits = m.model.forward(&batch(2), &masked, &Ctx::train(4)).unwrap();
+        let loss = m.model.loss(&logits, &[3, 4, 5], 1).unwrap();
+        // The reference's captioning model never reads the pooled output either.
+        assert_eq!(
+            without_gradient(&m.params, &loss),
+            vec![
+                "bert.pooler.dense.weight".to_string(),
+                "bert.pooler.dense.bias".to_string()
+            ]
+        );
+    }
 }
 
 #[test]

@@ -257,6 +257,55 @@ fn captioning_seq2seq_logits_and_smoothed_losses_match_pytorch() {
 }
 
 #[test]
+fn an_untied_captioning_model_from_a_tied_safetensors_checkpoint_starts_as_from_the_references_bin()
+{
+    // The pre-training fixture as the reference's `torch.save` wrote it (the tied decoder stored
+    // as its own key) and as a safetensors file (one copy: no decoder, as HF's save_pretrained
+    // and every checkpoint oscar-rs writes). Loaded into an untied captioning model, both must
+    // give the same decoder and the same logits; a fresh random decoder would not.
+    let inp = st("caption", "inputs.safetensors");
+    let from = |file: &str| {
+        let ckpt = read_checkpoint(&fixture("pretrain", file)).unwrap();
+        let mut cfg = ckpt.config.clone().unwrap();
+        cfg.tie_weights = false;
+        load_model::<BertForImageCaptioning>(ckpt, Some(cfg), Fresh::Head, 7, &Device::Cpu).unwrap()
+    };
+    let bin = from("pytorch_model.bin");
+    let sft = from("model.safetensors");
+    assert!(
+        sft.report
+            .notes
+            .iter()
+            .any(|n| n.contains("decoder.weight copied from")),
+        "{:?}",
+        sft.report.notes
+    );
+    let w =
+        |m: &Loaded<BertForImageCaptioning>, k: &str| m.params.get(k).unwrap().as_tensor().clone();
+    let decoder = "cls.predictions.decoder.weight";
+    assert_close("decoder", &w(&sft, decoder), &w(&bin, decoder), 0.0);
+    assert_close(
+        "decoder = embeddings",
+        &w(&sft, decoder),
+        &w(&sft, "bert.embeddings.word_embeddings.weight"),
+        0.0,
+    );
+    let ids = inp["input_ids"].dim(1).unwrap();
+    let masked = Tensor::ones(
+        (inp["input_ids"].dim(0).unwrap(), ids),
+        DType::U32,
+        &Device::Cpu,
+    )
+    .unwrap();
+    let logits = |m: &Loaded<BertForImageCaptioning>| {
+        m.model
+            .forward(&inputs(&inp), &masked, &Ctx::eval())
+            .unwrap()
+    };
+    assert_close("logits", &logits(&sft), &logits(&bin), 0.0);
+}
+
+#[test]
 fn v1_captioning_checkpoint_keys_are_remapped_not_silently_reinitialised() {
     let inp = st("caption", "inputs.safetensors");
     let gold = st("caption", "goldens_v1.safetensors");

@@ -149,5 +149,23 @@ pub fn normalize_keys(
                 .into(),
         );
     }
+    // A tied MLM head (pre-training's) saved as safetensors keeps one copy of the shared tensor,
+    // so the file has no decoder. The reference's `torch.save`d state_dict holds both copies, and
+    // an untied captioning model built from it starts its decoder from the word embeddings: do
+    // the same here, rather than let the decoder start from random numbers.
+    if !tied
+        && head == HeadKind::Captioning
+        && t.contains_key("cls.predictions.transform.dense.weight")
+        && !t.contains_key("cls.predictions.decoder.weight")
+    {
+        if let Some(w) = t.get("bert.embeddings.word_embeddings.weight") {
+            let w = w.copy()?;
+            t.insert("cls.predictions.decoder.weight".into(), w);
+            notes.push(
+                "cls.predictions.decoder.weight copied from bert.embeddings.word_embeddings.weight (the checkpoint's MLM head is tied to them)"
+                    .into(),
+            );
+        }
+    }
     Ok(notes)
 }
