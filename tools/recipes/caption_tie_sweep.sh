@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The demo's tags arm over seeds, captioning fine-tuned with the decoder untied (the script's
-# default, the demo before recipe 2) and tied to the word embeddings (VinVL's --tie_weights, the
-# demo since): the same world, pre-training and captioning budget as `oscar demo --seed S`
+# default) and tied to the word embeddings (VinVL's --tie_weights, the demo's recipe 2): the
+# same world, pre-training and captioning budget as `oscar demo --seed S`
 # (2,000 images, 4,000 pre-training steps with tools/recipes/world_pretrain.toml, 800 captioning
 # steps, beam 5 on 100 test images). Resumable: finished steps are skipped.
 #
@@ -9,7 +9,9 @@
 #
 # Writes OUT/summary.json (per seed: CIDEr untied, tied, nearest-neighbour caption, and the
 # pre-training probe) and prints a table. One thread per process; run two sweeps side by side
-# on two cores with disjoint seed lists.
+# on two cores with disjoint seed lists. Built before commit 8751315, the untied decoder started
+# from random numbers (the pre-training checkpoint holds no separate decoder); since, from the
+# word embeddings, as the reference's checkpoints give it.
 set -euo pipefail
 out=${1:?usage: caption_tie_sweep.sh OUT "SEEDS" [OSCAR]}
 seeds=${2:?usage: caption_tie_sweep.sh OUT "SEEDS" [OSCAR]}
