@@ -479,6 +479,27 @@ mod tests {
     }
 
     #[test]
+    fn a_seed_of_another_recipe_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let a = AblationArgs {
+            seeds: vec![9],
+            quick: true,
+            out: d.path().to_path_buf(),
+        };
+        // A results.json written before the recipe was recorded (recipe 1: no `recipe` key).
+        let r = results(true, [(5.0, 5.0, 0.1, 40.0); 3], 0.4, 45.0);
+        let mut old = serde_json::to_value(&r).unwrap();
+        old.as_object_mut().unwrap().remove("recipe");
+        let dir = d.path().join("seed-9");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("results.json"), old.to_string()).unwrap();
+        let Err(e) = seed_results(&a, 9) else {
+            panic!("a seed of the untied recipe mixed into the ablation")
+        };
+        assert!(e.to_string().contains("recipe 1"), "{e}");
+    }
+
+    #[test]
     fn claims_and_differences_count_the_seeds_that_agree() {
         let d = tempfile::tempdir().unwrap();
         let a = AblationArgs {
@@ -554,16 +575,6 @@ mod tests {
             panic!("a quick seed read by a default-budget ablation")
         };
         assert!(e.to_string().contains("--quick"), "{e}");
-        // A seed of the older recipe (its results.json has no `recipe`) is refused too.
-        let mut old = serde_json::to_value(&per[0]).unwrap();
-        old.as_object_mut().unwrap().remove("recipe");
-        let dir = d.path().join("seed-9");
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("results.json"), old.to_string()).unwrap();
-        let Err(e) = seed_results(&a, 9) else {
-            panic!("a seed of the untied recipe mixed into the ablation")
-        };
-        assert!(e.to_string().contains("recipe 1"), "{e}");
         let ab = aggregate(&a, vec![1, 2, 3], rows);
         let claim = |k: usize| (ab.claims[k].holds_on, ab.claims[k].fails_on.clone());
         assert_eq!(claim(0), (2, vec![3]), "seed 3: t2i 8 < none's 9");
