@@ -41,6 +41,18 @@ for dev in cpu cuda:0; do
   run "$B" answer --checkpoint "$O/vqa" --features "$F" --questions "$W/vqa/test.json" --device "$dev" --out "$O/answers-$tag.json"
   run "$B" train retrieval --data "$W" --out "$O/train-$tag" --steps 20 --test-images 4 --device "$dev"
 done
+# NCCL (two ranks, one GPU each) against one process on one GPU, same global batch: needs two
+# GPUs (NCCL refuses two ranks on one) and mpirun; says skipped otherwise.
+NGPU=$(nvidia-smi --list-gpus 2>/dev/null | wc -l)
+if [ "$NGPU" -ge 2 ] && command -v mpirun >/dev/null; then
+  for np in 1 2; do
+    OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 run mpirun -np $np "$B" train retrieval \
+      --data "$W" --out "$O/nccl-$np" --steps 20 --batch-size 8 --test-images 4 --device cuda
+  done
+  echo "ran" > "$O/nccl.txt"
+else
+  echo "skipped: NCCL needs 2 GPUs and mpirun (GPUs: $NGPU, mpirun: $(command -v mpirun || echo none))" | tee "$O/nccl.txt"
+fi
 for w in pretrain-step retrieval-score caption-beam; do
   for size in tiny base; do
     "$B" bench --device cuda:0 --workload "$w" --size "$size" > "$O/bench-$w-$size-cuda.json" 2>> "$O/log.txt"
@@ -74,11 +86,17 @@ same = sum(x["answer"] == y["answer"] for x, y in zip(*q)) if all(q) else 0
 out["answers identical"] = {"same": same, "of": len(q[0]) if q[0] else 0}
 def losses(t):
     try:
-        return [json.loads(l)["loss"] for l in open(f"{o}/train-{t}/metrics.jsonl") if '"loss"' in l]
+        d = t if t.startswith("nccl") else f"train-{t}"
+        return [json.loads(l)["loss"] for l in open(f"{o}/{d}/metrics.jsonl") if '"loss"' in l]
     except Exception:
         return []
 lc, lg = losses("cpu"), losses("cuda")
 check("training losses (20 steps)", max(abs(x - y) for x, y in zip(lc, lg)) if lc and len(lc) == len(lg) else None, 1e-2)
+if open(f"{o}/nccl.txt").read().startswith("ran"):
+    l1, l2 = losses("nccl-1"), losses("nccl-2")
+    check("NCCL 2 ranks vs 1 process (20 steps)", max(abs(x - y) for x, y in zip(l1, l2)) if l1 and len(l1) == len(l2) else None, 1e-3)
+else:
+    out["NCCL 2 ranks vs 1 process (20 steps)"] = open(f"{o}/nccl.txt").read().strip()
 out["bench"] = {}
 for w in ("pretrain-step", "retrieval-score", "caption-beam"):
     for size in ("tiny", "base"):

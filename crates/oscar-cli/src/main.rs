@@ -319,12 +319,21 @@ fn check(dir: &std::path::Path, dim: Option<usize>, json: Option<&std::path::Pat
     Ok(())
 }
 
-/// `--device cpu|cuda:N|metal:N`: where a command computes.
+/// `--device cpu|cuda:N|metal:N`: where a command computes. `cuda` without a number is GPU 0,
+/// or under an MPI launcher the GPU of the rank's local rank (one GPU per rank, as NCCL wants).
 pub(crate) fn parse_device(s: &str) -> std::result::Result<candle_core::Device, String> {
-    let (kind, index) = s.split_once(':').unwrap_or((s, "0"));
-    let n: usize = index
-        .parse()
-        .map_err(|_| format!("device {s:?}: expected cpu, cuda:N or metal:N"))?;
+    let (kind, n) = match s.split_once(':') {
+        Some((kind, index)) => (
+            kind,
+            index
+                .parse()
+                .map_err(|_| format!("device {s:?}: expected cpu, cuda:N or metal:N"))?,
+        ),
+        None if s == "cuda" && oscar::train::collective::launched_by_mpi() => {
+            (s, oscar::train::collective::local_rank().unwrap_or(0))
+        }
+        None => (s, 0),
+    };
     let unsupported = |e: candle_core::Error| {
         // The first line only: candle appends a backtrace when RUST_BACKTRACE is set.
         let e = e.to_string();

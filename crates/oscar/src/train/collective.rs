@@ -12,7 +12,7 @@
 
 use crate::error::{Error, Result};
 use crate::nn::Ctx;
-use candle_core::Tensor;
+use candle_core::{DType, Tensor};
 use std::cell::{Cell, RefCell};
 use std::ops::Range;
 use std::rc::Rc;
@@ -33,12 +33,31 @@ pub trait Collective {
     /// Rank 0's values into every rank's `buf` (the same length on every rank).
     fn broadcast_f32(&self, buf: &mut [f32]) -> Result<()>;
     fn barrier(&self) -> Result<()>;
+    /// The element-wise sum over all ranks of a tensor, as a new tensor on its device. By
+    /// default through host memory ([`Self::all_reduce_sum`]); the MPI collective built with
+    /// `nccl` sums CUDA tensors on their devices with NCCL instead.
+    fn all_reduce_sum_tensor(&self, t: &Tensor) -> Result<Tensor> {
+        through_host(t, |v| self.all_reduce_sum(v))
+    }
+    /// Rank 0's tensor on every rank (the same shape on every rank), like
+    /// [`Self::all_reduce_sum_tensor`] through host memory unless the backend has a better path.
+    fn broadcast_tensor(&self, t: &Tensor) -> Result<Tensor> {
+        through_host(t, |v| self.broadcast_f32(v))
+    }
     /// Ends the processes of every rank: after an error on one rank the others would wait in
     /// the next collective forever.
     fn abort(&self, code: i32) -> !;
     /// Shuts the collective down before this process exits (`MPI_Finalize`, which waits for
     /// every rank); nothing may be called afterwards.
     fn finalize(&self) {}
+}
+
+/// `op` applied to `t`'s values in f32 host memory, the result back on `t`'s device in `t`'s
+/// dtype and shape.
+fn through_host(t: &Tensor, op: impl FnOnce(&mut [f32]) -> Result<()>) -> Result<Tensor> {
+    let mut v: Vec<f32> = t.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?;
+    op(&mut v)?;
+    Ok(Tensor::from_vec(v, t.shape(), t.device())?.to_dtype(t.dtype())?)
 }
 
 /// Rank 0's byte string on every rank, whatever its length (others pass `None`).
@@ -136,6 +155,20 @@ pub fn launched_by_mpi() -> bool {
     ]
     .iter()
     .any(|k| std::env::var_os(k).is_some())
+}
+
+/// This process's rank among the ranks of its machine, as the launcher says it (OpenMPI,
+/// MPICH/Hydra, Slurm, torchrun's convention); none outside a launcher. Each rank of a machine
+/// takes the GPU of its local rank.
+pub fn local_rank() -> Option<usize> {
+    [
+        "OMPI_COMM_WORLD_LOCAL_RANK",
+        "MPI_LOCALRANKID",
+        "SLURM_LOCALID",
+        "LOCAL_RANK",
+    ]
+    .iter()
+    .find_map(|k| std::env::var(k).ok()?.trim().parse().ok())
 }
 
 /// The collective this process trains with: MPI when an MPI launcher started it, a single
@@ -261,6 +294,9 @@ impl<'c> Replica<'c> {
     }
 }
 
+#[cfg(feature = "nccl")]
+pub mod nccl;
+
 #[cfg(feature = "mpi")]
 pub mod mpi_backend {
     //! The [`Collective`] over MPI (rsmpi): `MPI_Allreduce`, `MPI_Bcast`, `MPI_Barrier` on
@@ -276,6 +312,9 @@ pub mod mpi_backend {
 
     pub struct Mpi {
         world: SimpleCommunicator,
+        /// NCCL over the same ranks, connected at the first collective on a CUDA tensor.
+        #[cfg(feature = "nccl")]
+        nccl: std::cell::RefCell<Option<std::rc::Rc<super::nccl::NcclLink>>>,
         // Finalizes MPI when dropped, after `world`.
         _universe: mpi::environment::Universe,
     }
@@ -286,8 +325,34 @@ pub mod mpi_backend {
                 .ok_or_else(|| Error::Invalid("MPI was already initialized".into()))?;
             Ok(Mpi {
                 world: universe.world(),
+                #[cfg(feature = "nccl")]
+                nccl: Default::default(),
                 _universe: universe,
             })
+        }
+    }
+
+    #[cfg(feature = "nccl")]
+    impl Mpi {
+        /// The NCCL link for `device`'s tensors, connecting it on first use (every rank reaches
+        /// it at the same collective: ranks agree on their kind of device before training).
+        fn nccl_for(
+            &self,
+            device: &candle_core::Device,
+        ) -> Result<std::rc::Rc<super::nccl::NcclLink>> {
+            if let Some(link) = &*self.nccl.borrow() {
+                if !link.serves(device) {
+                    return Err(Error::Invalid(
+                        "NCCL: this rank's tensors moved to another CUDA device; one rank trains \
+                         on one GPU"
+                            .into(),
+                    ));
+                }
+                return Ok(link.clone());
+            }
+            let link = std::rc::Rc::new(super::nccl::NcclLink::connect(self, device)?);
+            *self.nccl.borrow_mut() = Some(link.clone());
+            Ok(link)
         }
     }
 
@@ -300,7 +365,24 @@ pub mod mpi_backend {
         }
         fn backend(&self) -> String {
             let v = mpi::environment::library_version().unwrap_or_default();
-            format!("MPI ({})", v.lines().next().unwrap_or("").trim())
+            let mpi = format!("MPI ({})", v.lines().next().unwrap_or("").trim());
+            #[cfg(feature = "nccl")]
+            let mpi = format!("{mpi}; {} for CUDA tensors", super::nccl::version());
+            mpi
+        }
+        #[cfg(feature = "nccl")]
+        fn all_reduce_sum_tensor(&self, t: &candle_core::Tensor) -> Result<candle_core::Tensor> {
+            match t.device() {
+                d @ candle_core::Device::Cuda(_) => self.nccl_for(d)?.all_reduce_sum(t),
+                _ => super::through_host(t, |v| self.all_reduce_sum(v)),
+            }
+        }
+        #[cfg(feature = "nccl")]
+        fn broadcast_tensor(&self, t: &candle_core::Tensor) -> Result<candle_core::Tensor> {
+            match t.device() {
+                d @ candle_core::Device::Cuda(_) => self.nccl_for(d)?.broadcast(t),
+                _ => super::through_host(t, |v| self.broadcast_f32(v)),
+            }
         }
         fn all_reduce_sum(&self, buf: &mut [f32]) -> Result<()> {
             for chunk in buf.chunks_mut(CHUNK) {

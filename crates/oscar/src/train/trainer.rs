@@ -532,24 +532,40 @@ fn resume_state(
 
 /// Rank 0's parameter values on every rank (`DistributedDataParallel`'s broadcast at start).
 fn broadcast_weights(comm: &dyn Collective, params: &Params) -> Result<()> {
+    check_same_kind_of_device(comm, params)?;
     for (_, var) in &params.entries {
-        let t = var.as_tensor();
-        let mut v: Vec<f32> = t
-            .flatten_all()?
-            .to_dtype(candle_core::DType::F32)?
-            .to_vec1()?;
-        comm.broadcast_f32(&mut v)?;
+        let from_rank0 = comm.broadcast_tensor(var.as_tensor())?;
         if comm.rank() != 0 {
-            var.set(&Tensor::from_vec(v, t.shape(), t.device())?.to_dtype(t.dtype())?)?;
+            var.set(&from_rank0)?;
         }
     }
     Ok(())
 }
 
+/// Refuses ranks that train on different kinds of device: a CUDA rank's tensors go through
+/// NCCL where a CPU rank's go through MPI, and the two would wait for each other forever.
+fn check_same_kind_of_device(comm: &dyn Collective, params: &Params) -> Result<()> {
+    let Some((_, first)) = params.entries.first() else {
+        return Ok(());
+    };
+    let cuda = first.as_tensor().device().is_cuda();
+    let mut v = [f64::from(u8::from(cuda))];
+    comm.all_reduce_sum_f64(&mut v)?;
+    if v[0] != 0.0 && v[0] != comm.size() as f64 {
+        return Err(Error::Invalid(format!(
+            "{} of {} ranks train on a CUDA device and the others do not: give every rank the \
+             same kind of --device (`--device cuda` takes each rank's local rank as its GPU)",
+            v[0],
+            comm.size()
+        )));
+    }
+    Ok(())
+}
+
 /// Replaces each trainable parameter's gradient by its sum over the ranks, in one all-reduce
-/// of one flat buffer (with a presence flag per parameter: a parameter no rank's loss reached
-/// keeps no gradient, as in a single process). Returns the seconds it took (none for a single
-/// process, which has nothing to sum).
+/// of one flat buffer on the parameters' device (with a presence flag per parameter: a
+/// parameter no rank's loss reached keeps no gradient, as in a single process). Returns the
+/// seconds it took (none for a single process, which has nothing to sum).
 fn sum_gradients(
     comm: &dyn Collective,
     params: &Params,
@@ -567,33 +583,37 @@ fn sum_gradients(
         .filter(|(_, t)| **t)
         .map(|((_, v), _)| v)
         .collect();
-    let total: usize = live.iter().map(|v| v.elem_count()).sum();
-    let mut flat = Vec::with_capacity(total + live.len());
+    let Some(first) = live.first() else {
+        return Ok(Some(0.0));
+    };
+    let device = first.as_tensor().device().clone();
+    let f32 = candle_core::DType::F32;
+    let mut parts = Vec::with_capacity(live.len() + 1);
     let mut present = Vec::with_capacity(live.len());
     for var in &live {
         match grads.get(var.as_tensor()) {
             Some(g) => {
-                flat.extend(
-                    g.flatten_all()?
-                        .to_dtype(candle_core::DType::F32)?
-                        .to_vec1::<f32>()?,
-                );
+                parts.push(g.flatten_all()?.to_dtype(f32)?);
                 present.push(1f32);
             }
             None => {
-                flat.resize(flat.len() + var.elem_count(), 0.0);
+                parts.push(Tensor::zeros(var.elem_count(), f32, &device)?);
                 present.push(0.0);
             }
         }
     }
-    flat.extend(present);
-    comm.all_reduce_sum(&mut flat)?;
+    parts.push(Tensor::from_vec(present, live.len(), &device)?);
+    let summed = comm.all_reduce_sum_tensor(&Tensor::cat(&parts, 0)?)?;
+    let total = summed.elem_count() - live.len();
+    let present: Vec<f32> = summed.narrow(0, total, live.len())?.to_vec1()?;
     let mut off = 0;
-    for (i, var) in live.iter().enumerate() {
+    for (var, reached) in live.iter().zip(present) {
         let t = var.as_tensor();
         let n = t.elem_count();
-        if flat[total + i] > 0.0 {
-            let g = Tensor::from_slice(&flat[off..off + n], t.shape(), t.device())?
+        if reached > 0.0 {
+            let g = summed
+                .narrow(0, off, n)?
+                .reshape(t.shape())?
                 .to_dtype(t.dtype())?;
             grads.insert(t, g);
         }
