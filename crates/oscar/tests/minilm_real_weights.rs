@@ -96,11 +96,12 @@ fn minilm_hidden_states_and_token_ids_match_transformers() {
 
 /// Dynamic int8 on real trained weights: the sentence embedding all-MiniLM-L6-v2 is used for
 /// (mean of the last hidden states over the tokens) stays close to f32, on the sentences above
-/// and on 60 more drawn from the vocabulary's whole words. Measured 2026-12-02: min cosine
-/// 0.9933, mean 0.9953 — under the 0.999 issue 23 asked for, above the reference tools on the
-/// same kind of sentences (tools/reference/minilm_int8_reference.py: PyTorch `quantize_dynamic`
-/// min 0.861 / mean 0.925, ONNX Runtime `quantize_dynamic` 0.922 / 0.951). The bound guards
-/// what was reached.
+/// and on 60 more drawn from the vocabulary's whole words. Measured 2026-12-03 with the
+/// outlier features in f32 (LLM.int8()'s decomposition, threshold 6): min cosine 0.9984, mean
+/// 0.9989 (0.9933 / 0.9953 without it) — still under the 0.999 issue 23 asked for, above the
+/// reference tools on the same kind of sentences (tools/reference/minilm_int8_reference.py:
+/// PyTorch `quantize_dynamic` min 0.861 / mean 0.925, ONNX Runtime `quantize_dynamic` 0.922 /
+/// 0.951). The bound guards what was reached.
 #[test]
 fn minilm_int8_embeddings_stay_close_to_f32() {
     let Some(dir) = std::env::var_os("OSCAR_MINILM_DIR").map(PathBuf::from) else {
@@ -194,6 +195,7 @@ fn minilm_int8_embeddings_stay_close_to_f32() {
     eprintln!(
         "MiniLM int8 vs f32, mean-pooled cosine over {b} sentences: min {min:.5}, mean {mean:.5}"
     );
-    assert!(min >= 0.99, "cosine {min} below 0.99: {cos:?}");
+    // Measured 0.99840 (0.99325 without the outlier decomposition).
+    assert!(min >= 0.998, "cosine {min} below 0.998: {cos:?}");
     assert!(min < 1.0 - 1e-7, "int8 identical to f32: not quantized?");
 }

@@ -106,6 +106,13 @@ impl PackedWeight {
         q
     }
 
+    /// Input feature `kk` of every output channel, dequantized (`q · scale`, `n` values).
+    pub fn dequantized_column(&self, kk: usize) -> Vec<f32> {
+        (0..self.n)
+            .map(|j| self.at(j, kk) as f32 * self.scales[j])
+            .collect()
+    }
+
     fn at(&self, j: usize, kk: usize) -> i8 {
         let (p, c) = (j / NR, j % NR);
         self.panels[p * self.k4 * NR + (kk / 4) * NR * 4 + c * 4 + kk % 4]

@@ -5,6 +5,7 @@
 //! has no gradient.
 
 pub mod kernel;
+pub mod outliers;
 
 pub use kernel::PackedWeight;
 
@@ -123,9 +124,38 @@ impl CustomOp1 for Int8Linear {
         };
         let (m, _) = l.shape().dims2()?;
         let mut y = vec![0f32; m * self.weight.n];
-        kernel::gemm(&v[a..b], m, &self.weight, self.bias.as_deref(), &mut y);
+        outliers::gemm_decomposed(
+            &v[a..b],
+            m,
+            &self.weight,
+            self.bias.as_deref(),
+            outlier_threshold(),
+            &mut y,
+        );
         Ok((CpuStorage::F32(y), Shape::from((m, self.weight.n))))
     }
+}
+
+/// The magnitude from which an input feature is multiplied in f32 ([`outliers::THRESHOLD`];
+/// `OSCAR_INT8_OUTLIER_THRESHOLD` sets another, `inf` turns the decomposition off).
+fn outlier_threshold() -> f32 {
+    static T: std::sync::OnceLock<f32> = std::sync::OnceLock::new();
+    *T.get_or_init(|| {
+        let Ok(v) = std::env::var("OSCAR_INT8_OUTLIER_THRESHOLD") else {
+            return outliers::THRESHOLD;
+        };
+        match v.trim().parse::<f32>() {
+            Ok(t) if t > 0.0 => t,
+            _ => {
+                eprintln!(
+                    "warning: OSCAR_INT8_OUTLIER_THRESHOLD={v:?} is not a positive number; \
+                     using {}",
+                    outliers::THRESHOLD
+                );
+                outliers::THRESHOLD
+            }
+        }
+    })
 }
 
 #[cfg(test)]
