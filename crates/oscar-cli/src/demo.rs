@@ -29,11 +29,72 @@ pub struct DemoArgs {
     /// Where the world, the runs and the report go.
     #[arg(long, default_value = "oscar-demo")]
     pub(crate) out: PathBuf,
-    /// A small run (about two minutes on two cores) that exercises every stage.
-    #[arg(long)]
+    /// A small run (about two minutes on two cores) that exercises every stage: `--budget quick`.
+    #[arg(long, conflicts_with = "budget")]
     pub(crate) quick: bool,
+    /// How many steps: `demo` (the default, about ten minutes on two cores), `quick` (about two
+    /// minutes) or `long` (four times the demo's pre-training and fine-tuning steps, same world).
+    #[arg(long, value_enum, default_value_t = DemoBudget::Demo)]
+    pub(crate) budget: DemoBudget,
     #[arg(long, default_value_t = 0)]
     pub(crate) seed: u64,
+}
+
+/// The demo's budgets, by name (recorded in `results.json`, so that an ablation never mixes them).
+#[derive(
+    clap::ValueEnum, serde::Serialize, serde::Deserialize, Clone, Copy, Debug, PartialEq, Eq,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum DemoBudget {
+    Quick,
+    Demo,
+    Long,
+}
+
+impl DemoBudget {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            DemoBudget::Quick => "quick",
+            DemoBudget::Demo => "demo",
+            DemoBudget::Long => "long",
+        }
+    }
+
+    fn steps(self) -> Budget {
+        match self {
+            DemoBudget::Quick => Budget {
+                images: 400,
+                feature_dim: 32,
+                pretrain_steps: 100,
+                finetune_steps: 80,
+                test_images: 30,
+            },
+            DemoBudget::Demo => Budget {
+                images: 2000,
+                feature_dim: 64,
+                pretrain_steps: 4000,
+                finetune_steps: 800,
+                test_images: 100,
+            },
+            // The same world as `Demo`: only the recipe's length changes.
+            DemoBudget::Long => Budget {
+                pretrain_steps: 16_000,
+                finetune_steps: 3_200,
+                ..DemoBudget::Demo.steps()
+            },
+        }
+    }
+}
+
+impl DemoArgs {
+    /// `--quick` is `--budget quick`.
+    pub(crate) fn budget(&self) -> DemoBudget {
+        if self.quick {
+            DemoBudget::Quick
+        } else {
+            self.budget
+        }
+    }
 }
 
 struct Budget {
@@ -104,6 +165,10 @@ pub(crate) struct DemoResults {
     #[serde(default = "recipe_before_the_field")]
     pub(crate) recipe: u32,
     pub(crate) quick: bool,
+    /// The budget's name (absent from results written before `--budget long` existed: then
+    /// `quick` tells quick from demo).
+    #[serde(default)]
+    pub(crate) budget_name: Option<DemoBudget>,
     pub(crate) seconds: f64,
     pub(crate) world: WorldSize,
     pub(crate) budget: BudgetOut,
@@ -115,6 +180,17 @@ pub(crate) struct DemoResults {
     pub(crate) captioning_nearest_neighbour: CaptionFigures,
     pub(crate) vqa: Vec<VqaArm>,
     pub(crate) vqa_majority: Majority,
+}
+
+impl DemoResults {
+    /// The budget the run had.
+    pub(crate) fn budget(&self) -> DemoBudget {
+        match (self.budget_name, self.quick) {
+            (Some(b), _) => b,
+            (None, true) => DemoBudget::Quick,
+            (None, false) => DemoBudget::Demo,
+        }
+    }
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -168,23 +244,7 @@ pub(crate) struct Majority {
 
 pub fn run(a: &DemoArgs) -> Result<()> {
     let t0 = Instant::now();
-    let b = if a.quick {
-        Budget {
-            images: 400,
-            feature_dim: 32,
-            pretrain_steps: 100,
-            finetune_steps: 80,
-            test_images: 30,
-        }
-    } else {
-        Budget {
-            images: 2000,
-            feature_dim: 64,
-            pretrain_steps: 4000,
-            finetune_steps: 800,
-            test_images: 100,
-        }
-    };
+    let b = a.budget().steps();
     std::fs::create_dir_all(&a.out)?;
     let world_dir = a.out.join("world");
     outln!(
@@ -484,7 +544,8 @@ pub fn run(a: &DemoArgs) -> Result<()> {
     );
     let results_out = DemoResults {
         recipe: RECIPE,
-        quick: a.quick,
+        quick: a.budget() == DemoBudget::Quick,
+        budget_name: Some(a.budget()),
         seconds: t0.elapsed().as_secs_f64(),
         world: WorldSize {
             images: b.images,
@@ -630,7 +691,7 @@ fn write_report(out: &Path, j: &DemoResults, scenes: bool, seed: u64) -> Result<
     let f = |v: Option<f64>| v.map(|x| format!("{x:.3}")).unwrap_or_else(|| "n/a".into());
     let mut md = String::from("# oscar-rs demo\n\nThe synthetic world, a small Oscar pre-trained with and without object tags (same steps, same seed), and three arms (no pre-training, without tags, with tags) each fine-tuned with the same budget for image–text retrieval, captioning and VQA, evaluated with the official metrics. The numbers are whatever this run gave; `results.json` holds them all.\n\n");
     md += &format!("**These figures rest on one seed ({seed}; the seed also makes the world).** How far they move from seed to seed, and on how many seeds each claim holds, is measured by `oscar experiment ablation --seeds 0,1,2,… --out abl` (every seed's figures, mean ± spread, paired differences, the seeds a claim fails on); README \"Across seeds\" quotes the last such run. VQA is not part of the claim at this budget: no arm has beaten the per-question-type majority there (below).\n\n![world](world.png)\n\n");
-    md += &format!("Budget: {} pre-training steps per arm, {} fine-tuning steps per task and arm; {} s in all.\n\n## Pre-training (held-out)\n\nMasked-token loss on matched pairs only; polluting tags drawn from other images' tags, half of them with as many tags as the true ones (README, \"What the world shows\"). Masked caption words are also scored with the image's own tags and regions, and with another image's tags (and regions): the gap is how much the words read the tags.\n\n| arm | steps | final loss | MLM accuracy | contrastive accuracy | caption words, own tags | other image's tags | other image |\n|---|---|---|---|---|---|---|---|\n", j.budget.pretrain_steps, j.budget.finetune_steps, j.seconds.round());
+    md += &format!("Budget `{}`: {} pre-training steps per arm, {} fine-tuning steps per task and arm; {} s in all.\n\n## Pre-training (held-out)\n\nMasked-token loss on matched pairs only; polluting tags drawn from other images' tags, half of them with as many tags as the true ones (README, \"What the world shows\"). Masked caption words are also scored with the image's own tags and regions, and with another image's tags (and regions): the gap is how much the words read the tags.\n\n| arm | steps | final loss | MLM accuracy | contrastive accuracy | caption words, own tags | other image's tags | other image |\n|---|---|---|---|---|---|---|---|\n", j.budget().name(), j.budget.pretrain_steps, j.budget.finetune_steps, j.seconds.round());
     for p in &j.pretraining {
         let h = p.held_out.as_ref();
         md += &format!(

@@ -3,7 +3,7 @@
 //! holds across them: every seed's figures, mean and spread per arm, paired differences with the
 //! number of seeds that agree, the claims with the seeds they fail on, and charts of the spread.
 
-use crate::demo::{DemoArgs, DemoResults};
+use crate::demo::{DemoArgs, DemoBudget, DemoResults};
 use anyhow::{Context, Result};
 use oscar::plot::mean_sd;
 use serde::Serialize;
@@ -22,9 +22,13 @@ pub struct AblationArgs {
     /// Seeds, comma-separated (each is a new world and new runs).
     #[arg(long, value_delimiter = ',', required = true)]
     seeds: Vec<u64>,
-    /// The demo's small budget (`oscar demo --quick`) instead of its default.
-    #[arg(long)]
+    /// The demo's small budget (`oscar demo --quick`): `--budget quick`.
+    #[arg(long, conflicts_with = "budget")]
     quick: bool,
+    /// The demo's budget every seed runs at: `demo` (its default), `quick` or `long` (four times
+    /// the demo's steps on the same world).
+    #[arg(long, value_enum, default_value_t = DemoBudget::Demo)]
+    budget: DemoBudget,
     #[arg(long, default_value = "oscar-ablation")]
     out: PathBuf,
 }
@@ -164,7 +168,8 @@ fn seed_results(a: &AblationArgs, seed: u64) -> Result<DemoResults> {
         outln!("seed {seed}: running the demo into {}", dir.display());
         crate::demo::run(&DemoArgs {
             out: dir.clone(),
-            quick: a.quick,
+            quick: false,
+            budget: a.budget(),
             seed,
         })?;
     } else {
@@ -174,16 +179,12 @@ fn seed_results(a: &AblationArgs, seed: u64) -> Result<DemoResults> {
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     let r: DemoResults = serde_json::from_str(&text)
         .with_context(|| format!("{}: not a demo results.json", path.display()))?;
-    if r.quick != a.quick {
+    if r.budget() != a.budget() {
         anyhow::bail!(
-            "{} was run with{} --quick; this ablation is{}: use another --out",
+            "{} was run with --budget {}; this ablation is --budget {}: use another --out",
             path.display(),
-            if r.quick { "" } else { "out" },
-            if a.quick {
-                " --quick"
-            } else {
-                " the default budget"
-            }
+            r.budget().name(),
+            a.budget().name()
         );
     }
     if r.recipe != crate::demo::RECIPE {
@@ -195,6 +196,16 @@ fn seed_results(a: &AblationArgs, seed: u64) -> Result<DemoResults> {
         );
     }
     Ok(r)
+}
+
+impl AblationArgs {
+    fn budget(&self) -> DemoBudget {
+        if self.quick {
+            DemoBudget::Quick
+        } else {
+            self.budget
+        }
+    }
 }
 
 pub fn run(cmd: &ExperimentCmd) -> Result<()> {
@@ -359,7 +370,7 @@ fn aggregate(a: &AblationArgs, seeds: Vec<u64>, rows: Vec<SeedRow>) -> Ablation 
         ),
     ];
     Ablation {
-        budget: if a.quick { "quick" } else { "demo" },
+        budget: a.budget().name(),
         seeds,
         nearest_neighbour_cider: Spread::of(&col(&|r| r.nearest_neighbour_cider)),
         vqa_majority_per_type: Spread::of(&col(&|r| r.vqa_majority_per_type)),
@@ -484,6 +495,7 @@ mod tests {
         let a = AblationArgs {
             seeds: vec![9],
             quick: true,
+            budget: DemoBudget::Demo,
             out: d.path().to_path_buf(),
         };
         // A results.json written before the recipe was recorded (recipe 1: no `recipe` key).
@@ -500,11 +512,41 @@ mod tests {
     }
 
     #[test]
+    fn a_seed_of_another_budget_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let mut long =
+            serde_json::to_value(results(false, [(5.0, 5.0, 0.1, 40.0); 3], 0.4, 45.0)).unwrap();
+        long["budget_name"] = serde_json::json!("long");
+        let dir = d.path().join("seed-4");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("results.json"), long.to_string()).unwrap();
+        let args = |budget| AblationArgs {
+            seeds: vec![4],
+            quick: false,
+            budget,
+            out: d.path().to_path_buf(),
+        };
+        let Err(e) = seed_results(&args(DemoBudget::Demo), 4) else {
+            panic!("a long-budget seed read by a demo-budget ablation")
+        };
+        assert!(
+            e.to_string()
+                .contains("run with --budget long; this ablation is --budget demo"),
+            "{e}"
+        );
+        assert_eq!(
+            seed_results(&args(DemoBudget::Long), 4).unwrap().budget(),
+            DemoBudget::Long
+        );
+    }
+
+    #[test]
     fn claims_and_differences_count_the_seeds_that_agree() {
         let d = tempfile::tempdir().unwrap();
         let a = AblationArgs {
             seeds: vec![1, 2, 3],
             quick: true,
+            budget: DemoBudget::Demo,
             out: d.path().to_path_buf(),
         };
         let per = [
@@ -563,18 +605,18 @@ mod tests {
                 }
             })
             .collect();
-        let full = AblationArgs {
-            quick: false,
-            ..AblationArgs {
+        for budget in [DemoBudget::Demo, DemoBudget::Long] {
+            let other = AblationArgs {
                 seeds: vec![1],
-                quick: true,
+                quick: false,
+                budget,
                 out: d.path().to_path_buf(),
-            }
-        };
-        let Err(e) = seed_results(&full, 1) else {
-            panic!("a quick seed read by a default-budget ablation")
-        };
-        assert!(e.to_string().contains("--quick"), "{e}");
+            };
+            let Err(e) = seed_results(&other, 1) else {
+                panic!("a quick seed read by a {budget:?}-budget ablation")
+            };
+            assert!(e.to_string().contains("run with --budget quick"), "{e}");
+        }
         let ab = aggregate(&a, vec![1, 2, 3], rows);
         let claim = |k: usize| (ab.claims[k].holds_on, ab.claims[k].fails_on.clone());
         assert_eq!(claim(0), (2, vec![3]), "seed 3: t2i 8 < none's 9");

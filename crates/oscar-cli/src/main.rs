@@ -176,7 +176,8 @@ enum Cmd {
     #[command(subcommand)]
     Experiment(experiment::ExperimentCmd),
     /// The main job: the synthetic world, pre-training with and without tags, retrieval,
-    /// captioning and VQA fine-tuning of three arms, evaluation, and a report (`--quick`: about a minute).
+    /// captioning and VQA fine-tuning of three arms, evaluation, and a report (`--quick`: about a
+    /// minute; `--budget long`: four times the steps).
     Demo(demo::DemoArgs),
 }
 
