@@ -37,7 +37,7 @@ for p in ["f32", "int8"]:
     r = json.load(open(f"{out}/{p}/retrieval.json"))
     c = json.load(open(f"{out}/{p}/caption.json"))
     v = json.load(open(f"{out}/{p}/vqa.json"))
-    full = r["full"]
+    full = r["full"]["recall"]
     rows[p] = {
         "retrieval_i2t_r1_r5_r10": full["i2t"], "retrieval_t2i_r1_r5_r10": full["t2i"],
         "caption_cider": c["cider"], "caption_bleu4": c["bleu4"],

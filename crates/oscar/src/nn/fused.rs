@@ -6,10 +6,11 @@
 //! single pass. Candle's own fused `layer_norm` / `softmax_last_dim` have no backward
 //! (rust-stack.md §4.1), which is why these exist. Rows are spread over candle's worker pool, so
 //! they use the same threads as the matmuls. Numerics: the reference's (torch LayerNorm with biased
-//! variance, max-shifted softmax, erf-GELU with candle's `erf_f32`); tests compare every forward
-//! and gradient with the composite ops.
+//! variance, max-shifted softmax, erf-GELU; `exp` and `erf` from [`super::vmath`], PyTorch's CPU
+//! formulas); tests compare every forward and gradient with the composite ops.
 
 use super::sgemm::{sgemm, sgemm_serial, View};
+use super::vmath;
 use candle_core::{
     bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor,
 };
@@ -639,17 +640,6 @@ pub fn softmax(x: &Tensor) -> Result<Tensor> {
     y.reshape(dims)
 }
 
-/// `x.exp()`, skipping libm's slow underflow path (masked positions at −10000, far tails): below −104
-/// the f32 result is 0 either way.
-#[inline]
-fn exp_or_zero(x: f32) -> f32 {
-    if x < -104.0 {
-        0.0
-    } else {
-        x.exp()
-    }
-}
-
 struct SoftmaxOp {
     scale: f32,
 }
@@ -683,12 +673,9 @@ impl CustomOp2 for SoftmaxOp {
                 o[i] = row[i] * self.scale + mrow[i];
                 max = max.max(o[i]);
             }
-            let mut sum = 0f32;
-            for v in o.iter_mut() {
-                *v = exp_or_zero(*v - max);
-                sum += *v;
-            }
-            let inv = 1.0 / sum;
+            o.iter_mut().for_each(|v| *v -= max);
+            vmath::exp_in_place(o);
+            let inv = 1.0 / o.iter().sum::<f32>();
             for v in o.iter_mut() {
                 *v *= inv;
             }
@@ -763,7 +750,11 @@ impl CustomOp1 for LogSoftmaxOp {
         let out = for_each_row(x.len() / n.max(1), n, |r, o| {
             let row = &x[r * n..(r + 1) * n];
             let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let lse = row.iter().map(|v| exp_or_zero(v - max)).sum::<f32>().ln() + max;
+            for i in 0..n {
+                o[i] = row[i] - max;
+            }
+            vmath::exp_in_place(o);
+            let lse = o.iter().sum::<f32>().ln() + max;
             for i in 0..n {
                 o[i] = row[i] - lse;
             }
@@ -800,8 +791,10 @@ impl CustomOp2 for LogSoftmaxGrad {
         let out = for_each_row(y.len() / n.max(1), n, |r, o| {
             let (yr, gr) = (&y[r * n..(r + 1) * n], &g[r * n..(r + 1) * n]);
             let total: f32 = gr.iter().sum();
+            o.copy_from_slice(yr);
+            vmath::exp_in_place(o);
             for i in 0..n {
-                o[i] = gr[i] - exp_or_zero(yr[i]) * total;
+                o[i] = gr[i] - o[i] * total;
             }
         });
         Ok((CpuStorage::F32(out), l1.shape().clone()))
@@ -818,31 +811,17 @@ pub fn gelu_erf(x: &Tensor) -> Result<Tensor> {
 
 struct GeluOp;
 
-fn gelu(v: f32) -> f32 {
-    0.5 * v * (1.0 + candle_core::cpu::erf::erf_f32(v * std::f32::consts::FRAC_1_SQRT_2))
-}
-
-/// d/dx GELU = Φ(x) + x·φ(x).
-fn gelu_grad(v: f32) -> f32 {
-    let cdf = 0.5 * (1.0 + candle_core::cpu::erf::erf_f32(v * std::f32::consts::FRAC_1_SQRT_2));
-    let pdf = exp_or_zero(-0.5 * v * v)
-        * (0.5 * std::f32::consts::FRAC_2_SQRT_PI * std::f32::consts::FRAC_1_SQRT_2);
-    cdf + v * pdf
-}
-
 /// Rows of this many elements for the element-wise kernels (any split works; this keeps chunks
 /// large enough for the pool and small enough to balance).
 const ELEMWISE_ROW: usize = 4096;
 
-fn map_elementwise(n: usize, f: impl Fn(usize) -> f32 + Sync) -> Vec<f32> {
+/// `f(input chunk, output chunk)` over chunks of [`ELEMWISE_ROW`] elements, in parallel.
+fn map_chunks(n: usize, f: impl Fn(std::ops::Range<usize>, &mut [f32]) + Sync) -> Vec<f32> {
     let rows = n.div_ceil(ELEMWISE_ROW);
     let mut out = for_each_row(rows, ELEMWISE_ROW, |r, o| {
-        for (i, v) in o.iter_mut().enumerate() {
-            let k = r * ELEMWISE_ROW + i;
-            if k < n {
-                *v = f(k);
-            }
-        }
+        let range = r * ELEMWISE_ROW..((r + 1) * ELEMWISE_ROW).min(n);
+        let len = range.len();
+        f(range, &mut o[..len]);
     });
     out.truncate(n);
     out
@@ -856,7 +835,7 @@ impl CustomOp1 for GeluOp {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = f32_data(s, l, self.name())?;
         Ok((
-            CpuStorage::F32(map_elementwise(x.len(), |k| gelu(x[k]))),
+            CpuStorage::F32(map_chunks(x.len(), |r, o| vmath::gelu_slice(&x[r], o))),
             l.shape().clone(),
         ))
     }
@@ -885,7 +864,9 @@ impl CustomOp2 for GeluGrad {
             f32_data(s2, l2, self.name())?,
         );
         Ok((
-            CpuStorage::F32(map_elementwise(x.len(), |k| g[k] * gelu_grad(x[k]))),
+            CpuStorage::F32(map_chunks(x.len(), |r, o| {
+                vmath::gelu_grad_slice(&x[r.clone()], &g[r], o)
+            })),
             l1.shape().clone(),
         ))
     }

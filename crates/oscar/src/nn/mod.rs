@@ -8,6 +8,7 @@ pub mod layers;
 pub mod ops;
 pub mod params;
 pub mod sgemm;
+pub mod vmath;
 
 pub use layers::{Embedding, LayerNorm, Linear};
 pub use params::{Init, LoadReport, ParamBuilder, Params};

@@ -321,7 +321,8 @@ fn rows_block(
 }
 
 /// Scales one row's int32 sums back: `(Σ q_a·q_w − zero·Σ q_w) · scale_a · scale_w + bias`.
-/// The subtraction is exact in int32 (|each| ≤ 127·127·k).
+/// The subtraction is exact in int32 (|each| ≤ 127·127·k). A whole panel's 16 channels take the
+/// AVX2 version: the same operations in the same order, so the same bits.
 fn epilogue(
     sums: &[i32],
     rq: RowQuant,
@@ -330,6 +331,14 @@ fn epilogue(
     bias: Option<&[f32]>,
     out: &mut [f32],
 ) {
+    #[cfg(target_arch = "x86_64")]
+    if cols.len() == NR && avx2() {
+        let b = bias.map(|b| &b[cols.clone()]);
+        // SAFETY: AVX2 was detected at run time; every slice holds `NR` values.
+        return unsafe {
+            avx2::epilogue(sums, rq, &w.colsums[cols.clone()], &w.scales[cols], b, out)
+        };
+    }
     for ((o, &s), j) in out.iter_mut().zip(sums).zip(cols) {
         let v = (s - rq.zero * w.colsums[j]) as f32 * (rq.scale * w.scales[j]);
         *o = match bias {
@@ -440,6 +449,34 @@ mod avx2 {
         let out = tile.as_mut_ptr();
         for (i, v) in c.iter().enumerate() {
             _mm256_storeu_si256(out.add(i * 8) as *mut __m256i, *v);
+        }
+    }
+
+    /// [`super::epilogue`] for one row of a whole panel (`NR` channels): the int32 difference,
+    /// its conversion (rounding to nearest, as `as f32`), the scale product, then the bias.
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn epilogue(
+        sums: &[i32],
+        rq: super::RowQuant,
+        colsums: &[i32],
+        scales: &[f32],
+        bias: Option<&[f32]>,
+        out: &mut [f32],
+    ) {
+        debug_assert!(sums.len() >= NR && colsums.len() == NR && scales.len() == NR);
+        debug_assert!(out.len() == NR && bias.is_none_or(|b| b.len() == NR));
+        let zero = _mm256_set1_epi32(rq.zero);
+        let scale = _mm256_set1_ps(rq.scale);
+        for h in (0..NR).step_by(8) {
+            let s = _mm256_loadu_si256(sums.as_ptr().add(h) as *const __m256i);
+            let c = _mm256_loadu_si256(colsums.as_ptr().add(h) as *const __m256i);
+            let d = _mm256_sub_epi32(s, _mm256_mullo_epi32(zero, c));
+            let sc = _mm256_mul_ps(scale, _mm256_loadu_ps(scales.as_ptr().add(h)));
+            let mut v = _mm256_mul_ps(_mm256_cvtepi32_ps(d), sc);
+            if let Some(b) = bias {
+                v = _mm256_add_ps(v, _mm256_loadu_ps(b.as_ptr().add(h)));
+            }
+            _mm256_storeu_ps(out.as_mut_ptr().add(h), v);
         }
     }
 
