@@ -5,6 +5,7 @@
 //! curves and annotated test scenes.
 
 use crate::caption::CaptionFigures;
+use crate::demo_stages::{self, ArmDone, PretrainDone, RunKey};
 use crate::StepLog;
 use anyhow::{Context, Result};
 use oscar::data::text::AnswerVocab;
@@ -140,15 +141,6 @@ impl ArmRetrieval {
     }
 }
 
-/// One arm's fine-tuning results.
-struct Arm {
-    name: &'static str,
-    retrieval: ArmRetrieval,
-    caption: oscar_eval::captions::CaptionScores,
-    vqa: oscar_eval::vqa::VqaScores,
-    curves: [Vec<(f64, f64)>; 3],
-}
-
 /// The demo's recipe, recorded in `results.json` so that `oscar experiment ablation` never mixes
 /// seeds trained with different settings: 1, the captioning decoder untied and started from
 /// random numbers (results written before this field existed); 2, tied to the word embeddings.
@@ -206,7 +198,7 @@ pub(crate) struct BudgetOut {
     pub(crate) finetune_steps: u64,
 }
 
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(serde::Serialize, serde::Deserialize, Clone)]
 pub(crate) struct PretrainArm {
     pub(crate) arm: String,
     pub(crate) steps: u64,
@@ -214,7 +206,7 @@ pub(crate) struct PretrainArm {
     pub(crate) held_out: Option<oscar::tasks::pretrain::EvalLog>,
 }
 
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(serde::Serialize, serde::Deserialize, Clone)]
 pub(crate) struct RetrievalArm {
     pub(crate) arm: String,
     pub(crate) recall: std::collections::BTreeMap<String, f64>,
@@ -222,14 +214,14 @@ pub(crate) struct RetrievalArm {
     pub(crate) captions: usize,
 }
 
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(serde::Serialize, serde::Deserialize, Clone)]
 pub(crate) struct CaptionArm {
     pub(crate) arm: String,
     #[serde(flatten)]
     pub(crate) figures: CaptionFigures,
 }
 
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(serde::Serialize, serde::Deserialize, Clone)]
 pub(crate) struct VqaArm {
     pub(crate) arm: String,
     pub(crate) accuracy: f64,
@@ -261,8 +253,26 @@ pub fn run(a: &DemoArgs) -> Result<()> {
     write_world(&world, &world_dir, 12)?;
     let dim = b.feature_dim + 6;
 
-    let mut pre = Vec::new();
+    // Finished stages of this very run (an interrupted demo or ablation seed) are read back.
+    let run_key = RunKey {
+        seed: a.seed,
+        budget: a.budget(),
+        recipe: RECIPE,
+    };
+    let mut pre: Vec<PretrainDone> = Vec::new();
     for (name, tags) in [("with-tags", true), ("without-tags", false)] {
+        let record = a.out.join(format!("pretrain-{name}/demo-stage.json"));
+        if let Some(d) = demo_stages::read::<PretrainDone>(&record, run_key)?
+            .filter(|d| d.last_checkpoint.as_ref().is_some_and(|c| c.exists()))
+        {
+            outln!(
+                "[2/6] pre-training {name}: finished before, read from {}",
+                record.display()
+            );
+            log_pretrain_probe(&d.arm);
+            pre.push(d);
+            continue;
+        }
         outln!("[2/6] pre-training {name} ({} steps)", b.pretrain_steps);
         let cfg = PretrainConfig {
             dataset: world_dir.join("pretrain/dataset.yaml"),
@@ -286,18 +296,18 @@ pub fn run(a: &DemoArgs) -> Result<()> {
             ..PretrainConfig::default()
         };
         let r = pretrain(&cfg, None)?;
-        if let Some(e) = r.evals.last() {
-            let reads = match (e.caption_accuracy_own_tags, e.caption_accuracy_other_tags) {
-                (Some(own), Some(other)) => format!("; masked caption words {own:.3} with the image's tags, {other:.3} with another image's"),
-                _ => String::new(),
-            };
-            outln!(
-                "      held-out MLM accuracy {:.3}, contrastive {:.3}{reads}",
-                e.mlm_accuracy,
-                e.contrastive_accuracy
-            );
-        }
-        pre.push((name, r));
+        let d = PretrainDone {
+            arm: PretrainArm {
+                arm: name.to_string(),
+                steps: r.steps,
+                final_loss: r.logs.last().map(|l| l.loss),
+                held_out: r.evals.last().cloned(),
+            },
+            last_checkpoint: r.last_checkpoint,
+        };
+        log_pretrain_probe(&d.arm);
+        demo_stages::write(&record, run_key, &d)?;
+        pre.push(d);
     }
 
     let tok = BertTokenizer::from_vocab(&world_dir.join("vocab.txt"))?;
@@ -382,12 +392,21 @@ pub fn run(a: &DemoArgs) -> Result<()> {
 
     let arms: Vec<(&'static str, Option<PathBuf>)> = vec![
         ("no pre-training", None),
-        ("pre-trained without tags", pre[1].1.last_checkpoint.clone()),
-        ("pre-trained with tags", pre[0].1.last_checkpoint.clone()),
+        ("pre-trained without tags", pre[1].last_checkpoint.clone()),
+        ("pre-trained with tags", pre[0].last_checkpoint.clone()),
     ];
-    let mut results: Vec<Arm> = Vec::new();
-    let mut showcase = None;
-    for (name, init) in &arms {
+    let mut results: Vec<ArmDone> = Vec::new();
+    for (k, (name, init)) in arms.iter().enumerate() {
+        let record = a.out.join(format!("arm-{k}.json"));
+        if let Some(d) = demo_stages::read::<ArmDone>(&record, run_key)? {
+            outln!(
+                "[3-5/6] {name}: fine-tuned before, read from {}",
+                record.display()
+            );
+            results.push(d);
+            continue;
+        }
+        let mut showcase = None;
         outln!(
             "[3/6] {name}: retrieval fine-tuning ({} steps) and full-protocol evaluation",
             b.finetune_steps
@@ -474,14 +493,33 @@ pub fn run(a: &DemoArgs) -> Result<()> {
                 &qe.predictions,
             )?);
         }
-        results.push(Arm {
-            name,
-            retrieval: re,
-            caption: ce.scores.context("test captions have references")?,
-            vqa,
+        let caption = ce.scores.context("test captions have references")?;
+        let d = ArmDone {
+            retrieval: RetrievalArm {
+                arm: name.to_string(),
+                recall: summary(&re.recall)
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v))
+                    .collect(),
+                images: re.images,
+                captions: re.captions,
+            },
+            captioning: CaptionArm {
+                arm: name.to_string(),
+                figures: CaptionFigures::of(&caption),
+            },
+            vqa: VqaArm {
+                arm: name.to_string(),
+                accuracy: vqa.overall,
+                per_question_type: vqa.per_question_type.clone(),
+            },
             curves,
-        });
+            showcase,
+        };
+        demo_stages::write(&record, run_key, &d)?;
+        results.push(d);
     }
+    let showcase = results.iter().find_map(|r| r.showcase.clone());
 
     outln!("[6/6] report");
     let titles = [
@@ -503,7 +541,7 @@ pub fn run(a: &DemoArgs) -> Result<()> {
     for t in 0..3 {
         let series: Vec<(String, Vec<(f64, f64)>)> = results
             .iter()
-            .map(|r| (r.name.to_string(), r.curves[t].clone()))
+            .map(|r| (r.retrieval.arm.clone(), r.curves[t].clone()))
             .collect();
         oscar::plot::line_chart(
             &a.out.join(files[t]),
@@ -556,44 +594,12 @@ pub fn run(a: &DemoArgs) -> Result<()> {
             pretrain_steps: b.pretrain_steps,
             finetune_steps: b.finetune_steps,
         },
-        pretraining: pre
-            .iter()
-            .map(|(n, r)| PretrainArm {
-                arm: n.to_string(),
-                steps: r.steps,
-                final_loss: r.logs.last().map(|l| l.loss),
-                held_out: r.evals.last().cloned(),
-            })
-            .collect(),
-        retrieval: results
-            .iter()
-            .map(|r| RetrievalArm {
-                arm: r.name.into(),
-                recall: summary(&r.retrieval.recall)
-                    .into_iter()
-                    .map(|(k, v)| (k.to_string(), v))
-                    .collect(),
-                images: r.retrieval.images,
-                captions: r.retrieval.captions,
-            })
-            .collect(),
-        captioning: results
-            .iter()
-            .map(|r| CaptionArm {
-                arm: r.name.into(),
-                figures: CaptionFigures::of(&r.caption),
-            })
-            .collect(),
+        pretraining: pre.iter().map(|d| d.arm.clone()).collect(),
+        retrieval: results.iter().map(|r| r.retrieval.clone()).collect(),
+        captioning: results.iter().map(|r| r.captioning.clone()).collect(),
         meteor_missing,
         captioning_nearest_neighbour: CaptionFigures::of(&nn_scores),
-        vqa: results
-            .iter()
-            .map(|r| VqaArm {
-                arm: r.name.into(),
-                accuracy: r.vqa.overall,
-                per_question_type: r.vqa.per_question_type.clone(),
-            })
-            .collect(),
+        vqa: results.iter().map(|r| r.vqa.clone()).collect(),
         vqa_majority: Majority {
             overall: maj.0,
             per_question_type: maj.1,
@@ -620,13 +626,10 @@ pub fn run(a: &DemoArgs) -> Result<()> {
         "VQA"
     );
     for r in &results {
-        let (i, t) = (&r.retrieval.recall.i2t, &r.retrieval.recall.t2i);
-        let m = r
-            .caption
-            .meteor
-            .map(|m| format!("{m:.3}"))
-            .unwrap_or("n/a".into());
-        outln!("{:<26} {:>7.1} {:>6.1} {:>6.1} {:>7.1} {:>6.1} {:>6.1} | {:>7.3} {:>7} {:>7.3} | {:>6.1}", r.name, i[0], i[1], i[2], t[0], t[1], t[2], r.caption.bleu[3], m, r.caption.cider, r.vqa.overall);
+        let rec = |k: &str| r.retrieval.recall.get(k).copied().unwrap_or(f64::NAN);
+        let c = &r.captioning.figures;
+        let m = c.meteor.map(|m| format!("{m:.3}")).unwrap_or("n/a".into());
+        outln!("{:<26} {:>7.1} {:>6.1} {:>6.1} {:>7.1} {:>6.1} {:>6.1} | {:>7.3} {:>7} {:>7.3} | {:>6.1}", r.retrieval.arm, rec("i2t_r1"), rec("i2t_r5"), rec("i2t_r10"), rec("t2i_r1"), rec("t2i_r5"), rec("t2i_r10"), c.bleu4, m, c.cider, r.vqa.accuracy);
     }
     outln!("baselines: nearest-neighbour caption CIDEr {:.3}; majority answer VQA {:.1} (per question type {:.1})", nn_scores.cider, maj.0, maj.1);
     outln!(
@@ -640,6 +643,21 @@ pub fn run(a: &DemoArgs) -> Result<()> {
         a.out.display()
     );
     Ok(())
+}
+
+/// The held-out figures of a pre-training arm, and how much its caption words read the tags.
+fn log_pretrain_probe(p: &PretrainArm) {
+    if let Some(e) = &p.held_out {
+        let reads = match (e.caption_accuracy_own_tags, e.caption_accuracy_other_tags) {
+            (Some(own), Some(other)) => format!("; masked caption words {own:.3} with the image's tags, {other:.3} with another image's"),
+            _ => String::new(),
+        };
+        outln!(
+            "      held-out MLM accuracy {:.3}, contrastive {:.3}{reads}",
+            e.mlm_accuracy,
+            e.contrastive_accuracy
+        );
+    }
 }
 
 /// Text under six test scenes: the caption, the best-matching caption among the test captions,

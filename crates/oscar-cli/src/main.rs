@@ -23,6 +23,7 @@ macro_rules! errln {
 mod bench;
 mod caption;
 mod demo;
+mod demo_stages;
 mod detect;
 mod encode;
 mod eval;

@@ -1226,6 +1226,34 @@ fn the_quick_demo_writes_a_complete_report_of_computed_numbers() {
             && !md.contains("NaN"),
         "{md}"
     );
+
+    // Interrupted after two arms: the rerun reads the finished stages (arm 0's record is marked
+    // so a retrained arm would show) and trains the missing arm again, to the same figures.
+    let arm0 = out.join("arm-0.json");
+    let mut rec: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&arm0).unwrap()).unwrap();
+    rec["done"]["retrieval"]["recall"]["i2t_r1"] = serde_json::json!(99.5);
+    std::fs::write(&arm0, rec.to_string()).unwrap();
+    std::fs::remove_file(out.join("arm-2.json")).unwrap();
+    std::fs::remove_file(out.join("results.json")).unwrap();
+    let (ok, stdout, err) = oscar(&["demo", "--quick", "--out", s(&out)]);
+    assert!(ok, "{err}");
+    assert!(
+        stdout.contains("pre-training with-tags: finished before")
+            && stdout.contains("pre-training without-tags: finished before")
+            && stdout.matches("fine-tuned before").count() == 2
+            && stdout.contains("pre-trained with tags: retrieval fine-tuning"),
+        "{stdout}"
+    );
+    let w: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    assert_eq!(w["retrieval"][0]["recall"]["i2t_r1"], 99.5);
+    for k in ["retrieval", "captioning", "vqa"] {
+        assert_eq!(w[k][1], v[k][1], "{k}: the arm read back");
+        assert_eq!(w[k][2], v[k][2], "{k}: the arm trained again");
+    }
+    // (Records of another seed, budget or recipe are ignored: `demo_stages`' unit test.)
+    assert_eq!(w["pretraining"], v["pretraining"]);
 }
 
 /// Runs `oscar` with a standard output whose reader is already gone (`oscar … | true`): every
