@@ -239,18 +239,7 @@ pub fn run(a: &DemoArgs) -> Result<()> {
     let b = a.budget().steps();
     std::fs::create_dir_all(&a.out)?;
     let world_dir = a.out.join("world");
-    outln!(
-        "[1/6] generating the world ({} images, {}-d detector features)",
-        b.images,
-        b.feature_dim
-    );
-    let world = generate(&WorldConfig {
-        images: b.images,
-        seed: a.seed,
-        feature_dim: b.feature_dim,
-        ..WorldConfig::default()
-    })?;
-    write_world(&world, &world_dir, 12)?;
+    let world = make_world(a, &b, &world_dir)?;
     let dim = b.feature_dim + 6;
 
     // Finished stages of this very run (an interrupted demo or ablation seed) are read back.
@@ -292,30 +281,9 @@ pub fn run(a: &DemoArgs) -> Result<()> {
         a.out.join("world.png"),
     )?;
     if let Some(lines) = &showcase {
-        let scenes: Vec<(&oscar_world::Scene, Vec<String>)> = lines
-            .iter()
-            .filter_map(|(id, l)| {
-                world
-                    .scenes
-                    .iter()
-                    .find(|s| &s.id == id)
-                    .map(|s| (s, l.clone()))
-            })
-            .collect();
-        oscar_world::render::annotated_sheet(&scenes, 3, 110)
-            .save(a.out.join("test_scenes.png"))?;
+        test_scenes_sheet(&a.out, &world, lines)?;
     }
-    let nn = oscar::tasks::caption::nearest_neighbour_captions(&t.cap_train, &t.cap_test);
-    let nn_scores =
-        oscar::tasks::caption::score_captions(&t.cap_test, &nn, &t.copts)?.context("references")?;
-    let (overall, typed) = oscar::tasks::qa::majority_answers(
-        &oscar_eval::vqa::read_annotations(&world_dir.join("vqa/train_annotations.json"))?,
-        &t.vqa_anns,
-    );
-    let maj = (
-        oscar_eval::vqa::evaluate_vqa(&t.vqa_anns, &overall, false)?.overall,
-        oscar_eval::vqa::evaluate_vqa(&t.vqa_anns, &typed, false)?.overall,
-    );
+    let (nn_scores, maj) = baselines(&t, &world_dir)?;
     let results_out = DemoResults {
         recipe: RECIPE,
         quick: a.budget() == DemoBudget::Quick,
@@ -346,6 +314,62 @@ pub fn run(a: &DemoArgs) -> Result<()> {
         serde_json::to_string_pretty(&results_out)?.as_bytes(),
     )?;
     write_report(&a.out, &results_out, showcase.is_some(), a.seed)?;
+    print_table(&results, &results_out);
+    outln!(
+        "\ndone in {:.0} s: report in {}",
+        t0.elapsed().as_secs_f64(),
+        a.out.join("report.md").display()
+    );
+    outln!(
+        "the tags arm's models are in {}: serve them with `oscar serve --demo {}`",
+        a.out.join("models").display(),
+        a.out.display()
+    );
+    Ok(())
+}
+
+/// `test_scenes.png`: six test scenes with the kept arm's caption, best-matching caption and answers.
+fn test_scenes_sheet(
+    out: &Path,
+    world: &oscar_world::World,
+    lines: &[(String, Vec<String>)],
+) -> Result<()> {
+    let scenes: Vec<(&oscar_world::Scene, Vec<String>)> = lines
+        .iter()
+        .filter_map(|(id, l)| {
+            world
+                .scenes
+                .iter()
+                .find(|s| &s.id == id)
+                .map(|s| (s, l.clone()))
+        })
+        .collect();
+    oscar_world::render::annotated_sheet(&scenes, 3, 110).save(out.join("test_scenes.png"))?;
+    Ok(())
+}
+
+/// The baselines: the nearest-neighbour caption's scores, and the VQA accuracy of the training
+/// set's majority answer (overall and per question type).
+fn baselines(
+    t: &Tasks,
+    world_dir: &Path,
+) -> Result<(oscar_eval::captions::CaptionScores, (f64, f64))> {
+    let nn = oscar::tasks::caption::nearest_neighbour_captions(&t.cap_train, &t.cap_test);
+    let nn_scores =
+        oscar::tasks::caption::score_captions(&t.cap_test, &nn, &t.copts)?.context("references")?;
+    let (overall, typed) = oscar::tasks::qa::majority_answers(
+        &oscar_eval::vqa::read_annotations(&world_dir.join("vqa/train_annotations.json"))?,
+        &t.vqa_anns,
+    );
+    let maj = (
+        oscar_eval::vqa::evaluate_vqa(&t.vqa_anns, &overall, false)?.overall,
+        oscar_eval::vqa::evaluate_vqa(&t.vqa_anns, &typed, false)?.overall,
+    );
+    Ok((nn_scores, maj))
+}
+
+/// The figures of every arm and the baselines, as a table on standard output.
+fn print_table(results: &[ArmDone], j: &DemoResults) {
     outln!();
     outln!(
         "{:<26} {:>7} {:>6} {:>6} {:>7} {:>6} {:>6} | {:>7} {:>7} {:>7} | {:>6}",
@@ -361,24 +385,30 @@ pub fn run(a: &DemoArgs) -> Result<()> {
         "CIDEr",
         "VQA"
     );
-    for r in &results {
+    for r in results {
         let rec = |k: &str| r.retrieval.recall.get(k).copied().unwrap_or(f64::NAN);
         let c = &r.captioning.figures;
         let m = c.meteor.map(|m| format!("{m:.3}")).unwrap_or("n/a".into());
         outln!("{:<26} {:>7.1} {:>6.1} {:>6.1} {:>7.1} {:>6.1} {:>6.1} | {:>7.3} {:>7} {:>7.3} | {:>6.1}", r.retrieval.arm, rec("i2t_r1"), rec("i2t_r5"), rec("i2t_r10"), rec("t2i_r1"), rec("t2i_r5"), rec("t2i_r10"), c.bleu4, m, c.cider, r.vqa.accuracy);
     }
-    outln!("baselines: nearest-neighbour caption CIDEr {:.3}; majority answer VQA {:.1} (per question type {:.1})", nn_scores.cider, maj.0, maj.1);
+    outln!("baselines: nearest-neighbour caption CIDEr {:.3}; majority answer VQA {:.1} (per question type {:.1})", j.captioning_nearest_neighbour.cider, j.vqa_majority.overall, j.vqa_majority.per_question_type);
+}
+
+/// Generates the seed's world at the budget's size and writes it under `world_dir`.
+fn make_world(a: &DemoArgs, b: &Budget, world_dir: &Path) -> Result<oscar_world::World> {
     outln!(
-        "\ndone in {:.0} s: report in {}",
-        t0.elapsed().as_secs_f64(),
-        a.out.join("report.md").display()
+        "[1/6] generating the world ({} images, {}-d detector features)",
+        b.images,
+        b.feature_dim
     );
-    outln!(
-        "the tags arm's models are in {}: serve them with `oscar serve --demo {}`",
-        a.out.join("models").display(),
-        a.out.display()
-    );
-    Ok(())
+    let world = generate(&WorldConfig {
+        images: b.images,
+        seed: a.seed,
+        feature_dim: b.feature_dim,
+        ..WorldConfig::default()
+    })?;
+    write_world(&world, world_dir, 12)?;
+    Ok(world)
 }
 
 /// The two pre-training arms (with and without tags), or their records when this run finished
