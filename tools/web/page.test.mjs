@@ -1,7 +1,9 @@
 // Browser test of the page `oscar serve` serves at GET / (tools/web_test.sh runs it):
 // Debian's chromium driven by playwright-core, which never downloads a browser.
 // Env: OSCAR_URL (the server), OSCAR_SCREENSHOT (a PNG to write), CHROMIUM (the browser binary),
-// PLAYWRIGHT_CORE (the playwright-core package directory; ESM imports ignore NODE_PATH).
+// PLAYWRIGHT_CORE (the playwright-core package directory; ESM imports ignore NODE_PATH);
+// OSCAR_PHOTO (a JPEG): test the photo panel of a server started with --detector instead of the
+// world's scenes.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createRequire } from 'node:module';
@@ -12,14 +14,20 @@ const { chromium } = require(process.env.PLAYWRIGHT_CORE || 'playwright-core');
 const URL = (process.env.OSCAR_URL || 'http://127.0.0.1:3000').replace(/\/$/, '');
 const SHOT = process.env.OSCAR_SCREENSHOT || 'target/web-page.png';
 const ACTION_MS = 60_000; // the server runs a small model on the CPU
+const PHOTO = process.env.OSCAR_PHOTO;
 
-test('the web page captions, answers, ranks and searches', { timeout: 6 * ACTION_MS }, async () => {
-  const browser = await chromium.launch({
+function launch() {
+  return chromium.launch({
     executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
     headless: true,
     args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
       '--disable-background-networking', '--disable-component-update', '--disable-sync'],
   });
+}
+
+test('the web page captions, answers, ranks and searches', { timeout: 6 * ACTION_MS,
+  skip: PHOTO ? 'OSCAR_PHOTO: the photo panel is tested instead' : false }, async () => {
+  const browser = await launch();
   const consoleErrors = [];
   const failed = [];
   const timings = {};
@@ -75,6 +83,52 @@ test('the web page captions, answers, ranks and searches', { timeout: 6 * ACTION
     assert.deepEqual(failed, [], 'failed requests');
   } finally {
     // On a failure, a screenshot of where the page stood.
+    if (page && !shot) await page.screenshot({ path: SHOT, fullPage: true }).catch(() => {});
+    await browser.close();
+  }
+});
+
+test('a photo chosen on the page is captioned and answered', { timeout: 4 * ACTION_MS,
+  skip: PHOTO ? false : 'no OSCAR_PHOTO' }, async () => {
+  const browser = await launch();
+  const problems = [];
+  let page, shot = false;
+  try {
+    page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+    page.setDefaultTimeout(ACTION_MS);
+    // This server has no world: GET /world's 404 (and the browser's console line for it) is expected.
+    const noWorld = (url) => (url || '').endsWith('/world');
+    page.on('console', (m) => { if (m.type() === 'error' && !noWorld(m.location().url)) problems.push(m.text()); });
+    page.on('pageerror', (e) => problems.push(`uncaught: ${e.message}`));
+    page.on('response', (r) => { if (r.status() >= 400 && !noWorld(r.url())) problems.push(`${r.url()}: ${r.status()}`); });
+    await page.goto(`${URL}/`, { waitUntil: 'load' });
+    await page.waitForSelector('#photo-panel:not([hidden])', { timeout: ACTION_MS });
+
+    // Asking before choosing a photo says what to do.
+    await page.fill('#photo-question', 'what is it?');
+    await page.click('#photo-ask-btn');
+    await page.waitForSelector('#error:not([hidden])');
+    assert.match(await page.textContent('#error'), /choose a JPEG or PNG photo first/);
+
+    await page.setInputFiles('#photo-file', PHOTO);
+    await page.waitForSelector('#photo-preview:not([hidden])');
+    const t0 = Date.now();
+    await page.click('#photo-caption-btn');
+    await page.waitForFunction(() =>
+      [...document.querySelectorAll('#photo-captions li')].some((li) => li.textContent.trim() !== ''));
+    const captionMs = Date.now() - t0;
+    assert.ok(await page.isHidden('#error'), `caption showed an error: ${await page.textContent('#error')}`);
+    await page.click('#photo-ask-btn');
+    await page.waitForFunction(() => document.querySelectorAll('#photo-answers .bar').length > 0);
+    assert.ok(await page.isHidden('#error'), `ask showed an error: ${await page.textContent('#error')}`);
+    assert.match(await page.textContent('#photo-lat'), /\d+ ms/);
+    const captions = await page.$$eval('#photo-captions li', (li) => li.map((x) => x.textContent));
+    const answers = await page.$$eval('#photo-answers .bar', (b) => b.map((x) => x.textContent));
+    await page.screenshot({ path: SHOT, fullPage: true });
+    shot = true;
+    console.log(`photo: ${JSON.stringify({ captionMs, captions, answers, screenshot: SHOT })}`);
+    assert.deepEqual(problems, [], 'console errors or failed requests');
+  } finally {
     if (page && !shot) await page.screenshot({ path: SHOT, fullPage: true }).catch(() => {});
     await browser.close();
   }

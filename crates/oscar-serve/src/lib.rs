@@ -8,6 +8,7 @@ pub mod error;
 pub mod load;
 mod routes;
 pub mod schema;
+pub mod upload;
 pub mod worker;
 pub mod world;
 

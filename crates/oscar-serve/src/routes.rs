@@ -3,8 +3,9 @@
 //! answers JSON with where the time went (`x-total-time`, `x-queue-time`, `x-inference-time`,
 //! `x-batch-rows`).
 
-use crate::error::{ApiError, ApiJson, ErrorBody, JsonOrPhoto};
+use crate::error::{ApiError, ErrorBody};
 use crate::schema::*;
+use crate::upload::ApiBody;
 use crate::worker::{Done, Job, Output, Task};
 use crate::world::WorldImage;
 use crate::AppState;
@@ -273,13 +274,14 @@ fn caption_options(
     })
 }
 
-/// Captions, best first: a list per image (a single image: its list). The body may also be one
-/// photo's bytes with `content-type: image/jpeg` or `image/png` (with `--detector`).
+/// Captions, best first: a list per image (a single image: its list). With `--detector` the body
+/// may also be one photo's bytes (`content-type: image/jpeg` or `image/png`) or a multipart form:
+/// `image` (a file; repeated for several) and the parameters as fields (`num_beams=5`).
 #[utoipa::path(post, path = "/caption", request_body = CaptionRequest,
     responses((status = 200, body = [GeneratedText]), (status = "4XX", body = ErrorBody)))]
 async fn caption(
     State(st): St,
-    JsonOrPhoto(mut req): JsonOrPhoto<CaptionRequest>,
+    ApiBody(mut req): ApiBody<CaptionRequest>,
 ) -> Result<Response, ApiError> {
     let t0 = Instant::now();
     if !st.worker.loaded.caption {
@@ -338,10 +340,11 @@ async fn caption(
     })
 }
 
-/// The top answers to each question, by probability.
+/// The top answers to each question, by probability. With `--detector`, also a multipart form:
+/// `image` (a file), `question`, `top_k`.
 #[utoipa::path(post, path = "/vqa", request_body = VqaRequest,
     responses((status = 200, body = [AnswerOut]), (status = "4XX", body = ErrorBody)))]
-async fn vqa(State(st): St, ApiJson(mut req): ApiJson<VqaRequest>) -> Result<Response, ApiError> {
+async fn vqa(State(st): St, ApiBody(mut req): ApiBody<VqaRequest>) -> Result<Response, ApiError> {
     let t0 = Instant::now();
     if !st.worker.loaded.vqa {
         return Err(ApiError::not_loaded("question answering", "--vqa"));
@@ -400,10 +403,12 @@ async fn vqa(State(st): St, ApiJson(mut req): ApiJson<VqaRequest>) -> Result<Res
     })
 }
 
-/// Texts ranked for an image, or images for a text, best first.
+/// Texts ranked for an image, or images for a text, best first. With `--detector`, also a
+/// multipart form: `image` (a file) and a `texts` field per text, or `text` and an `images` file
+/// per image, and the other settings as fields.
 #[utoipa::path(post, path = "/rank", request_body = RankRequest,
     responses((status = 200, body = [RankOut]), (status = "4XX", body = ErrorBody)))]
-async fn rank(State(st): St, ApiJson(mut req): ApiJson<RankRequest>) -> Result<Response, ApiError> {
+async fn rank(State(st): St, ApiBody(mut req): ApiBody<RankRequest>) -> Result<Response, ApiError> {
     let t0 = Instant::now();
     if !st.worker.loaded.matching {
         return Err(ApiError::not_loaded("image-text matching", "--retrieval"));
@@ -516,12 +521,13 @@ async fn similarities(
     }
 }
 
-/// Match probabilities of (image, text) pairs, in order.
+/// Match probabilities of (image, text) pairs, in order. With `--detector`, also a multipart
+/// form: `image` (a file) and a `text` field per text (a pair per text).
 #[utoipa::path(post, path = "/score", request_body = ScoreRequest,
     responses((status = 200, body = [f32]), (status = "4XX", body = ErrorBody)))]
 async fn score(
     State(st): St,
-    ApiJson(mut req): ApiJson<ScoreRequest>,
+    ApiBody(mut req): ApiBody<ScoreRequest>,
 ) -> Result<Response, ApiError> {
     let t0 = Instant::now();
     if !st.worker.loaded.matching {
@@ -549,12 +555,13 @@ async fn score(
     Ok(timed(Task::Score, t0, &done, s))
 }
 
-/// The pooled `[CLS]` state of each item (unit length with `normalize`).
+/// The pooled `[CLS]` state of each item (unit length with `normalize`). Also a multipart form:
+/// `text`, optionally `image` (a file, with `--detector`), `normalize`.
 #[utoipa::path(post, path = "/embed", request_body = EmbedRequest,
     responses((status = 200, body = [Vec<f32>]), (status = "4XX", body = ErrorBody)))]
 async fn embed(
     State(st): St,
-    ApiJson(mut req): ApiJson<EmbedRequest>,
+    ApiBody(mut req): ApiBody<EmbedRequest>,
 ) -> Result<Response, ApiError> {
     let t0 = Instant::now();
     if !st.worker.loaded.embed {

@@ -378,15 +378,3 @@ impl ImageSpecs for EmbedRequest {
             .collect()
     }
 }
-
-impl crate::error::FromPhoto for CaptionRequest {
-    fn from_photo(base64: String) -> Self {
-        CaptionRequest {
-            inputs: OneOrMany::One(ImageSpec {
-                image: Some(base64),
-                ..ImageSpec::default()
-            }),
-            parameters: CaptionParameters::default(),
-        }
-    }
-}

@@ -1,6 +1,8 @@
 //! Photos over HTTP (`--detector`): a base64 JPEG/PNG goes through VinVL's detector (the
 //! reduced-width fixture, random weights) and then the models, and answers exactly what the
-//! libraries compute for the same file; bad photos are 422s that say why.
+//! libraries compute for the same file; bad photos are 422s that say why. The same photo in a
+//! multipart form answers what its base64 in JSON answers, on every endpoint, and the web page's
+//! photo panel captions and answers it in a real browser.
 
 mod common;
 
@@ -134,4 +136,200 @@ async fn photos_need_a_detector_and_widths_must_agree() {
     let err = oscar_serve::AppState::load(&cfg).err().unwrap();
     let msg = format!("{err:#}");
     assert!(msg.contains("134") && msg.contains("14"), "{msg}");
+}
+
+/// One part of a form: its name, a file name for a file (`None` for text), its bytes.
+type FormPart<'a> = (&'a str, Option<&'a str>, &'a [u8]);
+
+/// A `multipart/form-data` body.
+fn multipart(parts: &[FormPart]) -> (String, Vec<u8>) {
+    let boundary = "oscar-test-boundary-7d1f";
+    let mut body = Vec::new();
+    for (name, file, bytes) in parts {
+        body.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
+        match file {
+            Some(f) => body.extend_from_slice(
+                format!(
+                    "content-disposition: form-data; name=\"{name}\"; filename=\"{f}\"\r\n\
+                     content-type: image/jpeg\r\n\r\n"
+                )
+                .as_bytes(),
+            ),
+            None => body.extend_from_slice(
+                format!("content-disposition: form-data; name=\"{name}\"\r\n\r\n").as_bytes(),
+            ),
+        }
+        body.extend_from_slice(bytes);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+async fn post_form(
+    app: &axum::Router,
+    path: &str,
+    parts: &[FormPart<'_>],
+) -> (StatusCode, serde_json::Value) {
+    let (ct, body) = multipart(parts);
+    let req = axum::http::Request::builder()
+        .method("POST")
+        .uri(path)
+        .header("content-type", ct)
+        .body(axum::body::Body::from(body))
+        .unwrap();
+    let (s, _, v) = raw(app, req).await;
+    (s, v)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_photo_in_a_form_answers_what_its_json_answers() {
+    let cfg = photo_config();
+    let (app, _st) = app(&cfg);
+    let path = detector_dir().join("images/rocket.jpg");
+    let jpeg = std::fs::read(&path).unwrap();
+    let photo = b64(&path);
+    let file = Some("rocket.jpg");
+    let texts = ["a rocket", "a cat on a sofa"];
+
+    let cases: Vec<(&str, Vec<FormPart>, serde_json::Value)> = vec![
+        (
+            "/caption",
+            vec![("image", file, &jpeg[..]), ("num_beams", None, b"2")],
+            json!({"inputs": {"image": photo}, "parameters": {"num_beams": 2}}),
+        ),
+        (
+            "/vqa",
+            vec![
+                ("question", None, b"what color is it?"),
+                ("image", file, &jpeg[..]),
+                ("top_k", None, b"3"),
+            ],
+            json!({"inputs": {"image": {"image": photo}, "question": "what color is it?"},
+                   "parameters": {"top_k": 3}}),
+        ),
+        (
+            "/rank",
+            vec![
+                ("image", file, &jpeg[..]),
+                ("texts", None, texts[0].as_bytes()),
+                ("texts", None, texts[1].as_bytes()),
+                ("return_text", None, b"true"),
+            ],
+            json!({"image": {"image": photo}, "texts": texts, "return_text": true}),
+        ),
+        (
+            "/score",
+            vec![
+                ("image", file, &jpeg[..]),
+                ("text", None, texts[0].as_bytes()),
+                ("text", None, texts[1].as_bytes()),
+            ],
+            json!({"pairs": [{"image": {"image": photo}, "text": texts[0]},
+                             {"image": {"image": photo}, "text": texts[1]}]}),
+        ),
+    ];
+    for (route, parts, body) in cases {
+        let (s, from_form) = post_form(&app, route, &parts).await;
+        assert_eq!(s, StatusCode::OK, "{route}: {from_form}");
+        let (s, _, from_json) = call(&app, "POST", route, Some(body)).await;
+        assert_eq!(s, StatusCode::OK, "{route}: {from_json}");
+        assert_eq!(from_form, from_json, "{route}");
+        assert!(!from_form.as_array().unwrap().is_empty(), "{route}");
+    }
+
+    // Bad forms: 422s naming the field; a bare photo only where a photo is the whole request.
+    for (route, parts, needle) in [
+        (
+            "/vqa",
+            vec![("image", file, &jpeg[..])],
+            "question: missing",
+        ),
+        (
+            "/caption",
+            vec![("image", file, &b"hello"[..])],
+            "inputs.image: not an image",
+        ),
+        (
+            "/caption",
+            vec![("image", file, &jpeg[..]), ("beams", None, b"2")],
+            "unknown field `beams`",
+        ),
+        (
+            "/caption",
+            vec![("image", None, &b"x"[..])],
+            "expected a file",
+        ),
+    ] {
+        let (s, v) = post_form(&app, route, &parts).await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{route}: {v}");
+        let msg = v["error"].as_str().unwrap();
+        assert!(msg.contains(needle), "{needle:?} not in {msg:?}");
+    }
+    let req = axum::http::Request::builder()
+        .method("POST")
+        .uri("/vqa")
+        .header("content-type", "image/jpeg")
+        .body(axum::body::Body::from(jpeg.clone()))
+        .unwrap();
+    let (s, _, v) = raw(&app, req).await;
+    assert_eq!(s, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("multipart"), "{v}");
+    let (ct, mut body) = multipart(&[("image", file, &jpeg[..])]);
+    body.truncate(body.len() / 2);
+    let req = axum::http::Request::builder()
+        .method("POST")
+        .uri("/caption")
+        .header("content-type", ct)
+        .body(axum::body::Body::from(body))
+        .unwrap();
+    let (s, _, v) = raw(&app, req).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(v["error_type"], "bad_body", "{v}");
+}
+
+/// The web page's photo panel in a real browser (tools/web_test.sh with OSCAR_PHOTO; skipped,
+/// with the reason, where chromium cannot be had): choose a file, caption it, ask about it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_captions_and_answers_a_chosen_photo() {
+    let st = std::sync::Arc::new(oscar_serve::AppState::load(&photo_config()).unwrap());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(oscar_serve::serve(listener, st, async {
+        let _ = stopped.await;
+    }));
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let shot = repo.join("target/web-page-photo.png");
+    let _ = std::fs::remove_file(&shot);
+    let photo = detector_dir().join("images/rocket.jpg");
+    let web = {
+        let (script, shot) = (repo.join("tools/web_test.sh"), shot.clone());
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new("bash")
+                .arg(script)
+                .arg(url)
+                .arg(shot)
+                .env("OSCAR_PHOTO", photo)
+                .output()
+        })
+        .await
+        .unwrap()
+        .unwrap()
+    };
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&web.stdout),
+        String::from_utf8_lossy(&web.stderr)
+    );
+    assert!(web.status.success(), "browser test failed:\n{text}");
+    if let Some(skip) = text.lines().find(|l| l.contains("browser test skipped")) {
+        eprintln!("{skip}");
+    } else {
+        let line = text.lines().find(|l| l.contains("photo: "));
+        assert!(line.is_some() && shot.exists(), "{text}");
+        eprintln!("{}", line.unwrap_or_default());
+    }
 }
