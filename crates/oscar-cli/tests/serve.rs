@@ -2,6 +2,9 @@
 //! from the command line, the load driver measures it, the web page works in a real browser
 //! (tools/web_test.sh; it says when it was skipped and why), and SIGTERM stops it cleanly.
 
+#[path = "../../oscar-serve/tests/common/browser.rs"]
+mod browser;
+
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -221,31 +224,8 @@ fn the_binary_serves_every_endpoint_is_measured_and_stops_on_sigterm() {
     }
 
     // The web page in a real browser (skipped, with the reason, where chromium cannot be had).
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let shot = repo.join("target/web-page.png");
-    let web = Command::new("bash")
-        .arg(repo.join("tools/web_test.sh"))
-        .arg(&url)
-        .arg(&shot)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&web.stdout),
-        String::from_utf8_lossy(&web.stderr)
-    );
-    assert!(web.status.success(), "browser test failed:\n{text}");
-    if let Some(skip) = text.lines().find(|l| l.contains("browser test skipped")) {
-        eprintln!("{skip}");
-    } else {
-        assert!(text.contains("timings: ") && shot.exists(), "{text}");
-        eprintln!(
-            "{}",
-            text.lines()
-                .find(|l| l.contains("timings: "))
-                .unwrap_or_default()
-        );
-    }
+    let shot = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/web-page.png");
+    browser::run_page_test(&url, &shot, None, "timings: ");
 
     // SIGTERM: in-flight requests drain, the process exits 0.
     let mut server = server;

@@ -299,37 +299,16 @@ async fn the_page_captions_and_answers_a_chosen_photo() {
     let server = tokio::spawn(oscar_serve::serve(listener, st, async {
         let _ = stopped.await;
     }));
-    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let shot = repo.join("target/web-page-photo.png");
-    let _ = std::fs::remove_file(&shot);
+    let shot =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/web-page-photo.png");
     let photo = detector_dir().join("images/rocket.jpg");
-    let web = {
-        let (script, shot) = (repo.join("tools/web_test.sh"), shot.clone());
-        tokio::task::spawn_blocking(move || {
-            std::process::Command::new("bash")
-                .arg(script)
-                .arg(url)
-                .arg(shot)
-                .env("OSCAR_PHOTO", photo)
-                .output()
-        })
-        .await
-        .unwrap()
-        .unwrap()
-    };
+    let web = tokio::task::spawn_blocking(move || {
+        browser::run_page_test(&url, &shot, Some(&photo), "photo: ")
+    })
+    .await;
     let _ = stop.send(());
     server.await.unwrap().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&web.stdout),
-        String::from_utf8_lossy(&web.stderr)
-    );
-    assert!(web.status.success(), "browser test failed:\n{text}");
-    if let Some(skip) = text.lines().find(|l| l.contains("browser test skipped")) {
-        eprintln!("{skip}");
-    } else {
-        let line = text.lines().find(|l| l.contains("photo: "));
-        assert!(line.is_some() && shot.exists(), "{text}");
-        eprintln!("{}", line.unwrap_or_default());
+    if let Err(e) = web {
+        std::panic::resume_unwind(e.into_panic());
     }
 }

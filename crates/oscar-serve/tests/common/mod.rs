@@ -16,6 +16,8 @@ pub struct Fixture {
     pub models: PathBuf,
 }
 
+pub mod browser;
+
 #[path = "../../../oscar/tests/support/tiny_models.rs"]
 mod tiny_models;
 
