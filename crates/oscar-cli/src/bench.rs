@@ -70,9 +70,9 @@ pub struct BenchArgs {
     #[arg(long)]
     features: Option<std::path::PathBuf>,
     /// Stay warm and time on request, for interleaved comparisons
-    /// (tools/reference/bench_int8.py): after setup print one JSON line describing the inputs,
+    /// (tools/reference/bench_interleaved.py): after setup print one JSON line describing the inputs,
     /// then for each variant named on a stdin line (retrieval-score: `fixed`, `dynamic`;
-    /// caption-beam: `cached`, `reencode`) run it once and print `{"variant", "s"}`; at the
+    /// caption-beam: `cached`, `reencode`; pretrain-step: `step`) run it once and print `{"variant", "s"}`; at the
     /// end of stdin print the peak memory.
     #[arg(long)]
     driven: bool,
@@ -450,13 +450,22 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     let con: Vec<i64> = (0..b).map(|i| (i % 2) as i64).collect();
     let mut opt = AdamW::new(&m.params, AdamWConfig::default(), &[]);
     let mut run = 0u64;
-    let (median, min) = time_runs(a.runs, || {
+    let mut step = || -> Result<()> {
         let out = m.model.forward(&x, &Ctx::train(run))?;
         run += 1;
         let (loss, _, _) = m.model.loss(&out, &mlm, &con)?;
         opt.step(&m.params, &loss.backward()?, 1e-5, 1.0)?;
         Ok(())
-    })?;
+    };
+    let size = format!("{:?}", a.size).to_lowercase();
+    if a.driven {
+        let setup = serde_json::json!({
+            "workload": "pretrain_step", "size": size, "batch": b, "text": t, "regions": r,
+            "parameters": m.params.count(),
+        });
+        return drive(setup, &mut [("step", &mut step)]);
+    }
+    let (median, min) = time_runs(a.runs, step)?;
     // FLOPs of a training step ≈ 3 × forward: the encoder plus the MLM head 2·H·(H + V) per position.
     let (h, v) = (cfg.hidden_size as f64, cfg.vocab_size as f64);
     let n = (b * (t + r)) as f64;
@@ -465,7 +474,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     outln!(
         "{}",
         serde_json::json!({
-            "workload": "pretrain_step", "size": format!("{:?}", a.size).to_lowercase(), "batch": b, "text": t, "regions": r,
+            "workload": "pretrain_step", "size": size, "batch": b, "text": t, "regions": r,
             "parameters": m.params.count(), "runs": a.runs, "median_s": median, "min_s": min,
             "items_per_s": b as f64 / median, "achieved_gflops": gflops, "peak_rss_mib": peak_rss_mib(),
         })

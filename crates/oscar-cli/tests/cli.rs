@@ -1648,6 +1648,60 @@ fn training_commands_save_checkpoints_and_resume() {
     assert_eq!(kept.len(), 2, "{kept:?}");
 }
 
+/// `oscar bench --driven` (the protocol of tools/reference/bench_interleaved.py): the setup line,
+/// one timing per variant asked on stdin, the peak memory at the end; an unknown variant is
+/// refused by name.
+#[test]
+fn bench_driven_times_each_variant_asked() {
+    use std::io::Write;
+    let run = |workload: &str, stdin: &str| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_oscar"))
+            .args(["bench", "--driven", "--size", "tiny", "--batch", "2"])
+            .args(["--workload", workload])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        (
+            out.status.success(),
+            lines,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, lines, err) = run("pretrain-step", "step\nstep\n");
+    assert!(ok, "{err}");
+    assert_eq!(lines.len(), 4, "{lines:?}");
+    assert_eq!(lines[0]["workload"], "pretrain_step");
+    assert_eq!(lines[0]["batch"], 2);
+    for l in &lines[1..3] {
+        assert_eq!(l["variant"], "step");
+        assert!(l["s"].as_f64().unwrap() > 0.0, "{l}");
+    }
+    assert!(lines[3]["peak_rss_mib"].as_f64().unwrap() > 0.0);
+    let (ok, lines, err) = run("retrieval-score", "dynamic\nfixed\nbogus\n");
+    assert!(
+        !ok && err.contains("\"bogus\"") && err.contains("fixed"),
+        "{err}"
+    );
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert_eq!(
+        (lines[1]["variant"].as_str(), lines[2]["variant"].as_str()),
+        (Some("dynamic"), Some("fixed"))
+    );
+}
+
 /// `--device`: the CPU by name, and a clear refusal of a device this build cannot use.
 #[test]
 fn devices_are_chosen_by_name_and_unsupported_ones_are_refused() {

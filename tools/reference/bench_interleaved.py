@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""int8 against f32, oscar-rs against PyTorch and ONNX Runtime, timed interleaved (issue 23).
+"""oscar-rs against PyTorch and ONNX Runtime, f32 and int8, timed interleaved (issue 23).
 
 Every side is one warm process that runs a variant when asked (`oscar bench --driven`, or this
 script with `--worker`), and the sides take turns: round 1 asks each side once, round 2 again,
@@ -10,13 +10,20 @@ medians taken over the same minutes. Sides:
                                          `torch.ao.quantization.quantize_dynamic` (qint8 Linear)
   onnxruntime-f32, onnxruntime-int8      the same PyTorch model exported (opset 17), and
                                          `onnxruntime.quantization.quantize_dynamic` (QInt8)
-Workloads: Oscar-B retrieval scoring of 32 pairs (text padded to 70 + 50 regions; and
-dynamically padded), beam-5 captioning of 2 images (oscar-rs with its cache; PyTorch
-re-encoding, the reference's way; no ONNX Runtime side), and tiny scoring. Weights are random
-(timing only); each side's peak memory and model size are reported.
+Workloads (the third argument, comma-separated; all by default):
+  base        Oscar-B retrieval scoring of 32 pairs (text padded to 70 + 50 regions; and
+              dynamically padded)
+  caption     beam-5 captioning of 2 images (oscar-rs with its cache; PyTorch re-encoding, the
+              reference's way; no ONNX Runtime side)
+  tiny        tiny scoring
+  train       one Oscar-B pre-training step (batch 8, 35 text + 50 regions: forward, MLM +
+              contrastive loss, backward, clipping, AdamW; f32, dropout on; PyTorch's step is
+              bench_pytorch.py's)
+  train-tiny  the same at the tiny size
+Weights are random (timing only); each side's peak memory and model size are reported.
 
 Usage (repository root, after `cargo build --release -p oscar-cli`; an idle machine):
-    .venv-ref/bin/python tools/reference/bench_int8.py target/release/oscar [rounds] > int8.jsonl
+    .venv-ref/bin/python tools/reference/bench_interleaved.py target/release/oscar [rounds] [workloads] > out.jsonl
 Needs torch, transformers, onnx and onnxruntime. Prints one JSON line per side and workload
 (times of every round, median, min, max) and one line of ratios per workload.
 """
@@ -116,12 +123,46 @@ def caption_worker(side, size, setup):
     return {"reencode": lambda: bc.reencode_beam(m, vocab, tags, feats)}, {"model_mib": model_bytes(m) / 2**20}
 
 
+def train_worker(side, size, setup):
+    """One pre-training step of the reference's modules, as bench_pytorch.py times it."""
+    import torch
+    import torch.nn.functional as F
+    mg = load_reference()
+    torch.manual_seed(0)
+    b, t, r = setup["batch"], setup["text"], setup["regions"]
+    cfg, ocfg = mg.bench_configs(size, num_contrast_classes=2)
+    m = mg.PreTraining(cfg, ocfg)
+    m.train()
+    ids = torch.randint(1, cfg.vocab_size, (b, t))
+    feats = torch.rand(b, r, ocfg["img_feature_dim"])
+    mask = torch.ones(b, t + r)
+    types = torch.zeros(b, t, dtype=torch.long)
+    labels = torch.full((b, t + r), -1, dtype=torch.long)
+    sel = torch.rand(b, t) < 0.15
+    labels[:, :t][sel] = ids[sel]
+    con = torch.arange(b) % 2
+    no_decay = [p for n, p in m.named_parameters() if "bias" in n or "LayerNorm.weight" in n]
+    decay = [p for n, p in m.named_parameters() if not ("bias" in n or "LayerNorm.weight" in n)]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=1e-5)
+
+    def step():
+        opt.zero_grad()
+        seq, pooled = m.bert(ids, types, mask, feats)
+        loss = F.cross_entropy(m.cls.predictions(seq).view(-1, cfg.vocab_size), labels.view(-1), ignore_index=-1) \
+            + F.cross_entropy(m.cls.seq_relationship(pooled), con)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(m.parameters(), 1.0)
+        opt.step()
+    return {"step": step}, {"model_mib": model_bytes(m) / 2**20}
+
+
 def worker(side, workload, size):
     """The Python side's warm process: the protocol of `oscar bench --driven`."""
     import torch
     torch.set_num_threads(2)
     setup = json.loads(sys.stdin.readline())
-    make = caption_worker if workload == "caption" else scoring_worker
+    make = {"caption": caption_worker, "train": train_worker}.get(workload, scoring_worker)
     variants, info = make(side, size, setup)
     for f in variants.values():
         f()  # warm-up
@@ -219,18 +260,35 @@ def captioning(oscar, rounds, images):
     compare("caption_beam5_base", sides, variants, rounds, pairs)
 
 
+def training(oscar, size, rounds):
+    ours = Side("oscar-f32", [oscar, "bench", "--driven", "--workload", "pretrain-step", "--size", size,
+                              "--batch", "8", "--text", "35", "--regions", "50"])
+    theirs = Side("pytorch-f32", [sys.executable, __file__, "--worker", "pytorch-f32", "train", size], ours.info)
+    variants = {"oscar-f32": ["step"], "pytorch-f32": ["step"]}
+    compare(f"pretrain_step_{size}", [ours, theirs], variants, rounds, [(("oscar-f32", "step"), ("pytorch-f32", "step"))])
+
+
+WORKLOADS = ["base", "caption", "tiny", "train", "train-tiny"]
+
+
 def main():
     if len(sys.argv) > 1 and sys.argv[1] == "--worker":
         return worker(*sys.argv[2:5])
     oscar = sys.argv[1]
     rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 5
-    only = sys.argv[3].split(",") if len(sys.argv) > 3 else ["base", "caption", "tiny"]
+    only = sys.argv[3].split(",") if len(sys.argv) > 3 else WORKLOADS
+    if set(only) - set(WORKLOADS):
+        sys.exit(f"unknown workloads {sorted(set(only) - set(WORKLOADS))}: expected some of {WORKLOADS}")
     if "base" in only:
         scoring(oscar, "base", rounds, 32)
     if "caption" in only:
         captioning(oscar, rounds, 2)
     if "tiny" in only:
         scoring(oscar, "tiny", rounds * 4, 32)
+    if "train" in only:
+        training(oscar, "base", rounds)
+    if "train-tiny" in only:
+        training(oscar, "tiny", rounds * 4)
 
 
 if __name__ == "__main__":
