@@ -111,7 +111,11 @@ test('a photo chosen on the page is captioned and answered', { timeout: 4 * ACTI
     assert.match(await page.textContent('#error'), /choose a JPEG or PNG photo first/);
 
     await page.setInputFiles('#photo-file', PHOTO);
-    await page.waitForSelector('#photo-preview:not([hidden])');
+    // Choosing it runs the detector: its objects are listed (and drawn on the canvas).
+    await page.waitForSelector('#photo-objects li.obj');
+    assert.ok(await page.isVisible('#photo-canvas'));
+    assert.ok(await page.isHidden('#error'), `detect showed an error: ${await page.textContent('#error')}`);
+    const objects = await page.$$eval('#photo-objects li.obj', (li) => li.map((x) => x.textContent));
     const t0 = Date.now();
     await page.click('#photo-caption-btn');
     await page.waitForFunction(() =>
@@ -126,7 +130,7 @@ test('a photo chosen on the page is captioned and answered', { timeout: 4 * ACTI
     const answers = await page.$$eval('#photo-answers .bar', (b) => b.map((x) => x.textContent));
     await page.screenshot({ path: SHOT, fullPage: true });
     shot = true;
-    console.log(`photo: ${JSON.stringify({ captionMs, captions, answers, screenshot: SHOT })}`);
+    console.log(`photo: ${JSON.stringify({ captionMs, objects: objects.length, captions, answers, screenshot: SHOT })}`);
     assert.deepEqual(problems, [], 'console errors or failed requests');
   } finally {
     if (page && !shot) await page.screenshot({ path: SHOT, fullPage: true }).catch(() => {});

@@ -32,7 +32,7 @@ type Pair = (ImageInput, String);
 
 #[derive(OpenApi)]
 #[openapi(
-    paths(caption, vqa, rank, score, embed, health, info, world),
+    paths(caption, vqa, rank, score, embed, detect, health, info, world),
     components(schemas(
         ErrorBody,
         ImageSpec,
@@ -40,6 +40,9 @@ type Pair = (ImageInput, String);
         GeneratedText,
         AnswerOut,
         RankOut,
+        DetectRequest,
+        DetectOut,
+        DetectedObject,
         WorldImage
     ))
 )]
@@ -54,6 +57,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/rank", post(rank))
         .route("/score", post(score))
         .route("/embed", post(embed))
+        .route("/detect", post(detect))
         .route("/health", get(health))
         .route("/info", get(info))
         .route("/world", get(world))
@@ -106,28 +110,7 @@ impl AppState {
                     "{at}: give image, world_id or features, one of them"
                 )));
             }
-            let Some(det) = self.detector.clone() else {
-                return Err(ApiError::validation(format!(
-                    "{at}.image: photos need a server started with --detector DIR"
-                )));
-            };
-            let bytes = base64::engine::general_purpose::STANDARD
-                .decode(b64.trim())
-                .map_err(|e| ApiError::validation(format!("{at}.image: not base64 ({e})")))?;
-            let _one = self
-                .detect_gate
-                .clone()
-                .acquire_owned()
-                .await
-                .map_err(|_| ApiError::backend("the detector is closed"))?;
-            let found = tokio::task::spawn_blocking(move || {
-                let rgb = oscar_detect::decode_image(&bytes, det.config.max_image_pixels)?;
-                det.detect(&rgb).map_err(|e| e.to_string())
-            })
-            .await
-            .map_err(|e| ApiError::backend(format!("the detector stopped: {e}")))?
-            .map_err(|e| ApiError::validation(format!("{at}.image: {e}")))?;
-            metrics::counter!("oscar_photos_detected").increment(1);
+            let found = self.detect(&b64, &format!("{at}.image")).await?;
             if found.objects.is_empty() {
                 return Err(ApiError::validation(format!(
                     "{at}.image: the detector found no object"
@@ -143,6 +126,34 @@ impl AppState {
             }
         }
         Ok(())
+    }
+
+    /// Runs the detector on one photo (base64 JPEG or PNG, at `at`), one photo at a time, off
+    /// the async threads.
+    async fn detect(&self, b64: &str, at: &str) -> Result<oscar_detect::Detections, ApiError> {
+        let Some(det) = self.detector.clone() else {
+            return Err(ApiError::validation(format!(
+                "{at}: photos need a server started with --detector DIR"
+            )));
+        };
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(b64.trim())
+            .map_err(|e| ApiError::validation(format!("{at}: not base64 ({e})")))?;
+        let _one = self
+            .detect_gate
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| ApiError::backend("the detector is closed"))?;
+        let found = tokio::task::spawn_blocking(move || {
+            let rgb = oscar_detect::decode_image(&bytes, det.config.max_image_pixels)?;
+            det.detect(&rgb).map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| ApiError::backend(format!("the detector stopped: {e}")))?
+        .map_err(|e| ApiError::validation(format!("{at}: {e}")))?;
+        metrics::counter!("oscar_photos_detected").increment(1);
+        Ok(found)
     }
 
     fn resolve(&self, spec: &ImageSpec, at: &str) -> Result<ImageInput, ApiError> {
@@ -616,6 +627,45 @@ async fn embed(
 }
 
 /// 200 while the model thread runs; 503 once it stopped or the server is shutting down.
+/// VinVL's detections on one photo (`--detector`): boxes in the photo's pixels, classes,
+/// attributes, best first — what `oscar detect` writes to `predictions.tsv`. The body is
+/// `{"image": base64}`, a multipart form with an `image` file, or the photo's raw bytes
+/// (`content-type: image/jpeg` or `image/png`).
+#[utoipa::path(post, path = "/detect", request_body = DetectRequest,
+    responses((status = 200, body = DetectOut), (status = "4XX", body = ErrorBody)))]
+async fn detect(State(st): St, ApiBody(req): ApiBody<DetectRequest>) -> Result<Response, ApiError> {
+    let t0 = Instant::now();
+    let found = st.detect(&req.image, "image").await?;
+    let labels = &st.detector.as_ref().expect("detect succeeded").labels;
+    let name = |i: usize| {
+        labels
+            .attributes
+            .get(i)
+            .cloned()
+            .unwrap_or_else(|| i.to_string())
+    };
+    let out = DetectOut {
+        image_w: found.image_size.0,
+        image_h: found.image_size.1,
+        objects: found
+            .objects
+            .iter()
+            .map(|o| DetectedObject {
+                rect: o.rect,
+                class: o.class.clone(),
+                conf: o.conf,
+                attributes: o.attributes.iter().map(|&(a, _)| name(a)).collect(),
+                attr_scores: o.attributes.iter().map(|&(_, p)| p).collect(),
+            })
+            .collect(),
+    };
+    let mut r = Json(out).into_response();
+    if let Ok(v) = HeaderValue::try_from(format!("{:.3}", t0.elapsed().as_secs_f64() * 1e3)) {
+        r.headers_mut().insert("x-total-time", v);
+    }
+    Ok(r)
+}
+
 #[utoipa::path(get, path = "/health", responses((status = 200), (status = 503, body = ErrorBody)))]
 async fn health(State(st): St) -> Response {
     if st.shutting_down.load(Ordering::SeqCst) || !st.worker.healthy() {

@@ -302,6 +302,36 @@ fn yes() -> bool {
     true
 }
 
+/// `POST /detect`: one photo.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DetectRequest {
+    /// A JPEG or PNG file, base64.
+    pub image: String,
+}
+
+/// VinVL's detections on one photo, as its `predictions.tsv` holds them (`oscar detect`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct DetectOut {
+    pub image_w: usize,
+    pub image_h: usize,
+    /// Best first.
+    pub objects: Vec<DetectedObject>,
+}
+
+/// One detected object.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct DetectedObject {
+    /// `[x1, y1, x2, y2]` in the photo's pixels.
+    pub rect: [f32; 4],
+    pub class: String,
+    /// The class probability.
+    pub conf: f32,
+    /// Attribute names above the detector's threshold, best first, with their probabilities.
+    pub attributes: Vec<String>,
+    pub attr_scores: Vec<f32>,
+}
+
 /// Every image of a request, for the detector's pass over photos before the model's.
 pub trait ImageSpecs {
     fn image_specs(&mut self) -> Vec<(String, &mut ImageSpec)>;

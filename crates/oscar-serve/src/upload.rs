@@ -1,12 +1,14 @@
 //! Request bodies beyond JSON, for photos: every task endpoint also reads a `multipart/form-data`
 //! form (`curl -F image=@photo.jpg -F question='what color is the dog?' …/vqa`, or a browser's
-//! `FormData`), and `/caption` one photo's raw bytes with `content-type: image/…` (Hugging Face
+//! `FormData`), and `/caption` and `/detect` one photo's raw bytes with `content-type: image/…` (Hugging Face
 //! image-to-text's binary upload). A form is laid out into the endpoint's JSON request, so both
 //! go through the same checks and a form answers exactly what the JSON with the photo in base64
 //! answers. The fields of each endpoint are in [`FromUpload`]'s implementations and docs/serve.md.
 
 use crate::error::{ApiError, ApiJson};
-use crate::schema::{CaptionRequest, EmbedRequest, RankRequest, ScoreRequest, VqaRequest};
+use crate::schema::{
+    CaptionRequest, DetectRequest, EmbedRequest, RankRequest, ScoreRequest, VqaRequest,
+};
 use axum::extract::{FromRequest, Multipart, Request};
 use axum::http::{header, StatusCode};
 use base64::Engine;
@@ -161,13 +163,13 @@ fn from_layout<T: DeserializeOwned>(v: Value) -> Result<T, ApiError> {
 pub trait FromUpload: Sized {
     fn from_form(form: Form) -> Result<Self, ApiError>;
 
-    /// Only `/caption` reads a bare photo: the other endpoints need a question or texts too.
+    /// Only `/caption` and `/detect` read a bare photo: the others need a question or texts too.
     fn from_photo(_base64: String) -> Result<Self, ApiError> {
         Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
-            "a bare photo is read by /caption only: send a multipart form (image=@photo.jpg \
-             and the endpoint's fields) or JSON",
+            "a bare photo is read by /caption and /detect only: send a multipart form \
+             (image=@photo.jpg and the endpoint's fields) or JSON",
         ))
     }
 }
@@ -255,6 +257,20 @@ impl FromUpload for EmbedRequest {
         let mut v = form.settings()?;
         v.insert("inputs".into(), json!([input]));
         from_layout(Value::Object(v))
+    }
+}
+
+/// `/detect`: `image` (a file).
+impl FromUpload for DetectRequest {
+    fn from_form(mut form: Form) -> Result<Self, ApiError> {
+        let image = Form::exactly_one("image", form.photos("image")?)?;
+        let mut v = form.settings()?;
+        v.insert("image".into(), image["image"].clone());
+        from_layout(Value::Object(v))
+    }
+
+    fn from_photo(base64: String) -> Result<Self, ApiError> {
+        Ok(DetectRequest { image: base64 })
     }
 }
 
@@ -417,7 +433,7 @@ mod tests {
             ),
             (
                 err(VqaRequest::from_photo("AAAA".into()).map(|_| ())),
-                "/caption only",
+                "/caption and /detect only",
             ),
         ] {
             assert!(msg.contains(needle), "{needle:?} not in {msg:?}");

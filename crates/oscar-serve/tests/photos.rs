@@ -312,3 +312,63 @@ async fn the_page_captions_and_answers_a_chosen_photo() {
         std::panic::resume_unwind(e.into_panic());
     }
 }
+
+/// `POST /detect`: the detector's objects as `oscar detect` finds them (boxes, classes,
+/// attributes), the same from JSON, a form and raw bytes; without a detector a 422 says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn detect_answers_the_detectors_objects() {
+    let cfg = photo_config();
+    let (app, _st) = app(&cfg);
+    let path = detector_dir().join("images/rocket.jpg");
+    let jpeg = std::fs::read(&path).unwrap();
+    let det = oscar_detect::Detector::load(&detector_dir()).unwrap();
+    let want = det.detect_file(&path).unwrap();
+    assert!(!want.objects.is_empty());
+
+    let (s, _, from_json) = call(&app, "POST", "/detect", Some(json!({"image": b64(&path)}))).await;
+    assert_eq!(s, StatusCode::OK, "{from_json}");
+    assert_eq!(
+        (from_json["image_w"].as_u64(), from_json["image_h"].as_u64()),
+        (
+            Some(want.image_size.0 as u64),
+            Some(want.image_size.1 as u64)
+        )
+    );
+    let objects = from_json["objects"].as_array().unwrap();
+    assert_eq!(objects.len(), want.objects.len());
+    for (got, o) in objects.iter().zip(&want.objects) {
+        assert_eq!(got["class"], o.class.as_str());
+        assert_eq!(got["conf"].as_f64().unwrap() as f32, o.conf);
+        let rect: Vec<f32> = got["rect"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap() as f32)
+            .collect();
+        assert_eq!(rect, o.rect);
+        let attrs = got["attributes"].as_array().unwrap();
+        assert_eq!(attrs.len(), o.attributes.len());
+        let scores = got["attr_scores"].as_array().unwrap();
+        for ((a, s), &(id, p)) in attrs.iter().zip(scores).zip(&o.attributes) {
+            assert_eq!(a, det.labels.attributes[id].as_str());
+            assert_eq!(s.as_f64().unwrap() as f32, p);
+        }
+    }
+    let (s, from_form) = post_form(&app, "/detect", &[("image", Some("rocket.jpg"), &jpeg)]).await;
+    assert_eq!(s, StatusCode::OK, "{from_form}");
+    assert_eq!(from_form, from_json);
+    let req = axum::http::Request::builder()
+        .method("POST")
+        .uri("/detect")
+        .header("content-type", "image/jpeg")
+        .body(axum::body::Body::from(jpeg))
+        .unwrap();
+    let (s, _, from_bytes) = raw(&app, req).await;
+    assert_eq!(s, StatusCode::OK, "{from_bytes}");
+    assert_eq!(from_bytes, from_json);
+
+    let (bare, _st) = common::app(&config(Limits::default()));
+    let (s, _, v) = call(&bare, "POST", "/detect", Some(json!({"image": b64(&path)}))).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("--detector"), "{v}");
+}
