@@ -124,36 +124,10 @@ def caption_worker(side, size, setup):
 
 
 def train_worker(side, size, setup):
-    """One pre-training step of the reference's modules, as bench_pytorch.py times it."""
-    import torch
-    import torch.nn.functional as F
-    mg = load_reference()
-    torch.manual_seed(0)
-    b, t, r = setup["batch"], setup["text"], setup["regions"]
-    cfg, ocfg = mg.bench_configs(size, num_contrast_classes=2)
-    m = mg.PreTraining(cfg, ocfg)
-    m.train()
-    ids = torch.randint(1, cfg.vocab_size, (b, t))
-    feats = torch.rand(b, r, ocfg["img_feature_dim"])
-    mask = torch.ones(b, t + r)
-    types = torch.zeros(b, t, dtype=torch.long)
-    labels = torch.full((b, t + r), -1, dtype=torch.long)
-    sel = torch.rand(b, t) < 0.15
-    labels[:, :t][sel] = ids[sel]
-    con = torch.arange(b) % 2
-    no_decay = [p for n, p in m.named_parameters() if "bias" in n or "LayerNorm.weight" in n]
-    decay = [p for n, p in m.named_parameters() if not ("bias" in n or "LayerNorm.weight" in n)]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=1e-5)
-
-    def step():
-        opt.zero_grad()
-        seq, pooled = m.bert(ids, types, mask, feats)
-        loss = F.cross_entropy(m.cls.predictions(seq).view(-1, cfg.vocab_size), labels.view(-1), ignore_index=-1) \
-            + F.cross_entropy(m.cls.seq_relationship(pooled), con)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(m.parameters(), 1.0)
-        opt.step()
+    """One pre-training step of the reference's modules, bench_pytorch.py's."""
+    sys.path.insert(0, HERE)
+    from bench_pytorch import training_step
+    step, m = training_step(size, setup["batch"], setup["text"], setup["regions"])
     return {"step": step}, {"model_mib": model_bytes(m) / 2**20}
 
 

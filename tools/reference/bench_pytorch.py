@@ -24,13 +24,10 @@ mg = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(mg)
 
 
-def main():
-    oscar = sys.argv[1]
-    size = sys.argv[2] if len(sys.argv) > 2 else "tiny"
-    runs = int(sys.argv[3]) if len(sys.argv) > 3 else 3
-    torch.set_num_threads(2)
+def training_step(size, b=8, t=35, r=50):
+    """The reference's `PreTraining` modules and one step over random inputs (batch `b`, `t` text
+    tokens + `r` regions): returns (step, model). Also bench_interleaved.py's training worker."""
     torch.manual_seed(0)
-    b, t, r = 8, 35, 50
     cfg, oscar_cfg = mg.bench_configs(size, num_contrast_classes=2)
     m = mg.PreTraining(cfg, oscar_cfg)
     m.train()
@@ -46,9 +43,8 @@ def main():
     decay = [p for n, p in m.named_parameters() if not ("bias" in n or "LayerNorm.weight" in n)]
     no_decay = [p for n, p in m.named_parameters() if "bias" in n or "LayerNorm.weight" in n]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}], lr=1e-5)
-    times = []
-    for run in range(runs + 1):
-        t0 = time.perf_counter()
+
+    def step():
         opt.zero_grad()
         seq, pooled = m.bert(ids, types, mask, feats)
         loss = F.cross_entropy(m.cls.predictions(seq).view(-1, cfg.vocab_size), labels.view(-1), ignore_index=-1) + \
@@ -56,6 +52,20 @@ def main():
         loss.backward()
         torch.nn.utils.clip_grad_norm_(m.parameters(), 1.0)
         opt.step()
+    return step, m
+
+
+def main():
+    oscar = sys.argv[1]
+    size = sys.argv[2] if len(sys.argv) > 2 else "tiny"
+    runs = int(sys.argv[3]) if len(sys.argv) > 3 else 3
+    torch.set_num_threads(2)
+    b = 8
+    step, _ = training_step(size, b)
+    times = []
+    for run in range(runs + 1):
+        t0 = time.perf_counter()
+        step()
         if run > 0:
             times.append(time.perf_counter() - t0)
     times.sort()
