@@ -24,8 +24,10 @@ pub struct ServeArgs {
     /// web page shows them.
     #[arg(long)]
     world: Option<PathBuf>,
-    /// VinVL's detector folder (`oscar detect --help`): requests may send photos, `"image":
-    /// base64 of a JPEG/PNG file`, instead of region features.
+    /// VinVL's detector folder (`oscar detect --help`): requests may send photos instead of
+    /// region features (`"image": base64 of a JPEG/PNG file`, or a multipart form:
+    /// `curl -F image=@photo.jpg`), `POST /detect` answers the detections, and the web page
+    /// gets a photo panel.
     #[arg(long)]
     detector: Option<PathBuf>,
     /// Serve what `oscar demo --out DIR` saved: DIR/models/{caption,vqa,retrieval} and DIR/world.

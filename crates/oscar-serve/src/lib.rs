@@ -35,7 +35,8 @@ pub struct ServeConfig {
     pub embed: Option<PathBuf>,
     /// A world directory whose images requests may name by id.
     pub world: Option<PathBuf>,
-    /// VinVL's detector (`oscar detect`): requests may then send photos (`"image": base64`).
+    /// VinVL's detector (`oscar detect`): requests may then send photos (`"image": base64`, a
+    /// multipart form), and `POST /detect` answers.
     pub detector: Option<PathBuf>,
     pub device: Device,
     /// The models' `Linear` layers in f32 or dynamic int8.
