@@ -636,7 +636,9 @@ async fn embed(
 async fn detect(State(st): St, ApiBody(req): ApiBody<DetectRequest>) -> Result<Response, ApiError> {
     let t0 = Instant::now();
     let found = st.detect(&req.image, "image").await?;
-    let labels = &st.detector.as_ref().expect("detect succeeded").labels;
+    let Some(labels) = st.detector.as_ref().map(|d| &d.labels) else {
+        return Err(ApiError::backend("the detector went away"));
+    };
     let name = |i: usize| {
         labels
             .attributes
