@@ -123,8 +123,9 @@ impl PackedWeight {
         self.panels.len() + 8 * self.scales.len()
     }
 
-    fn panel(&self, p: usize) -> &[i8] {
-        &self.panels[p * self.k4 * NR..(p + 1) * self.k4 * NR]
+    /// Consecutive panels, one after the other (`k4 · NR` bytes each).
+    fn panels(&self, ps: std::ops::Range<usize>) -> &[i8] {
+        &self.panels[ps.start * self.k4 * NR..ps.end * self.k4 * NR]
     }
 }
 
@@ -194,24 +195,72 @@ fn quantize_values_scalar(x: &[f32], inv: f32, zero: i32, q: &mut [u8]) {
     }
 }
 
-/// Whether the AVX2 kernels run (checked once; `OSCAR_INT8_SCALAR=1` forces the portable path,
-/// for tests and comparisons).
+/// The instruction sets the kernels can use, best first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Isa {
+    /// AVX-512 VNNI (`vpdpbusd`: four u8 × i8 products summed straight into int32, no i16
+    /// step) for the tiles; AVX2 for quantizing and the epilogue.
+    Avx512Vnni,
+    Avx2,
+    Portable,
+}
+
+/// Which kernels run, checked once: `OSCAR_INT8_SCALAR=1` forces the portable path and
+/// `OSCAR_INT8_NO_AVX512=1` stops at AVX2 (for tests and comparisons). Every path computes the
+/// same int32 sums, so the choice changes speed, never results.
+fn isa() -> Isa {
+    use std::sync::OnceLock;
+    static ISA: OnceLock<Isa> = OnceLock::new();
+    *ISA.get_or_init(|| {
+        if std::env::var_os("OSCAR_INT8_SCALAR").is_some() {
+            return Isa::Portable;
+        }
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::env::var_os("OSCAR_INT8_NO_AVX512").is_none() && avx512_vnni_detected() {
+                return Isa::Avx512Vnni;
+            }
+            if is_x86_feature_detected!("avx2") {
+                return Isa::Avx2;
+            }
+        }
+        Isa::Portable
+    })
+}
+
+#[cfg(target_arch = "x86_64")]
+fn avx512_vnni_detected() -> bool {
+    is_x86_feature_detected!("avx2")
+        && is_x86_feature_detected!("avx512f")
+        && is_x86_feature_detected!("avx512bw")
+        && is_x86_feature_detected!("avx512vnni")
+}
+
+/// Whether the AVX2 kernels (quantizing, epilogue, and the tiles below AVX-512) run.
 #[cfg(target_arch = "x86_64")]
 fn avx2() -> bool {
-    use std::sync::OnceLock;
-    static AVX2: OnceLock<bool> = OnceLock::new();
-    *AVX2.get_or_init(|| {
-        std::env::var_os("OSCAR_INT8_SCALAR").is_none() && is_x86_feature_detected!("avx2")
-    })
+    isa() != Isa::Portable
+}
+
+/// Panels one tile call covers: the VNNI tile keeps 4 panels × [`MR`] rows of sums in 16 of
+/// AVX-512's 32 registers, enough independent chains to keep both multiply pipes busy.
+const GROUP_MAX: usize = 4;
+
+fn panel_group() -> usize {
+    if isa() == Isa::Avx512Vnni {
+        GROUP_MAX
+    } else {
+        1
+    }
 }
 
 /// Which kernel [`gemm`] uses on this machine.
 pub fn kernel_name() -> &'static str {
-    #[cfg(target_arch = "x86_64")]
-    if avx2() {
-        return "avx2 (vpmaddubsw)";
+    match isa() {
+        Isa::Avx512Vnni => "avx512-vnni (vpdpbusd)",
+        Isa::Avx2 => "avx2 (vpmaddubsw)",
+        Isa::Portable => "portable",
     }
-    "portable"
 }
 
 /// `y[m×n] = x[m×k]·Wᵀ (+ bias)`, `x` row-major f32. Large products use candle's worker pool:
@@ -277,13 +326,13 @@ fn rows_block(
     let (k, k4, n) = (w.k, w.k4, w.n);
     let mut qa = vec![0u8; MC.min(rows.len()).div_ceil(MR) * MR * k4];
     let mut rq = Vec::with_capacity(MC);
-    let mut tile = [0i32; MR * NR];
+    let mut tile = [0i32; GROUP_MAX * MR * NR];
     let mut start = rows.start;
     while start < rows.end {
         let end = (start + MC).min(rows.end);
-        let count = end - start;
+        let rows_here = end - start;
         rq.clear();
-        for r in 0..count {
+        for r in 0..rows_here {
             let row = start + r;
             rq.push(quantize_row(
                 &x[row * k..(row + 1) * k],
@@ -291,30 +340,44 @@ fn rows_block(
             ));
         }
         // Rows past the end of a partial tile multiply zeros; their sums are never written.
-        qa[count * k4..count.div_ceil(MR) * MR * k4].fill(0);
-        for p in panels.clone() {
-            let panel = w.panel(p);
-            for t in (0..count).step_by(MR) {
-                tile_sums(&qa[t * k4..(t + MR) * k4], k4, panel, &mut tile);
-                let live = MR.min(count - t);
-                for r in 0..live {
-                    let row = start + t + r;
-                    let cols = p * NR..((p + 1) * NR).min(n);
-                    // SAFETY: (row, cols) lies inside `y` (checked in `gemm`), and no other
-                    // thread writes this row's channels of this panel.
-                    let out = unsafe {
-                        std::slice::from_raw_parts_mut(y.0.add(row * n + cols.start), cols.len())
-                    };
-                    epilogue(
-                        &tile[r * NR..r * NR + cols.len()],
-                        rq[t + r],
-                        w,
-                        cols,
-                        bias,
-                        out,
-                    );
+        qa[rows_here * k4..rows_here.div_ceil(MR) * MR * k4].fill(0);
+        let group = panel_group();
+        let mut p = panels.start;
+        while p < panels.end {
+            let count = group.min(panels.end - p);
+            let group_panels = w.panels(p..p + count);
+            for t in (0..rows_here).step_by(MR) {
+                tile_sums(
+                    &qa[t * k4..(t + MR) * k4],
+                    k4,
+                    group_panels,
+                    &mut tile[..count * MR * NR],
+                );
+                let live = MR.min(rows_here - t);
+                for (pp, sums) in tile.chunks_exact(MR * NR).take(count).enumerate() {
+                    let cols = (p + pp) * NR..((p + pp + 1) * NR).min(n);
+                    for r in 0..live {
+                        let row = start + t + r;
+                        // SAFETY: (row, cols) lies inside `y` (checked in `gemm`), and no other
+                        // thread writes this row's channels of this panel.
+                        let out = unsafe {
+                            std::slice::from_raw_parts_mut(
+                                y.0.add(row * n + cols.start),
+                                cols.len(),
+                            )
+                        };
+                        epilogue(
+                            &sums[r * NR..r * NR + cols.len()],
+                            rq[t + r],
+                            w,
+                            cols.clone(),
+                            bias,
+                            out,
+                        );
+                    }
                 }
             }
+            p += count;
         }
         start = end;
     }
@@ -348,18 +411,45 @@ fn epilogue(
     }
 }
 
-/// The int32 sums of `MR` quantized rows (`qa`, stride `k4`) against one panel.
-fn tile_sums(qa: &[u8], k4: usize, panel: &[i8], tile: &mut [i32; MR * NR]) {
-    debug_assert!(qa.len() == MR * k4 && panel.len() == k4 * NR);
+/// The int32 sums of `MR` quantized rows (`qa`, stride `k4`) against consecutive panels
+/// (`panels`, `k4 · NR` bytes each), into `tile` laid out `[panel][row][channel]`.
+fn tile_sums(qa: &[u8], k4: usize, panels: &[i8], tile: &mut [i32]) {
+    let count = panels.len() / (k4 * NR);
+    assert!(
+        qa.len() == MR * k4 && panels.len() == count * k4 * NR && tile.len() == count * MR * NR,
+        "int8 tile: {} activation bytes, {} panel bytes, {} sums for k4 = {k4}",
+        qa.len(),
+        panels.len(),
+        tile.len()
+    );
     #[cfg(target_arch = "x86_64")]
-    if avx2() {
-        // SAFETY: AVX2 was detected at run time; the slices have the lengths asserted above.
-        return unsafe { avx2::tile_sums(qa, k4, panel, tile) };
+    match (isa(), count) {
+        // SAFETY (each arm): the instruction set was detected at run time, and the lengths
+        // were asserted above.
+        (Isa::Avx512Vnni, 4) => return unsafe { avx512::tile_sums::<4>(qa, k4, panels, tile) },
+        (Isa::Avx512Vnni, 3) => return unsafe { avx512::tile_sums::<3>(qa, k4, panels, tile) },
+        (Isa::Avx512Vnni, 2) => return unsafe { avx512::tile_sums::<2>(qa, k4, panels, tile) },
+        (Isa::Avx512Vnni, 1) => return unsafe { avx512::tile_sums::<1>(qa, k4, panels, tile) },
+        (Isa::Avx2, _) => {
+            for (panel, sums) in panels
+                .chunks_exact(k4 * NR)
+                .zip(tile.chunks_exact_mut(MR * NR))
+            {
+                unsafe { avx2::tile_sums(qa, k4, panel, sums) };
+            }
+            return;
+        }
+        _ => {}
     }
-    tile_sums_portable(qa, k4, panel, tile)
+    for (panel, sums) in panels
+        .chunks_exact(k4 * NR)
+        .zip(tile.chunks_exact_mut(MR * NR))
+    {
+        tile_sums_portable(qa, k4, panel, sums)
+    }
 }
 
-fn tile_sums_portable(qa: &[u8], k4: usize, panel: &[i8], tile: &mut [i32; MR * NR]) {
+fn tile_sums_portable(qa: &[u8], k4: usize, panel: &[i8], tile: &mut [i32]) {
     for r in 0..MR {
         for c in 0..NR {
             let mut s = 0i32;
@@ -429,7 +519,7 @@ mod avx2 {
     /// multiplied with the panel's two registers (`vpmaddubsw`), the i16 pairs widened and summed
     /// (`vpmaddwd` by ones) and added to 8 int32 accumulators.
     #[target_feature(enable = "avx2")]
-    pub unsafe fn tile_sums(qa: &[u8], k4: usize, panel: &[i8], tile: &mut [i32; MR * NR]) {
+    pub unsafe fn tile_sums(qa: &[u8], k4: usize, panel: &[i8], tile: &mut [i32]) {
         let ones = _mm256_set1_epi16(1);
         let (a, b) = (qa.as_ptr(), panel.as_ptr());
         let mut c = [_mm256_setzero_si256(); 2 * MR];
@@ -526,25 +616,103 @@ mod avx2 {
     }
 }
 
+/// The AVX-512 VNNI tile.
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::{MR, NR};
+    use std::arch::x86_64::*;
+
+    /// Sums of 4 rows × `P` panels of 16 channels: per group of 4 inputs, each row's 4 bytes
+    /// are broadcast and `vpdpbusd` adds their 4 products with each panel's 16 channels (one
+    /// 512-bit load per panel) into an int32 accumulator, exactly: no i16 step can saturate.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    pub unsafe fn tile_sums<const P: usize>(qa: &[u8], k4: usize, panels: &[i8], tile: &mut [i32]) {
+        debug_assert!(panels.len() == P * k4 * NR && tile.len() == P * MR * NR);
+        let (a, b) = (qa.as_ptr(), panels.as_ptr());
+        let stride = k4 * NR;
+        let mut c = [[_mm512_setzero_si512(); MR]; P];
+        for g in 0..k4 / 4 {
+            let mut bv = [_mm512_setzero_si512(); P];
+            for (pp, v) in bv.iter_mut().enumerate() {
+                *v = _mm512_loadu_si512(b.add(pp * stride + g * 64) as *const __m512i);
+            }
+            for r in 0..MR {
+                let av = _mm512_set1_epi32(std::ptr::read_unaligned(
+                    a.add(r * k4 + g * 4) as *const i32
+                ));
+                for pp in 0..P {
+                    c[pp][r] = _mm512_dpbusd_epi32(c[pp][r], av, bv[pp]);
+                }
+            }
+        }
+        let out = tile.as_mut_ptr();
+        for (pp, rows) in c.iter().enumerate() {
+            for (r, v) in rows.iter().enumerate() {
+                _mm512_storeu_si512(out.add((pp * MR + r) * NR) as *mut __m512i, *v);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use rand::{Rng, SeedableRng};
 
-    /// The portable tile (what runs without AVX2) and the AVX2 tile give the same sums.
+    /// Every tile this CPU can run — the dispatched one, AVX2's and AVX-512 VNNI's — gives the
+    /// portable tile's sums, for 1 to 4 panels at once (a kernel the CPU lacks is reported
+    /// skipped).
     #[test]
-    fn portable_and_avx2_tiles_agree() {
+    fn every_tile_agrees_with_the_portable_tile() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(9);
         for k4 in [4, 8, 20, 768] {
-            let qa: Vec<u8> = (0..MR * k4).map(|_| rng.random_range(0..128u8)).collect();
-            let panel: Vec<i8> = (0..k4 * NR)
-                .map(|_| rng.random_range(-127..=127i8))
-                .collect();
-            let mut want = [0i32; MR * NR];
-            tile_sums_portable(&qa, k4, &panel, &mut want);
-            let mut got = [0i32; MR * NR];
-            tile_sums(&qa, k4, &panel, &mut got);
-            assert_eq!(got, want, "k4 = {k4} ({})", kernel_name());
+            for count in 1..=GROUP_MAX {
+                let qa: Vec<u8> = (0..MR * k4).map(|_| rng.random_range(0..128u8)).collect();
+                let panels: Vec<i8> = (0..count * k4 * NR)
+                    .map(|_| rng.random_range(-127..=127i8))
+                    .collect();
+                let mut want = vec![0i32; count * MR * NR];
+                for (panel, sums) in panels
+                    .chunks_exact(k4 * NR)
+                    .zip(want.chunks_exact_mut(MR * NR))
+                {
+                    tile_sums_portable(&qa, k4, panel, sums);
+                }
+                let mut got = vec![0i32; count * MR * NR];
+                tile_sums(&qa, k4, &panels, &mut got);
+                assert_eq!(got, want, "k4 = {k4}, {count} panels ({})", kernel_name());
+                #[cfg(target_arch = "x86_64")]
+                {
+                    if is_x86_feature_detected!("avx2") {
+                        let mut got = vec![0i32; count * MR * NR];
+                        for (panel, sums) in panels
+                            .chunks_exact(k4 * NR)
+                            .zip(got.chunks_exact_mut(MR * NR))
+                        {
+                            // SAFETY: AVX2 detected just above; lengths as the kernel needs.
+                            unsafe { avx2::tile_sums(&qa, k4, panel, sums) };
+                        }
+                        assert_eq!(got, want, "AVX2, k4 = {k4}");
+                    } else if k4 == 4 && count == 1 {
+                        eprintln!("skipped the AVX2 tile: this CPU has no AVX2");
+                    }
+                    if avx512_vnni_detected() {
+                        let mut got = vec![0i32; count * MR * NR];
+                        // SAFETY: AVX-512 VNNI detected just above; lengths as the kernel needs.
+                        unsafe {
+                            match count {
+                                1 => avx512::tile_sums::<1>(&qa, k4, &panels, &mut got),
+                                2 => avx512::tile_sums::<2>(&qa, k4, &panels, &mut got),
+                                3 => avx512::tile_sums::<3>(&qa, k4, &panels, &mut got),
+                                _ => avx512::tile_sums::<4>(&qa, k4, &panels, &mut got),
+                            }
+                        }
+                        assert_eq!(got, want, "AVX-512 VNNI, k4 = {k4}, {count} panels");
+                    } else if k4 == 4 && count == 1 {
+                        eprintln!("skipped the AVX-512 VNNI tile: this CPU has no AVX-512 VNNI");
+                    }
+                }
+            }
         }
     }
 }
