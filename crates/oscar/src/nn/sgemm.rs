@@ -1,6 +1,10 @@
 //! The f32 matrix product behind [`super::linear`]: the `gemm` crate (candle's own CPU kernel) by
 //! default, or OpenBLAS's `cblas_sgemm` with the `openblas` feature (sgemm.md: 144 vs 120 GFLOP/s
-//! at BERT shapes on the project's machine; needs the system's libopenblas at build time).
+//! at BERT shapes on the project's machine; needs the system's libopenblas at build time), and
+//! this crate's AVX-512 kernel ([`avx512`]) on CPUs that have it, for products large enough.
+
+#[cfg(target_arch = "x86_64")]
+mod avx512;
 
 /// A row-major view of a matrix inside a slice: element (i, j) is at `i·rs + j·cs`. One of the
 /// strides is 1 (a matrix or its transpose stored contiguously).
@@ -65,6 +69,14 @@ fn product(a: View, b: View, c: &mut [f32], accumulate: bool, threaded: bool) {
             c.fill(0.0);
         }
         return;
+    }
+    // OpenBLAS, when built in, is the user's choice for the threaded products.
+    #[cfg(target_arch = "x86_64")]
+    if (!threaded || !cfg!(feature = "openblas"))
+        && avx512::worth_it(m, k, n)
+        && avx512::available()
+    {
+        return avx512::sgemm(a, b, c, accumulate, threaded);
     }
     if threaded {
         backend::sgemm(a, b, c, accumulate);
@@ -199,6 +211,57 @@ mod tests {
                 assert!(c.iter().zip(&want).all(|(x, y)| (x - y).abs() < 1e-4));
                 sgemm(va, vb, &mut c, true);
                 assert!(c.iter().zip(&want).all(|(x, y)| (x - 2.0 * y).abs() < 1e-4));
+            }
+        }
+    }
+
+    /// The AVX-512 kernel against the plain triple loop, on shapes with partial tiles, panels
+    /// and depth slices, every transpose, overwriting and accumulating, on one thread and the
+    /// pool (reported skipped on a CPU without AVX-512).
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx512_kernel_matches_the_naive_product_on_odd_shapes() {
+        if !avx512::available() {
+            eprintln!("skipped: this CPU has no AVX-512 (or OSCAR_NO_AVX512 is set)");
+            return;
+        }
+        for (m, k, n) in [
+            (1, 1, 1),
+            (13, 5, 7),
+            (25, 17, 33),
+            (37, 300, 65),
+            (253, 600, 100),
+        ] {
+            let a: Vec<f32> = (0..m * k)
+                .map(|i| ((i * 7) % 13) as f32 * 0.1 - 0.6)
+                .collect();
+            let b: Vec<f32> = (0..k * n)
+                .map(|i| ((i * 5) % 11) as f32 * 0.1 - 0.5)
+                .collect();
+            let views_a = [View::new(&a, m, k), View::new(&a, k, m).t()];
+            let views_b = [View::new(&b, k, n), View::new(&b, n, k).t()];
+            for va in views_a {
+                for vb in views_b {
+                    let want = naive(va, vb);
+                    let tol = 1e-5 * k as f32;
+                    for threaded in [false, true] {
+                        let mut c = vec![1.0f32; m * n];
+                        avx512::sgemm(va, vb, &mut c, false, threaded);
+                        let worst = c
+                            .iter()
+                            .zip(&want)
+                            .map(|(x, y)| (x - y).abs())
+                            .fold(0f32, f32::max);
+                        assert!(worst < tol, "{m}×{k}×{n}: off by {worst}");
+                        avx512::sgemm(va, vb, &mut c, true, threaded);
+                        let worst = c
+                            .iter()
+                            .zip(&want)
+                            .map(|(x, y)| (x - 2.0 * y).abs())
+                            .fold(0f32, f32::max);
+                        assert!(worst < 2.0 * tol, "{m}×{k}×{n} accumulated: off by {worst}");
+                    }
+                }
             }
         }
     }

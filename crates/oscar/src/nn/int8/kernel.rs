@@ -206,7 +206,7 @@ enum Isa {
 }
 
 /// Which kernels run, checked once: `OSCAR_INT8_SCALAR=1` forces the portable path and
-/// `OSCAR_INT8_NO_AVX512=1` stops at AVX2 (for tests and comparisons). Every path computes the
+/// `OSCAR_NO_AVX512=1` stops at AVX2 (for tests and comparisons). Every path computes the
 /// same int32 sums, so the choice changes speed, never results.
 fn isa() -> Isa {
     use std::sync::OnceLock;
@@ -217,7 +217,7 @@ fn isa() -> Isa {
         }
         #[cfg(target_arch = "x86_64")]
         {
-            if std::env::var_os("OSCAR_INT8_NO_AVX512").is_none() && avx512_vnni_detected() {
+            if std::env::var_os("OSCAR_NO_AVX512").is_none() && avx512_vnni_detected() {
                 return Isa::Avx512Vnni;
             }
             if is_x86_feature_detected!("avx2") {
