@@ -626,6 +626,7 @@ mod avx512 {
     /// are broadcast and `vpdpbusd` adds their 4 products with each panel's 16 channels (one
     /// 512-bit load per panel) into an int32 accumulator, exactly: no i16 step can saturate.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    #[allow(clippy::needless_range_loop)] // `r` picks the row's bytes and its accumulators
     pub unsafe fn tile_sums<const P: usize>(qa: &[u8], k4: usize, panels: &[i8], tile: &mut [i32]) {
         debug_assert!(panels.len() == P * k4 * NR && tile.len() == P * MR * NR);
         let (a, b) = (qa.as_ptr(), panels.as_ptr());
