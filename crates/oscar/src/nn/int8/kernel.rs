@@ -354,6 +354,25 @@ fn rows_block(
                     &mut tile[..count * MR * NR],
                 );
                 let live = MR.min(rows_here - t);
+                #[cfg(target_arch = "x86_64")]
+                if group == GROUP_MAX && (p + count) * NR <= n {
+                    let ch = p * NR..(p + count) * NR;
+                    // SAFETY: VNNI (hence AVX-512F) was detected (`group` is only 4 then);
+                    // rows start+t.. (live of them) × channels `ch` lie inside `y`, and no
+                    // other thread writes them.
+                    unsafe {
+                        avx512::epilogue(
+                            &tile[..count * MR * NR],
+                            &rq[t..t + live],
+                            &w.colsums[ch.clone()],
+                            &w.scales[ch.clone()],
+                            bias.map(|b| &b[ch.clone()]),
+                            y.0.add((start + t) * n + ch.start),
+                            n,
+                        )
+                    };
+                    continue;
+                }
                 for (pp, sums) in tile.chunks_exact(MR * NR).take(count).enumerate() {
                     let cols = (p + pp) * NR..((p + pp + 1) * NR).min(n);
                     for r in 0..live {
@@ -650,6 +669,39 @@ mod avx512 {
         for (pp, rows) in c.iter().enumerate() {
             for (r, v) in rows.iter().enumerate() {
                 _mm512_storeu_si512(out.add((pp * MR + r) * NR) as *mut __m512i, *v);
+            }
+        }
+    }
+
+    /// [`super::epilogue`] for a whole tile: `rq.len()` rows × the channels of `sums.len() /
+    /// (MR·NR)` panels (`colsums`, `scales`, `bias` cover exactly those), written at `y` with
+    /// row stride `n`. The operations of the AVX2 epilogue in the same order, 16 lanes at a
+    /// time, so the same bits.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn epilogue(
+        sums: &[i32],
+        rq: &[super::RowQuant],
+        colsums: &[i32],
+        scales: &[f32],
+        bias: Option<&[f32]>,
+        y: *mut f32,
+        n: usize,
+    ) {
+        let panels = sums.len() / (MR * NR);
+        debug_assert!(colsums.len() == panels * NR && scales.len() == panels * NR);
+        debug_assert!(rq.len() <= MR && bias.is_none_or(|b| b.len() == panels * NR));
+        for pp in 0..panels {
+            let c = _mm512_loadu_si512(colsums.as_ptr().add(pp * NR) as *const __m512i);
+            let ws = _mm512_loadu_ps(scales.as_ptr().add(pp * NR));
+            for (r, q) in rq.iter().enumerate() {
+                let s = _mm512_loadu_si512(sums.as_ptr().add((pp * MR + r) * NR) as *const __m512i);
+                let d = _mm512_sub_epi32(s, _mm512_mullo_epi32(_mm512_set1_epi32(q.zero), c));
+                let sc = _mm512_mul_ps(_mm512_set1_ps(q.scale), ws);
+                let mut v = _mm512_mul_ps(_mm512_cvtepi32_ps(d), sc);
+                if let Some(b) = bias {
+                    v = _mm512_add_ps(v, _mm512_loadu_ps(b.as_ptr().add(pp * NR)));
+                }
+                _mm512_storeu_ps(y.add(r * n + pp * NR), v);
             }
         }
     }
