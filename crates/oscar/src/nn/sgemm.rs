@@ -192,27 +192,39 @@ mod tests {
         c
     }
 
-    #[test]
-    fn sgemm_matches_the_naive_product_for_every_transpose_and_accumulates() {
-        let (m, k, n) = (37, 50, 29);
+    /// Deterministic `m × k` and `k × n` operands, each stored as itself and as a transpose; `f`
+    /// gets every combination with the naive product.
+    fn each_layout(m: usize, k: usize, n: usize, mut f: impl FnMut(View, View, &[f32])) {
         let a: Vec<f32> = (0..m * k)
             .map(|i| ((i * 7) % 13) as f32 * 0.1 - 0.6)
             .collect();
         let b: Vec<f32> = (0..k * n)
             .map(|i| ((i * 5) % 11) as f32 * 0.1 - 0.5)
             .collect();
-        let views_a = [View::new(&a, m, k), View::new(&a, k, m).t()];
-        let views_b = [View::new(&b, k, n), View::new(&b, n, k).t()];
-        for va in views_a {
-            for vb in views_b {
-                let want = naive(va, vb);
-                let mut c = vec![1.0f32; m * n];
-                sgemm(va, vb, &mut c, false);
-                assert!(c.iter().zip(&want).all(|(x, y)| (x - y).abs() < 1e-4));
-                sgemm(va, vb, &mut c, true);
-                assert!(c.iter().zip(&want).all(|(x, y)| (x - 2.0 * y).abs() < 1e-4));
+        for va in [View::new(&a, m, k), View::new(&a, k, m).t()] {
+            for vb in [View::new(&b, k, n), View::new(&b, n, k).t()] {
+                f(va, vb, &naive(va, vb));
             }
         }
+    }
+
+    /// The largest difference between `c` and `factor · want`.
+    fn worst(c: &[f32], want: &[f32], factor: f32) -> f32 {
+        c.iter()
+            .zip(want)
+            .map(|(x, y)| (x - factor * y).abs())
+            .fold(0f32, f32::max)
+    }
+
+    #[test]
+    fn sgemm_matches_the_naive_product_for_every_transpose_and_accumulates() {
+        each_layout(37, 50, 29, |va, vb, want| {
+            let mut c = vec![1.0f32; want.len()];
+            sgemm(va, vb, &mut c, false);
+            assert!(worst(&c, want, 1.0) < 1e-4);
+            sgemm(va, vb, &mut c, true);
+            assert!(worst(&c, want, 2.0) < 1e-4);
+        });
     }
 
     /// The AVX-512 kernel against the plain triple loop, on shapes with partial tiles, panels
@@ -232,37 +244,18 @@ mod tests {
             (37, 300, 65),
             (253, 600, 100),
         ] {
-            let a: Vec<f32> = (0..m * k)
-                .map(|i| ((i * 7) % 13) as f32 * 0.1 - 0.6)
-                .collect();
-            let b: Vec<f32> = (0..k * n)
-                .map(|i| ((i * 5) % 11) as f32 * 0.1 - 0.5)
-                .collect();
-            let views_a = [View::new(&a, m, k), View::new(&a, k, m).t()];
-            let views_b = [View::new(&b, k, n), View::new(&b, n, k).t()];
-            for va in views_a {
-                for vb in views_b {
-                    let want = naive(va, vb);
-                    let tol = 1e-5 * k as f32;
-                    for threaded in [false, true] {
-                        let mut c = vec![1.0f32; m * n];
-                        avx512::sgemm(va, vb, &mut c, false, threaded);
-                        let worst = c
-                            .iter()
-                            .zip(&want)
-                            .map(|(x, y)| (x - y).abs())
-                            .fold(0f32, f32::max);
-                        assert!(worst < tol, "{m}×{k}×{n}: off by {worst}");
-                        avx512::sgemm(va, vb, &mut c, true, threaded);
-                        let worst = c
-                            .iter()
-                            .zip(&want)
-                            .map(|(x, y)| (x - 2.0 * y).abs())
-                            .fold(0f32, f32::max);
-                        assert!(worst < 2.0 * tol, "{m}×{k}×{n} accumulated: off by {worst}");
-                    }
+            let tol = 1e-5 * k as f32;
+            each_layout(m, k, n, |va, vb, want| {
+                for threaded in [false, true] {
+                    let mut c = vec![1.0f32; want.len()];
+                    avx512::sgemm(va, vb, &mut c, false, threaded);
+                    let off = worst(&c, want, 1.0);
+                    assert!(off < tol, "{m}×{k}×{n}: off by {off}");
+                    avx512::sgemm(va, vb, &mut c, true, threaded);
+                    let off = worst(&c, want, 2.0);
+                    assert!(off < 2.0 * tol, "{m}×{k}×{n} accumulated: off by {off}");
                 }
-            }
+            });
         }
     }
 }
