@@ -110,8 +110,8 @@ fn for_each_row(rows: usize, width: usize, f: impl Fn(usize, &mut [f32]) + Sync)
 
 fn mean_rstd(x: &[f32], eps: f32) -> (f32, f32) {
     let n = x.len() as f32;
-    let mean = x.iter().sum::<f32>() / n;
-    let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
+    let mean = vmath::lane_sum(x, |v| v) / n;
+    let var = vmath::lane_sum(x, |v| (v - mean) * (v - mean)) / n;
     (mean, 1.0 / (var + eps).sqrt())
 }
 
@@ -668,14 +668,13 @@ impl CustomOp2 for SoftmaxOp {
             let (bi, q) = (r / (nh * lq), r % lq);
             let mrow = &m[(bi * mq + if mq == 1 { 0 } else { q }) * lk..][..lk];
             let row = &s[r * lk..(r + 1) * lk];
-            let mut max = f32::NEG_INFINITY;
             for i in 0..lk {
                 o[i] = row[i] * self.scale + mrow[i];
-                max = max.max(o[i]);
             }
+            let max = vmath::lane_max(o);
             o.iter_mut().for_each(|v| *v -= max);
             vmath::exp_in_place(o);
-            let inv = 1.0 / o.iter().sum::<f32>();
+            let inv = 1.0 / vmath::lane_sum(o, |v| v);
             for v in o.iter_mut() {
                 *v *= inv;
             }
@@ -749,12 +748,12 @@ impl CustomOp1 for LogSoftmaxOp {
         let n = l.dims().last().copied().unwrap_or(1);
         let out = for_each_row(x.len() / n.max(1), n, |r, o| {
             let row = &x[r * n..(r + 1) * n];
-            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let max = vmath::lane_max(row);
             for i in 0..n {
                 o[i] = row[i] - max;
             }
             vmath::exp_in_place(o);
-            let lse = o.iter().sum::<f32>().ln() + max;
+            let lse = vmath::lane_sum(o, |v| v).ln() + max;
             for i in 0..n {
                 o[i] = row[i] - lse;
             }

@@ -81,6 +81,39 @@ pub fn gelu_grad(x: f32) -> f32 {
     cdf + x * (exp(-0.5 * x * x) * INV_SQRT_2PI)
 }
 
+/// `Σ f(x)` over a row in 8 lanes, the lanes summed at the end: the compiler turns the lane
+/// loop into vector adds, where a plain `sum()` is one serial chain of dependent additions
+/// (PyTorch's CPU reductions also sum in lanes, so the rounding differs from it as little).
+pub fn lane_sum(x: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    let mut acc = [0f32; 8];
+    let chunks = x.chunks_exact(8);
+    let rest: f32 = chunks.remainder().iter().map(|&v| f(v)).sum();
+    for c in chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a += f(v);
+        }
+    }
+    acc.iter().sum::<f32>() + rest
+}
+
+/// The largest element (−∞ for an empty row; NaNs are skipped, as `f32::max` skips them), in
+/// 8 lanes like [`lane_sum`].
+pub fn lane_max(x: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; 8];
+    let chunks = x.chunks_exact(8);
+    let rest = chunks
+        .remainder()
+        .iter()
+        .copied()
+        .fold(f32::NEG_INFINITY, f32::max);
+    for c in chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a = if v > *a { v } else { *a };
+        }
+    }
+    acc.iter().copied().fold(rest, f32::max)
+}
+
 /// `v = e^v` for every element.
 pub fn exp_in_place(v: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
@@ -319,6 +352,28 @@ mod tests {
                 gelu_slice(&[xi], &mut one);
                 assert_eq!(out[i].to_bits(), one[0].to_bits(), "len {len}, index {i}");
             }
+        }
+    }
+
+    /// The lane reductions against plain ones, on every length up to 40 (partial lanes), with
+    /// the maximum in every position and a NaN skipped.
+    #[test]
+    fn lane_sum_and_max_match_plain_reductions() {
+        assert_eq!(lane_sum(&[], |v| v), 0.0);
+        assert_eq!(lane_max(&[]), f32::NEG_INFINITY);
+        for n in 1..=40 {
+            let x: Vec<f32> = (0..n).map(|i| ((i * 7) % 11) as f32 * 0.3 - 1.5).collect();
+            let want: f64 = x.iter().map(|&v| (v as f64) * (v as f64)).sum();
+            assert!((lane_sum(&x, |v| v * v) as f64 - want).abs() < 1e-5 * want.max(1.0));
+            for top in 0..n {
+                let mut y = x.clone();
+                y[top] = 9.0;
+                assert_eq!(lane_max(&y), 9.0, "n = {n}, max at {top}");
+            }
+            let mut y = x.clone();
+            y[n / 2] = f32::NAN;
+            let plain = y.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            assert_eq!(lane_max(&y), plain, "n = {n} with a NaN");
         }
     }
 }
