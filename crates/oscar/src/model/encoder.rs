@@ -199,7 +199,7 @@ impl BertIntermediate {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        ops::activation(&self.dense.forward(x)?, &self.act)
+        ops::linear_activation(&self.dense, x, &self.act)
     }
 }
 

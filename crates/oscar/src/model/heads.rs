@@ -28,7 +28,7 @@ impl BertPredictionHeadTransform {
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         self.layer_norm
-            .forward(&ops::activation(&self.dense.forward(x)?, &self.act)?)
+            .forward(&ops::linear_activation(&self.dense, x, &self.act)?)
     }
 }
 

@@ -9,7 +9,7 @@
 //! variance, max-shifted softmax, erf-GELU; `exp` and `erf` from [`super::vmath`], PyTorch's CPU
 //! formulas); tests compare every forward and gradient with the composite ops.
 
-use super::sgemm::{sgemm, sgemm_serial, View};
+use super::sgemm::{sgemm, sgemm_epilogue, sgemm_serial, Epilogue, View};
 use super::vmath;
 use candle_core::{
     bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor,
@@ -296,12 +296,28 @@ impl CustomOp2 for LayerNormGradParams {
 }
 
 /// `torch.nn.Linear`: `y = x·Wᵀ + b` over the last dimension of `x`, `W` stored `[out, in]`. The
-/// bias is written first and the product accumulated onto it (no separate broadcast add); the
-/// backward is two products and a column sum of the output gradient, all through [`sgemm`].
+/// bias joins the product's sums in the kernel (no separate broadcast add); the backward is two
+/// products and a column sum of the output gradient, all through [`sgemm`].
 pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
     if !fused_path(&[x, weight].into_iter().chain(bias).collect::<Vec<_>>()) {
         return super::composite::linear(x, weight, bias);
     }
+    linear_op(x, weight, bias, LinearOp { gelu: false })
+}
+
+/// `gelu_erf(linear(x, W, b))`, BERT's intermediate layer. With no backward to record
+/// ([`super::NoGrad`]) GELU runs on each tile of the product while it is in cache, instead of a
+/// pass over the whole output; the values are the same as the two ops' (tested).
+pub fn linear_gelu(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    if super::grad_enabled()
+        || !fused_path(&[x, weight].into_iter().chain(bias).collect::<Vec<_>>())
+    {
+        return gelu_erf(&linear(x, weight, bias)?);
+    }
+    linear_op(x, weight, bias, LinearOp { gelu: true })
+}
+
+fn linear_op(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, op: LinearOp) -> Result<Tensor> {
     let (n, k) = weight.dims2()?;
     let dims = x.dims().to_vec();
     if dims.last() != Some(&k) {
@@ -317,16 +333,19 @@ pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tens
             if b.elem_count() != n {
                 bail!("linear: bias of {} for {n} output features", b.elem_count());
             }
-            op3(&x2, &w, &b.contiguous()?.reshape(n)?, LinearOp)?
+            op3(&x2, &w, &b.contiguous()?.reshape(n)?, op)?
         }
-        None => op2(&x2, &w, LinearOp)?,
+        None => op2(&x2, &w, op)?,
     };
     let mut out = dims;
     *out.last_mut().expect("rank ≥ 1") = n;
     y.reshape(out)
 }
 
-struct LinearOp;
+/// The product of [`linear`], and of [`linear_gelu`] when `gelu` (forward only).
+struct LinearOp {
+    gelu: bool,
+}
 const LINEAR: &str = "oscar-linear";
 
 impl LinearOp {
@@ -336,23 +355,24 @@ impl LinearOp {
         w: &[f32],
         lw: &Layout,
         b: Option<&[f32]>,
+        gelu: bool,
     ) -> Result<(CpuStorage, Shape)> {
         let ((m, k), (n, _)) = (lx.shape().dims2()?, lw.shape().dims2()?);
-        let mut y = Vec::with_capacity(m * n);
-        match b {
-            Some(b) => (0..m).for_each(|_| y.extend_from_slice(b)),
-            None => y.resize(m * n, 0.0),
-        }
-        sgemm(
+        let mut y = vec![0f32; m * n];
+        sgemm_epilogue(
             View::new(x, m, k),
             View::new(w, n, k).t(),
             &mut y,
-            b.is_some(),
+            Epilogue { bias: b, gelu },
         );
         Ok((CpuStorage::F32(y), Shape::from((m, n))))
     }
 
-    fn backward(x: &Tensor, w: &Tensor, grad: &Tensor) -> Result<(Tensor, Tensor)> {
+    fn backward(&self, x: &Tensor, w: &Tensor, grad: &Tensor) -> Result<(Tensor, Tensor)> {
+        if self.gelu {
+            // `linear_gelu` records no backward (it only fuses when gradients are off).
+            bail!("linear with GELU: no backward (inference only)");
+        }
         let g = grad.contiguous()?;
         let dx = g.apply_op2_no_bwd(
             w,
@@ -388,6 +408,7 @@ impl CustomOp2 for LinearOp {
             f32_data(s2, l2, LINEAR)?,
             l2,
             None,
+            self.gelu,
         )
     }
 
@@ -398,7 +419,7 @@ impl CustomOp2 for LinearOp {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let (dx, dw) = Self::backward(x, w, grad)?;
+        let (dx, dw) = self.backward(x, w, grad)?;
         Ok((Some(dx), Some(dw)))
     }
 }
@@ -424,6 +445,7 @@ impl CustomOp3 for LinearOp {
             f32_data(s2, l2, LINEAR)?,
             l2,
             Some(b),
+            self.gelu,
         )
     }
 
@@ -435,7 +457,7 @@ impl CustomOp3 for LinearOp {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (dx, dw) = Self::backward(x, w, grad)?;
+        let (dx, dw) = self.backward(x, w, grad)?;
         let db = grad.contiguous()?.apply_op1_no_bwd(&ColumnSum)?;
         Ok((Some(dx), Some(dw), Some(db)))
     }
@@ -1007,6 +1029,52 @@ mod tests {
                 &[x, w],
                 &|t| linear(&t[0], &t[1], None).unwrap(),
                 &composite,
+            );
+        }
+    }
+
+    /// `linear_gelu` without gradients (GELU on the product's tiles) gives the bits of `linear`
+    /// then `gelu_erf`; with gradients it is those two ops, and trains through both.
+    #[test]
+    fn linear_gelu_equals_linear_then_gelu() {
+        for (rows, k, n) in [(5, 7, 3), (300, 96, 160)] {
+            let x = Var::from_tensor(&random(&[2, rows / 2 + 1, k], 17, 1.0)).unwrap();
+            let w = Var::from_tensor(&random(&[n, k], 18, 0.3)).unwrap();
+            let b = Var::from_tensor(&random(&[n], 19, 0.3)).unwrap();
+            let separate =
+                |t: &[Tensor]| gelu_erf(&linear(&t[0], &t[1], Some(&t[2])).unwrap()).unwrap();
+            let inputs = [
+                x.as_tensor().clone(),
+                w.as_tensor().clone(),
+                b.as_tensor().clone(),
+            ];
+            let want: Vec<f32> = separate(&inputs).flatten_all().unwrap().to_vec1().unwrap();
+            for bias in [true, false] {
+                let fused = {
+                    let _no_grad = super::super::NoGrad::new();
+                    linear_gelu(x.as_tensor(), w.as_tensor(), bias.then_some(b.as_tensor()))
+                        .unwrap()
+                };
+                let want = if bias {
+                    want.clone()
+                } else {
+                    gelu_erf(&linear(x.as_tensor(), w.as_tensor(), None).unwrap())
+                        .unwrap()
+                        .flatten_all()
+                        .unwrap()
+                        .to_vec1()
+                        .unwrap()
+                };
+                let got: Vec<f32> = fused.flatten_all().unwrap().to_vec1().unwrap();
+                assert!(got
+                    .iter()
+                    .zip(&want)
+                    .all(|(p, q)| p.to_bits() == q.to_bits()));
+            }
+            check(
+                &[x, w, b],
+                &|t| linear_gelu(&t[0], &t[1], Some(&t[2])).unwrap(),
+                &|t| separate(t),
             );
         }
     }

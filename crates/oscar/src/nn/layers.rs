@@ -45,6 +45,16 @@ impl Linear {
         }
     }
 
+    /// `gelu_erf(self.forward(x))`: BERT's intermediate layer. Without a backward to record
+    /// ([`super::NoGrad`]), GELU runs on each tile of the product, int8 or f32, while it is in
+    /// cache instead of in a pass over the whole output; the values are the same.
+    pub fn forward_gelu(&self, x: &Tensor) -> Result<Tensor> {
+        match &self.int8 {
+            Some(q) => q.forward_gelu(x),
+            None => super::fused::linear_gelu(x, &self.weight, self.bias.as_ref()),
+        }
+    }
+
     /// Switches the layer to dynamic int8 and releases its f32 weight (the field keeps an empty
     /// `[0, in]` tensor; the layer can no longer be trained). Returns the released weight's id.
     pub fn quantize(&mut self) -> Result<candle_core::TensorId> {

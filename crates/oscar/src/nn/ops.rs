@@ -32,6 +32,16 @@ pub fn activation(x: &Tensor, name: &str) -> Result<Tensor> {
     }
 }
 
+/// `activation(layer(x), name)`, GELU fused into the layer's product ([`Linear::forward_gelu`]).
+///
+/// [`Linear::forward_gelu`]: super::layers::Linear::forward_gelu
+pub fn linear_activation(layer: &super::layers::Linear, x: &Tensor, name: &str) -> Result<Tensor> {
+    match name {
+        "gelu" => layer.forward_gelu(x),
+        other => activation(&layer.forward(x)?, other),
+    }
+}
+
 /// Inverted dropout (`torch.nn.Dropout`): in training, zero each element with probability `p`
 /// and scale the rest by 1/(1-p); in inference, the identity.
 pub fn dropout(x: &Tensor, p: f64, ctx: &Ctx) -> Result<Tensor> {

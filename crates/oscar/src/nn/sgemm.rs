@@ -41,19 +41,45 @@ impl<'a> View<'a> {
     }
 }
 
+/// What a `Linear` layer does to its product besides the sum: a bias per output column, then
+/// erf-GELU (BERT's intermediate layer, `BertIntermediate`). The AVX-512 kernel applies both to
+/// each tile while it is still in cache; the other paths in passes over `c` afterwards. Either
+/// way the values are those of the product, then `+ bias`, then [`vmath::gelu_slice`].
+///
+/// [`vmath::gelu_slice`]: super::vmath::gelu_slice
+#[derive(Clone, Copy, Default)]
+pub struct Epilogue<'a> {
+    pub bias: Option<&'a [f32]>,
+    pub gelu: bool,
+}
+
 /// `c[m×n] (+)= a[m×k]·b[k×n]`; `c` contiguous. `accumulate` adds to `c` instead of overwriting.
 /// Large products use every core (through the backend's threads).
 pub fn sgemm(a: View, b: View, c: &mut [f32], accumulate: bool) {
-    product(a, b, c, accumulate, true)
+    product(a, b, c, accumulate, true, Epilogue::default())
+}
+
+/// `c = a·b + bias`, then GELU if asked ([`Epilogue`]); threaded as [`sgemm`].
+pub fn sgemm_epilogue(a: View, b: View, c: &mut [f32], epilogue: Epilogue) {
+    if let Some(bias) = epilogue.bias {
+        assert_eq!(
+            bias.len(),
+            b.cols,
+            "sgemm: bias of {} for {} columns",
+            bias.len(),
+            b.cols
+        );
+    }
+    product(a, b, c, false, true, epilogue)
 }
 
 /// [`sgemm`] on the calling thread only (for callers that spread many small products over the
 /// cores themselves); always the `gemm` crate, whose single-threaded kernel needs no setup.
 pub fn sgemm_serial(a: View, b: View, c: &mut [f32], accumulate: bool) {
-    product(a, b, c, accumulate, false)
+    product(a, b, c, accumulate, false, Epilogue::default())
 }
 
-fn product(a: View, b: View, c: &mut [f32], accumulate: bool, threaded: bool) {
+fn product(a: View, b: View, c: &mut [f32], accumulate: bool, threaded: bool, ep: Epilogue) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert!(
         b.rows == k && c.len() == m * n,
@@ -64,24 +90,72 @@ fn product(a: View, b: View, c: &mut [f32], accumulate: bool, threaded: bool) {
     if m == 0 || n == 0 {
         return;
     }
+    // OpenBLAS, when built in, is the user's choice for the threaded products.
+    #[cfg(target_arch = "x86_64")]
+    if k > 0
+        && (!threaded || !cfg!(feature = "openblas"))
+        && avx512::worth_it(m, k, n)
+        && avx512::available()
+    {
+        return avx512::sgemm(a, b, c, accumulate, threaded, ep);
+    }
+    let accumulate = match ep.bias {
+        Some(bias) => {
+            each_row(c, n, threaded, |row| row.copy_from_slice(bias));
+            true
+        }
+        None => accumulate,
+    };
     if k == 0 {
         if !accumulate {
             c.fill(0.0);
         }
-        return;
-    }
-    // OpenBLAS, when built in, is the user's choice for the threaded products.
-    #[cfg(target_arch = "x86_64")]
-    if (!threaded || !cfg!(feature = "openblas"))
-        && avx512::worth_it(m, k, n)
-        && avx512::available()
-    {
-        return avx512::sgemm(a, b, c, accumulate, threaded);
-    }
-    if threaded {
+    } else if threaded {
         backend::sgemm(a, b, c, accumulate);
     } else {
         gemm_crate(a, b, c, accumulate, gemm::Parallelism::None);
+    }
+    if ep.gelu {
+        each_row(c, n, threaded, super::vmath::gelu_in_place);
+    }
+}
+
+/// Applies `f` to every `n`-long row of `c`, the rows spread over candle's worker pool when
+/// `threaded`.
+fn each_row(c: &mut [f32], n: usize, threaded: bool, f: impl Fn(&mut [f32]) + Sync) {
+    if !threaded {
+        return c.chunks_exact_mut(n).for_each(f);
+    }
+    let rows = c.len() / n;
+    let out = Out(c.as_mut_ptr());
+    candle_core::utils::barrier_pool().execute_chunked(rows, |range| {
+        // SAFETY: each thread gets its own range of whole rows, inside `c`.
+        let part = unsafe { out.rows(range, n) };
+        part.chunks_exact_mut(n).for_each(&f);
+    });
+}
+
+/// Shares an output pointer among the worker threads; each writes its own part.
+#[derive(Clone, Copy)]
+pub(crate) struct Out(pub(crate) *mut f32);
+unsafe impl Send for Out {}
+unsafe impl Sync for Out {}
+
+impl Out {
+    /// The pointer `i` values on (a method, so closures capture the whole `Sync` wrapper).
+    ///
+    /// # Safety
+    /// `i` must lie inside the buffer.
+    pub(crate) unsafe fn at(self, i: usize) -> *mut f32 {
+        unsafe { self.0.add(i) }
+    }
+
+    /// Rows `range` of a buffer of `n`-long rows.
+    ///
+    /// # Safety
+    /// The rows must lie inside the buffer, and no one else use them while the slice lives.
+    pub(crate) unsafe fn rows<'a>(self, range: std::ops::Range<usize>, n: usize) -> &'a mut [f32] {
+        unsafe { std::slice::from_raw_parts_mut(self.at(range.start * n), range.len() * n) }
     }
 }
 
@@ -248,12 +322,67 @@ mod tests {
             each_layout(m, k, n, |va, vb, want| {
                 for threaded in [false, true] {
                     let mut c = vec![1.0f32; want.len()];
-                    avx512::sgemm(va, vb, &mut c, false, threaded);
+                    avx512::sgemm(va, vb, &mut c, false, threaded, Epilogue::default());
                     let off = worst(&c, want, 1.0);
                     assert!(off < tol, "{m}×{k}×{n}: off by {off}");
-                    avx512::sgemm(va, vb, &mut c, true, threaded);
+                    avx512::sgemm(va, vb, &mut c, true, threaded, Epilogue::default());
                     let off = worst(&c, want, 2.0);
                     assert!(off < 2.0 * tol, "{m}×{k}×{n} accumulated: off by {off}");
+                }
+            });
+        }
+    }
+
+    /// The epilogue (bias, GELU) gives the values of the plain product, then the bias added,
+    /// then [`super::super::vmath::gelu_slice`], bit for bit: on every path this CPU has (the
+    /// AVX-512 tile, the `gemm` crate threaded and serial), on shapes with partial tiles,
+    /// panels and depth slices.
+    #[test]
+    fn the_epilogue_equals_bias_then_gelu_after_the_product() {
+        for (m, k, n) in [(1, 1, 1), (13, 5, 7), (37, 300, 65), (253, 600, 100)] {
+            let bias: Vec<f32> = (0..n).map(|j| (j % 9) as f32 * 0.3 - 1.2).collect();
+            each_layout(m, k, n, |va, vb, _| {
+                for threaded in [false, true] {
+                    for (b, gelu) in [
+                        (Some(&bias[..]), false),
+                        (None, true),
+                        (Some(&bias[..]), true),
+                    ] {
+                        // The separate passes: the bias written first, the product added to it
+                        // (`Linear`'s order before the epilogue), then GELU over the output.
+                        let mut want = vec![0f32; m * n];
+                        if let Some(b) = b {
+                            want.chunks_exact_mut(n).for_each(|r| r.copy_from_slice(b));
+                        }
+                        product(
+                            va,
+                            vb,
+                            &mut want,
+                            b.is_some(),
+                            threaded,
+                            Epilogue::default(),
+                        );
+                        if gelu {
+                            let plain = want.clone();
+                            super::super::vmath::gelu_slice(&plain, &mut want);
+                        }
+                        let mut got = vec![f32::NAN; m * n];
+                        product(
+                            va,
+                            vb,
+                            &mut got,
+                            false,
+                            threaded,
+                            Epilogue { bias: b, gelu },
+                        );
+                        assert!(
+                            got.iter()
+                                .zip(&want)
+                                .all(|(x, y)| x.to_bits() == y.to_bits()),
+                            "{m}×{k}×{n}, bias {}, gelu {gelu}, threaded {threaded}",
+                            b.is_some()
+                        );
+                    }
                 }
             });
         }

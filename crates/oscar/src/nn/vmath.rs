@@ -134,12 +134,18 @@ pub fn gelu_slice(x: &[f32], out: &mut [f32]) {
         out.len()
     );
     out.copy_from_slice(x);
+    gelu_in_place(out);
+}
+
+/// `v[i] = gelu(v[i])`: the same values as [`gelu_slice`], for outputs still in cache (a
+/// product's tile, say).
+pub fn gelu_in_place(v: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if simd() {
         // SAFETY: AVX2 and FMA were detected at run time.
-        return unsafe { avx2::map_in_place(out, |x| avx2::gelu8(x)) };
+        return unsafe { avx2::map_in_place(v, |x| avx2::gelu8(x)) };
     }
-    out.iter_mut().for_each(|x| *x = gelu(*x));
+    v.iter_mut().for_each(|x| *x = gelu(*x));
 }
 
 /// `out[i] = g[i] · gelu'(x[i])`: GELU's backward.

@@ -15,6 +15,8 @@
 //! so one 256-bit load feeds 8 channels. The AVX2 tile is checked against [`reference`], a plain
 //! triple loop over the unpacked integers; both share one epilogue, so they agree bit for bit.
 
+use crate::nn::sgemm::{Epilogue, Out};
+
 /// Output channels per packed panel (two 256-bit registers of int32 sums).
 pub const NR: usize = 16;
 /// Rows per tile.
@@ -267,7 +269,16 @@ pub fn kernel_name() -> &'static str {
 /// rows are split among the threads when there are enough of them, output channels otherwise
 /// (decoding steps have a handful of rows).
 pub fn gemm(x: &[f32], m: usize, w: &PackedWeight, bias: Option<&[f32]>, y: &mut [f32]) {
+    gemm_epilogue(x, m, w, Epilogue { bias, gelu: false }, y)
+}
+
+/// [`gemm`], then erf-GELU on each tile's outputs while they are in cache when `ep.gelu` (the
+/// values of [`vmath::gelu_slice`] over the whole output).
+///
+/// [`vmath::gelu_slice`]: crate::nn::vmath::gelu_slice
+pub fn gemm_epilogue(x: &[f32], m: usize, w: &PackedWeight, ep: Epilogue, y: &mut [f32]) {
     let (n, k) = (w.n, w.k);
+    let bias = ep.bias;
     assert!(
         x.len() == m * k && y.len() == m * n,
         "int8 gemm: {m}×{k} into {}",
@@ -288,7 +299,7 @@ pub fn gemm(x: &[f32], m: usize, w: &PackedWeight, bias: Option<&[f32]>, y: &mut
     let threads = pool.n_workers() + 1;
     let out = Out(y.as_mut_ptr());
     if m * n * k < PARALLEL_MIN_MACS || threads == 1 {
-        rows_block(x, 0..m, w, 0..w.n.div_ceil(NR), bias, out);
+        rows_block(x, 0..m, w, 0..w.n.div_ceil(NR), ep, out);
     } else if m >= MR * 4 * threads {
         // Whole row blocks of MC rows per thread when there are enough of them.
         let per = MC.min(m.div_ceil(threads).div_ceil(MR) * MR);
@@ -296,22 +307,16 @@ pub fn gemm(x: &[f32], m: usize, w: &PackedWeight, bias: Option<&[f32]>, y: &mut
         pool.execute_chunked(blocks, |range| {
             for blk in range {
                 let rows = blk * per..((blk + 1) * per).min(m);
-                rows_block(x, rows, w, 0..w.n.div_ceil(NR), bias, out);
+                rows_block(x, rows, w, 0..w.n.div_ceil(NR), ep, out);
             }
         });
     } else {
         let panels = w.n.div_ceil(NR);
         pool.execute_chunked(panels, |range| {
-            rows_block(x, 0..m, w, range, bias, out);
+            rows_block(x, 0..m, w, range, ep, out);
         });
     }
 }
-
-/// The output pointer shared by the threads; each writes its own rows or channels.
-#[derive(Clone, Copy)]
-struct Out(*mut f32);
-unsafe impl Send for Out {}
-unsafe impl Sync for Out {}
 
 /// Rows `rows` × panels `panels` of the product, `MC` rows at a time: those rows are quantized
 /// into a buffer that stays in cache while every panel passes over it.
@@ -320,10 +325,11 @@ fn rows_block(
     rows: std::ops::Range<usize>,
     w: &PackedWeight,
     panels: std::ops::Range<usize>,
-    bias: Option<&[f32]>,
+    ep: Epilogue,
     y: Out,
 ) {
     let (k, k4, n) = (w.k, w.k4, w.n);
+    let bias = ep.bias;
     let mut qa = vec![0u8; MC.min(rows.len()).div_ceil(MR) * MR * k4];
     let mut rq = Vec::with_capacity(MC);
     let mut tile = [0i32; GROUP_MAX * MR * NR];
@@ -354,45 +360,61 @@ fn rows_block(
                     &mut tile[..count * MR * NR],
                 );
                 let live = MR.min(rows_here - t);
+                let channels = p * NR..((p + count) * NR).min(n);
                 #[cfg(target_arch = "x86_64")]
-                if group == GROUP_MAX && (p + count) * NR <= n {
-                    let ch = p * NR..(p + count) * NR;
+                let whole = group == GROUP_MAX && (p + count) * NR <= n;
+                #[cfg(not(target_arch = "x86_64"))]
+                let whole = false;
+                if whole {
+                    #[cfg(target_arch = "x86_64")]
                     // SAFETY: VNNI (hence AVX-512F) was detected (`group` is only 4 then);
-                    // rows start+t.. (live of them) × channels `ch` lie inside `y`, and no
-                    // other thread writes them.
+                    // rows start+t.. (live of them) × `channels` lie inside `y`, and no other
+                    // thread writes them.
                     unsafe {
                         avx512::epilogue(
                             &tile[..count * MR * NR],
                             &rq[t..t + live],
-                            &w.colsums[ch.clone()],
-                            &w.scales[ch.clone()],
-                            bias.map(|b| &b[ch.clone()]),
-                            y.0.add((start + t) * n + ch.start),
+                            &w.colsums[channels.clone()],
+                            &w.scales[channels.clone()],
+                            bias.map(|b| &b[channels.clone()]),
+                            y.0.add((start + t) * n + channels.start),
                             n,
                         )
                     };
-                    continue;
+                } else {
+                    for (pp, sums) in tile.chunks_exact(MR * NR).take(count).enumerate() {
+                        let cols = (p + pp) * NR..((p + pp + 1) * NR).min(n);
+                        for r in 0..live {
+                            let row = start + t + r;
+                            // SAFETY: (row, cols) lies inside `y` (checked in `gemm`), and no
+                            // other thread writes this row's channels of this panel.
+                            let out = unsafe {
+                                std::slice::from_raw_parts_mut(
+                                    y.0.add(row * n + cols.start),
+                                    cols.len(),
+                                )
+                            };
+                            epilogue(
+                                &sums[r * NR..r * NR + cols.len()],
+                                rq[t + r],
+                                w,
+                                cols.clone(),
+                                bias,
+                                out,
+                            );
+                        }
+                    }
                 }
-                for (pp, sums) in tile.chunks_exact(MR * NR).take(count).enumerate() {
-                    let cols = (p + pp) * NR..((p + pp + 1) * NR).min(n);
+                if ep.gelu {
                     for r in 0..live {
-                        let row = start + t + r;
-                        // SAFETY: (row, cols) lies inside `y` (checked in `gemm`), and no other
-                        // thread writes this row's channels of this panel.
+                        // SAFETY: as above: this thread's rows × `channels`, inside `y`.
                         let out = unsafe {
                             std::slice::from_raw_parts_mut(
-                                y.0.add(row * n + cols.start),
-                                cols.len(),
+                                y.0.add((start + t + r) * n + channels.start),
+                                channels.len(),
                             )
                         };
-                        epilogue(
-                            &sums[r * NR..r * NR + cols.len()],
-                            rq[t + r],
-                            w,
-                            cols.clone(),
-                            bias,
-                            out,
-                        );
+                        crate::nn::vmath::gelu_in_place(out);
                     }
                 }
             }

@@ -9,6 +9,7 @@ pub mod outliers;
 
 pub use kernel::PackedWeight;
 
+use crate::nn::sgemm::Epilogue;
 use candle_core::{bail, CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use std::sync::Arc;
 
@@ -94,6 +95,15 @@ impl Int8Linear {
 
     /// `y = x·Wᵀ + b` over the last dimension of `x` (f32, CPU).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.apply(x, false)
+    }
+
+    /// `gelu_erf(x·Wᵀ + b)`, GELU on each tile of the product while it is in cache.
+    pub fn forward_gelu(&self, x: &Tensor) -> Result<Tensor> {
+        self.apply(x, true)
+    }
+
+    fn apply(&self, x: &Tensor, gelu: bool) -> Result<Tensor> {
         let (n, k) = (self.weight.n, self.weight.k);
         let dims = x.dims().to_vec();
         if dims.last() != Some(&k) {
@@ -103,14 +113,20 @@ impl Int8Linear {
             .to_dtype(candle_core::DType::F32)?
             .contiguous()?
             .reshape((x.elem_count() / k.max(1), k))?;
-        let y = x2.apply_op1_no_bwd(self)?;
+        let y = x2.apply_op1_no_bwd(&Int8Op { layer: self, gelu })?;
         let mut out = dims;
         *out.last_mut().expect("rank ≥ 1") = n;
         y.reshape(out)
     }
 }
 
-impl CustomOp1 for Int8Linear {
+/// The forward of an [`Int8Linear`], with or without GELU.
+struct Int8Op<'a> {
+    layer: &'a Int8Linear,
+    gelu: bool,
+}
+
+impl CustomOp1 for Int8Op<'_> {
     fn name(&self) -> &'static str {
         "oscar-int8-linear"
     }
@@ -123,16 +139,20 @@ impl CustomOp1 for Int8Linear {
             bail!("int8 linear: expected a contiguous input")
         };
         let (m, _) = l.shape().dims2()?;
-        let mut y = vec![0f32; m * self.weight.n];
+        let w = &self.layer.weight;
+        let mut y = vec![0f32; m * w.n];
         outliers::gemm_decomposed(
             &v[a..b],
             m,
-            &self.weight,
-            self.bias.as_deref(),
+            w,
+            Epilogue {
+                bias: self.layer.bias.as_deref(),
+                gelu: self.gelu,
+            },
             outlier_threshold(),
             &mut y,
         );
-        Ok((CpuStorage::F32(y), Shape::from((m, self.weight.n))))
+        Ok((CpuStorage::F32(y), Shape::from((m, w.n))))
     }
 }
 

@@ -6,7 +6,10 @@
 //! coarsens all the other features of the row. all-MiniLM-L6-v2's pooled embeddings come out of
 //! int8 at a cosine of 0.993 to f32 without the decomposition (docs/int8.md).
 
-use super::kernel::{gemm, PackedWeight};
+#[cfg(test)]
+use super::kernel::gemm;
+use super::kernel::{gemm_epilogue, PackedWeight};
+use crate::nn::sgemm::{Epilogue, Out};
 
 /// bitsandbytes' default outlier threshold.
 pub const THRESHOLD: f32 = 6.0;
@@ -32,14 +35,14 @@ pub fn gemm_decomposed(
     x: &[f32],
     m: usize,
     w: &PackedWeight,
-    bias: Option<&[f32]>,
+    ep: Epilogue,
     threshold: f32,
     y: &mut [f32],
 ) {
     let (k, n) = (w.k, w.n);
     let cols = outlier_columns(x, k, threshold);
     if cols.is_empty() {
-        return gemm(x, m, w, bias, y);
+        return gemm_epilogue(x, m, w, ep, y);
     }
     let mut inliers = x.to_vec();
     for row in inliers.chunks_exact_mut(k) {
@@ -47,16 +50,29 @@ pub fn gemm_decomposed(
             row[c] = 0.0;
         }
     }
-    gemm(&inliers, m, w, bias, y);
+    // GELU, when asked, waits for the outlier features' part: each row gets it after its sum.
+    gemm_epilogue(&inliers, m, w, Epilogue { gelu: false, ..ep }, y);
     let weights: Vec<Vec<f32>> = cols.iter().map(|&c| w.dequantized_column(c)).collect();
-    for (xr, yr) in x.chunks_exact(k).zip(y.chunks_exact_mut(n)) {
+    let add_outliers = |xr: &[f32], yr: &mut [f32]| {
         for (&c, wc) in cols.iter().zip(&weights) {
             let v = xr[c];
             for (o, wv) in yr.iter_mut().zip(wc) {
                 *o += v * wv;
             }
         }
-    }
+        if ep.gelu {
+            crate::nn::vmath::gelu_in_place(yr);
+        }
+    };
+    let out = Out(y.as_mut_ptr());
+    candle_core::utils::barrier_pool().execute_chunked(m, |range| {
+        // SAFETY: each thread gets its own rows of `y` (m·n values).
+        let ys = unsafe { out.rows(range.clone(), n) };
+        let xs = &x[range.start * k..range.end * k];
+        for (xr, yr) in xs.chunks_exact(k).zip(ys.chunks_exact_mut(n)) {
+            add_outliers(xr, yr);
+        }
+    });
 }
 
 #[cfg(test)]
@@ -93,7 +109,7 @@ mod tests {
         };
         let (mut plain, mut mixed) = (vec![0f32; m * n], vec![0f32; m * n]);
         gemm(&x, m, &w, None, &mut plain);
-        gemm_decomposed(&x, m, &w, None, THRESHOLD, &mut mixed);
+        gemm_decomposed(&x, m, &w, Epilogue::default(), THRESHOLD, &mut mixed);
         assert_eq!(plain, mixed, "no outliers: the same product");
         for i in 0..m {
             x[i * k + 17] = 20.0 + i as f32;
@@ -101,7 +117,7 @@ mod tests {
         }
         assert_eq!(outlier_columns(&x, k, THRESHOLD), vec![17, 100]);
         gemm(&x, m, &w, None, &mut plain);
-        gemm_decomposed(&x, m, &w, None, THRESHOLD, &mut mixed);
+        gemm_decomposed(&x, m, &w, Epilogue::default(), THRESHOLD, &mut mixed);
         let want = exact(&x);
         let (e_plain, e_mixed) = (err(&plain, &want), err(&mixed, &want));
         assert!(
@@ -110,8 +126,44 @@ mod tests {
         );
         let mut nan = x.clone();
         nan[5] = f32::NAN;
-        gemm_decomposed(&nan, m, &w, None, THRESHOLD, &mut mixed);
+        gemm_decomposed(&nan, m, &w, Epilogue::default(), THRESHOLD, &mut mixed);
         assert!(mixed[..n].iter().all(|v| v.is_nan()));
         assert!(mixed[n..].iter().all(|v| v.is_finite()));
+    }
+
+    /// GELU in the epilogue (on each tile, or on each row after its outlier part) gives the bits
+    /// of the product followed by `gelu_slice`, with a bias, with and without outlier features,
+    /// on shapes with partial tiles and panel groups, one thread and the pool.
+    #[test]
+    fn gelu_in_the_epilogue_equals_gelu_after_the_product() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(4);
+        for (m, k, n) in [(3, 5, 7), (40, 256, 48), (300, 96, 200)] {
+            let mut x: Vec<f32> = (0..m * k).map(|_| rng.random_range(-2.0..2.0)).collect();
+            let wf: Vec<f32> = (0..n * k).map(|_| rng.random_range(-0.2..0.2)).collect();
+            let b: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0..1.0)).collect();
+            let w = PackedWeight::quantize(&wf, n, k);
+            for outliers in [false, true] {
+                if outliers {
+                    x[k / 2] = 9.0;
+                }
+                let bias = Epilogue {
+                    bias: Some(&b),
+                    gelu: false,
+                };
+                let mut want = vec![0f32; m * n];
+                gemm_decomposed(&x, m, &w, bias, THRESHOLD, &mut want);
+                let plain = want.clone();
+                crate::nn::vmath::gelu_slice(&plain, &mut want);
+                let mut got = vec![f32::NAN; m * n];
+                let ep = Epilogue { gelu: true, ..bias };
+                gemm_decomposed(&x, m, &w, ep, THRESHOLD, &mut got);
+                assert!(
+                    got.iter()
+                        .zip(&want)
+                        .all(|(p, q)| p.to_bits() == q.to_bits()),
+                    "{m}×{k}×{n}, outliers {outliers}"
+                );
+            }
+        }
     }
 }
