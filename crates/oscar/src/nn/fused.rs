@@ -9,6 +9,7 @@
 //! variance, max-shifted softmax, erf-GELU; `exp` and `erf` from [`super::vmath`], PyTorch's CPU
 //! formulas); tests compare every forward and gradient with the composite ops.
 
+use super::par::{self, Out, PARALLEL_MIN_ELEMS};
 use super::sgemm::{sgemm, sgemm_epilogue, sgemm_serial, Epilogue, View};
 use super::vmath;
 use candle_core::{
@@ -68,9 +69,6 @@ pub fn composite_only<T>(f: impl FnOnce() -> T) -> T {
     out
 }
 
-/// Below this many elements a kernel runs on the calling thread (waking the pool costs more).
-const PARALLEL_MIN_ELEMS: usize = 1 << 15;
-
 fn f32_data<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [f32]> {
     let CpuStorage::F32(v) = s else {
         bail!("{op}: only f32 tensors are supported")
@@ -81,22 +79,16 @@ fn f32_data<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [f32]> {
     }
 }
 
-/// A raw pointer that worker threads may write through: each row range is written by one thread.
-#[derive(Clone, Copy)]
-struct RowsOut(*mut f32);
-unsafe impl Send for RowsOut {}
-unsafe impl Sync for RowsOut {}
-
 /// Calls `f(row, out_row)` for every row of width `width`, in parallel when the tensor is large.
 fn for_each_row(rows: usize, width: usize, f: impl Fn(usize, &mut [f32]) + Sync) -> Vec<f32> {
-    let mut out = vec![0f32; rows * width];
+    let mut out = par::zeroed(rows * width);
     if rows * width < PARALLEL_MIN_ELEMS {
         for (r, o) in out.chunks_mut(width.max(1)).enumerate().take(rows) {
             f(r, o);
         }
         return out;
     }
-    let ptr = RowsOut(out.as_mut_ptr());
+    let ptr = Out(out.as_mut_ptr());
     candle_core::utils::barrier_pool().execute_chunked(rows, |range| {
         let p = ptr;
         for r in range {
@@ -277,7 +269,7 @@ impl CustomOp2 for LayerNormGradParams {
         if parts == 1 {
             partial(0, &mut sums);
         } else {
-            let ptr = RowsOut(sums.as_mut_ptr());
+            let ptr = Out(sums.as_mut_ptr());
             pool.execute(|tid| {
                 let p = ptr;
                 // SAFETY: thread `tid` alone writes part `tid`; `execute` blocks until all are done.
@@ -358,7 +350,7 @@ impl LinearOp {
         gelu: bool,
     ) -> Result<(CpuStorage, Shape)> {
         let ((m, k), (n, _)) = (lx.shape().dims2()?, lw.shape().dims2()?);
-        let mut y = vec![0f32; m * n];
+        let mut y = par::zeroed(m * n);
         sgemm_epilogue(
             View::new(x, m, k),
             View::new(w, n, k).t(),

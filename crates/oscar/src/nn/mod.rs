@@ -6,6 +6,7 @@ pub mod fused;
 pub mod int8;
 pub mod layers;
 pub mod ops;
+mod par;
 pub mod params;
 pub mod sgemm;
 pub mod vmath;

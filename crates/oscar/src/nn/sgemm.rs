@@ -6,6 +6,8 @@
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 
+use super::par::Out;
+
 /// A row-major view of a matrix inside a slice: element (i, j) is at `i·rs + j·cs`. One of the
 /// strides is 1 (a matrix or its transpose stored contiguously).
 #[derive(Clone, Copy)]
@@ -101,7 +103,7 @@ fn product(a: View, b: View, c: &mut [f32], accumulate: bool, threaded: bool, ep
     }
     let accumulate = match ep.bias {
         Some(bias) => {
-            each_row(c, n, threaded, |row| row.copy_from_slice(bias));
+            super::par::each_row(c, n, threaded, |row| row.copy_from_slice(bias));
             true
         }
         None => accumulate,
@@ -116,46 +118,7 @@ fn product(a: View, b: View, c: &mut [f32], accumulate: bool, threaded: bool, ep
         gemm_crate(a, b, c, accumulate, gemm::Parallelism::None);
     }
     if ep.gelu {
-        each_row(c, n, threaded, super::vmath::gelu_in_place);
-    }
-}
-
-/// Applies `f` to every `n`-long row of `c`, the rows spread over candle's worker pool when
-/// `threaded`.
-fn each_row(c: &mut [f32], n: usize, threaded: bool, f: impl Fn(&mut [f32]) + Sync) {
-    if !threaded {
-        return c.chunks_exact_mut(n).for_each(f);
-    }
-    let rows = c.len() / n;
-    let out = Out(c.as_mut_ptr());
-    candle_core::utils::barrier_pool().execute_chunked(rows, |range| {
-        // SAFETY: each thread gets its own range of whole rows, inside `c`.
-        let part = unsafe { out.rows(range, n) };
-        part.chunks_exact_mut(n).for_each(&f);
-    });
-}
-
-/// Shares an output pointer among the worker threads; each writes its own part.
-#[derive(Clone, Copy)]
-pub(crate) struct Out(pub(crate) *mut f32);
-unsafe impl Send for Out {}
-unsafe impl Sync for Out {}
-
-impl Out {
-    /// The pointer `i` values on (a method, so closures capture the whole `Sync` wrapper).
-    ///
-    /// # Safety
-    /// `i` must lie inside the buffer.
-    pub(crate) unsafe fn at(self, i: usize) -> *mut f32 {
-        unsafe { self.0.add(i) }
-    }
-
-    /// Rows `range` of a buffer of `n`-long rows.
-    ///
-    /// # Safety
-    /// The rows must lie inside the buffer, and no one else use them while the slice lives.
-    pub(crate) unsafe fn rows<'a>(self, range: std::ops::Range<usize>, n: usize) -> &'a mut [f32] {
-        unsafe { std::slice::from_raw_parts_mut(self.at(range.start * n), range.len() * n) }
+        super::par::each_row(c, n, threaded, super::vmath::gelu_in_place);
     }
 }
 

@@ -15,7 +15,8 @@
 //! so one 256-bit load feeds 8 channels. The AVX2 tile is checked against [`reference`], a plain
 //! triple loop over the unpacked integers; both share one epilogue, so they agree bit for bit.
 
-use crate::nn::sgemm::{Epilogue, Out};
+use crate::nn::par::Out;
+use crate::nn::sgemm::Epilogue;
 
 /// Output channels per packed panel (two 256-bit registers of int32 sums).
 pub const NR: usize = 16;

@@ -140,7 +140,7 @@ impl CustomOp1 for Int8Op<'_> {
         };
         let (m, _) = l.shape().dims2()?;
         let w = &self.layer.weight;
-        let mut y = vec![0f32; m * w.n];
+        let mut y = crate::nn::par::zeroed(m * w.n);
         outliers::gemm_decomposed(
             &v[a..b],
             m,

@@ -9,7 +9,8 @@
 #[cfg(test)]
 use super::kernel::gemm;
 use super::kernel::{gemm_epilogue, PackedWeight};
-use crate::nn::sgemm::{Epilogue, Out};
+use crate::nn::par::{Out, PARALLEL_MIN_ELEMS};
+use crate::nn::sgemm::Epilogue;
 
 /// bitsandbytes' default outlier threshold.
 pub const THRESHOLD: f32 = 6.0;
@@ -18,12 +19,30 @@ pub const THRESHOLD: f32 = 6.0;
 /// `threshold` in magnitude. NaN reaches nothing: a NaN stays in the int8 product, which turns
 /// its row into NaN as the f32 product would.
 pub fn outlier_columns(x: &[f32], k: usize, threshold: f32) -> Vec<usize> {
+    if k == 0 {
+        return Vec::new();
+    }
     // Bytes or-ed without a branch, so the compiler vectorizes the scan.
-    let mut hit = vec![0u8; k];
-    for row in x.chunks_exact(k) {
-        for (h, v) in hit.iter_mut().zip(row) {
-            *h |= (v.abs() >= threshold) as u8;
+    let scan = |rows: &[f32], hit: &mut [u8]| {
+        for row in rows.chunks_exact(k) {
+            for (h, v) in hit.iter_mut().zip(row) {
+                *h |= (v.abs() >= threshold) as u8;
+            }
         }
+    };
+    let mut hit = vec![0u8; k];
+    if x.len() < PARALLEL_MIN_ELEMS {
+        scan(x, &mut hit);
+    } else {
+        // Each thread scans its rows into its own flags, then ors them into the shared ones.
+        let shared = std::sync::Mutex::new(hit);
+        candle_core::utils::barrier_pool().execute_chunked(x.len() / k, |range| {
+            let mut mine = vec![0u8; k];
+            scan(&x[range.start * k..range.end * k], &mut mine);
+            let mut all = shared.lock().unwrap_or_else(|e| e.into_inner());
+            all.iter_mut().zip(&mine).for_each(|(a, m)| *a |= m);
+        });
+        hit = shared.into_inner().unwrap_or_else(|e| e.into_inner());
     }
     (0..k).filter(|&c| hit[c] != 0).collect()
 }
@@ -165,5 +184,18 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// A large input is scanned by every thread: outliers planted in the first, a middle and
+    /// the last row are all found, and a NaN is none.
+    #[test]
+    fn every_row_of_a_large_input_is_scanned() {
+        let (m, k) = (1000, 97);
+        let mut x = vec![0.5f32; m * k];
+        x[3] = -6.0;
+        x[(m / 2) * k + 50] = 7.0;
+        x[(m - 1) * k + 96] = 100.0;
+        x[(m - 2) * k + 10] = f32::NAN;
+        assert_eq!(outlier_columns(&x, k, THRESHOLD), vec![3, 50, 96]);
     }
 }
