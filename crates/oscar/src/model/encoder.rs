@@ -83,9 +83,7 @@ impl BertSelfAttention {
     /// `[B, L, H]` → `[B, nh, L, d]`.
     fn split_heads(&self, x: &Tensor) -> Result<Tensor> {
         let (b, l, _) = x.dims3()?;
-        x.reshape((b, l, self.num_heads, self.head_dim))?
-            .transpose(1, 2)?
-            .contiguous()
+        fused::swap_middle_axes(&x.reshape((b, l, self.num_heads, self.head_dim))?)
     }
 
     /// The one attention path. Queries come from `xq` (`[B, n, H]`: every position, or only some
@@ -117,8 +115,7 @@ impl BertSelfAttention {
         let probs =
             fused::attention_softmax(&scores, Some(ext_mask), 1.0 / (self.head_dim as f64).sqrt())?;
         let probs = ops::dropout(&probs, self.dropout, ctx)?;
-        let out = fused::batched_matmul(&probs, &v, false)?
-            .transpose(1, 2)?
+        let out = fused::swap_middle_axes(&fused::batched_matmul(&probs, &v, false)?)?
             .reshape((b, n, h))?;
         Ok((out, k_new, v_new))
     }

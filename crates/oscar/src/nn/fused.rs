@@ -814,6 +814,41 @@ impl CustomOp2 for LogSoftmaxGrad {
     }
 }
 
+/// `[B, A, C, d]` → `[B, C, A, d]` (contiguous): attention's split of the hidden features into
+/// heads and its merge back. candle's `transpose(1, 2).contiguous()` copies on the calling thread
+/// alone; this copies `d`-long rows on every thread. Its backward is the same swap.
+pub fn swap_middle_axes(x: &Tensor) -> Result<Tensor> {
+    if !fused_path(&[x]) {
+        return x.transpose(1, 2)?.contiguous();
+    }
+    x.dims4()?;
+    op1(&x.contiguous()?, SwapMiddleAxes)
+}
+
+struct SwapMiddleAxes;
+
+impl CustomOp1 for SwapMiddleAxes {
+    fn name(&self) -> &'static str {
+        "oscar-swap-middle-axes"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = f32_data(s, l, self.name())?;
+        let (b, a, c, d) = l.shape().dims4()?;
+        // Output row (bi, ci, ai) is input row (bi, ai, ci).
+        let out = for_each_row(b * c * a, d, |r, o| {
+            let (bi, ci, ai) = (r / (c * a), r / a % c, r % a);
+            let src = ((bi * a + ai) * c + ci) * d;
+            o.copy_from_slice(&x[src..src + d]);
+        });
+        Ok((CpuStorage::F32(out), Shape::from((b, c, a, d))))
+    }
+
+    fn bwd(&self, _x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(swap_middle_axes(grad)?))
+    }
+}
+
 /// erf-GELU `0.5·x·(1 + erf(x/√2))` (BERT's `gelu`), with its exact derivative as backward.
 pub fn gelu_erf(x: &Tensor) -> Result<Tensor> {
     if !fused_path(&[x]) {
@@ -1069,6 +1104,25 @@ mod tests {
                 &|t| separate(t),
             );
         }
+    }
+
+    #[test]
+    fn swap_middle_axes_matches_transpose_forward_and_backward() {
+        for dims in [[1, 2, 3, 4], [2, 70, 12, 64]] {
+            let x = Var::from_tensor(&random(&dims, 27, 1.0)).unwrap();
+            check(
+                &[x.clone()],
+                &|t| swap_middle_axes(&t[0]).unwrap(),
+                &|t| t[0].transpose(1, 2).unwrap().contiguous().unwrap(),
+            );
+            let (want, got) = (
+                x.as_tensor().transpose(1, 2).unwrap().contiguous().unwrap(),
+                swap_middle_axes(x.as_tensor()).unwrap(),
+            );
+            assert_eq!(want.dims(), got.dims());
+            assert_eq!(max_rel(&want, &got), 0.0);
+        }
+        assert!(swap_middle_axes(&random(&[2, 3, 4], 28, 1.0)).is_err());
     }
 
     #[test]
