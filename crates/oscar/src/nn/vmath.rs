@@ -118,6 +118,10 @@ pub fn lane_max(x: &[f32]) -> f32 {
 pub fn exp_in_place(v: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if simd() {
+        if avx512() {
+            // SAFETY: AVX-512F was detected at run time.
+            return unsafe { avx512::map_in_place(v, |x| avx512::exp16(x)) };
+        }
         // SAFETY: AVX2 and FMA were detected at run time.
         return unsafe { avx2::map_in_place(v, |x| avx2::exp8(x)) };
     }
@@ -142,6 +146,10 @@ pub fn gelu_slice(x: &[f32], out: &mut [f32]) {
 pub fn gelu_in_place(v: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if simd() {
+        if avx512() {
+            // SAFETY: AVX-512F was detected at run time.
+            return unsafe { avx512::map_in_place(v, |x| avx512::gelu16(x)) };
+        }
         // SAFETY: AVX2 and FMA were detected at run time.
         return unsafe { avx2::map_in_place(v, |x| avx2::gelu8(x)) };
     }
@@ -160,8 +168,13 @@ pub fn gelu_grad_slice(x: &[f32], g: &[f32], out: &mut [f32]) {
     out.copy_from_slice(x);
     #[cfg(target_arch = "x86_64")]
     if simd() {
-        // SAFETY: AVX2 and FMA were detected at run time.
-        unsafe { avx2::map_in_place(out, |x| avx2::gelu_grad8(x)) };
+        if avx512() {
+            // SAFETY: AVX-512F was detected at run time.
+            unsafe { avx512::map_in_place(out, |x| avx512::gelu_grad16(x)) };
+        } else {
+            // SAFETY: AVX2 and FMA were detected at run time.
+            unsafe { avx2::map_in_place(out, |x| avx2::gelu_grad8(x)) };
+        }
         out.iter_mut().zip(g).for_each(|(o, g)| *o *= g);
         return;
     }
@@ -176,6 +189,128 @@ fn simd() -> bool {
     use std::sync::OnceLock;
     static SIMD: OnceLock<bool> = OnceLock::new();
     *SIMD.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+}
+
+/// Whether the AVX-512 versions run (checked once; `OSCAR_NO_AVX512=1` keeps every AVX-512
+/// path of the crate off, to compare). They compute the AVX2 versions' operations lane by lane,
+/// so the same bits (tested).
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn avx512() -> bool {
+    use std::sync::OnceLock;
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| {
+        std::env::var_os("OSCAR_NO_AVX512").is_none() && is_x86_feature_detected!("avx512f")
+    })
+}
+
+/// [`avx2`]'s functions sixteen lanes wide, the same operations in the same order.
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::*;
+    use std::arch::x86_64::*;
+
+    /// Applies `f` to `v` sixteen values at a time; the tail is padded to sixteen lanes.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn map_in_place(v: &mut [f32], f: impl Fn(__m512) -> __m512) {
+        let mut chunks = v.chunks_exact_mut(16);
+        for c in &mut chunks {
+            let p = c.as_mut_ptr();
+            _mm512_storeu_ps(p, f(_mm512_loadu_ps(p)));
+        }
+        let rest = chunks.into_remainder();
+        if !rest.is_empty() {
+            let mut lanes = [0f32; 16];
+            lanes[..rest.len()].copy_from_slice(rest);
+            _mm512_storeu_ps(lanes.as_mut_ptr(), f(_mm512_loadu_ps(lanes.as_ptr())));
+            rest.copy_from_slice(&lanes[..rest.len()]);
+        }
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn bits(x: __m512) -> __m512i {
+        _mm512_castps_si512(x)
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn float(x: __m512i) -> __m512 {
+        _mm512_castsi512_ps(x)
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    pub fn exp16(x: __m512) -> __m512 {
+        let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+            _mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E)),
+        );
+        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_HI), x);
+        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_LO), r);
+        let mut p = _mm512_set1_ps(EXP_P[0]);
+        for &c in &EXP_P[1..] {
+            p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
+        }
+        let y = _mm512_add_ps(
+            _mm512_fmadd_ps(_mm512_mul_ps(p, r), r, r),
+            _mm512_set1_ps(1.0),
+        );
+        let two_n = float(_mm512_slli_epi32::<23>(_mm512_add_epi32(
+            _mm512_cvtps_epi32(n),
+            _mm512_set1_epi32(127),
+        )));
+        let y = _mm512_mul_ps(y, two_n);
+        let y = _mm512_mask_blend_ps(
+            _mm512_cmp_ps_mask::<_CMP_LT_OQ>(x, _mm512_set1_ps(EXP_MIN)),
+            y,
+            _mm512_setzero_ps(),
+        );
+        _mm512_mask_blend_ps(
+            _mm512_cmp_ps_mask::<_CMP_GT_OQ>(x, _mm512_set1_ps(EXP_MAX)),
+            y,
+            _mm512_set1_ps(f32::INFINITY),
+        )
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    pub fn erf16(x: __m512) -> __m512 {
+        let neg_zero = bits(_mm512_set1_ps(-0.0));
+        let sign = _mm512_and_si512(bits(x), neg_zero);
+        let ax = float(_mm512_xor_si512(bits(x), sign));
+        let one = _mm512_set1_ps(1.0);
+        let t = _mm512_div_ps(one, _mm512_fmadd_ps(_mm512_set1_ps(ERF_P), ax, one));
+        let mut poly = _mm512_set1_ps(ERF_A[4]);
+        for &c in ERF_A[..4].iter().rev() {
+            poly = _mm512_fmadd_ps(poly, t, _mm512_set1_ps(c));
+        }
+        let e = exp16(float(_mm512_xor_si512(
+            bits(_mm512_mul_ps(ax, ax)),
+            neg_zero,
+        )));
+        let y = _mm512_fnmadd_ps(_mm512_mul_ps(poly, t), e, one);
+        float(_mm512_or_si512(bits(y), sign))
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    pub fn gelu16(x: __m512) -> __m512 {
+        let e = erf16(_mm512_mul_ps(x, _mm512_set1_ps(FRAC_1_SQRT_2)));
+        _mm512_mul_ps(
+            _mm512_mul_ps(_mm512_set1_ps(0.5), x),
+            _mm512_add_ps(_mm512_set1_ps(1.0), e),
+        )
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    pub fn gelu_grad16(x: __m512) -> __m512 {
+        let half = _mm512_set1_ps(0.5);
+        let e = erf16(_mm512_mul_ps(x, _mm512_set1_ps(FRAC_1_SQRT_2)));
+        let cdf = _mm512_mul_ps(half, _mm512_add_ps(_mm512_set1_ps(1.0), e));
+        let g = exp16(_mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(-0.5), x), x));
+        let pdf = _mm512_mul_ps(g, _mm512_set1_ps(INV_SQRT_2PI));
+        _mm512_fmadd_ps(x, pdf, cdf)
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -380,6 +515,57 @@ mod tests {
             y[n / 2] = f32::NAN;
             let plain = y.iter().copied().fold(f32::NEG_INFINITY, f32::max);
             assert_eq!(lane_max(&y), plain, "n = {n} with a NaN");
+        }
+    }
+
+    /// The AVX-512 versions give the AVX2 versions' bits on a dense grid, its extremes, and
+    /// NaN, ±∞, ±0 and subnormals (reported skipped on a CPU without AVX-512).
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx512_versions_equal_the_avx2_versions_bit_for_bit() {
+        if !(avx512() && simd()) {
+            eprintln!("skipped: this CPU has no AVX-512 (or OSCAR_NO_AVX512 is set)");
+            return;
+        }
+        let mut xs = grid(-100.0, 100.0, 1.0 / 1024.0);
+        xs.extend([
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            0.0,
+            -0.0,
+            1e-40,
+            -1e-40,
+        ]);
+        xs.extend([f32::MAX, f32::MIN, 88.37, 88.38, -87.33, -87.34]);
+        type Pair = (unsafe fn(&mut [f32]), unsafe fn(&mut [f32]), &'static str);
+        let pairs: [Pair; 3] = [
+            (
+                |v| unsafe { avx2::map_in_place(v, |x| avx2::exp8(x)) },
+                |v| unsafe { avx512::map_in_place(v, |x| avx512::exp16(x)) },
+                "exp",
+            ),
+            (
+                |v| unsafe { avx2::map_in_place(v, |x| avx2::gelu8(x)) },
+                |v| unsafe { avx512::map_in_place(v, |x| avx512::gelu16(x)) },
+                "gelu",
+            ),
+            (
+                |v| unsafe { avx2::map_in_place(v, |x| avx2::gelu_grad8(x)) },
+                |v| unsafe { avx512::map_in_place(v, |x| avx512::gelu_grad16(x)) },
+                "gelu'",
+            ),
+        ];
+        for (narrow, wide, name) in pairs {
+            let (mut a, mut b) = (xs.clone(), xs.clone());
+            // SAFETY: both instruction sets were detected above.
+            unsafe {
+                narrow(&mut a);
+                wide(&mut b);
+            }
+            for ((x, p), q) in xs.iter().zip(&a).zip(&b) {
+                assert_eq!(p.to_bits(), q.to_bits(), "{name}({x}): {p} against {q}");
+            }
         }
     }
 }

@@ -21,14 +21,10 @@ const KC: usize = 256;
 /// Rows packed together (a 240 × 256 slice of `a`, 240 KiB, stays in L2).
 const MC: usize = 240;
 
-/// Whether this CPU runs the kernel (checked once; `OSCAR_NO_AVX512=1` keeps the AVX2 paths,
-/// for tests and comparisons).
+/// Whether this CPU runs the kernel (`OSCAR_NO_AVX512=1` keeps the AVX2 paths, for tests and
+/// comparisons).
 pub fn available() -> bool {
-    use std::sync::OnceLock;
-    static ON: OnceLock<bool> = OnceLock::new();
-    *ON.get_or_init(|| {
-        std::env::var_os("OSCAR_NO_AVX512").is_none() && is_x86_feature_detected!("avx512f")
-    })
+    crate::nn::vmath::avx512()
 }
 
 /// Whether a product is large enough for packing to pay: small ones (a decoding step's handful
