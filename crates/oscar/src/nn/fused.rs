@@ -1110,7 +1110,7 @@ mod tests {
     fn swap_middle_axes_matches_transpose_forward_and_backward() {
         for dims in [[1, 2, 3, 4], [2, 70, 12, 64]] {
             let x = Var::from_tensor(&random(&dims, 27, 1.0)).unwrap();
-            check(&[x.clone()], &|t| swap_middle_axes(&t[0]).unwrap(), &|t| {
+            check(std::slice::from_ref(&x), &|t| swap_middle_axes(&t[0]).unwrap(), &|t| {
                 t[0].transpose(1, 2).unwrap().contiguous().unwrap()
             });
             let (want, got) = (
