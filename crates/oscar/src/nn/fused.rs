@@ -10,7 +10,7 @@
 //! formulas); tests compare every forward and gradient with the composite ops.
 
 use super::par::{self, Out, PARALLEL_MIN_ELEMS};
-use super::sgemm::{sgemm, sgemm_epilogue, sgemm_serial, Epilogue, View};
+use super::sgemm::{sgemm, sgemm_epilogue_new, sgemm_serial, Epilogue, View};
 use super::vmath;
 use candle_core::{
     bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor,
@@ -350,11 +350,9 @@ impl LinearOp {
         gelu: bool,
     ) -> Result<(CpuStorage, Shape)> {
         let ((m, k), (n, _)) = (lx.shape().dims2()?, lw.shape().dims2()?);
-        let mut y = par::zeroed(m * n);
-        sgemm_epilogue(
+        let y = sgemm_epilogue_new(
             View::new(x, m, k),
             View::new(w, n, k).t(),
-            &mut y,
             Epilogue { bias: b, gelu },
         );
         Ok((CpuStorage::F32(y), Shape::from((m, n))))
@@ -1110,9 +1108,11 @@ mod tests {
     fn swap_middle_axes_matches_transpose_forward_and_backward() {
         for dims in [[1, 2, 3, 4], [2, 70, 12, 64]] {
             let x = Var::from_tensor(&random(&dims, 27, 1.0)).unwrap();
-            check(std::slice::from_ref(&x), &|t| swap_middle_axes(&t[0]).unwrap(), &|t| {
-                t[0].transpose(1, 2).unwrap().contiguous().unwrap()
-            });
+            check(
+                std::slice::from_ref(&x),
+                &|t| swap_middle_axes(&t[0]).unwrap(),
+                &|t| t[0].transpose(1, 2).unwrap().contiguous().unwrap(),
+            );
             let (want, got) = (
                 x.as_tensor().transpose(1, 2).unwrap().contiguous().unwrap(),
                 swap_middle_axes(x.as_tensor()).unwrap(),

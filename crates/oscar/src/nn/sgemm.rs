@@ -75,6 +75,32 @@ pub fn sgemm_epilogue(a: View, b: View, c: &mut [f32], epilogue: Epilogue) {
     product(a, b, c, false, true, epilogue)
 }
 
+/// [`sgemm_epilogue`] into a new `m × n` buffer. The AVX-512 kernel writes every value itself,
+/// so there the buffer is not zeroed first (a pass over the output fewer).
+pub fn sgemm_epilogue_new(a: View, b: View, epilogue: Epilogue) -> Vec<f32> {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    #[cfg(target_arch = "x86_64")]
+    if k > 0
+        && b.rows == k
+        && !cfg!(feature = "openblas")
+        && avx512::worth_it(m, k, n)
+        && avx512::available()
+        && epilogue.bias.is_none_or(|b| b.len() == n)
+    {
+        let mut c = Vec::<f32>::with_capacity(m * n);
+        // SAFETY: the capacity holds m·n values; without accumulating, the kernel writes each
+        // of them, so all are initialized when the length is set.
+        unsafe {
+            avx512::sgemm_into(a, b, Out(c.as_mut_ptr()), false, true, epilogue);
+            c.set_len(m * n);
+        }
+        return c;
+    }
+    let mut c = super::par::zeroed(m * n);
+    sgemm_epilogue(a, b, &mut c, epilogue);
+    c
+}
+
 /// [`sgemm`] on the calling thread only (for callers that spread many small products over the
 /// cores themselves); always the `gemm` crate, whose single-threaded kernel needs no setup.
 pub fn sgemm_serial(a: View, b: View, c: &mut [f32], accumulate: bool) {
@@ -296,7 +322,8 @@ mod tests {
         }
     }
 
-    /// The epilogue (bias, GELU) gives the values of the plain product, then the bias added,
+    /// The epilogue (bias, GELU), also into a fresh buffer, gives the values of the plain
+    /// product, then the bias added,
     /// then [`super::super::vmath::gelu_slice`], bit for bit: on every path this CPU has (the
     /// AVX-512 tile, the `gemm` crate threaded and serial), on shapes with partial tiles,
     /// panels and depth slices.
@@ -345,6 +372,14 @@ mod tests {
                             "{m}×{k}×{n}, bias {}, gelu {gelu}, threaded {threaded}",
                             b.is_some()
                         );
+                        if threaded {
+                            // Into a fresh (not zeroed) buffer: the same values.
+                            let fresh = sgemm_epilogue_new(va, vb, Epilogue { bias: b, gelu });
+                            assert!(fresh
+                                .iter()
+                                .zip(&want)
+                                .all(|(x, y)| x.to_bits() == y.to_bits()));
+                        }
                     }
                 }
             });

@@ -37,12 +37,23 @@ pub fn worth_it(m: usize, k: usize, n: usize) -> bool {
 /// blocks over candle's worker pool. The caller checks [`available`] and the shapes; a bias
 /// only comes with overwriting.
 pub fn sgemm(a: View, b: View, c: &mut [f32], accumulate: bool, threaded: bool, ep: Epilogue) {
+    assert_eq!(c.len(), a.rows * b.cols);
+    // SAFETY: `c` holds m·n values.
+    unsafe { sgemm_into(a, b, Out(c.as_mut_ptr()), accumulate, threaded, ep) }
+}
+
+/// [`sgemm`] into the `m·n` values at `c`, which need not be initialized unless `accumulate`:
+/// without it every value is written before any is read.
+///
+/// # Safety
+/// `c` must point to `m·n` writable values that nothing else uses during the call.
+pub unsafe fn sgemm_into(a: View, b: View, c: Out, accumulate: bool, threaded: bool, ep: Epilogue) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
-    assert!(available() && b.rows == k && k > 0 && c.len() == m * n);
+    assert!(available() && b.rows == k && k > 0);
     assert!(!(accumulate && ep.bias.is_some()) && ep.bias.is_none_or(|b| b.len() == n));
     let panels = n.div_ceil(NR);
     let mut packed_b = vec![0f32; panels * NR * k];
-    let out = Out(c.as_mut_ptr());
+    let out = c;
     let pool = candle_core::utils::barrier_pool();
     let threads = if threaded { pool.n_workers() + 1 } else { 1 };
     // Row blocks: MC rows, or fewer so that every thread gets one.
@@ -188,9 +199,11 @@ fn row_block(
                         run(dst, n);
                     } else {
                         let mut buf = [0f32; MR * NR];
-                        for r in 0..live {
-                            for j in 0..cols {
-                                buf[r * NR + j] = *dst.add(r * n + j);
+                        if add {
+                            for r in 0..live {
+                                for j in 0..cols {
+                                    buf[r * NR + j] = *dst.add(r * n + j);
+                                }
                             }
                         }
                         run(buf.as_mut_ptr(), NR);
