@@ -86,6 +86,9 @@ def main():
         ("only output dense (FFN 2)", dict(only=FFN2)),
         ("8-bit activations into FFN 2 only", dict(wide=FFN2)),
         ("threshold 4", dict(threshold=4.0)),
+        ("8-bit activations, threshold 4", dict(act_levels=255, threshold=4.0)),
+        ("8-bit activations, threshold 3", dict(act_levels=255, threshold=3.0)),
+        ("8-bit activations, threshold 5", dict(act_levels=255, threshold=5.0)),
     ]
     for name, kw in rows:
         lo, mean = run(**kw)
