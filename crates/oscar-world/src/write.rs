@@ -78,20 +78,84 @@ pub struct Summary {
     pub files: Vec<PathBuf>,
 }
 
-/// Writes everything under `out`; `render` scenes go into `images/contact_sheet.png`.
+/// The output directory and the files written under it so far, in the order written.
+struct Files<'a> {
+    dir: &'a Path,
+    written: Vec<PathBuf>,
+}
+
+impl Files<'_> {
+    /// The path of `rel` under the directory, recorded as written.
+    fn add(&mut self, rel: impl AsRef<Path>) -> PathBuf {
+        let p = self.dir.join(rel);
+        self.written.push(p.clone());
+        p
+    }
+}
+
+/// Writes everything under `out`; `render` scenes go into `images/contact_sheet.png`. The
+/// random draws (captions, questions, NLVR2 partners) come from one generator in this order, so a
+/// seed gives the same files.
 pub fn write_world(world: &World, out: &Path, render: usize) -> Result<Summary> {
     let cfg = &world.config;
-    let dim = cfg.feature_dim + 6;
     let ncat = world.category_names.len();
     let mut rng = StdRng::seed_from_u64(cfg.seed.wrapping_add(1));
     let scenes = &world.scenes;
-    let mut files = Vec::new();
-    let mut add = |p: PathBuf| {
-        files.push(p.clone());
-        p
+    let mut files = Files {
+        dir: out,
+        written: Vec::new(),
     };
+    write_detections(&mut files, scenes)?;
+    let caps: Vec<Vec<String>> = scenes.iter().map(|s| captions(s, &mut rng)).collect();
+    let images = write_captions(&mut files, scenes, &caps)?;
+    let qs: Vec<Vec<Question>> = scenes
+        .iter()
+        .map(|s| questions(s, ncat, world.config.answer_noise, &mut rng))
+        .collect();
+    let (vqa_questions, answers) = write_vqa(&mut files, scenes, &qs)?;
+    let nlvr2 = write_nlvr2(&mut files, scenes, ncat, &mut rng)?;
+    write_pretraining_corpus(&mut files, scenes, &caps)?;
 
-    // Region features and detector output.
+    // WordPiece vocabulary trained on all the world's text.
+    let mut text: Vec<String> = caps.iter().flatten().cloned().collect();
+    text.extend(
+        qs.iter()
+            .flatten()
+            .map(|q| format!("{} {}", q.question, q.answers.join(" "))),
+    );
+    text.extend(world.category_names.iter().map(|(c, _)| c.clone()));
+    let vocab_words = train_wordpiece(&text)?;
+    write(
+        &files.add("vocab.txt"),
+        (vocab_words.join("\n") + "\n").as_bytes(),
+    )?;
+
+    write_truth(&mut files, scenes, &caps)?;
+    if render > 0 {
+        write_contact_sheet(&mut files, scenes, &caps, render)?;
+    }
+
+    let summary = Summary {
+        images,
+        captions: caps.iter().map(Vec::len).sum(),
+        vqa_questions,
+        answers,
+        nlvr2,
+        vocab_size: vocab_words.len(),
+        region_dim: cfg.feature_dim + 6,
+        files: Vec::new(),
+    };
+    let meta = json!({"config": cfg, "categories": world.category_names.iter().map(|(c, s)| json!({"name": c, "supercategory": crate::scene::CATEGORIES[*s].0})).collect::<Vec<_>>(), "summary": summary});
+    write_json(&files.add("world.json"), &meta)?;
+    Ok(Summary {
+        files: files.written,
+        ..summary
+    })
+}
+
+/// Region features (`features/features.tsv`), the detector's tags (`labels/predictions.tsv`)
+/// and the true objects in the same format (`labels/predictions_gt.tsv`).
+fn write_detections(files: &mut Files, scenes: &[crate::Scene]) -> Result<()> {
     let feat_rows: Vec<(String, String)> = scenes
         .iter()
         .map(|s| {
@@ -101,7 +165,7 @@ pub fn write_world(world: &World, out: &Path, render: usize) -> Result<Summary> 
             )
         })
         .collect();
-    write_tsv(&add(out.join("features/features.tsv")), &feat_rows)?;
+    write_tsv(&files.add("features/features.tsv"), &feat_rows)?;
     let det = |s: &crate::Scene| {
         json!({"image_h": CANVAS.1, "image_w": CANVAS.0, "objects": s.tags.iter().map(|t| json!({"class": t.class, "conf": t.conf, "rect": t.rect})).collect::<Vec<_>>()}).to_string()
     };
@@ -109,7 +173,7 @@ pub fn write_world(world: &World, out: &Path, render: usize) -> Result<Summary> 
         json!({"image_h": CANVAS.1, "image_w": CANVAS.0, "objects": s.objects.iter().map(|o| json!({"class": name(o.category), "conf": 1.0, "rect": o.rect})).collect::<Vec<_>>()}).to_string()
     };
     write_tsv(
-        &add(out.join("labels/predictions.tsv")),
+        &files.add("labels/predictions.tsv"),
         &scenes
             .iter()
             .map(|s| (s.id.clone(), det(s)))
@@ -117,19 +181,24 @@ pub fn write_world(world: &World, out: &Path, render: usize) -> Result<Summary> 
     )?;
     let gt_rows: Vec<(String, String)> = scenes.iter().map(|s| (s.id.clone(), gt(s))).collect();
     write(
-        &add(out.join("labels/predictions_gt.tsv")),
+        &files.add("labels/predictions_gt.tsv"),
         gt_rows
             .iter()
             .map(|(k, v)| format!("{k}\t{v}\n"))
             .collect::<String>()
             .as_bytes(),
-    )?;
+    )
+}
 
-    // Captions, per split, in Oscar's list format, COCO format, and retrieval's {img: [caps]}.
-    let caps: Vec<Vec<String>> = scenes.iter().map(|s| captions(s, &mut rng)).collect();
-    let splits = ["train", "val", "test", "novel"];
+/// Captions per split in Oscar's list format, COCO format, and retrieval's `{img: [caps]}`
+/// (plus the test split's image keys). Returns the images per split.
+fn write_captions(
+    files: &mut Files,
+    scenes: &[crate::Scene],
+    caps: &[Vec<String>],
+) -> Result<BTreeMap<String, usize>> {
     let mut n_images = BTreeMap::new();
-    for sp in splits {
+    for sp in ["train", "val", "test", "novel"] {
         let idx: Vec<usize> = (0..scenes.len())
             .filter(|&i| scenes[i].split == sp)
             .collect();
@@ -147,26 +216,23 @@ pub fn write_world(world: &World, out: &Path, render: usize) -> Result<Summary> 
                     .map(move |c| json!({"image_id": scenes[i].id, "caption": c}))
             })
             .collect();
-        write_json(&add(out.join(format!("captions/{sp}_caption.json"))), &list)?;
+        write_json(&files.add(format!("captions/{sp}_caption.json")), &list)?;
         let coco = json!({
             "images": idx.iter().map(|&i| json!({"id": scenes[i].id})).collect::<Vec<_>>(),
             "annotations": idx.iter().flat_map(|&i| caps[i].iter().enumerate().map(move |(k, c)| json!({"image_id": scenes[i].id, "id": i * 5 + k, "caption": c}))).collect::<Vec<_>>(),
         });
         write_json(
-            &add(out.join(format!("captions/{sp}_caption_coco_format.json"))),
+            &files.add(format!("captions/{sp}_caption_coco_format.json")),
             &coco,
         )?;
         let by_img: BTreeMap<&str, &Vec<String>> = idx
             .iter()
             .map(|&i| (scenes[i].id.as_str(), &caps[i]))
             .collect();
-        write_json(
-            &add(out.join(format!("retrieval/{sp}_captions.json"))),
-            &by_img,
-        )?;
+        write_json(&files.add(format!("retrieval/{sp}_captions.json")), &by_img)?;
         if sp == "test" {
             write(
-                &add(out.join("retrieval/test_img_keys.tsv")),
+                &files.add("retrieval/test_img_keys.tsv"),
                 idx.iter()
                     .map(|&i| format!("{}\n", scenes[i].id))
                     .collect::<String>()
@@ -174,14 +240,19 @@ pub fn write_world(world: &World, out: &Path, render: usize) -> Result<Summary> 
             )?;
         }
     }
+    Ok(n_images)
+}
 
-    // VQA: answer vocabulary from the training answers; Oscar's JSON and the official format.
-    let qs: Vec<Vec<Question>> = scenes
-        .iter()
-        .map(|s| questions(s, ncat, world.config.answer_noise, &mut rng))
-        .collect();
+/// VQA: the answer vocabulary from the training answers, then per split Oscar's JSON and the
+/// official format (annotations and questions). Returns the questions per split and the number
+/// of answers.
+fn write_vqa(
+    files: &mut Files,
+    scenes: &[crate::Scene],
+    qs: &[Vec<Question>],
+) -> Result<(BTreeMap<String, usize>, usize)> {
     let mut vocab: Vec<String> = Vec::new();
-    for (s, q) in scenes.iter().zip(&qs) {
+    for (s, q) in scenes.iter().zip(qs) {
         if s.split == "train" {
             for a in q.iter().flat_map(|q| &q.answers) {
                 if !vocab.contains(a) {
@@ -196,14 +267,14 @@ pub fn write_world(world: &World, out: &Path, render: usize) -> Result<Summary> 
         .enumerate()
         .map(|(i, a)| (a.as_str(), i))
         .collect();
-    write_json(&add(out.join("vqa/ans2label.json")), &ans2label)?;
+    write_json(&files.add("vqa/ans2label.json"), &ans2label)?;
     let mut n_q = BTreeMap::new();
     let mut qid = 0usize;
     for sp in ["train", "val", "test"] {
         let mut oscar = Vec::new();
         let mut anns = Vec::new();
         let mut questions_json = Vec::new();
-        for (s, q) in scenes.iter().zip(&qs).filter(|(s, _)| s.split == sp) {
+        for (s, q) in scenes.iter().zip(qs).filter(|(s, _)| s.split == sp) {
             let tags: Vec<&str> = s.tags.iter().map(|t| t.class.as_str()).collect();
             for q in q {
                 qid += 1;
@@ -224,18 +295,27 @@ pub fn write_world(world: &World, out: &Path, render: usize) -> Result<Summary> 
             }
         }
         n_q.insert(sp.to_string(), oscar.len());
-        write_json(&add(out.join(format!("vqa/{sp}.json"))), &oscar)?;
+        write_json(&files.add(format!("vqa/{sp}.json")), &oscar)?;
         write_json(
-            &add(out.join(format!("vqa/{sp}_annotations.json"))),
+            &files.add(format!("vqa/{sp}_annotations.json")),
             &json!({"annotations": anns}),
         )?;
         write_json(
-            &add(out.join(format!("vqa/{sp}_questions.json"))),
+            &files.add(format!("vqa/{sp}_questions.json")),
             &json!({"questions": questions_json}),
         )?;
     }
+    Ok((n_q, vocab.len()))
+}
 
-    // NLVR2: statements about pairs from the same split, labels balanced by construction.
+/// NLVR2: statements about pairs from the same split, labels balanced by construction. Returns
+/// the pairs per split (NLVR2's names: train, dev, test).
+fn write_nlvr2(
+    files: &mut Files,
+    scenes: &[crate::Scene],
+    ncat: usize,
+    rng: &mut StdRng,
+) -> Result<BTreeMap<String, usize>> {
     let mut n_nlvr = BTreeMap::new();
     for (sp, name_) in [("train", "train"), ("val", "dev"), ("test", "test")] {
         let idx: Vec<usize> = (0..scenes.len())
@@ -259,90 +339,78 @@ pub fn write_world(world: &World, out: &Path, render: usize) -> Result<Summary> 
             for k in 0..idx.len() {
                 let (l, r) = (idx[k], idx[rng.random_range(0..idx.len())]);
                 if l != r {
-                    items.push(pair(k, l, r, &mut rng));
+                    items.push(pair(k, l, r, rng));
                 }
             }
             // A small split whose random partners all drew the image itself still gets a pair
             // (`oscar check` and the NLVR2 readers refuse an empty list).
             if items.is_empty() {
-                items.push(pair(0, idx[0], idx[1], &mut rng));
+                items.push(pair(0, idx[0], idx[1], rng));
             }
         }
         n_nlvr.insert(name_.to_string(), items.len());
-        write_json(&add(out.join(format!("nlvr2/{name_}.json"))), &items)?;
+        write_json(&files.add(format!("nlvr2/{name_}.json")), &items)?;
     }
+    Ok(n_nlvr)
+}
 
-    // Pre-training corpus (img_info \t label_info \t text_a) and its dataset yaml. img_info is
-    // `world_<key>`: the reference splits it on `_`, so image keys contain none.
+/// The pre-training corpus (`img_info \t label_info \t text_a`) and its dataset yaml. img_info is
+/// `world_<key>`: the reference splits it on `_`, so image keys contain none.
+fn write_pretraining_corpus(
+    files: &mut Files,
+    scenes: &[crate::Scene],
+    caps: &[Vec<String>],
+) -> Result<()> {
     let corpus: String = scenes
         .iter()
-        .zip(&caps)
+        .zip(caps)
         .filter(|(s, _)| s.split == "train")
         .flat_map(|(s, c)| {
             c.iter()
                 .map(move |c| format!("world_{}\tworld_caption\t{c}\n", s.id))
         })
         .collect();
-    write(&add(out.join("pretrain/corpus.tsv")), corpus.as_bytes())?;
+    write(&files.add("pretrain/corpus.tsv"), corpus.as_bytes())?;
     write(
-        &add(out.join("pretrain/dataset.yaml")),
+        &files.add("pretrain/dataset.yaml"),
         b"corpus: world\ncorpus_file: corpus.tsv\nimage_label_path:\n  world: ../labels\nimage_feature_path:\n  world: ../features\n",
-    )?;
+    )
+}
 
-    // WordPiece vocabulary trained on all the world's text.
-    let mut text: Vec<String> = caps.iter().flatten().cloned().collect();
-    text.extend(
-        qs.iter()
-            .flatten()
-            .map(|q| format!("{} {}", q.question, q.answers.join(" "))),
-    );
-    text.extend(world.category_names.iter().map(|(c, _)| c.clone()));
-    let vocab_words = train_wordpiece(&text)?;
-    write(
-        &add(out.join("vocab.txt")),
-        (vocab_words.join("\n") + "\n").as_bytes(),
-    )?;
-
-    // Ground truth for tests and demos (regions are in features.tsv).
+/// Ground truth for tests and demos (`scenes.json`; the regions are in features.tsv).
+fn write_truth(files: &mut Files, scenes: &[crate::Scene], caps: &[Vec<String>]) -> Result<()> {
     let truth: Vec<_> = scenes
         .iter()
-        .zip(&caps)
+        .zip(caps)
         .map(|(s, c)| json!({"id": s.id, "split": s.split, "objects": s.objects.iter().map(|o| json!({"category": name(o.category), "colour": crate::scene::COLOURS[o.colour], "size": crate::scene::SIZES[o.size], "rect": o.rect})).collect::<Vec<_>>(), "captions": c}))
         .collect();
-    write_json(&add(out.join("scenes.json")), &truth)?;
+    write_json(&files.add("scenes.json"), &truth)
+}
 
-    if render > 0 {
-        let shown: Vec<(&crate::Scene, &str)> = scenes
-            .iter()
-            .zip(&caps)
-            .take(render)
-            .map(|(s, c)| (s, c[0].as_str()))
-            .collect();
-        let img = contact_sheet(&shown, 4);
-        let p = add(out.join("images/contact_sheet.png"));
-        if let Some(d) = p.parent() {
-            std::fs::create_dir_all(d).map_err(|e| WorldError::Io {
-                path: d.to_path_buf(),
-                err: e,
-            })?;
-        }
-        img.save(&p)
-            .map_err(|e| WorldError::Invalid(format!("{}: {e}", p.display())))?;
+/// The first `render` scenes with their first captions, four to a row, in
+/// `images/contact_sheet.png`.
+fn write_contact_sheet(
+    files: &mut Files,
+    scenes: &[crate::Scene],
+    caps: &[Vec<String>],
+    render: usize,
+) -> Result<()> {
+    let shown: Vec<(&crate::Scene, &str)> = scenes
+        .iter()
+        .zip(caps)
+        .take(render)
+        .map(|(s, c)| (s, c[0].as_str()))
+        .collect();
+    let img = contact_sheet(&shown, 4);
+    let p = files.add("images/contact_sheet.png");
+    if let Some(d) = p.parent() {
+        std::fs::create_dir_all(d).map_err(|e| WorldError::Io {
+            path: d.to_path_buf(),
+            err: e,
+        })?;
     }
-
-    let summary = Summary {
-        images: n_images,
-        captions: caps.iter().map(Vec::len).sum(),
-        vqa_questions: n_q,
-        answers: vocab.len(),
-        nlvr2: n_nlvr,
-        vocab_size: vocab_words.len(),
-        region_dim: dim,
-        files: Vec::new(),
-    };
-    let meta = json!({"config": cfg, "categories": world.category_names.iter().map(|(c, s)| json!({"name": c, "supercategory": crate::scene::CATEGORIES[*s].0})).collect::<Vec<_>>(), "summary": summary});
-    write_json(&add(out.join("world.json")), &meta)?;
-    Ok(Summary { files, ..summary })
+    img.save(&p)
+        .map_err(|e| WorldError::Invalid(format!("{}: {e}", p.display())))
 }
 
 /// A WordPiece vocabulary learned from the world's text: the special tokens, every character
