@@ -47,118 +47,155 @@ pub fn check_dataset(dir: &Path, img_feature_dim: usize) -> Vec<FileReport> {
         .map(|v| v.len());
     let mut reports = Vec::new();
     for p in &all {
+        let Some(kind) = Kind::of(p) else { continue };
+        let (items, problems) = match kind.check(p, img_feature_dim, num_answers) {
+            Ok(n) => (n, vec![]),
+            Err(v) => (0, v),
+        };
+        reports.push(FileReport {
+            path: p.clone(),
+            kind: kind.label().into(),
+            items,
+            problems,
+        });
+    }
+    reports
+}
+
+/// The kinds of file `oscar check` knows, told apart by name and folder.
+#[derive(Clone, Copy)]
+enum Kind {
+    Features,
+    Detections,
+    TorchFeatures,
+    WordPieceVocab,
+    AnswerVocab,
+    WorldMeta,
+    WorldScenes,
+    Nlvr2,
+    /// The official VQA format; the key holding the list.
+    VqaOfficial(&'static str),
+    Captions,
+    Questions,
+    Corpus,
+    PretrainYaml,
+    TorchCaptions,
+    ImageKeys,
+}
+
+impl Kind {
+    /// The kind of `p`, or `None` for a file `oscar check` does not read. The first rule that
+    /// matches wins.
+    fn of(p: &Path) -> Option<Kind> {
         let name = p
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let mut rep = |kind: &str, r: std::result::Result<usize, Vec<String>>| {
-            let (items, problems) = match r {
-                Ok(n) => (n, vec![]),
-                Err(v) => (0, v),
-            };
-            reports.push(FileReport {
-                path: p.clone(),
-                kind: kind.into(),
-                items,
-                problems,
-            });
+        let n = name.as_str();
+        let in_folder = |f: &dyn Fn(&str) -> bool| {
+            p.components()
+                .any(|c| f(c.as_os_str().to_string_lossy().as_ref()))
         };
-        let one = |e: crate::Error| vec![e.to_string()];
-        if name.ends_with(".tsv")
-            && (name.starts_with("features")
-                || name.contains(".feature.")
-                || name.contains("img_frcnn_feats"))
-        {
-            rep("region features", check_features(p, img_feature_dim));
-        } else if name.ends_with(".tsv")
-            && (name.starts_with("predictions") || name.contains(".label."))
-        {
-            rep("detections / tags", check_detections(p));
-        } else if name.ends_with(".pt") && name.contains("feats") {
-            rep(
-                "region features (torch)",
-                FeatureStore::open_torch_dict(p, img_feature_dim)
-                    .map(|s| s.len())
-                    .map_err(one),
-            );
-        } else if name == "vocab.txt" {
-            rep(
-                "WordPiece vocabulary",
-                BertTokenizer::from_vocab(p)
-                    .map(|t| t.vocab_size())
-                    .map_err(one),
-            );
-        } else if name.contains("ans2label") || name.contains("label2ans") {
-            rep(
-                "answer vocabulary",
-                AnswerVocab::read(p).map(|v| v.len()).map_err(one),
-            );
-        } else if name == "world.json" {
-            rep("world description", check_world_meta(p, img_feature_dim));
-        } else if name == "scenes.json" {
-            rep(
-                "world scenes",
-                oscar_world::files::read_scenes(p)
-                    .map(|s| s.len())
-                    .map_err(|e| vec![e.to_string()]),
-            );
-        } else if name.ends_with(".json")
-            && p.components()
-                .any(|c| c.as_os_str().to_string_lossy().contains("nlvr"))
-        {
-            rep(
-                "NLVR2 statements",
-                read_nlvr2(p).map(|v| v.len()).map_err(one),
-            );
-        } else if name.ends_with(".json")
-            && (name.ends_with("annotations.json") || name.ends_with("questions.json"))
-        {
-            rep(
-                "VQA official format",
-                check_json_list(
-                    p,
-                    if name.ends_with("annotations.json") {
-                        "annotations"
-                    } else {
-                        "questions"
-                    },
-                ),
-            );
-        } else if name.ends_with(".json") && (name.contains("caption") || name.contains("captions"))
-        {
-            rep("captions", check_captions(p));
-        } else if name.ends_with(".json")
-            && p.components().any(|c| {
-                let s = c.as_os_str().to_string_lossy();
-                s.contains("vqa") || s.contains("gqa")
-            })
-        {
-            rep(
-                "VQA/GQA questions",
-                read_qa(p, num_answers).map(|v| v.len()).map_err(one),
-            );
-        } else if name == "corpus.tsv" || name.ends_with("corpus.tsv") {
-            rep("pre-training corpus", check_corpus(p));
-        } else if name.ends_with(".yaml") || name.ends_with(".yml") {
-            rep(
-                "pre-training dataset",
-                check_pretrain_yaml(p, img_feature_dim),
-            );
-        } else if name.ends_with(".pt") && name.contains("captions") {
-            rep(
-                "retrieval captions (torch)",
-                super::text::read_retrieval_captions(p)
-                    .map(|c| c.len())
-                    .map_err(one),
-            );
-        } else if name.contains("img_keys") {
-            rep(
-                "image keys",
-                super::text::read_keys(p).map(|k| k.len()).map_err(one),
-            );
+        let json = n.ends_with(".json");
+        Some(
+            if n.ends_with(".tsv")
+                && (n.starts_with("features")
+                    || n.contains(".feature.")
+                    || n.contains("img_frcnn_feats"))
+            {
+                Kind::Features
+            } else if n.ends_with(".tsv") && (n.starts_with("predictions") || n.contains(".label."))
+            {
+                Kind::Detections
+            } else if n.ends_with(".pt") && n.contains("feats") {
+                Kind::TorchFeatures
+            } else if n == "vocab.txt" {
+                Kind::WordPieceVocab
+            } else if n.contains("ans2label") || n.contains("label2ans") {
+                Kind::AnswerVocab
+            } else if n == "world.json" {
+                Kind::WorldMeta
+            } else if n == "scenes.json" {
+                Kind::WorldScenes
+            } else if json && in_folder(&|c| c.contains("nlvr")) {
+                Kind::Nlvr2
+            } else if json && n.ends_with("annotations.json") {
+                Kind::VqaOfficial("annotations")
+            } else if json && n.ends_with("questions.json") {
+                Kind::VqaOfficial("questions")
+            } else if json && (n.contains("caption") || n.contains("captions")) {
+                Kind::Captions
+            } else if json && in_folder(&|c| c.contains("vqa") || c.contains("gqa")) {
+                Kind::Questions
+            } else if n == "corpus.tsv" || n.ends_with("corpus.tsv") {
+                Kind::Corpus
+            } else if n.ends_with(".yaml") || n.ends_with(".yml") {
+                Kind::PretrainYaml
+            } else if n.ends_with(".pt") && n.contains("captions") {
+                Kind::TorchCaptions
+            } else if n.contains("img_keys") {
+                Kind::ImageKeys
+            } else {
+                return None;
+            },
+        )
+    }
+
+    /// What the report calls it.
+    fn label(self) -> &'static str {
+        match self {
+            Kind::Features => "region features",
+            Kind::Detections => "detections / tags",
+            Kind::TorchFeatures => "region features (torch)",
+            Kind::WordPieceVocab => "WordPiece vocabulary",
+            Kind::AnswerVocab => "answer vocabulary",
+            Kind::WorldMeta => "world description",
+            Kind::WorldScenes => "world scenes",
+            Kind::Nlvr2 => "NLVR2 statements",
+            Kind::VqaOfficial(_) => "VQA official format",
+            Kind::Captions => "captions",
+            Kind::Questions => "VQA/GQA questions",
+            Kind::Corpus => "pre-training corpus",
+            Kind::PretrainYaml => "pre-training dataset",
+            Kind::TorchCaptions => "retrieval captions (torch)",
+            Kind::ImageKeys => "image keys",
         }
     }
-    reports
+
+    /// Reads `p` as this kind: the number of items, or every problem found.
+    fn check(
+        self,
+        p: &Path,
+        dim: usize,
+        num_answers: Option<usize>,
+    ) -> std::result::Result<usize, Vec<String>> {
+        let one = |e: crate::Error| vec![e.to_string()];
+        match self {
+            Kind::Features => check_features(p, dim),
+            Kind::Detections => check_detections(p),
+            Kind::TorchFeatures => FeatureStore::open_torch_dict(p, dim)
+                .map(|s| s.len())
+                .map_err(one),
+            Kind::WordPieceVocab => BertTokenizer::from_vocab(p)
+                .map(|t| t.vocab_size())
+                .map_err(one),
+            Kind::AnswerVocab => AnswerVocab::read(p).map(|v| v.len()).map_err(one),
+            Kind::WorldMeta => check_world_meta(p, dim),
+            Kind::WorldScenes => oscar_world::files::read_scenes(p)
+                .map(|s| s.len())
+                .map_err(|e| vec![e.to_string()]),
+            Kind::Nlvr2 => read_nlvr2(p).map(|v| v.len()).map_err(one),
+            Kind::VqaOfficial(key) => check_json_list(p, key),
+            Kind::Captions => check_captions(p),
+            Kind::Questions => read_qa(p, num_answers).map(|v| v.len()).map_err(one),
+            Kind::Corpus => check_corpus(p),
+            Kind::PretrainYaml => check_pretrain_yaml(p, dim),
+            Kind::TorchCaptions => super::text::read_retrieval_captions(p)
+                .map(|c| c.len())
+                .map_err(one),
+            Kind::ImageKeys => super::text::read_keys(p).map(|k| k.len()).map_err(one),
+        }
+    }
 }
 
 /// `world.json` must parse and describe the region width the rest is checked against.
