@@ -258,37 +258,18 @@ fn fill_small_splits(scenes: &mut [Scene], config: &WorldConfig) -> crate::Resul
 
 /// Generates the world (deterministic in `config.seed`).
 pub fn generate(config: &WorldConfig) -> crate::Result<World> {
-    if config.images < 10 {
-        return Err(crate::WorldError::Invalid(format!(
-            "--images {} is too few: at least 10 are needed for the splits",
-            config.images
-        )));
-    }
-    if !(0.0..=1.0).contains(&config.answer_noise) {
-        return Err(crate::WorldError::Invalid(format!(
-            "--answer-noise {} is not a probability in [0, 1]",
-            config.answer_noise
-        )));
-    }
-    if config.feature_dim == 0 || config.max_objects == 0 {
-        return Err(crate::WorldError::Invalid(
-            "--feature-dim and the object count must be positive".into(),
-        ));
-    }
     let cats = categories();
-    for n in &config.novel_categories {
-        if !cats.iter().any(|(c, _)| c == n) {
-            return Err(crate::WorldError::Invalid(format!(
-                "novel category {n:?} is not one of the world's categories"
-            )));
-        }
-    }
+    validate(config, &cats)?;
     let mut rng = StdRng::seed_from_u64(config.seed);
-    let inp = cats.len() + COLOURS.len() + SIZES.len();
-    let fmap = FeatureMap::new(&mut rng, inp, config.feature_dim);
-    let noise = Normal::new(0.0f32, config.noise.max(1e-6))
-        .map_err(|e| crate::WorldError::Invalid(e.to_string()))?;
-    let clutter = Normal::new(0.2f32, 0.8).expect("valid σ");
+    let inputs = cats.len() + COLOURS.len() + SIZES.len();
+    let draw = SceneDraw {
+        config,
+        cats: &cats,
+        fmap: FeatureMap::new(&mut rng, inputs, config.feature_dim),
+        noise: Normal::new(0.0f32, config.noise.max(1e-6))
+            .map_err(|e| crate::WorldError::Invalid(e.to_string()))?,
+        clutter: Normal::new(0.2f32, 0.8).expect("valid σ"),
+    };
     let novel: Vec<usize> = config
         .novel_categories
         .iter()
@@ -297,76 +278,10 @@ pub fn generate(config: &WorldConfig) -> crate::Result<World> {
     let dim = config.feature_dim + 6;
     let mut scenes = Vec::with_capacity(config.images);
     for i in 0..config.images {
-        let n_obj = rng.random_range(1..=config.max_objects);
-        let mut objects: Vec<Object> = Vec::with_capacity(n_obj);
-        for k in 0..n_obj {
-            // 30 % of multi-object scenes repeat a category, so counts appear.
-            let category = if k > 0 && rng.random_bool(0.3) {
-                objects[0].category
-            } else {
-                rng.random_range(0..cats.len())
-            };
-            let size = rng.random_range(0..SIZES.len());
-            objects.push(Object {
-                category,
-                colour: rng.random_range(0..COLOURS.len()),
-                size,
-                rect: random_rect(&mut rng, size),
-            });
-        }
-        let mut regions: Vec<Vec<f32>> = objects
-            .iter()
-            .map(|o| {
-                let mut x = vec![0f32; inp];
-                x[o.category] = 1.0;
-                x[cats.len() + o.colour] = 1.0;
-                x[cats.len() + COLOURS.len() + o.size] = 1.0;
-                let mut f = fmap.apply(&x, &noise, &mut rng);
-                f.extend_from_slice(&box_dims(o.rect));
-                f
-            })
-            .collect();
-        for _ in 0..rng.random_range(0..=config.max_clutter) {
-            let mut f: Vec<f32> = (0..config.feature_dim)
-                .map(|_| clutter.sample(&mut rng).max(0.0))
-                .collect();
-            let size = rng.random_range(0..2);
-            f.extend_from_slice(&box_dims(random_rect(&mut rng, size)));
-            regions.push(f);
-        }
-        regions.shuffle(&mut rng);
-        regions.truncate(50);
-        let mut tags = Vec::new();
-        for o in &objects {
-            let r: f64 = rng.random();
-            if r < config.tag_miss {
-            } else if r < config.tag_miss + config.tag_confuse {
-                let sup = cats[o.category].1;
-                let same: Vec<usize> = (0..cats.len())
-                    .filter(|&c| cats[c].1 == sup && c != o.category)
-                    .collect();
-                let c = *same.choose(&mut rng).unwrap_or(&o.category);
-                tags.push(Tag {
-                    class: cats[c].0.clone(),
-                    conf: rng.random_range(0.3..0.8),
-                    rect: o.rect,
-                });
-            } else {
-                tags.push(Tag {
-                    class: cats[o.category].0.clone(),
-                    conf: rng.random_range(0.5..1.0),
-                    rect: o.rect,
-                });
-            }
-            if rng.random_bool(config.tag_spurious) {
-                let c = rng.random_range(0..cats.len());
-                tags.push(Tag {
-                    class: cats[c].0.clone(),
-                    conf: rng.random_range(0.2..0.6),
-                    rect: random_rect(&mut rng, 0),
-                });
-            }
-        }
+        // The draws, in this order, are what a seed fixes.
+        let objects = draw.objects(&mut rng);
+        let regions = draw.regions(&mut rng, &objects);
+        let tags = draw.tags(&mut rng, &objects);
         let is_novel = objects.iter().any(|o| novel.contains(&o.category));
         let u = (i as f64 + 0.5) / config.images as f64;
         let split = if is_novel {
@@ -398,4 +313,134 @@ pub fn generate(config: &WorldConfig) -> crate::Result<World> {
         scenes,
         category_names: cats,
     })
+}
+
+/// The configuration's values a world can be drawn from, or what is wrong with them.
+fn validate(config: &WorldConfig, cats: &[(String, usize)]) -> crate::Result<()> {
+    if config.images < 10 {
+        return Err(crate::WorldError::Invalid(format!(
+            "--images {} is too few: at least 10 are needed for the splits",
+            config.images
+        )));
+    }
+    if !(0.0..=1.0).contains(&config.answer_noise) {
+        return Err(crate::WorldError::Invalid(format!(
+            "--answer-noise {} is not a probability in [0, 1]",
+            config.answer_noise
+        )));
+    }
+    if config.feature_dim == 0 || config.max_objects == 0 {
+        return Err(crate::WorldError::Invalid(
+            "--feature-dim and the object count must be positive".into(),
+        ));
+    }
+    for n in &config.novel_categories {
+        if !cats.iter().any(|(c, _)| c == n) {
+            return Err(crate::WorldError::Invalid(format!(
+                "novel category {n:?} is not one of the world's categories"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// What every scene is drawn with: the categories, the map from an object's attributes to its
+/// region feature, and the noise of features and clutter.
+struct SceneDraw<'a> {
+    config: &'a WorldConfig,
+    cats: &'a [(String, usize)],
+    fmap: FeatureMap,
+    noise: Normal<f32>,
+    clutter: Normal<f32>,
+}
+
+impl SceneDraw<'_> {
+    /// 1 to `max_objects` objects; 30 % of the objects after the first repeat its category, so
+    /// counts appear.
+    fn objects(&self, rng: &mut StdRng) -> Vec<Object> {
+        let n_obj = rng.random_range(1..=self.config.max_objects);
+        let mut objects: Vec<Object> = Vec::with_capacity(n_obj);
+        for k in 0..n_obj {
+            let category = if k > 0 && rng.random_bool(0.3) {
+                objects[0].category
+            } else {
+                rng.random_range(0..self.cats.len())
+            };
+            let size = rng.random_range(0..SIZES.len());
+            objects.push(Object {
+                category,
+                colour: rng.random_range(0..COLOURS.len()),
+                size,
+                rect: random_rect(rng, size),
+            });
+        }
+        objects
+    }
+
+    /// One region per object (its attributes through the feature map, plus its box), up to
+    /// `max_clutter` clutter regions, shuffled, at most 50.
+    fn regions(&self, rng: &mut StdRng, objects: &[Object]) -> Vec<Vec<f32>> {
+        let ncat = self.cats.len();
+        let mut regions: Vec<Vec<f32>> = objects
+            .iter()
+            .map(|o| {
+                let mut x = vec![0f32; ncat + COLOURS.len() + SIZES.len()];
+                x[o.category] = 1.0;
+                x[ncat + o.colour] = 1.0;
+                x[ncat + COLOURS.len() + o.size] = 1.0;
+                let mut f = self.fmap.apply(&x, &self.noise, rng);
+                f.extend_from_slice(&box_dims(o.rect));
+                f
+            })
+            .collect();
+        for _ in 0..rng.random_range(0..=self.config.max_clutter) {
+            let mut f: Vec<f32> = (0..self.config.feature_dim)
+                .map(|_| self.clutter.sample(rng).max(0.0))
+                .collect();
+            let size = rng.random_range(0..2);
+            f.extend_from_slice(&box_dims(random_rect(rng, size)));
+            regions.push(f);
+        }
+        regions.shuffle(rng);
+        regions.truncate(50);
+        regions
+    }
+
+    /// The detector's tags: each object missed, confused with a category of its supercategory,
+    /// or found, at the configured rates, and sometimes a spurious tag beside it.
+    fn tags(&self, rng: &mut StdRng, objects: &[Object]) -> Vec<Tag> {
+        let (cats, config) = (self.cats, self.config);
+        let mut tags = Vec::new();
+        for o in objects {
+            let r: f64 = rng.random();
+            if r < config.tag_miss {
+            } else if r < config.tag_miss + config.tag_confuse {
+                let sup = cats[o.category].1;
+                let same: Vec<usize> = (0..cats.len())
+                    .filter(|&c| cats[c].1 == sup && c != o.category)
+                    .collect();
+                let c = *same.choose(rng).unwrap_or(&o.category);
+                tags.push(Tag {
+                    class: cats[c].0.clone(),
+                    conf: rng.random_range(0.3..0.8),
+                    rect: o.rect,
+                });
+            } else {
+                tags.push(Tag {
+                    class: cats[o.category].0.clone(),
+                    conf: rng.random_range(0.5..1.0),
+                    rect: o.rect,
+                });
+            }
+            if rng.random_bool(config.tag_spurious) {
+                let c = rng.random_range(0..cats.len());
+                tags.push(Tag {
+                    class: cats[c].0.clone(),
+                    conf: rng.random_range(0.2..0.6),
+                    rect: random_rect(rng, 0),
+                });
+            }
+        }
+        tags
+    }
 }
