@@ -63,15 +63,7 @@ pub fn sgemm(a: View, b: View, c: &mut [f32], accumulate: bool) {
 
 /// `c = a·b + bias`, then GELU if asked ([`Epilogue`]); threaded as [`sgemm`].
 pub fn sgemm_epilogue(a: View, b: View, c: &mut [f32], epilogue: Epilogue) {
-    if let Some(bias) = epilogue.bias {
-        assert_eq!(
-            bias.len(),
-            b.cols,
-            "sgemm: bias of {} for {} columns",
-            bias.len(),
-            b.cols
-        );
-    }
+    epilogue.check(b.cols);
     product(a, b, c, false, true, epilogue)
 }
 
@@ -79,14 +71,9 @@ pub fn sgemm_epilogue(a: View, b: View, c: &mut [f32], epilogue: Epilogue) {
 /// so there the buffer is not zeroed first (a pass over the output fewer).
 pub fn sgemm_epilogue_new(a: View, b: View, epilogue: Epilogue) -> Vec<f32> {
     let (m, k, n) = (a.rows, a.cols, b.cols);
+    epilogue.check(n);
     #[cfg(target_arch = "x86_64")]
-    if k > 0
-        && b.rows == k
-        && !cfg!(feature = "openblas")
-        && avx512::worth_it(m, k, n)
-        && avx512::available()
-        && epilogue.bias.is_none_or(|b| b.len() == n)
-    {
+    if b.rows == k && avx512_runs(m, k, n, true) {
         let mut c = Vec::<f32>::with_capacity(m * n);
         // SAFETY: the capacity holds m·n values; without accumulating, the kernel writes each
         // of them, so all are initialized when the length is set.
@@ -97,12 +84,36 @@ pub fn sgemm_epilogue_new(a: View, b: View, epilogue: Epilogue) -> Vec<f32> {
         return c;
     }
     let mut c = super::par::zeroed(m * n);
-    sgemm_epilogue(a, b, &mut c, epilogue);
+    product(a, b, &mut c, false, true, epilogue);
     c
 }
 
+impl Epilogue<'_> {
+    /// Panics unless the bias, if any, has one value per column.
+    fn check(&self, n: usize) {
+        if let Some(bias) = self.bias {
+            assert_eq!(
+                bias.len(),
+                n,
+                "sgemm: bias of {} for {n} columns",
+                bias.len()
+            );
+        }
+    }
+}
+
+/// Whether a product runs the AVX-512 kernel: on CPUs that have it, for products large enough,
+/// unless OpenBLAS is built in (the user's choice for the threaded products).
+#[cfg(target_arch = "x86_64")]
+fn avx512_runs(m: usize, k: usize, n: usize, threaded: bool) -> bool {
+    k > 0
+        && (!threaded || !cfg!(feature = "openblas"))
+        && avx512::worth_it(m, k, n)
+        && avx512::available()
+}
+
 /// [`sgemm`] on the calling thread only (for callers that spread many small products over the
-/// cores themselves); always the `gemm` crate, whose single-threaded kernel needs no setup.
+/// cores themselves).
 pub fn sgemm_serial(a: View, b: View, c: &mut [f32], accumulate: bool) {
     product(a, b, c, accumulate, false, Epilogue::default())
 }
@@ -118,13 +129,8 @@ fn product(a: View, b: View, c: &mut [f32], accumulate: bool, threaded: bool, ep
     if m == 0 || n == 0 {
         return;
     }
-    // OpenBLAS, when built in, is the user's choice for the threaded products.
     #[cfg(target_arch = "x86_64")]
-    if k > 0
-        && (!threaded || !cfg!(feature = "openblas"))
-        && avx512::worth_it(m, k, n)
-        && avx512::available()
-    {
+    if avx512_runs(m, k, n, threaded) {
         return avx512::sgemm(a, b, c, accumulate, threaded, ep);
     }
     let accumulate = match ep.bias {

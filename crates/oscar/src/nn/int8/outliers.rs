@@ -83,6 +83,13 @@ pub fn gemm_decomposed(
             crate::nn::vmath::gelu_in_place(yr);
         }
     };
+    if y.len() < PARALLEL_MIN_ELEMS {
+        // A decoding step's few rows: not worth waking the pool.
+        for (xr, yr) in x.chunks_exact(k).zip(y.chunks_exact_mut(n)) {
+            add_outliers(xr, yr);
+        }
+        return;
+    }
     let out = Out(y.as_mut_ptr());
     candle_core::utils::barrier_pool().execute_chunked(m, |range| {
         // SAFETY: each thread gets its own rows of `y` (m·n values).
