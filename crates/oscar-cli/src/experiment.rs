@@ -540,16 +540,9 @@ mod tests {
         );
     }
 
-    #[test]
-    fn claims_and_differences_count_the_seeds_that_agree() {
-        let d = tempfile::tempdir().unwrap();
-        let a = AblationArgs {
-            seeds: vec![1, 2, 3],
-            quick: true,
-            budget: DemoBudget::Demo,
-            out: d.path().to_path_buf(),
-        };
-        let per = [
+    /// Three seeds' results: the claims hold on different subsets of them.
+    fn three_seeds() -> [DemoResults; 3] {
+        [
             results(
                 true,
                 [
@@ -580,7 +573,19 @@ mod tests {
                 0.5,
                 45.0,
             ),
-        ];
+        ]
+    }
+
+    #[test]
+    fn claims_and_differences_count_the_seeds_that_agree() {
+        let d = tempfile::tempdir().unwrap();
+        let a = AblationArgs {
+            seeds: vec![1, 2, 3],
+            quick: true,
+            budget: DemoBudget::Demo,
+            out: d.path().to_path_buf(),
+        };
+        let per = three_seeds();
         for (seed, r) in [1u64, 2, 3].iter().zip(&per) {
             let dir = d.path().join(format!("seed-{seed}"));
             std::fs::create_dir_all(&dir).unwrap();

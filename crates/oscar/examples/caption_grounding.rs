@@ -50,95 +50,8 @@ fn main() -> Res<()> {
         Some(&p.join("labels/predictions.tsv")),
         dim,
     )?;
-    // Captions that copy the first tag.
-    let imgs: Vec<String> = set.images.clone();
-    let real = std::env::args()
-        .nth(5)
-        .is_some_and(|a| a.starts_with("real") || a == "colour");
-    if std::env::args().nth(5).is_some_and(|a| a == "colour") {
-        // Single-object scenes captioned "a picture with {colour}": the colour is only in the
-        // region features (tags carry none), so this isolates reading the regions.
-        let scenes = oscar_world::files::read_scenes(&p.join("scenes.json"))?;
-        set.captions.clear();
-        for s in &scenes {
-            if s.objects.len() == 1 && set.regions.contains_key(&s.id) {
-                set.captions.insert(
-                    s.id.clone(),
-                    vec![format!("a picture with {}", s.objects[0].colour)],
-                );
-            }
-        }
-        set.images.retain(|i| set.captions.contains_key(i));
-        eprintln!("{} single-object images", set.images.len());
-    }
-    if std::env::args()
-        .nth(5)
-        .is_some_and(|a| a.starts_with("realsingle"))
-    {
-        let keep: Vec<String> = set
-            .images
-            .iter()
-            .filter(|i| set.tags(i).split_whitespace().count() == 1)
-            .cloned()
-            .collect();
-        set.captions.retain(|k, _| keep.contains(k));
-        set.images = keep;
-        eprintln!("{} single-tag images", set.images.len());
-    }
-    if std::env::args()
-        .nth(5)
-        .is_some_and(|a| a.ends_with("canon"))
-    {
-        // Every synonym (and its plural) replaced by the category's detector name.
-        let mut canon = std::collections::HashMap::new();
-        for (_, cats) in oscar_world::scene::CATEGORIES {
-            for syns in cats.iter() {
-                for s in syns.iter() {
-                    canon.insert(s.to_string(), syns[0].to_string());
-                    canon.insert(
-                        oscar_world::language::plural(s),
-                        oscar_world::language::plural(syns[0]),
-                    );
-                }
-            }
-        }
-        for v in set.captions.values_mut() {
-            for c in v.iter_mut() {
-                *c = c
-                    .split(' ')
-                    .map(|w| canon.get(w).cloned().unwrap_or_else(|| w.to_string()))
-                    .collect::<Vec<_>>()
-                    .join(" ");
-            }
-        }
-    }
-    if std::env::args().nth(5).is_some_and(|a| a == "real1") {
-        for v in set.captions.values_mut() {
-            v.truncate(1);
-        }
-    }
-    for i in imgs.iter().filter(|_| !real) {
-        let t = set.tags(i);
-        let first = t.split_whitespace().next().unwrap_or("nothing").to_string();
-        let adj = std::env::args().nth(5).is_some_and(|a| a == "adj");
-        let colours = ["red", "blue", "green", "black", "white"];
-        let bytes = i.as_bytes();
-        let c = colours[bytes.last().map_or(0, |b| *b as usize) % 5];
-        let var = std::env::args().nth(5).is_some_and(|a| a == "adjvar");
-        let size = if bytes.len() >= 2 && bytes[bytes.len() - 2] % 2 == 0 {
-            "small "
-        } else {
-            ""
-        };
-        let cap = if var {
-            format!("a picture with a {size}{c} {first}")
-        } else if adj {
-            format!("a picture with a {c} {first}")
-        } else {
-            format!("a picture of a {first}")
-        };
-        set.captions.insert(i.clone(), vec![cap]);
-    }
+    let mode = std::env::args().nth(5).unwrap_or_default();
+    set_captions(&mut set, p, &mode)?;
     let steps: u64 = arg(2, 300)?;
     let lr: f64 = arg(3, 1e-3)?;
     let mp: f64 = arg(4, 0.15)?;
@@ -153,23 +66,7 @@ fn main() -> Res<()> {
         mask_prob: mp,
         ..CaptionConfig::default()
     };
-    let mut fresh = oscar::OscarConfig::small(tok.vocab_size(), dim);
-    if let Some(h) = env("H")? {
-        fresh.hidden_size = h;
-        fresh.intermediate_size = 4 * h;
-    }
-    if let Some(l) = env("L")? {
-        fresh.num_hidden_layers = l;
-    }
-    if let Some(a) = env("A")? {
-        fresh.num_attention_heads = a;
-    }
-    if let Some(t) = env::<u8>("TIE")? {
-        fresh.tie_weights = t == 1;
-    }
-    if let Some(r) = env("INIT_RANGE")? {
-        fresh.initializer_range = r;
-    }
+    let fresh = model_config(tok.vocab_size(), dim)?;
     let mut accs = vec![];
     let cap = train(
         &set,
@@ -200,4 +97,115 @@ fn main() -> Res<()> {
         );
     }
     Ok(())
+}
+
+/// The captions MODE trains on: the world's own ("real…"), or "a picture of a {first tag}"
+/// (with a colour and size for "adj"/"adjvar"); "colour" keeps single-object scenes captioned
+/// with their colour, "realsingle" single-tag images, "…canon" maps synonyms to detector names,
+/// "real1" keeps one caption per image.
+fn set_captions(set: &mut CaptionSet, p: &std::path::Path, mode: &str) -> Res<()> {
+    let imgs: Vec<String> = set.images.clone();
+    let real = mode.starts_with("real") || mode == "colour";
+    if mode == "colour" {
+        // Single-object scenes captioned "a picture with {colour}": the colour is only in the
+        // region features (tags carry none), so this isolates reading the regions.
+        let scenes = oscar_world::files::read_scenes(&p.join("scenes.json"))?;
+        set.captions.clear();
+        for s in &scenes {
+            if s.objects.len() == 1 && set.regions.contains_key(&s.id) {
+                set.captions.insert(
+                    s.id.clone(),
+                    vec![format!("a picture with {}", s.objects[0].colour)],
+                );
+            }
+        }
+        set.images.retain(|i| set.captions.contains_key(i));
+        eprintln!("{} single-object images", set.images.len());
+    }
+    if mode.starts_with("realsingle") {
+        let keep: Vec<String> = set
+            .images
+            .iter()
+            .filter(|i| set.tags(i).split_whitespace().count() == 1)
+            .cloned()
+            .collect();
+        set.captions.retain(|k, _| keep.contains(k));
+        set.images = keep;
+        eprintln!("{} single-tag images", set.images.len());
+    }
+    if mode.ends_with("canon") {
+        // Every synonym (and its plural) replaced by the category's detector name.
+        let mut canon = std::collections::HashMap::new();
+        for (_, cats) in oscar_world::scene::CATEGORIES {
+            for syns in cats.iter() {
+                for s in syns.iter() {
+                    canon.insert(s.to_string(), syns[0].to_string());
+                    canon.insert(
+                        oscar_world::language::plural(s),
+                        oscar_world::language::plural(syns[0]),
+                    );
+                }
+            }
+        }
+        for v in set.captions.values_mut() {
+            for c in v.iter_mut() {
+                *c = c
+                    .split(' ')
+                    .map(|w| canon.get(w).cloned().unwrap_or_else(|| w.to_string()))
+                    .collect::<Vec<_>>()
+                    .join(" ");
+            }
+        }
+    }
+    if mode == "real1" {
+        for v in set.captions.values_mut() {
+            v.truncate(1);
+        }
+    }
+    // Captions that copy the first tag.
+    for i in imgs.iter().filter(|_| !real) {
+        let t = set.tags(i);
+        let first = t.split_whitespace().next().unwrap_or("nothing").to_string();
+        let adj = mode == "adj";
+        let colours = ["red", "blue", "green", "black", "white"];
+        let bytes = i.as_bytes();
+        let c = colours[bytes.last().map_or(0, |b| *b as usize) % 5];
+        let var = mode == "adjvar";
+        let size = if bytes.len() >= 2 && bytes[bytes.len() - 2] % 2 == 0 {
+            "small "
+        } else {
+            ""
+        };
+        let cap = if var {
+            format!("a picture with a {size}{c} {first}")
+        } else if adj {
+            format!("a picture with a {c} {first}")
+        } else {
+            format!("a picture of a {first}")
+        };
+        set.captions.insert(i.clone(), vec![cap]);
+    }
+    Ok(())
+}
+
+/// The small model, with the sizes the environment overrides (H, L, A, TIE, INIT_RANGE).
+fn model_config(vocab: usize, dim: usize) -> Res<oscar::OscarConfig> {
+    let mut fresh = oscar::OscarConfig::small(vocab, dim);
+    if let Some(h) = env("H")? {
+        fresh.hidden_size = h;
+        fresh.intermediate_size = 4 * h;
+    }
+    if let Some(l) = env("L")? {
+        fresh.num_hidden_layers = l;
+    }
+    if let Some(a) = env("A")? {
+        fresh.num_attention_heads = a;
+    }
+    if let Some(t) = env::<u8>("TIE")? {
+        fresh.tie_weights = t == 1;
+    }
+    if let Some(r) = env("INIT_RANGE")? {
+        fresh.initializer_range = r;
+    }
+    Ok(fresh)
 }
