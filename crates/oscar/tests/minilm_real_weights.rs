@@ -195,7 +195,15 @@ fn minilm_int8_embeddings_stay_close_to_f32() {
     eprintln!(
         "MiniLM int8 vs f32, mean-pooled cosine over {b} sentences: min {min:.5}, mean {mean:.5}"
     );
-    // Measured 0.99840 (0.99325 without the outlier decomposition).
-    assert!(min >= 0.998, "cosine {min} below 0.998: {cos:?}");
+    // Measured (2026-12-04): 8-bit activations (the VNNI tile) 0.99897, mean 0.99934; 7-bit
+    // activations (AVX2 or `OSCAR_INT8_ACTIVATION_BITS=7`) 0.99840, mean 0.99891; 0.99325
+    // without the outlier decomposition.
+    let levels = oscar::nn::int8::kernel::activation_levels();
+    let floor = if levels == 255 { 0.9988 } else { 0.998 };
+    eprintln!(
+        "activations 0..{levels} ({})",
+        oscar::nn::int8::kernel::kernel_name()
+    );
+    assert!(min >= floor, "cosine {min} below {floor}: {cos:?}");
     assert!(min < 1.0 - 1e-7, "int8 identical to f32: not quantized?");
 }

@@ -1,14 +1,18 @@
 //! The int8 matrix product behind [`super::Int8Linear`]: `y[m×n] = x[m×k]·Wᵀ + b` with `W`
 //! quantized per output channel (symmetric, int8) and `x` quantized per row on the fly
-//! (asymmetric, 7 bits), products summed exactly in int32 and scaled back to f32.
+//! (asymmetric, 8 bits where the CPU has AVX-512 VNNI, else 7), products summed exactly in int32
+//! and scaled back to f32.
 //!
-//! Why 7-bit activations: AVX2 has no int8 dot product with int32 accumulation; its fastest path is
-//! `vpmaddubsw` (u8 × i8, adjacent pairs summed into a *saturating* i16) then `vpmaddwd` by ones.
-//! With 8-bit activations a pair can reach 2·255·127 and saturate, silently. fbgemm (PyTorch's
-//! `quantize_dynamic`) avoids it by giving the weights 7 bits (`reduce_range`); ONNX Runtime's
-//! AVX2 path accepts the risk. Here the activations get 7 bits (0‥127, 2·127·127 < 2¹⁵), so every
-//! sum is exact and the weights keep 8. Measured on this project's Zen 3: this sequence does
-//! 73 GMAC/s per core against 47 for f32 FMA.
+//! Why 7-bit activations without VNNI: AVX2 has no int8 dot product with int32 accumulation; its
+//! fastest path is `vpmaddubsw` (u8 × i8, adjacent pairs summed into a *saturating* i16) then
+//! `vpmaddwd` by ones. With 8-bit activations a pair can reach 2·255·127 and saturate, silently.
+//! fbgemm (PyTorch's `quantize_dynamic`) avoids it by giving the weights 7 bits (`reduce_range`,
+//! which it drops on VNNI CPUs); ONNX Runtime's AVX2 path accepts the risk. There the activations
+//! get 7 bits (0‥127, 2·127·127 < 2¹⁵), so every sum is exact and the weights keep 8. Measured on
+//! this project's Zen 3: this sequence does 73 GMAC/s per core against 47 for f32 FMA. VNNI's
+//! `vpdpbusd` adds the products straight into int32, so there the activations take all 8 bits
+//! (0‥255) at the same speed: on all-MiniLM-L6-v2 that takes a third of the error away (worst
+//! pooled cosine to f32 0.99840 → 0.99897; docs/int8.md). [`activation_levels`] says which.
 //!
 //! Layout: `k` is padded to a multiple of 4 and `n` to a multiple of [`NR`]; the weights are
 //! packed in panels of 16 output channels, 4 consecutive inputs of one channel per 32-bit lane,
@@ -132,7 +136,7 @@ impl PackedWeight {
     }
 }
 
-/// One row's quantization: `x ≈ (q - zero) · scale`, `q` in 0‥127.
+/// One row's quantization: `x ≈ (q - zero) · scale`, `q` in 0‥[`activation_levels`].
 #[derive(Debug, Clone, Copy)]
 struct RowQuant {
     scale: f32,
@@ -142,7 +146,7 @@ struct RowQuant {
 /// Quantizes `x` (one row, `k` values) into `q` (`k4` bytes, the padding left 0). The range
 /// always includes 0, so zero padding and ReLU zeros are exact. A row holding NaN or ±∞ gets a
 /// NaN scale: its outputs are NaN, as the f32 product's would be.
-fn quantize_row(x: &[f32], q: &mut [u8]) -> RowQuant {
+fn quantize_row(x: &[f32], q: &mut [u8], levels: i32) -> RowQuant {
     let (lo, hi) = min_max(x);
     if !(lo.is_finite() && hi.is_finite()) {
         q.fill(0);
@@ -151,7 +155,7 @@ fn quantize_row(x: &[f32], q: &mut [u8]) -> RowQuant {
             zero: 0,
         };
     }
-    let scale = (hi - lo) / 127.0;
+    let scale = (hi - lo) / levels as f32;
     if scale == 0.0 {
         q.fill(0);
         return RowQuant {
@@ -160,8 +164,8 @@ fn quantize_row(x: &[f32], q: &mut [u8]) -> RowQuant {
         };
     }
     let inv = 1.0 / scale;
-    let zero = ((-lo * inv).round_ties_even() as i32).clamp(0, 127);
-    quantize_values(x, inv, zero, &mut q[..x.len()]);
+    let zero = ((-lo * inv).round_ties_even() as i32).clamp(0, levels);
+    quantize_values(x, inv, zero, levels, &mut q[..x.len()]);
     q[x.len()..].fill(0);
     RowQuant { scale, zero }
 }
@@ -172,29 +176,31 @@ fn min_max(x: &[f32]) -> (f32, f32) {
         // SAFETY: AVX2 was detected at run time.
         return unsafe { avx2::min_max(x) };
     }
-    // NaN must not be skipped (f32::min would): it decides the row's fate.
-    x.iter().fold((0f32, 0f32), |(lo, hi), &v| {
+    // NaN must not be skipped (f32::min would, even after it was seen): it decides the row's fate.
+    let (mut lo, mut hi) = (0f32, 0f32);
+    for &v in x {
         if v.is_nan() {
-            (f32::NAN, f32::NAN)
-        } else {
-            (lo.min(v), hi.max(v))
+            return (f32::NAN, f32::NAN);
         }
-    })
+        lo = lo.min(v);
+        hi = hi.max(v);
+    }
+    (lo, hi)
 }
 
-/// `q = clamp(round(x · inv) + zero, 0, 127)`, rounding ties to even (as `vcvtps2dq` does).
-fn quantize_values(x: &[f32], inv: f32, zero: i32, q: &mut [u8]) {
+/// `q = clamp(round(x · inv) + zero, 0, levels)`, rounding ties to even (as `vcvtps2dq` does).
+fn quantize_values(x: &[f32], inv: f32, zero: i32, levels: i32, q: &mut [u8]) {
     #[cfg(target_arch = "x86_64")]
     if avx2() {
         // SAFETY: AVX2 was detected at run time.
-        return unsafe { avx2::quantize_values(x, inv, zero, q) };
+        return unsafe { avx2::quantize_values(x, inv, zero, levels, q) };
     }
-    quantize_values_scalar(x, inv, zero, q)
+    quantize_values_scalar(x, inv, zero, levels, q)
 }
 
-fn quantize_values_scalar(x: &[f32], inv: f32, zero: i32, q: &mut [u8]) {
+fn quantize_values_scalar(x: &[f32], inv: f32, zero: i32, levels: i32, q: &mut [u8]) {
     for (o, &v) in q.iter_mut().zip(x) {
-        *o = ((v * inv).round_ties_even() as i32 + zero).clamp(0, 127) as u8;
+        *o = ((v * inv).round_ties_even() as i32 + zero).clamp(0, levels) as u8;
     }
 }
 
@@ -209,8 +215,9 @@ enum Isa {
 }
 
 /// Which kernels run, checked once: `OSCAR_INT8_SCALAR=1` forces the portable path and
-/// `OSCAR_NO_AVX512=1` stops at AVX2 (for tests and comparisons). Every path computes the
-/// same int32 sums, so the choice changes speed, never results.
+/// `OSCAR_NO_AVX512=1` stops at AVX2 (for tests and comparisons). For one
+/// [`activation_levels`], every path computes the same int32 sums, so the choice changes speed,
+/// never results; 8-bit activations without VNNI take the portable tile (AVX2's would saturate).
 fn isa() -> Isa {
     use std::sync::OnceLock;
     static ISA: OnceLock<Isa> = OnceLock::new();
@@ -220,14 +227,53 @@ fn isa() -> Isa {
         }
         #[cfg(target_arch = "x86_64")]
         {
-            if std::env::var_os("OSCAR_NO_AVX512").is_none() && avx512_vnni_detected() {
+            if vnni_allowed() {
                 return Isa::Avx512Vnni;
             }
-            if is_x86_feature_detected!("avx2") {
+            if is_x86_feature_detected!("avx2") && activation_levels() == 127 {
                 return Isa::Avx2;
             }
         }
         Isa::Portable
+    })
+}
+
+/// Whether the VNNI tile may run: the CPU has it and `OSCAR_NO_AVX512` is not set.
+fn vnni_allowed() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::env::var_os("OSCAR_NO_AVX512").is_none() && avx512_vnni_detected()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// The activations' range, `0‥levels`: 255 (8 bits) where the VNNI tile may run, 127 (7 bits)
+/// elsewhere (module doc); `OSCAR_INT8_ACTIVATION_BITS=7` or `8` chooses, so a model's int8
+/// outputs on one CPU can be reproduced on another (8 bits without VNNI run the portable tile,
+/// slowly). Checked once; it does not depend on `OSCAR_INT8_SCALAR`, so the portable tile
+/// reproduces the fast one's results on the same CPU.
+pub fn activation_levels() -> i32 {
+    use std::sync::OnceLock;
+    static LEVELS: OnceLock<i32> = OnceLock::new();
+    *LEVELS.get_or_init(|| {
+        let auto = if vnni_allowed() { 255 } else { 127 };
+        match std::env::var("OSCAR_INT8_ACTIVATION_BITS") {
+            Err(_) => auto,
+            Ok(v) => match v.trim() {
+                "8" => 255,
+                "7" => 127,
+                _ => {
+                    eprintln!(
+                        "warning: OSCAR_INT8_ACTIVATION_BITS={v:?} is neither 7 nor 8; using {}",
+                        if auto == 255 { 8 } else { 7 }
+                    );
+                    auto
+                }
+            },
+        }
     })
 }
 
@@ -260,9 +306,13 @@ fn panel_group() -> usize {
 /// Which kernel [`gemm`] uses on this machine.
 pub fn kernel_name() -> &'static str {
     match isa() {
-        Isa::Avx512Vnni => "avx512-vnni (vpdpbusd)",
-        Isa::Avx2 => "avx2 (vpmaddubsw)",
-        Isa::Portable => "portable",
+        Isa::Avx512Vnni if activation_levels() == 255 => {
+            "avx512-vnni (vpdpbusd), 8-bit activations"
+        }
+        Isa::Avx512Vnni => "avx512-vnni (vpdpbusd), 7-bit activations",
+        Isa::Avx2 => "avx2 (vpmaddubsw), 7-bit activations",
+        Isa::Portable if activation_levels() == 255 => "portable, 8-bit activations",
+        Isa::Portable => "portable, 7-bit activations",
     }
 }
 
@@ -334,6 +384,7 @@ fn rows_block(
     let mut qa = vec![0u8; MC.min(rows.len()).div_ceil(MR) * MR * k4];
     let mut rq = Vec::with_capacity(MC);
     let mut tile = [0i32; GROUP_MAX * MR * NR];
+    let levels = activation_levels();
     let mut start = rows.start;
     while start < rows.end {
         let end = (start + MC).min(rows.end);
@@ -344,6 +395,7 @@ fn rows_block(
             rq.push(quantize_row(
                 &x[row * k..(row + 1) * k],
                 &mut qa[r * k4..(r + 1) * k4],
+                levels,
             ));
         }
         // Rows past the end of a partial tile multiply zeros; their sums are never written.
@@ -426,7 +478,7 @@ fn rows_block(
 }
 
 /// Scales one row's int32 sums back: `(Σ q_a·q_w − zero·Σ q_w) · scale_a · scale_w + bias`.
-/// The subtraction is exact in int32 (|each| ≤ 127·127·k). A whole panel's 16 channels take the
+/// The subtraction is exact in int32 (|each| ≤ 255·127·k). A whole panel's 16 channels take the
 /// AVX2 version: the same operations in the same order, so the same bits.
 fn epilogue(
     sums: &[i32],
@@ -511,7 +563,7 @@ pub fn reference(x: &[f32], m: usize, w: &PackedWeight, bias: Option<&[f32]>) ->
     let mut y = vec![0f32; m * n];
     let mut qa = vec![0u8; w.k4];
     for i in 0..m {
-        let rq = quantize_row_scalar(&x[i * k..(i + 1) * k], &mut qa);
+        let rq = quantize_row_scalar(&x[i * k..(i + 1) * k], &mut qa, activation_levels());
         let sums: Vec<i32> = (0..n)
             .map(|j| (0..k).map(|kk| qa[kk] as i32 * q[j * k + kk] as i32).sum())
             .collect();
@@ -521,7 +573,7 @@ pub fn reference(x: &[f32], m: usize, w: &PackedWeight, bias: Option<&[f32]>) ->
 }
 
 /// [`quantize_row`] without SIMD.
-fn quantize_row_scalar(x: &[f32], q: &mut [u8]) -> RowQuant {
+fn quantize_row_scalar(x: &[f32], q: &mut [u8], levels: i32) -> RowQuant {
     let (mut lo, mut hi) = (0f32, 0f32);
     for &v in x {
         if v.is_nan() {
@@ -539,7 +591,7 @@ fn quantize_row_scalar(x: &[f32], q: &mut [u8]) -> RowQuant {
             zero: 0,
         };
     }
-    let scale = (hi - lo) / 127.0;
+    let scale = (hi - lo) / levels as f32;
     if scale == 0.0 {
         return RowQuant {
             scale: 0.0,
@@ -547,8 +599,8 @@ fn quantize_row_scalar(x: &[f32], q: &mut [u8]) -> RowQuant {
         };
     }
     let inv = 1.0 / scale;
-    let zero = ((-lo * inv).round_ties_even() as i32).clamp(0, 127);
-    quantize_values_scalar(x, inv, zero, &mut q[..x.len()]);
+    let zero = ((-lo * inv).round_ties_even() as i32).clamp(0, levels);
+    quantize_values_scalar(x, inv, zero, levels, &mut q[..x.len()]);
     RowQuant { scale, zero }
 }
 
@@ -640,10 +692,10 @@ mod avx2 {
 
     /// [`super::quantize_values_scalar`], 8 values at a time.
     #[target_feature(enable = "avx2")]
-    pub unsafe fn quantize_values(x: &[f32], inv: f32, zero: i32, q: &mut [u8]) {
+    pub unsafe fn quantize_values(x: &[f32], inv: f32, zero: i32, levels: i32, q: &mut [u8]) {
         let vinv = _mm256_set1_ps(inv);
         let vzero = _mm256_set1_epi32(zero);
-        let (lo, hi) = (_mm256_setzero_si256(), _mm256_set1_epi32(127));
+        let (lo, hi) = (_mm256_setzero_si256(), _mm256_set1_epi32(levels));
         let n8 = x.len() / 8 * 8;
         let mut lanes = [0i32; 8];
         for i in (0..n8).step_by(8) {
@@ -654,7 +706,7 @@ mod avx2 {
                 *o = l as u8;
             }
         }
-        super::quantize_values_scalar(&x[n8..], inv, zero, &mut q[n8..]);
+        super::quantize_values_scalar(&x[n8..], inv, zero, levels, &mut q[n8..]);
     }
 }
 
@@ -735,15 +787,58 @@ mod tests {
     use super::*;
     use rand::{Rng, SeedableRng};
 
+    /// A row quantized to 0‥levels (7 and 8 bits) dequantizes to within one step, (max − min) /
+    /// levels with the range stretched to hold 0, of every value (half a step but at a clamped
+    /// end), and the SIMD quantizer gives the scalar one's bytes.
+    #[test]
+    fn rows_dequantize_within_one_step_for_both_ranges() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        for levels in [127, 255] {
+            for k in [1usize, 7, 8, 33, 768] {
+                let x: Vec<f32> = (0..k).map(|_| rng.random_range(-3.0..5.0f32)).collect();
+                let mut q = vec![0u8; k.div_ceil(4) * 4];
+                let rq = quantize_row(&x, &mut q, levels);
+                let mut q2 = vec![0u8; q.len()];
+                let rq2 = quantize_row_scalar(&x, &mut q2, levels);
+                assert_eq!(q, q2, "{levels} levels, k = {k}");
+                assert_eq!(
+                    (rq.scale.to_bits(), rq.zero),
+                    (rq2.scale.to_bits(), rq2.zero)
+                );
+                let lo = x.iter().fold(0f32, |m, &v| m.min(v));
+                let hi = x.iter().fold(0f32, |m, &v| m.max(v));
+                let step = (hi - lo) / levels as f32;
+                assert_eq!(rq.scale, step);
+                let mut total = 0f32;
+                for (v, &b) in x.iter().zip(&q) {
+                    assert!(b as i32 <= levels);
+                    let err = ((b as i32 - rq.zero) as f32 * rq.scale - v).abs();
+                    assert!(err <= step * 1.001, "{v} off by {err}, step {step}");
+                    total += err;
+                }
+                assert!(total / k as f32 <= 0.5 * step, "{levels} levels, k = {k}");
+            }
+        }
+    }
+
     /// Every tile this CPU can run — the dispatched one, AVX2's and AVX-512 VNNI's — gives the
-    /// portable tile's sums, for 1 to 4 panels at once (a kernel the CPU lacks is reported
-    /// skipped).
+    /// portable tile's sums, for 1 to 4 panels at once, with 7-bit activations and (but AVX2's)
+    /// the full 8 bits (a kernel the CPU lacks is reported skipped).
     #[test]
     fn every_tile_agrees_with_the_portable_tile() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(9);
-        for k4 in [4, 8, 20, 768] {
+        for (k4, levels) in [
+            (4, 127),
+            (8, 255),
+            (20, 127),
+            (20, 255),
+            (768, 127),
+            (768, 255),
+        ] {
             for count in 1..=GROUP_MAX {
-                let qa: Vec<u8> = (0..MR * k4).map(|_| rng.random_range(0..128u8)).collect();
+                let qa: Vec<u8> = (0..MR * k4)
+                    .map(|_| rng.random_range(0..=levels as u8))
+                    .collect();
                 let panels: Vec<i8> = (0..count * k4 * NR)
                     .map(|_| rng.random_range(-127..=127i8))
                     .collect();
@@ -754,12 +849,15 @@ mod tests {
                 {
                     tile_sums_portable(&qa, k4, panel, sums);
                 }
-                let mut got = vec![0i32; count * MR * NR];
-                tile_sums(&qa, k4, &panels, &mut got);
-                assert_eq!(got, want, "k4 = {k4}, {count} panels ({})", kernel_name());
+                if levels <= activation_levels() {
+                    let mut got = vec![0i32; count * MR * NR];
+                    tile_sums(&qa, k4, &panels, &mut got);
+                    assert_eq!(got, want, "k4 = {k4}, {count} panels ({})", kernel_name());
+                }
                 #[cfg(target_arch = "x86_64")]
                 {
-                    if is_x86_feature_detected!("avx2") {
+                    // AVX2's tile is for 7-bit activations only (its i16 pairs saturate past).
+                    if is_x86_feature_detected!("avx2") && levels == 127 {
                         let mut got = vec![0i32; count * MR * NR];
                         for (panel, sums) in panels
                             .chunks_exact(k4 * NR)

@@ -224,7 +224,7 @@ mod tests {
         }
     }
 
-    /// Quantization error stays within what 7-bit activations and 8-bit weights allow: each
+    /// Quantization error stays within what 7- or 8-bit activations and 8-bit weights allow: each
     /// output is within a few quantization steps of the f32 product.
     #[test]
     fn int8_product_is_close_to_the_f32_product() {
