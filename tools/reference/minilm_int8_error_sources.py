@@ -31,10 +31,26 @@ def quant_rows(x, levels):
     return (q - zero) * scale
 
 
-def quant_weight(w, levels, mse=False, group=None):
+def quant_weight_pow2(w, levels, group, max_shift=3):
+    """Per output channel `scale = max|w| / levels`, and per `group` consecutive inputs of a
+    channel a finer step `scale / 2^e` (e ≤ `max_shift`, the largest that keeps the group within
+    -levels..levels): an integer shift of the group's int32 sum in a kernel, not an f32 rescale."""
+    n, k = w.shape
+    amax = w.abs().max(dim=1, keepdim=True).values
+    scale = torch.where(amax == 0, torch.ones_like(amax), amax / levels).unsqueeze(2)
+    wg = w.reshape(n, k // group, group)
+    gmax = wg.abs().max(dim=2, keepdim=True).values.clamp(min=1e-30)
+    e = torch.floor(torch.log2(amax.unsqueeze(2) / gmax)).clamp(0, max_shift)
+    step = scale * torch.pow(2.0, -e)
+    return (torch.round(wg / step).clamp(-levels, levels) * step).reshape(n, k)
+
+
+def quant_weight(w, levels, mse=False, group=None, pow2_group=None):
     """Per output channel, symmetric; with `mse`, the scale max|w|·r/levels of least squared
     rounding error for r in 0.50..1.00 (the data-free "MSE" weight calibration); with `group`, a
     scale per `group` consecutive inputs of a channel instead."""
+    if pow2_group:
+        return quant_weight_pow2(w, levels, pow2_group)
     if group:
         n, k = w.shape
         return quant_weight(w.reshape(n * k // group, group), levels, mse).reshape(n, k)
@@ -66,7 +82,7 @@ def main():
     originals = {n: mod.weight.data.clone() for n, mod in linears.items()}
 
     def run(act_levels=127, w_levels=127, threshold=6.0, only=None, exact_acts=False, wide=(),
-            w_only=None, mse=False, group=None):
+            w_only=None, mse=False, group=None, pow2_group=None):
         """Embeddings with the scheme applied to the layers whose name contains `only` (all: None);
         layers whose name contains one of `wide` get 8-bit activations; with `w_only`, only the
         weights of layers whose name contains one of those are quantized."""
@@ -75,7 +91,7 @@ def main():
             chosen = only is None or any(o in n for o in only)
             levels = 255 if any(o in n for o in wide) else act_levels
             quant_w = chosen and w_levels and (w_only is None or any(o in n for o in w_only))
-            mod.weight.data = quant_weight(originals[n], w_levels, mse, group) if quant_w else originals[n]
+            mod.weight.data = quant_weight(originals[n], w_levels, mse, group, pow2_group) if quant_w else originals[n]
             if chosen and not exact_acts:
                 def pre(module, args, act_levels=levels, threshold=threshold):
                     (a,) = args
@@ -119,6 +135,7 @@ def main():
         ("7-bit activations, MSE weight scales", dict(mse=True)),
         ("8-bit activations, a weight scale per 128 inputs", dict(act_levels=255, group=128)),
         ("8-bit activations, a weight scale per 32 inputs", dict(act_levels=255, group=32)),
+        ("8-bit activations, a power-of-two step per 32 inputs (shift <= 3)", dict(act_levels=255, pow2_group=32)),
     ]
     for name, kw in rows:
         lo, mean = run(**kw)
