@@ -105,7 +105,7 @@ test('the web page captions, answers, ranks and searches', { timeout: 6 * ACTION
   }
 });
 
-test('a photo chosen on the page is captioned and answered', { timeout: 4 * ACTION_MS,
+test('a photo chosen on the page is captioned, answered and ranked', { timeout: 4 * ACTION_MS,
   skip: PHOTO ? false : 'no OSCAR_PHOTO' }, async (t) => {
   const browser = await launch(t);
   if (!browser) return;
@@ -143,12 +143,26 @@ test('a photo chosen on the page is captioned and answered', { timeout: 4 * ACTI
     await page.click('#photo-ask-btn');
     await page.waitForFunction(() => document.querySelectorAll('#photo-answers .bar').length > 0);
     assert.ok(await page.isHidden('#error'), `ask showed an error: ${await page.textContent('#error')}`);
+
+    // Captioning filled the rank box with the photo's captions; one more line, then rank them all.
+    const filled = (await page.inputValue('#photo-texts')).split('\n').filter((t) => t.trim());
+    assert.ok(filled.length > 0, 'captioning fills the rank box');
+    const lines = [...filled, 'a dog on the grass'];
+    await page.fill('#photo-texts', lines.join('\n'));
+    await page.click('#photo-rank-btn');
+    await page.waitForFunction((n) => document.querySelectorAll('#photo-ranked li').length === n, lines.length);
+    assert.ok(await page.isHidden('#error'), `rank showed an error: ${await page.textContent('#error')}`);
+    const ranked = await page.$$eval('#photo-ranked li', (li) => li.map((x) => ({
+      text: x.firstChild.textContent, score: Number(x.querySelector('.score').textContent) })));
+    assert.deepEqual(ranked.map((r) => r.text).sort(), lines.map((t) => t.trim()).sort(), 'every line ranked once');
+    for (let i = 1; i < ranked.length; i++) assert.ok(ranked[i - 1].score >= ranked[i].score, 'best first');
+    assert.ok(ranked.every((r) => r.score >= 0 && r.score <= 1), 'scores are probabilities');
     assert.match(await page.textContent('#photo-lat'), /\d+ ms/);
     const captions = await page.$$eval('#photo-captions li', (li) => li.map((x) => x.textContent));
     const answers = await page.$$eval('#photo-answers .bar', (b) => b.map((x) => x.textContent));
     await page.screenshot({ path: SHOT, fullPage: true });
     shot = true;
-    console.log(`photo: ${JSON.stringify({ captionMs, objects: objects.length, captions, answers, screenshot: SHOT })}`);
+    console.log(`photo: ${JSON.stringify({ captionMs, objects: objects.length, captions, answers, ranked, screenshot: SHOT })}`);
     assert.deepEqual(problems, [], 'console errors or failed requests');
   } finally {
     if (page && !shot) await page.screenshot({ path: SHOT, fullPage: true }).catch(() => {});

@@ -289,9 +289,10 @@ async fn a_photo_in_a_form_answers_what_its_json_answers() {
 }
 
 /// The web page's photo panel in a real browser (tools/web_test.sh with OSCAR_PHOTO; skipped,
-/// with the reason, where chromium cannot be had): choose a file, caption it, ask about it.
+/// with the reason, where chromium cannot be had): choose a file, caption it, ask about it, rank
+/// its captions and one more against it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_page_captions_and_answers_a_chosen_photo() {
+async fn the_page_captions_answers_and_ranks_a_chosen_photo() {
     let st = std::sync::Arc::new(oscar_serve::AppState::load(&photo_config()).unwrap());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
