@@ -203,29 +203,37 @@ def test_bad_inputs_raise_the_right_exception(world):
         oscar_rs.eval.vqa_accuracy([], [], rules="2019")
 
 
-def test_two_threads_scoring_at_once_take_less_time_than_one_after_the_other(world):
+def test_scoring_lets_other_python_threads_run(world):
+    """`score` releases the GIL: a Python thread that ticks in a loop keeps ticking while a call
+    runs. Were the GIL held, the ticker would stall for the whole call; released, its longest
+    stall is a scheduler slice. A ratio of stall to call length, not a speed-up: on 2 busy cores
+    two calls at once need not finish sooner, yet the other thread must still run."""
     m = oscar_rs.load(str(world["models"]["retrieval"]))
     s = store(world)
-    images = [s[i] for i in world["ids"]] * 256
+    images = [s[i] for i in world["ids"]] * 1024
     texts = ["a dog next to a red bus"] * len(images)
     m.score(images[:8], texts[:8])  # warm up
+    ticks = []
+    stop = threading.Event()
 
-    def work():
-        m.score(images, texts)
+    def ticker():
+        while not stop.is_set():
+            ticks.append(time.perf_counter())
 
+    t = threading.Thread(target=ticker)
+    t.start()
+    time.sleep(0.05)
     t0 = time.perf_counter()
-    work()
-    work()
-    sequential = time.perf_counter() - t0
-    threads = [threading.Thread(target=work) for _ in range(2)]
-    t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    parallel = time.perf_counter() - t0
-    print(f"two scoring calls: {sequential:.3f} s one after the other, {parallel:.3f} s in two threads")
-    assert parallel < 0.85 * sequential
+    m.score(images, texts)
+    t1 = time.perf_counter()
+    stop.set()
+    t.join()
+    inside = [t0] + [x for x in ticks if t0 < x < t1] + [t1]
+    stall = max(b - a for a, b in zip(inside, inside[1:]))
+    call = t1 - t0
+    print(f"scoring call {call:.3f} s; the other thread ticked {len(inside) - 2} times, longest stall {stall:.3f} s")
+    assert call > 0.1, "the call is too short for the check to mean anything"
+    assert stall < 0.5 * call
 
 
 DETECTOR = REPO / "crates" / "oscar-detect" / "tests" / "fixtures" / "detector"
