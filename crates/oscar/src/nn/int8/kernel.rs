@@ -14,6 +14,10 @@
 //! (0‥255) at the same speed: on all-MiniLM-L6-v2 that takes a third of the error away (worst
 //! pooled cosine to f32 0.99840 → 0.99897; docs/int8.md). [`activation_levels`] says which.
 //!
+//! Group steps: where activations take 8 bits, each group of [`WEIGHT_GROUP`] inputs of a channel
+//! may take the channel's step halved up to 3 times ([`PackedWeight::quantize_with`]); the tiles
+//! shift each group's int32 sum left instead of rescaling it, so the sums stay exact integers.
+//!
 //! Layout: `k` is padded to a multiple of 4 and `n` to a multiple of [`NR`]; the weights are
 //! packed in panels of 16 output channels, 4 consecutive inputs of one channel per 32-bit lane,
 //! so one 256-bit load feeds 8 channels. The AVX2 tile is checked against [`reference`], a plain
@@ -31,6 +35,58 @@ const MC: usize = 64;
 /// Below this many multiply-adds a product runs on the calling thread.
 const PARALLEL_MIN_MACS: usize = 1 << 18;
 
+/// Inputs per weight group: within a channel, each group of this many consecutive inputs may take
+/// a finer step than the channel's (see [`PackedWeight::quantize_with`]).
+pub const WEIGHT_GROUP: usize = 32;
+/// The finest group step is the channel's step halved this many times.
+const MAX_EXPONENT: u32 = 3;
+
+/// The largest group exponent a product over `k` inputs allows: each group's int32 sum is shifted
+/// left by up to this much, and the total must stay within int32 for 8-bit activations
+/// (`255 · 127 · k4 · 2^e < 2^31`; 3 up to k ≈ 8,000).
+pub fn max_exponent(k: usize) -> u8 {
+    let k4 = k.div_ceil(4) * 4;
+    (0..=MAX_EXPONENT)
+        .rev()
+        .find(|&e| ((255 * 127 * k4) as u64) << e < 1u64 << 31)
+        .unwrap_or(0) as u8
+}
+
+/// `2^-e`, exactly.
+fn pow2_neg(e: u32) -> f32 {
+    f32::from_bits((127 - e) << 23)
+}
+
+/// A stored weight `q` back in f32: `q · scale · 2^-e` (the channel's scale, the group's
+/// exponent), what [`PackedWeight::quantize_with`] maps back to the same integers.
+pub fn dequantize_weight(q: i8, scale: f32, exponent: u8) -> f32 {
+    q as f32 * scale * pow2_neg(exponent as u32)
+}
+
+/// Whether [`PackedWeight::quantize`] gives each group of [`WEIGHT_GROUP`] inputs its own
+/// power-of-two step: by default where activations take 8 bits (with 7 the activations' error
+/// dominates and groups gained nothing on all-MiniLM-L6-v2; docs/int8.md);
+/// `OSCAR_INT8_WEIGHT_GROUPS=0` or `1` chooses.
+pub fn weight_groups() -> bool {
+    use std::sync::OnceLock;
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| match std::env::var("OSCAR_INT8_WEIGHT_GROUPS") {
+        Err(_) => activation_levels() == 255,
+        Ok(v) => match v.trim() {
+            "1" => true,
+            "0" => false,
+            _ => {
+                let auto = activation_levels() == 255;
+                eprintln!(
+                    "warning: OSCAR_INT8_WEIGHT_GROUPS={v:?} is neither 0 nor 1; using {}",
+                    auto as u8
+                );
+                auto
+            }
+        },
+    })
+}
+
 /// A weight matrix `[n, k]` quantized per output channel and packed for the kernel.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PackedWeight {
@@ -40,45 +96,98 @@ pub struct PackedWeight {
     k4: usize,
     /// `ceil(n / NR)` panels, each `k4 / 4` groups of `NR × 4` bytes.
     panels: Vec<i8>,
-    /// Per output channel: the weight equals `q · scale`. `n` of them.
+    /// Per output channel: the channel's step; input `kk`'s weight is `q · scale · 2^-e` with `e`
+    /// its group's exponent (0 without groups). `n` of them.
     pub scales: Vec<f32>,
-    /// Per output channel: `Σ_k q`, for the activations' zero point.
+    /// The largest exponent of this matrix's groups, `E` (0: no groups; the kernels skip shifts).
+    shift_base: u32,
+    /// With groups: per panel, per group, per channel of the panel, `E − e`: the left shift of
+    /// that group's int32 sum, so that every sum counts in steps of `scale · 2^-E`.
+    shifts: Vec<u8>,
+    /// Per output channel `scale · 2^-E`: what the epilogue multiplies the int32 total by.
+    step_scales: Vec<f32>,
+    /// Per output channel: `Σ_k q · 2^(E − e)`, for the activations' zero point.
     colsums: Vec<i32>,
 }
 
 impl PackedWeight {
+    /// [`Self::quantize_with`], with groups where [`weight_groups`] says.
+    pub fn quantize(w: &[f32], n: usize, k: usize) -> Self {
+        Self::quantize_with(w, n, k, weight_groups())
+    }
+
     /// Quantizes `w` (`[n, k]` row-major) per output channel: `scale = max|w| / 127`,
     /// `q = round(w / scale)` (ties to even), so the largest weight of each channel is exact.
-    pub fn quantize(w: &[f32], n: usize, k: usize) -> Self {
+    ///
+    /// With `groups`, each group of [`WEIGHT_GROUP`] inputs of a channel whose weights are all
+    /// small takes the step `scale · 2^-e`, `e` the largest (up to [`max_exponent`]) with
+    /// `max|w_group| · 2^e ≤ max|w|`: its integers use the whole int8 range, yet the kernel
+    /// stays integer (a group's sum is shifted, not rescaled in f32). A per-group f32 scale
+    /// would be finer still but convert every group's sum to f32. On all-MiniLM-L6-v2 this takes
+    /// the weights' share of the error down by about a third (docs/int8.md).
+    pub fn quantize_with(w: &[f32], n: usize, k: usize, groups: bool) -> Self {
         assert_eq!(
             w.len(),
             n * k,
             "int8: weight of {} values for {n}×{k}",
             w.len()
         );
+        let e_max = if groups { max_exponent(k) as u32 } else { 0 };
+        let ngroups = k.div_ceil(WEIGHT_GROUP);
         let mut q = vec![0i8; n * k];
         let mut scales = vec![0f32; n];
+        let mut exps = vec![0u8; n * ngroups];
         for j in 0..n {
             let row = &w[j * k..(j + 1) * k];
             let max = row.iter().fold(0f32, |m, v| m.max(v.abs()));
             let scale = max / 127.0;
             scales[j] = scale;
             if scale > 0.0 {
-                for (o, v) in q[j * k..(j + 1) * k].iter_mut().zip(row) {
-                    *o = (v / scale).round_ties_even().clamp(-127.0, 127.0) as i8;
+                for (g, chunk) in row.chunks(WEIGHT_GROUP).enumerate() {
+                    let gmax = chunk.iter().fold(0f32, |m, v| m.max(v.abs()));
+                    let e = (0..=e_max)
+                        .rev()
+                        .find(|&e| gmax / pow2_neg(e) <= max)
+                        .unwrap_or(0);
+                    exps[j * ngroups + g] = e as u8;
+                    let up = 1.0 / pow2_neg(e);
+                    let out = &mut q[j * k + g * WEIGHT_GROUP..][..chunk.len()];
+                    for (o, v) in out.iter_mut().zip(chunk) {
+                        *o = (v * up / scale).round_ties_even().clamp(-127.0, 127.0) as i8;
+                    }
                 }
             }
         }
-        Self::from_quantized(&q, &scales, n, k)
+        let exps = (e_max > 0).then_some(&exps[..]);
+        Self::from_quantized(&q, &scales, exps, n, k)
     }
 
-    /// Packs weights already quantized (`q[n, k]`, one `scale` per channel), e.g. read back from
-    /// a file written by [`Self::quantized`].
-    pub fn from_quantized(q: &[i8], scales: &[f32], n: usize, k: usize) -> Self {
+    /// Packs weights already quantized (`q[n, k]`, one `scale` per channel and, with groups,
+    /// one exponent per channel and group, `[n, ceil(k / WEIGHT_GROUP)]`), e.g. read back from
+    /// a file written with [`Self::quantized`] and [`Self::exponents`]. Exponents above
+    /// [`max_exponent`]`(k)` are an error of the caller (asserted).
+    pub fn from_quantized(
+        q: &[i8],
+        scales: &[f32],
+        exponents: Option<&[u8]>,
+        n: usize,
+        k: usize,
+    ) -> Self {
+        let ngroups = k.div_ceil(WEIGHT_GROUP);
         assert!(
-            q.len() == n * k && scales.len() == n,
+            q.len() == n * k
+                && scales.len() == n
+                && exponents.is_none_or(|e| e.len() == n * ngroups),
             "int8: {n}×{k} weights"
         );
+        // All exponents 0 is the plain per-channel scheme: no shifts to run.
+        let shift_base = exponents.map_or(0, |e| e.iter().copied().max().unwrap_or(0) as u32);
+        assert!(
+            shift_base <= max_exponent(k) as u32,
+            "int8: group exponent {shift_base} exceeds {} for k = {k}",
+            max_exponent(k)
+        );
+        let exp = |j: usize, kk: usize| exponents.map_or(0, |e| e[j * ngroups + kk / WEIGHT_GROUP]);
         let k4 = k.div_ceil(4) * 4;
         let np = n.div_ceil(NR);
         let mut panels = vec![0i8; np * k4 * NR];
@@ -89,15 +198,37 @@ impl PackedWeight {
                 panel[(kk / 4) * NR * 4 + c * 4 + kk % 4] = v;
             }
         }
+        let shift = |j: usize, kk: usize| shift_base - exp(j, kk) as u32;
+        let shifts = if shift_base == 0 {
+            Vec::new()
+        } else {
+            // Groups of the padded k4: the padding's weights are 0, whatever their shift.
+            let pg = k4.div_ceil(WEIGHT_GROUP);
+            let mut shifts = vec![0u8; np * pg * NR];
+            for j in 0..n {
+                for g in 0..ngroups {
+                    shifts[((j / NR) * pg + g) * NR + j % NR] = shift(j, g * WEIGHT_GROUP) as u8;
+                }
+            }
+            shifts
+        };
         let colsums = (0..n)
-            .map(|j| q[j * k..(j + 1) * k].iter().map(|&v| v as i32).sum())
+            .map(|j| {
+                (0..k).fold(0i32, |s, kk| {
+                    s.wrapping_add((q[j * k + kk] as i32) << shift(j, kk))
+                })
+            })
             .collect();
+        let step_scales = scales.iter().map(|&s| s * pow2_neg(shift_base)).collect();
         PackedWeight {
             n,
             k,
             k4,
             panels,
             scales: scales.to_vec(),
+            shift_base,
+            shifts,
+            step_scales,
             colsums,
         }
     }
@@ -113,10 +244,35 @@ impl PackedWeight {
         q
     }
 
-    /// Input feature `kk` of every output channel, dequantized (`q · scale`, `n` values).
+    /// The groups' exponents `[n, ceil(k / WEIGHT_GROUP)]`, or `None` where every one is 0
+    /// (the plain per-channel scheme).
+    pub fn exponents(&self) -> Option<Vec<u8>> {
+        (self.shift_base > 0).then(|| {
+            let ngroups = self.k.div_ceil(WEIGHT_GROUP);
+            (0..self.n * ngroups)
+                .map(|i| self.exponent(i / ngroups, (i % ngroups) * WEIGHT_GROUP))
+                .collect()
+        })
+    }
+
+    /// The exponent of input `kk`'s group in channel `j`.
+    fn exponent(&self, j: usize, kk: usize) -> u8 {
+        (self.shift_base - self.shift(j, kk)) as u8
+    }
+
+    /// The left shift of input `kk`'s group sum in channel `j` (`E − e`).
+    fn shift(&self, j: usize, kk: usize) -> u32 {
+        if self.shift_base == 0 {
+            return 0;
+        }
+        let pg = self.k4.div_ceil(WEIGHT_GROUP);
+        self.shifts[((j / NR) * pg + kk / WEIGHT_GROUP) * NR + j % NR] as u32
+    }
+
+    /// Input feature `kk` of every output channel, dequantized (`n` values).
     pub fn dequantized_column(&self, kk: usize) -> Vec<f32> {
         (0..self.n)
-            .map(|j| self.at(j, kk) as f32 * self.scales[j])
+            .map(|j| dequantize_weight(self.at(j, kk), self.scales[j], self.exponent(j, kk)))
             .collect()
     }
 
@@ -125,14 +281,20 @@ impl PackedWeight {
         self.panels[p * self.k4 * NR + (kk / 4) * NR * 4 + c * 4 + kk % 4]
     }
 
-    /// Bytes held (packed weights, scales and column sums).
+    /// Bytes held (packed weights, shifts, scales and column sums).
     pub fn bytes(&self) -> usize {
-        self.panels.len() + 8 * self.scales.len()
+        self.panels.len() + self.shifts.len() + 12 * self.scales.len()
     }
 
     /// Consecutive panels, one after the other (`k4 · NR` bytes each).
     fn panels(&self, ps: std::ops::Range<usize>) -> &[i8] {
         &self.panels[ps.start * self.k4 * NR..ps.end * self.k4 * NR]
+    }
+
+    /// Those panels' shifts (`ceil(k4 / WEIGHT_GROUP) · NR` bytes each), `None` without groups.
+    fn panel_shifts(&self, ps: std::ops::Range<usize>) -> Option<&[u8]> {
+        let per = self.k4.div_ceil(WEIGHT_GROUP) * NR;
+        (self.shift_base > 0).then(|| &self.shifts[ps.start * per..ps.end * per])
     }
 }
 
@@ -295,11 +457,15 @@ fn avx2() -> bool {
 /// AVX-512's 32 registers, enough independent chains to keep both multiply pipes busy.
 const GROUP_MAX: usize = 4;
 
-fn panel_group() -> usize {
-    if isa() == Isa::Avx512Vnni {
-        GROUP_MAX
-    } else {
-        1
+/// With group shifts each panel needs a second set of sums: 3 panels × [`MR`] rows × 2 sets
+/// take 24 registers.
+const GROUP_SHIFTED: usize = 3;
+
+fn panel_group(shifted: bool) -> usize {
+    match (isa(), shifted) {
+        (Isa::Avx512Vnni, false) => GROUP_MAX,
+        (Isa::Avx512Vnni, true) => GROUP_SHIFTED,
+        _ => 1,
     }
 }
 
@@ -328,13 +494,32 @@ pub fn gemm(x: &[f32], m: usize, w: &PackedWeight, bias: Option<&[f32]>, y: &mut
 ///
 /// [`vmath::gelu_slice`]: crate::nn::vmath::gelu_slice
 pub fn gemm_epilogue(x: &[f32], m: usize, w: &PackedWeight, ep: Epilogue, y: &mut [f32]) {
+    assert_eq!(y.len(), m * w.n, "int8 gemm: {m}×{} into {}", w.n, y.len());
+    // SAFETY: `y` holds the m·n values written.
+    unsafe { gemm_into(x, m, w, ep, Out(y.as_mut_ptr())) }
+}
+
+/// [`gemm_epilogue`] into a fresh buffer: the kernel writes each of its `m·n` values once, so
+/// it is not zeroed first (a pass over the whole output, 47 MB for 3,840 rows × 3,072).
+pub fn gemm_epilogue_fresh(x: &[f32], m: usize, w: &PackedWeight, ep: Epilogue) -> Vec<f32> {
+    let mut y = Vec::<f32>::with_capacity(m * w.n);
+    // SAFETY: the capacity holds m·n values, and `gemm_into` writes every one of them (every
+    // row of every tile, every channel of every panel up to `n`), so all are initialized when
+    // the length is set.
+    unsafe {
+        gemm_into(x, m, w, ep, Out(y.as_mut_ptr()));
+        y.set_len(m * w.n);
+    }
+    y
+}
+
+/// # Safety
+/// `y` must be valid for writing `m · w.n` values that nothing else uses meanwhile; each is
+/// written exactly once (never read before).
+unsafe fn gemm_into(x: &[f32], m: usize, w: &PackedWeight, ep: Epilogue, y: Out) {
     let (n, k) = (w.n, w.k);
     let bias = ep.bias;
-    assert!(
-        x.len() == m * k && y.len() == m * n,
-        "int8 gemm: {m}×{k} into {}",
-        y.len()
-    );
+    assert_eq!(x.len(), m * k, "int8 gemm: {} inputs for {m}×{k}", x.len());
     if let Some(b) = bias {
         assert_eq!(
             b.len(),
@@ -348,7 +533,7 @@ pub fn gemm_epilogue(x: &[f32], m: usize, w: &PackedWeight, ep: Epilogue, y: &mu
     }
     let pool = candle_core::utils::barrier_pool();
     let threads = pool.n_workers() + 1;
-    let out = Out(y.as_mut_ptr());
+    let out = y;
     if m * n * k < PARALLEL_MIN_MACS || threads == 1 {
         rows_block(x, 0..m, w, 0..w.n.div_ceil(NR), ep, out);
     } else if m >= MR * 4 * threads {
@@ -400,27 +585,29 @@ fn rows_block(
         }
         // Rows past the end of a partial tile multiply zeros; their sums are never written.
         qa[rows_here * k4..rows_here.div_ceil(MR) * MR * k4].fill(0);
-        let group = panel_group();
+        let group = panel_group(w.shift_base > 0);
         let mut p = panels.start;
         while p < panels.end {
             let count = group.min(panels.end - p);
             let group_panels = w.panels(p..p + count);
+            let group_shifts = w.panel_shifts(p..p + count);
             for t in (0..rows_here).step_by(MR) {
                 tile_sums(
                     &qa[t * k4..(t + MR) * k4],
                     k4,
                     group_panels,
+                    group_shifts,
                     &mut tile[..count * MR * NR],
                 );
                 let live = MR.min(rows_here - t);
                 let channels = p * NR..((p + count) * NR).min(n);
                 #[cfg(target_arch = "x86_64")]
-                let whole = group == GROUP_MAX && (p + count) * NR <= n;
+                let whole = group > 1 && (p + count) * NR <= n;
                 #[cfg(not(target_arch = "x86_64"))]
                 let whole = false;
                 if whole {
                     #[cfg(target_arch = "x86_64")]
-                    // SAFETY: VNNI (hence AVX-512F) was detected (`group` is only 4 then);
+                    // SAFETY: VNNI (hence AVX-512F) was detected (`group` is only above 1 then);
                     // rows start+t.. (live of them) × `channels` lie inside `y`, and no other
                     // thread writes them.
                     unsafe {
@@ -428,7 +615,7 @@ fn rows_block(
                             &tile[..count * MR * NR],
                             &rq[t..t + live],
                             &w.colsums[channels.clone()],
-                            &w.scales[channels.clone()],
+                            &w.step_scales[channels.clone()],
                             bias.map(|b| &b[channels.clone()]),
                             y.0.add((start + t) * n + channels.start),
                             n,
@@ -477,9 +664,12 @@ fn rows_block(
     }
 }
 
-/// Scales one row's int32 sums back: `(Σ q_a·q_w − zero·Σ q_w) · scale_a · scale_w + bias`.
-/// The subtraction is exact in int32 (|each| ≤ 255·127·k). A whole panel's 16 channels take the
-/// AVX2 version: the same operations in the same order, so the same bits.
+/// Scales one row's int32 sums back: `(Σ q_a·q_w − zero·Σ q_w) · scale_a · step_w + bias`
+/// (`step_w` the channel's step at the finest group exponent, the sums counted in it). The
+/// result `Σ (q_a − zero)·q_w` lies within int32 (|each| ≤ 255·127·k4·2^E, [`max_exponent`]),
+/// so the wrapping arithmetic of the SIMD versions gives it exactly even where a term overflows.
+/// A whole panel's 16 channels take the AVX2 version: the same operations in the same order, so
+/// the same bits.
 fn epilogue(
     sums: &[i32],
     rq: RowQuant,
@@ -493,11 +683,19 @@ fn epilogue(
         let b = bias.map(|b| &b[cols.clone()]);
         // SAFETY: AVX2 was detected at run time; every slice holds `NR` values.
         return unsafe {
-            avx2::epilogue(sums, rq, &w.colsums[cols.clone()], &w.scales[cols], b, out)
+            avx2::epilogue(
+                sums,
+                rq,
+                &w.colsums[cols.clone()],
+                &w.step_scales[cols],
+                b,
+                out,
+            )
         };
     }
     for ((o, &s), j) in out.iter_mut().zip(sums).zip(cols) {
-        let v = (s - rq.zero * w.colsums[j]) as f32 * (rq.scale * w.scales[j]);
+        let v = s.wrapping_sub(rq.zero.wrapping_mul(w.colsums[j])) as f32
+            * (rq.scale * w.step_scales[j]);
         *o = match bias {
             Some(b) => v + b[j],
             None => v,
@@ -506,49 +704,98 @@ fn epilogue(
 }
 
 /// The int32 sums of `MR` quantized rows (`qa`, stride `k4`) against consecutive panels
-/// (`panels`, `k4 · NR` bytes each), into `tile` laid out `[panel][row][channel]`.
-fn tile_sums(qa: &[u8], k4: usize, panels: &[i8], tile: &mut [i32]) {
+/// (`panels`, `k4 · NR` bytes each), into `tile` laid out `[panel][row][channel]`. With `shifts`
+/// (those panels' [`PackedWeight`] group shifts) each group's sum is shifted left by its shift
+/// before it is added.
+fn tile_sums(qa: &[u8], k4: usize, panels: &[i8], shifts: Option<&[u8]>, tile: &mut [i32]) {
     let count = panels.len() / (k4 * NR);
+    let per_shifts = k4.div_ceil(WEIGHT_GROUP) * NR;
     assert!(
-        qa.len() == MR * k4 && panels.len() == count * k4 * NR && tile.len() == count * MR * NR,
+        qa.len() == MR * k4
+            && panels.len() == count * k4 * NR
+            && tile.len() == count * MR * NR
+            && shifts.is_none_or(|s| s.len() == count * per_shifts),
         "int8 tile: {} activation bytes, {} panel bytes, {} sums for k4 = {k4}",
         qa.len(),
         panels.len(),
         tile.len()
     );
     #[cfg(target_arch = "x86_64")]
-    match (isa(), count) {
+    match (isa(), count, shifts) {
         // SAFETY (each arm): the instruction set was detected at run time, and the lengths
         // were asserted above.
-        (Isa::Avx512Vnni, 4) => return unsafe { avx512::tile_sums::<4>(qa, k4, panels, tile) },
-        (Isa::Avx512Vnni, 3) => return unsafe { avx512::tile_sums::<3>(qa, k4, panels, tile) },
-        (Isa::Avx512Vnni, 2) => return unsafe { avx512::tile_sums::<2>(qa, k4, panels, tile) },
-        (Isa::Avx512Vnni, 1) => return unsafe { avx512::tile_sums::<1>(qa, k4, panels, tile) },
-        (Isa::Avx2, _) => {
-            for (panel, sums) in panels
+        (Isa::Avx512Vnni, 4, None) => {
+            return unsafe { avx512::tile_sums::<4>(qa, k4, panels, tile) }
+        }
+        (Isa::Avx512Vnni, 3, None) => {
+            return unsafe { avx512::tile_sums::<3>(qa, k4, panels, tile) }
+        }
+        (Isa::Avx512Vnni, 2, None) => {
+            return unsafe { avx512::tile_sums::<2>(qa, k4, panels, tile) }
+        }
+        (Isa::Avx512Vnni, 1, None) => {
+            return unsafe { avx512::tile_sums::<1>(qa, k4, panels, tile) }
+        }
+        (Isa::Avx512Vnni, _, Some(sh)) => {
+            // Up to GROUP_SHIFTED panels a call.
+            let g = GROUP_SHIFTED;
+            for ((ps, ss), t) in panels
+                .chunks(g * k4 * NR)
+                .zip(sh.chunks(g * per_shifts))
+                .zip(tile.chunks_mut(g * MR * NR))
+            {
+                unsafe {
+                    match t.len() / (MR * NR) {
+                        3 => avx512::tile_sums_shifted::<3>(qa, k4, ps, ss, t),
+                        2 => avx512::tile_sums_shifted::<2>(qa, k4, ps, ss, t),
+                        _ => avx512::tile_sums_shifted::<1>(qa, k4, ps, ss, t),
+                    }
+                }
+            }
+            return;
+        }
+        (Isa::Avx2, _, _) => {
+            for (i, (panel, sums)) in panels
                 .chunks_exact(k4 * NR)
                 .zip(tile.chunks_exact_mut(MR * NR))
+                .enumerate()
             {
-                unsafe { avx2::tile_sums(qa, k4, panel, sums) };
+                match shifts {
+                    None => unsafe { avx2::tile_sums(qa, k4, panel, sums) },
+                    Some(sh) => unsafe {
+                        avx2::tile_sums_shifted(
+                            qa,
+                            k4,
+                            panel,
+                            &sh[i * per_shifts..(i + 1) * per_shifts],
+                            sums,
+                        )
+                    },
+                }
             }
             return;
         }
         _ => {}
     }
-    for (panel, sums) in panels
+    for (i, (panel, sums)) in panels
         .chunks_exact(k4 * NR)
         .zip(tile.chunks_exact_mut(MR * NR))
+        .enumerate()
     {
-        tile_sums_portable(qa, k4, panel, sums)
+        let sh = shifts.map(|s| &s[i * per_shifts..(i + 1) * per_shifts]);
+        tile_sums_portable(qa, k4, panel, sh, sums)
     }
 }
 
-fn tile_sums_portable(qa: &[u8], k4: usize, panel: &[i8], tile: &mut [i32]) {
+/// One panel's sums, one product at a time (wrapping, as the SIMD tiles add).
+fn tile_sums_portable(qa: &[u8], k4: usize, panel: &[i8], shifts: Option<&[u8]>, tile: &mut [i32]) {
     for r in 0..MR {
         for c in 0..NR {
             let mut s = 0i32;
             for kk in 0..k4 {
-                s += qa[r * k4 + kk] as i32 * panel[(kk / 4) * NR * 4 + c * 4 + kk % 4] as i32;
+                let sh = shifts.map_or(0, |sh| sh[(kk / WEIGHT_GROUP) * NR + c]);
+                let p = qa[r * k4 + kk] as i32 * panel[(kk / 4) * NR * 4 + c * 4 + kk % 4] as i32;
+                s = s.wrapping_add(p << sh);
             }
             tile[r * NR + c] = s;
         }
@@ -564,8 +811,13 @@ pub fn reference(x: &[f32], m: usize, w: &PackedWeight, bias: Option<&[f32]>) ->
     let mut qa = vec![0u8; w.k4];
     for i in 0..m {
         let rq = quantize_row_scalar(&x[i * k..(i + 1) * k], &mut qa, activation_levels());
+        // Exact in i64; the total lies within int32 (see `epilogue`).
         let sums: Vec<i32> = (0..n)
-            .map(|j| (0..k).map(|kk| qa[kk] as i32 * q[j * k + kk] as i32).sum())
+            .map(|j| {
+                (0..k)
+                    .map(|kk| (qa[kk] as i64 * q[j * k + kk] as i64) << w.shift(j, kk))
+                    .sum::<i64>() as i32
+            })
             .collect();
         epilogue(&sums, rq, w, 0..n, bias, &mut y[i * n..(i + 1) * n]);
     }
@@ -606,7 +858,7 @@ fn quantize_row_scalar(x: &[f32], q: &mut [u8], levels: i32) -> RowQuant {
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{MR, NR};
+    use super::{MR, NR, WEIGHT_GROUP};
     use std::arch::x86_64::*;
 
     /// Sums of 4 rows × 16 channels: per group of 4 inputs, each row's 4 bytes are broadcast,
@@ -628,6 +880,44 @@ mod avx2 {
                 let p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(av, b1), ones);
                 c[2 * r] = _mm256_add_epi32(c[2 * r], p0);
                 c[2 * r + 1] = _mm256_add_epi32(c[2 * r + 1], p1);
+            }
+        }
+        let out = tile.as_mut_ptr();
+        for (i, v) in c.iter().enumerate() {
+            _mm256_storeu_si256(out.add(i * 8) as *mut __m256i, *v);
+        }
+    }
+
+    /// [`tile_sums`] with each group's products shifted left by its channel's shift
+    /// (`shifts`: per group of [`WEIGHT_GROUP`] inputs, `NR` bytes) before they are added.
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn tile_sums_shifted(
+        qa: &[u8],
+        k4: usize,
+        panel: &[i8],
+        shifts: &[u8],
+        tile: &mut [i32],
+    ) {
+        let ones = _mm256_set1_epi16(1);
+        let (a, b) = (qa.as_ptr(), panel.as_ptr());
+        let mut c = [_mm256_setzero_si256(); 2 * MR];
+        let steps = WEIGHT_GROUP / 4;
+        for gi in 0..(k4 / 4).div_ceil(steps) {
+            let sp = shifts.as_ptr().add(gi * NR);
+            let sh0 = _mm256_cvtepu8_epi32(_mm_loadl_epi64(sp as *const __m128i));
+            let sh1 = _mm256_cvtepu8_epi32(_mm_loadl_epi64(sp.add(8) as *const __m128i));
+            for g in gi * steps..((gi + 1) * steps).min(k4 / 4) {
+                let b0 = _mm256_loadu_si256(b.add(g * 64) as *const __m256i);
+                let b1 = _mm256_loadu_si256(b.add(g * 64 + 32) as *const __m256i);
+                for r in 0..MR {
+                    let av = _mm256_set1_epi32(std::ptr::read_unaligned(
+                        a.add(r * k4 + g * 4) as *const i32
+                    ));
+                    let p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(av, b0), ones);
+                    let p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(av, b1), ones);
+                    c[2 * r] = _mm256_add_epi32(c[2 * r], _mm256_sllv_epi32(p0, sh0));
+                    c[2 * r + 1] = _mm256_add_epi32(c[2 * r + 1], _mm256_sllv_epi32(p1, sh1));
+                }
             }
         }
         let out = tile.as_mut_ptr();
@@ -713,7 +1003,7 @@ mod avx2 {
 /// The AVX-512 VNNI tile.
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::{MR, NR};
+    use super::{MR, NR, WEIGHT_GROUP};
     use std::arch::x86_64::*;
 
     /// Sums of 4 rows × `P` panels of 16 channels: per group of 4 inputs, each row's 4 bytes
@@ -737,6 +1027,57 @@ mod avx512 {
                 ));
                 for pp in 0..P {
                     c[pp][r] = _mm512_dpbusd_epi32(c[pp][r], av, bv[pp]);
+                }
+            }
+        }
+        let out = tile.as_mut_ptr();
+        for (pp, rows) in c.iter().enumerate() {
+            for (r, v) in rows.iter().enumerate() {
+                _mm512_storeu_si512(out.add((pp * MR + r) * NR) as *mut __m512i, *v);
+            }
+        }
+    }
+
+    /// [`tile_sums`] with shifts: per group of [`WEIGHT_GROUP`] inputs the products go into a
+    /// second set of sums, which is shifted left by each channel's shift of that group
+    /// (`vpsllvd`; `shifts` holds `NR` bytes per group, panel after panel) and added.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    #[allow(clippy::needless_range_loop)] // `r` picks the row's bytes and its accumulators
+    pub unsafe fn tile_sums_shifted<const P: usize>(
+        qa: &[u8],
+        k4: usize,
+        panels: &[i8],
+        shifts: &[u8],
+        tile: &mut [i32],
+    ) {
+        let steps = WEIGHT_GROUP / 4;
+        let groups = (k4 / 4).div_ceil(steps);
+        debug_assert!(panels.len() == P * k4 * NR && tile.len() == P * MR * NR);
+        debug_assert!(shifts.len() == P * groups * NR);
+        let (a, b) = (qa.as_ptr(), panels.as_ptr());
+        let stride = k4 * NR;
+        let mut c = [[_mm512_setzero_si512(); MR]; P];
+        for gi in 0..groups {
+            let mut t = [[_mm512_setzero_si512(); MR]; P];
+            for g in gi * steps..((gi + 1) * steps).min(k4 / 4) {
+                let mut bv = [_mm512_setzero_si512(); P];
+                for (pp, v) in bv.iter_mut().enumerate() {
+                    *v = _mm512_loadu_si512(b.add(pp * stride + g * 64) as *const __m512i);
+                }
+                for r in 0..MR {
+                    let av = _mm512_set1_epi32(std::ptr::read_unaligned(
+                        a.add(r * k4 + g * 4) as *const i32
+                    ));
+                    for pp in 0..P {
+                        t[pp][r] = _mm512_dpbusd_epi32(t[pp][r], av, bv[pp]);
+                    }
+                }
+            }
+            for pp in 0..P {
+                let sp = shifts.as_ptr().add((pp * groups + gi) * NR);
+                let sh = _mm512_cvtepu8_epi32(_mm_loadu_si128(sp as *const __m128i));
+                for r in 0..MR {
+                    c[pp][r] = _mm512_add_epi32(c[pp][r], _mm512_sllv_epi32(t[pp][r], sh));
                 }
             }
         }
@@ -823,7 +1164,8 @@ mod tests {
 
     /// Every tile this CPU can run — the dispatched one, AVX2's and AVX-512 VNNI's — gives the
     /// portable tile's sums, for 1 to 4 panels at once, with 7-bit activations and (but AVX2's)
-    /// the full 8 bits (a kernel the CPU lacks is reported skipped).
+    /// the full 8 bits, without and with group shifts, on `k4` that leave a partial group (a
+    /// kernel the CPU lacks is reported skipped).
     #[test]
     fn every_tile_agrees_with_the_portable_tile() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(9);
@@ -832,60 +1174,127 @@ mod tests {
             (8, 255),
             (20, 127),
             (20, 255),
+            (100, 255),
             (768, 127),
             (768, 255),
         ] {
             for count in 1..=GROUP_MAX {
-                let qa: Vec<u8> = (0..MR * k4)
-                    .map(|_| rng.random_range(0..=levels as u8))
-                    .collect();
-                let panels: Vec<i8> = (0..count * k4 * NR)
-                    .map(|_| rng.random_range(-127..=127i8))
-                    .collect();
-                let mut want = vec![0i32; count * MR * NR];
-                for (panel, sums) in panels
-                    .chunks_exact(k4 * NR)
-                    .zip(want.chunks_exact_mut(MR * NR))
-                {
-                    tile_sums_portable(&qa, k4, panel, sums);
+                for shifted in [false, true] {
+                    check_tiles(&mut rng, k4, levels, count, shifted);
                 }
-                if levels <= activation_levels() {
-                    let mut got = vec![0i32; count * MR * NR];
-                    tile_sums(&qa, k4, &panels, &mut got);
-                    assert_eq!(got, want, "k4 = {k4}, {count} panels ({})", kernel_name());
-                }
-                #[cfg(target_arch = "x86_64")]
-                {
-                    // AVX2's tile is for 7-bit activations only (its i16 pairs saturate past).
-                    if is_x86_feature_detected!("avx2") && levels == 127 {
-                        let mut got = vec![0i32; count * MR * NR];
-                        for (panel, sums) in panels
-                            .chunks_exact(k4 * NR)
-                            .zip(got.chunks_exact_mut(MR * NR))
-                        {
-                            // SAFETY: AVX2 detected just above; lengths as the kernel needs.
-                            unsafe { avx2::tile_sums(&qa, k4, panel, sums) };
-                        }
-                        assert_eq!(got, want, "AVX2, k4 = {k4}");
-                    } else if k4 == 4 && count == 1 {
-                        eprintln!("skipped the AVX2 tile: this CPU has no AVX2");
+            }
+        }
+    }
+
+    fn check_tiles(
+        rng: &mut rand::rngs::StdRng,
+        k4: usize,
+        levels: i32,
+        count: usize,
+        shifted: bool,
+    ) {
+        let qa: Vec<u8> = (0..MR * k4)
+            .map(|_| rng.random_range(0..=levels as u8))
+            .collect();
+        let panels: Vec<i8> = (0..count * k4 * NR)
+            .map(|_| rng.random_range(-127..=127i8))
+            .collect();
+        let per = k4.div_ceil(WEIGHT_GROUP) * NR;
+        let shifts: Vec<u8> = (0..count * per)
+            .map(|_| rng.random_range(0..=MAX_EXPONENT as u8))
+            .collect();
+        let sh = shifted.then_some(&shifts[..]);
+        let what = format!("k4 = {k4}, {count} panels, {levels} levels, shifts {shifted}");
+        let mut want = vec![0i32; count * MR * NR];
+        for (i, (panel, sums)) in panels
+            .chunks_exact(k4 * NR)
+            .zip(want.chunks_exact_mut(MR * NR))
+            .enumerate()
+        {
+            tile_sums_portable(&qa, k4, panel, sh.map(|s| &s[i * per..(i + 1) * per]), sums);
+        }
+        if shifted {
+            // The portable tile itself against the plain definition.
+            for (pp, sums) in want.chunks_exact(MR * NR).enumerate() {
+                for r in 0..MR {
+                    for c in 0..NR {
+                        let exact: i64 = (0..k4)
+                            .map(|kk| {
+                                let w = panels[pp * k4 * NR + (kk / 4) * NR * 4 + c * 4 + kk % 4];
+                                let s = shifts[pp * per + (kk / WEIGHT_GROUP) * NR + c];
+                                (qa[r * k4 + kk] as i64 * w as i64) << s
+                            })
+                            .sum();
+                        assert_eq!(sums[r * NR + c] as i64, exact, "{what}");
                     }
-                    if avx512_vnni_detected() {
-                        let mut got = vec![0i32; count * MR * NR];
-                        // SAFETY: AVX-512 VNNI detected just above; lengths as the kernel needs.
-                        unsafe {
-                            match count {
-                                1 => avx512::tile_sums::<1>(&qa, k4, &panels, &mut got),
-                                2 => avx512::tile_sums::<2>(&qa, k4, &panels, &mut got),
-                                3 => avx512::tile_sums::<3>(&qa, k4, &panels, &mut got),
-                                _ => avx512::tile_sums::<4>(&qa, k4, &panels, &mut got),
+                }
+            }
+        }
+        if levels <= activation_levels() {
+            let mut got = vec![0i32; count * MR * NR];
+            tile_sums(&qa, k4, &panels, sh, &mut got);
+            assert_eq!(got, want, "{what} ({})", kernel_name());
+        }
+        #[cfg(target_arch = "x86_64")]
+        {
+            // AVX2's tile is for 7-bit activations only (its i16 pairs saturate past).
+            if is_x86_feature_detected!("avx2") && levels == 127 {
+                let mut got = vec![0i32; count * MR * NR];
+                for (i, (panel, sums)) in panels
+                    .chunks_exact(k4 * NR)
+                    .zip(got.chunks_exact_mut(MR * NR))
+                    .enumerate()
+                {
+                    // SAFETY: AVX2 detected just above; lengths as the kernel needs.
+                    unsafe {
+                        match sh {
+                            None => avx2::tile_sums(&qa, k4, panel, sums),
+                            Some(s) => avx2::tile_sums_shifted(
+                                &qa,
+                                k4,
+                                panel,
+                                &s[i * per..(i + 1) * per],
+                                sums,
+                            ),
+                        }
+                    };
+                }
+                assert_eq!(got, want, "AVX2, {what}");
+            } else if k4 == 4 && count == 1 {
+                eprintln!("skipped the AVX2 tile: this CPU has no AVX2");
+            }
+            if avx512_vnni_detected() {
+                let mut got = vec![0i32; count * MR * NR];
+                // SAFETY: AVX-512 VNNI detected just above; lengths as the kernel needs.
+                unsafe {
+                    match (count, sh) {
+                        (1, None) => avx512::tile_sums::<1>(&qa, k4, &panels, &mut got),
+                        (2, None) => avx512::tile_sums::<2>(&qa, k4, &panels, &mut got),
+                        (3, None) => avx512::tile_sums::<3>(&qa, k4, &panels, &mut got),
+                        (_, None) => avx512::tile_sums::<4>(&qa, k4, &panels, &mut got),
+                        // The shifted tile takes 1 to 3 panels a call: 3 + 1 for 4.
+                        (_, Some(s)) => {
+                            let mut p = 0;
+                            while p < count {
+                                let q = (count - p).min(GROUP_SHIFTED);
+                                let (ps, ss) = (
+                                    &panels[p * k4 * NR..(p + q) * k4 * NR],
+                                    &s[p * per..(p + q) * per],
+                                );
+                                let t = &mut got[p * MR * NR..(p + q) * MR * NR];
+                                match q {
+                                    3 => avx512::tile_sums_shifted::<3>(&qa, k4, ps, ss, t),
+                                    2 => avx512::tile_sums_shifted::<2>(&qa, k4, ps, ss, t),
+                                    _ => avx512::tile_sums_shifted::<1>(&qa, k4, ps, ss, t),
+                                }
+                                p += q;
                             }
                         }
-                        assert_eq!(got, want, "AVX-512 VNNI, k4 = {k4}, {count} panels");
-                    } else if k4 == 4 && count == 1 {
-                        eprintln!("skipped the AVX-512 VNNI tile: this CPU has no AVX-512 VNNI");
                     }
                 }
+                assert_eq!(got, want, "AVX-512 VNNI, {what}");
+            } else if k4 == 4 && count == 1 {
+                eprintln!("skipped the AVX-512 VNNI tile: this CPU has no AVX-512 VNNI");
             }
         }
     }

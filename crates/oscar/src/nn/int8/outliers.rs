@@ -8,7 +8,7 @@
 
 #[cfg(test)]
 use super::kernel::gemm;
-use super::kernel::{gemm_epilogue, PackedWeight};
+use super::kernel::{gemm_epilogue_fresh, PackedWeight};
 use crate::nn::par::{Out, PARALLEL_MIN_ELEMS};
 use crate::nn::sgemm::Epilogue;
 
@@ -49,19 +49,18 @@ pub fn outlier_columns(x: &[f32], k: usize, threshold: f32) -> Vec<usize> {
 
 /// `y = x·Wᵀ (+ bias)` with the outlier features of `x` in f32 and the rest in int8: the int8
 /// product of `x` with those features zeroed (a zero is exact in the row quantization), plus
-/// the f32 product of those features with their dequantized weights.
+/// the f32 product of those features with their dequantized weights. Returns `y` (`m × n`).
 pub fn gemm_decomposed(
     x: &[f32],
     m: usize,
     w: &PackedWeight,
     ep: Epilogue,
     threshold: f32,
-    y: &mut [f32],
-) {
+) -> Vec<f32> {
     let (k, n) = (w.k, w.n);
     let cols = outlier_columns(x, k, threshold);
     if cols.is_empty() {
-        return gemm_epilogue(x, m, w, ep, y);
+        return gemm_epilogue_fresh(x, m, w, ep);
     }
     let mut inliers = x.to_vec();
     for row in inliers.chunks_exact_mut(k) {
@@ -70,7 +69,7 @@ pub fn gemm_decomposed(
         }
     }
     // GELU, when asked, waits for the outlier features' part: each row gets it after its sum.
-    gemm_epilogue(&inliers, m, w, Epilogue { gelu: false, ..ep }, y);
+    let mut y = gemm_epilogue_fresh(&inliers, m, w, Epilogue { gelu: false, ..ep });
     let weights: Vec<Vec<f32>> = cols.iter().map(|&c| w.dequantized_column(c)).collect();
     let add_outliers = |xr: &[f32], yr: &mut [f32]| {
         for (&c, wc) in cols.iter().zip(&weights) {
@@ -88,7 +87,7 @@ pub fn gemm_decomposed(
         for (xr, yr) in x.chunks_exact(k).zip(y.chunks_exact_mut(n)) {
             add_outliers(xr, yr);
         }
-        return;
+        return y;
     }
     let out = Out(y.as_mut_ptr());
     candle_core::utils::barrier_pool().execute_chunked(m, |range| {
@@ -99,6 +98,7 @@ pub fn gemm_decomposed(
             add_outliers(xr, yr);
         }
     });
+    y
 }
 
 #[cfg(test)]
@@ -133,9 +133,9 @@ mod tests {
             let den: f64 = want.iter().map(|b| (*b as f64).powi(2)).sum();
             (num / den).sqrt()
         };
-        let (mut plain, mut mixed) = (vec![0f32; m * n], vec![0f32; m * n]);
+        let mut plain = vec![0f32; m * n];
         gemm(&x, m, &w, None, &mut plain);
-        gemm_decomposed(&x, m, &w, Epilogue::default(), THRESHOLD, &mut mixed);
+        let mixed = gemm_decomposed(&x, m, &w, Epilogue::default(), THRESHOLD);
         assert_eq!(plain, mixed, "no outliers: the same product");
         for i in 0..m {
             x[i * k + 17] = 20.0 + i as f32;
@@ -143,7 +143,7 @@ mod tests {
         }
         assert_eq!(outlier_columns(&x, k, THRESHOLD), vec![17, 100]);
         gemm(&x, m, &w, None, &mut plain);
-        gemm_decomposed(&x, m, &w, Epilogue::default(), THRESHOLD, &mut mixed);
+        let mixed = gemm_decomposed(&x, m, &w, Epilogue::default(), THRESHOLD);
         let want = exact(&x);
         let (e_plain, e_mixed) = (err(&plain, &want), err(&mixed, &want));
         assert!(
@@ -152,7 +152,7 @@ mod tests {
         );
         let mut nan = x.clone();
         nan[5] = f32::NAN;
-        gemm_decomposed(&nan, m, &w, Epilogue::default(), THRESHOLD, &mut mixed);
+        let mixed = gemm_decomposed(&nan, m, &w, Epilogue::default(), THRESHOLD);
         assert!(mixed[..n].iter().all(|v| v.is_nan()));
         assert!(mixed[n..].iter().all(|v| v.is_finite()));
     }
@@ -176,13 +176,11 @@ mod tests {
                     bias: Some(&b),
                     gelu: false,
                 };
+                let plain = gemm_decomposed(&x, m, &w, bias, THRESHOLD);
                 let mut want = vec![0f32; m * n];
-                gemm_decomposed(&x, m, &w, bias, THRESHOLD, &mut want);
-                let plain = want.clone();
                 crate::nn::vmath::gelu_slice(&plain, &mut want);
-                let mut got = vec![f32::NAN; m * n];
                 let ep = Epilogue { gelu: true, ..bias };
-                gemm_decomposed(&x, m, &w, ep, THRESHOLD, &mut got);
+                let got = gemm_decomposed(&x, m, &w, ep, THRESHOLD);
                 assert!(
                     got.iter()
                         .zip(&want)
