@@ -470,16 +470,15 @@ fn panel_group(shifted: bool) -> usize {
 }
 
 /// Which kernel [`gemm`] uses on this machine.
-pub fn kernel_name() -> &'static str {
-    match isa() {
-        Isa::Avx512Vnni if activation_levels() == 255 => {
-            "avx512-vnni (vpdpbusd), 8-bit activations"
-        }
-        Isa::Avx512Vnni => "avx512-vnni (vpdpbusd), 7-bit activations",
-        Isa::Avx2 => "avx2 (vpmaddubsw), 7-bit activations",
-        Isa::Portable if activation_levels() == 255 => "portable, 8-bit activations",
-        Isa::Portable => "portable, 7-bit activations",
-    }
+pub fn kernel_name() -> String {
+    let tile = match isa() {
+        Isa::Avx512Vnni => "avx512-vnni (vpdpbusd)",
+        Isa::Avx2 => "avx2 (vpmaddubsw)",
+        Isa::Portable => "portable",
+    };
+    let bits = if activation_levels() == 255 { 8 } else { 7 };
+    let groups = if weight_groups() { ", group steps" } else { "" };
+    format!("{tile}, {bits}-bit activations{groups}")
 }
 
 /// `y[m×n] = x[m×k]·Wᵀ (+ bias)`, `x` row-major f32. Large products use candle's worker pool:
