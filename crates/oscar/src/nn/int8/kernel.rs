@@ -865,26 +865,7 @@ mod avx2 {
     /// (`vpmaddwd` by ones) and added to 8 int32 accumulators.
     #[target_feature(enable = "avx2")]
     pub unsafe fn tile_sums(qa: &[u8], k4: usize, panel: &[i8], tile: &mut [i32]) {
-        let ones = _mm256_set1_epi16(1);
-        let (a, b) = (qa.as_ptr(), panel.as_ptr());
-        let mut c = [_mm256_setzero_si256(); 2 * MR];
-        for g in 0..k4 / 4 {
-            let b0 = _mm256_loadu_si256(b.add(g * 64) as *const __m256i);
-            let b1 = _mm256_loadu_si256(b.add(g * 64 + 32) as *const __m256i);
-            for r in 0..MR {
-                let av = _mm256_set1_epi32(std::ptr::read_unaligned(
-                    a.add(r * k4 + g * 4) as *const i32
-                ));
-                let p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(av, b0), ones);
-                let p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(av, b1), ones);
-                c[2 * r] = _mm256_add_epi32(c[2 * r], p0);
-                c[2 * r + 1] = _mm256_add_epi32(c[2 * r + 1], p1);
-            }
-        }
-        let out = tile.as_mut_ptr();
-        for (i, v) in c.iter().enumerate() {
-            _mm256_storeu_si256(out.add(i * 8) as *mut __m256i, *v);
-        }
+        sums::<false>(qa, k4, panel, &[], tile)
     }
 
     /// [`tile_sums`] with each group's products shifted left by its channel's shift
@@ -897,14 +878,30 @@ mod avx2 {
         shifts: &[u8],
         tile: &mut [i32],
     ) {
+        sums::<true>(qa, k4, panel, shifts, tile)
+    }
+
+    /// Both tiles; without `SHIFTED` the shifts are neither read nor applied.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn sums<const SHIFTED: bool>(
+        qa: &[u8],
+        k4: usize,
+        panel: &[i8],
+        shifts: &[u8],
+        tile: &mut [i32],
+    ) {
         let ones = _mm256_set1_epi16(1);
         let (a, b) = (qa.as_ptr(), panel.as_ptr());
         let mut c = [_mm256_setzero_si256(); 2 * MR];
         let steps = WEIGHT_GROUP / 4;
         for gi in 0..(k4 / 4).div_ceil(steps) {
-            let sp = shifts.as_ptr().add(gi * NR);
-            let sh0 = _mm256_cvtepu8_epi32(_mm_loadl_epi64(sp as *const __m128i));
-            let sh1 = _mm256_cvtepu8_epi32(_mm_loadl_epi64(sp.add(8) as *const __m128i));
+            let (mut sh0, mut sh1) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+            if SHIFTED {
+                let sp = shifts.as_ptr().add(gi * NR);
+                sh0 = _mm256_cvtepu8_epi32(_mm_loadl_epi64(sp as *const __m128i));
+                sh1 = _mm256_cvtepu8_epi32(_mm_loadl_epi64(sp.add(8) as *const __m128i));
+            }
             for g in gi * steps..((gi + 1) * steps).min(k4 / 4) {
                 let b0 = _mm256_loadu_si256(b.add(g * 64) as *const __m256i);
                 let b1 = _mm256_loadu_si256(b.add(g * 64 + 32) as *const __m256i);
@@ -912,10 +909,14 @@ mod avx2 {
                     let av = _mm256_set1_epi32(std::ptr::read_unaligned(
                         a.add(r * k4 + g * 4) as *const i32
                     ));
-                    let p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(av, b0), ones);
-                    let p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(av, b1), ones);
-                    c[2 * r] = _mm256_add_epi32(c[2 * r], _mm256_sllv_epi32(p0, sh0));
-                    c[2 * r + 1] = _mm256_add_epi32(c[2 * r + 1], _mm256_sllv_epi32(p1, sh1));
+                    let mut p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(av, b0), ones);
+                    let mut p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(av, b1), ones);
+                    if SHIFTED {
+                        p0 = _mm256_sllv_epi32(p0, sh0);
+                        p1 = _mm256_sllv_epi32(p1, sh1);
+                    }
+                    c[2 * r] = _mm256_add_epi32(c[2 * r], p0);
+                    c[2 * r + 1] = _mm256_add_epi32(c[2 * r + 1], p1);
                 }
             }
         }
@@ -1012,10 +1013,27 @@ mod avx512 {
     #[allow(clippy::needless_range_loop)] // `r` picks the row's bytes and its accumulators
     pub unsafe fn tile_sums<const P: usize>(qa: &[u8], k4: usize, panels: &[i8], tile: &mut [i32]) {
         debug_assert!(panels.len() == P * k4 * NR && tile.len() == P * MR * NR);
+        let mut c = [[_mm512_setzero_si512(); MR]; P];
+        accumulate::<P>(qa, k4, panels, 0..k4 / 4, &mut c);
+        store::<P>(&c, tile);
+    }
+
+    /// Adds the products of groups `steps` (of 4 inputs) of the `MR` rows and `P` panels into
+    /// `c`: per group, each panel's 16 channels × 4 inputs in one load, each row's 4 bytes
+    /// broadcast, one `vpdpbusd` per row and panel.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    #[inline]
+    #[allow(clippy::needless_range_loop)] // `r` picks the row's bytes and its accumulators
+    unsafe fn accumulate<const P: usize>(
+        qa: &[u8],
+        k4: usize,
+        panels: &[i8],
+        steps: std::ops::Range<usize>,
+        c: &mut [[__m512i; MR]; P],
+    ) {
         let (a, b) = (qa.as_ptr(), panels.as_ptr());
         let stride = k4 * NR;
-        let mut c = [[_mm512_setzero_si512(); MR]; P];
-        for g in 0..k4 / 4 {
+        for g in steps {
             let mut bv = [_mm512_setzero_si512(); P];
             for (pp, v) in bv.iter_mut().enumerate() {
                 *v = _mm512_loadu_si512(b.add(pp * stride + g * 64) as *const __m512i);
@@ -1029,6 +1047,12 @@ mod avx512 {
                 }
             }
         }
+    }
+
+    /// Writes the sums `c` into `tile`, laid out `[panel][row][channel]`.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn store<const P: usize>(c: &[[__m512i; MR]; P], tile: &mut [i32]) {
         let out = tile.as_mut_ptr();
         for (pp, rows) in c.iter().enumerate() {
             for (r, v) in rows.iter().enumerate() {
@@ -1053,25 +1077,16 @@ mod avx512 {
         let groups = (k4 / 4).div_ceil(steps);
         debug_assert!(panels.len() == P * k4 * NR && tile.len() == P * MR * NR);
         debug_assert!(shifts.len() == P * groups * NR);
-        let (a, b) = (qa.as_ptr(), panels.as_ptr());
-        let stride = k4 * NR;
         let mut c = [[_mm512_setzero_si512(); MR]; P];
         for gi in 0..groups {
             let mut t = [[_mm512_setzero_si512(); MR]; P];
-            for g in gi * steps..((gi + 1) * steps).min(k4 / 4) {
-                let mut bv = [_mm512_setzero_si512(); P];
-                for (pp, v) in bv.iter_mut().enumerate() {
-                    *v = _mm512_loadu_si512(b.add(pp * stride + g * 64) as *const __m512i);
-                }
-                for r in 0..MR {
-                    let av = _mm512_set1_epi32(std::ptr::read_unaligned(
-                        a.add(r * k4 + g * 4) as *const i32
-                    ));
-                    for pp in 0..P {
-                        t[pp][r] = _mm512_dpbusd_epi32(t[pp][r], av, bv[pp]);
-                    }
-                }
-            }
+            accumulate::<P>(
+                qa,
+                k4,
+                panels,
+                gi * steps..((gi + 1) * steps).min(k4 / 4),
+                &mut t,
+            );
             for pp in 0..P {
                 let sp = shifts.as_ptr().add((pp * groups + gi) * NR);
                 let sh = _mm512_cvtepu8_epi32(_mm_loadu_si128(sp as *const __m128i));
@@ -1080,12 +1095,7 @@ mod avx512 {
                 }
             }
         }
-        let out = tile.as_mut_ptr();
-        for (pp, rows) in c.iter().enumerate() {
-            for (r, v) in rows.iter().enumerate() {
-                _mm512_storeu_si512(out.add((pp * MR + r) * NR) as *mut __m512i, *v);
-            }
-        }
+        store::<P>(&c, tile);
     }
 
     /// [`super::epilogue`] for a whole tile: `rq.len()` rows × the channels of `sums.len() /
