@@ -308,8 +308,13 @@ struct RowQuant {
 /// Quantizes `x` (one row, `k` values) into `q` (`k4` bytes, the padding left 0). The range
 /// always includes 0, so zero padding and ReLU zeros are exact. A row holding NaN or ±∞ gets a
 /// NaN scale: its outputs are NaN, as the f32 product's would be.
+#[cfg(test)]
 fn quantize_row(x: &[f32], q: &mut [u8], levels: i32) -> RowQuant {
-    let (lo, hi) = min_max(x);
+    quantize_row_in(x, min_max(x), q, levels)
+}
+
+/// [`quantize_row`] with the row's [`min_max`] already known.
+fn quantize_row_in(x: &[f32], (lo, hi): (f32, f32), q: &mut [u8], levels: i32) -> RowQuant {
     if !(lo.is_finite() && hi.is_finite()) {
         q.fill(0);
         return RowQuant {
@@ -332,7 +337,9 @@ fn quantize_row(x: &[f32], q: &mut [u8], levels: i32) -> RowQuant {
     RowQuant { scale, zero }
 }
 
-fn min_max(x: &[f32]) -> (f32, f32) {
+/// The smallest and the largest of `x` and 0 (the range a row's quantization covers); `(NaN,
+/// NaN)` when `x` holds a NaN.
+pub(super) fn min_max(x: &[f32]) -> (f32, f32) {
     #[cfg(target_arch = "x86_64")]
     if avx2() {
         // SAFETY: AVX2 was detected at run time.
@@ -495,18 +502,40 @@ pub fn gemm(x: &[f32], m: usize, w: &PackedWeight, bias: Option<&[f32]>, y: &mut
 pub fn gemm_epilogue(x: &[f32], m: usize, w: &PackedWeight, ep: Epilogue, y: &mut [f32]) {
     assert_eq!(y.len(), m * w.n, "int8 gemm: {m}×{} into {}", w.n, y.len());
     // SAFETY: `y` holds the m·n values written.
-    unsafe { gemm_into(x, m, w, ep, Out(y.as_mut_ptr())) }
+    unsafe { gemm_into(x, m, w, ep, None, Out(y.as_mut_ptr())) }
 }
 
 /// [`gemm_epilogue`] into a fresh buffer: the kernel writes each of its `m·n` values once, so
 /// it is not zeroed first (a pass over the whole output, 47 MB for 3,840 rows × 3,072).
 pub fn gemm_epilogue_fresh(x: &[f32], m: usize, w: &PackedWeight, ep: Epilogue) -> Vec<f32> {
+    gemm_fresh(x, m, w, ep, None)
+}
+
+/// [`gemm_epilogue_fresh`] with every row's [`min_max`] already known (`ranges`, one per row:
+/// the outlier scan computes them), so that the rows are not read once more to find them.
+pub(super) fn gemm_fresh_in_ranges(
+    x: &[f32],
+    m: usize,
+    w: &PackedWeight,
+    ep: Epilogue,
+    ranges: &[(f32, f32)],
+) -> Vec<f32> {
+    gemm_fresh(x, m, w, ep, Some(ranges))
+}
+
+fn gemm_fresh(
+    x: &[f32],
+    m: usize,
+    w: &PackedWeight,
+    ep: Epilogue,
+    ranges: Option<&[(f32, f32)]>,
+) -> Vec<f32> {
     let mut y = Vec::<f32>::with_capacity(m * w.n);
     // SAFETY: the capacity holds m·n values, and `gemm_into` writes every one of them (every
     // row of every tile, every channel of every panel up to `n`), so all are initialized when
     // the length is set.
     unsafe {
-        gemm_into(x, m, w, ep, Out(y.as_mut_ptr()));
+        gemm_into(x, m, w, ep, ranges, Out(y.as_mut_ptr()));
         y.set_len(m * w.n);
     }
     y
@@ -514,11 +543,22 @@ pub fn gemm_epilogue_fresh(x: &[f32], m: usize, w: &PackedWeight, ep: Epilogue) 
 
 /// # Safety
 /// `y` must be valid for writing `m · w.n` values that nothing else uses meanwhile; each is
-/// written exactly once (never read before).
-unsafe fn gemm_into(x: &[f32], m: usize, w: &PackedWeight, ep: Epilogue, y: Out) {
+/// written exactly once (never read before). `ranges`, when given, holds each row's
+/// [`min_max`].
+unsafe fn gemm_into(
+    x: &[f32],
+    m: usize,
+    w: &PackedWeight,
+    ep: Epilogue,
+    ranges: Option<&[(f32, f32)]>,
+    y: Out,
+) {
     let (n, k) = (w.n, w.k);
     let bias = ep.bias;
     assert_eq!(x.len(), m * k, "int8 gemm: {} inputs for {m}×{k}", x.len());
+    if let Some(r) = ranges {
+        assert_eq!(r.len(), m, "int8 gemm: {} row ranges for {m} rows", r.len());
+    }
     if let Some(b) = bias {
         assert_eq!(
             b.len(),
@@ -534,7 +574,7 @@ unsafe fn gemm_into(x: &[f32], m: usize, w: &PackedWeight, ep: Epilogue, y: Out)
     let threads = pool.n_workers() + 1;
     let out = y;
     if m * n * k < PARALLEL_MIN_MACS || threads == 1 {
-        rows_block(x, 0..m, w, 0..w.n.div_ceil(NR), ep, out);
+        rows_block(x, ranges, 0..m, w, 0..w.n.div_ceil(NR), ep, out);
     } else if m >= MR * 4 * threads {
         // Whole row blocks of MC rows per thread when there are enough of them.
         let per = MC.min(m.div_ceil(threads).div_ceil(MR) * MR);
@@ -542,13 +582,13 @@ unsafe fn gemm_into(x: &[f32], m: usize, w: &PackedWeight, ep: Epilogue, y: Out)
         pool.execute_chunked(blocks, |range| {
             for blk in range {
                 let rows = blk * per..((blk + 1) * per).min(m);
-                rows_block(x, rows, w, 0..w.n.div_ceil(NR), ep, out);
+                rows_block(x, ranges, rows, w, 0..w.n.div_ceil(NR), ep, out);
             }
         });
     } else {
         let panels = w.n.div_ceil(NR);
         pool.execute_chunked(panels, |range| {
-            rows_block(x, 0..m, w, range, ep, out);
+            rows_block(x, ranges, 0..m, w, range, ep, out);
         });
     }
 }
@@ -557,6 +597,7 @@ unsafe fn gemm_into(x: &[f32], m: usize, w: &PackedWeight, ep: Epilogue, y: Out)
 /// into a buffer that stays in cache while every panel passes over it.
 fn rows_block(
     x: &[f32],
+    ranges: Option<&[(f32, f32)]>,
     rows: std::ops::Range<usize>,
     w: &PackedWeight,
     panels: std::ops::Range<usize>,
@@ -576,8 +617,11 @@ fn rows_block(
         rq.clear();
         for r in 0..rows_here {
             let row = start + r;
-            rq.push(quantize_row(
-                &x[row * k..(row + 1) * k],
+            let xr = &x[row * k..(row + 1) * k];
+            let range = ranges.map_or_else(|| min_max(xr), |rs| rs[row]);
+            rq.push(quantize_row_in(
+                xr,
+                range,
                 &mut qa[r * k4..(r + 1) * k4],
                 levels,
             ));

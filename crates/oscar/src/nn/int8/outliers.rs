@@ -8,7 +8,7 @@
 
 #[cfg(test)]
 use super::kernel::gemm;
-use super::kernel::{gemm_epilogue_fresh, PackedWeight};
+use super::kernel::{gemm_epilogue_fresh, gemm_fresh_in_ranges, min_max, PackedWeight};
 use crate::nn::par::{Out, PARALLEL_MIN_ELEMS};
 use crate::nn::sgemm::Epilogue;
 
@@ -19,32 +19,63 @@ pub const THRESHOLD: f32 = 6.0;
 /// `threshold` in magnitude. NaN reaches nothing: a NaN stays in the int8 product, which turns
 /// its row into NaN as the f32 product would.
 pub fn outlier_columns(x: &[f32], k: usize, threshold: f32) -> Vec<usize> {
+    scan(x, k, threshold).0
+}
+
+/// [`outlier_columns`], and every row's [`min_max`] (what its quantization needs), in one pass
+/// over `x`: a row whose range lies inside `(−threshold, threshold)` holds no outlier, so only
+/// the other rows (none, in most calls) are looked at value by value.
+fn scan(x: &[f32], k: usize, threshold: f32) -> (Vec<usize>, Vec<(f32, f32)>) {
     if k == 0 {
-        return Vec::new();
+        return (Vec::new(), vec![(0.0, 0.0); x.len()]);
     }
-    // Bytes or-ed without a branch, so the compiler vectorizes the scan.
-    let scan = |rows: &[f32], hit: &mut [u8]| {
-        for row in rows.chunks_exact(k) {
-            for (h, v) in hit.iter_mut().zip(row) {
-                *h |= (v.abs() >= threshold) as u8;
+    let m = x.len() / k;
+    let mut ranges = vec![(0f32, 0f32); m];
+    // Bytes or-ed without a branch, so the compiler vectorizes the scan of a row.
+    let scan_rows = |rows: &[f32], ranges: &mut [(f32, f32)], hit: &mut [u8]| {
+        for (row, range) in rows.chunks_exact(k).zip(ranges) {
+            *range = min_max(row);
+            let (lo, hi) = *range;
+            if !(lo > -threshold && hi < threshold) {
+                for (h, v) in hit.iter_mut().zip(row) {
+                    *h |= (v.abs() >= threshold) as u8;
+                }
             }
         }
     };
     let mut hit = vec![0u8; k];
     if x.len() < PARALLEL_MIN_ELEMS {
-        scan(x, &mut hit);
+        scan_rows(x, &mut ranges, &mut hit);
     } else {
-        // Each thread scans its rows into its own flags, then ors them into the shared ones.
+        // Each thread scans its rows into its own flags and its rows' ranges, then ors its flags
+        // into the shared ones.
         let shared = std::sync::Mutex::new(hit);
-        candle_core::utils::barrier_pool().execute_chunked(x.len() / k, |range| {
+        let out = Ranges(ranges.as_mut_ptr());
+        candle_core::utils::barrier_pool().execute_chunked(m, |rows| {
             let mut mine = vec![0u8; k];
-            scan(&x[range.start * k..range.end * k], &mut mine);
+            // SAFETY: each thread gets its own rows' ranges, inside `ranges` (m of them).
+            let rs = unsafe { out.rows(rows.clone()) };
+            scan_rows(&x[rows.start * k..rows.end * k], rs, &mut mine);
             let mut all = shared.lock().unwrap_or_else(|e| e.into_inner());
             all.iter_mut().zip(&mine).for_each(|(a, m)| *a |= m);
         });
         hit = shared.into_inner().unwrap_or_else(|e| e.into_inner());
     }
-    (0..k).filter(|&c| hit[c] != 0).collect()
+    ((0..k).filter(|&c| hit[c] != 0).collect(), ranges)
+}
+
+/// The row ranges the pool's threads fill, each its own rows.
+#[derive(Clone, Copy)]
+struct Ranges(*mut (f32, f32));
+unsafe impl Send for Ranges {}
+unsafe impl Sync for Ranges {}
+
+impl Ranges {
+    /// # Safety
+    /// `rows` must lie inside the buffer, and no one else use them while the slice lives.
+    unsafe fn rows<'a>(self, rows: std::ops::Range<usize>) -> &'a mut [(f32, f32)] {
+        unsafe { std::slice::from_raw_parts_mut(self.0.add(rows.start), rows.len()) }
+    }
 }
 
 /// `y = x·Wᵀ (+ bias)` with the outlier features of `x` in f32 and the rest in int8: the int8
@@ -58,9 +89,9 @@ pub fn gemm_decomposed(
     threshold: f32,
 ) -> Vec<f32> {
     let (k, n) = (w.k, w.n);
-    let cols = outlier_columns(x, k, threshold);
+    let (cols, ranges) = scan(x, k, threshold);
     if cols.is_empty() {
-        return gemm_epilogue_fresh(x, m, w, ep);
+        return gemm_fresh_in_ranges(x, m, w, ep, &ranges);
     }
     let mut inliers = x.to_vec();
     for row in inliers.chunks_exact_mut(k) {
@@ -192,15 +223,49 @@ mod tests {
     }
 
     /// A large input is scanned by every thread: outliers planted in the first, a middle and
-    /// the last row are all found, and a NaN is none.
+    /// the last row are all found, values of exactly ± the threshold too, and a NaN is none;
+    /// every row's range is its [`min_max`].
     #[test]
     fn every_row_of_a_large_input_is_scanned() {
         let (m, k) = (1000, 97);
-        let mut x = vec![0.5f32; m * k];
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        let mut x: Vec<f32> = (0..m * k).map(|_| rng.random_range(-1.0..1.0)).collect();
         x[3] = -6.0;
         x[(m / 2) * k + 50] = 7.0;
+        x[(m / 3) * k + 60] = THRESHOLD;
         x[(m - 1) * k + 96] = 100.0;
         x[(m - 2) * k + 10] = f32::NAN;
-        assert_eq!(outlier_columns(&x, k, THRESHOLD), vec![3, 50, 96]);
+        let (cols, ranges) = scan(&x, k, THRESHOLD);
+        assert_eq!(cols, vec![3, 50, 60, 96]);
+        assert_eq!(outlier_columns(&x, k, THRESHOLD), cols);
+        for (row, range) in x.chunks_exact(k).zip(&ranges) {
+            let want = min_max(row);
+            assert_eq!(
+                (range.0.to_bits(), range.1.to_bits()),
+                (want.0.to_bits(), want.1.to_bits())
+            );
+        }
+    }
+
+    /// Without outliers the decomposed product takes the scan's row ranges, and gives the plain
+    /// product's bits, on one thread and on the pool.
+    #[test]
+    fn the_scans_row_ranges_give_the_plain_product() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(6);
+        for (m, k, n) in [(7, 33, 20), (500, 97, 40)] {
+            let x: Vec<f32> = (0..m * k).map(|_| rng.random_range(-3.0..2.0)).collect();
+            let wf: Vec<f32> = (0..n * k).map(|_| rng.random_range(-0.1..0.1)).collect();
+            let w = PackedWeight::quantize(&wf, n, k);
+            let mut plain = vec![0f32; m * n];
+            gemm(&x, m, &w, None, &mut plain);
+            let mixed = gemm_decomposed(&x, m, &w, Epilogue::default(), THRESHOLD);
+            assert!(
+                plain
+                    .iter()
+                    .zip(&mixed)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{m}×{k}·{n}"
+            );
+        }
     }
 }
