@@ -144,7 +144,7 @@ impl BertResidualOutput {
 
     pub fn forward(&self, x: &Tensor, residual: &Tensor, ctx: &Ctx) -> Result<Tensor> {
         let y = ops::dropout(&self.dense.forward(x)?, self.dropout, ctx)?;
-        self.layer_norm.forward(&y.add(residual)?)
+        self.layer_norm.forward_residual(&y, residual)
     }
 }
 

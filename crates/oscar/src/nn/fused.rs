@@ -113,6 +113,90 @@ fn mean_rstd(x: &[f32], eps: f32) -> (f32, f32) {
     (mean, 1.0 / (var + eps).sqrt())
 }
 
+/// One row of [`layer_norm`], in place.
+fn layer_norm_in_place(o: &mut [f32], w: &[f32], b: &[f32], eps: f32) {
+    let (mean, rstd) = mean_rstd(o, eps);
+    for i in 0..o.len() {
+        o[i] = (o[i] - mean) * rstd * w[i] + b[i];
+    }
+}
+
+/// `layer_norm(x + residual)`: BERT's residual connections (HF `BertSelfOutput`, `BertOutput`).
+/// With no backward to record ([`super::NoGrad`]) the sum is formed row by row in the output, in
+/// cache, not as a tensor of its own written and read back; the values are the same as the two
+/// ops' (tested).
+pub fn add_layer_norm(
+    x: &Tensor,
+    residual: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    eps: f64,
+) -> Result<Tensor> {
+    if super::grad_enabled() || !fused_path(&[x, residual, weight, bias]) {
+        return layer_norm(&x.add(residual)?, weight, bias, eps);
+    }
+    if x.dims() != residual.dims() {
+        bail!(
+            "add + layer norm: input {:?} and residual {:?} differ",
+            x.dims(),
+            residual.dims()
+        );
+    }
+    let h = x.dims().last().copied().unwrap_or(1);
+    let (weight, bias) = (weight.flatten_all()?, bias.flatten_all()?);
+    if weight.elem_count() != h || bias.elem_count() != h {
+        bail!(
+            "add + layer norm: weight/bias of {} / {} for width {h}",
+            weight.elem_count(),
+            bias.elem_count()
+        );
+    }
+    op2(
+        &x.contiguous()?,
+        &residual.contiguous()?,
+        AddLayerNormOp {
+            weight: weight.to_vec1()?,
+            bias: bias.to_vec1()?,
+            eps: eps as f32,
+        },
+    )
+}
+
+/// The forward of [`add_layer_norm`] (inference only: it has no backward).
+struct AddLayerNormOp {
+    weight: Vec<f32>,
+    bias: Vec<f32>,
+    eps: f32,
+}
+
+impl CustomOp2 for AddLayerNormOp {
+    fn name(&self) -> &'static str {
+        "oscar-add-layer-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (x, r) = (
+            f32_data(s1, l1, self.name())?,
+            f32_data(s2, l2, self.name())?,
+        );
+        let h = self.weight.len();
+        let out = for_each_row(x.len() / h.max(1), h, |i, o| {
+            let rows = i * h..(i + 1) * h;
+            for ((o, a), b) in o.iter_mut().zip(&x[rows.clone()]).zip(&r[rows]) {
+                *o = a + b;
+            }
+            layer_norm_in_place(o, &self.weight, &self.bias, self.eps);
+        });
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+}
+
 /// `torch.nn.LayerNorm` over the last dimension: `(x − mean)/sqrt(var + eps)·w + b`.
 pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
     if !fused_path(&[x, weight, bias]) {
@@ -158,11 +242,8 @@ impl CustomOp3 for LayerNormOp {
             );
         }
         let out = for_each_row(x.len() / h.max(1), h, |r, o| {
-            let row = &x[r * h..(r + 1) * h];
-            let (mean, rstd) = mean_rstd(row, self.eps);
-            for i in 0..h {
-                o[i] = (row[i] - mean) * rstd * w[i] + b[i];
-            }
+            o.copy_from_slice(&x[r * h..(r + 1) * h]);
+            layer_norm_in_place(o, w, b, self.eps);
         });
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
@@ -1108,6 +1189,45 @@ mod tests {
                 &|t| separate(t),
             );
         }
+    }
+
+    /// At inference the fused residual + LayerNorm gives the bits of the add followed by the
+    /// LayerNorm, one thread and the pool; with a backward to record it is those two ops (the
+    /// gradients match); mismatched shapes are refused.
+    #[test]
+    fn add_layer_norm_equals_add_then_layer_norm() {
+        for (rows, h) in [(6, 16), (700, 96)] {
+            let x = Var::from_tensor(&random(&[2, rows / 2, h], 30, 3.0)).unwrap();
+            let r = Var::from_tensor(&random(&[2, rows / 2, h], 31, 3.0)).unwrap();
+            let w = Var::from_tensor(&random(&[h], 32, 1.0)).unwrap();
+            let b = Var::from_tensor(&random(&[h], 33, 1.0)).unwrap();
+            let separate =
+                |t: &[Tensor]| layer_norm(&t[0].add(&t[1]).unwrap(), &t[2], &t[3], 1e-12).unwrap();
+            let inputs: Vec<Tensor> = [&x, &r, &w, &b].map(|v| v.as_tensor().clone()).into();
+            let want: Vec<f32> = separate(&inputs).flatten_all().unwrap().to_vec1().unwrap();
+            let got = {
+                let _no_grad = super::super::NoGrad::new();
+                add_layer_norm(&inputs[0], &inputs[1], &inputs[2], &inputs[3], 1e-12).unwrap()
+            };
+            assert!(!got.track_op());
+            let got: Vec<f32> = got.flatten_all().unwrap().to_vec1().unwrap();
+            assert!(
+                got.iter()
+                    .zip(&want)
+                    .all(|(p, q)| p.to_bits() == q.to_bits()),
+                "{rows}×{h}"
+            );
+            check(
+                &[x, r, w, b],
+                &|t| add_layer_norm(&t[0], &t[1], &t[2], &t[3], 1e-12).unwrap(),
+                &|t| separate(t),
+            );
+        }
+        let _no_grad = super::super::NoGrad::new();
+        let x = random(&[2, 4], 34, 1.0);
+        let w = random(&[4], 35, 1.0);
+        assert!(add_layer_norm(&x, &random(&[2, 3], 36, 1.0), &w, &w, 1e-12).is_err());
+        assert!(add_layer_norm(&x, &x, &random(&[3], 37, 1.0), &w, 1e-12).is_err());
     }
 
     #[test]

@@ -100,6 +100,11 @@ impl LayerNorm {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         ops::layer_norm(x, &self.weight, &self.bias, self.eps)
     }
+
+    /// `self.forward(&(x + residual))`, fused at inference ([`ops::add_layer_norm`]).
+    pub fn forward_residual(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
+        ops::add_layer_norm(x, residual, &self.weight, &self.bias, self.eps)
+    }
 }
 
 /// `torch.nn.Embedding`: row lookup, `weight[num, dim]`.
