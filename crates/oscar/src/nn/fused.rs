@@ -10,7 +10,7 @@
 //! formulas); tests compare every forward and gradient with the composite ops.
 
 use super::par::{Out, PARALLEL_MIN_ELEMS};
-use super::sgemm::{sgemm, sgemm_epilogue_new, sgemm_serial, Epilogue, View};
+use super::sgemm::{sgemm, sgemm_epilogue_new, sgemm_serial_fresh, Epilogue, View};
 use super::vmath;
 use candle_core::{
     bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor,
@@ -80,28 +80,40 @@ fn f32_data<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [f32]> {
 }
 
 /// Calls `f(row, out_row)` for every row of width `width`, in parallel when the tensor is large.
-/// Each row is zeroed just before `f` writes it, while it is in cache: zeroing the whole output
-/// first would be a pass over memory of its own (4 % of an int8 Oscar-B scoring run).
+/// Each row is zeroed just before `f` gets it, while it is in cache: zeroing the whole output
+/// first would be a pass over memory of its own.
 fn for_each_row(rows: usize, width: usize, f: impl Fn(usize, &mut [f32]) + Sync) -> Vec<f32> {
+    // SAFETY: the closure writes its row (zeroes) before anything reads it.
+    unsafe {
+        for_each_row_written(rows, width, |r, p| {
+            std::ptr::write_bytes(p, 0, width);
+            f(r, std::slice::from_raw_parts_mut(p, width))
+        })
+    }
+}
+
+/// [`for_each_row`] for row functions that write every value of their row themselves:
+/// `f(row, out)` gets the row's first value's address, in a buffer that is not zeroed.
+///
+/// # Safety
+/// `f(row, out)` must write all `width` values at `out`, and read none before writing it.
+unsafe fn for_each_row_written(
+    rows: usize,
+    width: usize,
+    f: impl Fn(usize, *mut f32) + Sync,
+) -> Vec<f32> {
     let len = rows * width;
     let mut out = Vec::<f32>::with_capacity(len);
     let ptr = Out(out.as_mut_ptr());
-    let row = |r: usize| {
-        // SAFETY: row `r` lies inside the capacity, no other call touches it, and it is zeroed
-        // (zero bytes are 0.0f32) before the slice over it is made.
-        let o = unsafe {
-            let p = ptr.at(r * width);
-            std::ptr::write_bytes(p, 0, width);
-            std::slice::from_raw_parts_mut(p, width)
-        };
-        f(r, o);
-    };
+    // SAFETY: row `r` lies inside the capacity and no other call touches it.
+    let row = |r: usize| f(r, unsafe { ptr.at(r * width) });
     if len < PARALLEL_MIN_ELEMS {
         (0..rows).for_each(row);
     } else {
         candle_core::utils::barrier_pool().execute_chunked(rows, |range| range.for_each(&row));
     }
-    // SAFETY: every row was zeroed above (`execute_chunked` returns when all rows are done).
+    // SAFETY: `f` wrote every row (this function's contract; `execute_chunked` returns when all
+    // rows are done).
     unsafe { out.set_len(len) };
     out
 }
@@ -658,11 +670,14 @@ impl CustomOp2 for BatchedProduct {
         if k != k2 {
             bail!("batched product: inner dimensions {k} and {k2} differ ({da:?}, {db:?})");
         }
-        let out = for_each_row(batch, m * n, |i, o| {
-            let av = view(&a[i * ar * ac..(i + 1) * ar * ac], ar, ac, self.ta);
-            let bv = view(&b[i * br * bc..(i + 1) * br * bc], br, bc, self.tb);
-            sgemm_serial(av, bv, o, false);
-        });
+        // SAFETY: the product writes all m·n values of its row, reading none.
+        let out = unsafe {
+            for_each_row_written(batch, m * n, |i, o| {
+                let av = view(&a[i * ar * ac..(i + 1) * ar * ac], ar, ac, self.ta);
+                let bv = view(&b[i * br * bc..(i + 1) * br * bc], br, bc, self.tb);
+                sgemm_serial_fresh(av, bv, Out(o));
+            })
+        };
         let mut shape = da[..r - 2].to_vec();
         shape.extend([m, n]);
         Ok((CpuStorage::F32(out), Shape::from(shape)))
@@ -739,6 +754,17 @@ pub fn softmax(x: &Tensor) -> Result<Tensor> {
     y.reshape(dims)
 }
 
+/// Softmax of one row, in place (max-shifted).
+fn softmax_in_place(o: &mut [f32]) {
+    let max = vmath::lane_max(o);
+    o.iter_mut().for_each(|v| *v -= max);
+    vmath::exp_in_place(o);
+    let inv = 1.0 / vmath::lane_sum(o, |v| v);
+    for v in o.iter_mut() {
+        *v *= inv;
+    }
+}
+
 struct SoftmaxOp {
     scale: f32,
 }
@@ -763,21 +789,18 @@ impl CustomOp2 for SoftmaxOp {
             bail!("attention softmax: scores must be 4-D")
         };
         let mq = l2.dims()[2];
-        let out = for_each_row(s.len() / lk.max(1), lk, |r, o| {
-            let (bi, q) = (r / (nh * lq), r % lq);
-            let mrow = &m[(bi * mq + if mq == 1 { 0 } else { q }) * lk..][..lk];
-            let row = &s[r * lk..(r + 1) * lk];
-            for i in 0..lk {
-                o[i] = row[i] * self.scale + mrow[i];
-            }
-            let max = vmath::lane_max(o);
-            o.iter_mut().for_each(|v| *v -= max);
-            vmath::exp_in_place(o);
-            let inv = 1.0 / vmath::lane_sum(o, |v| v);
-            for v in o.iter_mut() {
-                *v *= inv;
-            }
-        });
+        // SAFETY: the first loop writes all `lk` values of the row before any is read.
+        let out = unsafe {
+            for_each_row_written(s.len() / lk.max(1), lk, |r, o| {
+                let (bi, q) = (r / (nh * lq), r % lq);
+                let mrow = &m[(bi * mq + if mq == 1 { 0 } else { q }) * lk..][..lk];
+                let row = &s[r * lk..(r + 1) * lk];
+                for i in 0..lk {
+                    o.add(i).write(row[i] * self.scale + mrow[i]);
+                }
+                softmax_in_place(std::slice::from_raw_parts_mut(o, lk));
+            })
+        };
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 
@@ -921,11 +944,14 @@ impl CustomOp1 for SwapMiddleAxes {
         let x = f32_data(s, l, self.name())?;
         let (b, a, c, d) = l.shape().dims4()?;
         // Output row (bi, ci, ai) is input row (bi, ai, ci).
-        let out = for_each_row(b * c * a, d, |r, o| {
-            let (bi, ci, ai) = (r / (c * a), r / a % c, r % a);
-            let src = ((bi * a + ai) * c + ci) * d;
-            o.copy_from_slice(&x[src..src + d]);
-        });
+        // SAFETY: each row is copied whole, `d` values, from inside `x`.
+        let out = unsafe {
+            for_each_row_written(b * c * a, d, |r, o| {
+                let (bi, ci, ai) = (r / (c * a), r / a % c, r % a);
+                let src = &x[((bi * a + ai) * c + ci) * d..][..d];
+                std::ptr::copy_nonoverlapping(src.as_ptr(), o, d);
+            })
+        };
         Ok((CpuStorage::F32(out), Shape::from((b, c, a, d))))
     }
 

@@ -118,6 +118,33 @@ pub fn sgemm_serial(a: View, b: View, c: &mut [f32], accumulate: bool) {
     product(a, b, c, accumulate, false, Epilogue::default())
 }
 
+/// [`sgemm_serial`] without accumulating, into `m·n` values at `c` that need not be initialized:
+/// every one is written, none read first.
+///
+/// # Safety
+/// `c` must point to `m·n` writable values that nothing else uses during the call.
+pub(crate) unsafe fn sgemm_serial_fresh(a: View, b: View, c: Out) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    assert!(b.rows == k, "sgemm: {m}×{k} · {}×{n}", b.rows);
+    if m == 0 || n == 0 {
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if avx512_runs(m, k, n, false) {
+        // SAFETY: as this function's; without accumulating the kernel writes before reading.
+        return unsafe { avx512::sgemm_into(a, b, c, false, false, Epilogue::default()) };
+    }
+    // SAFETY: `c` holds m·n values (this function's contract); `gemm` writes them all and,
+    // not accumulating, reads none.
+    unsafe {
+        if k == 0 {
+            std::ptr::write_bytes(c.0, 0, m * n);
+        } else {
+            gemm_raw(a, b, c.0, false, gemm::Parallelism::None);
+        }
+    }
+}
+
 fn product(a: View, b: View, c: &mut [f32], accumulate: bool, threaded: bool, ep: Epilogue) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert!(
@@ -155,15 +182,26 @@ fn product(a: View, b: View, c: &mut [f32], accumulate: bool, threaded: bool, ep
 }
 
 fn gemm_crate(a: View, b: View, c: &mut [f32], accumulate: bool, par: gemm::Parallelism) {
+    assert_eq!(c.len(), a.rows * b.cols);
+    // SAFETY: `c` holds m·n contiguous elements.
+    unsafe { gemm_raw(a, b, c.as_mut_ptr(), accumulate, par) }
+}
+
+/// The `gemm` crate's product into `c`, read only when `accumulate`.
+///
+/// # Safety
+/// `c` must point to `m·n` writable values (initialized when `accumulate`) that nothing else
+/// uses during the call.
+unsafe fn gemm_raw(a: View, b: View, c: *mut f32, accumulate: bool, par: gemm::Parallelism) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     // SAFETY: the views' strides address elements inside their slices (checked by the callers'
-    // shapes) and `c` holds m·n contiguous elements.
+    // shapes), and `c` is as this function's contract says.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            c.as_mut_ptr(),
+            c,
             1,
             n as isize,
             accumulate,
