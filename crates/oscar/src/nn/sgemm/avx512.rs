@@ -20,6 +20,11 @@ const NR: usize = 32;
 const KC: usize = 256;
 /// Rows packed together (a 240 × 256 slice of `a`, 240 KiB, stays in L2).
 const MC: usize = 240;
+/// Up to this depth a row-major `a` is read in place by the tiles instead of packed: one
+/// slice deep, its 12 rows stay in cache. Packing them cost as much as multiplying at the
+/// attention products' shapes (120 × 64 · 64 × 120 per head); the packing pays at k = 3072,
+/// where 12 rows 12 KiB apart contend for the same cache sets (40 % slower in place).
+const IN_PLACE_A_MAX_K: usize = KC;
 
 /// Whether this CPU runs the kernel (`OSCAR_NO_AVX512=1` keeps the AVX2 paths, for tests and
 /// comparisons).
@@ -103,7 +108,15 @@ fn pack_b(b: View, panels: std::ops::Range<usize>, dst: &mut [f32]) {
     let (k, n) = (b.rows, b.cols);
     assert!(dst.len() >= panels.len() * NR * k && (k - 1) * b.rs + (n - 1) * b.cs < b.data.len());
     for (i, p) in panels.enumerate() {
-        let panel = dst[i * NR * k..(i + 1) * NR * k].as_mut_ptr();
+        let panel = &mut dst[i * NR * k..(i + 1) * NR * k];
+        if b.cs == 1 && (p + 1) * NR <= n {
+            // A row-major panel: each of its k rows is NR consecutive values.
+            for (kk, row) in panel.chunks_exact_mut(NR).enumerate() {
+                row.copy_from_slice(&b.data[kk * b.rs + p * NR..][..NR]);
+            }
+            continue;
+        }
+        let panel = panel.as_mut_ptr();
         for jj in 0..NR.min(n - p * NR) {
             let src = b.data[(p * NR + jj) * b.cs..].as_ptr();
             // SAFETY: kk < k and the column is < n, inside `b` (asserted above); the panel
@@ -151,11 +164,14 @@ fn row_block(
 ) {
     let k = a.cols;
     let tiles = rows.len().div_ceil(MR);
+    // Whole tiles of a shallow row-major `a` are read in place; the others are packed.
+    let in_place =
+        |t: usize| a.cs == 1 && k <= IN_PLACE_A_MAX_K && rows.start + (t + 1) * MR <= rows.end;
     let mut packed_a = vec![0f32; tiles * MR * KC.min(k)];
     let mut p0 = 0;
     while p0 < k {
         let kc = KC.min(k - p0);
-        for t in 0..tiles {
+        for t in (0..tiles).filter(|&t| !in_place(t)) {
             let row0 = rows.start + t * MR;
             pack_a(
                 a,
@@ -184,7 +200,12 @@ fn row_block(
             for t in 0..tiles {
                 let row0 = rows.start + t * MR;
                 let live = MR.min(rows.end - row0);
-                let ap = packed_a[t * MR * kc..(t + 1) * MR * kc].as_ptr();
+                // In place: row r's input kk at r·rs + kk (one slice deep, so p0 = 0).
+                let (ap, lda) = if in_place(t) {
+                    (a.data[row0 * a.rs..][..(MR - 1) * a.rs + kc].as_ptr(), a.rs)
+                } else {
+                    (packed_a[t * MR * kc..(t + 1) * MR * kc].as_ptr(), 0)
+                };
                 // SAFETY: AVX-512 was detected ([`sgemm`] asserts it); the packed slices hold
                 // kc·MR and kc·NR values, the bias NR; the tile's rows and columns lie inside
                 // `c` (m·n), and no other thread writes them.
@@ -193,8 +214,13 @@ fn row_block(
                 // contend for the same cache sets.)
                 unsafe {
                     let dst = c.at(row0 * n + p * NR);
-                    let run =
-                        |c: *mut f32, ldc: usize| tile(kc, ap, bp.as_ptr(), c, ldc, add, bias_ptr);
+                    let run = |c: *mut f32, ldc: usize| {
+                        if lda > 0 {
+                            tile::<true>(kc, ap, lda, bp.as_ptr(), c, ldc, add, bias_ptr)
+                        } else {
+                            tile::<false>(kc, ap, 0, bp.as_ptr(), c, ldc, add, bias_ptr)
+                        }
+                    };
                     if live == MR && cols == NR {
                         run(dst, n);
                     } else {
@@ -226,12 +252,15 @@ fn row_block(
     }
 }
 
-/// `c[MR×NR] (+)= a·b` over `kc` inputs: `a` packed `[kc][MR]`, `b` packed `[kc][NR]`, `c`
-/// with row stride `ldc`. When not adding, a non-null `bias` (NR values) joins every row.
+/// `c[MR×NR] (+)= a·b` over `kc` inputs: `a` packed `[kc][MR]`, or with `IN_PLACE` row-major
+/// with row stride `lda`; `b` packed `[kc][NR]`; `c` with row stride `ldc`. When not adding, a
+/// non-null `bias` (NR values) joins every row. Both forms sum in the same order.
 #[target_feature(enable = "avx512f")]
-unsafe fn tile(
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile<const IN_PLACE: bool>(
     kc: usize,
     a: *const f32,
+    lda: usize,
     b: *const f32,
     c: *mut f32,
     ldc: usize,
@@ -247,7 +276,11 @@ unsafe fn tile(
         let b0 = _mm512_loadu_ps(b.add(kk * NR));
         let b1 = _mm512_loadu_ps(b.add(kk * NR + 16));
         for (r, row) in acc.iter_mut().enumerate() {
-            let av = _mm512_set1_ps(*a.add(kk * MR + r));
+            let av = _mm512_set1_ps(if IN_PLACE {
+                *a.add(r * lda + kk)
+            } else {
+                *a.add(kk * MR + r)
+            });
             row[0] = _mm512_fmadd_ps(av, b0, row[0]);
             row[1] = _mm512_fmadd_ps(av, b1, row[1]);
         }
