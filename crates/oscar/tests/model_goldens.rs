@@ -177,6 +177,12 @@ fn vqa_linear_head_bce_and_kl_losses_match_pytorch() {
     assert_eq!(m.config.use_img_layernorm, Some(false));
     let logits = m.model.forward(&inputs(&inp), &Ctx::eval()).unwrap();
     assert_close("logits", &logits, &gold["logits"], TOL);
+    // Inference without a backward takes the fused attention and residual LayerNorm.
+    let inferred = {
+        let _no_grad = oscar::nn::NoGrad::new();
+        m.model.forward(&inputs(&inp), &Ctx::eval()).unwrap()
+    };
+    assert_close("logits (no backward)", &inferred, &gold["logits"], TOL);
     let bce = m
         .model
         .loss(&logits, ClassLabels::Dense(&inp["soft_scores"]))

@@ -89,21 +89,37 @@ impl BertSelfAttention {
     /// The one attention path. Queries come from `xq` (`[B, n, H]`: every position, or only some
     /// of them), keys and values from the `past` positions (a cache, or none) followed by `x`'s
     /// own (`[B, L, H]`); `ext_mask` is the additive mask `[B, 1, 1|n, P+L]` from
-    /// `ops::extended_attention_mask`. Returns the output and `x`'s keys and values, which a
-    /// decoding caller caches. Attention does not depend on the order of the keys, so a cached
-    /// step computes what re-encoding the whole sequence computes.
+    /// `ops::extended_attention_mask`. Returns the output and, when `keep_kv`, `x`'s keys and
+    /// values split into heads (`[B, nh, L, d]`), which a decoding caller caches. Attention does
+    /// not depend on the order of the keys, so a cached step computes what re-encoding the whole
+    /// sequence computes. Inference without a cache runs [`fused::attention`] on the unsplit
+    /// projections: the same values without the head tensors.
     pub fn forward(
         &self,
         xq: &Tensor,
         x: &Tensor,
         past: Option<&(Tensor, Tensor)>,
         ext_mask: &Tensor,
+        keep_kv: bool,
         ctx: &Ctx,
-    ) -> Result<(Tensor, Tensor, Tensor)> {
+    ) -> Result<(Tensor, Option<(Tensor, Tensor)>)> {
         let (b, n, h) = xq.dims3()?;
-        let q = self.split_heads(&self.query.forward(xq)?)?;
-        let k_new = self.split_heads(&self.key.forward(x)?)?;
-        let v_new = self.split_heads(&self.value.forward(x)?)?;
+        let scale = 1.0 / (self.head_dim as f64).sqrt();
+        let (q, k_new, v_new) = (
+            self.query.forward(xq)?,
+            self.key.forward(x)?,
+            self.value.forward(x)?,
+        );
+        if past.is_none() && !keep_kv && !ctx.is_train() {
+            if let Some(out) =
+                fused::attention(&q, &k_new, &v_new, ext_mask, self.num_heads, scale)?
+            {
+                return Ok((out, None));
+            }
+        }
+        let q = self.split_heads(&q)?;
+        let k_new = self.split_heads(&k_new)?;
+        let v_new = self.split_heads(&v_new)?;
         let (k, v) = match past {
             Some((pk, pv)) => (
                 Tensor::cat(&[pk, &k_new], 2)?,
@@ -112,12 +128,11 @@ impl BertSelfAttention {
             None => (k_new.clone(), v_new.clone()),
         };
         let scores = fused::batched_matmul(&q, &k, true)?;
-        let probs =
-            fused::attention_softmax(&scores, Some(ext_mask), 1.0 / (self.head_dim as f64).sqrt())?;
+        let probs = fused::attention_softmax(&scores, Some(ext_mask), scale)?;
         let probs = ops::dropout(&probs, self.dropout, ctx)?;
         let out = fused::swap_middle_axes(&fused::batched_matmul(&probs, &v, false)?)?
             .reshape((b, n, h))?;
-        Ok((out, k_new, v_new))
+        Ok((out, Some((k_new, v_new))))
     }
 }
 
@@ -169,10 +184,13 @@ impl BertAttention {
         x: &Tensor,
         past: Option<&(Tensor, Tensor)>,
         ext_mask: &Tensor,
+        keep_kv: bool,
         ctx: &Ctx,
-    ) -> Result<(Tensor, Tensor, Tensor)> {
-        let (a, k, v) = self.self_attention.forward(xq, x, past, ext_mask, ctx)?;
-        Ok((self.output.forward(&a, xq, ctx)?, k, v))
+    ) -> Result<(Tensor, Option<(Tensor, Tensor)>)> {
+        let (a, kv) = self
+            .self_attention
+            .forward(xq, x, past, ext_mask, keep_kv, ctx)?;
+        Ok((self.output.forward(&a, xq, ctx)?, kv))
     }
 }
 
@@ -224,14 +242,16 @@ impl BertLayer {
         x: &Tensor,
         past: Option<&(Tensor, Tensor)>,
         ext_mask: &Tensor,
+        keep_kv: bool,
         ctx: &Ctx,
-    ) -> Result<(Tensor, Tensor, Tensor)> {
-        let (a, k, v) = self.attention.forward(xq, x, past, ext_mask, ctx)?;
+    ) -> Result<(Tensor, Option<(Tensor, Tensor)>)> {
+        let (a, kv) = self
+            .attention
+            .forward(xq, x, past, ext_mask, keep_kv, ctx)?;
         Ok((
             self.output
                 .forward(&self.intermediate.forward(&a)?, &a, ctx)?,
-            k,
-            v,
+            kv,
         ))
     }
 }
@@ -300,21 +320,24 @@ impl BertEncoder {
             return x.narrow(1, 0, 1);
         }
         for (i, layer) in self.layers.iter().enumerate() {
-            let (out, k, v) = match &queries {
+            let (out, kv) = match &queries {
                 Queries::FirstOnly if i == last => {
                     let mask = if ext_mask.dim(2)? == 1 {
                         ext_mask.clone()
                     } else {
                         ext_mask.narrow(2, 0, 1)?
                     };
-                    layer.forward(&h.narrow(1, 0, 1)?, &h, None, &mask, ctx)?
+                    layer.forward(&h.narrow(1, 0, 1)?, &h, None, &mask, false, ctx)?
                 }
                 Queries::Cached { cache, .. } => {
-                    layer.forward(&h, &h, cache.layer(i), ext_mask, ctx)?
+                    layer.forward(&h, &h, cache.layer(i), ext_mask, true, ctx)?
                 }
-                _ => layer.forward(&h, &h, None, ext_mask, ctx)?,
+                _ => layer.forward(&h, &h, None, ext_mask, false, ctx)?,
             };
             if let Queries::Cached { cache, keep } = &mut queries {
+                let Some((k, v)) = kv else {
+                    candle_core::bail!("layer {i}: no keys and values to cache")
+                };
                 cache.append(i, &k, &v, *keep)?;
             }
             h = out;

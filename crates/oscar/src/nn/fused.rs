@@ -754,6 +754,161 @@ pub fn softmax(x: &Tensor) -> Result<Tensor> {
     y.reshape(dims)
 }
 
+/// `softmax(q·kᵀ·scale + mask)·v` for every batch row and head, read from and written to the
+/// hidden layout `[B, L, H]` (HF `BertSelfAttention` after its projections, before its dropout
+/// on the probabilities, which inference leaves out). Each (row, head) is one work item: its
+/// scores stay in a buffer in cache through the softmax and the second product, and the heads
+/// are read and written in place, so neither the split into heads, the scores, the
+/// probabilities nor the merge back are tensors of their own. The same products (the AVX-512
+/// kernel reads `q` and `v` in place either way) and the same softmax as [`batched_matmul`] and
+/// [`attention_softmax`] (tested). `q` is `[B, Lq, H]`, `k` and `v` `[B, Lk, H]`, `mask` the
+/// additive `[B, 1, 1|Lq, Lk]`.
+///
+/// Returns `None` where it does not run: with a backward to record, or off the fused CPU path;
+/// the caller then runs the split-heads ops.
+pub fn attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: &Tensor,
+    heads: usize,
+    scale: f64,
+) -> Result<Option<Tensor>> {
+    if super::grad_enabled() || !fused_path(&[q, k, v, mask]) {
+        return Ok(None);
+    }
+    let (b, lq, h) = q.dims3()?;
+    let (bk, lk, hk) = k.dims3()?;
+    let (mb, one, mq, mk) = mask.dims4()?;
+    if heads == 0
+        || h % heads != 0
+        || (bk, hk) != (b, h)
+        || v.dims() != k.dims()
+        || (mb, one, mk) != (b, 1, lk)
+        || (mq != 1 && mq != lq)
+    {
+        bail!(
+            "attention: q {:?}, k {:?}, v {:?}, mask {:?} with {heads} heads do not fit",
+            q.dims(),
+            k.dims(),
+            v.dims(),
+            mask.dims()
+        );
+    }
+    let mask = mask.flatten_all()?.to_vec1::<f32>()?;
+    let op = AttentionOp {
+        mask,
+        mask_rows: mq,
+        heads,
+        scale: scale as f32,
+    };
+    Ok(Some(q.contiguous()?.apply_op3_no_bwd(
+        &k.contiguous()?,
+        &v.contiguous()?,
+        &op,
+    )?))
+}
+
+/// The forward of [`attention`] (inference only).
+struct AttentionOp {
+    /// `[B, mask_rows, Lk]`.
+    mask: Vec<f32>,
+    mask_rows: usize,
+    heads: usize,
+    scale: f32,
+}
+
+impl CustomOp3 for AttentionOp {
+    fn name(&self) -> &'static str {
+        "oscar-attention"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (q, k, v) = (
+            f32_data(s1, l1, self.name())?,
+            f32_data(s2, l2, self.name())?,
+            f32_data(s3, l3, self.name())?,
+        );
+        let (b, lq, h) = l1.shape().dims3()?;
+        let lk = l2.dims()[1];
+        let (heads, d) = (self.heads, h / self.heads);
+        let mut out = Vec::<f32>::with_capacity(b * lq * h);
+        let dst = Out(out.as_mut_ptr());
+        // One (batch row, head) after another, with this thread's buffers.
+        let items = |range: std::ops::Range<usize>| {
+            let mut probs = vec![0f32; lq * lk];
+            let mut context = vec![0f32; lq * d];
+            for item in range {
+                let (bi, hi) = (item / heads, item % heads);
+                // This head's first feature in the first position of batch row `bi`.
+                let (qo, ko) = (bi * lq * h + hi * d, bi * lk * h + hi * d);
+                let qv = View {
+                    data: &q[qo..],
+                    rows: lq,
+                    cols: d,
+                    rs: h,
+                    cs: 1,
+                };
+                let kt = View {
+                    data: &k[ko..],
+                    rows: d,
+                    cols: lk,
+                    rs: 1,
+                    cs: h,
+                };
+                let vv = View {
+                    data: &v[ko..],
+                    rows: lk,
+                    cols: d,
+                    rs: h,
+                    cs: 1,
+                };
+                // SAFETY: `probs` holds lq·lk values, `context` lq·d.
+                unsafe { sgemm_serial_fresh(qv, kt, Out(probs.as_mut_ptr())) };
+                for (r, row) in probs.chunks_exact_mut(lk).enumerate() {
+                    let m = if self.mask_rows == 1 { 0 } else { r };
+                    let mrow = &self.mask[(bi * self.mask_rows + m) * lk..][..lk];
+                    for (o, mv) in row.iter_mut().zip(mrow) {
+                        *o = *o * self.scale + mv;
+                    }
+                    softmax_in_place(row);
+                }
+                // SAFETY: as above.
+                unsafe {
+                    sgemm_serial_fresh(View::new(&probs, lq, lk), vv, Out(context.as_mut_ptr()))
+                };
+                for (r, row) in context.chunks_exact(d).enumerate() {
+                    // SAFETY: (bi, r, this head's d features) lies inside the output, and only
+                    // this item writes it.
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(
+                            row.as_ptr(),
+                            dst.at((bi * lq + r) * h + hi * d),
+                            d,
+                        )
+                    };
+                }
+            }
+        };
+        if b * heads * lq * lk * d < 1 << 18 {
+            items(0..b * heads);
+        } else {
+            candle_core::utils::barrier_pool().execute_chunked(b * heads, items);
+        }
+        // SAFETY: every (row, position, head) was written above.
+        unsafe { out.set_len(b * lq * h) };
+        Ok((CpuStorage::F32(out), Shape::from((b, lq, h))))
+    }
+}
+
 /// Softmax of one row, in place (max-shifted).
 fn softmax_in_place(o: &mut [f32]) {
     let max = vmath::lane_max(o);
@@ -1254,6 +1409,49 @@ mod tests {
         let w = random(&[4], 35, 1.0);
         assert!(add_layer_norm(&x, &random(&[2, 3], 36, 1.0), &w, &w, 1e-12).is_err());
         assert!(add_layer_norm(&x, &x, &random(&[3], 37, 1.0), &w, 1e-12).is_err());
+    }
+
+    /// The fused attention gives the bits of the split-heads ops (split, q·kᵀ, masked softmax,
+    /// p·v, merge) for a mask per key and a mask per query, at a decoding-sized shape (the `gemm`
+    /// crate's products), a small one and Oscar-B's head shape (the AVX-512 kernel); it stays off
+    /// with a backward to record, and refuses shapes that do not fit.
+    #[test]
+    fn attention_equals_the_split_heads_ops() {
+        for (b, lq, lk, nh, d) in [(2, 1, 9, 2, 8), (2, 5, 7, 2, 4), (2, 70, 120, 3, 64)] {
+            let h = nh * d;
+            let q = random(&[b, lq, h], 40, 1.0);
+            let k = random(&[b, lk, h], 41, 1.0);
+            let v = random(&[b, lk, h], 42, 1.0);
+            let scale = 1.0 / (d as f64).sqrt();
+            for mq in [1, lq] {
+                let mask = random(&[b, 1, mq, lk], 43, 3.0);
+                let _no_grad = super::super::NoGrad::new();
+                let split = |x: &Tensor| swap_middle_axes(&x.reshape((b, (), nh, d))?);
+                let want = (|| {
+                    let s = batched_matmul(&split(&q)?, &split(&k)?, true)?;
+                    let p = attention_softmax(&s, Some(&mask), scale)?;
+                    swap_middle_axes(&batched_matmul(&p, &split(&v)?, false)?)?.reshape((b, lq, h))
+                })()
+                .unwrap();
+                let got = attention(&q, &k, &v, &mask, nh, scale).unwrap().unwrap();
+                assert_eq!(got.dims(), &[b, lq, h]);
+                let (got, want): (Vec<f32>, Vec<f32>) = (
+                    got.flatten_all().unwrap().to_vec1().unwrap(),
+                    want.flatten_all().unwrap().to_vec1().unwrap(),
+                );
+                assert!(
+                    got.iter()
+                        .zip(&want)
+                        .all(|(x, y)| x.to_bits() == y.to_bits()),
+                    "b {b}, lq {lq}, lk {lk}, {nh} heads of {d}, mask rows {mq}"
+                );
+            }
+        }
+        let (q, mask) = (random(&[1, 3, 8], 44, 1.0), random(&[1, 1, 1, 3], 45, 1.0));
+        assert!(attention(&q, &q, &q, &mask, 2, 1.0).unwrap().is_none());
+        let _no_grad = super::super::NoGrad::new();
+        assert!(attention(&q, &q, &q, &mask, 3, 1.0).is_err());
+        assert!(attention(&q, &q, &q, &random(&[1, 1, 1, 4], 46, 1.0), 2, 1.0).is_err());
     }
 
     #[test]
