@@ -23,6 +23,7 @@
 //! so one 256-bit load feeds 8 channels. The AVX2 tile is checked against [`reference`], a plain
 //! triple loop over the unpacked integers; both share one epilogue, so they agree bit for bit.
 
+use super::amx;
 use crate::nn::par::Out;
 use crate::nn::sgemm::Epilogue;
 
@@ -87,6 +88,19 @@ pub fn weight_groups() -> bool {
     })
 }
 
+/// How a [`PackedWeight`]'s integers are held, both in its panel layout.
+#[derive(Debug, Clone, PartialEq)]
+enum Panels {
+    /// The integers `q` themselves: what every tile reads (AMX's too, without group shifts).
+    Plain(Vec<i8>),
+    /// For the AMX tiles with group shifts, which cannot shift a group's sum between two
+    /// `tdpbusd` steps: each weight shifted by its group's shift, `w = q · 2^shift` (up to
+    /// 127 · 8), held as `low + 8 · high` with both in int8 (`high = ⌊(w + 4) / 8⌋`, `low` in
+    /// −4‥3). The tiles sum the activations against each plane and add 8 times `high`'s sums to
+    /// `low`'s: the same exact integers as shifting each group's sum. Twice the bytes.
+    Split { low: Vec<i8>, high: Vec<i8> },
+}
+
 /// A weight matrix `[n, k]` quantized per output channel and packed for the kernel.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PackedWeight {
@@ -95,7 +109,7 @@ pub struct PackedWeight {
     /// `k` rounded up to a multiple of 4.
     k4: usize,
     /// `ceil(n / NR)` panels, each `k4 / 4` groups of `NR × 4` bytes.
-    panels: Vec<i8>,
+    panels: Panels,
     /// Per output channel: the channel's step; input `kk`'s weight is `q · scale · 2^-e` with `e`
     /// its group's exponent (0 without groups). `n` of them.
     pub scales: Vec<f32>,
@@ -173,6 +187,21 @@ impl PackedWeight {
         n: usize,
         k: usize,
     ) -> Self {
+        let split = amx_for(k.div_ceil(4) * 4);
+        Self::from_quantized_in(q, scales, exponents, n, k, split)
+    }
+
+    /// [`Self::from_quantized`], with group-shifted weights held as AMX's two planes
+    /// ([`Panels::Split`]) when `split` (only where [`amx_for`] this `k` holds: no other tile
+    /// reads them).
+    fn from_quantized_in(
+        q: &[i8],
+        scales: &[f32],
+        exponents: Option<&[u8]>,
+        n: usize,
+        k: usize,
+        split: bool,
+    ) -> Self {
         let ngroups = k.div_ceil(WEIGHT_GROUP);
         assert!(
             q.len() == n * k
@@ -220,6 +249,22 @@ impl PackedWeight {
             })
             .collect();
         let step_scales = scales.iter().map(|&s| s * pow2_neg(shift_base)).collect();
+        let panels = if split && shift_base > 0 {
+            let (mut low, mut high) = (vec![0i8; panels.len()], vec![0i8; panels.len()]);
+            for j in 0..n {
+                let base = (j / NR) * k4 * NR + (j % NR) * 4;
+                for kk in 0..k {
+                    let at = base + (kk / 4) * NR * 4 + kk % 4;
+                    let w = (panels[at] as i32) << shift(j, kk);
+                    let h = (w + 4) >> 3;
+                    high[at] = h as i8;
+                    low[at] = (w - 8 * h) as i8;
+                }
+            }
+            Panels::Split { low, high }
+        } else {
+            Panels::Plain(panels)
+        };
         PackedWeight {
             n,
             k,
@@ -278,17 +323,40 @@ impl PackedWeight {
 
     fn at(&self, j: usize, kk: usize) -> i8 {
         let (p, c) = (j / NR, j % NR);
-        self.panels[p * self.k4 * NR + (kk / 4) * NR * 4 + c * 4 + kk % 4]
+        let at = p * self.k4 * NR + (kk / 4) * NR * 4 + c * 4 + kk % 4;
+        match &self.panels {
+            Panels::Plain(q) => q[at],
+            Panels::Split { low, high } => {
+                ((low[at] as i32 + 8 * high[at] as i32) >> self.shift(j, kk)) as i8
+            }
+        }
+    }
+
+    /// Whether the AMX tiles compute this matrix's products: split weights (made only where
+    /// [`amx_for`] holds) always, plain ones where [`amx_for`] holds and no group is shifted.
+    fn on_amx(&self) -> bool {
+        match self.panels {
+            Panels::Split { .. } => true,
+            Panels::Plain(_) => self.shift_base == 0 && amx_for(self.k4),
+        }
     }
 
     /// Bytes held (packed weights, shifts, scales and column sums).
     pub fn bytes(&self) -> usize {
-        self.panels.len() + self.shifts.len() + 12 * self.scales.len()
+        let panels = match &self.panels {
+            Panels::Plain(q) => q.len(),
+            Panels::Split { low, high } => low.len() + high.len(),
+        };
+        panels + self.shifts.len() + 12 * self.scales.len()
     }
 
-    /// Consecutive panels, one after the other (`k4 · NR` bytes each).
+    /// Consecutive panels of the integers, one after the other (`k4 · NR` bytes each). Only
+    /// the AMX tiles take [`Panels::Split`] weights, and [`rows_block`] sends those there.
     fn panels(&self, ps: std::ops::Range<usize>) -> &[i8] {
-        &self.panels[ps.start * self.k4 * NR..ps.end * self.k4 * NR]
+        match &self.panels {
+            Panels::Plain(q) => &q[ps.start * self.k4 * NR..ps.end * self.k4 * NR],
+            Panels::Split { .. } => unreachable!("int8: split weights outside the AMX tiles"),
+        }
     }
 
     /// Those panels' shifts (`ceil(k4 / WEIGHT_GROUP) · NR` bytes each), `None` without groups.
@@ -407,6 +475,14 @@ fn isa() -> Isa {
     })
 }
 
+/// Whether products over `k4` inputs take the AMX tiles ([`amx`]): where the VNNI tiles would
+/// run (so with the same activations), the CPU and the kernel allow AMX, and `k4` is a whole
+/// number of AMX steps (64 inputs; BERT's 384, 768, 1536 and 3072 are, Oscar's 2054-d region
+/// features are not and take VNNI).
+fn amx_for(k4: usize) -> bool {
+    isa() == Isa::Avx512Vnni && k4.is_multiple_of(amx::STEP) && amx::available()
+}
+
 /// Whether the VNNI tile may run: the CPU has it and `OSCAR_NO_AVX512` is not set.
 fn vnni_allowed() -> bool {
     #[cfg(target_arch = "x86_64")]
@@ -479,6 +555,9 @@ fn panel_group(shifted: bool) -> usize {
 /// Which kernel [`gemm`] uses on this machine.
 pub fn kernel_name() -> String {
     let tile = match isa() {
+        Isa::Avx512Vnni if amx_for(amx::STEP) => {
+            "amx (tdpbusd; avx512-vnni where k is not a multiple of 64)"
+        }
         Isa::Avx512Vnni => "avx512-vnni (vpdpbusd)",
         Isa::Avx2 => "avx2 (vpmaddubsw)",
         Isa::Portable => "portable",
@@ -604,9 +683,11 @@ fn rows_block(
     ep: Epilogue,
     y: Out,
 ) {
-    let (k, k4, n) = (w.k, w.k4, w.n);
-    let bias = ep.bias;
-    let mut qa = vec![0u8; MC.min(rows.len()).div_ceil(MR) * MR * k4];
+    let (k, k4) = (w.k, w.k4);
+    let amx = w.on_amx();
+    // Rows per tile: the activation bytes past the last row, up to a whole tile, stay 0.
+    let tile_rows = if amx { amx::BLOCK_ROWS } else { MR };
+    let mut qa = vec![0u8; MC.min(rows.len()).div_ceil(tile_rows) * tile_rows * k4];
     let mut rq = Vec::with_capacity(MC);
     let mut tile = [0i32; GROUP_MAX * MR * NR];
     let levels = activation_levels();
@@ -627,7 +708,12 @@ fn rows_block(
             ));
         }
         // Rows past the end of a partial tile multiply zeros; their sums are never written.
-        qa[rows_here * k4..rows_here.div_ceil(MR) * MR * k4].fill(0);
+        qa[rows_here * k4..rows_here.div_ceil(tile_rows) * tile_rows * k4].fill(0);
+        if amx {
+            amx_tiles(&qa, start, &rq, w, panels.clone(), ep, y);
+            start = end;
+            continue;
+        }
         let group = panel_group(w.shift_base > 0);
         let mut p = panels.start;
         while p < panels.end {
@@ -643,67 +729,167 @@ fn rows_block(
                     &mut tile[..count * MR * NR],
                 );
                 let live = MR.min(rows_here - t);
-                let channels = p * NR..((p + count) * NR).min(n);
-                #[cfg(target_arch = "x86_64")]
-                let whole = group > 1 && (p + count) * NR <= n;
-                #[cfg(not(target_arch = "x86_64"))]
-                let whole = false;
-                if whole {
-                    #[cfg(target_arch = "x86_64")]
-                    // SAFETY: VNNI (hence AVX-512F) was detected (`group` is only above 1 then);
-                    // rows start+t.. (live of them) × `channels` lie inside `y`, and no other
-                    // thread writes them.
-                    unsafe {
-                        avx512::epilogue(
-                            &tile[..count * MR * NR],
-                            &rq[t..t + live],
-                            &w.colsums[channels.clone()],
-                            &w.step_scales[channels.clone()],
-                            bias.map(|b| &b[channels.clone()]),
-                            y.0.add((start + t) * n + channels.start),
-                            n,
-                        )
-                    };
-                } else {
-                    for (pp, sums) in tile.chunks_exact(MR * NR).take(count).enumerate() {
-                        let cols = (p + pp) * NR..((p + pp + 1) * NR).min(n);
-                        for r in 0..live {
-                            let row = start + t + r;
-                            // SAFETY: (row, cols) lies inside `y` (checked in `gemm`), and no
-                            // other thread writes this row's channels of this panel.
-                            let out = unsafe {
-                                std::slice::from_raw_parts_mut(
-                                    y.0.add(row * n + cols.start),
-                                    cols.len(),
-                                )
-                            };
-                            epilogue(
-                                &sums[r * NR..r * NR + cols.len()],
-                                rq[t + r],
-                                w,
-                                cols.clone(),
-                                bias,
-                                out,
-                            );
-                        }
-                    }
-                }
-                if ep.gelu {
-                    for r in 0..live {
-                        // SAFETY: as above: this thread's rows × `channels`, inside `y`.
-                        let out = unsafe {
-                            std::slice::from_raw_parts_mut(
-                                y.0.add((start + t + r) * n + channels.start),
-                                channels.len(),
-                            )
-                        };
-                        crate::nn::vmath::gelu_in_place(out);
-                    }
-                }
+                let sums = TileSums {
+                    sums: &tile[..count * MR * NR],
+                    rows: MR,
+                    first_panel: p,
+                };
+                // SAFETY: this thread's rows start+t.. × these panels' channels, inside `y`.
+                unsafe { write_tile(sums, &rq[t..t + live], start + t, w, ep, y) };
             }
             p += count;
         }
         start = end;
+    }
+}
+
+/// [`rows_block`]'s sums on the AMX tiles: 32 rows × 2 panels a call (or, for split weights,
+/// 32 rows × 1 panel against its two planes). `qa` holds `rq.len()` quantized rows from row
+/// `start`, zero up to a multiple of 32 rows.
+fn amx_tiles(
+    qa: &[u8],
+    start: usize,
+    rq: &[RowQuant],
+    w: &PackedWeight,
+    panels: std::ops::Range<usize>,
+    ep: Epilogue,
+    y: Out,
+) {
+    let k4 = w.k4;
+    let block = amx::BLOCK_ROWS;
+    let rows_here = rq.len();
+    assert!(
+        k4.is_multiple_of(amx::STEP) && qa.len() >= rows_here.div_ceil(block) * block * k4,
+        "int8 AMX tiles: k4 = {k4}, {} activation bytes for {rows_here} rows",
+        qa.len()
+    );
+    let steps = k4 / amx::STEP;
+    let mut tile = [0i32; 2 * amx::BLOCK_ROWS * NR];
+    let panel = |q: &[i8], p: usize| q[p * k4 * NR..(p + 1) * k4 * NR].as_ptr();
+    // SAFETY: `amx_for` said the tiles may run (its caller's check).
+    #[cfg(target_arch = "x86_64")]
+    let _tiles = unsafe { amx::Tiles::configure() };
+    let mut p = panels.start;
+    while p < panels.end {
+        let (b0, b1, count) = match &w.panels {
+            Panels::Plain(q) if p + 1 < panels.end => (panel(q, p), panel(q, p + 1), 2),
+            Panels::Plain(q) => (panel(q, p), panel(q, p), 1),
+            Panels::Split { low, high } => (panel(low, p), panel(high, p), 1),
+        };
+        for t in (0..rows_here).step_by(block) {
+            // SAFETY: `amx_for` said the tiles may run; the 32 rows from `t` lie inside `qa`
+            // (asserted), each panel holds `steps · 1024` bytes, and `tile` 1,024 sums.
+            #[cfg(target_arch = "x86_64")]
+            unsafe {
+                amx::sums_2x2(qa[t * k4..].as_ptr(), k4, b0, b1, steps, tile.as_mut_ptr())
+            };
+            if let Panels::Split { .. } = w.panels {
+                let (low, high) = tile.split_at_mut(block * NR);
+                for (l, h) in low.iter_mut().zip(&*high) {
+                    *l = l.wrapping_add(h.wrapping_shl(3));
+                }
+            }
+            let live = block.min(rows_here - t);
+            let sums = TileSums {
+                sums: &tile[..count * block * NR],
+                rows: block,
+                first_panel: p,
+            };
+            // SAFETY: this thread's rows start+t.. × these panels' channels, inside `y`.
+            unsafe { write_tile(sums, &rq[t..t + live], start + t, w, ep, y) };
+        }
+        p += count;
+    }
+}
+
+/// The int32 sums of a tile, `[panel][row][channel]` with `rows` rows per panel, the first of
+/// them panel `first_panel` of the weights.
+#[derive(Clone, Copy)]
+struct TileSums<'a> {
+    sums: &'a [i32],
+    rows: usize,
+    first_panel: usize,
+}
+
+/// Scales a tile's sums back ([`epilogue`]; GELU too where `ep.gelu`) into rows `row0..` (one
+/// per `rq`) of `y`, whose rows hold `w.n` values.
+///
+/// # Safety
+/// Those rows × the tile's channels must lie inside `y`, and no other thread may write them.
+unsafe fn write_tile(
+    tile: TileSums,
+    rq: &[RowQuant],
+    row0: usize,
+    w: &PackedWeight,
+    ep: Epilogue,
+    y: Out,
+) {
+    let n = w.n;
+    let per = tile.rows * NR;
+    let count = tile.sums.len() / per;
+    let p = tile.first_panel;
+    let channels = p * NR..((p + count) * NR).min(n);
+    #[cfg(target_arch = "x86_64")]
+    if isa() == Isa::Avx512Vnni && (p + count) * NR <= n {
+        // SAFETY: AVX-512F was detected (the VNNI kernels need it); the rows × `channels` lie
+        // inside `y` (the caller's).
+        unsafe {
+            avx512::epilogue(
+                tile.sums,
+                tile.rows,
+                rq,
+                &w.colsums[channels.clone()],
+                &w.step_scales[channels.clone()],
+                ep.bias.map(|b| &b[channels.clone()]),
+                y.0.add(row0 * n + channels.start),
+                n,
+            )
+        };
+        unsafe { gelu_rows(rq.len(), row0, channels, n, ep, y) };
+        return;
+    }
+    for (pp, sums) in tile.sums.chunks_exact(per).enumerate() {
+        let cols = (p + pp) * NR..((p + pp + 1) * NR).min(n);
+        for (r, &q) in rq.iter().enumerate() {
+            // SAFETY: (row, cols) lies inside `y`, written by this thread only (the caller's).
+            let out = unsafe {
+                std::slice::from_raw_parts_mut(y.0.add((row0 + r) * n + cols.start), cols.len())
+            };
+            epilogue(
+                &sums[r * NR..r * NR + cols.len()],
+                q,
+                w,
+                cols.clone(),
+                ep.bias,
+                out,
+            );
+        }
+    }
+    // SAFETY: the caller's rows × `channels`.
+    unsafe { gelu_rows(rq.len(), row0, channels, n, ep, y) };
+}
+
+/// erf-GELU in place on rows `row0..row0 + rows` × `channels` of `y` where `ep.gelu`.
+///
+/// # Safety
+/// As [`write_tile`]'s: those rows × `channels` lie inside `y`, written by this thread only.
+unsafe fn gelu_rows(
+    rows: usize,
+    row0: usize,
+    channels: std::ops::Range<usize>,
+    n: usize,
+    ep: Epilogue,
+    y: Out,
+) {
+    if !ep.gelu {
+        return;
+    }
+    for r in 0..rows {
+        // SAFETY: the caller's rows × `channels`, inside `y` and written by this thread only.
+        let out = unsafe {
+            std::slice::from_raw_parts_mut(y.0.add((row0 + r) * n + channels.start), channels.len())
+        };
+        crate::nn::vmath::gelu_in_place(out);
     }
 }
 
@@ -1143,12 +1329,15 @@ mod avx512 {
     }
 
     /// [`super::epilogue`] for a whole tile: `rq.len()` rows × the channels of `sums.len() /
-    /// (MR·NR)` panels (`colsums`, `scales`, `bias` cover exactly those), written at `y` with
-    /// row stride `n`. The operations of the AVX2 epilogue in the same order, 16 lanes at a
-    /// time, so the same bits.
+    /// (rows·NR)` panels (`sums` laid out `[panel][row][channel]`, `rows` rows per panel;
+    /// `colsums`, `scales`, `bias` cover exactly those channels), written at `y` with row
+    /// stride `n`. The operations of the AVX2 epilogue in the same order, 16 lanes at a time,
+    /// so the same bits.
     #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)] // the epilogue's inputs, as the scalar one takes them
     pub unsafe fn epilogue(
         sums: &[i32],
+        rows: usize,
         rq: &[super::RowQuant],
         colsums: &[i32],
         scales: &[f32],
@@ -1156,14 +1345,15 @@ mod avx512 {
         y: *mut f32,
         n: usize,
     ) {
-        let panels = sums.len() / (MR * NR);
+        let panels = sums.len() / (rows * NR);
         debug_assert!(colsums.len() == panels * NR && scales.len() == panels * NR);
-        debug_assert!(rq.len() <= MR && bias.is_none_or(|b| b.len() == panels * NR));
+        debug_assert!(rq.len() <= rows && bias.is_none_or(|b| b.len() == panels * NR));
         for pp in 0..panels {
             let c = _mm512_loadu_si512(colsums.as_ptr().add(pp * NR) as *const __m512i);
             let ws = _mm512_loadu_ps(scales.as_ptr().add(pp * NR));
             for (r, q) in rq.iter().enumerate() {
-                let s = _mm512_loadu_si512(sums.as_ptr().add((pp * MR + r) * NR) as *const __m512i);
+                let s =
+                    _mm512_loadu_si512(sums.as_ptr().add((pp * rows + r) * NR) as *const __m512i);
                 let d = _mm512_sub_epi32(s, _mm512_mullo_epi32(_mm512_set1_epi32(q.zero), c));
                 let sc = _mm512_mul_ps(_mm512_set1_ps(q.scale), ws);
                 let mut v = _mm512_mul_ps(_mm512_cvtepi32_ps(d), sc);
@@ -1235,6 +1425,59 @@ mod tests {
                 for shifted in [false, true] {
                     check_tiles(&mut rng, k4, levels, count, shifted);
                 }
+            }
+        }
+    }
+
+    /// Where AMX runs: the same group-shifted weights held as AMX's two planes and as plain
+    /// integers (which the VNNI tiles take) give the same products as the reference, bit for
+    /// bit, on one thread and split among threads by rows and by panels (odd panel counts, a
+    /// partial last panel, rows that leave a partial 32-row block); plain weights without shifts
+    /// take AMX too. Reported skipped on CPUs without AMX.
+    #[test]
+    fn amx_planes_and_plain_integers_give_the_reference() {
+        if !amx_for(amx::STEP) {
+            eprintln!("skipped: no AMX-INT8 here ({})", kernel_name());
+            return;
+        }
+        let mut rng = rand::rngs::StdRng::seed_from_u64(23);
+        for (m, k, n) in [
+            (1, 64, 16),
+            (33, 128, 48),
+            (8, 768, 496),
+            (70, 192, 100),
+            (200, 768, 64),
+        ] {
+            let x: Vec<f32> = (0..m * k).map(|_| rng.random_range(-2.0..3.0f32)).collect();
+            let wf: Vec<f32> = (0..n * k)
+                .map(|e| rng.random_range(-0.2..0.2f32) * 0.5f32.powi(((e % k) / 32 % 4) as i32))
+                .collect();
+            let b: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0..1.0f32)).collect();
+            let shifted = PackedWeight::quantize_with(&wf, n, k, true);
+            assert!(
+                matches!(shifted.panels, Panels::Split { .. }),
+                "{m}×{k}·{n}: not split"
+            );
+            let q = shifted.quantized();
+            let e = shifted.exponents();
+            assert!(e.is_some(), "{m}×{k}·{n}: no group took a finer step");
+            let plain =
+                PackedWeight::from_quantized_in(&q, &shifted.scales, e.as_deref(), n, k, false);
+            assert!(!plain.on_amx());
+            assert_eq!((plain.quantized(), plain.exponents()), (q, e));
+            let unshifted = PackedWeight::quantize_with(&wf, n, k, false);
+            assert!(unshifted.on_amx());
+            for w in [&shifted, &plain, &unshifted] {
+                let want = reference(&x, m, w, Some(&b));
+                let mut got = vec![0f32; m * n];
+                gemm(&x, m, w, Some(&b), &mut got);
+                assert!(
+                    got.iter()
+                        .zip(&want)
+                        .all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "{m}×{k}·{n}, AMX {}: differs from the reference",
+                    w.on_amx()
+                );
             }
         }
     }
