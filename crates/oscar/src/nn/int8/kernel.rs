@@ -409,6 +409,11 @@ fn quantize_row_in(x: &[f32], (lo, hi): (f32, f32), q: &mut [u8], levels: i32) -
 /// NaN)` when `x` holds a NaN.
 pub(super) fn min_max(x: &[f32]) -> (f32, f32) {
     #[cfg(target_arch = "x86_64")]
+    if isa() == Isa::Avx512Vnni {
+        // SAFETY: AVX-512F was detected at run time (the VNNI kernels need it).
+        return unsafe { avx512::min_max(x) };
+    }
+    #[cfg(target_arch = "x86_64")]
     if avx2() {
         // SAFETY: AVX2 was detected at run time.
         return unsafe { avx2::min_max(x) };
@@ -427,6 +432,11 @@ pub(super) fn min_max(x: &[f32]) -> (f32, f32) {
 
 /// `q = clamp(round(x · inv) + zero, 0, levels)`, rounding ties to even (as `vcvtps2dq` does).
 fn quantize_values(x: &[f32], inv: f32, zero: i32, levels: i32, q: &mut [u8]) {
+    #[cfg(target_arch = "x86_64")]
+    if isa() == Isa::Avx512Vnni {
+        // SAFETY: AVX-512F was detected at run time (the VNNI kernels need it).
+        return unsafe { avx512::quantize_values(x, inv, zero, levels, q) };
+    }
     #[cfg(target_arch = "x86_64")]
     if avx2() {
         // SAFETY: AVX2 was detected at run time.
@@ -1328,6 +1338,66 @@ mod avx512 {
         store::<P>(&c, tile);
     }
 
+    /// [`super::min_max`], 64 values a step in four independent chains (one chain of dependent
+    /// `vminps` waits on each one's latency), the last values by a masked load whose lanes
+    /// past the end read 0, which the range holds anyway.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn min_max(x: &[f32]) -> (f32, f32) {
+        let mut lo = [_mm512_setzero_ps(); 4];
+        let mut hi = [_mm512_setzero_ps(); 4];
+        let mut nan: __mmask16 = 0;
+        let p = x.as_ptr();
+        let n64 = x.len() / 64 * 64;
+        for i in (0..n64).step_by(64) {
+            for j in 0..4 {
+                let v = _mm512_loadu_ps(p.add(i + 16 * j));
+                lo[j] = _mm512_min_ps(lo[j], v);
+                hi[j] = _mm512_max_ps(hi[j], v);
+                nan |= _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v);
+            }
+        }
+        for i in (n64..x.len()).step_by(16) {
+            let mask = if x.len() - i >= 16 {
+                0xffff
+            } else {
+                (1u16 << (x.len() - i)) - 1
+            };
+            let v = _mm512_maskz_loadu_ps(mask, p.add(i));
+            lo[0] = _mm512_min_ps(lo[0], v);
+            hi[0] = _mm512_max_ps(hi[0], v);
+            nan |= _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v);
+        }
+        if nan != 0 {
+            return (f32::NAN, f32::NAN);
+        }
+        let lo = _mm512_min_ps(_mm512_min_ps(lo[0], lo[1]), _mm512_min_ps(lo[2], lo[3]));
+        let hi = _mm512_max_ps(_mm512_max_ps(hi[0], hi[1]), _mm512_max_ps(hi[2], hi[3]));
+        (_mm512_reduce_min_ps(lo), _mm512_reduce_max_ps(hi))
+    }
+
+    /// [`super::quantize_values_scalar`], 16 values at a time (the last ones masked), narrowed
+    /// to bytes by `vpmovdb` once clamped to 0‥levels.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn quantize_values(x: &[f32], inv: f32, zero: i32, levels: i32, q: &mut [u8]) {
+        debug_assert!(q.len() >= x.len());
+        let vinv = _mm512_set1_ps(inv);
+        let vzero = _mm512_set1_epi32(zero);
+        let (lo, hi) = (_mm512_setzero_si512(), _mm512_set1_epi32(levels));
+        for i in (0..x.len()).step_by(16) {
+            let mask = if x.len() - i >= 16 {
+                0xffff
+            } else {
+                (1u16 << (x.len() - i)) - 1
+            };
+            let v = _mm512_cvtps_epi32(_mm512_mul_ps(
+                _mm512_maskz_loadu_ps(mask, x.as_ptr().add(i)),
+                vinv,
+            ));
+            let v = _mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(v, vzero), lo), hi);
+            _mm512_mask_cvtepi32_storeu_epi8(q.as_mut_ptr().add(i) as *mut i8, mask, v);
+        }
+    }
+
     /// [`super::epilogue`] for a whole tile: `rq.len()` rows × the channels of `sums.len() /
     /// (rows·NR)` panels (`sums` laid out `[panel][row][channel]`, `rows` rows per panel;
     /// `colsums`, `scales`, `bias` cover exactly those channels), written at `y` with row
@@ -1378,7 +1448,7 @@ mod tests {
     fn rows_dequantize_within_one_step_for_both_ranges() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(3);
         for levels in [127, 255] {
-            for k in [1usize, 7, 8, 33, 768] {
+            for k in [1usize, 7, 8, 15, 16, 17, 33, 63, 768, 3073] {
                 let x: Vec<f32> = (0..k).map(|_| rng.random_range(-3.0..5.0f32)).collect();
                 let mut q = vec![0u8; k.div_ceil(4) * 4];
                 let rq = quantize_row(&x, &mut q, levels);
@@ -1425,6 +1495,41 @@ mod tests {
                 for shifted in [false, true] {
                     check_tiles(&mut rng, k4, levels, count, shifted);
                 }
+            }
+        }
+    }
+
+    /// This CPU's [`min_max`] gives the plain loop's range (0 included; NaN anywhere, NaN) at
+    /// every length around its steps of 16 and 64 values, with NaN and ±∞ at random places.
+    #[test]
+    fn min_max_equals_the_plain_loop() {
+        let plain = |x: &[f32]| {
+            if x.iter().any(|v| v.is_nan()) {
+                return (f32::NAN, f32::NAN);
+            }
+            x.iter()
+                .fold((0f32, 0f32), |(l, h), &v| (l.min(v), h.max(v)))
+        };
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        for len in (0..200).chain([768, 3072, 3073]) {
+            for special in [
+                None,
+                Some(f32::NAN),
+                Some(f32::INFINITY),
+                Some(f32::NEG_INFINITY),
+            ] {
+                let mut x: Vec<f32> = (0..len).map(|_| rng.random_range(-4.0..9.0f32)).collect();
+                if let (Some(s), true) = (special, len > 0) {
+                    let at = rng.random_range(0..len);
+                    x[at] = s;
+                }
+                let (got, want) = (min_max(&x), plain(&x));
+                let same = |a: f32, b: f32| a == b || (a.is_nan() && b.is_nan());
+                assert!(
+                    same(got.0, want.0) && same(got.1, want.1),
+                    "{len} values, {special:?}: {got:?} against {want:?} ({})",
+                    kernel_name()
+                );
             }
         }
     }
