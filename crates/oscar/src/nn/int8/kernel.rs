@@ -22,6 +22,11 @@
 //! packed in panels of 16 output channels, 4 consecutive inputs of one channel per 32-bit lane,
 //! so one 256-bit load feeds 8 channels. The AVX2 tile is checked against [`reference`], a plain
 //! triple loop over the unpacked integers; both share one epilogue, so they agree bit for bit.
+//!
+//! Where the CPU has AMX ([`amx`]) the panels are its weight tiles as they are, and products
+//! whose `k` is a multiple of 64 run there, 32 rows × 2 panels a call ([`amx_tiles`]); weights
+//! with group shifts are then held as two planes ([`Panels::Split`]), since a tile product
+//! cannot shift a group's sum on its way.
 
 use super::amx;
 use crate::nn::par::Out;
