@@ -79,6 +79,20 @@ fn f32_data<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [f32]> {
     }
 }
 
+/// [`f32_data`] of a three-input op's operands, in order.
+fn f32_data3<'a>(
+    op: &str,
+    (s1, l1): (&'a CpuStorage, &Layout),
+    (s2, l2): (&'a CpuStorage, &Layout),
+    (s3, l3): (&'a CpuStorage, &Layout),
+) -> Result<(&'a [f32], &'a [f32], &'a [f32])> {
+    Ok((
+        f32_data(s1, l1, op)?,
+        f32_data(s2, l2, op)?,
+        f32_data(s3, l3, op)?,
+    ))
+}
+
 /// Calls `f(row, out_row)` for every row of width `width`, in parallel when the tensor is large.
 /// Each row is zeroed just before `f` gets it, while it is in cache: zeroing the whole output
 /// first would be a pass over memory of its own.
@@ -240,11 +254,7 @@ impl CustomOp3 for LayerNormOp {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (x, w, b) = (
-            f32_data(s1, l1, self.name())?,
-            f32_data(s2, l2, self.name())?,
-            f32_data(s3, l3, self.name())?,
-        );
+        let (x, w, b) = f32_data3(self.name(), (s1, l1), (s2, l2), (s3, l3))?;
         let h = l1.dims().last().copied().unwrap_or(1);
         if w.len() != h || b.len() != h {
             bail!(
@@ -297,11 +307,7 @@ impl CustomOp3 for LayerNormGradInput {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (x, w, g) = (
-            f32_data(s1, l1, self.name())?,
-            f32_data(s2, l2, self.name())?,
-            f32_data(s3, l3, self.name())?,
-        );
+        let (x, w, g) = f32_data3(self.name(), (s1, l1), (s2, l2), (s3, l3))?;
         let h = w.len();
         let out = for_each_row(x.len() / h.max(1), h, |r, o| {
             let (row, gr) = (&x[r * h..(r + 1) * h], &g[r * h..(r + 1) * h]);
@@ -832,11 +838,7 @@ impl CustomOp3 for AttentionOp {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (q, k, v) = (
-            f32_data(s1, l1, self.name())?,
-            f32_data(s2, l2, self.name())?,
-            f32_data(s3, l3, self.name())?,
-        );
+        let (q, k, v) = f32_data3(self.name(), (s1, l1), (s2, l2), (s3, l3))?;
         let (b, lq, h) = l1.shape().dims3()?;
         let lk = l2.dims()[1];
         let (heads, d) = (self.heads, h / self.heads);

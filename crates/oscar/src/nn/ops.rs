@@ -12,15 +12,7 @@ pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Resul
 }
 
 /// `layer_norm(x + residual, …)`, fused at inference; with a backward it is the two ops.
-pub fn add_layer_norm(
-    x: &Tensor,
-    residual: &Tensor,
-    weight: &Tensor,
-    bias: &Tensor,
-    eps: f64,
-) -> Result<Tensor> {
-    fused::add_layer_norm(x, residual, weight, bias, eps)
-}
+pub use super::fused::add_layer_norm;
 
 /// Softmax over the last dimension, max-shifted for stability; fused, with a backward.
 pub fn softmax(x: &Tensor) -> Result<Tensor> {
