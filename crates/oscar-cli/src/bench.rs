@@ -178,7 +178,7 @@ fn score_pairs(a: &BenchArgs) -> Result<()> {
     })?;
     outln!(
         "{}",
-        serde_json::json!({"workload": "score-pairs", "precision": a.quantize, "pairs": a.batch, "median_s": median, "min_s": min, "runs": a.runs,
+        serde_json::json!({"workload": "score-pairs", "precision": a.quantize, "int8_kernel": int8_kernel(a.quantize), "pairs": a.batch, "median_s": median, "min_s": min, "runs": a.runs,
             "first_scores": &scores[..scores.len().min(4)]})
     );
     Ok(())
@@ -242,7 +242,7 @@ fn retrieval_score(a: &BenchArgs, cfg: &OscarConfig) -> Result<()> {
     let longest = *lens.iter().max().unwrap_or(&1);
     let dynamic = batch(longest)?;
     if a.driven {
-        let setup = serde_json::json!({"workload": "retrieval_score", "precision": a.quantize,
+        let setup = serde_json::json!({"workload": "retrieval_score", "precision": a.quantize, "int8_kernel": int8_kernel(a.quantize),
             "weights_mib": mib,
             "batch": b, "regions": r, "fixed_text": FIXED_TEXT, "dynamic_text_lengths": lens,
             "dynamic_padded_to": longest});
@@ -270,7 +270,7 @@ fn retrieval_score(a: &BenchArgs, cfg: &OscarConfig) -> Result<()> {
     outln!(
         "{}",
         serde_json::json!({
-            "workload": "retrieval_score", "precision": a.quantize, "size": format!("{:?}", a.size).to_lowercase(), "batch": b, "regions": r,
+            "workload": "retrieval_score", "precision": a.quantize, "int8_kernel": int8_kernel(a.quantize), "size": format!("{:?}", a.size).to_lowercase(), "batch": b, "regions": r,
             "fixed_text": FIXED_TEXT, "fixed_median_s": fixed_med, "fixed_min_s": fixed_min, "fixed_pairs_per_s": b as f64 / fixed_med,
             "fixed_gflops": flops(FIXED_TEXT) / fixed_med / 1e9,
             "dynamic_text_lengths": lens, "dynamic_padded_to": longest, "dynamic_median_s": dyn_med, "dynamic_min_s": dyn_min,
@@ -363,7 +363,7 @@ fn caption_beam(a: &BenchArgs, cfg: &OscarConfig) -> Result<()> {
         Ok((best, caps))
     };
     if a.driven {
-        let setup = serde_json::json!({"workload": "caption_beam5", "precision": a.quantize,
+        let setup = serde_json::json!({"workload": "caption_beam5", "precision": a.quantize, "int8_kernel": int8_kernel(a.quantize),
             "weights_mib": mib,
             "images": a.batch, "regions": a.regions, "max_gen_length": st.max_gen_length});
         let run = |cached: bool| -> Result<()> {
@@ -387,7 +387,7 @@ fn caption_beam(a: &BenchArgs, cfg: &OscarConfig) -> Result<()> {
     outln!(
         "{}",
         serde_json::json!({
-            "workload": "caption_beam5", "precision": a.quantize, "size": format!("{:?}", a.size).to_lowercase(), "images": a.batch, "regions": a.regions, "max_gen_length": st.max_gen_length,
+            "workload": "caption_beam5", "precision": a.quantize, "int8_kernel": int8_kernel(a.quantize), "size": format!("{:?}", a.size).to_lowercase(), "images": a.batch, "regions": a.regions, "max_gen_length": st.max_gen_length,
             "cached_s": tc, "reencode_s": tr, "speedup": tr / tc, "same_captions": cc == cr,
             "cached_images_per_s": a.batch as f64 / tc, "peak_rss_mib": peak_rss_mib(),
         })
@@ -480,4 +480,10 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         })
     );
     Ok(())
+}
+
+/// Which int8 kernel runs (AMX, AVX-512 VNNI, AVX2 or portable, and the activations' bits), so
+/// that a timing says what it timed; `None` in f32.
+fn int8_kernel(p: Precision) -> Option<String> {
+    (p == Precision::Int8).then(oscar::nn::int8::kernel::kernel_name)
 }
