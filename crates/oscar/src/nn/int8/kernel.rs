@@ -495,7 +495,8 @@ fn isa() -> Isa {
 /// number of AMX steps (64 inputs; BERT's 384, 768, 1536 and 3072 are, Oscar's 2054-d region
 /// features are not and take VNNI).
 fn amx_for(k4: usize) -> bool {
-    isa() == Isa::Avx512Vnni && k4.is_multiple_of(amx::STEP) && amx::available()
+    // At least one step: the tile loop runs `k4 / 64` times and cannot run none.
+    isa() == Isa::Avx512Vnni && k4 >= amx::STEP && k4.is_multiple_of(amx::STEP) && amx::available()
 }
 
 /// Whether the VNNI tile may run: the CPU has it and `OSCAR_NO_AVX512` is not set.
@@ -662,6 +663,21 @@ unsafe fn gemm_into(
         );
     }
     if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        // A sum over no inputs is 0: every output is `0 + bias` (as the epilogue adds it), with
+        // GELU where asked; the tiles have no step to run.
+        for i in 0..m {
+            // SAFETY: row `i` lies inside `y` (m·n values), written by this thread only.
+            let row = unsafe { std::slice::from_raw_parts_mut(y.0.add(i * n), n) };
+            for (j, o) in row.iter_mut().enumerate() {
+                *o = bias.map_or(0.0, |b| 0.0 + b[j]);
+            }
+            if ep.gelu {
+                crate::nn::vmath::gelu_in_place(row);
+            }
+        }
         return;
     }
     let pool = candle_core::utils::barrier_pool();

@@ -194,6 +194,7 @@ mod tests {
     fn packed_kernel_equals_the_scalar_reference_on_odd_shapes() {
         for (i, &(m, k, n)) in [
             (1, 1, 1),
+            (2, 0, 5),
             (3, 5, 7),
             (5, 13, 17),
             (4, 16, 16),
