@@ -243,6 +243,7 @@ fn retrieval_score(a: &BenchArgs, cfg: &OscarConfig) -> Result<()> {
     let dynamic = batch(longest)?;
     if a.driven {
         let setup = serde_json::json!({"workload": "retrieval_score", "precision": a.quantize, "int8_kernel": int8_kernel(a.quantize),
+            "padded_positions": padded_positions(),
             "weights_mib": mib,
             "batch": b, "regions": r, "fixed_text": FIXED_TEXT, "dynamic_text_lengths": lens,
             "dynamic_padded_to": longest});
@@ -257,20 +258,28 @@ fn retrieval_score(a: &BenchArgs, cfg: &OscarConfig) -> Result<()> {
     let (fixed_med, fixed_min) = time_runs(a.runs, || score(&fixed))?;
     let (dyn_med, dyn_min) = time_runs(a.runs, || score(&dynamic))?;
     // Work actually done: the last layer computes keys/values of every position but the rest of
-    // the layer for [CLS] only (`BertEncoder::forward_first`).
+    // the layer for [CLS] only (`BertEncoder::forward_first`); each sequence is its real length
+    // plus the regions unless the padded positions are computed too.
     let flops = |t: usize| {
-        let (n, seq, h) = ((b * (t + r)) as f64, (t + r) as f64, cfg.hidden_size as f64);
-        let per_layer = encoder_flops(&cfg, n, seq, 0.0) / cfg.num_hidden_layers as f64;
-        let last = n * 2.0 * 2.0 * h * h
-            + encoder_flops(&cfg, b as f64, seq, 0.0) / cfg.num_hidden_layers as f64;
-        per_layer * (cfg.num_hidden_layers as f64 - 1.0)
-            + last
-            + (b * r) as f64 * 2.0 * f as f64 * h
+        let h = cfg.hidden_size as f64;
+        let layers = cfg.num_hidden_layers as f64;
+        let seq = |n: usize| {
+            let n = n as f64;
+            let last = n * 2.0 * 2.0 * h * h + encoder_flops(&cfg, 1.0, n, 0.0) / layers;
+            encoder_flops(&cfg, n, n, 0.0) / layers * (layers - 1.0) + last
+        };
+        let kept: f64 = if oscar::model::encoder::keeps_padding() {
+            b as f64 * seq(t + r)
+        } else {
+            lens.iter().map(|&n| seq(n + r)).sum()
+        };
+        kept + (b * r) as f64 * 2.0 * f as f64 * h
     };
     outln!(
         "{}",
         serde_json::json!({
-            "workload": "retrieval_score", "precision": a.quantize, "int8_kernel": int8_kernel(a.quantize), "size": format!("{:?}", a.size).to_lowercase(), "batch": b, "regions": r,
+            "workload": "retrieval_score", "precision": a.quantize, "int8_kernel": int8_kernel(a.quantize),
+            "padded_positions": padded_positions(), "size": format!("{:?}", a.size).to_lowercase(), "batch": b, "regions": r,
             "fixed_text": FIXED_TEXT, "fixed_median_s": fixed_med, "fixed_min_s": fixed_min, "fixed_pairs_per_s": b as f64 / fixed_med,
             "fixed_gflops": flops(FIXED_TEXT) / fixed_med / 1e9,
             "dynamic_text_lengths": lens, "dynamic_padded_to": longest, "dynamic_median_s": dyn_med, "dynamic_min_s": dyn_min,
@@ -484,6 +493,16 @@ pub fn run(a: &BenchArgs) -> Result<()> {
 
 /// Which int8 kernel runs (AMX, AVX-512 VNNI, AVX2 or portable, and the activations' bits), so
 /// that a timing says what it timed; `None` in f32.
+/// What pooled inference does with the positions the mask pads out: drops them (the default), or
+/// computes them like the reference (`OSCAR_KEEP_PADDING=1`).
+fn padded_positions() -> &'static str {
+    if oscar::model::encoder::keeps_padding() {
+        "computed (OSCAR_KEEP_PADDING=1)"
+    } else {
+        "skipped"
+    }
+}
+
 fn int8_kernel(p: Precision) -> Option<String> {
     (p == Precision::Int8).then(oscar::nn::int8::kernel::kernel_name)
 }

@@ -239,6 +239,51 @@ fn pooled_forward_with_a_pruned_last_layer_equals_the_full_forward() {
     assert!(diff(&f, &before) > 1e-4, "the 3-D mask changes [CLS]");
 }
 
+/// With padding in the mask (captions of different lengths, a region list cut short),
+/// `forward_pooled` drops the padded positions and runs the packed batch: the same [CLS] as the
+/// full padded forward, and as the composite path (which keeps the padding), on a batch whose
+/// padded positions hold arbitrary tokens and features.
+#[test]
+fn pooled_forward_over_a_packed_batch_equals_the_padded_forward() {
+    let m = fresh::<ImageBertForSequenceClassification>(&cfg());
+    let mut x = batch(3);
+    let (t, l) = (7, 10);
+    let mut mask = vec![1f32; 3 * l];
+    mask[l + 4..l + t].fill(0.0);
+    mask[l + t + 2] = 0.0;
+    mask[2 * l + 2..2 * l + t].fill(0.0);
+    mask[2 * l + t..3 * l].fill(0.0);
+    x.attention_mask = Some(Tensor::from_vec(mask, (3, l), &Device::Cpu).unwrap());
+    let _no_grad = oscar::nn::NoGrad::new();
+    let full = m.model.backbone().forward(&x, &Ctx::eval()).unwrap().pooled;
+    let packed = m.model.backbone().forward_pooled(&x, &Ctx::eval()).unwrap();
+    let composite = oscar::nn::fused::composite_only(|| {
+        m.model.backbone().forward_pooled(&x, &Ctx::eval()).unwrap()
+    });
+    let diff = |a: &Tensor, b: &Tensor| -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar()
+            .unwrap()
+    };
+    assert!(diff(&full, &packed) < 1e-5, "{}", diff(&full, &packed));
+    assert!(
+        diff(&composite, &packed) < 1e-5,
+        "{}",
+        diff(&composite, &packed)
+    );
+    let unmasked = m
+        .model
+        .backbone()
+        .forward_pooled(&batch(3), &Ctx::eval())
+        .unwrap();
+    assert!(diff(&unmasked, &packed) > 1e-4, "the padding changes [CLS]");
+}
+
 /// What a GPU runs — candle's composite ops in place of the fused CPU kernels — gives the same
 /// pre-training losses and gradients as the fused path (checked on the CPU, where both run), and
 /// every parameter still gets its gradient.

@@ -57,6 +57,17 @@ impl KvCache {
     }
 }
 
+/// Which keys each query position attends to.
+#[derive(Clone, Copy)]
+pub enum Attend<'a> {
+    /// A padded batch (`[B, L, H]`) and its additive mask `[B, 1, 1|n, P+L]` from
+    /// `ops::extended_attention_mask`.
+    Mask(&'a Tensor),
+    /// A packed batch (`[1, N, H]`, no padding): each sequence's rows; a sequence's queries
+    /// attend to all of its keys (see [`fused::attention_packed`]).
+    Packed(&'a [fused::PackedSeq]),
+}
+
 /// `attention.self`: scaled dot-product attention.
 pub struct BertSelfAttention {
     pub(crate) query: Linear,
@@ -88,8 +99,8 @@ impl BertSelfAttention {
 
     /// The one attention path. Queries come from `xq` (`[B, n, H]`: every position, or only some
     /// of them), keys and values from the `past` positions (a cache, or none) followed by `x`'s
-    /// own (`[B, L, H]`); `ext_mask` is the additive mask `[B, 1, 1|n, P+L]` from
-    /// `ops::extended_attention_mask`. Returns the output and, when `keep_kv`, `x`'s keys and
+    /// own (`[B, L, H]`); `attend` says which keys each query reads (a packed batch runs
+    /// [`fused::attention_packed`], without a cache). Returns the output and, when `keep_kv`, `x`'s keys and
     /// values split into heads (`[B, nh, L, d]`), which a decoding caller caches. Attention does
     /// not depend on the order of the keys, so a cached step computes what re-encoding the whole
     /// sequence computes. Inference without a cache runs [`fused::attention`] on the unsplit
@@ -99,7 +110,7 @@ impl BertSelfAttention {
         xq: &Tensor,
         x: &Tensor,
         past: Option<&(Tensor, Tensor)>,
-        ext_mask: &Tensor,
+        attend: Attend,
         keep_kv: bool,
         ctx: &Ctx,
     ) -> Result<(Tensor, Option<(Tensor, Tensor)>)> {
@@ -110,6 +121,18 @@ impl BertSelfAttention {
             self.key.forward(x)?,
             self.value.forward(x)?,
         );
+        let ext_mask = match attend {
+            Attend::Packed(seqs) => {
+                if past.is_some() || keep_kv || ctx.is_train() {
+                    candle_core::bail!(
+                        "a packed batch is encoded without a cache and without training"
+                    )
+                }
+                let out = fused::attention_packed(&q, &k_new, &v_new, seqs, self.num_heads, scale)?;
+                return Ok((out, None));
+            }
+            Attend::Mask(m) => m,
+        };
         if past.is_none() && !keep_kv && !ctx.is_train() {
             if let Some(out) =
                 fused::attention(&q, &k_new, &v_new, ext_mask, self.num_heads, scale)?
@@ -183,13 +206,13 @@ impl BertAttention {
         xq: &Tensor,
         x: &Tensor,
         past: Option<&(Tensor, Tensor)>,
-        ext_mask: &Tensor,
+        attend: Attend,
         keep_kv: bool,
         ctx: &Ctx,
     ) -> Result<(Tensor, Option<(Tensor, Tensor)>)> {
         let (a, kv) = self
             .self_attention
-            .forward(xq, x, past, ext_mask, keep_kv, ctx)?;
+            .forward(xq, x, past, attend, keep_kv, ctx)?;
         Ok((self.output.forward(&a, xq, ctx)?, kv))
     }
 }
@@ -241,13 +264,11 @@ impl BertLayer {
         xq: &Tensor,
         x: &Tensor,
         past: Option<&(Tensor, Tensor)>,
-        ext_mask: &Tensor,
+        attend: Attend,
         keep_kv: bool,
         ctx: &Ctx,
     ) -> Result<(Tensor, Option<(Tensor, Tensor)>)> {
-        let (a, kv) = self
-            .attention
-            .forward(xq, x, past, ext_mask, keep_kv, ctx)?;
+        let (a, kv) = self.attention.forward(xq, x, past, attend, keep_kv, ctx)?;
         Ok((
             self.output
                 .forward(&self.intermediate.forward(&a)?, &a, ctx)?,
@@ -289,6 +310,12 @@ impl BertEncoder {
     /// last runs in full, the last computes [CLS]'s query, attention and feed-forward only
     /// (keys and values still from every position). Same arithmetic for [CLS] as [`Self::forward`];
     /// a 12-layer classification forward does ~7 % less work, a 2-layer one ~40 %.
+    ///
+    /// In inference on the CPU, the masked-out positions are dropped first ([`Packing`]): [CLS]
+    /// never reads them, and the rest runs on the packed batch (TEI's unpadded models). Oscar
+    /// pads every caption to `max_seq_length` and every region list to `max_img_seq_length`, so
+    /// this is most of the padding's cost. `OSCAR_KEEP_PADDING=1` computes the padded positions
+    /// as the reference does.
     pub fn forward_first(&self, x: &Tensor, ext_mask: &Tensor, ctx: &Ctx) -> Result<Tensor> {
         self.run(x, ext_mask, ctx, Queries::FirstOnly)
     }
@@ -319,6 +346,12 @@ impl BertEncoder {
         if self.layers.is_empty() && matches!(queries, Queries::FirstOnly) {
             return x.narrow(1, 0, 1);
         }
+        if matches!(queries, Queries::FirstOnly) {
+            if let Some(p) = Packing::of(x, ext_mask)? {
+                return self.run_packed(x, &p, ctx);
+            }
+        }
+        let attend = Attend::Mask(ext_mask);
         for (i, layer) in self.layers.iter().enumerate() {
             let (out, kv) = match &queries {
                 Queries::FirstOnly if i == last => {
@@ -327,12 +360,13 @@ impl BertEncoder {
                     } else {
                         ext_mask.narrow(2, 0, 1)?
                     };
-                    layer.forward(&h.narrow(1, 0, 1)?, &h, None, &mask, false, ctx)?
+                    let first = h.narrow(1, 0, 1)?;
+                    layer.forward(&first, &h, None, Attend::Mask(&mask), false, ctx)?
                 }
                 Queries::Cached { cache, .. } => {
-                    layer.forward(&h, &h, cache.layer(i), ext_mask, true, ctx)?
+                    layer.forward(&h, &h, cache.layer(i), attend, true, ctx)?
                 }
-                _ => layer.forward(&h, &h, None, ext_mask, false, ctx)?,
+                _ => layer.forward(&h, &h, None, attend, false, ctx)?,
             };
             if let Queries::Cached { cache, keep } = &mut queries {
                 let Some((k, v)) = kv else {
@@ -343,5 +377,129 @@ impl BertEncoder {
             h = out;
         }
         Ok(h)
+    }
+
+    /// [`Self::forward_first`] on a packed batch: every layer over the kept rows, the last one's
+    /// queries at each sequence's first row.
+    fn run_packed(&self, x: &Tensor, p: &Packing, ctx: &Ctx) -> Result<Tensor> {
+        let (b, l, hidden) = x.dims3()?;
+        let mut h = x
+            .reshape((b * l, hidden))?
+            .index_select(&p.rows, 0)?
+            .unsqueeze(0)?;
+        let last = self.layers.len() - 1;
+        for layer in &self.layers[..last] {
+            h = layer
+                .forward(&h, &h, None, Attend::Packed(&p.all), false, ctx)?
+                .0;
+        }
+        let first = h.index_select(&p.first_rows, 1)?;
+        let (out, _) =
+            self.layers[last].forward(&first, &h, None, Attend::Packed(&p.first), false, ctx)?;
+        out.reshape((b, 1, hidden))
+    }
+}
+
+/// Whether `OSCAR_KEEP_PADDING=1` asks pooled inference to compute the padded positions as the
+/// reference does, instead of dropping them ([`BertEncoder::forward_first`]).
+pub fn keeps_padding() -> bool {
+    static KEEP: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *KEEP.get_or_init(|| std::env::var_os("OSCAR_KEEP_PADDING").is_some_and(|v| v == "1"))
+}
+
+/// A padded batch with its masked-out positions dropped, for [`BertEncoder::forward_first`].
+/// Dropping a key BERT's mask adds −10000 to changes no probability: its `exp` underflows to
+/// zero next to any kept key's (the scores would have to span ~100 for one to survive, and span
+/// 10⁴ to matter). Built only where that holds and nothing else reads the dropped rows: a
+/// `[B, L]` mask (not a per-query one) of 0 and ≤ −10⁴ only, position 0 kept in every row, on
+/// the fused CPU path without a backward; and only when something is dropped.
+struct Packing {
+    /// The kept rows of the flattened `[B·L]` positions, row by row.
+    rows: Tensor,
+    /// Each sequence's first row in the packed batch (its [CLS]).
+    first_rows: Tensor,
+    /// Every kept position as a query over its sequence's.
+    all: Vec<fused::PackedSeq>,
+    /// Each sequence's [CLS] (row `i` of the queries) over its sequence's positions.
+    first: Vec<fused::PackedSeq>,
+}
+
+impl Packing {
+    fn of(x: &Tensor, ext_mask: &Tensor) -> Result<Option<Packing>> {
+        if keeps_padding() || !fused::packing_runs(&[x, ext_mask]) {
+            return Ok(None);
+        }
+        let (b, l, _) = x.dims3()?;
+        let (mb, _, mq, ml) = ext_mask.dims4()?;
+        if (mb, mq, ml) != (b, 1, l) || l == 0 {
+            return Ok(None);
+        }
+        let mask = ext_mask.flatten_all()?.to_vec1::<f32>()?;
+        if mask.iter().any(|&m| m != 0.0 && m > -1e4)
+            || mask.chunks_exact(l).any(|row| row[0] != 0.0)
+        {
+            return Ok(None);
+        }
+        let rows: Vec<u32> = (0..b * l)
+            .filter(|&i| mask[i] == 0.0)
+            .map(|i| i as u32)
+            .collect();
+        if rows.len() == b * l {
+            return Ok(None);
+        }
+        let (mut all, mut first, mut first_rows) = (vec![], vec![], vec![]);
+        let mut start = 0;
+        for (i, row) in mask.chunks_exact(l).enumerate() {
+            let n = row.iter().filter(|&&m| m == 0.0).count();
+            all.push(((start, n), (start, n)));
+            first.push(((i, 1), (start, n)));
+            first_rows.push(start as u32);
+            start += n;
+        }
+        let device = x.device();
+        Ok(Some(Packing {
+            rows: Tensor::new(rows, device)?,
+            first_rows: Tensor::new(first_rows, device)?,
+            all,
+            first,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    fn ext(mask: &[f32], b: usize, rows: usize) -> Tensor {
+        let l = mask.len() / (b * rows);
+        let m = Tensor::from_slice(mask, (b, rows, l), &Device::Cpu).unwrap();
+        let m = if rows == 1 { m.squeeze(1).unwrap() } else { m };
+        ops::extended_attention_mask(&m).unwrap()
+    }
+
+    fn packing(mask: &Tensor) -> Option<Packing> {
+        let (b, _, _, l) = mask.dims4().unwrap();
+        let x = Tensor::zeros((b, l, 4), candle_core::DType::F32, &Device::Cpu).unwrap();
+        let _no_grad = crate::nn::NoGrad::new();
+        Packing::of(&x, mask).unwrap()
+    }
+
+    /// The kept rows and each sequence's spans, and every case where packing must not run.
+    #[test]
+    fn packing_keeps_the_attended_rows_and_only_where_that_is_exact() {
+        let p = packing(&ext(&[1., 1., 0., 1., 1., 0., 0., 0.], 2, 1)).unwrap();
+        assert_eq!(p.rows.to_vec1::<u32>().unwrap(), [0, 1, 3, 4]);
+        assert_eq!(p.first_rows.to_vec1::<u32>().unwrap(), [0, 3]);
+        assert_eq!(p.all, [((0, 3), (0, 3)), ((3, 1), (3, 1))]);
+        assert_eq!(p.first, [((0, 1), (0, 3)), ((1, 1), (3, 1))]);
+        // Nothing to drop; [CLS] masked; a soft mask; a per-query mask; a backward to record.
+        assert!(packing(&ext(&[1.; 8], 2, 1)).is_none());
+        assert!(packing(&ext(&[1., 1., 0., 1., 0., 1., 1., 1.], 2, 1)).is_none());
+        assert!(packing(&ext(&[1., 1., 0.5, 1., 1., 0., 0., 0.], 2, 1)).is_none());
+        assert!(packing(&ext(&[1., 0., 1., 0., 1., 1., 1., 1.], 1, 2)).is_none());
+        let m = ext(&[1., 1., 0., 1.], 1, 1);
+        let x = Tensor::zeros((1, 4, 4), candle_core::DType::F32, &Device::Cpu).unwrap();
+        assert!(Packing::of(&x, &m).unwrap().is_none());
     }
 }

@@ -801,10 +801,9 @@ pub fn attention(
             mask.dims()
         );
     }
-    let mask = mask.flatten_all()?.to_vec1::<f32>()?;
     let op = AttentionOp {
-        mask,
-        mask_rows: mq,
+        seqs: (0..b).map(|i| ((i * lq, lq), (i * lk, lk))).collect(),
+        mask: Some((mask.flatten_all()?.to_vec1::<f32>()?, mq)),
         heads,
         scale: scale as f32,
     };
@@ -815,11 +814,67 @@ pub fn attention(
     )?))
 }
 
-/// The forward of [`attention`] (inference only).
+/// Where one sequence lies in the flat rows of a packed batch: its queries' first row and
+/// count, and its keys' (and values') first row and count.
+pub type PackedSeq = ((usize, usize), (usize, usize));
+
+/// [`attention`] over a packed batch with no padding (TEI's unpadded `cu_seq_lengths` models,
+/// FlashAttention's varlen): `q` is `[1, Nq, H]`, `k` and `v` `[1, Nk, H]`, the sequences stored
+/// one after another, and each sequence's queries attend to all of its keys and to no other
+/// sequence's. Inference only, on the fused CPU path (the caller checks [`packing_runs`]).
+pub fn attention_packed(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    seqs: &[PackedSeq],
+    heads: usize,
+    scale: f64,
+) -> Result<Tensor> {
+    if !packing_runs(&[q, k, v]) {
+        bail!("packed attention runs on the CPU in f32 without a backward only")
+    }
+    let (one, nq, h) = q.dims3()?;
+    let (onek, nk, hk) = k.dims3()?;
+    let fits = |&((qo, ql), (ko, kl)): &PackedSeq| qo + ql <= nq && ko + kl <= nk && kl > 0;
+    // Query rows in order and apart: each output row is written by one sequence only.
+    let apart = seqs.windows(2).all(|w| w[0].0 .0 + w[0].0 .1 <= w[1].0 .0);
+    if heads == 0
+        || h % heads != 0
+        || (one, onek, hk) != (1, 1, h)
+        || v.dims() != k.dims()
+        || !seqs.iter().all(fits)
+        || !apart
+    {
+        bail!(
+            "packed attention: q {:?}, k {:?}, v {:?} with {heads} heads do not fit sequences \
+             {seqs:?} (expected each inside q and k with at least one key, queries in row order)",
+            q.dims(),
+            k.dims(),
+            v.dims()
+        );
+    }
+    let op = AttentionOp {
+        seqs: seqs.to_vec(),
+        mask: None,
+        heads,
+        scale: scale as f32,
+    };
+    q.contiguous()?
+        .apply_op3_no_bwd(&k.contiguous()?, &v.contiguous()?, &op)
+}
+
+/// Whether [`attention_packed`] runs on these tensors: no backward to record, the fused f32 CPU
+/// path.
+pub fn packing_runs(ts: &[&Tensor]) -> bool {
+    !super::grad_enabled() && fused_path(ts)
+}
+
+/// The forward of [`attention`] and [`attention_packed`] (inference only).
 struct AttentionOp {
-    /// `[B, mask_rows, Lk]`.
-    mask: Vec<f32>,
-    mask_rows: usize,
+    /// Each sequence's queries and keys ([`PackedSeq`]); a padded batch row is one sequence.
+    seqs: Vec<PackedSeq>,
+    /// The additive mask `[B, mask_rows, Lk]` of a padded batch, and its `mask_rows` (1 or Lq).
+    mask: Option<(Vec<f32>, usize)>,
     heads: usize,
     scale: f32,
 }
@@ -839,19 +894,30 @@ impl CustomOp3 for AttentionOp {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (q, k, v) = f32_data3(self.name(), (s1, l1), (s2, l2), (s3, l3))?;
-        let (b, lq, h) = l1.shape().dims3()?;
-        let lk = l2.dims()[1];
+        let h = *l1.dims().last().unwrap_or(&0);
+        let q_rows = l1.shape().elem_count() / h.max(1);
         let (heads, d) = (self.heads, h / self.heads);
-        let mut out = Vec::<f32>::with_capacity(b * lq * h);
+        let most = |f: fn(&PackedSeq) -> usize| self.seqs.iter().map(f).max().unwrap_or(0);
+        let (max_q, max_k) = (most(|s| s.0 .1), most(|s| s.1 .1));
+        // Rows no sequence covers (none in a padded batch) are zero; the sequences' query rows
+        // do not overlap (checked by the callers), so covering them all means every row is
+        // written below.
+        let covered = self.seqs.iter().map(|s| s.0 .1).sum::<usize>() == q_rows;
+        let mut out = if covered {
+            Vec::<f32>::with_capacity(q_rows * h)
+        } else {
+            vec![0f32; q_rows * h]
+        };
         let dst = Out(out.as_mut_ptr());
-        // One (batch row, head) after another, with this thread's buffers.
+        // One (sequence, head) after another, with this thread's buffers.
         let items = |range: std::ops::Range<usize>| {
-            let mut probs = vec![0f32; lq * lk];
-            let mut context = vec![0f32; lq * d];
+            let mut probs = vec![0f32; max_q * max_k];
+            let mut context = vec![0f32; max_q * d];
             for item in range {
-                let (bi, hi) = (item / heads, item % heads);
-                // This head's first feature in the first position of batch row `bi`.
-                let (qo, ko) = (bi * lq * h + hi * d, bi * lk * h + hi * d);
+                let (si, hi) = (item / heads, item % heads);
+                let ((q0, lq), (k0, lk)) = self.seqs[si];
+                // This head's first feature in the sequence's first query and first key.
+                let (qo, ko) = (q0 * h + hi * d, k0 * h + hi * d);
                 let qv = View {
                     data: &q[qo..],
                     rows: lq,
@@ -873,41 +939,48 @@ impl CustomOp3 for AttentionOp {
                     rs: h,
                     cs: 1,
                 };
+                let (probs, context) = (&mut probs[..lq * lk], &mut context[..lq * d]);
                 // SAFETY: `probs` holds lq·lk values, `context` lq·d.
                 unsafe { sgemm_serial_fresh(qv, kt, Out(probs.as_mut_ptr())) };
                 for (r, row) in probs.chunks_exact_mut(lk).enumerate() {
-                    let m = if self.mask_rows == 1 { 0 } else { r };
-                    let mrow = &self.mask[(bi * self.mask_rows + m) * lk..][..lk];
-                    for (o, mv) in row.iter_mut().zip(mrow) {
-                        *o = *o * self.scale + mv;
+                    match &self.mask {
+                        Some((mask, mask_rows)) => {
+                            let m = if *mask_rows == 1 { 0 } else { r };
+                            let mrow = &mask[(si * mask_rows + m) * lk..][..lk];
+                            for (o, mv) in row.iter_mut().zip(mrow) {
+                                *o = *o * self.scale + mv;
+                            }
+                        }
+                        None => row.iter_mut().for_each(|o| *o *= self.scale),
                     }
                     softmax_in_place(row);
                 }
                 // SAFETY: as above.
                 unsafe {
-                    sgemm_serial_fresh(View::new(&probs, lq, lk), vv, Out(context.as_mut_ptr()))
+                    sgemm_serial_fresh(View::new(probs, lq, lk), vv, Out(context.as_mut_ptr()))
                 };
                 for (r, row) in context.chunks_exact(d).enumerate() {
-                    // SAFETY: (bi, r, this head's d features) lies inside the output, and only
-                    // this item writes it.
+                    // SAFETY: (query q0 + r, this head's d features) lies inside the output, and
+                    // only this item writes it (the sequences' query rows do not overlap).
                     unsafe {
                         std::ptr::copy_nonoverlapping(
                             row.as_ptr(),
-                            dst.at((bi * lq + r) * h + hi * d),
+                            dst.at((q0 + r) * h + hi * d),
                             d,
                         )
                     };
                 }
             }
         };
-        if b * heads * lq * lk * d < 1 << 18 {
-            items(0..b * heads);
+        let work: usize = self.seqs.iter().map(|s| s.0 .1 * s.1 .1).sum::<usize>() * h;
+        if work < 1 << 18 {
+            items(0..self.seqs.len() * heads);
         } else {
-            candle_core::utils::barrier_pool().execute_chunked(b * heads, items);
+            candle_core::utils::barrier_pool().execute_chunked(self.seqs.len() * heads, items);
         }
-        // SAFETY: every (row, position, head) was written above.
-        unsafe { out.set_len(b * lq * h) };
-        Ok((CpuStorage::F32(out), Shape::from((b, lq, h))))
+        // SAFETY: every row was written above when `covered`, and is zero otherwise.
+        unsafe { out.set_len(q_rows * h) };
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 }
 
@@ -1454,6 +1527,93 @@ mod tests {
         let _no_grad = super::super::NoGrad::new();
         assert!(attention(&q, &q, &q, &mask, 3, 1.0).is_err());
         assert!(attention(&q, &q, &q, &random(&[1, 1, 1, 4], 46, 1.0), 2, 1.0).is_err());
+    }
+
+    /// Packed attention computes, for each sequence's rows, what the padded op computes for that
+    /// batch row with the padding masked out (BERT's −10000): the same up to the order of the
+    /// sums' zero terms. Sequences of different lengths, one of a single key, queries that are a
+    /// subset of the keys (a [CLS]-only last layer); the padded rows of the output stay zero.
+    #[test]
+    fn packed_attention_equals_the_padded_batch_with_its_padding_masked() {
+        let (nh, d, l) = (3, 16, 37);
+        let h = nh * d;
+        let lens = [37usize, 1, 20, 9];
+        let b = lens.len();
+        let (q, k, v) = (
+            random(&[b, l, h], 50, 1.0),
+            random(&[b, l, h], 51, 1.0),
+            random(&[b, l, h], 52, 1.0),
+        );
+        let mut mask = vec![-10000f32; b * l];
+        for (i, &n) in lens.iter().enumerate() {
+            mask[i * l..i * l + n].fill(0.0);
+        }
+        let mask = Tensor::from_vec(mask, (b, 1, 1, l), &Device::Cpu).unwrap();
+        let scale = 1.0 / (d as f64).sqrt();
+        let _no_grad = super::super::NoGrad::new();
+        let padded = attention(&q, &k, &v, &mask, nh, scale).unwrap().unwrap();
+        let padded: Vec<f32> = padded.flatten_all().unwrap().to_vec1().unwrap();
+        let pack = |x: &Tensor, every: bool| {
+            let rows: Vec<Tensor> = lens
+                .iter()
+                .enumerate()
+                .map(|(i, &n)| {
+                    x.get(i)
+                        .unwrap()
+                        .narrow(0, 0, if every { n } else { 1 })
+                        .unwrap()
+                })
+                .collect();
+            Tensor::cat(&rows, 0).unwrap().unsqueeze(0).unwrap()
+        };
+        let starts: Vec<usize> = lens
+            .iter()
+            .scan(0, |s, &n| Some(std::mem::replace(s, *s + n)))
+            .collect();
+        for every in [true, false] {
+            let seqs: Vec<PackedSeq> = (0..b)
+                .map(|i| {
+                    let q0 = if every { starts[i] } else { i };
+                    ((q0, if every { lens[i] } else { 1 }), (starts[i], lens[i]))
+                })
+                .collect();
+            let got = attention_packed(
+                &pack(&q, every),
+                &pack(&k, true),
+                &pack(&v, true),
+                &seqs,
+                nh,
+                scale,
+            )
+            .unwrap();
+            let got: Vec<f32> = got.flatten_all().unwrap().to_vec1().unwrap();
+            for (i, &((q0, lq), _)) in seqs.iter().enumerate() {
+                for r in 0..lq {
+                    let (g, w) = (&got[(q0 + r) * h..][..h], &padded[(i * l + r) * h..][..h]);
+                    let worst = g
+                        .iter()
+                        .zip(w)
+                        .map(|(a, b)| (a - b).abs())
+                        .fold(0f32, f32::max);
+                    assert!(worst < 1e-5, "sequence {i} row {r}: {worst}");
+                }
+            }
+        }
+        // A sequence without keys, overlapping query rows, and the backward path are refused.
+        let qp = pack(&q, true);
+        assert!(attention_packed(&qp, &qp, &qp, &[((0, 2), (0, 0))], nh, scale).is_err());
+        assert!(attention_packed(
+            &qp,
+            &qp,
+            &qp,
+            &[((0, 2), (0, 2)), ((1, 2), (0, 2))],
+            nh,
+            scale
+        )
+        .is_err());
+        assert!(attention_packed(&qp, &qp, &qp, &[((0, 2), (0, 70))], nh, scale).is_err());
+        drop(_no_grad);
+        assert!(attention_packed(&qp, &qp, &qp, &[((0, 2), (0, 2))], nh, scale).is_err());
     }
 
     #[test]
