@@ -6,6 +6,9 @@ script with `--worker`), and the sides take turns: round 1 asks each side once, 
 and so on. So a minute when the machine is slow hits every side alike, and the ratios compare
 medians taken over the same minutes. Sides:
   oscar-f32, oscar-int8                  `oscar bench --driven [--quantize int8]`
+  oscar-f32-padded, oscar-int8-padded    the same with OSCAR_KEEP_PADDING=1 (scoring only): the
+                                         padded positions computed as the reference and the
+                                         other runtimes do, where by default they are dropped
   pytorch-f32, pytorch-int8              the reference's modules (make_model_goldens.py), and
                                          `torch.ao.quantization.quantize_dynamic` (qint8 Linear)
   onnxruntime-f32, onnxruntime-int8      the same PyTorch model exported (opset 17), and
@@ -152,9 +155,10 @@ def worker(side, workload, size):
 # ---------------------------------------------------------------- driver
 
 class Side:
-    def __init__(self, name, argv, setup=None):
+    def __init__(self, name, argv, setup=None, env=None):
         self.name = name
-        self.p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+        self.p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
+                                  env=None if env is None else {**os.environ, **env})
         if setup is not None:
             self.p.stdin.write(json.dumps(setup) + "\n")
         self.info = self.read()
@@ -205,18 +209,22 @@ def compare(workload, sides, variants, rounds, ratio_pairs):
 
 def scoring(oscar, size, rounds, batch):
     base = [oscar, "bench", "--driven", "--workload", "retrieval-score", "--size", size, "--batch", str(batch), "--text", "45"]
-    ours = [Side("oscar-f32", base), Side("oscar-int8", base + ["--quantize", "int8"])]
+    padded = {"OSCAR_KEEP_PADDING": "1"}
+    ours = [Side("oscar-f32", base), Side("oscar-int8", base + ["--quantize", "int8"]),
+            Side("oscar-f32-padded", base, env=padded),
+            Side("oscar-int8-padded", base + ["--quantize", "int8"], env=padded)]
     setup = ours[0].info
     theirs = [Side(n, [sys.executable, __file__, "--worker", n, "scoring", size], setup)
               for n in ["pytorch-f32", "pytorch-int8", "onnxruntime-f32", "onnxruntime-int8"]]
-    sides = [ours[0], theirs[0], ours[1], theirs[1], theirs[2], theirs[3]]
+    sides = [ours[0], theirs[0], ours[2], ours[1], theirs[1], ours[3], theirs[2], theirs[3]]
     variants = {s.name: ["fixed", "dynamic"] for s in sides}
     pairs = []
     for v in ["fixed", "dynamic"]:
-        pairs += [(("oscar-int8", v), ("oscar-f32", v)), (("oscar-int8", v), ("onnxruntime-int8", v)),
-                  (("oscar-int8", v), ("pytorch-int8", v)), (("oscar-f32", v), ("onnxruntime-f32", v)),
-                  (("oscar-f32", v), ("pytorch-f32", v)), (("onnxruntime-int8", v), ("onnxruntime-f32", v)),
-                  (("pytorch-int8", v), ("pytorch-f32", v))]
+        for pad in ["", "-padded"]:
+            i8, f32 = ("oscar-int8" + pad, v), ("oscar-f32" + pad, v)
+            pairs += [(i8, f32), (i8, ("onnxruntime-int8", v)), (i8, ("pytorch-int8", v)),
+                      (f32, ("onnxruntime-f32", v)), (f32, ("pytorch-f32", v))]
+        pairs += [(("onnxruntime-int8", v), ("onnxruntime-f32", v)), (("pytorch-int8", v), ("pytorch-f32", v))]
     compare(f"retrieval_score_{size}", sides, variants, rounds, pairs)
 
 
