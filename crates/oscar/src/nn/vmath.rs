@@ -203,9 +203,10 @@ pub(crate) fn avx512() -> bool {
     })
 }
 
-/// [`avx2`]'s functions sixteen lanes wide, the same operations in the same order.
+/// [`avx2`]'s functions sixteen lanes wide, the same operations in the same order (the int8
+/// epilogue applies [`avx512::gelu16`] to its results in registers).
 #[cfg(target_arch = "x86_64")]
-mod avx512 {
+pub(crate) mod avx512 {
     use super::*;
     use std::arch::x86_64::*;
 

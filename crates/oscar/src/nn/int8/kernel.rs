@@ -862,6 +862,9 @@ unsafe fn write_tile(
     let channels = p * NR..((p + count) * NR).min(n);
     #[cfg(target_arch = "x86_64")]
     if isa() == Isa::Avx512Vnni && (p + count) * NR <= n {
+        // `gelu_in_place`'s own AVX-512 GELU on the values before they are stored: the same bits
+        // without a second pass over the tile.
+        let gelu_in_registers = ep.gelu && crate::nn::vmath::avx512();
         // SAFETY: AVX-512F was detected (the VNNI kernels need it); the rows × `channels` lie
         // inside `y` (the caller's).
         unsafe {
@@ -874,9 +877,12 @@ unsafe fn write_tile(
                 ep.bias.map(|b| &b[channels.clone()]),
                 y.0.add(row0 * n + channels.start),
                 n,
+                gelu_in_registers,
             )
         };
-        unsafe { gelu_rows(rq.len(), row0, channels, n, ep, y) };
+        if !gelu_in_registers {
+            unsafe { gelu_rows(rq.len(), row0, channels, n, ep, y) };
+        }
         return;
     }
     for (pp, sums) in tile.sums.chunks_exact(per).enumerate() {
@@ -1423,7 +1429,7 @@ mod avx512 {
     /// (rows·NR)` panels (`sums` laid out `[panel][row][channel]`, `rows` rows per panel;
     /// `colsums`, `scales`, `bias` cover exactly those channels), written at `y` with row
     /// stride `n`. The operations of the AVX2 epilogue in the same order, 16 lanes at a time,
-    /// so the same bits.
+    /// so the same bits; with `gelu`, then [`crate::nn::vmath`]'s AVX-512 GELU.
     #[target_feature(enable = "avx512f")]
     #[allow(clippy::too_many_arguments)] // the epilogue's inputs, as the scalar one takes them
     pub unsafe fn epilogue(
@@ -1435,6 +1441,7 @@ mod avx512 {
         bias: Option<&[f32]>,
         y: *mut f32,
         n: usize,
+        gelu: bool,
     ) {
         let panels = sums.len() / (rows * NR);
         debug_assert!(colsums.len() == panels * NR && scales.len() == panels * NR);
@@ -1450,6 +1457,9 @@ mod avx512 {
                 let mut v = _mm512_mul_ps(_mm512_cvtepi32_ps(d), sc);
                 if let Some(b) = bias {
                     v = _mm512_add_ps(v, _mm512_loadu_ps(b.as_ptr().add(pp * NR)));
+                }
+                if gelu {
+                    v = crate::nn::vmath::avx512::gelu16(v);
                 }
                 _mm512_storeu_ps(y.add(r * n + pp * NR), v);
             }
