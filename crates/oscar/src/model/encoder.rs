@@ -116,11 +116,18 @@ impl BertSelfAttention {
     ) -> Result<(Tensor, Option<(Tensor, Tensor)>)> {
         let (b, n, h) = xq.dims3()?;
         let scale = 1.0 / (self.head_dim as f64).sqrt();
-        let (q, k_new, v_new) = (
-            self.query.forward(xq)?,
-            self.key.forward(x)?,
-            self.value.forward(x)?,
-        );
+        let (q, k_new, v_new) = if xq.id() == x.id() {
+            match &Linear::forward_shared(&[&self.query, &self.key, &self.value], x)?[..] {
+                [q, k, v] => (q.clone(), k.clone(), v.clone()),
+                _ => candle_core::bail!("self-attention: expected three projections"),
+            }
+        } else {
+            (
+                self.query.forward(xq)?,
+                self.key.forward(x)?,
+                self.value.forward(x)?,
+            )
+        };
         let ext_mask = match attend {
             Attend::Packed(seqs) => {
                 if past.is_some() || keep_kv || ctx.is_train() {

@@ -45,6 +45,18 @@ impl Linear {
         }
     }
 
+    /// `[l.forward(x) for l in layers]`. Where every layer is int8, `x` is quantized once for
+    /// all of them ([`super::int8::Int8Linear::forward_shared`]: a BERT layer's query, key and
+    /// value read the same hidden states); the values are the same either way.
+    pub fn forward_shared(layers: &[&Linear], x: &Tensor) -> Result<Vec<Tensor>> {
+        let int8: Option<Vec<&super::int8::Int8Linear>> =
+            layers.iter().map(|l| l.int8.as_ref()).collect();
+        match int8 {
+            Some(q) if layers.len() > 1 => super::int8::Int8Linear::forward_shared(x, &q),
+            _ => layers.iter().map(|l| l.forward(x)).collect(),
+        }
+    }
+
     /// `gelu_erf(self.forward(x))`: BERT's intermediate layer. Without a backward to record
     /// ([`super::NoGrad`]), GELU runs on each tile of the product, int8 or f32, while it is in
     /// cache instead of in a pass over the whole output; the values are the same.

@@ -596,26 +596,19 @@ pub fn gemm(x: &[f32], m: usize, w: &PackedWeight, bias: Option<&[f32]>, y: &mut
 /// [`vmath::gelu_slice`]: crate::nn::vmath::gelu_slice
 pub fn gemm_epilogue(x: &[f32], m: usize, w: &PackedWeight, ep: Epilogue, y: &mut [f32]) {
     assert_eq!(y.len(), m * w.n, "int8 gemm: {m}×{} into {}", w.n, y.len());
+    let job = Job {
+        w,
+        ep,
+        y: Out(y.as_mut_ptr()),
+    };
     // SAFETY: `y` holds the m·n values written.
-    unsafe { gemm_into(x, m, w, ep, None, Out(y.as_mut_ptr())) }
+    unsafe { gemm_into(x, m, &[job], None) }
 }
 
 /// [`gemm_epilogue`] into a fresh buffer: the kernel writes each of its `m·n` values once, so
 /// it is not zeroed first (a pass over the whole output, 47 MB for 3,840 rows × 3,072).
 pub fn gemm_epilogue_fresh(x: &[f32], m: usize, w: &PackedWeight, ep: Epilogue) -> Vec<f32> {
     gemm_fresh(x, m, w, ep, None)
-}
-
-/// [`gemm_epilogue_fresh`] with every row's [`min_max`] already known (`ranges`, one per row:
-/// the outlier scan computes them), so that the rows are not read once more to find them.
-pub(super) fn gemm_fresh_in_ranges(
-    x: &[f32],
-    m: usize,
-    w: &PackedWeight,
-    ep: Epilogue,
-    ranges: &[(f32, f32)],
-) -> Vec<f32> {
-    gemm_fresh(x, m, w, ep, Some(ranges))
 }
 
 fn gemm_fresh(
@@ -625,66 +618,212 @@ fn gemm_fresh(
     ep: Epilogue,
     ranges: Option<&[(f32, f32)]>,
 ) -> Vec<f32> {
-    let mut y = Vec::<f32>::with_capacity(m * w.n);
-    // SAFETY: the capacity holds m·n values, and `gemm_into` writes every one of them (every
-    // row of every tile, every channel of every panel up to `n`), so all are initialized when
-    // the length is set.
+    gemm_fresh_shared(x, m, &[(w, ep)], ranges)
+        .pop()
+        .expect("one product")
+}
+
+/// The products of the same rows `x` with several weights of the same input width (a layer's
+/// query, key and value): each row is quantized once for all of them, and each product is what
+/// [`gemm_epilogue_fresh`] gives alone (the same bits). `ranges`, when given, holds every row's
+/// [`min_max`] (the outlier scan computes them), so that the rows are not read once more to
+/// find them.
+pub(super) fn gemm_fresh_shared(
+    x: &[f32],
+    m: usize,
+    products: &[(&PackedWeight, Epilogue)],
+    ranges: Option<&[(f32, f32)]>,
+) -> Vec<Vec<f32>> {
+    let mut ys: Vec<Vec<f32>> = products
+        .iter()
+        .map(|(w, _)| Vec::with_capacity(m * w.n))
+        .collect();
+    let jobs: Vec<Job> = products
+        .iter()
+        .zip(ys.iter_mut())
+        .map(|(&(w, ep), y)| Job {
+            w,
+            ep,
+            y: Out(y.as_mut_ptr()),
+        })
+        .collect();
+    // SAFETY: each capacity holds m·n values of its product, and `gemm_into` writes every one
+    // of them (every row of every tile, every channel of every panel up to `n`), so all are
+    // initialized when the lengths are set.
     unsafe {
-        gemm_into(x, m, w, ep, ranges, Out(y.as_mut_ptr()));
-        y.set_len(m * w.n);
+        gemm_into(x, m, &jobs, ranges);
+        for (y, (w, _)) in ys.iter_mut().zip(products) {
+            y.set_len(m * w.n);
+        }
     }
-    y
+    ys
+}
+
+/// One weight's product over rows the products share: its epilogue and where it writes its
+/// `m × w.n` values.
+#[derive(Clone, Copy)]
+struct Job<'a> {
+    w: &'a PackedWeight,
+    ep: Epilogue<'a>,
+    y: Out,
+}
+
+/// Every row of a product's input quantized ahead, for several products to read: `rq` one per
+/// row, `qa` their `k4` bytes each and then a block of rows past the end that tiles may read
+/// (their sums are never written).
+struct Quantized {
+    qa: Vec<u8>,
+    rq: Vec<RowQuant>,
+}
+
+impl Quantized {
+    /// Quantizes the `m` rows of `x` (`k` values each) into `k4` bytes each, on the pool when
+    /// they are many.
+    fn rows(x: &[f32], m: usize, k: usize, k4: usize, ranges: Option<&[(f32, f32)]>) -> Self {
+        let spare = amx::BLOCK_ROWS.max(MR);
+        let mut qa = vec![0u8; (m + spare) * k4];
+        let mut rq = vec![
+            RowQuant {
+                scale: 0.0,
+                zero: 0
+            };
+            m
+        ];
+        let levels = activation_levels();
+        let quantize = |rows: std::ops::Range<usize>, qa: &mut [u8], rq: &mut [RowQuant]| {
+            for (i, row) in rows.enumerate() {
+                let xr = &x[row * k..(row + 1) * k];
+                let range = ranges.map_or_else(|| min_max(xr), |rs| rs[row]);
+                rq[i] = quantize_row_in(xr, range, &mut qa[i * k4..(i + 1) * k4], levels);
+            }
+        };
+        if m * k < PARALLEL_MIN_MACS / 64 {
+            quantize(0..m, &mut qa, &mut rq);
+        } else {
+            let (qa_out, rq_out) = (Bytes(qa.as_mut_ptr()), Quants(rq.as_mut_ptr()));
+            candle_core::utils::barrier_pool().execute_chunked(m, |range| {
+                // SAFETY: each thread gets its own rows of `qa` (k4 bytes each) and `rq`.
+                let (qa, rq) = unsafe {
+                    (
+                        std::slice::from_raw_parts_mut(
+                            qa_out.at(range.start * k4),
+                            range.len() * k4,
+                        ),
+                        std::slice::from_raw_parts_mut(rq_out.at(range.start), range.len()),
+                    )
+                };
+                quantize(range, qa, rq);
+            });
+        }
+        Quantized { qa, rq }
+    }
+}
+
+/// [`Quantized::rows`]' buffers, written by the pool's threads, each its own rows.
+#[derive(Clone, Copy)]
+struct Bytes(*mut u8);
+unsafe impl Send for Bytes {}
+unsafe impl Sync for Bytes {}
+#[derive(Clone, Copy)]
+struct Quants(*mut RowQuant);
+unsafe impl Send for Quants {}
+unsafe impl Sync for Quants {}
+
+impl Bytes {
+    /// # Safety
+    /// `i` must lie inside the buffer.
+    unsafe fn at(self, i: usize) -> *mut u8 {
+        unsafe { self.0.add(i) }
+    }
+}
+
+impl Quants {
+    /// # Safety
+    /// `i` must lie inside the buffer.
+    unsafe fn at(self, i: usize) -> *mut RowQuant {
+        unsafe { self.0.add(i) }
+    }
 }
 
 /// # Safety
-/// `y` must be valid for writing `m · w.n` values that nothing else uses meanwhile; each is
-/// written exactly once (never read before). `ranges`, when given, holds each row's
+/// Each job's `y` must be valid for writing `m · w.n` values that nothing else uses meanwhile;
+/// each is written exactly once (never read before). `ranges`, when given, holds each row's
 /// [`min_max`].
-unsafe fn gemm_into(
-    x: &[f32],
-    m: usize,
-    w: &PackedWeight,
-    ep: Epilogue,
-    ranges: Option<&[(f32, f32)]>,
-    y: Out,
-) {
-    let (n, k) = (w.n, w.k);
-    let bias = ep.bias;
+unsafe fn gemm_into(x: &[f32], m: usize, jobs: &[Job], ranges: Option<&[(f32, f32)]>) {
+    let Some(first) = jobs.first() else { return };
+    let (k, k4) = (first.w.k, first.w.k4);
     assert_eq!(x.len(), m * k, "int8 gemm: {} inputs for {m}×{k}", x.len());
     if let Some(r) = ranges {
         assert_eq!(r.len(), m, "int8 gemm: {} row ranges for {m} rows", r.len());
     }
-    if let Some(b) = bias {
+    for job in jobs {
         assert_eq!(
-            b.len(),
-            n,
-            "int8 gemm: bias of {} for {n} channels",
-            b.len()
+            job.w.k, k,
+            "int8 gemm: shared rows of {k} into a weight of {}",
+            job.w.k
         );
+        assert_eq!(
+            job.w.k4, k4,
+            "int8 gemm: weights of {k} inputs padded differently"
+        );
+        if let Some(b) = job.ep.bias {
+            assert_eq!(
+                b.len(),
+                job.w.n,
+                "int8 gemm: bias of {} for {} channels",
+                b.len(),
+                job.w.n
+            );
+        }
     }
-    if m == 0 || n == 0 {
+    if m == 0 {
         return;
     }
     if k == 0 {
         // A sum over no inputs is 0: every output is `0 + bias` (as the epilogue adds it), with
         // GELU where asked; the tiles have no step to run.
-        for i in 0..m {
-            // SAFETY: row `i` lies inside `y` (m·n values), written by this thread only.
-            let row = unsafe { std::slice::from_raw_parts_mut(y.0.add(i * n), n) };
-            for (j, o) in row.iter_mut().enumerate() {
-                *o = bias.map_or(0.0, |b| 0.0 + b[j]);
-            }
-            if ep.gelu {
-                crate::nn::vmath::gelu_in_place(row);
+        for job in jobs {
+            let n = job.w.n;
+            for i in 0..m {
+                // SAFETY: row `i` lies inside `y` (m·n values), written by this thread only.
+                let row = unsafe { std::slice::from_raw_parts_mut(job.y.0.add(i * n), n) };
+                for (j, o) in row.iter_mut().enumerate() {
+                    *o = job.ep.bias.map_or(0.0, |b| 0.0 + b[j]);
+                }
+                if job.ep.gelu {
+                    crate::nn::vmath::gelu_in_place(row);
+                }
             }
         }
         return;
     }
+    // One product quantizes each block of rows as it goes; several quantize every row first,
+    // once, and then each runs over the quantized rows with its weight in cache.
+    let pre = (jobs.len() > 1).then(|| Quantized::rows(x, m, k, k4, ranges));
+    for &job in jobs {
+        // SAFETY: the caller's, job by job.
+        unsafe { product(x, m, job, ranges, pre.as_ref()) };
+    }
+}
+
+/// One product of [`gemm_into`], threaded: rows are split among the threads when there are
+/// enough of them, output channels otherwise (decoding steps have a handful of rows).
+///
+/// # Safety
+/// As [`gemm_into`]'s, for this job.
+unsafe fn product(
+    x: &[f32],
+    m: usize,
+    job: Job,
+    ranges: Option<&[(f32, f32)]>,
+    pre: Option<&Quantized>,
+) {
+    let (w, k) = (job.w, job.w.k);
     let pool = candle_core::utils::barrier_pool();
     let threads = pool.n_workers() + 1;
-    let out = y;
-    if m * n * k < PARALLEL_MIN_MACS || threads == 1 {
-        rows_block(x, ranges, 0..m, w, 0..w.n.div_ceil(NR), ep, out);
+    let all = 0..w.n.div_ceil(NR);
+    if m * w.n * k < PARALLEL_MIN_MACS || threads == 1 {
+        rows_block(x, ranges, pre, 0..m, job, all);
     } else if m >= MR * 4 * threads {
         // Whole row blocks of MC rows per thread when there are enough of them.
         let per = MC.min(m.div_ceil(threads).div_ceil(MR) * MR);
@@ -692,56 +831,67 @@ unsafe fn gemm_into(
         pool.execute_chunked(blocks, |range| {
             for blk in range {
                 let rows = blk * per..((blk + 1) * per).min(m);
-                rows_block(x, ranges, rows, w, 0..w.n.div_ceil(NR), ep, out);
+                rows_block(x, ranges, pre, rows, job, all.clone());
             }
         });
     } else {
-        let panels = w.n.div_ceil(NR);
-        pool.execute_chunked(panels, |range| {
-            rows_block(x, ranges, 0..m, w, range, ep, out);
+        pool.execute_chunked(all.len(), |range| {
+            rows_block(x, ranges, pre, 0..m, job, range);
         });
     }
 }
 
 /// Rows `rows` × panels `panels` of the product, `MC` rows at a time: those rows are quantized
-/// into a buffer that stays in cache while every panel passes over it.
+/// into a buffer that stays in cache while every panel passes over it (or read from `pre`,
+/// where they were quantized ahead).
 fn rows_block(
     x: &[f32],
     ranges: Option<&[(f32, f32)]>,
+    pre: Option<&Quantized>,
     rows: std::ops::Range<usize>,
-    w: &PackedWeight,
+    Job { w, ep, y }: Job,
     panels: std::ops::Range<usize>,
-    ep: Epilogue,
-    y: Out,
 ) {
     let (k, k4) = (w.k, w.k4);
     let amx = w.on_amx();
     // Rows per tile: the activation bytes past the last row, up to a whole tile, stay 0.
     let tile_rows = if amx { amx::BLOCK_ROWS } else { MR };
-    let mut qa = vec![0u8; MC.min(rows.len()).div_ceil(tile_rows) * tile_rows * k4];
-    let mut rq = Vec::with_capacity(MC);
+    let mut own_qa = match pre {
+        Some(_) => vec![],
+        None => vec![0u8; MC.min(rows.len()).div_ceil(tile_rows) * tile_rows * k4],
+    };
+    let mut own_rq = Vec::with_capacity(if pre.is_some() { 0 } else { MC });
     let mut tile = [0i32; GROUP_MAX * MR * NR];
     let levels = activation_levels();
     let mut start = rows.start;
     while start < rows.end {
         let end = (start + MC).min(rows.end);
         let rows_here = end - start;
-        rq.clear();
-        for r in 0..rows_here {
-            let row = start + r;
-            let xr = &x[row * k..(row + 1) * k];
-            let range = ranges.map_or_else(|| min_max(xr), |rs| rs[row]);
-            rq.push(quantize_row_in(
-                xr,
-                range,
-                &mut qa[r * k4..(r + 1) * k4],
-                levels,
-            ));
-        }
-        // Rows past the end of a partial tile multiply zeros; their sums are never written.
-        qa[rows_here * k4..rows_here.div_ceil(tile_rows) * tile_rows * k4].fill(0);
+        let (qa, rq): (&[u8], &[RowQuant]) = match pre {
+            // Rows past `end` up to a whole tile are the next rows' or the spare ones: their
+            // sums are never written.
+            Some(p) => (&p.qa[start * k4..], &p.rq[start..end]),
+            None => {
+                own_rq.clear();
+                for r in 0..rows_here {
+                    let row = start + r;
+                    let xr = &x[row * k..(row + 1) * k];
+                    let range = ranges.map_or_else(|| min_max(xr), |rs| rs[row]);
+                    own_rq.push(quantize_row_in(
+                        xr,
+                        range,
+                        &mut own_qa[r * k4..(r + 1) * k4],
+                        levels,
+                    ));
+                }
+                // Rows past the end of a partial tile multiply zeros; their sums are never
+                // written.
+                own_qa[rows_here * k4..rows_here.div_ceil(tile_rows) * tile_rows * k4].fill(0);
+                (&own_qa, &own_rq)
+            }
+        };
         if amx {
-            amx_tiles(&qa, start, &rq, w, panels.clone(), ep, y);
+            amx_tiles(qa, start, rq, w, panels.clone(), ep, y);
             start = end;
             continue;
         }

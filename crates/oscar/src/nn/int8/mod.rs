@@ -104,6 +104,60 @@ impl Int8Linear {
         self.apply(x, true)
     }
 
+    /// The products of one input with several layers of its width (a BERT layer's query, key
+    /// and value): `x` is scanned for outlier features and quantized once for all of them, and
+    /// each output is the layer's [`Self::forward`] (the same bits).
+    pub fn forward_shared(x: &Tensor, layers: &[&Int8Linear]) -> Result<Vec<Tensor>> {
+        let Some(k) = layers.first().map(|l| l.weight.k) else {
+            return Ok(vec![]);
+        };
+        let dims = x.dims().to_vec();
+        if dims.last() != Some(&k) || layers.iter().any(|l| l.weight.k != k) {
+            bail!(
+                "int8 linear: input {dims:?} and layers of {:?} input features do not fit",
+                layers.iter().map(|l| l.weight.k).collect::<Vec<_>>()
+            );
+        }
+        if !x.device().is_cpu() {
+            bail!(
+                "int8 inference runs on the CPU (the input is on {:?})",
+                x.device()
+            )
+        }
+        let m = x.elem_count() / k.max(1);
+        let x2 = x
+            .to_dtype(candle_core::DType::F32)?
+            .contiguous()?
+            .reshape((m, k))?;
+        let ys = {
+            let (storage, layout) = x2.storage_and_layout();
+            let (candle_core::Storage::Cpu(CpuStorage::F32(v)), Some((a, b))) =
+                (&*storage, layout.contiguous_offsets())
+            else {
+                bail!("int8 linear: expected a contiguous f32 input on the CPU")
+            };
+            let products: Vec<(&PackedWeight, Epilogue)> = layers
+                .iter()
+                .map(|l| {
+                    let ep = Epilogue {
+                        bias: l.bias.as_deref(),
+                        gelu: false,
+                    };
+                    (&*l.weight, ep)
+                })
+                .collect();
+            outliers::gemm_decomposed_shared(&v[a..b], m, &products, outlier_threshold())
+        };
+        ys.into_iter()
+            .zip(layers)
+            .map(|(y, l)| {
+                let mut out = dims.clone();
+                *out.last_mut().expect("rank ≥ 1") = l.weight.n;
+                Tensor::from_vec(y, out, x.device())
+            })
+            .collect()
+    }
+
     fn apply(&self, x: &Tensor, gelu: bool) -> Result<Tensor> {
         let (n, k) = (self.weight.n, self.weight.k);
         let dims = x.dims().to_vec();

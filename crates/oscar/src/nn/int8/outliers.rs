@@ -8,7 +8,7 @@
 
 #[cfg(test)]
 use super::kernel::gemm;
-use super::kernel::{gemm_epilogue_fresh, gemm_fresh_in_ranges, min_max, PackedWeight};
+use super::kernel::{self, min_max, PackedWeight};
 use crate::nn::par::{Out, PARALLEL_MIN_ELEMS};
 use crate::nn::sgemm::Epilogue;
 
@@ -88,10 +88,26 @@ pub fn gemm_decomposed(
     ep: Epilogue,
     threshold: f32,
 ) -> Vec<f32> {
-    let (k, n) = (w.k, w.n);
+    gemm_decomposed_shared(x, m, &[(w, ep)], threshold)
+        .pop()
+        .expect("one product")
+}
+
+/// [`gemm_decomposed`] of the same rows `x` with several weights of the same input width (a
+/// layer's query, key and value): the rows are scanned and quantized once for all of them, and
+/// each product is what [`gemm_decomposed`] gives alone (the same bits).
+pub fn gemm_decomposed_shared(
+    x: &[f32],
+    m: usize,
+    products: &[(&PackedWeight, Epilogue)],
+    threshold: f32,
+) -> Vec<Vec<f32>> {
+    let Some(k) = products.first().map(|(w, _)| w.k) else {
+        return vec![];
+    };
     let (cols, ranges) = scan(x, k, threshold);
     if cols.is_empty() {
-        return gemm_fresh_in_ranges(x, m, w, ep, &ranges);
+        return kernel::gemm_fresh_shared(x, m, products, Some(&ranges));
     }
     let mut inliers = x.to_vec();
     for row in inliers.chunks_exact_mut(k) {
@@ -100,7 +116,20 @@ pub fn gemm_decomposed(
         }
     }
     // GELU, when asked, waits for the outlier features' part: each row gets it after its sum.
-    let mut y = gemm_epilogue_fresh(&inliers, m, w, Epilogue { gelu: false, ..ep });
+    let without_gelu: Vec<(&PackedWeight, Epilogue)> = products
+        .iter()
+        .map(|&(w, ep)| (w, Epilogue { gelu: false, ..ep }))
+        .collect();
+    let mut ys = kernel::gemm_fresh_shared(&inliers, m, &without_gelu, None);
+    for (y, &(w, ep)) in ys.iter_mut().zip(products) {
+        add_outlier_part(x, &cols, w, ep.gelu, y);
+    }
+    ys
+}
+
+/// Adds the outlier features' f32 part to each row of `y` (`m × w.n`), then GELU where asked.
+fn add_outlier_part(x: &[f32], cols: &[usize], w: &PackedWeight, gelu: bool, y: &mut [f32]) {
+    let (k, n) = (w.k, w.n);
     let weights: Vec<Vec<f32>> = cols.iter().map(|&c| w.dequantized_column(c)).collect();
     let add_outliers = |xr: &[f32], yr: &mut [f32]| {
         for (&c, wc) in cols.iter().zip(&weights) {
@@ -109,7 +138,7 @@ pub fn gemm_decomposed(
                 *o += v * wv;
             }
         }
-        if ep.gelu {
+        if gelu {
             crate::nn::vmath::gelu_in_place(yr);
         }
     };
@@ -118,8 +147,9 @@ pub fn gemm_decomposed(
         for (xr, yr) in x.chunks_exact(k).zip(y.chunks_exact_mut(n)) {
             add_outliers(xr, yr);
         }
-        return y;
+        return;
     }
+    let m = y.len() / n.max(1);
     let out = Out(y.as_mut_ptr());
     candle_core::utils::barrier_pool().execute_chunked(m, |range| {
         // SAFETY: each thread gets its own rows of `y` (m·n values).
@@ -129,7 +159,6 @@ pub fn gemm_decomposed(
             add_outliers(xr, yr);
         }
     });
-    y
 }
 
 #[cfg(test)]
@@ -220,6 +249,80 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Products sharing their input's quantization (a layer's query, key and value) each equal
+    /// the product alone bit for bit: weights of different widths, with and without a bias and
+    /// GELU, with and without outlier features, on one thread, in row blocks over quantized-ahead
+    /// rows and with the channels split among threads (a few rows); and through `Int8Linear`.
+    #[test]
+    fn shared_rows_give_each_product_alone() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(6);
+        for (m, k, ns) in [
+            (3, 5, [7, 16, 1]),
+            (10, 768, [512, 100, 48]),
+            (300, 96, [200, 33, 64]),
+            (700, 256, [64, 64, 64]),
+        ] {
+            let mut x: Vec<f32> = (0..m * k).map(|_| rng.random_range(-2.0..2.0)).collect();
+            let ws: Vec<PackedWeight> = ns
+                .iter()
+                .map(|&n| {
+                    let wf: Vec<f32> = (0..n * k).map(|_| rng.random_range(-0.2..0.2)).collect();
+                    PackedWeight::quantize(&wf, n, k)
+                })
+                .collect();
+            let bias: Vec<f32> = (0..ns[0]).map(|_| rng.random_range(-1.0..1.0)).collect();
+            let eps = [
+                Epilogue {
+                    bias: Some(&bias),
+                    gelu: false,
+                },
+                Epilogue {
+                    bias: None,
+                    gelu: true,
+                },
+                Epilogue::default(),
+            ];
+            for outliers in [false, true] {
+                if outliers {
+                    x[(m / 2) * k + k / 3] = 9.0;
+                }
+                let products: Vec<(&PackedWeight, Epilogue)> = ws.iter().zip(eps).collect();
+                let got = gemm_decomposed_shared(&x, m, &products, THRESHOLD);
+                for (i, (&(w, ep), g)) in products.iter().zip(&got).enumerate() {
+                    let want = gemm_decomposed(&x, m, w, ep, THRESHOLD);
+                    assert!(
+                        g.len() == want.len()
+                            && g.iter().zip(&want).all(|(p, q)| p.to_bits() == q.to_bits()),
+                        "{m}×{k}, product {i} of {ns:?}, outliers {outliers}"
+                    );
+                }
+            }
+        }
+        let dev = &candle_core::Device::Cpu;
+        let xt = candle_core::Tensor::randn(0f32, 1.0, (2, 9, 64), dev).unwrap();
+        let layers: Vec<super::super::Int8Linear> = [64, 32, 64]
+            .iter()
+            .map(|&n| {
+                let w = candle_core::Tensor::randn(0f32, 0.1, (n, 64), dev).unwrap();
+                let b = candle_core::Tensor::randn(0f32, 0.1, n, dev).unwrap();
+                super::super::Int8Linear::new(&w, Some(&b)).unwrap()
+            })
+            .collect();
+        let refs: Vec<&super::super::Int8Linear> = layers.iter().collect();
+        let shared = super::super::Int8Linear::forward_shared(&xt, &refs).unwrap();
+        for (l, s) in layers.iter().zip(&shared) {
+            let alone = l.forward(&xt).unwrap();
+            assert_eq!(s.dims(), alone.dims());
+            let (s, a): (Vec<f32>, Vec<f32>) = (
+                s.flatten_all().unwrap().to_vec1().unwrap(),
+                alone.flatten_all().unwrap().to_vec1().unwrap(),
+            );
+            assert!(s.iter().zip(&a).all(|(p, q)| p.to_bits() == q.to_bits()));
+        }
+        let wrong = candle_core::Tensor::zeros((2, 9, 63), candle_core::DType::F32, dev).unwrap();
+        assert!(super::super::Int8Linear::forward_shared(&wrong, &refs).is_err());
     }
 
     /// A large input is scanned by every thread: outliers planted in the first, a middle and
