@@ -34,6 +34,18 @@ fn batch(b: usize) -> Inputs {
     }
 }
 
+/// The largest absolute difference between two tensors of one shape.
+fn diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar()
+        .unwrap()
+}
+
 /// Keys of parameters whose gradient is missing or all zero.
 fn without_gradient(params: &Params, loss: &Tensor) -> Vec<String> {
     let grads = loss.backward().unwrap();
@@ -213,16 +225,6 @@ fn pooled_forward_with_a_pruned_last_layer_equals_the_full_forward() {
     let mut x = batch(3);
     let full = |x: &Inputs| m.model.backbone().forward(x, &Ctx::eval()).unwrap().pooled;
     let pruned = |x: &Inputs| m.model.backbone().forward_pooled(x, &Ctx::eval()).unwrap();
-    let diff = |a: &Tensor, b: &Tensor| -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar()
-            .unwrap()
-    };
     assert!(diff(&full(&x), &pruned(&x)) < 1e-6);
     // A 3-D mask where [CLS] sees only the first half of the positions.
     let (b, l) = x.mask_or_ones().unwrap().dims2().unwrap();
@@ -260,16 +262,6 @@ fn pooled_forward_over_a_packed_batch_equals_the_padded_forward() {
     let composite = oscar::nn::fused::composite_only(|| {
         m.model.backbone().forward_pooled(&x, &Ctx::eval()).unwrap()
     });
-    let diff = |a: &Tensor, b: &Tensor| -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar()
-            .unwrap()
-    };
     assert!(diff(&full, &packed) < 1e-5, "{}", diff(&full, &packed));
     assert!(
         diff(&composite, &packed) < 1e-5,
@@ -282,6 +274,14 @@ fn pooled_forward_over_a_packed_batch_equals_the_padded_forward() {
         .forward_pooled(&batch(3), &Ctx::eval())
         .unwrap();
     assert!(diff(&unmasked, &packed) > 1e-4, "the padding changes [CLS]");
+    // With dropout on (a training forward without a backward) the padding is kept: dropout
+    // draws a mask for every position.
+    let dropped = m
+        .model
+        .backbone()
+        .forward_pooled(&x, &Ctx::train(3))
+        .unwrap();
+    assert_eq!(dropped.dims(), packed.dims());
 }
 
 /// What a GPU runs — candle's composite ops in place of the fused CPU kernels — gives the same

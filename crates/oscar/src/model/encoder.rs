@@ -353,7 +353,7 @@ impl BertEncoder {
         if self.layers.is_empty() && matches!(queries, Queries::FirstOnly) {
             return x.narrow(1, 0, 1);
         }
-        if matches!(queries, Queries::FirstOnly) {
+        if matches!(queries, Queries::FirstOnly) && !ctx.is_train() {
             if let Some(p) = Packing::of(x, ext_mask)? {
                 return self.run_packed(x, &p, ctx);
             }
@@ -419,7 +419,8 @@ pub fn keeps_padding() -> bool {
 /// zero next to any kept key's (the scores would have to span ~100 for one to survive, and span
 /// 10⁴ to matter). Built only where that holds and nothing else reads the dropped rows: a
 /// `[B, L]` mask (not a per-query one) of 0 and ≤ −10⁴ only, position 0 kept in every row, on
-/// the fused CPU path without a backward; and only when something is dropped.
+/// the fused CPU path without a backward, at inference (dropout draws per padded position);
+/// and only when something is dropped.
 struct Packing {
     /// The kept rows of the flattened `[B·L]` positions, row by row.
     rows: Tensor,
