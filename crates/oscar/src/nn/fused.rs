@@ -681,7 +681,7 @@ impl CustomOp2 for BatchedProduct {
             for_each_row_written(batch, m * n, |i, o| {
                 let av = view(&a[i * ar * ac..(i + 1) * ar * ac], ar, ac, self.ta);
                 let bv = view(&b[i * br * bc..(i + 1) * br * bc], br, bc, self.tb);
-                sgemm_serial_fresh(av, bv, Out(o));
+                sgemm_serial_fresh(av, bv, Out(o), bv.cols);
             })
         };
         let mut shape = da[..r - 2].to_vec();
@@ -912,7 +912,6 @@ impl CustomOp3 for AttentionOp {
         // One (sequence, head) after another, with this thread's buffers.
         let items = |range: std::ops::Range<usize>| {
             let mut probs = vec![0f32; max_q * max_k];
-            let mut context = vec![0f32; max_q * d];
             for item in range {
                 let (si, hi) = (item / heads, item % heads);
                 let ((q0, lq), (k0, lk)) = self.seqs[si];
@@ -939,9 +938,9 @@ impl CustomOp3 for AttentionOp {
                     rs: h,
                     cs: 1,
                 };
-                let (probs, context) = (&mut probs[..lq * lk], &mut context[..lq * d]);
-                // SAFETY: `probs` holds lq·lk values, `context` lq·d.
-                unsafe { sgemm_serial_fresh(qv, kt, Out(probs.as_mut_ptr())) };
+                let probs = &mut probs[..lq * lk];
+                // SAFETY: `probs` holds lq·lk values.
+                unsafe { sgemm_serial_fresh(qv, kt, Out(probs.as_mut_ptr()), lk) };
                 for (r, row) in probs.chunks_exact_mut(lk).enumerate() {
                     match &self.mask {
                         Some((mask, mask_rows)) => {
@@ -955,21 +954,18 @@ impl CustomOp3 for AttentionOp {
                     }
                     softmax_in_place(row);
                 }
-                // SAFETY: as above.
+                // The context goes straight to this head's columns of the sequence's rows.
+                // SAFETY: queries q0.. × this head's d features lie inside the output, rows h
+                // apart, and only this item writes them (the sequences' query rows do not
+                // overlap).
                 unsafe {
-                    sgemm_serial_fresh(View::new(probs, lq, lk), vv, Out(context.as_mut_ptr()))
+                    sgemm_serial_fresh(
+                        View::new(probs, lq, lk),
+                        vv,
+                        Out(dst.at(q0 * h + hi * d)),
+                        h,
+                    )
                 };
-                for (r, row) in context.chunks_exact(d).enumerate() {
-                    // SAFETY: (query q0 + r, this head's d features) lies inside the output, and
-                    // only this item writes it (the sequences' query rows do not overlap).
-                    unsafe {
-                        std::ptr::copy_nonoverlapping(
-                            row.as_ptr(),
-                            dst.at((q0 + r) * h + hi * d),
-                            d,
-                        )
-                    };
-                }
             }
         };
         let work: usize = self.seqs.iter().map(|s| s.0 .1 * s.1 .1).sum::<usize>() * h;

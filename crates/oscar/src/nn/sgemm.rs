@@ -78,7 +78,7 @@ pub fn sgemm_epilogue_new(a: View, b: View, epilogue: Epilogue) -> Vec<f32> {
         // SAFETY: the capacity holds m·n values; without accumulating, the kernel writes each
         // of them, so all are initialized when the length is set.
         unsafe {
-            avx512::sgemm_into(a, b, Out(c.as_mut_ptr()), false, true, epilogue);
+            avx512::sgemm_into(a, b, Out(c.as_mut_ptr()), n, false, true, epilogue);
             c.set_len(m * n);
         }
         return c;
@@ -118,29 +118,37 @@ pub fn sgemm_serial(a: View, b: View, c: &mut [f32], accumulate: bool) {
     product(a, b, c, accumulate, false, Epilogue::default())
 }
 
-/// [`sgemm_serial`] without accumulating, into `m·n` values at `c` that need not be initialized:
-/// every one is written, none read first.
+/// [`sgemm_serial`] without accumulating, into `m` rows of `n` values at `c`, `ldc` apart (`n`
+/// for a contiguous `c`: a head's columns of a wider output otherwise), that need not be
+/// initialized: every one is written, none read first.
 ///
 /// # Safety
-/// `c` must point to `m·n` writable values that nothing else uses during the call.
-pub(crate) unsafe fn sgemm_serial_fresh(a: View, b: View, c: Out) {
+/// `c` must point to those `m` rows of `n` writable values, which nothing else uses during the
+/// call (the values between the rows are not touched).
+pub(crate) unsafe fn sgemm_serial_fresh(a: View, b: View, c: Out, ldc: usize) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
-    assert!(b.rows == k, "sgemm: {m}×{k} · {}×{n}", b.rows);
+    assert!(
+        b.rows == k && ldc >= n,
+        "sgemm: {m}×{k} · {}×{n} into rows {ldc} apart",
+        b.rows
+    );
     if m == 0 || n == 0 {
         return;
     }
     #[cfg(target_arch = "x86_64")]
     if avx512_runs(m, k, n, false) {
         // SAFETY: as this function's; without accumulating the kernel writes before reading.
-        return unsafe { avx512::sgemm_into(a, b, c, false, false, Epilogue::default()) };
+        return unsafe { avx512::sgemm_into(a, b, c, ldc, false, false, Epilogue::default()) };
     }
-    // SAFETY: `c` holds m·n values (this function's contract); `gemm` writes them all and,
-    // not accumulating, reads none.
+    // SAFETY: `c` holds m rows of n values ldc apart (this function's contract); `gemm` writes
+    // them all and, not accumulating, reads none.
     unsafe {
         if k == 0 {
-            std::ptr::write_bytes(c.0, 0, m * n);
+            for r in 0..m {
+                std::ptr::write_bytes(c.0.add(r * ldc), 0, n);
+            }
         } else {
-            gemm_raw(a, b, c.0, false, gemm::Parallelism::None);
+            gemm_raw(a, b, c.0, ldc, false, gemm::Parallelism::None);
         }
     }
 }
@@ -184,15 +192,23 @@ fn product(a: View, b: View, c: &mut [f32], accumulate: bool, threaded: bool, ep
 fn gemm_crate(a: View, b: View, c: &mut [f32], accumulate: bool, par: gemm::Parallelism) {
     assert_eq!(c.len(), a.rows * b.cols);
     // SAFETY: `c` holds m·n contiguous elements.
-    unsafe { gemm_raw(a, b, c.as_mut_ptr(), accumulate, par) }
+    unsafe { gemm_raw(a, b, c.as_mut_ptr(), b.cols, accumulate, par) }
 }
 
-/// The `gemm` crate's product into `c`, read only when `accumulate`.
+/// The `gemm` crate's product into `c` (`m` rows of `n` values, `ldc` apart), read only when
+/// `accumulate`.
 ///
 /// # Safety
-/// `c` must point to `m·n` writable values (initialized when `accumulate`) that nothing else
-/// uses during the call.
-unsafe fn gemm_raw(a: View, b: View, c: *mut f32, accumulate: bool, par: gemm::Parallelism) {
+/// `c` must point to those rows of writable values (initialized when `accumulate`), which
+/// nothing else uses during the call.
+unsafe fn gemm_raw(
+    a: View,
+    b: View,
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+    par: gemm::Parallelism,
+) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     // SAFETY: the views' strides address elements inside their slices (checked by the callers'
     // shapes), and `c` is as this function's contract says.
@@ -203,7 +219,7 @@ unsafe fn gemm_raw(a: View, b: View, c: *mut f32, accumulate: bool, par: gemm::P
             k,
             c,
             1,
-            n as isize,
+            ldc as isize,
             accumulate,
             a.data.as_ptr(),
             a.cs as isize,

@@ -32,6 +32,38 @@ pub fn available() -> bool {
     crate::nn::vmath::avx512()
 }
 
+thread_local! {
+    /// This thread's buffers for `b`'s panels and `a`'s tiles, kept from one product to the
+    /// next: the attention runs two small products per sequence and head, and allocating and
+    /// zeroing their buffers each time cost more than packing them. The packers write every
+    /// value the kernel reads, so a buffer's old values are never seen.
+    static PACKED_B: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+    static PACKED_A: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// Buffers above this many values are allocated per product and not kept (a large product
+/// pays for its own, and a thread does not hold tens of MB).
+const SCRATCH_KEPT_MAX: usize = 1 << 18;
+
+/// Runs `f` on `len` values of this thread's `buffer` (grown as needed; kept for the next
+/// product when small).
+fn with_scratch<R>(
+    buffer: &'static std::thread::LocalKey<std::cell::Cell<Vec<f32>>>,
+    len: usize,
+    f: impl FnOnce(&mut [f32]) -> R,
+) -> R {
+    if len > SCRATCH_KEPT_MAX {
+        return f(&mut vec![0f32; len]);
+    }
+    let mut buf = buffer.take();
+    if buf.len() < len {
+        buf.resize(len, 0.0);
+    }
+    let out = f(&mut buf[..len]);
+    buffer.set(buf);
+    out
+}
+
 /// Whether a product is large enough for packing to pay: small ones (a decoding step's handful
 /// of rows, one attention head) stay on the `gemm` crate.
 pub fn worth_it(m: usize, k: usize, n: usize) -> bool {
@@ -44,20 +76,52 @@ pub fn worth_it(m: usize, k: usize, n: usize) -> bool {
 pub fn sgemm(a: View, b: View, c: &mut [f32], accumulate: bool, threaded: bool, ep: Epilogue) {
     assert_eq!(c.len(), a.rows * b.cols);
     // SAFETY: `c` holds m·n values.
-    unsafe { sgemm_into(a, b, Out(c.as_mut_ptr()), accumulate, threaded, ep) }
+    unsafe { sgemm_into(a, b, Out(c.as_mut_ptr()), b.cols, accumulate, threaded, ep) }
 }
 
-/// [`sgemm`] into the `m·n` values at `c`, which need not be initialized unless `accumulate`:
-/// without it every value is written before any is read.
+/// [`sgemm`] into `m` rows of `n` values at `c`, `ldc` apart (`n` for a contiguous `c`), which
+/// need not be initialized unless `accumulate`: without it every value is written before any is
+/// read.
 ///
 /// # Safety
-/// `c` must point to `m·n` writable values that nothing else uses during the call.
-pub unsafe fn sgemm_into(a: View, b: View, c: Out, accumulate: bool, threaded: bool, ep: Epilogue) {
-    let (m, k, n) = (a.rows, a.cols, b.cols);
-    assert!(available() && b.rows == k && k > 0);
+/// `c` must point to those `m` rows of `n` writable values, which nothing else uses during the
+/// call (the values between the rows are not touched).
+pub unsafe fn sgemm_into(
+    a: View,
+    b: View,
+    c: Out,
+    ldc: usize,
+    accumulate: bool,
+    threaded: bool,
+    ep: Epilogue,
+) {
+    let (k, n) = (a.cols, b.cols);
+    assert!(available() && b.rows == k && k > 0 && ldc >= n);
     assert!(!(accumulate && ep.bias.is_some()) && ep.bias.is_none_or(|b| b.len() == n));
     let panels = n.div_ceil(NR);
-    let mut packed_b = vec![0f32; panels * NR * k];
+    with_scratch(&PACKED_B, panels * NR * k, |packed_b| {
+        // SAFETY: this function's contract.
+        unsafe { sgemm_packed(a, b, c, ldc, accumulate, threaded, ep, packed_b) }
+    })
+}
+
+/// [`sgemm_into`] with `packed_b` (`panels · NR · k` values) to pack `b` into.
+///
+/// # Safety
+/// As [`sgemm_into`]'s.
+#[allow(clippy::too_many_arguments)] // sgemm_into's arguments and its buffer
+unsafe fn sgemm_packed(
+    a: View,
+    b: View,
+    c: Out,
+    ldc: usize,
+    accumulate: bool,
+    threaded: bool,
+    ep: Epilogue,
+    packed_b: &mut [f32],
+) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    let panels = n.div_ceil(NR);
     let out = c;
     let pool = candle_core::utils::barrier_pool();
     let threads = if threaded { pool.n_workers() + 1 } else { 1 };
@@ -65,13 +129,13 @@ pub unsafe fn sgemm_into(a: View, b: View, c: Out, accumulate: bool, threaded: b
     let per = MC.min(m.div_ceil(threads).div_ceil(MR) * MR);
     let blocks = m.div_ceil(per);
     if threads == 1 {
-        pack_b(b, 0..panels, &mut packed_b);
+        pack_b(b, 0..panels, packed_b);
         for blk in 0..blocks {
             row_block(
                 a,
                 blk * per..((blk + 1) * per).min(m),
-                &packed_b,
-                n,
+                packed_b,
+                (n, ldc),
                 accumulate,
                 ep,
                 out,
@@ -92,8 +156,8 @@ pub unsafe fn sgemm_into(a: View, b: View, c: Out, accumulate: bool, threaded: b
             row_block(
                 a,
                 blk * per..((blk + 1) * per).min(m),
-                &packed_b,
-                n,
+                packed_b,
+                (n, ldc),
                 accumulate,
                 ep,
                 out,
@@ -103,7 +167,8 @@ pub unsafe fn sgemm_into(a: View, b: View, c: Out, accumulate: bool, threaded: b
 }
 
 /// Packs columns `panels` (in units of [`NR`]) of `b` into `dst`: per panel, `k` rows of
-/// [`NR`] consecutive values, the columns past `n` left zero.
+/// [`NR`] consecutive values, the columns past `n` zero. Every value of those panels is
+/// written.
 fn pack_b(b: View, panels: std::ops::Range<usize>, dst: &mut [f32]) {
     let (k, n) = (b.rows, b.cols);
     assert!(dst.len() >= panels.len() * NR * k && (k - 1) * b.rs + (n - 1) * b.cs < b.data.len());
@@ -117,7 +182,16 @@ fn pack_b(b: View, panels: std::ops::Range<usize>, dst: &mut [f32]) {
             continue;
         }
         let panel = panel.as_mut_ptr();
-        for jj in 0..NR.min(n - p * NR) {
+        let cols = NR.min(n - p * NR);
+        for jj in cols..NR {
+            // SAFETY: the panel holds k·NR values.
+            unsafe {
+                for kk in 0..k {
+                    *panel.add(kk * NR + jj) = 0.0;
+                }
+            }
+        }
+        for jj in 0..cols {
             let src = b.data[(p * NR + jj) * b.cs..].as_ptr();
             // SAFETY: kk < k and the column is < n, inside `b` (asserted above); the panel
             // holds k·NR values.
@@ -157,17 +231,34 @@ fn row_block(
     a: View,
     rows: std::ops::Range<usize>,
     packed_b: &[f32],
-    n: usize,
+    (n, ldc): (usize, usize),
     accumulate: bool,
     ep: Epilogue,
     c: Out,
+) {
+    let tiles = rows.len().div_ceil(MR);
+    with_scratch(&PACKED_A, tiles * MR * KC.min(a.cols), |packed_a| {
+        row_block_packed(a, rows, packed_b, (n, ldc), accumulate, ep, c, packed_a)
+    })
+}
+
+/// [`row_block`] with `packed_a` (`tiles · MR · min(KC, k)` values) to pack `a`'s tiles into.
+#[allow(clippy::too_many_arguments)] // row_block's arguments and its buffer
+fn row_block_packed(
+    a: View,
+    rows: std::ops::Range<usize>,
+    packed_b: &[f32],
+    (n, ldc): (usize, usize),
+    accumulate: bool,
+    ep: Epilogue,
+    c: Out,
+    packed_a: &mut [f32],
 ) {
     let k = a.cols;
     let tiles = rows.len().div_ceil(MR);
     // Whole tiles of a shallow row-major `a` are read in place; the others are packed.
     let in_place =
         |t: usize| a.cs == 1 && k <= IN_PLACE_A_MAX_K && rows.start + (t + 1) * MR <= rows.end;
-    let mut packed_a = vec![0f32; tiles * MR * KC.min(k)];
     let mut p0 = 0;
     while p0 < k {
         let kc = KC.min(k - p0);
@@ -213,7 +304,7 @@ fn row_block(
                 // at k = 768, up to 40 % slower at k = 3072, where 12 rows 12 KiB apart
                 // contend for the same cache sets.)
                 unsafe {
-                    let dst = c.at(row0 * n + p * NR);
+                    let dst = c.at(row0 * ldc + p * NR);
                     let run = |c: *mut f32, ldc: usize| {
                         if lda > 0 {
                             tile::<true>(kc, ap, lda, bp.as_ptr(), c, ldc, add, bias_ptr)
@@ -222,26 +313,26 @@ fn row_block(
                         }
                     };
                     if live == MR && cols == NR {
-                        run(dst, n);
+                        run(dst, ldc);
                     } else {
                         let mut buf = [0f32; MR * NR];
                         if add {
                             for r in 0..live {
                                 for j in 0..cols {
-                                    buf[r * NR + j] = *dst.add(r * n + j);
+                                    buf[r * NR + j] = *dst.add(r * ldc + j);
                                 }
                             }
                         }
                         run(buf.as_mut_ptr(), NR);
                         for r in 0..live {
                             for j in 0..cols {
-                                *dst.add(r * n + j) = buf[r * NR + j];
+                                *dst.add(r * ldc + j) = buf[r * NR + j];
                             }
                         }
                     }
                     if gelu {
                         for r in 0..live {
-                            let row = std::slice::from_raw_parts_mut(dst.add(r * n), cols);
+                            let row = std::slice::from_raw_parts_mut(dst.add(r * ldc), cols);
                             super::super::vmath::gelu_in_place(row);
                         }
                     }
