@@ -143,6 +143,26 @@ fn encoder_flops(cfg: &OscarConfig, tokens: f64, seq: f64, regions: f64) -> f64 
         + regions * 2.0 * cfg.img_feature_dim as f64 * h
 }
 
+/// Work done scoring pairs of captions `lens` long padded to `t`, each with `r` regions: the
+/// last layer computes keys/values of every position but the rest of the layer for [CLS] only
+/// (`BertEncoder::forward_first`); each sequence is its real length plus the regions unless the
+/// padded positions are computed too (`OSCAR_KEEP_PADDING=1`).
+fn scoring_flops(cfg: &OscarConfig, lens: &[usize], t: usize, r: usize) -> f64 {
+    let h = cfg.hidden_size as f64;
+    let layers = cfg.num_hidden_layers as f64;
+    let seq = |n: usize| {
+        let n = n as f64;
+        let last = n * 2.0 * 2.0 * h * h + encoder_flops(cfg, 1.0, n, 0.0) / layers;
+        encoder_flops(cfg, n, n, 0.0) / layers * (layers - 1.0) + last
+    };
+    let kept: f64 = if oscar::model::encoder::keeps_padding() {
+        lens.len() as f64 * seq(t + r)
+    } else {
+        lens.iter().map(|&n| seq(n + r)).sum()
+    };
+    kept + (lens.len() * r) as f64 * 2.0 * cfg.img_feature_dim as f64 * h
+}
+
 /// The inference API's pair scoring on a saved model: what a Python caller's time is compared to.
 fn score_pairs(a: &BenchArgs) -> Result<()> {
     let (Some(ckpt), Some(feats)) = (&a.checkpoint, &a.features) else {
@@ -257,24 +277,7 @@ fn retrieval_score(a: &BenchArgs, cfg: &OscarConfig) -> Result<()> {
     }
     let (fixed_med, fixed_min) = time_runs(a.runs, || score(&fixed))?;
     let (dyn_med, dyn_min) = time_runs(a.runs, || score(&dynamic))?;
-    // Work actually done: the last layer computes keys/values of every position but the rest of
-    // the layer for [CLS] only (`BertEncoder::forward_first`); each sequence is its real length
-    // plus the regions unless the padded positions are computed too.
-    let flops = |t: usize| {
-        let h = cfg.hidden_size as f64;
-        let layers = cfg.num_hidden_layers as f64;
-        let seq = |n: usize| {
-            let n = n as f64;
-            let last = n * 2.0 * 2.0 * h * h + encoder_flops(&cfg, 1.0, n, 0.0) / layers;
-            encoder_flops(&cfg, n, n, 0.0) / layers * (layers - 1.0) + last
-        };
-        let kept: f64 = if oscar::model::encoder::keeps_padding() {
-            b as f64 * seq(t + r)
-        } else {
-            lens.iter().map(|&n| seq(n + r)).sum()
-        };
-        kept + (b * r) as f64 * 2.0 * f as f64 * h
-    };
+    let flops = |t: usize| scoring_flops(&cfg, &lens, t, r);
     outln!(
         "{}",
         serde_json::json!({

@@ -95,75 +95,36 @@ pub unsafe fn sgemm_into(
     threaded: bool,
     ep: Epilogue,
 ) {
-    let (k, n) = (a.cols, b.cols);
+    let (m, k, n) = (a.rows, a.cols, b.cols);
     assert!(available() && b.rows == k && k > 0 && ldc >= n);
     assert!(!(accumulate && ep.bias.is_some()) && ep.bias.is_none_or(|b| b.len() == n));
     let panels = n.div_ceil(NR);
-    with_scratch(&PACKED_B, panels * NR * k, |packed_b| {
-        // SAFETY: this function's contract.
-        unsafe { sgemm_packed(a, b, c, ldc, accumulate, threaded, ep, packed_b) }
-    })
-}
-
-/// [`sgemm_into`] with `packed_b` (`panels · NR · k` values) to pack `b` into.
-///
-/// # Safety
-/// As [`sgemm_into`]'s.
-#[allow(clippy::too_many_arguments)] // sgemm_into's arguments and its buffer
-unsafe fn sgemm_packed(
-    a: View,
-    b: View,
-    c: Out,
-    ldc: usize,
-    accumulate: bool,
-    threaded: bool,
-    ep: Epilogue,
-    packed_b: &mut [f32],
-) {
-    let (m, k, n) = (a.rows, a.cols, b.cols);
-    let panels = n.div_ceil(NR);
-    let out = c;
     let pool = candle_core::utils::barrier_pool();
     let threads = if threaded { pool.n_workers() + 1 } else { 1 };
     // Row blocks: MC rows, or fewer so that every thread gets one.
     let per = MC.min(m.div_ceil(threads).div_ceil(MR) * MR);
     let blocks = m.div_ceil(per);
-    if threads == 1 {
-        pack_b(b, 0..panels, packed_b);
-        for blk in 0..blocks {
-            row_block(
-                a,
-                blk * per..((blk + 1) * per).min(m),
-                packed_b,
-                (n, ldc),
-                accumulate,
-                ep,
-                out,
-            );
+    let block = |blk: usize, packed_b: &[f32]| {
+        let rows = blk * per..((blk + 1) * per).min(m);
+        row_block(a, rows, packed_b, (n, ldc), accumulate, ep, c);
+    };
+    with_scratch(&PACKED_B, panels * NR * k, |packed_b| {
+        if threads == 1 {
+            pack_b(b, 0..panels, packed_b);
+            (0..blocks).for_each(|blk| block(blk, packed_b));
+            return;
         }
-        return;
-    }
-    let pb = Out(packed_b.as_mut_ptr());
-    pool.execute_chunked(panels, |range| {
-        // SAFETY: each thread packs its own panels, a disjoint part of `packed_b`.
-        let dst = unsafe {
-            std::slice::from_raw_parts_mut(pb.at(range.start * NR * k), range.len() * NR * k)
-        };
-        pack_b(b, range, dst);
-    });
-    pool.execute_chunked(blocks, |range| {
-        for blk in range {
-            row_block(
-                a,
-                blk * per..((blk + 1) * per).min(m),
-                packed_b,
-                (n, ldc),
-                accumulate,
-                ep,
-                out,
-            );
-        }
-    });
+        let pb = Out(packed_b.as_mut_ptr());
+        pool.execute_chunked(panels, |range| {
+            // SAFETY: each thread packs its own panels, a disjoint part of `packed_b`.
+            let dst = unsafe {
+                std::slice::from_raw_parts_mut(pb.at(range.start * NR * k), range.len() * NR * k)
+            };
+            pack_b(b, range, dst);
+        });
+        let packed_b = &*packed_b;
+        pool.execute_chunked(blocks, |range| range.for_each(|blk| block(blk, packed_b)));
+    })
 }
 
 /// Packs columns `panels` (in units of [`NR`]) of `b` into `dst`: per panel, `k` rows of
@@ -236,111 +197,95 @@ fn row_block(
     ep: Epilogue,
     c: Out,
 ) {
-    let tiles = rows.len().div_ceil(MR);
-    with_scratch(&PACKED_A, tiles * MR * KC.min(a.cols), |packed_a| {
-        row_block_packed(a, rows, packed_b, (n, ldc), accumulate, ep, c, packed_a)
-    })
-}
-
-/// [`row_block`] with `packed_a` (`tiles · MR · min(KC, k)` values) to pack `a`'s tiles into.
-#[allow(clippy::too_many_arguments)] // row_block's arguments and its buffer
-fn row_block_packed(
-    a: View,
-    rows: std::ops::Range<usize>,
-    packed_b: &[f32],
-    (n, ldc): (usize, usize),
-    accumulate: bool,
-    ep: Epilogue,
-    c: Out,
-    packed_a: &mut [f32],
-) {
     let k = a.cols;
     let tiles = rows.len().div_ceil(MR);
     // Whole tiles of a shallow row-major `a` are read in place; the others are packed.
     let in_place =
         |t: usize| a.cs == 1 && k <= IN_PLACE_A_MAX_K && rows.start + (t + 1) * MR <= rows.end;
-    let mut p0 = 0;
-    while p0 < k {
-        let kc = KC.min(k - p0);
-        for t in (0..tiles).filter(|&t| !in_place(t)) {
-            let row0 = rows.start + t * MR;
-            pack_a(
-                a,
-                row0..(row0 + MR).min(rows.end),
-                p0..p0 + kc,
-                &mut packed_a[t * MR * kc..(t + 1) * MR * kc],
-            );
-        }
-        let add = accumulate || p0 > 0;
-        // The bias joins the first slice's sums (as the sums joined a bias-filled `c` before),
-        // GELU the last slice's.
-        let bias = ep.bias.filter(|_| p0 == 0);
-        let gelu = ep.gelu && p0 + kc == k;
-        for p in 0..n.div_ceil(NR) {
-            let bp = &packed_b[p * NR * k + p0 * NR..p * NR * k + (p0 + kc) * NR];
-            let cols = NR.min(n - p * NR);
-            let mut bias_here = [0f32; NR];
-            if let Some(b) = bias {
-                bias_here[..cols].copy_from_slice(&b[p * NR..p * NR + cols]);
-            }
-            let bias_ptr = if bias.is_some() {
-                bias_here.as_ptr()
-            } else {
-                std::ptr::null()
-            };
-            for t in 0..tiles {
+    with_scratch(&PACKED_A, tiles * MR * KC.min(k), |packed_a| {
+        let mut p0 = 0;
+        while p0 < k {
+            let kc = KC.min(k - p0);
+            for t in (0..tiles).filter(|&t| !in_place(t)) {
                 let row0 = rows.start + t * MR;
-                let live = MR.min(rows.end - row0);
-                // In place: row r's input kk at r·rs + kk (one slice deep, so p0 = 0).
-                let (ap, lda) = if in_place(t) {
-                    (a.data[row0 * a.rs..][..(MR - 1) * a.rs + kc].as_ptr(), a.rs)
+                pack_a(
+                    a,
+                    row0..(row0 + MR).min(rows.end),
+                    p0..p0 + kc,
+                    &mut packed_a[t * MR * kc..(t + 1) * MR * kc],
+                );
+            }
+            let add = accumulate || p0 > 0;
+            // The bias joins the first slice's sums (as the sums joined a bias-filled `c` before),
+            // GELU the last slice's.
+            let bias = ep.bias.filter(|_| p0 == 0);
+            let gelu = ep.gelu && p0 + kc == k;
+            for p in 0..n.div_ceil(NR) {
+                let bp = &packed_b[p * NR * k + p0 * NR..p * NR * k + (p0 + kc) * NR];
+                let cols = NR.min(n - p * NR);
+                let mut bias_here = [0f32; NR];
+                if let Some(b) = bias {
+                    bias_here[..cols].copy_from_slice(&b[p * NR..p * NR + cols]);
+                }
+                let bias_ptr = if bias.is_some() {
+                    bias_here.as_ptr()
                 } else {
-                    (packed_a[t * MR * kc..(t + 1) * MR * kc].as_ptr(), 0)
+                    std::ptr::null()
                 };
-                // SAFETY: AVX-512 was detected ([`sgemm`] asserts it); the packed slices hold
-                // kc·MR and kc·NR values, the bias NR; the tile's rows and columns lie inside
-                // `c` (m·n), and no other thread writes them.
-                // (Reading a row-major `a` in place instead of packing it was tried: as fast
-                // at k = 768, up to 40 % slower at k = 3072, where 12 rows 12 KiB apart
-                // contend for the same cache sets.)
-                unsafe {
-                    let dst = c.at(row0 * ldc + p * NR);
-                    let run = |c: *mut f32, ldc: usize| {
-                        if lda > 0 {
-                            tile::<true>(kc, ap, lda, bp.as_ptr(), c, ldc, add, bias_ptr)
-                        } else {
-                            tile::<false>(kc, ap, 0, bp.as_ptr(), c, ldc, add, bias_ptr)
-                        }
-                    };
-                    if live == MR && cols == NR {
-                        run(dst, ldc);
+                for t in 0..tiles {
+                    let row0 = rows.start + t * MR;
+                    let live = MR.min(rows.end - row0);
+                    // In place: row r's input kk at r·rs + kk (one slice deep, so p0 = 0).
+                    let (ap, lda) = if in_place(t) {
+                        (a.data[row0 * a.rs..][..(MR - 1) * a.rs + kc].as_ptr(), a.rs)
                     } else {
-                        let mut buf = [0f32; MR * NR];
-                        if add {
+                        (packed_a[t * MR * kc..(t + 1) * MR * kc].as_ptr(), 0)
+                    };
+                    // SAFETY: AVX-512 was detected ([`sgemm`] asserts it); the packed slices hold
+                    // kc·MR and kc·NR values, the bias NR; the tile's rows and columns lie inside
+                    // `c` (m·n), and no other thread writes them.
+                    // (Reading a row-major `a` in place instead of packing it was tried: as fast
+                    // at k = 768, up to 40 % slower at k = 3072, where 12 rows 12 KiB apart
+                    // contend for the same cache sets.)
+                    unsafe {
+                        let dst = c.at(row0 * ldc + p * NR);
+                        let run = |c: *mut f32, ldc: usize| {
+                            if lda > 0 {
+                                tile::<true>(kc, ap, lda, bp.as_ptr(), c, ldc, add, bias_ptr)
+                            } else {
+                                tile::<false>(kc, ap, 0, bp.as_ptr(), c, ldc, add, bias_ptr)
+                            }
+                        };
+                        if live == MR && cols == NR {
+                            run(dst, ldc);
+                        } else {
+                            let mut buf = [0f32; MR * NR];
+                            if add {
+                                for r in 0..live {
+                                    for j in 0..cols {
+                                        buf[r * NR + j] = *dst.add(r * ldc + j);
+                                    }
+                                }
+                            }
+                            run(buf.as_mut_ptr(), NR);
                             for r in 0..live {
                                 for j in 0..cols {
-                                    buf[r * NR + j] = *dst.add(r * ldc + j);
+                                    *dst.add(r * ldc + j) = buf[r * NR + j];
                                 }
                             }
                         }
-                        run(buf.as_mut_ptr(), NR);
-                        for r in 0..live {
-                            for j in 0..cols {
-                                *dst.add(r * ldc + j) = buf[r * NR + j];
+                        if gelu {
+                            for r in 0..live {
+                                let row = std::slice::from_raw_parts_mut(dst.add(r * ldc), cols);
+                                super::super::vmath::gelu_in_place(row);
                             }
-                        }
-                    }
-                    if gelu {
-                        for r in 0..live {
-                            let row = std::slice::from_raw_parts_mut(dst.add(r * ldc), cols);
-                            super::super::vmath::gelu_in_place(row);
                         }
                     }
                 }
             }
+            p0 += kc;
         }
-        p0 += kc;
-    }
+    })
 }
 
 /// `c[MR×NR] (+)= a·b` over `kc` inputs: `a` packed `[kc][MR]`, or with `IN_PLACE` row-major
