@@ -129,7 +129,9 @@ pub unsafe fn sgemm_into(
 
 /// Packs columns `panels` (in units of [`NR`]) of `b` into `dst`: per panel, `k` rows of
 /// [`NR`] consecutive values, the columns past `n` zero. Every value of those panels is
-/// written.
+/// written. A column-major `b` (a transposed operand: attention's keys, a `Linear`'s weight)
+/// is transposed 16 × 16 values at a time in registers; a value at a time, this transpose cost
+/// more than half as much as the attention products it feeds.
 fn pack_b(b: View, panels: std::ops::Range<usize>, dst: &mut [f32]) {
     let (k, n) = (b.rows, b.cols);
     assert!(dst.len() >= panels.len() * NR * k && (k - 1) * b.rs + (n - 1) * b.cs < b.data.len());
@@ -142,25 +144,84 @@ fn pack_b(b: View, panels: std::ops::Range<usize>, dst: &mut [f32]) {
             }
             continue;
         }
-        let panel = panel.as_mut_ptr();
         let cols = NR.min(n - p * NR);
-        for jj in cols..NR {
-            // SAFETY: the panel holds k·NR values.
-            unsafe {
-                for kk in 0..k {
-                    *panel.add(kk * NR + jj) = 0.0;
-                }
+        // The whole 16 × 16 blocks of a column-major panel, then every other value one by one.
+        let (block_cols, block_k) = if b.rs == 1 {
+            (cols / 16 * 16, k / 16 * 16)
+        } else {
+            (0, 0)
+        };
+        for j0 in (0..block_cols).step_by(16) {
+            for k0 in (0..block_k).step_by(16) {
+                // SAFETY: AVX-512 is this module's premise ([`sgemm_into`] asserts it); columns
+                // p·NR + j0 + 0‥16 are < n and inputs k0 + 0‥16 are < k, so each of the 16
+                // loads of 16 values lies inside `b` (asserted above); the panel holds k·NR
+                // values, rows k0‥k0 + 16 of columns j0‥j0 + 16 among them.
+                unsafe {
+                    transpose16(
+                        b.data[(p * NR + j0) * b.cs + k0..].as_ptr(),
+                        b.cs,
+                        panel[k0 * NR + j0..].as_mut_ptr(),
+                        NR,
+                    )
+                };
             }
         }
-        for jj in 0..cols {
-            let src = b.data[(p * NR + jj) * b.cs..].as_ptr();
-            // SAFETY: kk < k and the column is < n, inside `b` (asserted above); the panel
-            // holds k·NR values.
-            unsafe {
-                for kk in 0..k {
-                    *panel.add(kk * NR + jj) = *src.add(kk * b.rs);
-                }
+        for jj in 0..NR {
+            let col = &b.data[((p * NR + jj) * b.cs).min(b.data.len())..];
+            let from = if jj < block_cols { block_k } else { 0 };
+            for kk in from..k {
+                panel[kk * NR + jj] = if jj < cols { col[kk * b.rs] } else { 0.0 };
             }
+        }
+    }
+}
+
+/// Writes the transpose of the 16 × 16 values at `src` (rows `lds` apart) to `dst` (rows `ldd`
+/// apart): `dst[c·ldd + r] = src[r·lds + c]`. Four rounds of shuffles: 32-bit and 64-bit
+/// interleaves within each 128-bit lane, then two rounds of 128-bit lane exchanges.
+///
+/// # Safety
+/// AVX-512F must be available; both blocks must lie inside their buffers.
+#[target_feature(enable = "avx512f")]
+unsafe fn transpose16(src: *const f32, lds: usize, dst: *mut f32, ldd: usize) {
+    let r: [__m512; 16] = std::array::from_fn(|i| unsafe { _mm512_loadu_ps(src.add(i * lds)) });
+    // t[2i], t[2i+1]: rows 2i and 2i+1 interleaved, lane by lane.
+    let t: [__m512; 16] = std::array::from_fn(|i| {
+        let (a, b) = (r[i & !1], r[i | 1]);
+        if i % 2 == 0 {
+            _mm512_unpacklo_ps(a, b)
+        } else {
+            _mm512_unpackhi_ps(a, b)
+        }
+    });
+    // u[4g + c]: in lane l, rows 4g‥4g+4 of column 4l + c.
+    let u: [__m512; 16] = std::array::from_fn(|i| {
+        let (g, c) = (i / 4, i % 4);
+        let (a, b) = (
+            _mm512_castps_pd(t[4 * g + c / 2]),
+            _mm512_castps_pd(t[4 * g + 2 + c / 2]),
+        );
+        _mm512_castpd_ps(if c % 2 == 0 {
+            _mm512_unpacklo_pd(a, b)
+        } else {
+            _mm512_unpackhi_pd(a, b)
+        })
+    });
+    for c in 0..4 {
+        // Lanes 0 and 2 (`even`) or 1 and 3 (`odd`) of rows 0‥8, then of rows 8‥16.
+        let even_lo = _mm512_shuffle_f32x4::<0x88>(u[c], u[4 + c]);
+        let odd_lo = _mm512_shuffle_f32x4::<0xdd>(u[c], u[4 + c]);
+        let even_hi = _mm512_shuffle_f32x4::<0x88>(u[8 + c], u[12 + c]);
+        let odd_hi = _mm512_shuffle_f32x4::<0xdd>(u[8 + c], u[12 + c]);
+        let out = [
+            (c, _mm512_shuffle_f32x4::<0x88>(even_lo, even_hi)),
+            (8 + c, _mm512_shuffle_f32x4::<0xdd>(even_lo, even_hi)),
+            (4 + c, _mm512_shuffle_f32x4::<0x88>(odd_lo, odd_hi)),
+            (12 + c, _mm512_shuffle_f32x4::<0xdd>(odd_lo, odd_hi)),
+        ];
+        for (col, v) in out {
+            unsafe { _mm512_storeu_ps(dst.add(col * ldd), v) };
         }
     }
 }
@@ -249,30 +310,11 @@ fn row_block(
                     // contend for the same cache sets.)
                     unsafe {
                         let dst = c.at(row0 * ldc + p * NR);
-                        let run = |c: *mut f32, ldc: usize| {
-                            if lda > 0 {
-                                tile::<true>(kc, ap, lda, bp.as_ptr(), c, ldc, add, bias_ptr)
-                            } else {
-                                tile::<false>(kc, ap, 0, bp.as_ptr(), c, ldc, add, bias_ptr)
-                            }
-                        };
-                        if live == MR && cols == NR {
-                            run(dst, ldc);
+                        let edge = (live, cols);
+                        if lda > 0 {
+                            tile::<true>(kc, ap, lda, bp.as_ptr(), dst, ldc, edge, add, bias_ptr)
                         } else {
-                            let mut buf = [0f32; MR * NR];
-                            if add {
-                                for r in 0..live {
-                                    for j in 0..cols {
-                                        buf[r * NR + j] = *dst.add(r * ldc + j);
-                                    }
-                                }
-                            }
-                            run(buf.as_mut_ptr(), NR);
-                            for r in 0..live {
-                                for j in 0..cols {
-                                    *dst.add(r * ldc + j) = buf[r * NR + j];
-                                }
-                            }
+                            tile::<false>(kc, ap, 0, bp.as_ptr(), dst, ldc, edge, add, bias_ptr)
                         }
                         if gelu {
                             for r in 0..live {
@@ -289,8 +331,11 @@ fn row_block(
 }
 
 /// `c[MR×NR] (+)= a·b` over `kc` inputs: `a` packed `[kc][MR]`, or with `IN_PLACE` row-major
-/// with row stride `lda`; `b` packed `[kc][NR]`; `c` with row stride `ldc`. When not adding, a
-/// non-null `bias` (NR values) joins every row. Both forms sum in the same order.
+/// with row stride `lda`; `b` packed `[kc][NR]`; `c` with row stride `ldc`, of which only the
+/// first `live.0` rows and `live.1` columns are read or written (masked stores: a partial tile
+/// at the edge of the output, as attention's 95 × 95 scores have one in three, needs no copy
+/// through a buffer). When not adding, a non-null `bias` (NR values) joins every row. Both forms
+/// sum in the same order.
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn tile<const IN_PLACE: bool>(
@@ -300,11 +345,12 @@ unsafe fn tile<const IN_PLACE: bool>(
     b: *const f32,
     c: *mut f32,
     ldc: usize,
+    (rows, cols): (usize, usize),
     add: bool,
     bias: *const f32,
 ) {
     let mut acc = [[_mm512_setzero_ps(); 2]; MR];
-    for r in 0..MR {
+    for r in 0..rows {
         _mm_prefetch::<_MM_HINT_T0>(c.add(r * ldc) as *const i8);
         _mm_prefetch::<_MM_HINT_T0>(c.add(r * ldc + 16) as *const i8);
     }
@@ -321,17 +367,98 @@ unsafe fn tile<const IN_PLACE: bool>(
             row[1] = _mm512_fmadd_ps(av, b1, row[1]);
         }
     }
-    for (r, row) in acc.iter().enumerate() {
+    // The columns written in each half of the tile.
+    let half = |from: usize| -> __mmask16 {
+        let n = cols.saturating_sub(from).min(16);
+        ((1u32 << n) - 1) as __mmask16
+    };
+    let (m0, m1) = (half(0), half(16));
+    for (r, row) in acc.iter().enumerate().take(rows) {
         let dst = c.add(r * ldc);
         let (mut v0, mut v1) = (row[0], row[1]);
         if add {
-            v0 = _mm512_add_ps(v0, _mm512_loadu_ps(dst));
-            v1 = _mm512_add_ps(v1, _mm512_loadu_ps(dst.add(16)));
+            v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, dst));
+            v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, dst.add(16)));
         } else if !bias.is_null() {
             v0 = _mm512_add_ps(v0, _mm512_loadu_ps(bias));
             v1 = _mm512_add_ps(v1, _mm512_loadu_ps(bias.add(16)));
         }
-        _mm512_storeu_ps(dst, v0);
-        _mm512_storeu_ps(dst.add(16), v1);
+        _mm512_mask_storeu_ps(dst, m0, v0);
+        _mm512_mask_storeu_ps(dst.add(16), m1, v1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every value of every panel, packed from row-major, column-major (the transposes in
+    /// registers and the values left around them) and strided operands, is the operand's value
+    /// at that input and column, or 0 past the last column (reported skipped on a CPU without
+    /// AVX-512).
+    #[test]
+    fn packed_panels_hold_each_value_of_b_where_the_tile_reads_it() {
+        if !available() {
+            eprintln!("skipped: this CPU has no AVX-512 (or OSCAR_NO_AVX512 is set)");
+            return;
+        }
+        // (k, n, the gap between columns or rows beyond the dense layout)
+        for (k, n, gap) in [
+            (1, 1, 0),
+            (16, 16, 0),
+            (64, 95, 704),
+            (64, 120, 0),
+            (600, 100, 3),
+            (17, 33, 0),
+            (33, 70, 5),
+        ] {
+            let data: Vec<f32> = (0..(k + gap) * (n + gap)).map(|i| i as f32).collect();
+            let column_major = View {
+                data: &data,
+                rows: k,
+                cols: n,
+                rs: 1,
+                cs: k + gap,
+            };
+            let row_major = View {
+                data: &data,
+                rows: k,
+                cols: n,
+                rs: n + gap,
+                cs: 1,
+            };
+            let strided = View {
+                data: &data,
+                rows: k,
+                cols: n.div_ceil(2),
+                rs: n + gap,
+                cs: 2,
+            };
+            for b in [column_major, row_major, strided] {
+                let panels = b.cols.div_ceil(NR);
+                let mut dst = vec![f32::NAN; panels * NR * k];
+                pack_b(b, 0..panels, &mut dst);
+                for p in 0..panels {
+                    for kk in 0..k {
+                        for jj in 0..NR {
+                            let col = p * NR + jj;
+                            let want = if col < b.cols {
+                                b.data[kk * b.rs + col * b.cs]
+                            } else {
+                                0.0
+                            };
+                            let got = dst[p * NR * k + kk * NR + jj];
+                            assert_eq!(
+                                got.to_bits(),
+                                want.to_bits(),
+                                "k {k}, n {n}, strides {}/{}: panel {p}, input {kk}, column {jj}",
+                                b.rs,
+                                b.cs
+                            );
+                        }
+                    }
+                }
+            }
+        }
     }
 }
