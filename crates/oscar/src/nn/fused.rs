@@ -942,17 +942,11 @@ impl CustomOp3 for AttentionOp {
                 // SAFETY: `probs` holds lq·lk values.
                 unsafe { sgemm_serial_fresh(qv, kt, Out(probs.as_mut_ptr()), lk) };
                 for (r, row) in probs.chunks_exact_mut(lk).enumerate() {
-                    match &self.mask {
-                        Some((mask, mask_rows)) => {
-                            let m = if *mask_rows == 1 { 0 } else { r };
-                            let mrow = &mask[(si * mask_rows + m) * lk..][..lk];
-                            for (o, mv) in row.iter_mut().zip(mrow) {
-                                *o = *o * self.scale + mv;
-                            }
-                        }
-                        None => row.iter_mut().for_each(|o| *o *= self.scale),
-                    }
-                    softmax_in_place(row);
+                    let mrow = self.mask.as_ref().map(|(mask, mask_rows)| {
+                        let m = if *mask_rows == 1 { 0 } else { r };
+                        &mask[(si * mask_rows + m) * lk..][..lk]
+                    });
+                    vmath::scaled_softmax_in_place(row, self.scale, mrow);
                 }
                 // The context goes straight to this head's columns of the sequence's rows.
                 // SAFETY: queries q0.. × this head's d features lie inside the output, rows h
@@ -977,17 +971,6 @@ impl CustomOp3 for AttentionOp {
         // SAFETY: every row was written above when `covered`, and is zero otherwise.
         unsafe { out.set_len(q_rows * h) };
         Ok((CpuStorage::F32(out), l1.shape().clone()))
-    }
-}
-
-/// Softmax of one row, in place (max-shifted).
-fn softmax_in_place(o: &mut [f32]) {
-    let max = vmath::lane_max(o);
-    o.iter_mut().for_each(|v| *v -= max);
-    vmath::exp_in_place(o);
-    let inv = 1.0 / vmath::lane_sum(o, |v| v);
-    for v in o.iter_mut() {
-        *v *= inv;
     }
 }
 
@@ -1020,11 +1003,9 @@ impl CustomOp2 for SoftmaxOp {
             for_each_row_written(s.len() / lk.max(1), lk, |r, o| {
                 let (bi, q) = (r / (nh * lq), r % lq);
                 let mrow = &m[(bi * mq + if mq == 1 { 0 } else { q }) * lk..][..lk];
-                let row = &s[r * lk..(r + 1) * lk];
-                for i in 0..lk {
-                    o.add(i).write(row[i] * self.scale + mrow[i]);
-                }
-                softmax_in_place(std::slice::from_raw_parts_mut(o, lk));
+                std::ptr::copy_nonoverlapping(s[r * lk..].as_ptr(), o, lk);
+                let row = std::slice::from_raw_parts_mut(o, lk);
+                vmath::scaled_softmax_in_place(row, self.scale, Some(mrow));
             })
         };
         Ok((CpuStorage::F32(out), l1.shape().clone()))

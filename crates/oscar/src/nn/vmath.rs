@@ -128,6 +128,42 @@ pub fn exp_in_place(v: &mut [f32]) {
     v.iter_mut().for_each(|x| *x = exp(*x));
 }
 
+/// `row = softmax(row · scale + mask)`, the mask (one value per column) added where given: an
+/// attention row's scores turned into probabilities. With AVX-512 the three passes over the
+/// row (scale and mask with the maximum, `exp` with the sum, the normalisation) each run 16
+/// values at a time; otherwise [`softmax_in_place`] after the scaling. The maximum and every
+/// `exp` are the same bits on both paths; the sum is taken in another order.
+pub fn scaled_softmax_in_place(row: &mut [f32], scale: f32, mask: Option<&[f32]>) {
+    assert!(
+        mask.is_none_or(|m| m.len() == row.len()),
+        "softmax: a mask of {} values for a row of {}",
+        mask.map_or(0, <[f32]>::len),
+        row.len()
+    );
+    #[cfg(target_arch = "x86_64")]
+    if avx512() {
+        // SAFETY: AVX-512F was detected at run time; the mask is as long as the row.
+        return unsafe { avx512::scaled_softmax_in_place(row, scale, mask) };
+    }
+    match mask {
+        Some(m) => row
+            .iter_mut()
+            .zip(m)
+            .for_each(|(o, mv)| *o = *o * scale + mv),
+        None => row.iter_mut().for_each(|o| *o *= scale),
+    }
+    softmax_in_place(row);
+}
+
+/// `row = softmax(row)`: the maximum subtracted, `exp`, then divided by the sum.
+fn softmax_in_place(row: &mut [f32]) {
+    let max = lane_max(row);
+    row.iter_mut().for_each(|v| *v -= max);
+    exp_in_place(row);
+    let inv = 1.0 / lane_sum(row, |v| v);
+    row.iter_mut().for_each(|v| *v *= inv);
+}
+
 /// `out[i] = gelu(x[i])`.
 pub fn gelu_slice(x: &[f32], out: &mut [f32]) {
     assert_eq!(
@@ -224,6 +260,39 @@ pub(crate) mod avx512 {
             lanes[..rest.len()].copy_from_slice(rest);
             _mm512_storeu_ps(lanes.as_mut_ptr(), f(_mm512_loadu_ps(lanes.as_ptr())));
             rest.copy_from_slice(&lanes[..rest.len()]);
+        }
+    }
+
+    /// [`super::scaled_softmax_in_place`]: `mask`, when given, holds `row.len()` values.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn scaled_softmax_in_place(row: &mut [f32], scale: f32, mask: Option<&[f32]>) {
+        let n = row.len();
+        let p = row.as_mut_ptr();
+        // Lanes `i‥i + 16` that lie inside the row.
+        let lanes = |i: usize| ((1u32 << (n - i).min(16)) - 1) as __mmask16;
+        let mut max = _mm512_set1_ps(f32::NEG_INFINITY);
+        for i in (0..n).step_by(16) {
+            let m = lanes(i);
+            let mut v = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, p.add(i)), _mm512_set1_ps(scale));
+            if let Some(mask) = mask {
+                v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, mask.as_ptr().add(i)));
+            }
+            _mm512_mask_storeu_ps(p.add(i), m, v);
+            max = _mm512_mask_max_ps(max, m, v, max);
+        }
+        let max = _mm512_set1_ps(_mm512_reduce_max_ps(max));
+        let mut sum = _mm512_setzero_ps();
+        for i in (0..n).step_by(16) {
+            let m = lanes(i);
+            let e = exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, p.add(i)), max));
+            _mm512_mask_storeu_ps(p.add(i), m, e);
+            sum = _mm512_mask_add_ps(sum, m, sum, e);
+        }
+        let inv = _mm512_set1_ps(1.0 / _mm512_reduce_add_ps(sum));
+        for i in (0..n).step_by(16) {
+            let m = lanes(i);
+            let v = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, p.add(i)), inv);
+            _mm512_mask_storeu_ps(p.add(i), m, v);
         }
     }
 
@@ -412,6 +481,44 @@ mod avx2 {
 mod tests {
     use super::*;
     use candle_core::cpu::erf::erf_f64;
+
+    /// The scaled, masked softmax (AVX-512 where the machine has it) against f64 on rows of
+    /// every length up to 40 and attention's 95, 120: each probability within 4 ulps plus 1e-9,
+    /// the masked columns 0; a NaN score makes the row NaN on every path.
+    #[test]
+    fn scaled_softmax_matches_f64_with_and_without_a_mask() {
+        let scale = 0.125f32;
+        for n in (1..=40).chain([95, 120]) {
+            let scores: Vec<f32> = (0..n)
+                .map(|i| ((i * 37) % 23) as f32 * 1.7 - 19.0)
+                .collect();
+            let mask: Vec<f32> = (0..n)
+                .map(|i| if i % 3 == 2 { -10000.0 } else { 0.0 })
+                .collect();
+            for mask in [None, Some(&mask[..])] {
+                let mut row = scores.clone();
+                scaled_softmax_in_place(&mut row, scale, mask);
+                let z: Vec<f64> = (0..n)
+                    .map(|i| scores[i] as f64 * scale as f64 + mask.map_or(0.0, |m| m[i] as f64))
+                    .collect();
+                let max = z.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                let sum: f64 = z.iter().map(|v| (v - max).exp()).sum();
+                for (i, &p) in row.iter().enumerate() {
+                    let want = (z[i] - max).exp() / sum;
+                    let tol = 4.0 * f32::EPSILON as f64 * want + 1e-9;
+                    assert!(
+                        (p as f64 - want).abs() <= tol,
+                        "n {n}, mask {}: column {i} is {p}, want {want}",
+                        mask.is_some()
+                    );
+                }
+            }
+            let mut row = scores.clone();
+            row[n / 2] = f32::NAN;
+            scaled_softmax_in_place(&mut row, scale, None);
+            assert!(row.iter().all(|p| p.is_nan()), "n {n}: {row:?}");
+        }
+    }
 
     /// Every f32 in steps of `step` over `[lo, hi]`, plus the edges.
     fn grid(lo: f32, hi: f32, step: f32) -> Vec<f32> {
