@@ -145,47 +145,71 @@ fn pack_b(b: View, panels: std::ops::Range<usize>, dst: &mut [f32]) {
             continue;
         }
         let cols = NR.min(n - p * NR);
-        // The whole 16 × 16 blocks of a column-major panel, then every other value one by one.
-        let (block_cols, block_k) = if b.rs == 1 {
-            (cols / 16 * 16, k / 16 * 16)
-        } else {
-            (0, 0)
-        };
-        for j0 in (0..block_cols).step_by(16) {
-            for k0 in (0..block_k).step_by(16) {
-                // SAFETY: AVX-512 is this module's premise ([`sgemm_into`] asserts it); columns
-                // p·NR + j0 + 0‥16 are < n and inputs k0 + 0‥16 are < k, so each of the 16
-                // loads of 16 values lies inside `b` (asserted above); the panel holds k·NR
-                // values, rows k0‥k0 + 16 of columns j0‥j0 + 16 among them.
-                unsafe {
-                    transpose16(
-                        b.data[(p * NR + j0) * b.cs + k0..].as_ptr(),
-                        b.cs,
-                        panel[k0 * NR + j0..].as_mut_ptr(),
-                        NR,
-                    )
-                };
+        if b.rs == 1 {
+            // Column-major: 16 × 16 blocks (partial ones at the last columns and inputs, the
+            // columns past `n` written as zeros).
+            for j0 in (0..NR).step_by(16) {
+                let live = cols.saturating_sub(j0).min(16);
+                for k0 in (0..k).step_by(16) {
+                    let src = if live > 0 {
+                        b.data[(p * NR + j0) * b.cs + k0..].as_ptr()
+                    } else {
+                        b.data.as_ptr()
+                    };
+                    // SAFETY: AVX-512 is this module's premise ([`sgemm_into`] asserts it); the
+                    // `live` columns from p·NR + j0 are < n and the inputs from k0 read are < k,
+                    // so every value read lies inside `b` (asserted above); the panel holds k·NR
+                    // values, rows k0‥ of columns j0‥j0 + 16 among them.
+                    unsafe {
+                        transpose16(
+                            src,
+                            b.cs,
+                            (live, (k - k0).min(16)),
+                            panel[k0 * NR + j0..].as_mut_ptr(),
+                            NR,
+                        )
+                    };
+                }
             }
+            continue;
         }
+        // Any other layout (strided, or the last row-major panel), value by value.
         for jj in 0..NR {
-            let col = &b.data[((p * NR + jj) * b.cs).min(b.data.len())..];
-            let from = if jj < block_cols { block_k } else { 0 };
-            for kk in from..k {
-                panel[kk * NR + jj] = if jj < cols { col[kk * b.rs] } else { 0.0 };
+            for kk in 0..k {
+                panel[kk * NR + jj] = if jj < cols {
+                    b.data[kk * b.rs + (p * NR + jj) * b.cs]
+                } else {
+                    0.0
+                };
             }
         }
     }
 }
 
-/// Writes the transpose of the 16 × 16 values at `src` (rows `lds` apart) to `dst` (rows `ldd`
-/// apart): `dst[c·ldd + r] = src[r·lds + c]`. Four rounds of shuffles: 32-bit and 64-bit
+/// Writes the transpose of the `rows × cols` values at `src` (rows `lds` apart, both counts at
+/// most 16) to `dst` (rows `ldd` apart): `dst[c·ldd + r] = src[r·lds + c]` for every `c <
+/// cols` and `r < 16`, 0 where `r ≥ rows`. Four rounds of shuffles: 32-bit and 64-bit
 /// interleaves within each 128-bit lane, then two rounds of 128-bit lane exchanges.
 ///
 /// # Safety
-/// AVX-512F must be available; both blocks must lie inside their buffers.
+/// AVX-512F must be available; the `rows × cols` values read and the `cols` rows of 16 written
+/// must lie inside their buffers.
 #[target_feature(enable = "avx512f")]
-unsafe fn transpose16(src: *const f32, lds: usize, dst: *mut f32, ldd: usize) {
-    let r: [__m512; 16] = std::array::from_fn(|i| unsafe { _mm512_loadu_ps(src.add(i * lds)) });
+unsafe fn transpose16(
+    src: *const f32,
+    lds: usize,
+    (rows, cols): (usize, usize),
+    dst: *mut f32,
+    ldd: usize,
+) {
+    let lanes = ((1u32 << cols) - 1) as __mmask16;
+    let r: [__m512; 16] = std::array::from_fn(|i| {
+        if i < rows {
+            unsafe { _mm512_maskz_loadu_ps(lanes, src.add(i * lds)) }
+        } else {
+            _mm512_setzero_ps()
+        }
+    });
     // t[2i], t[2i+1]: rows 2i and 2i+1 interleaved, lane by lane.
     let t: [__m512; 16] = std::array::from_fn(|i| {
         let (a, b) = (r[i & !1], r[i | 1]);
@@ -221,7 +245,9 @@ unsafe fn transpose16(src: *const f32, lds: usize, dst: *mut f32, ldd: usize) {
             (12 + c, _mm512_shuffle_f32x4::<0xdd>(odd_lo, odd_hi)),
         ];
         for (col, v) in out {
-            unsafe { _mm512_storeu_ps(dst.add(col * ldd), v) };
+            if col < cols {
+                unsafe { _mm512_storeu_ps(dst.add(col * ldd), v) };
+            }
         }
     }
 }
