@@ -912,6 +912,7 @@ fn rows_block(
                 let live = MR.min(rows_here - t);
                 let sums = TileSums {
                     sums: &tile[..count * MR * NR],
+                    high: None,
                     rows: MR,
                     first_panel: p,
                 };
@@ -945,6 +946,7 @@ fn amx_tiles(
         qa.len()
     );
     let steps = k4 / amx::STEP;
+    let split = matches!(w.panels, Panels::Split { .. });
     let mut tile = [0i32; 2 * amx::BLOCK_ROWS * NR];
     let panel = |q: &[i8], p: usize| q[p * k4 * NR..(p + 1) * k4 * NR].as_ptr();
     // SAFETY: `amx_for` said the tiles may run (its caller's check).
@@ -964,15 +966,11 @@ fn amx_tiles(
             unsafe {
                 amx::sums_2x2(qa[t * k4..].as_ptr(), k4, b0, b1, steps, tile.as_mut_ptr())
             };
-            if let Panels::Split { .. } = w.panels {
-                let (low, high) = tile.split_at_mut(block * NR);
-                for (l, h) in low.iter_mut().zip(&*high) {
-                    *l = l.wrapping_add(h.wrapping_shl(3));
-                }
-            }
             let live = block.min(rows_here - t);
+            let (sums, high) = tile.split_at(count * block * NR);
             let sums = TileSums {
-                sums: &tile[..count * block * NR],
+                sums,
+                high: split.then(|| &high[..block * NR]),
                 rows: block,
                 first_panel: p,
             };
@@ -984,10 +982,13 @@ fn amx_tiles(
 }
 
 /// The int32 sums of a tile, `[panel][row][channel]` with `rows` rows per panel, the first of
-/// them panel `first_panel` of the weights.
+/// them panel `first_panel` of the weights. For [`Panels::Split`] weights, `high` holds the
+/// sums against the second plane (one panel), which count 8 times: the tile's sums are
+/// `sums + 8 · high`, wrapping as the int32 lanes do.
 #[derive(Clone, Copy)]
 struct TileSums<'a> {
     sums: &'a [i32],
+    high: Option<&'a [i32]>,
     rows: usize,
     first_panel: usize,
 }
@@ -1012,6 +1013,7 @@ unsafe fn write_tile(
     let channels = p * NR..((p + count) * NR).min(n);
     #[cfg(target_arch = "x86_64")]
     if isa() == Isa::Avx512Vnni && (p + count) * NR <= n {
+        debug_assert!(tile.high.is_none_or(|h| h.len() == tile.sums.len()));
         // `gelu_in_place`'s own AVX-512 GELU on the values before they are stored: the same bits
         // without a second pass over the tile.
         let gelu_in_registers = ep.gelu && crate::nn::vmath::avx512();
@@ -1019,7 +1021,7 @@ unsafe fn write_tile(
         // inside `y` (the caller's).
         unsafe {
             avx512::epilogue(
-                tile.sums,
+                (tile.sums, tile.high),
                 tile.rows,
                 rq,
                 &w.colsums[channels.clone()],
@@ -1035,7 +1037,17 @@ unsafe fn write_tile(
         }
         return;
     }
-    for (pp, sums) in tile.sums.chunks_exact(per).enumerate() {
+    let mut combined = [0i32; amx::BLOCK_ROWS * NR];
+    let sums = match tile.high {
+        Some(high) => {
+            for ((c, &l), &h) in combined.iter_mut().zip(tile.sums).zip(high) {
+                *c = l.wrapping_add(h.wrapping_shl(3));
+            }
+            &combined[..tile.sums.len()]
+        }
+        None => tile.sums,
+    };
+    for (pp, sums) in sums.chunks_exact(per).enumerate() {
         let cols = (p + pp) * NR..((p + pp + 1) * NR).min(n);
         for (r, &q) in rq.iter().enumerate() {
             // SAFETY: (row, cols) lies inside `y`, written by this thread only (the caller's).
@@ -1579,11 +1591,13 @@ mod avx512 {
     /// (rows·NR)` panels (`sums` laid out `[panel][row][channel]`, `rows` rows per panel;
     /// `colsums`, `scales`, `bias` cover exactly those channels), written at `y` with row
     /// stride `n`. The operations of the AVX2 epilogue in the same order, 16 lanes at a time,
-    /// so the same bits; with `gelu`, then [`crate::nn::vmath`]'s AVX-512 GELU.
+    /// so the same bits; with `gelu`, then [`crate::nn::vmath`]'s AVX-512 GELU. `high`, when
+    /// given, holds as many sums against split weights' second plane, added 8 times first
+    /// ([`super::TileSums`]).
     #[target_feature(enable = "avx512f")]
     #[allow(clippy::too_many_arguments)] // the epilogue's inputs, as the scalar one takes them
     pub unsafe fn epilogue(
-        sums: &[i32],
+        (sums, high): (&[i32], Option<&[i32]>),
         rows: usize,
         rq: &[super::RowQuant],
         colsums: &[i32],
@@ -1600,8 +1614,12 @@ mod avx512 {
             let c = _mm512_loadu_si512(colsums.as_ptr().add(pp * NR) as *const __m512i);
             let ws = _mm512_loadu_ps(scales.as_ptr().add(pp * NR));
             for (r, q) in rq.iter().enumerate() {
-                let s =
-                    _mm512_loadu_si512(sums.as_ptr().add((pp * rows + r) * NR) as *const __m512i);
+                let at = (pp * rows + r) * NR;
+                let mut s = _mm512_loadu_si512(sums.as_ptr().add(at) as *const __m512i);
+                if let Some(h) = high {
+                    let h = _mm512_loadu_si512(h.as_ptr().add(at) as *const __m512i);
+                    s = _mm512_add_epi32(s, _mm512_slli_epi32::<3>(h));
+                }
                 let d = _mm512_sub_epi32(s, _mm512_mullo_epi32(_mm512_set1_epi32(q.zero), c));
                 let sc = _mm512_mul_ps(_mm512_set1_ps(q.scale), ws);
                 let mut v = _mm512_mul_ps(_mm512_cvtepi32_ps(d), sc);
