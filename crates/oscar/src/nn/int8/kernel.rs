@@ -28,6 +28,7 @@
 //! with group shifts are then held as two planes ([`Panels::Split`]), since a tile product
 //! cannot shift a group's sum on its way.
 
+use super::aligned::Aligned;
 use super::amx;
 use crate::nn::par::Out;
 use crate::nn::sgemm::Epilogue;
@@ -97,13 +98,13 @@ pub fn weight_groups() -> bool {
 #[derive(Debug, Clone, PartialEq)]
 enum Panels {
     /// The integers `q` themselves: what every tile reads (AMX's too, without group shifts).
-    Plain(Vec<i8>),
+    Plain(Aligned<i8>),
     /// For the AMX tiles with group shifts, which cannot shift a group's sum between two
     /// `tdpbusd` steps: each weight shifted by its group's shift, `w = q · 2^shift` (up to
     /// 127 · 8), held as `low + 8 · high` with both in int8 (`high = ⌊(w + 4) / 8⌋`, `low` in
     /// −4‥3). The tiles sum the activations against each plane and add 8 times `high`'s sums to
     /// `low`'s: the same exact integers as shifting each group's sum. Twice the bytes.
-    Split { low: Vec<i8>, high: Vec<i8> },
+    Split { low: Aligned<i8>, high: Aligned<i8> },
 }
 
 /// A weight matrix `[n, k]` quantized per output channel and packed for the kernel.
@@ -224,7 +225,7 @@ impl PackedWeight {
         let exp = |j: usize, kk: usize| exponents.map_or(0, |e| e[j * ngroups + kk / WEIGHT_GROUP]);
         let k4 = k.div_ceil(4) * 4;
         let np = n.div_ceil(NR);
-        let mut panels = vec![0i8; np * k4 * NR];
+        let mut panels = Aligned::<i8>::zeroed(np * k4 * NR);
         for j in 0..n {
             let (p, c) = (j / NR, j % NR);
             let panel = &mut panels[p * k4 * NR..(p + 1) * k4 * NR];
@@ -255,7 +256,10 @@ impl PackedWeight {
             .collect();
         let step_scales = scales.iter().map(|&s| s * pow2_neg(shift_base)).collect();
         let panels = if split && shift_base > 0 {
-            let (mut low, mut high) = (vec![0i8; panels.len()], vec![0i8; panels.len()]);
+            let (mut low, mut high) = (
+                Aligned::<i8>::zeroed(panels.len()),
+                Aligned::<i8>::zeroed(panels.len()),
+            );
             for j in 0..n {
                 let base = (j / NR) * k4 * NR + (j % NR) * 4;
                 for kk in 0..k {
@@ -672,7 +676,7 @@ struct Job<'a> {
 /// row, `qa` their `k4` bytes each and then a block of rows past the end that tiles may read
 /// (their sums are never written).
 struct Quantized {
-    qa: Vec<u8>,
+    qa: Aligned<u8>,
     rq: Vec<RowQuant>,
 }
 
@@ -681,7 +685,7 @@ impl Quantized {
     /// they are many.
     fn rows(x: &[f32], m: usize, k: usize, k4: usize, ranges: Option<&[(f32, f32)]>) -> Self {
         let spare = amx::BLOCK_ROWS.max(MR);
-        let mut qa = vec![0u8; (m + spare) * k4];
+        let mut qa = Aligned::<u8>::zeroed((m + spare) * k4);
         let mut rq = vec![
             RowQuant {
                 scale: 0.0,
@@ -857,8 +861,8 @@ fn rows_block(
     // Rows per tile: the activation bytes past the last row, up to a whole tile, stay 0.
     let tile_rows = if amx { amx::BLOCK_ROWS } else { MR };
     let mut own_qa = match pre {
-        Some(_) => vec![],
-        None => vec![0u8; MC.min(rows.len()).div_ceil(tile_rows) * tile_rows * k4],
+        Some(_) => Aligned::zeroed(0),
+        None => Aligned::zeroed(MC.min(rows.len()).div_ceil(tile_rows) * tile_rows * k4),
     };
     let mut own_rq = Vec::with_capacity(if pre.is_some() { 0 } else { MC });
     let mut tile = [0i32; GROUP_MAX * MR * NR];

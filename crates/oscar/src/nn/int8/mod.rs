@@ -4,6 +4,7 @@
 //! Attention products, softmax, LayerNorm and GELU stay f32. Inference only: a quantized layer
 //! has no gradient.
 
+mod aligned;
 mod amx;
 pub mod kernel;
 pub mod outliers;
