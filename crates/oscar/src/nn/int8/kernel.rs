@@ -8,7 +8,8 @@
 //! `vpmaddwd` by ones. With 8-bit activations a pair can reach 2·255·127 and saturate, silently.
 //! fbgemm (PyTorch's `quantize_dynamic`) avoids it by giving the weights 7 bits (`reduce_range`,
 //! which it drops on VNNI CPUs); ONNX Runtime's AVX2 path accepts the risk. There the activations
-//! get 7 bits (0‥127, 2·127·127 < 2¹⁵), so every sum is exact and the weights keep 8. Measured on
+//! get 7 bits (0‥127, 2·127·127 < 2¹⁵) by default, so every sum is exact and the weights keep 8
+//! (`OSCAR_INT8_ACTIVATION_BITS=8` gives AVX2 all 8 bits at two products per byte). Measured on
 //! this project's Zen 3: this sequence does 73 GMAC/s per core against 47 for f32 FMA. VNNI's
 //! `vpdpbusd` adds the products straight into int32, so there the activations take all 8 bits
 //! (0‥255) at the same speed: on all-MiniLM-L6-v2 that takes a third of the error away (worst
@@ -473,7 +474,7 @@ enum Isa {
 /// Which kernels run, checked once: `OSCAR_INT8_SCALAR=1` forces the portable path and
 /// `OSCAR_NO_AVX512=1` stops at AVX2 (for tests and comparisons). For one
 /// [`activation_levels`], every path computes the same int32 sums, so the choice changes speed,
-/// never results; 8-bit activations without VNNI take the portable tile (AVX2's would saturate).
+/// never results; 8-bit activations on AVX2 take two products per byte ([`avx2::tile_sums`]).
 fn isa() -> Isa {
     use std::sync::OnceLock;
     static ISA: OnceLock<Isa> = OnceLock::new();
@@ -486,7 +487,7 @@ fn isa() -> Isa {
             if vnni_allowed() {
                 return Isa::Avx512Vnni;
             }
-            if is_x86_feature_detected!("avx2") && activation_levels() == 127 {
+            if is_x86_feature_detected!("avx2") {
                 return Isa::Avx2;
             }
         }
@@ -517,8 +518,8 @@ fn vnni_allowed() -> bool {
 
 /// The activations' range, `0‥levels`: 255 (8 bits) where the VNNI tile may run, 127 (7 bits)
 /// elsewhere (module doc); `OSCAR_INT8_ACTIVATION_BITS=7` or `8` chooses, so a model's int8
-/// outputs on one CPU can be reproduced on another (8 bits without VNNI run the portable tile,
-/// slowly). Checked once; it does not depend on `OSCAR_INT8_SCALAR`, so the portable tile
+/// outputs on one CPU can be reproduced on another (8 bits on AVX2 take two products per byte,
+/// about half the speed of 7). Checked once; it does not depend on `OSCAR_INT8_SCALAR`, so the portable tile
 /// reproduces the fast one's results on the same CPU.
 pub fn activation_levels() -> i32 {
     use std::sync::OnceLock;
@@ -579,6 +580,7 @@ pub fn kernel_name() -> String {
             "amx (tdpbusd; avx512-vnni where k is not a multiple of 64)"
         }
         Isa::Avx512Vnni => "avx512-vnni (vpdpbusd)",
+        Isa::Avx2 if activation_levels() > 127 => "avx2 (vpmaddubsw, two per byte)",
         Isa::Avx2 => "avx2 (vpmaddubsw)",
         Isa::Portable => "portable",
     };
@@ -1192,14 +1194,16 @@ fn tile_sums(qa: &[u8], k4: usize, panels: &[i8], shifts: Option<&[u8]>, tile: &
                 .zip(tile.chunks_exact_mut(MR * NR))
                 .enumerate()
             {
+                let levels = activation_levels();
                 match shifts {
-                    None => unsafe { avx2::tile_sums(qa, k4, panel, sums) },
+                    None => unsafe { avx2::tile_sums(qa, k4, panel, levels, sums) },
                     Some(sh) => unsafe {
                         avx2::tile_sums_shifted(
                             qa,
                             k4,
                             panel,
                             &sh[i * per_shifts..(i + 1) * per_shifts],
+                            levels,
                             sums,
                         )
                     },
@@ -1295,10 +1299,17 @@ mod avx2 {
 
     /// Sums of 4 rows × 16 channels: per group of 4 inputs, each row's 4 bytes are broadcast,
     /// multiplied with the panel's two registers (`vpmaddubsw`), the i16 pairs widened and summed
-    /// (`vpmaddwd` by ones) and added to 8 int32 accumulators.
+    /// (`vpmaddwd` by ones) and added to 8 int32 accumulators. Activations of 8 bits (`levels`
+    /// 255) would saturate the i16 pairs (255 · 127 · 2 > 32,767), so each byte is taken as
+    /// `2 · (a >> 1) + (a & 1)`: two `vpmaddubsw` whose pairs fit, the first summed by twos —
+    /// the same exact sums at about twice the multiply work.
     #[target_feature(enable = "avx2")]
-    pub unsafe fn tile_sums(qa: &[u8], k4: usize, panel: &[i8], tile: &mut [i32]) {
-        sums::<false>(qa, k4, panel, &[], tile)
+    pub unsafe fn tile_sums(qa: &[u8], k4: usize, panel: &[i8], levels: i32, tile: &mut [i32]) {
+        if levels > 127 {
+            sums::<false, true>(qa, k4, panel, &[], tile)
+        } else {
+            sums::<false, false>(qa, k4, panel, &[], tile)
+        }
     }
 
     /// [`tile_sums`] with each group's products shifted left by its channel's shift
@@ -1309,15 +1320,21 @@ mod avx2 {
         k4: usize,
         panel: &[i8],
         shifts: &[u8],
+        levels: i32,
         tile: &mut [i32],
     ) {
-        sums::<true>(qa, k4, panel, shifts, tile)
+        if levels > 127 {
+            sums::<true, true>(qa, k4, panel, shifts, tile)
+        } else {
+            sums::<true, false>(qa, k4, panel, shifts, tile)
+        }
     }
 
-    /// Both tiles; without `SHIFTED` the shifts are neither read nor applied.
+    /// Every tile; without `SHIFTED` the shifts are neither read nor applied, with `EIGHT` the
+    /// activations take 8 bits (two products per byte, [`tile_sums`]).
     #[target_feature(enable = "avx2")]
     #[inline]
-    unsafe fn sums<const SHIFTED: bool>(
+    unsafe fn sums<const SHIFTED: bool, const EIGHT: bool>(
         qa: &[u8],
         k4: usize,
         panel: &[i8],
@@ -1325,6 +1342,21 @@ mod avx2 {
         tile: &mut [i32],
     ) {
         let ones = _mm256_set1_epi16(1);
+        let twos = _mm256_set1_epi16(2);
+        let (low7, bit0) = (_mm256_set1_epi8(0x7f), _mm256_set1_epi8(1));
+        // The 4-byte groups' products with `b`, pairs summed into int32 lanes.
+        let product = |av: __m256i, b: __m256i| -> __m256i {
+            if EIGHT {
+                let hi = _mm256_and_si256(_mm256_srli_epi16::<1>(av), low7);
+                let lo = _mm256_and_si256(av, bit0);
+                _mm256_add_epi32(
+                    _mm256_madd_epi16(_mm256_maddubs_epi16(hi, b), twos),
+                    _mm256_madd_epi16(_mm256_maddubs_epi16(lo, b), ones),
+                )
+            } else {
+                _mm256_madd_epi16(_mm256_maddubs_epi16(av, b), ones)
+            }
+        };
         let (a, b) = (qa.as_ptr(), panel.as_ptr());
         let mut c = [_mm256_setzero_si256(); 2 * MR];
         let steps = WEIGHT_GROUP / 4;
@@ -1342,8 +1374,8 @@ mod avx2 {
                     let av = _mm256_set1_epi32(std::ptr::read_unaligned(
                         a.add(r * k4 + g * 4) as *const i32
                     ));
-                    let mut p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(av, b0), ones);
-                    let mut p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(av, b1), ones);
+                    let mut p0 = product(av, b0);
+                    let mut p1 = product(av, b1);
                     if SHIFTED {
                         p0 = _mm256_sllv_epi32(p0, sh0);
                         p1 = _mm256_sllv_epi32(p1, sh1);
@@ -1679,8 +1711,8 @@ mod tests {
     }
 
     /// Every tile this CPU can run — the dispatched one, AVX2's and AVX-512 VNNI's — gives the
-    /// portable tile's sums, for 1 to 4 panels at once, with 7-bit activations and (but AVX2's)
-    /// the full 8 bits, without and with group shifts, on `k4` that leave a partial group (a
+    /// portable tile's sums, for 1 to 4 panels at once, with 7-bit activations and the full 8
+    /// bits, without and with group shifts, on `k4` that leave a partial group (a
     /// kernel the CPU lacks is reported skipped).
     #[test]
     fn every_tile_agrees_with_the_portable_tile() {
@@ -1841,8 +1873,8 @@ mod tests {
         }
         #[cfg(target_arch = "x86_64")]
         {
-            // AVX2's tile is for 7-bit activations only (its i16 pairs saturate past).
-            if is_x86_feature_detected!("avx2") && levels == 127 {
+            // AVX2's tile, with 7-bit activations and with 8 (two products per byte).
+            if is_x86_feature_detected!("avx2") {
                 let mut got = vec![0i32; count * MR * NR];
                 for (i, (panel, sums)) in panels
                     .chunks_exact(k4 * NR)
@@ -1852,12 +1884,13 @@ mod tests {
                     // SAFETY: AVX2 detected just above; lengths as the kernel needs.
                     unsafe {
                         match sh {
-                            None => avx2::tile_sums(&qa, k4, panel, sums),
+                            None => avx2::tile_sums(&qa, k4, panel, levels, sums),
                             Some(s) => avx2::tile_sums_shifted(
                                 &qa,
                                 k4,
                                 panel,
                                 &s[i * per..(i + 1) * per],
+                                levels,
                                 sums,
                             ),
                         }
